@@ -1,0 +1,538 @@
+"""An embedded PostgreSQL cluster owned by the service, driven from its binaries.
+
+Layout under ``cluster_dir``: ``data/`` (the cluster), ``run/`` (Unix socket directory;
+under /tmp when that path would be too long for a socket), ``postgres.log`` and ``.lock``.
+The server listens on its Unix socket only, with trust authentication for user
+``postgres``. A postmaster left running by a killed service is adopted by the next
+``start()``. All methods block (subprocesses): call them via ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import logging
+import os
+import pwd
+import re
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_BINARIES = ("pg_ctl", "initdb", "postgres")
+NO_BINARIES_HINT = (
+    "no PostgreSQL binaries found: install chroma-orch with pgserver (Python <= 3.12), "
+    "put PostgreSQL on PATH, or set CHROMA_ORCH_DATABASE_URL"
+)
+PORT = 5432
+SOCKET_NAME = f".s.PGSQL.{PORT}"
+MAX_SOCKET_PATH = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
+CONF_NAME = "chroma_orch.conf"
+READY_TIMEOUT = 60.0
+
+
+class EmbeddedDatabaseError(Exception):
+    """The embedded PostgreSQL cluster cannot be found, initialized, started or stopped."""
+
+
+def find_pg_bin_dir(configured: Path | None) -> Path:
+    """Directory holding ``pg_ctl``, ``initdb`` and ``postgres``.
+
+    ``configured`` wins when given; otherwise the pgserver wheel's bundled binaries
+    (located without importing pgserver), otherwise a directory on PATH.
+    Raises EmbeddedDatabaseError when none qualifies.
+    """
+    if configured is not None:
+        if _has_pg_binaries(configured):
+            return configured
+        missing = [b for b in REQUIRED_BINARIES if not _is_executable(configured / b)]
+        raise EmbeddedDatabaseError(
+            f"configured PostgreSQL bin_dir {configured} lacks {', '.join(missing)}; "
+            + NO_BINARIES_HINT
+        )
+    bundled = _pgserver_bin_dir()
+    if bundled is not None:
+        return bundled
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(entry)
+        if entry and _has_pg_binaries(candidate):
+            real = (candidate / "pg_ctl").resolve().parent  # Debian: symlinks into the real dir
+            return real if _has_pg_binaries(real) else candidate
+    raise EmbeddedDatabaseError(NO_BINARIES_HINT)
+
+
+def _is_executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def _has_pg_binaries(directory: Path) -> bool:
+    return all(_is_executable(directory / name) for name in REQUIRED_BINARIES)
+
+
+def _pgserver_bin_dir() -> Path | None:
+    try:
+        spec = importlib.util.find_spec("pgserver")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    bin_dir = Path(spec.origin).parent / "pginstall" / "bin"
+    return bin_dir if _has_pg_binaries(bin_dir) else None
+
+
+@dataclass(frozen=True)
+class _RunAs:
+    """The unprivileged account PostgreSQL runs as when the service is root."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _PidFile:
+    pid: int
+    socket_dir: str
+    status: str
+
+
+def _lookup_user(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def _resolve_system_user(name: str) -> _RunAs:
+    if _lookup_user(name) is None:
+        cmd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
+            logger.info("created system user user=%s", name)
+        except (OSError, subprocess.SubprocessError) as exc:
+            if _lookup_user(name) is None:  # else: created concurrently by someone else
+                logger.warning(
+                    "cannot create system user user=%s error=%r fallback=nobody", name, exc
+                )
+                name = "nobody"
+    entry = _lookup_user(name)
+    if entry is None:
+        raise EmbeddedDatabaseError(f"system user {name!r} does not exist and cannot be created")
+    if entry.pw_uid == 0:
+        raise EmbeddedDatabaseError("PostgreSQL cannot run as root: choose another system_user")
+    groups = tuple(os.getgrouplist(name, entry.pw_gid))
+    return _RunAs(name, entry.pw_uid, entry.pw_gid, groups)
+
+
+def _can_traverse(path: Path, run_as: _RunAs | None) -> bool:
+    if run_as is None:
+        return os.access(path, os.X_OK)
+    st = path.stat()
+    if st.st_uid == run_as.uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in run_as.groups:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _read_pid_file(data_dir: Path) -> _PidFile | None:
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+        pid = int(lines[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    lines += [""] * 8  # a postmaster that is still starting has written only some lines
+    return _PidFile(pid=pid, socket_dir=lines[4].strip(), status=lines[7].strip())
+
+
+def _is_our_postmaster(pid: int, data_dir: Path) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        names = [proc.name(), *proc.cmdline()[:1]]
+        if not any("postgres" in n for n in names):
+            return False
+        return os.path.realpath(proc.cwd()) == str(data_dir)  # the postmaster chdirs to PGDATA
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _conf_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL cluster under ``cluster_dir``, run from the binaries in ``bin_dir``.
+
+    When the process is root, the cluster runs as ``system_user`` (created if missing,
+    ``nobody`` if it cannot be). ``database`` is the database ``url`` points at.
+    """
+
+    def __init__(
+        self,
+        cluster_dir: Path,
+        *,
+        bin_dir: Path | None = None,
+        system_user: str = "chroma-orch",
+        database: str = "chroma_orch",
+    ) -> None:
+        self.cluster_dir = Path(os.path.realpath(Path(cluster_dir).expanduser()))
+        self.bin_dir = find_pg_bin_dir(bin_dir)
+        self.system_user = system_user
+        self.database = database
+        self.data_dir = self.cluster_dir / "data"
+        self.log_file = self.cluster_dir / "postgres.log"
+        self.socket_dir = self._choose_socket_dir()
+        self._run_as_cache: _RunAs | None = None
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL of ``database`` over the Unix socket."""
+        return self.url_for(self.database)
+
+    @property
+    def admin_url(self) -> str:
+        """SQLAlchemy URL of the ``postgres`` maintenance database."""
+        return self.url_for("postgres")
+
+    def url_for(self, database: str) -> str:
+        """SQLAlchemy URL of any database of this cluster."""
+        host = quote(str(self.socket_dir), safe="/")
+        return f"postgresql+asyncpg://postgres@/{quote(database, safe='')}?host={host}"
+
+    def start(self) -> None:
+        """Initialize the cluster if needed and make sure its postmaster is running.
+
+        Idempotent; adopts a postmaster left behind by a killed process.
+        """
+        try:
+            self._prepare_dirs()
+        except OSError as exc:
+            raise EmbeddedDatabaseError(
+                f"cannot prepare {self.cluster_dir}: {exc}; set CHROMA_ORCH_DATA_DIR to a "
+                "directory this service may create (e.g. /var/lib/chroma-orch)"
+            ) from exc
+        with self._locked():
+            self._ensure_initialized()
+            self._write_conf()
+            self._chown_tree()
+            info = self._running_postmaster()
+            if info is not None and info.socket_dir != str(self.socket_dir):
+                logger.info("restarting postgres pid=%s socket_dir=%s", info.pid, info.socket_dir)
+                self._pg_ctl_stop()
+                info = None
+            if info is not None and self._wait_ready(info.pid):
+                logger.info("adopted postgres pid=%s data_dir=%s", info.pid, self.data_dir)
+                return
+            if info is not None:
+                self._running_postmaster()  # it exited while we waited: clear its pid file
+            self._pg_ctl_start()
+
+    def stop(self) -> None:
+        """Stop the postmaster (fast shutdown). No error when it is not running."""
+        if not (self.data_dir / "PG_VERSION").exists():
+            return
+        with self._locked():
+            if self._running_postmaster() is None:
+                logger.debug("postgres not running data_dir=%s", self.data_dir)
+                return
+            self._pg_ctl_stop()
+
+    def ensure_database(self, name: str) -> None:
+        """Create database ``name`` unless it exists (the cluster must be running)."""
+        if not name or "\0" in name or len(name.encode()) > 63:
+            raise ValueError(f"invalid database name {name!r}")
+        if _is_executable(self.bin_dir / "psql"):
+            self._ensure_database_psql(name)
+        else:
+            asyncio.run(self._ensure_database_asyncpg(name))
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ filesystem
+    def _choose_socket_dir(self) -> Path:
+        preferred = self.cluster_dir / "run"
+        if len(os.fsencode(preferred / SOCKET_NAME)) <= MAX_SOCKET_PATH:
+            return preferred
+        digest = hashlib.sha256(os.fsencode(self.cluster_dir)).hexdigest()[:16]
+        return Path("/tmp") / f"chroma-orch-pg-{digest}"
+
+    @property
+    def _run_as(self) -> _RunAs | None:
+        if os.geteuid() != 0:
+            return None
+        if self._run_as_cache is None:
+            self._run_as_cache = _resolve_system_user(self.system_user)
+        return self._run_as_cache
+
+    def _check_traversable(self, path: Path, what: str) -> None:
+        """Every component of ``path`` must be searchable by the PostgreSQL user."""
+        for component in [*reversed(path.parents), path]:
+            if _can_traverse(component, self._run_as):
+                continue
+            user = self._run_as.name if self._run_as else pwd.getpwuid(os.geteuid()).pw_name
+            raise EmbeddedDatabaseError(
+                f"{what}: directory {component} is not searchable (x permission) by user "
+                f"{user!r}, which runs PostgreSQL; set CHROMA_ORCH_DATA_DIR elsewhere "
+                "(e.g. /var/lib/chroma-orch) or grant search permission on it"
+            )
+
+    def _prepare_dirs(self) -> None:
+        for ancestor in reversed(self.cluster_dir.parents):
+            if not ancestor.is_dir():
+                with contextlib.suppress(FileExistsError):
+                    ancestor.mkdir(mode=0o711)
+                    os.chmod(ancestor, 0o711)  # only directories we created; mkdir obeys umask
+        self._check_traversable(self.cluster_dir.parent, f"cluster {self.cluster_dir}")
+        self._check_traversable(self.bin_dir.resolve(), "PostgreSQL binaries")
+        self._own_dir(self.cluster_dir)
+        self._own_dir(self.socket_dir)
+
+    def _own_dir(self, path: Path) -> None:
+        """Make ``path`` a 0700 directory of the PostgreSQL user; refuse a foreign one."""
+        run_as = self._run_as
+        owner = run_as.uid if run_as is not None else os.geteuid()
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        st = path.lstat()
+        if not stat.S_ISDIR(st.st_mode):
+            raise EmbeddedDatabaseError(f"{path} exists and is not a directory")
+        if st.st_uid != owner:
+            # root may take over the cluster tree, or a directory root itself created
+            if run_as is None or not (st.st_uid == 0 or path.is_relative_to(self.cluster_dir)):
+                raise EmbeddedDatabaseError(f"{path} is owned by uid {st.st_uid}, not {owner}")
+            os.chown(path, run_as.uid, run_as.gid)
+        os.chmod(path, 0o700)
+
+    def _chown_tree(self) -> None:
+        if self._run_as is None:
+            return
+        uid, gid = self._run_as.uid, self._run_as.gid
+        for root, dirs, files in os.walk(self.cluster_dir):
+            for name in (*dirs, *files):
+                path = os.path.join(root, name)
+                with contextlib.suppress(FileNotFoundError):
+                    if os.lstat(path).st_uid != uid:
+                        os.lchown(path, uid, gid)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialize init/start/stop across processes and threads (flock is per open file).
+
+        Children never inherit the descriptor (close_fds), so the postmaster cannot hold it.
+        """
+        with open(self.cluster_dir / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    # ------------------------------------------------------------ subprocesses
+    def _run(
+        self, args: list[str], *, input: str | None = None, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(HOME=str(self.cluster_dir), LC_ALL="C")
+        run_as = self._run_as
+        if run_as is not None:
+            env.update(USER=run_as.name, LOGNAME=run_as.name)
+        return subprocess.run(
+            args, input=input, capture_output=True, text=True, env=env, timeout=timeout,
+            cwd=self.cluster_dir, umask=0o077,
+            user=run_as.uid if run_as else None, group=run_as.gid if run_as else None,
+            extra_groups=[] if run_as else None,
+        )  # fmt: skip
+
+    def _failure(self, what: str, proc: subprocess.CompletedProcess[str]) -> EmbeddedDatabaseError:
+        log_tail = ""
+        with contextlib.suppress(OSError):
+            log_tail = self.log_file.read_text(errors="replace")[-2000:]
+        return EmbeddedDatabaseError(
+            f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()}"
+            + (f"\n--- {self.log_file} (tail) ---\n{log_tail}" if log_tail else "")
+        )
+
+    def _binary_major(self) -> str:
+        proc = self._run([str(self.bin_dir / "postgres"), "--version"])
+        match = re.search(r"\(PostgreSQL\) (\d+)", proc.stdout)
+        if proc.returncode != 0 or match is None:
+            raise self._failure(f"{self.bin_dir / 'postgres'} --version", proc)
+        return match.group(1)
+
+    # ------------------------------------------------------------ cluster lifecycle
+    def _ensure_initialized(self) -> None:
+        version_file = self.data_dir / "PG_VERSION"
+        binary_major = self._binary_major()
+        if version_file.exists():
+            data_major = version_file.read_text().strip()
+            if data_major != binary_major:
+                raise EmbeddedDatabaseError(
+                    f"{self.data_dir} holds a PostgreSQL {data_major} cluster but the binaries "
+                    f"in {self.bin_dir} are PostgreSQL {binary_major}: point "
+                    f"CHROMA_ORCH_EMBEDDED_DB__BIN_DIR at PostgreSQL {data_major} binaries, "
+                    "or upgrade the cluster (pg_upgrade / dump and restore)"
+                )
+            return
+        if self.data_dir.exists():
+            if any(self.data_dir.iterdir()):
+                raise EmbeddedDatabaseError(
+                    f"{self.data_dir} is not empty but holds no PostgreSQL cluster (no "
+                    "PG_VERSION); move it away"
+                )
+            self.data_dir.rmdir()
+        self._initdb(binary_major)
+
+    def _initdb(self, major: str) -> None:
+        staging = self.cluster_dir / "data.initdb"  # renamed into place only when complete
+        shutil.rmtree(staging, ignore_errors=True)
+        started = time.monotonic()
+        proc = self._run([
+            str(self.bin_dir / "initdb"), "-D", str(staging), "--auth=trust", "-U", "postgres",
+            "--encoding=UTF8", "--locale=C",
+        ])  # fmt: skip
+        if proc.returncode != 0:
+            raise self._failure("initdb", proc)
+        with open(staging / "postgresql.conf", "a") as conf:
+            conf.write(f"\n# Settings managed by chroma-orch\ninclude '{CONF_NAME}'\n")
+        self._write_conf(staging)
+        os.rename(staging, self.data_dir)
+        elapsed = time.monotonic() - started
+        logger.info(
+            "initdb done data_dir=%s version=%s seconds=%.2f", self.data_dir, major, elapsed
+        )
+
+    def _write_conf(self, data_dir: Path | None = None) -> None:
+        target = (data_dir or self.data_dir) / CONF_NAME
+        content = "\n".join([
+            "# Written by chroma-orch at every start; edits are overwritten.",
+            "listen_addresses = ''",
+            f"port = {PORT}",
+            f"unix_socket_directories = {_conf_string(str(self.socket_dir))}",
+            "unix_socket_permissions = 0700",
+            "max_connections = 200",
+            "fsync = on",
+            "timezone = 'UTC'",
+            "log_timezone = 'UTC'",
+            "",
+        ])  # fmt: skip
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(content)
+        if self._run_as is not None:
+            os.chown(tmp, self._run_as.uid, self._run_as.gid)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, target)
+
+    def _running_postmaster(self) -> _PidFile | None:
+        """Our live postmaster per ``postmaster.pid``; a stale pid file is removed."""
+        info = _read_pid_file(self.data_dir)
+        if info is None:
+            return None
+        if _is_our_postmaster(info.pid, self.data_dir):
+            return info
+        logger.warning("stale postmaster.pid removed pid=%s data_dir=%s", info.pid, self.data_dir)
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / "postmaster.pid").unlink()
+        return None
+
+    def _is_ready(self) -> bool:
+        pg_isready = self.bin_dir / "pg_isready"
+        if _is_executable(pg_isready):
+            proc = self._run([str(pg_isready), "-q", "-t", "2", *self._client_args()], timeout=10)
+            return proc.returncode == 0
+        info = _read_pid_file(self.data_dir)
+        return bool(info and info.status == "ready" and (self.socket_dir / SOCKET_NAME).exists())
+
+    def _wait_ready(self, pid: int) -> bool:
+        """True once the postmaster accepts connections; False if it exits meanwhile."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while _is_our_postmaster(pid, self.data_dir):
+            if self._is_ready():
+                return True
+            if time.monotonic() > deadline:
+                raise EmbeddedDatabaseError(
+                    f"postmaster pid={pid} of {self.data_dir} is running but not accepting "
+                    f"connections after {READY_TIMEOUT:.0f}s; see {self.log_file}"
+                )
+            time.sleep(0.1)
+        return False
+
+    def _pg_ctl_start(self) -> None:
+        for leftover in (SOCKET_NAME, SOCKET_NAME + ".lock"):  # no postmaster of ours uses them
+            with contextlib.suppress(FileNotFoundError):
+                (self.socket_dir / leftover).unlink()
+        started = time.monotonic()
+        proc = self._pg_ctl("start", "-l", str(self.log_file))
+        info = _read_pid_file(self.data_dir)
+        if proc.returncode != 0 or info is None:
+            raise self._failure("pg_ctl start", proc)
+        elapsed = time.monotonic() - started
+        logger.info("started postgres pid=%s seconds=%.2f", info.pid, elapsed)
+
+    def _pg_ctl_stop(self) -> None:
+        proc = self._pg_ctl("stop", "-m", "fast")
+        if proc.returncode != 0 and self._running_postmaster() is not None:
+            raise self._failure("pg_ctl stop", proc)
+        logger.info("stopped postgres data_dir=%s", self.data_dir)
+
+    def _pg_ctl(self, action: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        args = ["-D", str(self.data_dir), "-w", "-s", "-t", str(int(READY_TIMEOUT)), *extra]
+        return self._run([str(self.bin_dir / "pg_ctl"), action, *args], timeout=READY_TIMEOUT + 30)
+
+    # ------------------------------------------------------------ databases
+    def _client_args(self) -> list[str]:
+        return ["-h", str(self.socket_dir), "-p", str(PORT), "-U", "postgres", "-d", "postgres"]
+
+    def _psql(self, sql: str, name: str) -> subprocess.CompletedProcess[str]:
+        options = ["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-v", f"dbname={name}"]
+        psql = str(self.bin_dir / "psql")
+        return self._run([psql, *options, *self._client_args()], input=sql, timeout=60)
+
+    def _ensure_database_psql(self, name: str) -> None:
+        exists = "SELECT 1 FROM pg_database WHERE datname = :'dbname';\n"
+        create = (
+            "SELECT format('CREATE DATABASE %I', :'dbname') WHERE NOT EXISTS "
+            "(SELECT FROM pg_database WHERE datname = :'dbname') \\gexec\n"
+        )
+        proc = self._psql(create, name)
+        if proc.returncode != 0 and self._psql(exists, name).stdout.strip() != "1":
+            raise self._failure(f"creating database {name!r}", proc)
+        logger.info("ensured database name=%s via=psql", name)
+
+    async def _ensure_database_asyncpg(self, name: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(
+            host=str(self.socket_dir), port=PORT, user="postgres", database="postgres"
+        )
+        try:
+            found = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if found is None:
+                with contextlib.suppress(
+                    asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError
+                ):
+                    await conn.execute(f"CREATE DATABASE {_quote_ident(name)}")
+        finally:
+            await conn.close()
+        logger.info("ensured database name=%s via=asyncpg", name)
