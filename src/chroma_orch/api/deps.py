@@ -1,0 +1,65 @@
+"""Request-scoped dependencies: the unit of work, the caller, the services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chroma_orch.context import AppContext
+from chroma_orch.domain.auth import Principal, authenticate
+from chroma_orch.domain.instances import InstanceService
+from chroma_orch.domain.tenants import TenantService
+from chroma_orch.events.log import commit, discard_pending
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+Context = Annotated[AppContext, Depends(get_context)]
+
+
+async def get_session(ctx: Context) -> AsyncIterator[AsyncSession]:
+    """One request, one transaction: committed (with its events) when the handler
+    returns, rolled back when it raises."""
+    async with ctx.sessions() as session:
+        try:
+            yield session
+        except BaseException:
+            discard_pending(session)
+            await session.rollback()
+            raise
+        await commit(session)
+
+
+Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+bearer = HTTPBearer(auto_error=False, description="An admin or tenant API token.")
+
+
+async def get_principal(
+    session: Session,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    return await authenticate(session, credentials.credentials if credentials else None)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def get_instances(session: Session, principal: CurrentPrincipal, ctx: Context) -> InstanceService:
+    return InstanceService(session, principal, ctx.policy)
+
+
+def get_tenants(session: Session, principal: CurrentPrincipal) -> TenantService:
+    return TenantService(session, principal)
+
+
+Instances = Annotated[InstanceService, Depends(get_instances)]
+Tenants = Annotated[TenantService, Depends(get_tenants)]

@@ -1,0 +1,20 @@
+"""What the lifespan builds and request handlers use, kept on ``app.state.ctx``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from chroma_orch.domain.instances import InstancePolicy
+from chroma_orch.runtimes.base import Runtime
+from chroma_orch.settings import Settings
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    runtime: Runtime
+    policy: InstancePolicy

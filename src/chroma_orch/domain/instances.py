@@ -1,0 +1,308 @@
+"""Instance lifecycle requests: validate, write desired state and an intent, queue events.
+
+The API side of the state model. Nothing here talks to a runtime: the
+reconciler acts on what is written. Services only flush; the caller commits.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chroma_orch.db.models import Instance, Intent
+from chroma_orch.domain.auth import Principal
+from chroma_orch.domain.schemas import (
+    EndpointRead,
+    FailureRead,
+    InstanceCreate,
+    InstancePage,
+    InstanceRead,
+)
+from chroma_orch.domain.states import (
+    ACTION_TARGETS,
+    Action,
+    DesiredState,
+    Phase,
+    changes_desired,
+    check_action,
+)
+from chroma_orch.errors import (
+    BadRequestError,
+    ConflictError,
+    IdempotencyKeyReusedError,
+    NotFoundError,
+    QuotaExceededError,
+)
+from chroma_orch.events.log import INTENTS_CHANNEL, notify_on_commit, record_event
+
+
+@dataclass(frozen=True)
+class InstancePolicy:
+    runtime: str
+    max_per_tenant: int
+    public_url: str | None = None
+    """Base URL of the data plane; None while no data plane serves instances."""
+
+
+def to_read(instance: Instance, policy: InstancePolicy) -> InstanceRead:
+    endpoint = None
+    if instance.endpoint_host and instance.endpoint_port:
+        url = f"http://{instance.endpoint_host}:{instance.endpoint_port}"
+        endpoint = EndpointRead(host=instance.endpoint_host, port=instance.endpoint_port, url=url)
+    failure = None
+    if instance.failure_reason:
+        failure = FailureRead(
+            reason=instance.failure_reason, message=instance.failure_message or ""
+        )
+    return InstanceRead(
+        id=instance.id,
+        name=instance.name,
+        tenant_id=instance.tenant_id,
+        runtime=instance.runtime,
+        desired_state=DesiredState(instance.desired_state),
+        phase=Phase(instance.phase),
+        generation=instance.generation,
+        observed_generation=instance.observed_generation,
+        endpoint=endpoint,
+        url=f"{policy.public_url}/i/{instance.id}" if policy.public_url else None,
+        failure=failure,
+        restart_count=instance.restart_count,
+        created_at=instance.created_at,
+        updated_at=instance.updated_at,
+        phase_changed_at=instance.phase_changed_at,
+    )
+
+
+def desired_snapshot(instance: Instance) -> dict[str, object]:
+    return {"desired_state": instance.desired_state, "generation": instance.generation}
+
+
+def request_fingerprint(data: InstanceCreate, tenant_id: uuid.UUID) -> str:
+    body = {"name": data.name, "tenant_id": str(tenant_id)}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+async def _advisory_lock(session: AsyncSession, *parts: object) -> None:
+    key = ":".join(str(p) for p in parts)
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+
+
+class InstanceService:
+    def __init__(self, session: AsyncSession, principal: Principal, policy: InstancePolicy):
+        self.session = session
+        self.principal = principal
+        self.policy = policy
+
+    async def get(self, instance_id: uuid.UUID, *, for_update: bool = False) -> Instance:
+        """A visible, not yet deleted instance, or ``NotFoundError``."""
+        query = select(Instance).where(Instance.id == instance_id)
+        if for_update:
+            query = query.with_for_update()
+        instance = await self.session.scalar(query)
+        if (
+            instance is None
+            or not self.principal.can_see(instance.tenant_id)
+            or instance.phase == Phase.DELETED
+        ):
+            raise NotFoundError(f"instance {instance_id} not found")
+        return instance
+
+    async def find_live(self, tenant_id: uuid.UUID, name: str) -> Instance | None:
+        return await self.session.scalar(
+            select(Instance).where(
+                Instance.tenant_id == tenant_id,
+                Instance.name == name,
+                Instance.desired_state != DesiredState.DELETED,
+            )
+        )
+
+    async def create(
+        self, data: InstanceCreate, idempotency_key: str | None = None
+    ) -> tuple[Instance, Intent]:
+        tenant_id = self.principal.tenant_scope(data.tenant_id)
+        await self._require_tenant(tenant_id)
+        fingerprint = request_fingerprint(data, tenant_id)
+        if idempotency_key is not None:
+            replay = await self._replay(tenant_id, idempotency_key, fingerprint)
+            if replay is not None:
+                return replay
+        await _advisory_lock(self.session, "instance-name", tenant_id, data.name)
+        if await self.find_live(tenant_id, data.name) is not None:
+            raise ConflictError(f"tenant already has an instance named {data.name!r}")
+        await self._check_quota(tenant_id)
+        instance = Instance(
+            tenant_id=tenant_id,
+            name=data.name,
+            runtime=self.policy.runtime,
+            spec={},
+            desired_state=DesiredState.RUNNING,
+            phase=Phase.PENDING,
+            generation=1,
+            observed_generation=0,
+            restart_generation=0,
+            restart_count=0,
+            error_count=0,
+            keep_data=False,
+        )
+        self.session.add(instance)
+        await self.session.flush()
+        intent = await self._enqueue(instance, Action.CREATE, idempotency_key, fingerprint)
+        record_event(
+            self.session,
+            type="instance.created",
+            instance_id=instance.id,
+            tenant_id=tenant_id,
+            after={"name": instance.name, "phase": instance.phase, **desired_snapshot(instance)},
+        )
+        await self.session.refresh(instance)
+        return instance, intent
+
+    async def act(
+        self, instance_id: uuid.UUID, action: Action, *, keep_data: bool = False
+    ) -> tuple[Instance, Intent]:
+        """Apply start/stop/restart/delete: new desired state, an intent, an event."""
+        instance = await self.get(instance_id, for_update=True)
+        return await self.apply(instance, action, keep_data=keep_data)
+
+    async def apply(
+        self, instance: Instance, action: Action, *, keep_data: bool = False
+    ) -> tuple[Instance, Intent]:
+        desired, phase = DesiredState(instance.desired_state), Phase(instance.phase)
+        check_action(action, desired, phase)
+        if changes_desired(action, desired, phase):
+            before = desired_snapshot(instance)
+            instance.desired_state = ACTION_TARGETS[action]
+            instance.generation += 1
+            if action is Action.RESTART:
+                instance.restart_generation = instance.generation
+            if action in (Action.START, Action.RESTART):
+                instance.restart_count = 0
+            if action is Action.DELETE:
+                instance.keep_data = keep_data
+            instance.next_reconcile_at = func.now()
+            record_event(
+                self.session,
+                type="instance.desired_changed",
+                instance_id=instance.id,
+                tenant_id=instance.tenant_id,
+                before=before,
+                after={"action": action.value, **desired_snapshot(instance)},
+            )
+        await self.session.flush()
+        intent = await self._enqueue(instance, action, None, None)
+        await self.session.refresh(instance)
+        return instance, intent
+
+    async def list(
+        self,
+        *,
+        phase: Phase | None,
+        tenant_id: uuid.UUID | None,
+        limit: int,
+        cursor: str | None,
+    ) -> InstancePage:
+        query = select(Instance).where(Instance.phase != Phase.DELETED)
+        if not self.principal.is_admin:
+            query = query.where(Instance.tenant_id == self.principal.tenant_id)
+        elif tenant_id is not None:
+            query = query.where(Instance.tenant_id == tenant_id)
+        if phase is not None:
+            query = query.where(Instance.phase == phase)
+        if cursor is not None:
+            created, last_id = decode_cursor(cursor)
+            query = query.where(
+                (Instance.created_at > created)
+                | ((Instance.created_at == created) & (Instance.id > last_id))
+            )
+        rows = list(
+            await self.session.scalars(
+                query.order_by(Instance.created_at, Instance.id).limit(limit + 1)
+            )
+        )
+        next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+        return InstancePage(
+            items=[to_read(row, self.policy) for row in rows[:limit]], next_cursor=next_cursor
+        )
+
+    async def _enqueue(
+        self,
+        instance: Instance,
+        action: Action,
+        idempotency_key: str | None,
+        fingerprint: str | None,
+    ) -> Intent:
+        converged = instance.observed_generation >= instance.generation and not changes_desired(
+            action, DesiredState(instance.desired_state), Phase(instance.phase)
+        )
+        intent = Intent(
+            instance_id=instance.id,
+            tenant_id=instance.tenant_id,
+            action=action,
+            target_generation=instance.generation,
+            status="succeeded" if converged else "pending",
+            completed_at=datetime.now(UTC) if converged else None,
+            idempotency_key=idempotency_key,
+            request_hash=fingerprint,
+            attempts=0,
+        )
+        self.session.add(intent)
+        await self.session.flush()
+        await self.session.refresh(intent)
+        if not converged:
+            notify_on_commit(self.session, INTENTS_CHANNEL, str(instance.id))
+        return intent
+
+    async def _replay(
+        self, tenant_id: uuid.UUID, key: str, fingerprint: str
+    ) -> tuple[Instance, Intent] | None:
+        await _advisory_lock(self.session, "idempotency", tenant_id, key)
+        intent = await self.session.scalar(
+            select(Intent).where(Intent.tenant_id == tenant_id, Intent.idempotency_key == key)
+        )
+        if intent is None:
+            return None
+        if intent.request_hash != fingerprint:
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key was already used with a different request body"
+            )
+        instance = await self.session.get_one(Instance, intent.instance_id)
+        return instance, intent
+
+    async def _require_tenant(self, tenant_id: uuid.UUID) -> None:
+        found = await self.session.scalar(
+            text("SELECT 1 FROM tenants WHERE id = :id"), {"id": tenant_id}
+        )
+        if found is None:
+            raise NotFoundError(f"tenant {tenant_id} not found")
+
+    async def _check_quota(self, tenant_id: uuid.UUID) -> None:
+        count = await self.session.scalar(
+            select(func.count())
+            .select_from(Instance)
+            .where(Instance.tenant_id == tenant_id, Instance.desired_state != DesiredState.DELETED)
+        )
+        if (count or 0) >= self.policy.max_per_tenant:
+            raise QuotaExceededError(
+                f"tenant has {count} instances; the limit is {self.policy.max_per_tenant}"
+            )
+
+
+def encode_cursor(instance: Instance) -> str:
+    raw = f"{instance.created_at.isoformat()}|{instance.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, _, instance_id = base64.urlsafe_b64decode(padded).decode().partition("|")
+        return datetime.fromisoformat(created), uuid.UUID(instance_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError("invalid cursor") from exc

@@ -1,0 +1,162 @@
+"""API schemas: ``XCreate`` for input (strict: unknown fields are refused),
+``XRead`` for output. Never mixed with ORM classes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from chroma_orch.domain.states import Action, DesiredState, Phase
+
+InstanceName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"),
+    Field(
+        description="Lower-case letters, digits and '-', 1-63 characters (a DNS label).",
+        examples=["default"],
+    ),
+]
+TenantName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"),
+    Field(
+        description="Letters, digits and . _ @ -, from a letter or digit, 1-63 characters.",
+        examples=["acme"],
+    ),
+]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class TenantCreate(_Input):
+    name: TenantName
+
+
+class TenantRead(_Output):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+class TokenCreate(_Input):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=63)] = "default"
+    expires_in_seconds: int | None = Field(
+        None, ge=60, le=10 * 365 * 24 * 3600, description="Lifetime; unset: never expires."
+    )
+
+
+class TokenRead(_Output):
+    id: uuid.UUID
+    name: str
+    tenant_id: uuid.UUID | None
+    prefix: str = Field(description="First characters of the token, to recognise it.")
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenRead):
+    token: str = Field(description="The secret. Shown only in this response; store it now.")
+
+
+class InstanceCreate(_Input):
+    name: InstanceName = "default"
+    tenant_id: uuid.UUID | None = Field(
+        None,
+        description="Tenant that owns the instance: required for admin tokens, "
+        "implied (and optional) for tenant tokens.",
+    )
+
+
+class EndpointRead(BaseModel):
+    host: str
+    port: int
+    url: str = Field(description="Where the Chroma server really listens (internal).")
+
+
+class FailureRead(BaseModel):
+    reason: str = Field(description="Machine-readable cause, e.g. StartTimeout, ProcessExited.")
+    message: str
+
+
+class InstanceRead(BaseModel):
+    id: uuid.UUID
+    name: str
+    tenant_id: uuid.UUID
+    runtime: str
+    desired_state: DesiredState
+    phase: Phase
+    generation: int
+    observed_generation: int = Field(
+        description="Generation the reconciler last acted on; phase is current only when equal."
+    )
+    endpoint: EndpointRead | None
+    url: str | None = Field(
+        None, description="URL for the tenant's Chroma client, through the data plane."
+    )
+    failure: FailureRead | None
+    restart_count: int
+    created_at: datetime
+    updated_at: datetime
+    phase_changed_at: datetime
+
+
+class IntentRead(_Output):
+    id: uuid.UUID
+    instance_id: uuid.UUID
+    action: Action
+    status: str = Field(description="pending, in_progress, succeeded, failed or superseded.")
+    target_generation: int
+    attempts: int
+    error: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class InstanceAccepted(BaseModel):
+    instance: InstanceRead
+    intent: IntentRead
+
+
+class InstancePage(BaseModel):
+    items: list[InstanceRead]
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class InstanceLogs(BaseModel):
+    instance_id: uuid.UUID
+    lines: list[str]
+
+
+class LaunchRequest(_Input):
+    user_id: TenantName
+
+
+class SeedInstance(InstanceRead):
+    """The seed API's view: the instance plus the user and a one-word status."""
+
+    user_id: str
+    status: str = Field(description="The instance's phase.")
+    port: int | None = None
+
+
+def seed_view(instance: InstanceRead, user_id: str) -> dict[str, Any]:
+    return {
+        **instance.model_dump(),
+        "user_id": user_id,
+        "status": instance.phase.value,
+        "port": instance.endpoint.port if instance.endpoint else None,
+    }

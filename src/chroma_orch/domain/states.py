@@ -1,0 +1,96 @@
+"""The instance state model: every allowed transition lives here, in one table.
+
+``desired_state`` is written by the API (actions), ``phase`` only by the
+reconciler. Both go through this module so neither can invent a transition.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from chroma_orch.errors import InvalidTransitionError
+
+
+class DesiredState(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    DELETED = "deleted"
+
+
+class Phase(enum.StrEnum):
+    PENDING = "pending"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+class Action(enum.StrEnum):
+    CREATE = "create"
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    DELETE = "delete"
+
+
+_P = Phase
+
+PHASE_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    _P.PENDING: frozenset({_P.STARTING, _P.STOPPING, _P.STOPPED, _P.FAILED, _P.DELETED}),
+    _P.STARTING: frozenset({_P.RUNNING, _P.STOPPING, _P.STOPPED, _P.FAILED, _P.DELETED}),
+    _P.RUNNING: frozenset({_P.STARTING, _P.STOPPING, _P.STOPPED, _P.FAILED, _P.DELETED}),
+    _P.STOPPING: frozenset({_P.STARTING, _P.STOPPED, _P.FAILED, _P.DELETED}),
+    _P.STOPPED: frozenset({_P.STARTING, _P.STOPPING, _P.DELETED}),
+    _P.FAILED: frozenset({_P.STARTING, _P.STOPPING, _P.STOPPED, _P.DELETED}),
+    _P.DELETED: frozenset(),
+}
+"""Observed phase changes the reconciler may make; staying in a phase is always allowed."""
+
+_D = DesiredState
+
+ACTION_TARGETS: dict[Action, DesiredState] = {
+    Action.CREATE: _D.RUNNING,
+    Action.START: _D.RUNNING,
+    Action.STOP: _D.STOPPED,
+    Action.RESTART: _D.RUNNING,
+    Action.DELETE: _D.DELETED,
+}
+
+# Which actions are allowed, by the instance's current desired state and phase.
+# Restart needs a server that should be running; nothing but a repeated delete
+# may touch an instance that is being deleted.
+_ACTIONS_BY_DESIRED: dict[DesiredState, frozenset[Action]] = {
+    _D.RUNNING: frozenset({Action.START, Action.STOP, Action.RESTART, Action.DELETE}),
+    _D.STOPPED: frozenset({Action.START, Action.STOP, Action.DELETE}),
+    _D.DELETED: frozenset({Action.DELETE}),
+}
+
+
+def check_action(action: Action, desired: DesiredState, phase: Phase) -> None:
+    """Raise ``InvalidTransitionError`` when ``action`` is not allowed now."""
+    if action is Action.CREATE or action in _ACTIONS_BY_DESIRED[desired]:
+        return
+    raise InvalidTransitionError(
+        f"cannot {action.value} an instance whose desired state is {desired.value} "
+        f"(phase {phase.value})"
+    )
+
+
+def check_phase(current: Phase, new: Phase) -> None:
+    """Raise ``InvalidTransitionError`` when the reconciler would make a forbidden change."""
+    if new is not current and new not in PHASE_TRANSITIONS[current]:
+        raise InvalidTransitionError(f"phase {current.value} cannot become {new.value}")
+
+
+def changes_desired(action: Action, desired: DesiredState, phase: Phase) -> bool:
+    """Whether ``action`` is a new request (bumps the generation) or a repeat of one.
+
+    Starting a failed instance is a new request (a retry); restart always is.
+    """
+    if action is Action.RESTART:
+        return True
+    if action is Action.START and phase is Phase.FAILED:
+        return True
+    return ACTION_TARGETS[action] is not desired

@@ -1,0 +1,174 @@
+"""Domain errors and the one handler that renders them as ``application/problem+json``.
+
+Each error class carries its HTTP status and a stable machine-readable ``code``;
+``problem_responses`` documents the same classes in OpenAPI.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with a stable ``code`` to switch on."""
+
+    type: str = Field(description="URI reference identifying the problem type.")
+    title: str
+    status: int
+    code: str = Field(description="Stable machine-readable error code.")
+    detail: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="Field-level validation errors, when the request body was invalid."
+    )
+
+
+class AppError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None):
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class BadRequestError(AppError):
+    status, code, title = 400, "bad_request", "Bad request"
+
+
+class ValidationFailedError(AppError):
+    status, code, title = 422, "validation_error", "Request validation failed"
+
+
+class UnauthorizedError(AppError):
+    status, code, title = 401, "unauthorized", "Missing or invalid token"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class ForbiddenError(AppError):
+    status, code, title = 403, "forbidden", "Not allowed for this token"
+
+
+class NotFoundError(AppError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class ConflictError(AppError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class InvalidTransitionError(ConflictError):
+    code, title = "invalid_transition", "Transition not allowed in the current state"
+
+
+class IdempotencyKeyReusedError(ConflictError):
+    code, title = "idempotency_key_reused", "Idempotency-Key was used with another request"
+
+
+class QuotaExceededError(AppError):
+    status, code, title = 429, "quota_exceeded", "Quota exceeded"
+
+
+class ServiceUnavailableError(AppError):
+    status, code, title = 503, "unavailable", "Temporarily unavailable"
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
+    problem = Problem(
+        type=f"https://chroma-orch.dev/problems/{code}",
+        title=title,
+        status=status,
+        code=code,
+        detail=detail,
+        errors=errors,
+    )
+    return JSONResponse(
+        problem.model_dump(exclude_none=True),
+        status_code=status,
+        headers=headers,
+        media_type=PROBLEM_CONTENT_TYPE,
+    )
+
+
+def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries documenting the given errors as problems."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = out.setdefault(
+            error.status,
+            {"model": Problem, "description": error.title, "content": {PROBLEM_CONTENT_TYPE: {}}},
+        )
+        if error.title not in entry["description"]:
+            entry["description"] += f"; {error.title}"
+    return out
+
+
+def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
+        for err in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return problem_response(exc.status, exc.code, exc.title, exc.detail, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _jsonable_errors(exc)
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return problem_response(
+            422, "validation_error", ValidationFailedError.title, detail, errors=errors
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        title = code.replace("_", " ").capitalize()
+        return problem_response(
+            exc.status_code, code, title, str(exc.detail), headers=dict(exc.headers or {})
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem_response(500, "internal_error", "Internal error")

@@ -1,0 +1,260 @@
+"""The /v1 instance API against real PostgreSQL, reconciler off: what it writes."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chroma_orch.db.models import Event, Instance, Intent
+from tests.helpers import bearer, create_tenant
+
+
+async def _counts(engine: AsyncEngine) -> tuple[int, int, int]:
+    async with engine.connect() as conn:
+        return (
+            await conn.scalar(select(func.count()).select_from(Instance)) or 0,
+            await conn.scalar(select(func.count()).select_from(Intent)) or 0,
+            await conn.scalar(select(func.count()).select_from(Event)) or 0,
+        )
+
+
+async def test_create_answers_202_with_instance_and_intent(client: httpx.AsyncClient) -> None:
+    _, token = await create_tenant(client, "acme")
+    response = await client.post("/v1/instances", json={"name": "main"}, headers=bearer(token))
+    assert response.status_code == 202, response.text
+    body = response.json()
+    instance, intent = body["instance"], body["intent"]
+    assert instance["name"] == "main"
+    assert instance["desired_state"] == "running"
+    assert instance["phase"] == "pending"
+    assert instance["generation"] == 1
+    assert instance["observed_generation"] == 0
+    assert intent["action"] == "create"
+    assert intent["status"] == "pending"
+    assert intent["instance_id"] == instance["id"]
+    got = await client.get(f"/v1/instances/{instance['id']}", headers=bearer(token))
+    assert got.status_code == 200
+    assert got.json()["id"] == instance["id"]
+
+
+async def test_admin_must_name_the_tenant(client: httpx.AsyncClient) -> None:
+    tenant_id, _ = await create_tenant(client, "acme")
+    assert (await client.post("/v1/instances", json={"name": "x"})).status_code == 403
+    response = await client.post("/v1/instances", json={"name": "x", "tenant_id": tenant_id})
+    assert response.status_code == 202
+    missing = await client.post("/v1/instances", json={"name": "x", "tenant_id": str(uuid.uuid4())})
+    assert missing.status_code == 404
+
+
+async def test_duplicate_name_conflicts(client: httpx.AsyncClient) -> None:
+    _, token = await create_tenant(client, "acme")
+    assert (await client.post("/v1/instances", json={}, headers=bearer(token))).status_code == 202
+    again = await client.post("/v1/instances", json={}, headers=bearer(token))
+    assert again.status_code == 409
+    assert again.json()["code"] == "conflict"
+    assert again.headers["content-type"] == "application/problem+json"
+
+
+async def test_idempotency_key(client: httpx.AsyncClient, api_app: object) -> None:
+    _, token = await create_tenant(client, "acme")
+    headers = {**bearer(token), "Idempotency-Key": "k-1"}
+    first = await client.post("/v1/instances", json={"name": "a"}, headers=headers)
+    second = await client.post("/v1/instances", json={"name": "a"}, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["instance"]["id"] == second.json()["instance"]["id"]
+    assert first.json()["intent"]["id"] == second.json()["intent"]["id"]
+    other = await client.post("/v1/instances", json={"name": "b"}, headers=headers)
+    assert other.status_code == 409
+    assert other.json()["code"] == "idempotency_key_reused"
+    listed = await client.get("/v1/instances", headers=bearer(token))
+    assert [i["name"] for i in listed.json()["items"]] == ["a"]
+
+
+BAD_BODIES: list[tuple[str, bytes, str]] = [
+    ("malformed json", b'{"name": ', "application/json"),
+    ("unknown field", b'{"name": "a", "image": "evil"}', "application/json"),
+    ("too long", b'{"name": "' + b"a" * 64 + b'"}', "application/json"),
+    ("odd characters", b'{"name": "../etc"}', "application/json"),
+    ("upper case", b'{"name": "Main"}', "application/json"),
+    ("wrong type", b'{"name": 42}', "application/json"),
+    ("not an object", b"[1, 2]", "application/json"),
+    ("not json", b"name=a", "application/x-www-form-urlencoded"),
+    ("bad tenant id", b'{"tenant_id": "nope"}', "application/json"),
+    ("nul byte", b'{"name": "a\\u0000"}', "application/json"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "body", "content_type"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES]
+)
+async def test_bad_input_is_4xx_problem_and_changes_nothing(
+    client: httpx.AsyncClient, api_app: object, case: str, body: bytes, content_type: str
+) -> None:
+    _, token = await create_tenant(client, "acme")
+    engine = api_app.state.ctx.engine  # type: ignore[attr-defined]
+    before = await _counts(engine)
+    response = await client.post(
+        "/v1/instances", content=body, headers={**bearer(token), "Content-Type": content_type}
+    )
+    assert 400 <= response.status_code < 500, (case, response.status_code, response.text)
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == response.status_code
+    assert problem["code"]
+    assert await _counts(engine) == before
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic Zm9vOmJhcg=="},
+        {"Authorization": "Bearer " + "x" * 5000},
+    ],
+)
+async def test_missing_or_bad_token_is_401(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient(transport=client._transport, base_url="http://testserver") as anon:
+        for method, path in [
+            ("GET", "/v1/instances"),
+            ("POST", "/v1/instances"),
+            ("GET", f"/v1/instances/{uuid.uuid4()}"),
+            ("POST", "/v1/tenants"),
+            ("POST", "/launch"),
+            ("GET", "/status/someone"),
+        ]:
+            response = await anon.request(method, path, headers=headers, json={})
+            assert response.status_code == 401, (method, path, response.text)
+            assert response.json()["code"] == "unauthorized"
+
+
+async def test_tenants_are_isolated(client: httpx.AsyncClient) -> None:
+    _, token_a = await create_tenant(client, "a")
+    _, token_b = await create_tenant(client, "b")
+    created = await client.post("/v1/instances", json={}, headers=bearer(token_a))
+    instance_id = created.json()["instance"]["id"]
+    assert (
+        await client.get(f"/v1/instances/{instance_id}", headers=bearer(token_b))
+    ).status_code == 404
+    for action in ("start", "stop", "restart"):
+        response = await client.post(
+            f"/v1/instances/{instance_id}/{action}", headers=bearer(token_b)
+        )
+        assert response.status_code == 404
+    assert (
+        await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token_b))
+    ).status_code == 404
+    assert (
+        await client.get(f"/v1/instances/{instance_id}/logs", headers=bearer(token_b))
+    ).status_code == 404
+    listed = await client.get("/v1/instances", headers=bearer(token_b))
+    assert listed.json()["items"] == []
+    assert (
+        await client.post("/v1/tenants", json={"name": "c"}, headers=bearer(token_b))
+    ).status_code == 403
+    assert (await client.get("/v1/tenants", headers=bearer(token_b))).json()[0]["name"] == "b"
+    mine = await client.get(f"/v1/instances/{instance_id}", headers=bearer(token_a))
+    assert mine.json()["desired_state"] == "running"
+
+
+async def test_actions_follow_the_state_table(client: httpx.AsyncClient) -> None:
+    _, token = await create_tenant(client, "acme")
+    h = bearer(token)
+    instance_id = (await client.post("/v1/instances", json={}, headers=h)).json()["instance"]["id"]
+    stop = await client.post(f"/v1/instances/{instance_id}/stop", headers=h)
+    assert stop.status_code == 202
+    assert stop.json()["instance"]["desired_state"] == "stopped"
+    assert stop.json()["instance"]["generation"] == 2
+    restart = await client.post(f"/v1/instances/{instance_id}/restart", headers=h)
+    assert restart.status_code == 409
+    assert restart.json()["code"] == "invalid_transition"
+    start = await client.post(f"/v1/instances/{instance_id}/start", headers=h)
+    assert start.json()["instance"]["generation"] == 3
+    deleted = await client.delete(f"/v1/instances/{instance_id}", headers=h)
+    assert deleted.status_code == 202
+    assert deleted.json()["instance"]["desired_state"] == "deleted"
+    for action in ("start", "stop", "restart"):
+        response = await client.post(f"/v1/instances/{instance_id}/{action}", headers=h)
+        assert response.status_code == 409, action
+    again = await client.delete(f"/v1/instances/{instance_id}", headers=h)
+    assert again.status_code == 202
+    assert again.json()["instance"]["generation"] == 4
+    # The name is free again once the instance is being deleted.
+    assert (await client.post("/v1/instances", json={}, headers=h)).status_code == 202
+
+
+async def test_list_filters_and_paginates(client: httpx.AsyncClient) -> None:
+    _, token = await create_tenant(client, "acme")
+    h = bearer(token)
+    names = [f"i{n}" for n in range(5)]
+    for name in names:
+        await client.post("/v1/instances", json={"name": name}, headers=h)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/instances", params=params, headers=h)).json()
+        seen += [item["name"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == names
+    running = await client.get("/v1/instances", params={"phase": "running"}, headers=h)
+    assert running.json()["items"] == []
+    bad = await client.get("/v1/instances", params={"cursor": "%%%"}, headers=h)
+    assert bad.status_code == 400
+    assert (await client.get("/v1/instances", params={"phase": "x"}, headers=h)).status_code == 422
+    assert (await client.get("/v1/instances", params={"limit": 0}, headers=h)).status_code == 422
+
+
+async def test_revoked_and_expired_tokens_are_refused(
+    client: httpx.AsyncClient, api_app: object
+) -> None:
+    tenant_id, token = await create_tenant(client, "acme")
+    assert (await client.get("/v1/instances", headers=bearer(token))).status_code == 200
+    tokens = (await client.get(f"/v1/tenants/{tenant_id}/tokens")).json()
+    assert tokens[0]["prefix"] == token[: len(tokens[0]["prefix"])]
+    assert "token" not in tokens[0]
+    await client.delete(f"/v1/tokens/{tokens[0]['id']}")
+    assert (await client.get("/v1/instances", headers=bearer(token))).status_code == 401
+
+    short = await client.post(
+        f"/v1/tenants/{tenant_id}/tokens", json={"name": "s", "expires_in_seconds": 60}
+    )
+    short_token = short.json()["token"]
+    assert (await client.get("/v1/instances", headers=bearer(short_token))).status_code == 200
+    engine = api_app.state.ctx.engine  # type: ignore[attr-defined]
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE name = 's'"
+        )
+    expired = await client.get("/v1/instances", headers=bearer(short_token))
+    assert expired.status_code == 401
+
+
+async def test_every_route_but_health_and_docs_needs_a_token(api_app: object) -> None:
+    app = api_app
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as anon:
+        assert (await anon.get("/healthz")).status_code == 200
+        assert (await anon.get("/readyz")).status_code == 200
+        assert (await anon.get("/openapi.json")).status_code == 200
+        spec = (await anon.get("/openapi.json")).json()
+        for path, operations in spec["paths"].items():
+            if path in ("/healthz", "/readyz"):
+                continue
+            for method in operations:
+                url = (
+                    path.replace("{instance_id}", str(uuid.uuid4()))
+                    .replace("{tenant_id}", str(uuid.uuid4()))
+                    .replace("{token_id}", str(uuid.uuid4()))
+                    .replace("{user_id}", "u")
+                )
+                response = await anon.request(method.upper(), url, json={})
+                assert response.status_code == 401, (method, path, response.status_code)

@@ -1,0 +1,144 @@
+"""Shared fixtures: one real PostgreSQL cluster per run, a fresh database per test
+cloned from a migrated template, settings tuned for fast tests.
+
+``CHROMA_ORCH_TEST_DATABASE_URL`` (an admin URL, e.g. ``postgresql+asyncpg://postgres@/postgres?host=/run/postgresql``)
+points the suite at an external server instead of the embedded cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from chroma_orch.app import create_app
+from chroma_orch.db.embedded import EmbeddedPostgres
+from chroma_orch.db.migrate import upgrade
+from chroma_orch.db.session import create_engine
+from chroma_orch.events.listener import asyncpg_dsn
+from chroma_orch.settings import LocalRuntimeSettings, ReconcilerSettings, Settings
+
+ADMIN_TOKEN = "co_test-admin-token-0123456789abcdefghijklmnop"
+
+
+def with_database(url: str, name: str) -> str:
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+async def _admin_execute(admin_url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url))
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    external = os.environ.get("CHROMA_ORCH_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    root = Path(tempfile.mkdtemp(prefix="co-test-pg-", dir="/tmp"))
+    root.chmod(0o711)
+    cluster = EmbeddedPostgres(root / "cluster", database="postgres")
+    cluster.start()
+    try:
+        yield cluster.admin_url
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _build_template(admin_url: str, name: str) -> None:
+    await _admin_execute(
+        admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'
+    )
+    engine = create_engine(with_database(admin_url, name))
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_admin_url: str) -> Iterator[str]:
+    name = f"co_template_{os.getpid()}"
+    asyncio.run(_build_template(pg_admin_url, name))
+    yield name
+    asyncio.run(_admin_execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def database_url(pg_admin_url: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test only."""
+    name = f"co_test_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(pg_admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield with_database(pg_admin_url, name)
+    await _admin_execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def port_window(size: int = 200) -> str:
+    low = random.randrange(20000, 29000 - size)
+    return f"{low}-{low + size - 1}"
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "admin_token": ADMIN_TOKEN,
+        "local": LocalRuntimeSettings(port_range=port_window(), start_timeout=30, stop_grace=5),
+        "reconciler": ReconcilerSettings(
+            lease_seconds=5,
+            resync_interval=0.5,
+            observe_interval=0.2,
+            backoff_base=0.05,
+            backoff_max=0.5,
+        ),
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "data")
+
+
+@pytest.fixture
+def api_settings(database_url: str, tmp_path: Path) -> Settings:
+    """Settings for API-only tests: no reconciler acts on what they write."""
+    return make_settings(
+        database_url, tmp_path / "data", reconciler=ReconcilerSettings(enabled=False)
+    )
+
+
+@pytest.fixture
+async def api_app(api_settings: Settings) -> AsyncIterator[FastAPI]:
+    app = create_app(api_settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def client(api_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=api_app)
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ) as http:
+        yield http

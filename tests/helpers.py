@@ -1,0 +1,56 @@
+"""Small helpers shared by tests (not fixtures)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+
+async def create_tenant(client: httpx.AsyncClient, name: str) -> tuple[str, str]:
+    """Create a tenant and a token for it; returns (tenant id, token)."""
+    response = await client.post("/v1/tenants", json={"name": name})
+    assert response.status_code == 201, response.text
+    tenant_id = response.json()["id"]
+    response = await client.post(f"/v1/tenants/{tenant_id}/tokens", json={"name": "t"})
+    assert response.status_code == 201, response.text
+    return tenant_id, response.json()["token"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, interval: float = 0.05
+) -> Any:
+    """Call ``probe`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+async def wait_phase(
+    client: httpx.AsyncClient,
+    instance_id: str,
+    phase: str,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        response = await client.get(f"/v1/instances/{instance_id}", headers=headers)
+        body: dict[str, Any] = response.json()
+        converged = body.get("observed_generation") == body.get("generation")
+        return body if body.get("phase") == phase and converged else None
+
+    result: dict[str, Any] = await wait_for(probe, timeout=timeout)
+    return result
