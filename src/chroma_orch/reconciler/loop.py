@@ -1,0 +1,237 @@
+"""The reconciler: claims due instances and reconciles them concurrently.
+
+Three loops run in every replica: the work loop (woken by NOTIFY on intents,
+by finished work, or by its interval), the liveness loop (observes running
+servers in batches and marks the ones that changed as due; woken at once when
+the runtime sees a server exit), and the lease loop (renews leases of work in
+flight). Tests call ``run_once``, ``observe_once`` and ``collect_orphans`` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chroma_orch.db.models import Instance, Intent
+from chroma_orch.domain.states import DesiredState
+from chroma_orch.events.log import commit
+from chroma_orch.loops import run_periodically
+from chroma_orch.reconciler import queue
+from chroma_orch.reconciler.instance import (
+    InstanceReconciler,
+    LeaseLostError,
+    Outcome,
+    requeue_time,
+)
+from chroma_orch.runtimes.base import ObservedState, Runtime
+from chroma_orch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        runtime: Runtime,
+        settings: Settings,
+    ) -> None:
+        self.sessions = sessions
+        self.runtime = runtime
+        self.settings = settings
+        self.config = settings.reconciler
+        self.owner = self.config.replica_id
+        self.lease = timedelta(seconds=self.config.lease_seconds)
+        self._work_wake = asyncio.Event()
+        self._observe_wake = asyncio.Event()
+        self._inflight: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        runtime.on_exit(lambda _instance_id: self._observe_wake.set())
+
+    # -- wiring --------------------------------------------------------------
+
+    def wake(self, _payload: str = "") -> None:
+        """Look for due work now (an intent was written, here or on another replica)."""
+        self._work_wake.set()
+
+    async def start(self) -> None:
+        await self.collect_orphans()
+        self._loops = [
+            asyncio.create_task(self._work_loop(), name="reconciler-work"),
+            asyncio.create_task(
+                run_periodically(
+                    "observe", self.observe_once, self.config.observe_interval, self._observe_wake
+                ),
+                name="reconciler-observe",
+            ),
+            asyncio.create_task(
+                run_periodically("leases", self.renew_leases, self.config.lease_seconds / 3),
+                name="reconciler-leases",
+            ),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the loops and abandon work in flight; its leases lapse for others."""
+        tasks = [*self._loops, *self._inflight.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loops.clear()
+        if self._inflight:
+            async with self.sessions() as session:
+                await session.execute(
+                    update(Instance)
+                    .where(
+                        Instance.id.in_(list(self._inflight)), Instance.lease_owner == self.owner
+                    )
+                    .values(lease_owner=None, lease_expires_at=None, next_reconcile_at=func.now())
+                )
+                await session.commit()
+            self._inflight.clear()
+
+    async def _work_loop(self) -> None:
+        while True:
+            self._work_wake.clear()
+            try:
+                claimed = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconcile pass failed")
+                claimed = 0
+            if claimed and len(self._inflight) < self.config.concurrency:
+                continue
+            timeout = await self._seconds_until_due()
+            try:
+                await asyncio.wait_for(self._work_wake.wait(), timeout=timeout)
+            except TimeoutError:
+                pass
+
+    async def _seconds_until_due(self) -> float:
+        try:
+            async with self.sessions() as session:
+                due = await session.scalar(select(func.min(Instance.next_reconcile_at)))
+        except Exception:
+            return self.config.resync_interval
+        if due is None:
+            return self.config.resync_interval
+        seconds = float((due - datetime.now(UTC)).total_seconds())
+        return min(max(seconds, 0.01), self.config.resync_interval)
+
+    # -- passes --------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Claim what is due (up to free capacity) and start reconciling it."""
+        capacity = min(self.config.concurrency - len(self._inflight), self.config.batch_size)
+        if capacity <= 0:
+            return 0
+        async with self.sessions() as session:
+            claimed = await queue.claim_due(session, self.owner, self.lease, capacity)
+            await session.commit()
+        for inst in claimed:
+            task = asyncio.create_task(self._reconcile(inst), name=f"reconcile-{inst.id}")
+            self._inflight[inst.id] = task
+            task.add_done_callback(self._done_callback(inst.id))
+        return len(claimed)
+
+    def _done_callback(self, instance_id: uuid.UUID) -> Callable[[asyncio.Task[None]], None]:
+        def done(_task: asyncio.Task[None]) -> None:
+            self._inflight.pop(instance_id, None)
+            self._work_wake.set()
+
+        return done
+
+    async def drain(self) -> None:
+        """Wait for the work in flight (for tests and benchmarks)."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
+    async def _reconcile(self, inst: Instance) -> None:
+        error: str | None = None
+        try:
+            worker = InstanceReconciler(
+                inst, runtime=self.runtime, sessions=self.sessions, settings=self.settings
+            )
+            outcome = await worker.reconcile()
+        except LeaseLostError:
+            log.warning("lease lost instance=%s", inst.id)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("reconcile failed instance=%s", inst.id)
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            delay = min(self.config.backoff_base * 2**inst.error_count, self.config.backoff_max)
+            outcome = Outcome(requeue_after=delay)
+        await self._release(inst, outcome, error)
+
+    async def _release(self, inst: Instance, outcome: Outcome, error: str | None) -> None:
+        async with self.sessions() as session:
+            if error is not None:
+                await session.execute(
+                    update(Instance)
+                    .where(Instance.id == inst.id, Instance.lease_owner == self.owner)
+                    .values(error_count=Instance.error_count + 1)
+                )
+                await session.execute(
+                    update(Intent)
+                    .where(Intent.instance_id == inst.id, Intent.status.in_(queue.OPEN_INTENT))
+                    .values(error=error)
+                )
+            elif inst.error_count:
+                await session.execute(
+                    update(Instance).where(Instance.id == inst.id).values(error_count=0)
+                )
+            await queue.release(session, inst.id, self.owner, requeue_time(outcome))
+            await session.commit()
+
+    async def renew_leases(self) -> None:
+        async with self.sessions() as session:
+            await queue.renew_leases(session, self.owner, list(self._inflight), self.lease)
+            await session.commit()
+
+    async def observe_once(self) -> int:
+        """Poll running servers nobody is working on; mark the changed ones due."""
+        async with self.sessions() as session:
+            live = await queue.live_to_observe(session, limit=1000)
+        if not live:
+            return 0
+        handles = {str(i.id): i.handle for i in live if i.handle is not None}
+        observed = await self.runtime.poll(handles)
+        changed = [
+            i.id
+            for i in live
+            if (obs := observed.get(str(i.id))) is None or obs.state is not ObservedState.RUNNING
+        ]
+        if changed:
+            log.info("servers changed, reconciling count=%d", len(changed))
+            async with self.sessions() as session:
+                await queue.mark_due(session, changed)
+                await commit(session)
+            self._work_wake.set()
+        return len(changed)
+
+    async def collect_orphans(self) -> int:
+        """Stop servers the runtime finds whose instance is unknown or should not run."""
+        found = await self.runtime.discover()
+        if not found:
+            return 0
+        ids = [uuid.UUID(key) for key in found]
+        async with self.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(Instance.id, Instance.desired_state).where(Instance.id.in_(ids))
+                )
+            ).all()
+        wanted = {row.id for row in rows if row.desired_state == DesiredState.RUNNING}
+        orphans = [key for key in found if uuid.UUID(key) not in wanted]
+        for key in orphans:
+            log.warning("stopping orphan server instance=%s", key)
+            await self.runtime.stop(found[key])
+        return len(orphans)

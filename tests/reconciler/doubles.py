@@ -1,0 +1,132 @@
+"""A runtime double with one failure mode per instance name (JupyterHub-style):
+
+- ``slow-*``: ready after 0.3 s;  ``never-*``: never answers;
+- ``crash-*``: exits 0.1 s after each start;  ``stubborn-*``: refuses to stop twice.
+Anything else starts at once and runs until stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from chroma_orch.runtimes.base import (
+    Endpoint,
+    ExitCallback,
+    Handle,
+    InstanceSpec,
+    Observation,
+    ObservedState,
+    RuntimeUnavailableError,
+)
+
+
+@dataclass
+class FakeServer:
+    serial: int
+    name: str
+    port: int
+    ready_at: float | None
+    alive: bool = True
+
+
+class FakeRuntime:
+    name = "fake"
+    allocates_ports = True
+
+    def __init__(self) -> None:
+        self.servers: dict[str, FakeServer] = {}
+        self.starts: Counter[str] = Counter()
+        self.stops: Counter[str] = Counter()
+        self.deleted: list[str] = []
+        self.refusals: Counter[str] = Counter()
+        self._callbacks: list[ExitCallback] = []
+        self._serial = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, spec: InstanceSpec) -> Handle:
+        current = self.servers.get(spec.instance_id)
+        if current is not None and current.alive:
+            return self._handle(spec.instance_id, current, spec.generation)
+        assert spec.port is not None
+        self._serial += 1
+        self.starts[spec.instance_id] += 1
+        now = time.monotonic()
+        ready_at = {"slow": now + 0.3, "never": None}.get(spec.name.split("-")[0], now)
+        server = FakeServer(self._serial, spec.name, spec.port, ready_at)
+        self.servers[spec.instance_id] = server
+        if spec.name.startswith("crash"):
+            task = asyncio.create_task(self._crash_later(spec.instance_id, server))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return self._handle(spec.instance_id, server, spec.generation)
+
+    def _handle(self, instance_id: str, server: FakeServer, generation: int) -> Handle:
+        return {
+            "id": instance_id,
+            "serial": server.serial,
+            "port": server.port,
+            "generation": generation,
+        }
+
+    async def _crash_later(self, instance_id: str, server: FakeServer) -> None:
+        await asyncio.sleep(0.1)
+        self.crash(instance_id, server)
+
+    def crash(self, instance_id: str, server: FakeServer | None = None) -> None:
+        server = server or self.servers[instance_id]
+        server.alive = False
+        for callback in self._callbacks:
+            callback(instance_id)
+
+    def _observe(self, handle: Handle) -> Observation:
+        server = self.servers.get(handle["id"])
+        if server is None or server.serial != handle["serial"] or not server.alive:
+            return Observation(ObservedState.EXITED, reason="ProcessExited", message="exit 1")
+        if server.ready_at is None or time.monotonic() < server.ready_at:
+            return Observation(ObservedState.STARTING)
+        return Observation(ObservedState.RUNNING, endpoint=Endpoint("127.0.0.1", server.port))
+
+    async def wait_ready(self, handle: Handle, timeout: float) -> Observation:
+        deadline = time.monotonic() + timeout
+        while True:
+            observation = self._observe(handle)
+            if observation.state is not ObservedState.STARTING or time.monotonic() >= deadline:
+                return observation
+            await asyncio.sleep(0.01)
+
+    async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
+        return {key: self._observe(handle) for key, handle in handles.items()}
+
+    async def stop(self, handle: Handle) -> None:
+        server = self.servers.get(handle["id"])
+        if server is None or server.serial != handle["serial"] or not server.alive:
+            return
+        if server.name.startswith("stubborn") and self.refusals[handle["id"]] < 2:
+            self.refusals[handle["id"]] += 1
+            raise RuntimeUnavailableError("refusing to stop")
+        server.alive = False
+        self.stops[handle["id"]] += 1
+
+    async def delete(self, instance_id: str, handle: Handle | None, keep_data: bool) -> None:
+        self.deleted.append(instance_id)
+
+    async def logs(self, instance_id: str, handle: Handle | None, tail: int) -> list[str]:
+        return ["fake"][-tail:]
+
+    async def discover(self) -> dict[str, Handle]:
+        return {
+            key: self._handle(key, server, 0)
+            for key, server in self.servers.items()
+            if server.alive
+        }
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        self._callbacks.append(callback)
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()

@@ -1,0 +1,332 @@
+"""The reconciler against real PostgreSQL with runtime doubles per failure mode."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select, text
+
+from chroma_orch.context import AppContext
+from chroma_orch.db.models import AllocatedPort, Event, Instance, Intent
+from chroma_orch.db.session import create_engine, create_session_factory
+from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.settings import ReconcilerSettings, Settings
+from tests.helpers import bearer, create_tenant, wait_for
+from tests.reconciler.doubles import FakeRuntime
+
+
+@pytest.fixture
+def runtime() -> FakeRuntime:
+    return FakeRuntime()
+
+
+@pytest.fixture
+def ctx(api_app: FastAPI) -> AppContext:
+    context: AppContext = api_app.state.ctx
+    return context
+
+
+@pytest.fixture
+def reconciler(ctx: AppContext, runtime: FakeRuntime, api_settings: Settings) -> Reconciler:
+    return Reconciler(ctx.sessions, runtime, _fast(api_settings))
+
+
+def _fast(settings: Settings, **changes: Any) -> Settings:
+    reconciler = settings.reconciler.model_copy(
+        update={"backoff_base": 0.01, "backoff_max": 0.05, "restart_limit": 2, **changes}
+    )
+    local = settings.local.model_copy(update={"start_timeout": 0.5})
+    return settings.model_copy(update={"reconciler": reconciler, "local": local})
+
+
+async def converge(reconciler: Reconciler, rounds: int = 60) -> None:
+    """Run passes until nothing is due or in flight (requeues included)."""
+    for _ in range(rounds):
+        claimed = await reconciler.run_once()
+        await reconciler.drain()
+        if not claimed:
+            async with reconciler.sessions() as session:
+                due = await session.scalar(
+                    select(func.count())
+                    .select_from(Instance)
+                    .where(Instance.next_reconcile_at.is_not(None))
+                )
+            if not due:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("did not converge")
+
+
+async def _launch(client: httpx.AsyncClient, token: str, name: str) -> str:
+    response = await client.post("/v1/instances", json={"name": name}, headers=bearer(token))
+    assert response.status_code == 202, response.text
+    instance_id: str = response.json()["instance"]["id"]
+    return instance_id
+
+
+async def _get(client: httpx.AsyncClient, token: str, instance_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = (
+        await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))
+    ).json()
+    return body
+
+
+@pytest.fixture
+async def tenant(client: httpx.AsyncClient) -> str:
+    _, token = await create_tenant(client, "acme")
+    return token
+
+
+async def test_launch_converges_to_running_with_events_and_port(
+    client: httpx.AsyncClient,
+    tenant: str,
+    reconciler: Reconciler,
+    runtime: FakeRuntime,
+    ctx: AppContext,
+) -> None:
+    instance_id = await _launch(client, tenant, "main")
+    await converge(reconciler)
+    body = await _get(client, tenant, instance_id)
+    assert body["phase"] == "running"
+    assert body["observed_generation"] == body["generation"] == 1
+    assert body["endpoint"]["port"] > 0
+    assert runtime.starts[instance_id] == 1
+    async with ctx.sessions() as session:
+        intents = list(await session.scalars(select(Intent)))
+        phases = [
+            e.after["phase"]
+            for e in await session.scalars(select(Event).order_by(Event.seq))
+            if e.type == "instance.phase_changed" and e.after
+        ]
+        ports = list(await session.scalars(select(AllocatedPort.port)))
+    assert [i.status for i in intents] == ["succeeded"]
+    assert phases == ["starting", "running"]
+    assert ports == [body["endpoint"]["port"]]
+
+
+async def test_stop_start_delete_free_the_port(
+    client: httpx.AsyncClient,
+    tenant: str,
+    reconciler: Reconciler,
+    runtime: FakeRuntime,
+    ctx: AppContext,
+) -> None:
+    instance_id = await _launch(client, tenant, "main")
+    await converge(reconciler)
+    await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(tenant))
+    await converge(reconciler)
+    body = await _get(client, tenant, instance_id)
+    assert (body["phase"], body["endpoint"]) == ("stopped", None)
+    assert runtime.stops[instance_id] == 1
+    await client.post(f"/v1/instances/{instance_id}/start", headers=bearer(tenant))
+    await converge(reconciler)
+    assert (await _get(client, tenant, instance_id))["phase"] == "running"
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(tenant))
+    await converge(reconciler)
+    assert (
+        await client.get(f"/v1/instances/{instance_id}", headers=bearer(tenant))
+    ).status_code == 404
+    assert runtime.deleted == [instance_id]
+    async with ctx.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(AllocatedPort)) == 0
+        statuses = set(await session.scalars(select(Intent.status)))
+    assert statuses == {"succeeded"}
+
+
+async def test_slow_start_still_converges(
+    client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, runtime: FakeRuntime
+) -> None:
+    instance_id = await _launch(client, tenant, "slow-1")
+    await converge(reconciler)
+    assert (await _get(client, tenant, instance_id))["phase"] == "running"
+    assert runtime.starts[instance_id] == 1
+
+
+async def test_never_ready_fails_with_start_timeout(
+    client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, runtime: FakeRuntime
+) -> None:
+    instance_id = await _launch(client, tenant, "never-1")
+    await converge(reconciler)
+    body = await _get(client, tenant, instance_id)
+    assert body["phase"] == "failed"
+    assert body["failure"]["reason"] == "StartTimeout"
+    assert not runtime.servers[instance_id].alive  # the half-started server was stopped
+
+
+async def test_crash_loop_restarts_then_fails_with_reason(
+    client: httpx.AsyncClient,
+    tenant: str,
+    reconciler: Reconciler,
+    runtime: FakeRuntime,
+    ctx: AppContext,
+) -> None:
+    instance_id = await _launch(client, tenant, "crash-1")
+    for _ in range(40):
+        await converge(reconciler)
+        await reconciler.observe_once()
+        if (await _get(client, tenant, instance_id))["phase"] == "failed":
+            break
+        await asyncio.sleep(0.05)
+    body = await _get(client, tenant, instance_id)
+    assert body["phase"] == "failed", body
+    assert body["failure"]["reason"] == "ProcessExited"
+    assert "gave up after 2 restarts" in body["failure"]["message"]
+    assert runtime.starts[instance_id] == 3
+    async with ctx.sessions() as session:
+        crashed = await session.scalar(
+            select(func.count()).select_from(Event).where(Event.type == "instance.crashed")
+        )
+        intent = await session.scalar(select(Intent))
+    assert crashed == 2
+    # The create intent was carried out (the server ran); the crash loop came later.
+    assert intent is not None
+    assert intent.status == "succeeded"
+    # A new start request is a retry with a fresh restart budget.
+    retried = await client.post(f"/v1/instances/{instance_id}/start", headers=bearer(tenant))
+    assert retried.json()["instance"]["restart_count"] == 0
+
+
+async def test_refusing_to_stop_is_retried_until_stopped(
+    client: httpx.AsyncClient,
+    tenant: str,
+    reconciler: Reconciler,
+    runtime: FakeRuntime,
+    ctx: AppContext,
+) -> None:
+    instance_id = await _launch(client, tenant, "stubborn-1")
+    await converge(reconciler)
+    await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(tenant))
+    await converge(reconciler)
+    assert (await _get(client, tenant, instance_id))["phase"] == "stopped"
+    assert runtime.refusals[instance_id] == 2
+    async with ctx.sessions() as session:
+        intents = {i.action: i for i in await session.scalars(select(Intent))}
+    assert intents["stop"].status == "succeeded"
+    assert intents["stop"].attempts == 3
+
+
+async def test_a_crash_is_noticed_and_restarted(
+    client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, runtime: FakeRuntime
+) -> None:
+    instance_id = await _launch(client, tenant, "main")
+    await converge(reconciler)
+    runtime.crash(instance_id)
+    assert await reconciler.observe_once() == 1
+    await converge(reconciler)
+    body = await _get(client, tenant, instance_id)
+    assert body["phase"] == "running"
+    assert body["restart_count"] == 1
+    assert runtime.starts[instance_id] == 2
+
+
+async def test_restart_replaces_the_server(
+    client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, runtime: FakeRuntime
+) -> None:
+    instance_id = await _launch(client, tenant, "main")
+    await converge(reconciler)
+    first = runtime.servers[instance_id].serial
+    await client.post(f"/v1/instances/{instance_id}/restart", headers=bearer(tenant))
+    await converge(reconciler)
+    assert runtime.servers[instance_id].serial != first
+    assert (await _get(client, tenant, instance_id))["phase"] == "running"
+    assert runtime.starts[instance_id] == 2
+
+
+async def test_two_replicas_launch_each_instance_once(
+    client: httpx.AsyncClient,
+    tenant: str,
+    ctx: AppContext,
+    runtime: FakeRuntime,
+    api_settings: Settings,
+) -> None:
+    ids = [await _launch(client, tenant, f"slow-{n}") for n in range(12)]
+    replicas = []
+    engines = []
+    for n in range(2):
+        settings = _fast(api_settings, replica_id=f"replica-{n}", concurrency=4, batch_size=2)
+        engine = create_engine(
+            str(ctx.engine.url.render_as_string(hide_password=False)),
+            application_name=f"replica-{n}",
+        )
+        engines.append(engine)
+        replicas.append(Reconciler(create_session_factory(engine), runtime, settings))
+    try:
+        await asyncio.gather(*(converge(r) for r in replicas))
+        for instance_id in ids:
+            assert (await _get(client, tenant, instance_id))["phase"] == "running"
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert all(runtime.starts[i] == 1 for i in ids), runtime.starts
+
+
+async def test_a_dead_owners_lease_is_taken_over_at_once(
+    client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, ctx: AppContext
+) -> None:
+    instance_id = await _launch(client, tenant, "main")
+    async with ctx.engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "UPDATE instances SET lease_owner = 'dead-replica', "
+            "lease_expires_at = now() + interval '1 hour', next_reconcile_at = NULL"
+        )
+    await converge(reconciler)
+    assert (await _get(client, tenant, instance_id))["phase"] == "running"
+
+
+async def test_a_live_owners_lease_is_respected(
+    client: httpx.AsyncClient,
+    tenant: str,
+    reconciler: Reconciler,
+    ctx: AppContext,
+    api_settings: Settings,
+) -> None:
+    await _launch(client, tenant, "main")
+    owner = api_settings.reconciler.replica_id  # connected: the app's own engine uses it
+    async with ctx.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE instances SET lease_owner = :owner, "
+                "lease_expires_at = now() + interval '1 hour'"
+            ),
+            {"owner": f"{owner}-other"},
+        )
+    other = ReconcilerSettings(replica_id=f"{owner}-other")
+    engine = create_engine(
+        str(ctx.engine.url.render_as_string(hide_password=False)), application_name=other.replica_id
+    )
+    try:
+        async with engine.connect() as conn:  # the other owner is connected
+            await conn.exec_driver_sql("SELECT 1")
+            assert await reconciler.run_once() == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_orphans_are_stopped(reconciler: Reconciler, runtime: FakeRuntime) -> None:
+    from chroma_orch.runtimes.base import InstanceSpec
+
+    stray = str(uuid.uuid4())
+    await runtime.start(InstanceSpec(stray, str(uuid.uuid4()), "x", 1, port=1))
+    assert await reconciler.collect_orphans() == 1
+    assert not runtime.servers[stray].alive
+
+
+async def test_the_loops_run_and_stop(
+    client: httpx.AsyncClient, tenant: str, reconciler: Reconciler
+) -> None:
+    await reconciler.start()
+    try:
+        instance_id = await _launch(client, tenant, "main")
+        reconciler.wake()
+
+        async def running() -> bool:
+            return bool((await _get(client, tenant, instance_id))["phase"] == "running")
+
+        await wait_for(running, timeout=10)
+    finally:
+        await reconciler.stop()
