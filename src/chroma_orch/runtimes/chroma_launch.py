@@ -1,0 +1,227 @@
+"""One local Chroma server process: how it is launched, locked, identified and reaped.
+
+Every server runs under a small launcher program (``LAUNCHER_CODE``). Before the
+server starts, the launcher takes an exclusive ``flock`` on ``<instance>.lock`` and
+writes ``{"pid", "host", "port"}`` into it; the lock lives exactly as long as the
+server process, because the open descriptor belongs to it. Chroma itself does not
+lock its data directory, so this is what guarantees one server per directory, and
+what lets a restarted service find its servers again (``lock_is_held``, ``read_lock``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from chroma_orch.settings import LocalRuntimeSettings
+
+EXIT_DIR_IN_USE = 75
+"""Launcher exit status when another live process holds the data directory's lock."""
+
+DIR_IN_USE_TEXT = "is already served by another process"
+
+# Runs as `python -c LAUNCHER_CODE LOCK_FILE PATH HOST PORT [COMMAND ...]`. Without a
+# COMMAND it serves through chromadb's Rust bindings (no `import chromadb`: ~0.1 s to
+# ready, ~37 MB); with one it execs COMMAND, which inherits the locked descriptor.
+# The short retry covers a service probing the lock at the very moment we take it.
+LAUNCHER_CODE = """\
+import fcntl, json, os, sys, time
+lock_file, path, host, port = sys.argv[1:5]
+command = sys.argv[5:]
+fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+for _ in range(6):
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+    except BlockingIOError:
+        time.sleep(0.01)
+else:
+    sys.stderr.write(f"data directory {path} is already served by another process\\n")
+    sys.exit(75)
+os.ftruncate(fd, 0)
+os.write(fd, json.dumps({"pid": os.getpid(), "host": host, "port": int(port)}).encode())
+if command:
+    os.set_inheritable(fd, True)
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:
+        sys.stderr.write(f"cannot run {command[0]}: {exc}\\n")
+        sys.exit(127)
+import chromadb_rust_bindings
+chromadb_rust_bindings.cli(["chroma", "run", "--path", path, "--host", host, "--port", port])
+"""
+
+
+def server_command(
+    settings: LocalRuntimeSettings, path: Path, lock_file: Path, host: str, port: int
+) -> list[str]:
+    """The argv that starts one server on ``path`` (the only place that decides it)."""
+    argv = [settings.python, "-c", LAUNCHER_CODE, str(lock_file), str(path), host, str(port)]
+    if settings.launcher == "chroma-cli":
+        argv += [settings.chroma_command, "run", "--path", str(path)]
+        argv += ["--host", host, "--port", str(port)]
+    return argv
+
+
+def spawn(
+    argv: list[str], log_file: Path, env: Mapping[str, str], header: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``argv`` in its own session, output appended to ``log_file`` after ``header``.
+
+    Returns the child and the log offset where its output starts. ``subprocess.Popen``
+    rather than ``asyncio.create_subprocess_exec``: asyncio kills a child whose transport
+    is garbage-collected while it runs, which with Python 3.12's pidfd child watcher
+    happens when the event loop closes, i.e. on every graceful shutdown of the service.
+    (asyncio calls ``Popen`` synchronously as well, so nothing blocks longer.)
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        out.write(header.encode() + b"\n")
+        out.flush()
+        offset = out.tell()
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            start_new_session=True,  # outlives the service; a terminal's Ctrl-C misses it
+        )
+    return popen, offset
+
+
+def watch_exit(
+    popen: subprocess.Popen[bytes], on_exit: Callable[[int], None]
+) -> Callable[[], None]:
+    """Reap ``popen`` as soon as it exits and call ``on_exit(returncode)``.
+
+    Returns a function that stops watching. On Linux a pidfd in the event loop does it
+    (no thread, no task, nothing holding ``popen`` once unwatched); elsewhere a task
+    polls every 0.1 s.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(popen.pid) if sys.platform == "linux" else -1
+    except OSError:  # already reaped, or an old kernel
+        pidfd = -1
+    if pidfd < 0:
+        task = loop.create_task(_poll_exit(popen, on_exit))
+
+        def cancel() -> None:
+            task.cancel()
+
+        return cancel
+    watching = True
+
+    def unwatch() -> None:
+        nonlocal watching
+        if watching:
+            watching = False
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+
+    def readable() -> None:
+        unwatch()
+        code = popen.poll()  # pidfd readable: it has exited, so this reaps at once
+        on_exit(code if code is not None else popen.wait())
+
+    loop.add_reader(pidfd, readable)
+    return unwatch
+
+
+async def _poll_exit(popen: subprocess.Popen[bytes], on_exit: Callable[[int], None]) -> None:
+    while True:
+        code = popen.poll()
+        if code is not None:
+            on_exit(code)
+            return
+        await asyncio.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """What the launcher wrote into the lock file it holds."""
+
+    pid: int
+    host: str
+    port: int
+
+
+def lock_is_held(lock_file: Path) -> bool:
+    """Whether a live process holds ``lock_file`` right now.
+
+    Probes with a shared lock, released at once: probes never block each other,
+    and the launcher retries briefly if it races with one.
+    """
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we may have taken
+    return False
+
+
+def read_lock(lock_file: Path) -> LockRecord | None:
+    """The record in ``lock_file``; None if missing or not (yet) complete."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        data = json.loads(lock_file.read_bytes())
+        return LockRecord(pid=int(data["pid"]), host=str(data["host"]), port=int(data["port"]))
+    return None
+
+
+def live_process(pid: int, create_time: float | None = None) -> psutil.Process | None:
+    """Process ``pid`` if it runs (not a zombie) and, when given, started at ``create_time``."""
+    try:
+        process = psutil.Process(pid)
+        if create_time is not None and abs(process.create_time() - create_time) > 0.01:
+            return None  # the pid was reused
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.NoSuchProcess:
+        return None
+    return process
+
+
+def listens_on(process: psutil.Process, port: int) -> bool:
+    """Whether ``process`` has a TCP socket listening on ``port``."""
+    try:
+        sockets = process.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        return True  # cannot tell; the other checks must do
+    except psutil.NoSuchProcess:
+        return False
+    return any(s.status == psutil.CONN_LISTEN and s.laddr.port == port for s in sockets)
+
+
+def tail_lines(path: Path, count: int, start: int = 0) -> list[str]:
+    """The last ``count`` lines of ``path`` at or after byte ``start``, read from the end."""
+    if count <= 0:
+        return []
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        return []
+    with file:
+        position = file.seek(0, os.SEEK_END)
+        data = b""
+        while position > start and data.count(b"\n") <= count:
+            step = min(65536, position - start)
+            position -= step
+            file.seek(position)
+            data = file.read(step) + data
+    return data.decode(errors="replace").splitlines()[-count:]

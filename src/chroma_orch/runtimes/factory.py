@@ -1,0 +1,12 @@
+"""Builds the configured runtime driver."""
+
+from __future__ import annotations
+
+from chroma_orch.runtimes.base import Runtime
+from chroma_orch.settings import Settings
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    from chroma_orch.runtimes.local import LocalRuntime
+
+    return LocalRuntime(settings.local, settings.data_dir)

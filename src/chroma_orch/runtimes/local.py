@@ -1,0 +1,389 @@
+"""The ``local`` runtime: each instance is a Chroma server process on this host.
+
+Layout under ``data_dir``: ``instances/<id>/`` (server data), ``instances/<id>.lock``
+(held by the server for its lifetime, see ``chroma_launch``) and ``logs/<id>.log``.
+Servers run in their own session and outlive the service; a restarted service finds
+them through their lock files (``discover``, or ``start`` adopting them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psutil
+
+from chroma_orch.runtimes.base import (
+    Endpoint,
+    ExitCallback,
+    Handle,
+    InstanceSpec,
+    Observation,
+    ObservedState,
+    RuntimeUnavailableError,
+    StartFailedError,
+)
+from chroma_orch.runtimes.chroma_launch import (
+    DIR_IN_USE_TEXT,
+    EXIT_DIR_IN_USE,
+    LockRecord,
+    listens_on,
+    live_process,
+    lock_is_held,
+    read_lock,
+    server_command,
+    spawn,
+    tail_lines,
+    watch_exit,
+)
+from chroma_orch.settings import LocalRuntimeSettings
+
+log = logging.getLogger(__name__)
+
+# No dots: "<id>.lock" must never be another instance's data directory.
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+_TICK = 0.02
+_HEARTBEAT_TIMEOUT = 0.5
+_KILL_TIMEOUT = 10.0
+_RECORD_WAIT = 0.5
+
+
+@dataclass(frozen=True)
+class _Paths:
+    data: Path
+    lock: Path
+    log: Path
+
+
+@dataclass
+class _Child:
+    popen: subprocess.Popen[bytes]
+    handle: Handle
+
+
+class LocalRuntime:
+    """Chroma servers as local processes; handles are re-attachable after a restart.
+
+    Handle keys: ``instance_id``, ``pid``, ``create_time`` (guards against pid reuse),
+    ``host``, ``port``, ``path``, ``lock``, ``log``, ``log_offset`` (where this run's
+    output starts in the log) and ``generation`` (None for servers ``discover`` found).
+    Exit callbacks fire for every exit of a server this object spawned, stops included.
+    """
+
+    name = "local"
+    allocates_ports = True
+
+    def __init__(self, settings: LocalRuntimeSettings, data_dir: Path) -> None:
+        self._settings = settings
+        self._instances = data_dir / "instances"
+        self._logs = data_dir / "logs"
+        self._children: dict[str, _Child] = {}
+        self._unwatch: dict[int, Callable[[], None]] = {}  # by pid
+        self._callbacks: list[ExitCallback] = []
+        self._serving: set[tuple[int, float, int]] = set()  # see _serves
+        self._http = httpx.AsyncClient(
+            timeout=_HEARTBEAT_TIMEOUT,
+            trust_env=False,  # never send loopback health checks through a proxy
+            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256),
+        )
+
+    async def start(self, spec: InstanceSpec) -> Handle:
+        """Spawn the server, or adopt the one already serving this instance's data.
+
+        An adopted server keeps its own port, which may differ from ``spec.port``.
+        """
+        if spec.port is None:
+            raise ValueError("the local runtime needs spec.port")
+        running = self._own_handle(spec.instance_id)
+        if running is None:
+            running = await self._find_server(spec.instance_id, spec.generation)
+        if running is not None:
+            pid, port = running["pid"], running["port"]
+            log.info("adopting server instance=%s pid=%s port=%s", spec.instance_id, pid, port)
+            return running
+        return self._spawn(spec, spec.port)
+
+    async def wait_ready(self, handle: Handle, timeout: float) -> Observation:  # noqa: ASYNC109
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            budget = min(_HEARTBEAT_TIMEOUT, max(deadline - loop.time(), _TICK))
+            answered = await self._heartbeat(handle, budget) if self._alive(handle) else None
+            observation = self._observe(handle, answered)
+            if observation.state is not ObservedState.STARTING or loop.time() >= deadline:
+                return observation
+            await asyncio.sleep(_TICK)
+
+    async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
+        live = [iid for iid, handle in handles.items() if self._alive(handle)]
+        answers = await asyncio.gather(*(self._heartbeat(handles[iid]) for iid in live))
+        answered = dict(zip(live, answers, strict=True))
+        return {iid: self._observe(handle, answered.get(iid)) for iid, handle in handles.items()}
+
+    async def stop(self, handle: Handle) -> None:
+        """SIGTERM the server's process group, SIGKILL after ``stop_grace``; reap it."""
+        if not self._alive(handle):
+            return
+        iid, pid, grace = handle.get("instance_id"), handle["pid"], self._settings.stop_grace
+        log.info("stopping server instance=%s pid=%s", iid, pid)
+        self._signal(handle, signal.SIGTERM)
+        if await self._wait_gone(handle, grace):
+            return
+        log.warning("server ignored SIGTERM, killing instance=%s pid=%s grace=%s", iid, pid, grace)
+        self._signal(handle, signal.SIGKILL)
+        if not await self._wait_gone(handle, _KILL_TIMEOUT):
+            raise RuntimeUnavailableError(f"pid {pid} survived SIGKILL")
+
+    async def delete(self, instance_id: str, handle: Handle | None, keep_data: bool) -> None:
+        paths = self._paths(instance_id)
+        if handle is not None:
+            await self.stop(handle)
+        own = self._own_handle(instance_id)
+        if own is not None:
+            await self.stop(own)
+        found = await self._find_server(instance_id, None)
+        if found is not None:
+            await self.stop(found)
+        self._children.pop(instance_id, None)
+        paths.lock.unlink(missing_ok=True)
+        if not keep_data:
+            await asyncio.to_thread(shutil.rmtree, paths.data, ignore_errors=True)
+            paths.log.unlink(missing_ok=True)
+        log.info("deleted instance=%s keep_data=%s", instance_id, keep_data)
+
+    async def logs(self, instance_id: str, handle: Handle | None, tail: int) -> list[str]:
+        path = Path(handle["log"]) if handle else self._paths(instance_id).log
+        return tail_lines(path, tail)
+
+    async def discover(self) -> dict[str, Handle]:
+        found: dict[str, Handle] = {}
+        for lock_file in sorted(self._instances.glob("*.lock")):
+            instance_id = lock_file.name.removesuffix(".lock")
+            try:
+                handle = await self._find_server(instance_id, None)
+            except (RuntimeUnavailableError, ValueError) as exc:
+                log.warning("skipping lock file=%s error=%s", lock_file, exc)
+                continue
+            if handle is not None:
+                found[instance_id] = handle
+        return found
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        self._callbacks.append(callback)
+
+    async def aclose(self) -> None:
+        """Stop watching; the servers keep running and ``discover`` finds them again."""
+        for unwatch in self._unwatch.values():
+            unwatch()
+        self._unwatch.clear()
+        with warnings.catch_warnings():
+            # Popen warns "still running" when dropped: leaving servers running is the point.
+            warnings.simplefilter("ignore", ResourceWarning)
+            self._children.clear()
+        await self._http.aclose()
+
+    # -- spawning and watching -------------------------------------------------
+
+    def _spawn(self, spec: InstanceSpec, port: int) -> Handle:
+        paths = self._paths(spec.instance_id)
+        paths.data.mkdir(parents=True, exist_ok=True)
+        host, settings = self._settings.host, self._settings
+        argv = server_command(settings, paths.data, paths.lock, host, port)
+        env = {"RUST_LOG": settings.rust_log, "ANONYMIZED_TELEMETRY": "False"}
+        header = (
+            f"--- chroma-orch {datetime.now(UTC).isoformat(timespec='seconds')} starting "
+            f"generation={spec.generation} port={port} launcher={settings.launcher}"
+        )
+        try:
+            popen, offset = spawn(argv, paths.log, env, header)
+        except OSError as exc:
+            raise StartFailedError("SpawnFailed", f"cannot run {argv[0]}: {exc}") from exc
+        create_time = psutil.Process(popen.pid).create_time()
+        record = LockRecord(popen.pid, host, port)
+        handle = _make_handle(spec.instance_id, paths, record, create_time, offset, spec.generation)
+        self._children[spec.instance_id] = _Child(popen, handle)
+        self._unwatch[popen.pid] = watch_exit(
+            popen, lambda code: self._child_exited(spec.instance_id, popen.pid, code)
+        )
+        log.info("started server instance=%s pid=%s port=%s", spec.instance_id, popen.pid, port)
+        return handle
+
+    def _child_exited(self, instance_id: str, pid: int, code: int) -> None:
+        self._unwatch.pop(pid, None)
+        log.info("server exited instance=%s pid=%s code=%s", instance_id, pid, code)
+        for callback in list(self._callbacks):
+            try:
+                callback(instance_id)
+            except Exception:
+                log.exception("exit callback failed instance=%s", instance_id)
+
+    # -- finding and checking servers -------------------------------------------
+
+    def _paths(self, instance_id: str) -> _Paths:
+        if not _INSTANCE_ID.fullmatch(instance_id):
+            raise ValueError(f"invalid instance id {instance_id!r}")
+        return _Paths(
+            data=self._instances / instance_id,
+            lock=self._instances / f"{instance_id}.lock",
+            log=self._logs / f"{instance_id}.log",
+        )
+
+    def _own_child(self, handle: Handle) -> _Child | None:
+        child = self._children.get(str(handle.get("instance_id")))
+        return child if child is not None and child.popen.pid == handle["pid"] else None
+
+    def _own_handle(self, instance_id: str) -> Handle | None:
+        child = self._children.get(instance_id)
+        return child.handle if child is not None and child.popen.poll() is None else None
+
+    async def _find_server(self, instance_id: str, generation: int | None) -> Handle | None:
+        """The live process holding this instance's lock, as a handle."""
+        paths = self._paths(instance_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _RECORD_WAIT
+        while lock_is_held(paths.lock):
+            record = read_lock(paths.lock)
+            process = live_process(record.pid) if record else None
+            if record is not None and process is not None:
+                offset = paths.log.stat().st_size if paths.log.exists() else 0
+                create_time = process.create_time()
+                return _make_handle(instance_id, paths, record, create_time, offset, generation)
+            if loop.time() >= deadline:  # the launcher writes its record right after locking
+                raise RuntimeUnavailableError(f"{paths.lock} is locked by an unknown process")
+            await asyncio.sleep(_TICK)
+        return None
+
+    def _alive(self, handle: Handle) -> bool:
+        child = self._own_child(handle)
+        if child is not None:
+            return child.popen.poll() is None  # also reaps it once it has exited
+        return live_process(handle["pid"], handle["create_time"]) is not None
+
+    def _serves(self, handle: Handle) -> bool:
+        """Whether our process holds the data directory's lock and listens on the port.
+
+        Proven once per process (the listening-socket check costs a few ms), then remembered.
+        """
+        key = _identity(handle)
+        if key in self._serving:
+            return True
+        record = read_lock(Path(handle["lock"]))
+        process = live_process(handle["pid"], handle["create_time"])
+        if record is None or record.pid != handle["pid"] or process is None:
+            return False
+        if not listens_on(process, handle["port"]):
+            return False
+        self._serving.add(key)
+        return True
+
+    async def _heartbeat(self, handle: Handle, wait: float = _HEARTBEAT_TIMEOUT) -> bool:
+        url = f"{_endpoint(handle).url}/api/v2/heartbeat"
+        try:
+            response = await self._http.get(url, timeout=wait)
+        except (httpx.HTTPError, OSError):
+            return False
+        return response.status_code == 200
+
+    def _observe(self, handle: Handle, answered: bool | None) -> Observation:
+        """``answered``: None when the process is gone, else whether the heartbeat answered.
+
+        A heartbeat alone proves nothing: when our server fails to bind its port, whatever
+        holds the port answers. RUNNING also needs our process to hold the data directory
+        and to listen on the port.
+        """
+        if answered is None:
+            self._serving.discard(_identity(handle))
+            return self._exited(handle)
+        if answered and self._serves(handle):
+            return Observation(ObservedState.RUNNING, endpoint=_endpoint(handle))
+        message = "process alive, not serving its heartbeat yet"
+        return Observation(ObservedState.STARTING, endpoint=_endpoint(handle), message=message)
+
+    def _exited(self, handle: Handle) -> Observation:
+        child = self._own_child(handle)
+        code = child.popen.returncode if child is not None else None
+        tail = tail_lines(Path(handle["log"]), 20, handle.get("log_offset", 0))
+        lines = [line for line in tail if line.strip()]
+        text = "\n".join(lines)
+        if code == EXIT_DIR_IN_USE or DIR_IN_USE_TEXT in text:
+            reason = "DataDirInUse"
+        elif "not available" in text:  # chroma: "Address … is not available", exit 0
+            reason = "PortUnavailable"
+        else:
+            reason = "ProcessExited"
+        message = _describe_exit(code)
+        if lines:
+            message += "; last log lines:\n" + "\n".join(lines[-5:])
+        return Observation(ObservedState.EXITED, reason=reason, message=message)
+
+    # -- stopping --------------------------------------------------------------
+
+    def _signal(self, handle: Handle, sig: signal.Signals) -> None:
+        if not self._alive(handle):  # also the pid-reuse guard (create_time)
+            return
+        pid = int(handle["pid"])
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    async def _wait_gone(self, handle: Handle, within: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self._alive(handle):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(_TICK)
+        return True
+
+
+def _make_handle(
+    instance_id: str,
+    paths: _Paths,
+    server: LockRecord,
+    create_time: float,
+    log_offset: int,
+    generation: int | None,
+) -> Handle:
+    return {
+        "instance_id": instance_id,
+        "pid": server.pid,
+        "create_time": create_time,
+        "host": server.host,
+        "port": server.port,
+        "path": str(paths.data),
+        "lock": str(paths.lock),
+        "log": str(paths.log),
+        "log_offset": log_offset,
+        "generation": generation,
+    }
+
+
+def _identity(handle: Handle) -> tuple[int, float, int]:
+    return int(handle["pid"]), float(handle["create_time"]), int(handle["port"])
+
+
+def _endpoint(handle: Handle) -> Endpoint:
+    return Endpoint(str(handle["host"]), int(handle["port"]))
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown (not a child of this service)"
+    if code < 0:
+        return f"killed by signal {signal.Signals(-code).name}"
+    return f"exit code {code}"

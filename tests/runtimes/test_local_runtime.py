@@ -1,0 +1,359 @@
+"""LocalRuntime against real Chroma servers (chromadb's Rust server, no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from chroma_orch.runtimes.base import Handle, InstanceSpec, ObservedState
+from chroma_orch.runtimes.chroma_launch import (
+    EXIT_DIR_IN_USE,
+    lock_is_held,
+    read_lock,
+    server_command,
+)
+from chroma_orch.runtimes.local import LocalRuntime
+from chroma_orch.settings import LocalRuntimeSettings
+
+READY_TIMEOUT = 15.0
+CHROMA_SCRIPT = Path(sys.executable).parent / "chroma"
+SLEEP = "import time; time.sleep(60)"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def spec(instance_id: str = "inst-1", port: int | None = None, generation: int = 1) -> InstanceSpec:
+    return InstanceSpec(
+        instance_id=instance_id,
+        tenant_id="t1",
+        name="db",
+        generation=generation,
+        port=port if port is not None else free_port(),
+    )
+
+
+def port_refuses(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
+
+
+def gone(pid: int) -> bool:
+    """Not running: no such process, or a zombie nobody has reaped yet."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def servers_on(path: Path) -> list[psutil.Process]:
+    """Live processes of this test run whose command line names ``path``."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE and str(path) in " ".join(proc.cmdline()):
+                found.append(proc)
+    return found
+
+
+def kill_leftovers(root: Path) -> None:
+    """Last resort after a failed test: SIGKILL and reap anything still running from root."""
+    leftovers = servers_on(root)
+    for proc in leftovers:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(leftovers, timeout=5)
+
+
+def on_disk(path: str | Path) -> bool:
+    return Path(path).exists()
+
+
+def reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+@pytest.fixture
+def settings() -> LocalRuntimeSettings:
+    return LocalRuntimeSettings(stop_grace=5.0)
+
+
+@pytest.fixture
+def cleanup(tmp_path: Path) -> Iterator[None]:
+    yield
+    kill_leftovers(tmp_path)
+    assert not servers_on(tmp_path)
+
+
+@pytest.fixture
+async def runtime(
+    settings: LocalRuntimeSettings, tmp_path: Path, cleanup: None
+) -> AsyncIterator[LocalRuntime]:
+    rt = LocalRuntime(settings, tmp_path)
+    try:
+        yield rt
+    finally:
+        for handle in (await rt.discover()).values():
+            await rt.stop(handle)
+        await rt.aclose()
+
+
+async def started(rt: LocalRuntime, s: InstanceSpec) -> Handle:
+    handle = await rt.start(s)
+    obs = await rt.wait_ready(handle, READY_TIMEOUT)
+    assert obs.state is ObservedState.RUNNING, obs
+    return handle
+
+
+def use_chroma(port: int, create: bool) -> tuple[int, list[list[str]]]:
+    """Write (when ``create``) and read vectors through the official client."""
+    import chromadb
+    from chromadb.config import Settings
+
+    client = chromadb.HttpClient(
+        host="127.0.0.1", port=port, settings=Settings(anonymized_telemetry=False)
+    )
+    try:
+        if create:
+            coll = client.create_collection("docs")
+            vectors: list[Sequence[float]] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+            coll.add(ids=["a", "b"], embeddings=vectors, documents=["first", "second"])
+        else:
+            coll = client.get_collection("docs")
+        probe: list[Sequence[float]] = [[0.9, 0.1, 0.0]]
+        result: Any = coll.query(query_embeddings=probe, n_results=1)
+        return coll.count(), result["ids"]
+    finally:
+        client.close()  # type: ignore[attr-defined]  # on Client, not on the ClientAPI type
+
+
+async def test_lifecycle_persists_data_across_restart(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    t0 = time.monotonic()
+    handle = await started(runtime, spec())
+    assert time.monotonic() - t0 < 5
+    assert handle["path"] == str(tmp_path / "instances" / "inst-1")
+    async with httpx.AsyncClient() as http:
+        beat = await http.get(f"http://127.0.0.1:{handle['port']}/api/v2/heartbeat")
+    assert beat.status_code == 200
+    assert await asyncio.to_thread(use_chroma, handle["port"], True) == (2, [["a"]])
+
+    await runtime.stop(handle)
+    assert gone(handle["pid"])
+    assert port_refuses(handle["port"])
+    assert not lock_is_held(tmp_path / "instances" / "inst-1.lock")
+
+    second = await started(runtime, spec(port=free_port(), generation=2))
+    assert second["port"] != handle["port"]
+    assert second["pid"] != handle["pid"]
+    assert await asyncio.to_thread(use_chroma, second["port"], False) == (2, [["a"]])
+
+    await runtime.delete("inst-1", second, keep_data=False)
+    assert gone(second["pid"])
+    assert not on_disk(second["path"])
+    assert not on_disk(second["log"])
+    assert not on_disk(second["lock"])
+    await runtime.delete("inst-1", second, keep_data=False)  # idempotent
+
+
+async def test_never_two_servers_on_one_directory(
+    runtime: LocalRuntime, settings: LocalRuntimeSettings, tmp_path: Path
+) -> None:
+    first = await started(runtime, spec())
+    again = await runtime.start(spec(port=free_port()))
+    assert (again["pid"], again["port"]) == (first["pid"], first["port"])
+
+    # A restarted service that lost the handle adopts through the lock file.
+    other = LocalRuntime(settings, tmp_path)
+    try:
+        adopted = await other.start(spec(port=free_port()))
+        assert (adopted["pid"], adopted["port"]) == (first["pid"], first["port"])
+        assert adopted["create_time"] == pytest.approx(first["create_time"])
+    finally:
+        await other.aclose()
+
+    # The launcher itself refuses a directory that is already served.
+    path, lock = Path(first["path"]), Path(first["lock"])
+    t0 = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *server_command(settings, path, lock, "127.0.0.1", free_port()),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 5)
+    assert proc.returncode == EXIT_DIR_IN_USE
+    assert time.monotonic() - t0 < 2
+    assert b"already served by another process" in err
+    assert [p.pid for p in servers_on(path)] == [first["pid"]]
+    record = read_lock(lock)
+    assert record is not None
+    assert record.pid == first["pid"]
+
+
+async def test_port_taken_reports_port_unavailable(runtime: LocalRuntime) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        handle = await runtime.start(spec(port=squatter.getsockname()[1]))
+        obs = await runtime.wait_ready(handle, READY_TIMEOUT)
+    assert obs.state is ObservedState.EXITED
+    assert obs.reason == "PortUnavailable"
+    assert obs.message is not None
+    assert "exit code 0" in obs.message
+    assert "not available" in obs.message
+
+
+async def test_another_server_answering_on_the_port_is_not_ready(runtime: LocalRuntime) -> None:
+    squatter = await started(runtime, spec("squatter"))
+    handle = await runtime.start(spec("late", port=squatter["port"]))
+    obs = await runtime.wait_ready(handle, READY_TIMEOUT)
+    assert obs.state is ObservedState.EXITED
+    assert obs.reason == "PortUnavailable"
+    polled = await runtime.poll({"late": handle, "squatter": squatter})
+    assert polled["late"].state is ObservedState.EXITED
+    assert polled["squatter"].state is ObservedState.RUNNING
+
+
+async def test_crash_fires_exit_callback(runtime: LocalRuntime) -> None:
+    exited = asyncio.Event()
+    seen: list[str] = []
+
+    def exit_seen(instance_id: str) -> None:
+        seen.append(instance_id)
+        exited.set()
+
+    runtime.on_exit(exit_seen)
+    handle = await started(runtime, spec())
+
+    os.kill(handle["pid"], signal.SIGKILL)
+    await asyncio.wait_for(exited.wait(), 1.0)
+    assert seen == ["inst-1"]
+    obs = (await runtime.poll({"inst-1": handle}))["inst-1"]
+    assert obs.state is ObservedState.EXITED
+    assert obs.reason == "ProcessExited"
+    assert obs.message is not None
+    assert "SIGKILL" in obs.message
+    await runtime.stop(handle)  # already gone: no-op
+
+
+async def test_new_runtime_reattaches_and_stops_a_non_child(
+    runtime: LocalRuntime, settings: LocalRuntimeSettings, tmp_path: Path
+) -> None:
+    first = LocalRuntime(settings, tmp_path)
+    handle = await started(first, spec("inst-a"))
+    await first.aclose()  # the service goes away; the server must not
+    assert not gone(handle["pid"])
+
+    found = await runtime.discover()
+    assert set(found) == {"inst-a"}
+    assert (found["inst-a"]["pid"], found["inst-a"]["port"]) == (handle["pid"], handle["port"])
+    polled = await runtime.poll(found)
+    assert polled["inst-a"].state is ObservedState.RUNNING
+    assert polled["inst-a"].endpoint is not None
+    assert polled["inst-a"].endpoint.port == handle["port"]
+
+    await runtime.stop(found["inst-a"])
+    assert gone(handle["pid"])
+    assert port_refuses(handle["port"])
+    reap(handle["pid"])  # it is still this test process's child
+    assert await runtime.discover() == {}
+    obs = (await runtime.poll(found))["inst-a"]
+    assert obs.state is ObservedState.EXITED
+    assert obs.message is not None
+    assert "unknown" in obs.message
+
+
+async def test_never_ready_then_stop_escalates_to_sigkill(tmp_path: Path, cleanup: None) -> None:
+    # A "python" that never serves and ignores SIGTERM; it keeps the launcher's argv so
+    # the cleanup fixture can find it by tmp_path.
+    stubborn = tmp_path / "stubborn"
+    stubborn.write_text(f"#!/bin/sh\ntrap '' TERM\nexec {sys.executable} -c '{SLEEP}' \"$@\"\n")
+    stubborn.chmod(0o755)
+    settings = LocalRuntimeSettings(python=str(stubborn), stop_grace=0.2)
+    rt = LocalRuntime(settings, tmp_path)
+    try:
+        handle = await rt.start(spec())
+        for _ in range(250):  # until the trap is set and the sleep runs
+            if SLEEP in psutil.Process(handle["pid"]).cmdline():
+                break
+            await asyncio.sleep(0.02)
+        obs = await rt.wait_ready(handle, 0.1)
+        assert obs.state is ObservedState.STARTING
+        assert (await rt.poll({"inst-1": handle}))["inst-1"].state is ObservedState.STARTING
+
+        t0 = time.monotonic()
+        await rt.stop(handle)
+        assert 0.2 <= time.monotonic() - t0 < 3
+        assert not psutil.pid_exists(handle["pid"])  # killed and reaped
+        obs = (await rt.poll({"inst-1": handle}))["inst-1"]
+        assert obs.state is ObservedState.EXITED
+        assert obs.message is not None
+        assert "SIGKILL" in obs.message
+    finally:
+        await rt.aclose()
+
+
+async def test_logs_tail(runtime: LocalRuntime, tmp_path: Path) -> None:
+    assert await runtime.logs("never", None, 10) == []
+    log_file = tmp_path / "logs" / "big.log"
+    log_file.parent.mkdir(parents=True)
+    log_file.write_text("".join(f"line {i}\n" for i in range(50_000)))
+    assert await runtime.logs("big", None, 3) == ["line 49997", "line 49998", "line 49999"]
+    assert len(await runtime.logs("big", None, 20_000)) == 20_000
+
+    handle = await started(runtime, spec())
+    await runtime.stop(handle)
+    lines = await runtime.logs("inst-1", handle, 1000)
+    assert lines == (await asyncio.to_thread(Path(handle["log"]).read_text)).splitlines()
+    assert any("chroma-orch" in line and "starting generation=1" in line for line in lines)
+
+
+@pytest.mark.skipif(not CHROMA_SCRIPT.exists(), reason="no chroma script beside python")
+async def test_chroma_cli_launcher_holds_lock_through_exec(tmp_path: Path, cleanup: None) -> None:
+    settings = LocalRuntimeSettings(launcher="chroma-cli", chroma_command=str(CHROMA_SCRIPT))
+    rt = LocalRuntime(settings, tmp_path)
+    try:
+        handle = await started(rt, spec())
+        record = read_lock(Path(handle["lock"]))
+        assert record is not None
+        assert record.pid == handle["pid"]
+        assert lock_is_held(Path(handle["lock"]))
+        await rt.stop(handle)
+        assert not lock_is_held(Path(handle["lock"]))
+    finally:
+        await rt.aclose()
+
+
+async def test_edge_cases_of_the_contract(runtime: LocalRuntime, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="spec.port"):
+        await runtime.start(InstanceSpec("x", "t", "n", 1))
+    with pytest.raises(ValueError, match="invalid instance id"):
+        await runtime.start(spec("../escape"))
+    await runtime.delete("never-started", None, keep_data=False)
+    handle = await started(runtime, spec())
+    await runtime.delete("inst-1", None, keep_data=True)  # finds the server by its lock
+    assert gone(handle["pid"])
+    assert on_disk(handle["path"])
+    await runtime.stop(handle)
+    assert (await runtime.poll({"inst-1": handle}))["inst-1"].state is ObservedState.EXITED
