@@ -1,0 +1,191 @@
+"""Launch-to-running through the API vs. bare starts of the same server command
+and of `chroma run`, all in one run on one machine. Prints JSON.
+
+    python bench/lifecycle.py [--count 10] [--rounds 3]
+
+ours:              POST /v1/instances sent  ->  GET /v1/instances/{id} says running
+bare_same_command: the launcher argv our runtime uses, spawned directly  ->  heartbeat 200
+bare_chroma_run:   `chroma run --path ... --port ...`                    ->  heartbeat 200
+
+Each round starts ``count`` at once; medians are over every start of every round.
+Targets: ours / bare_same_command <= 1.3 and ours below bare_chroma_run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from chroma_orch.db.embedded import EmbeddedPostgres  # noqa: E402
+from chroma_orch.events.listener import asyncpg_dsn  # noqa: E402
+from chroma_orch.runtimes.chroma_launch import server_command  # noqa: E402
+from chroma_orch.settings import LocalRuntimeSettings  # noqa: E402
+from tests.conftest import with_database  # noqa: E402
+from tests.e2e.service import Service, free_port, kill_chroma_processes  # noqa: E402
+from tests.helpers import create_tenant  # noqa: E402
+
+POLL = 0.01
+
+
+async def _heartbeat_after(client: httpx.AsyncClient, port: int, started: float) -> float:
+    url = f"http://127.0.0.1:{port}/api/v2/heartbeat"
+    while True:
+        try:
+            if (await client.get(url, timeout=0.5)).status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(POLL)
+
+
+async def bare_starts(argvs: list[list[str]], ports: list[int], workdir: Path) -> list[float]:
+    """Spawn every argv at once; seconds from spawn to first heartbeat, per server."""
+    env = {**os.environ, "RUST_LOG": "warn", "ANONYMIZED_TELEMETRY": "False"}
+    log = (workdir / "bare.log").open("ab")  # noqa: ASYNC230 (before the clock starts)
+    started = time.monotonic()
+    procs = [
+        await asyncio.create_subprocess_exec(
+            *argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir
+        )
+        for argv in argvs
+    ]
+    try:
+        async with httpx.AsyncClient() as client:
+            return list(
+                await asyncio.gather(*(_heartbeat_after(client, p, started) for p in ports))
+            )
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            await proc.wait()
+        log.close()
+
+
+async def bare_round(kind: str, count: int, workdir: Path) -> list[float]:
+    settings = LocalRuntimeSettings()
+    ports = [free_port() for _ in range(count)]
+    argvs = []
+    for port in ports:
+        path = workdir / f"{kind}-{uuid.uuid4().hex[:8]}"
+        if kind == "same":
+            argvs.append(
+                server_command(settings, path, path.with_suffix(".lock"), "127.0.0.1", port)
+            )
+        else:
+            chroma = str(Path(sys.executable).with_name("chroma"))
+            argvs.append(
+                [chroma, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)]
+            )
+    return await bare_starts(argvs, ports, workdir)
+
+
+async def _until_running(http: httpx.AsyncClient, name: str, started: float) -> float:
+    created = await http.post("/v1/instances", json={"name": name})
+    instance_id = created.json()["instance"]["id"]
+    while True:
+        body = (await http.get(f"/v1/instances/{instance_id}")).json()
+        if body["phase"] == "running" and body["observed_generation"] == body["generation"]:
+            return time.monotonic() - started
+        if body["phase"] == "failed":
+            raise RuntimeError(f"instance failed: {body['failure']}")
+        await asyncio.sleep(POLL)
+
+
+async def ours_round(service: Service, token: str, count: int, round_no: int) -> list[float]:
+    async with service.client(token) as http:
+        started = time.monotonic()
+        times = await asyncio.gather(
+            *(_until_running(http, f"r{round_no}-i{n}", started) for n in range(count))
+        )
+        listed = (await http.get("/v1/instances", params={"limit": 200})).json()["items"]
+        for item in listed:
+            await http.delete(f"/v1/instances/{item['id']}")
+    return list(times)
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {
+        "median_s": round(statistics.median(samples), 4),
+        "p90_s": round(sorted(samples)[int(0.9 * (len(samples) - 1))], 4),
+        "min_s": round(min(samples), 4),
+        "max_s": round(max(samples), 4),
+        "n": len(samples),
+    }
+
+
+async def _database(workdir: Path, stack: list[EmbeddedPostgres]) -> str:
+    admin_url = os.environ.get("CHROMA_ORCH_TEST_DATABASE_URL")
+    if not admin_url:
+        cluster = EmbeddedPostgres(workdir / "pg", database="postgres")
+        cluster.start()
+        stack.append(cluster)
+        admin_url = cluster.admin_url
+    name = f"co_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url))
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    return with_database(admin_url, name)
+
+
+async def main(count: int, rounds: int) -> dict[str, object]:
+    workdir = Path(tempfile.mkdtemp(prefix="co-bench-", dir="/tmp"))
+    os.chmod(workdir, 0o711)
+    clusters: list[EmbeddedPostgres] = []
+    results: dict[str, list[float]] = {"ours": [], "bare_same_command": [], "bare_chroma_run": []}
+    try:
+        service = Service(await _database(workdir, clusters), workdir / "data")
+        await service.start()
+        try:
+            async with service.client() as admin:
+                _, token = await create_tenant(admin, "bench")
+            for round_no in range(rounds):
+                results["bare_same_command"] += await bare_round("same", count, workdir)
+                results["bare_chroma_run"] += await bare_round("cli", count, workdir)
+                results["ours"] += await ours_round(service, token, count, round_no)
+        finally:
+            await service.stop()
+            kill_chroma_processes(workdir / "data")
+    finally:
+        for cluster in clusters:
+            cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    stats = {name: summary(samples) for name, samples in results.items()}
+    ours, same, cli = (
+        stats[k]["median_s"] for k in ("ours", "bare_same_command", "bare_chroma_run")
+    )
+    return {
+        "benchmark": "lifecycle",
+        "instances_at_once": count,
+        "rounds": rounds,
+        "cpus": os.cpu_count(),
+        **stats,
+        "ratio_ours_to_bare_same_command": round(ours / same, 3),
+        "ratio_ours_to_bare_chroma_run": round(ours / cli, 3),
+        "target_ratio_met": ours / same <= 1.3,
+        "ours_below_chroma_run": ours < cli,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main(args.count, args.rounds)), indent=2))

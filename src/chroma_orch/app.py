@@ -1,0 +1,119 @@
+"""``create_app(settings)``: the lifespan owns every resource on one exit stack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chroma_orch import __version__
+from chroma_orch.api import health, instances, seed, tenants
+from chroma_orch.context import AppContext
+from chroma_orch.db.embedded import EmbeddedPostgres
+from chroma_orch.db.migrate import upgrade
+from chroma_orch.db.session import create_engine, create_session_factory
+from chroma_orch.domain.instances import InstancePolicy
+from chroma_orch.domain.tenants import ensure_admin_token
+from chroma_orch.errors import install_error_handlers
+from chroma_orch.events.listener import PgListener
+from chroma_orch.events.log import INTENTS_CHANNEL, commit
+from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.runtimes.factory import build_runtime
+from chroma_orch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Gives every tenant its own isolated Chroma server and manages its lifecycle.
+Lifecycle requests are accepted (202) and carried out by the reconciler;
+watch `phase` and `observed_generation` to see them happen.
+Authenticate with `Authorization: Bearer <token>` (admin or tenant token).
+Errors are `application/problem+json` with a stable `code`.
+"""
+
+
+async def start_embedded_database(settings: Settings, stack: AsyncExitStack) -> str:
+    cluster = EmbeddedPostgres(
+        settings.data_dir / "postgres",
+        bin_dir=settings.embedded_db.bin_dir,
+        system_user=settings.embedded_db.system_user,
+        database=settings.embedded_db.database,
+    )
+    await asyncio.to_thread(cluster.start)
+    stack.push_async_callback(asyncio.to_thread, cluster.stop)
+    await asyncio.to_thread(cluster.ensure_database, settings.embedded_db.database)
+    return cluster.url
+
+
+def announce_admin_token(secret: str) -> None:
+    """Show a newly generated admin token once, on the console (never in logs)."""
+    sys.stderr.write(
+        "\n  A new admin token was generated. It is shown only this once:\n\n"
+        f"      {secret}\n\n"
+        "  Use it as `Authorization: Bearer <token>`.\n\n"
+    )
+    sys.stderr.flush()
+
+
+async def bootstrap_admin(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    configured = settings.admin_token.get_secret_value() if settings.admin_token else None
+    async with sessions() as session:
+        secret = await ensure_admin_token(session, configured)
+        await commit(session)
+    if secret:
+        announce_admin_token(secret)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    async with AsyncExitStack() as stack:
+        url = settings.database_url or await start_embedded_database(settings, stack)
+        engine = create_engine(url, application_name=settings.reconciler.replica_id)
+        stack.push_async_callback(engine.dispose)
+        if settings.migrate_on_start:
+            await upgrade(engine)
+        sessions = create_session_factory(engine)
+        await bootstrap_admin(sessions, settings)
+        runtime = build_runtime(settings)
+        stack.push_async_callback(runtime.aclose)
+        policy = InstancePolicy(
+            runtime=settings.runtime, max_per_tenant=settings.max_instances_per_tenant
+        )
+        app.state.ctx = AppContext(settings, engine, sessions, runtime, policy)
+        if settings.reconciler.enabled:
+            reconciler = Reconciler(sessions, runtime, settings)
+            listener = PgListener(url, settings.reconciler.replica_id)
+            listener.subscribe(INTENTS_CHANNEL, reconciler.wake)
+            stack.push_async_callback(_cancel, asyncio.create_task(listener.run()))
+            await reconciler.start()
+            stack.push_async_callback(reconciler.stop)
+            app.state.reconciler = reconciler
+        log.info(
+            "service ready runtime=%s replica=%s", runtime.name, settings.reconciler.replica_id
+        )
+        yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="chroma-orch",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or Settings()
+    install_error_handlers(app)
+    for module in (instances, tenants, seed, health):
+        app.include_router(module.router)
+    return app

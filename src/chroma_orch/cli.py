@@ -1,0 +1,149 @@
+"""The ``chroma-orch`` command: serve, migrate, rotate the admin token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from pydantic import BaseModel
+
+from chroma_orch.settings import Settings
+
+IMPORTANT_SETTINGS = (
+    "database_url",
+    "data_dir",
+    "host",
+    "port",
+    "admin_token",
+    "runtime",
+    "public_url",
+    "local.port_range",
+    "local.launcher",
+    "reconciler.enabled",
+)
+
+
+def settings_help(model: type[BaseModel] = Settings, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted name, "ENV_VAR  description") for every setting, nested groups included."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from settings_help(annotation, f"{prefix}{name}.")
+            continue
+        env = "CHROMA_ORCH_" + f"{prefix}{name}".replace(".", "__").upper()
+        yield f"{prefix}{name}", f"{env}\n      {field.description or ''}"
+
+
+def _epilog(names: Sequence[str]) -> str:
+    docs = dict(settings_help())
+    lines = ["important settings (environment variables; see README for all):"]
+    lines += [f"  {docs[name]}" for name in names]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chroma-orch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="run the service",
+        epilog=_epilog(IMPORTANT_SETTINGS),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", help="listen address (CHROMA_ORCH_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (CHROMA_ORCH_PORT, default 8080)")
+    serve.add_argument("--data-dir", help="state directory (CHROMA_ORCH_DATA_DIR)")
+    serve.add_argument("--database-url", help="PostgreSQL URL (CHROMA_ORCH_DATABASE_URL)")
+    serve.add_argument("--log-level", help="log level (CHROMA_ORCH_LOG_LEVEL)")
+    sub.add_parser("migrate", help="apply database migrations and exit")
+    sub.add_parser("rotate-admin-token", help="revoke admin tokens and print a new one")
+    sub.add_parser("settings", help="list every setting with its environment variable")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for key in ("host", "port", "data_dir", "database_url", "log_level"):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = value
+    return Settings(**overrides)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per heartbeat otherwise
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from chroma_orch.app import create_app
+
+    _configure_logging(settings.log_level)
+    sys.stderr.write(
+        f"chroma-orch starting on {settings.base_url}  (API docs: {settings.base_url}/docs)\n"
+        f"  data directory: {settings.data_dir}\n"
+        f"  database: {'external' if settings.database_url else 'embedded PostgreSQL'}\n"
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+
+
+async def _with_database(settings: Settings, action: str) -> str | None:
+    from chroma_orch.app import start_embedded_database
+    from chroma_orch.db.migrate import upgrade
+    from chroma_orch.db.session import create_engine, create_session_factory
+    from chroma_orch.domain.tenants import rotate_admin_token
+    from chroma_orch.events.log import commit
+
+    async with AsyncExitStack() as stack:
+        url = settings.database_url or await start_embedded_database(settings, stack)
+        engine = create_engine(url)
+        stack.push_async_callback(engine.dispose)
+        await upgrade(engine)
+        if action == "rotate":
+            async with create_session_factory(engine)() as session:
+                secret = await rotate_admin_token(session)
+                await commit(session)
+            return secret
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "settings":
+        for _, doc in settings_help():
+            sys.stdout.write(doc + "\n")
+        return 0
+    settings = _settings(args)
+    if args.command == "serve":
+        serve(settings)
+        return 0
+    _configure_logging(settings.log_level)
+    if args.command == "migrate":
+        asyncio.run(_with_database(settings, "migrate"))
+        sys.stdout.write("database is at the latest migration\n")
+        return 0
+    secret = asyncio.run(_with_database(settings, "rotate"))
+    sys.stdout.write(f"{secret}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

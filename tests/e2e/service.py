@@ -1,0 +1,117 @@
+"""Runs the real service (``chroma-orch serve`` under uvicorn) as a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.conftest import ADMIN_TOKEN, port_window
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_is_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+class Service:
+    def __init__(self, database_url: str, data_dir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.log_path = data_dir.parent / f"service-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "CHROMA_ORCH_DATABASE_URL": database_url,
+            "CHROMA_ORCH_DATA_DIR": str(data_dir),
+            "CHROMA_ORCH_ADMIN_TOKEN": ADMIN_TOKEN,
+            "CHROMA_ORCH_PORT": str(self.port),
+            "CHROMA_ORCH_LOCAL__PORT_RANGE": port_window(),
+            "CHROMA_ORCH_RECONCILER__LEASE_SECONDS": "5",
+            "CHROMA_ORCH_RECONCILER__OBSERVE_INTERVAL": "0.3",
+            "CHROMA_ORCH_RECONCILER__RESYNC_INTERVAL": "1",
+            **env,
+        }
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout: float = 30.0) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "chroma_orch.cli",
+                "serve",
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"service exited:\n{self.log_path.read_text()[-3000:]}")
+                try:
+                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"service did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    async def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 15)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+    def client(self, token: str = ADMIN_TOKEN) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+
+def chroma_processes(data_dir: Path) -> dict[str, list[psutil.Process]]:
+    """Live Chroma servers serving a path under ``data_dir``, by instance id."""
+    found: dict[str, list[psutil.Process]] = {}
+    marker = str(data_dir / "instances") + os.sep
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        for arg in cmdline:
+            if arg.startswith(marker) and not arg.endswith(".lock"):
+                found.setdefault(Path(arg).name, []).append(proc)
+                break
+    return found
+
+
+def kill_chroma_processes(data_dir: Path) -> None:
+    for procs in chroma_processes(data_dir).values():
+        for proc in procs:
+            try:
+                proc.kill()
+                proc.wait(5)
+            except psutil.Error:
+                pass
