@@ -20,8 +20,9 @@ from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.domain.instances import InstancePolicy
 from chroma_orch.domain.tenants import ensure_admin_token
 from chroma_orch.errors import install_error_handlers
+from chroma_orch.events.hub import EventHub
 from chroma_orch.events.listener import PgListener
-from chroma_orch.events.log import INTENTS_CHANNEL, commit
+from chroma_orch.events.log import EVENTS_CHANNEL, INTENTS_CHANNEL, commit
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.runtimes.factory import build_runtime
 from chroma_orch.settings import Settings
@@ -90,15 +91,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         policy = InstancePolicy(
             runtime=settings.runtime, max_per_tenant=settings.max_instances_per_tenant
         )
-        app.state.ctx = AppContext(settings, engine, sessions, runtime, policy)
+        hub = EventHub()
+        app.state.ctx = AppContext(settings, engine, sessions, runtime, policy, hub)
+        listener = PgListener(url, settings.reconciler.replica_id)
+        listener.subscribe(EVENTS_CHANNEL, hub.notify)
         if settings.reconciler.enabled:
-            reconciler = Reconciler(sessions, runtime, settings)
-            listener = PgListener(url, settings.reconciler.replica_id)
+            work_engine = create_engine(
+                url,
+                application_name=settings.reconciler.replica_id,
+                durable_commits=False,
+                pre_ping=False,
+            )
+            stack.push_async_callback(work_engine.dispose)
+            reconciler = Reconciler(create_session_factory(work_engine), runtime, settings)
             listener.subscribe(INTENTS_CHANNEL, reconciler.wake)
-            stack.push_async_callback(_cancel, asyncio.create_task(listener.run()))
             await reconciler.start()
             stack.push_async_callback(reconciler.stop)
             app.state.reconciler = reconciler
+        stack.push_async_callback(_cancel, asyncio.create_task(listener.run()))
+        await asyncio.wait_for(listener.connected.wait(), timeout=30)
         log.info(
             "service ready runtime=%s replica=%s", runtime.name, settings.reconciler.replica_id
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chroma_orch.domain.instances import InstancePolicy
+from chroma_orch.events.hub import EventHub
 from chroma_orch.runtimes.base import Runtime
 from chroma_orch.settings import Settings
 
@@ -18,3 +19,4 @@ class AppContext:
     sessions: async_sessionmaker[AsyncSession]
     runtime: Runtime
     policy: InstancePolicy
+    hub: EventHub

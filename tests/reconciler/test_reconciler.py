@@ -330,3 +330,28 @@ async def test_the_loops_run_and_stop(
         await wait_for(running, timeout=10)
     finally:
         await reconciler.stop()
+
+
+async def test_wait_answers_once_running_and_times_out_otherwise(
+    client: httpx.AsyncClient, tenant: str, reconciler: Reconciler
+) -> None:
+    instance_id = await _launch(client, tenant, "slow-1")
+    early = await client.get(
+        f"/v1/instances/{instance_id}/wait", params={"timeout": 0.1}, headers=bearer(tenant)
+    )
+    assert early.status_code == 200
+    assert early.json()["phase"] == "pending"
+    await reconciler.start()
+    try:
+        reconciler.wake()
+        waited = await client.get(
+            f"/v1/instances/{instance_id}/wait", params={"timeout": 10}, headers=bearer(tenant)
+        )
+    finally:
+        await reconciler.stop()
+    body = waited.json()
+    assert (body["phase"], body["observed_generation"]) == ("running", 1)
+    bad = await client.get(
+        f"/v1/instances/{instance_id}/wait", params={"timeout": 999}, headers=bearer(tenant)
+    )
+    assert bad.status_code == 422

@@ -94,6 +94,25 @@ async def get_instance(instance_id: uuid.UUID, instances: Instances, ctx: Contex
     return to_read(await instances.get(instance_id), ctx.policy)
 
 
+@router.get(
+    "/{instance_id}/wait",
+    operation_id="waitInstance",
+    summary="Wait until the instance reaches a phase (long poll)",
+    description="Answers as soon as the instance is in `phase` for its current generation, "
+    "when it failed, or when `timeout` seconds passed, with the instance as it is then.",
+    responses=_ONE,
+)
+async def wait_instance(
+    instance_id: uuid.UUID,
+    instances: Instances,
+    ctx: Context,
+    phase: Phase = Phase.RUNNING,
+    timeout: Annotated[float, Query(ge=0, le=60)] = 30.0,
+) -> InstanceRead:
+    instance = await instances.wait(instance_id, phase, timeout, ctx.hub)
+    return to_read(instance, ctx.policy)
+
+
 def _action_route(action: Action, summary: str) -> None:
     async def handler(
         instance_id: uuid.UUID, instances: Instances, ctx: Context

@@ -33,6 +33,8 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Server-side defaults (timestamps) come back in the INSERT's RETURNING.
+    __mapper_args__ = {"eager_defaults": True}
     type_annotation_map = {dict[str, Any]: JSONB, datetime: DateTime(timezone=True)}
 
 

@@ -12,16 +12,31 @@ from sqlalchemy.ext.asyncio import (
 
 
 def create_engine(
-    url: str, *, application_name: str = "chroma-orch", pool_size: int = 10
+    url: str,
+    *,
+    application_name: str = "chroma-orch",
+    pool_size: int = 10,
+    durable_commits: bool = True,
+    pre_ping: bool = True,
 ) -> AsyncEngine:
     """An engine whose connections carry ``application_name`` (leases use it to tell
-    whether their owner is still connected)."""
+    whether their owner is still connected).
+
+    ``durable_commits=False`` turns off ``synchronous_commit`` for its connections:
+    for the reconciler's writes of observed state, which a crash can only make
+    stale (the next pass observes again), never wrong. API writes stay durable.
+    ``pre_ping=False`` skips the liveness round trip on checkout, for callers that
+    retry a failed unit of work anyway (the reconciler).
+    """
+    server_settings = {"application_name": application_name}
+    if not durable_commits:
+        server_settings["synchronous_commit"] = "off"
     return create_async_engine(
         url,
-        connect_args={"server_settings": {"application_name": application_name}},
+        connect_args={"server_settings": server_settings},
         pool_size=pool_size,
         max_overflow=pool_size * 2,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
     )
 

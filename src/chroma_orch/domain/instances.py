@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from chroma_orch.errors import (
     NotFoundError,
     QuotaExceededError,
 )
+from chroma_orch.events.hub import EventHub, wait_for_event
 from chroma_orch.events.log import INTENTS_CHANNEL, notify_on_commit, record_event
 
 
@@ -114,6 +116,24 @@ class InstanceService:
             raise NotFoundError(f"instance {instance_id} not found")
         return instance
 
+    async def wait(
+        self, instance_id: uuid.UUID, phase: Phase, timeout: float, hub: EventHub
+    ) -> Instance:
+        """The instance once it reached ``phase`` for its current generation, failed,
+        or ``timeout`` passed. Holds no connection while waiting."""
+        deadline = time.monotonic() + timeout
+        with hub.watch(str(instance_id)) as changed:
+            while True:
+                instance = await self.get(instance_id)
+                settled = instance.observed_generation == instance.generation
+                reached = settled and instance.phase in (phase, Phase.FAILED)
+                remaining = deadline - time.monotonic()
+                if reached or remaining <= 0:
+                    return instance
+                await self.session.commit()  # give the connection back while waiting
+                await wait_for_event(changed, remaining)
+                self.session.expunge(instance)
+
     async def find_live(self, tenant_id: uuid.UUID, name: str) -> Instance | None:
         return await self.session.scalar(
             select(Instance).where(
@@ -161,7 +181,6 @@ class InstanceService:
             tenant_id=tenant_id,
             after={"name": instance.name, "phase": instance.phase, **desired_snapshot(instance)},
         )
-        await self.session.refresh(instance)
         return instance, intent
 
     async def act(
@@ -197,7 +216,6 @@ class InstanceService:
             )
         await self.session.flush()
         intent = await self._enqueue(instance, action, None, None)
-        await self.session.refresh(instance)
         return instance, intent
 
     async def list(
@@ -254,7 +272,6 @@ class InstanceService:
         )
         self.session.add(intent)
         await self.session.flush()
-        await self.session.refresh(intent)
         if not converged:
             notify_on_commit(self.session, INTENTS_CHANNEL, str(instance.id))
         return intent

@@ -36,7 +36,6 @@ class TenantService:
         tenant = Tenant(name=data.name)
         self.session.add(tenant)
         await self.session.flush()
-        await self.session.refresh(tenant)
         return tenant
 
     async def get_or_create(self, name: str) -> Tenant:

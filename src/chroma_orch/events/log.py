@@ -59,13 +59,31 @@ async def commit(session: AsyncSession) -> int | None:
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENTS_LOCK_KEY})
         result = await session.execute(insert(Event).returning(Event.seq), events)
         last_seq = max(result.scalars().all())
-        notifications[EVENTS_CHANNEL] = str(last_seq)
-    for channel, payload in notifications.items():
-        await session.execute(
-            text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
-        )
+        notifications[EVENTS_CHANNEL] = events_payload(last_seq, events)
+    if notifications:
+        calls = ", ".join(f"pg_notify(:c{n}, :p{n})" for n in range(len(notifications)))
+        params: dict[str, str] = {}
+        for n, (channel, payload) in enumerate(notifications.items()):
+            params |= {f"c{n}": channel, f"p{n}": payload}
+        await session.execute(text(f"SELECT {calls}"), params)
     await session.commit()
     return last_seq
+
+
+def events_payload(last_seq: int, events: list[dict[str, Any]]) -> str:
+    """``"<last seq> <instance id> ..."``: listeners wake only the waiters concerned.
+    Just the sequence number when the ids would not fit in a notification."""
+    ids = sorted({str(e["instance_id"]) for e in events if e["instance_id"] is not None})
+    payload = " ".join([str(last_seq), *ids])
+    return payload if len(payload) < 7000 else str(last_seq)
+
+
+def parse_events_payload(payload: str) -> tuple[int | None, list[str]]:
+    """The last sequence number and the instance ids of an events notification."""
+    parts = payload.split()
+    if not parts or not parts[0].isdigit():
+        return None, []
+    return int(parts[0]), parts[1:]
 
 
 def discard_pending(session: AsyncSession) -> None:

@@ -22,6 +22,7 @@ from chroma_orch.reconciler import queue
 from chroma_orch.reconciler.ports import allocate_port, release_port, reserve_port
 from chroma_orch.runtimes.base import (
     Endpoint,
+    Handle,
     InstanceSpec,
     Observation,
     ObservedState,
@@ -33,6 +34,7 @@ from chroma_orch.settings import Settings
 log = logging.getLogger(__name__)
 
 _PORT_RACE_RETRIES = 3
+_QUICK_READY = 2.0
 
 
 class LeaseLostError(Exception):
@@ -43,6 +45,8 @@ class LeaseLostError(Exception):
 class Outcome:
     requeue_after: float | None = None
     """Seconds until the next look; None when converged (nothing is due)."""
+    released: bool = False
+    """The final write already gave the lease back."""
 
 
 def _endpoint_values(endpoint: Endpoint | None) -> dict[str, Any]:
@@ -83,6 +87,8 @@ class InstanceReconciler:
         self.sessions = sessions
         self.settings = settings
         self.owner = settings.reconciler.replica_id
+        self.reserved_port: int | None = None
+        """The port this pass reserved, so recording it again costs nothing."""
 
     # -- recording ---------------------------------------------------------
 
@@ -93,13 +99,16 @@ class InstanceReconciler:
         settle: str | bool | None = False,
         event: tuple[str, dict[str, Any]] | None = None,
         port: str | int | None = None,
+        release: bool = False,
         **values: Any,
-    ) -> None:
+    ) -> int | None:
         """Write reconciler-owned columns (and a phase change with its event) at once.
 
         ``settle``: False leaves intents open; None settles them as succeeded; a
-        string settles them as failed with that error. ``port``: "release" frees
-        the instance's port, an int reserves exactly that one.
+        string settles them as failed with that error. ``port``: "allocate" reserves
+        a free port (and returns it), "release" frees the instance's port, an int
+        records exactly that one. ``release``: give the lease back in the same
+        statement (for a write that ends the pass, converged).
         """
         inst = self.inst
         before = _view(inst)
@@ -107,12 +116,20 @@ class InstanceReconciler:
             check_phase(Phase(inst.phase), phase)
             values.update(phase=phase.value)
             values.setdefault("phase_changed_at", datetime.now(UTC))
+        lease = {"lease_owner": None, "lease_expires_at": None, "error_count": 0}
         async with self.sessions() as session:
-            if not await queue.fenced_update(session, inst.id, self.owner, values):
+            fenced = values | lease if release else values
+            if not await queue.fenced_update(session, inst.id, self.owner, fenced):
                 raise LeaseLostError(str(inst.id))
             for key, value in values.items():
                 setattr(inst, key, value)
-            if port == "release":
+            allocated = None
+            if port == "allocate":
+                low, high = self.settings.local.ports
+                host = self.settings.local.host
+                allocated = await allocate_port(session, inst.id, host, low, high)
+                self.reserved_port = allocated
+            elif port == "release":
                 await release_port(session, inst.id)
             elif isinstance(port, int):
                 await reserve_port(session, inst.id, port)
@@ -139,6 +156,7 @@ class InstanceReconciler:
                 error = settle if isinstance(settle, str) else None
                 await queue.settle_intents(session, inst.id, inst.observed_generation, error)
             await commit(session)
+        return allocated
 
     # -- the decision --------------------------------------------------------
 
@@ -179,9 +197,10 @@ class InstanceReconciler:
             observed_generation=self.inst.generation,
             settle=None,
             port="release",
+            release=True,
             **_endpoint_values(None),
         )
-        return Outcome()
+        return Outcome(released=True)
 
     async def _delete(self, observation: Observation | None) -> Outcome:
         await self._halt(observation)
@@ -217,11 +236,11 @@ class InstanceReconciler:
     async def _start(self) -> Outcome:
         inst = self.inst
         for _ in range(_PORT_RACE_RETRIES):
-            port = await self._reserve_port()
-            await self.write(
+            port = await self.write(
                 phase=Phase.STARTING,
                 phase_changed_at=datetime.now(UTC),
                 handle=None,
+                port="allocate" if self.runtime.allocates_ports else None,
                 **_endpoint_values(None),
             )
             spec = InstanceSpec(
@@ -236,23 +255,27 @@ class InstanceReconciler:
                 handle = await self.runtime.start(spec)
             except StartFailedError as exc:
                 return await self._failed_attempt(exc.reason, exc.message)
-            await self.write(handle=handle)
-            deadline = time.monotonic() + self.settings.local.start_timeout
-            ready = await self.runtime.wait_ready(handle, self.settings.local.start_timeout)
+            ready = await self._wait_ready(handle)
             if ready.state is not ObservedState.EXITED or ready.reason != "PortUnavailable":
-                return await self._settle_start(ready, deadline)
+                return await self._settle_start(ready, self._start_deadline())
             log.info("port taken, retrying instance=%s port=%s", inst.id, port)
             await self.write(handle=None, port="release")
         return await self._failed_attempt("PortUnavailable", "no usable port after retries")
 
-    async def _reserve_port(self) -> int | None:
-        if not self.runtime.allocates_ports:
-            return None
-        low, high = self.settings.local.ports
-        async with self.sessions() as session:
-            port = await allocate_port(session, self.inst.id, self.settings.local.host, low, high)
-            await commit(session)
-        return port
+    async def _wait_ready(self, handle: Handle) -> Observation:
+        """Wait for a fresh server; the handle is saved at once unless it is ready
+        within ``_QUICK_READY`` (then it is saved with the running phase). A crash of
+        the service in that window loses nothing: runtimes adopt on the next start."""
+        quick = min(_QUICK_READY, self.settings.local.start_timeout)
+        ready = await self.runtime.wait_ready(handle, quick)
+        if ready.state is ObservedState.RUNNING:
+            self.inst.handle = handle
+            return ready
+        await self.write(handle=handle)
+        remaining = max(self._start_deadline() - time.monotonic(), 0.0)
+        if ready.state is ObservedState.STARTING and remaining > 0:
+            ready = await self.runtime.wait_ready(handle, remaining)
+        return ready
 
     async def _settle_start(self, observation: Observation, deadline: float) -> Outcome:
         """Act on how a start went: running, exited, or still starting."""
@@ -274,16 +297,20 @@ class InstanceReconciler:
     async def _mark_running(self, observation: Observation) -> Outcome:
         endpoint = observation.endpoint
         port = endpoint.port if endpoint and self.runtime.allocates_ports else None
+        if port == self.reserved_port:
+            port = None  # already recorded when it was allocated
         await self.write(
             phase=Phase.RUNNING,
+            handle=self.inst.handle,
             observed_generation=self.inst.generation,
             failure_reason=None,
             failure_message=None,
             settle=None,
             port=port,
+            release=True,
             **_endpoint_values(endpoint),
         )
-        return Outcome()
+        return Outcome(released=True)
 
     async def _crashed(self, observation: Observation) -> Outcome:
         reason = observation.reason or "ProcessExited"
@@ -326,9 +353,10 @@ class InstanceReconciler:
             settle=f"{reason}: {message}",
             port="release",
             event=("instance.failed", {"reason": reason, "message": message}),
+            release=True,
             **_endpoint_values(None),
         )
-        return Outcome()
+        return Outcome(released=True)
 
 
 def requeue_time(outcome: Outcome) -> datetime | None:

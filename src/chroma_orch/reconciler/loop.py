@@ -169,7 +169,8 @@ class Reconciler:
             error = f"{type(exc).__name__}: {exc}"[:500]
             delay = min(self.config.backoff_base * 2**inst.error_count, self.config.backoff_max)
             outcome = Outcome(requeue_after=delay)
-        await self._release(inst, outcome, error)
+        if error is not None or not outcome.released:
+            await self._release(inst, outcome, error)
 
     async def _release(self, inst: Instance, outcome: Outcome, error: str | None) -> None:
         async with self.sessions() as session:

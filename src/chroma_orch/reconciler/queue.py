@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import case, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.models import Instance, Intent
@@ -121,20 +121,18 @@ async def settle_intents(
 ) -> None:
     """Close open intents up to ``generation``: the latest succeeded (or failed with
     ``error``), older ones superseded by it."""
-    now = datetime.now(UTC)
-    open_ = and_(Intent.instance_id == instance_id, Intent.status.in_(OPEN_INTENT))
+    latest = Intent.target_generation == generation
     await session.execute(
         update(Intent)
-        .where(open_, Intent.target_generation < generation)
-        .values(status="superseded", completed_at=now, lease_owner=None, lease_expires_at=None)
-    )
-    await session.execute(
-        update(Intent)
-        .where(open_, Intent.target_generation == generation)
+        .where(
+            Intent.instance_id == instance_id,
+            Intent.status.in_(OPEN_INTENT),
+            Intent.target_generation <= generation,
+        )
         .values(
-            status="failed" if error else "succeeded",
-            error=error,
-            completed_at=now,
+            status=case((latest, "failed" if error else "succeeded"), else_="superseded"),
+            error=case((latest, error), else_=Intent.error),
+            completed_at=datetime.now(UTC),
             lease_owner=None,
             lease_expires_at=None,
         )

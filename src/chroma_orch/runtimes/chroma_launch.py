@@ -197,10 +197,11 @@ def live_process(pid: int, create_time: float | None = None) -> psutil.Process |
     return process
 
 
-def listens_on(process: psutil.Process, port: int) -> bool:
+def listens_on(process: psutil.Process, port: int, host: str = "127.0.0.1") -> bool:
     """Whether ``process`` has a TCP socket listening on ``port``."""
+    kind = "tcp6" if ":" in host else "tcp4"  # one kernel table to read, not two
     try:
-        sockets = process.net_connections(kind="tcp")
+        sockets = process.net_connections(kind=kind)
     except psutil.AccessDenied:
         return True  # cannot tell; the other checks must do
     except psutil.NoSuchProcess:
@@ -225,3 +226,27 @@ def tail_lines(path: Path, count: int, start: int = 0) -> list[str]:
             file.seek(position)
             data = file.read(step) + data
     return data.decode(errors="replace").splitlines()[-count:]
+
+
+async def http_status(host: str, port: int, path: str, timeout: float) -> int | None:
+    """Status code of a bare ``GET path`` (None when nothing answers in time).
+
+    A raw HTTP/1.1 exchange on a fresh connection: health checks run every few
+    milliseconds while servers start, and a full HTTP client costs far more CPU
+    per probe than the server takes to answer.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+                writer.write(request.encode())
+                status_line = await reader.readline()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return None
+    parts = status_line.split()
+    if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit():
+        return int(parts[1])
+    return None

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import psutil
 
 from chroma_orch.runtimes.base import (
@@ -38,6 +37,7 @@ from chroma_orch.runtimes.chroma_launch import (
     DIR_IN_USE_TEXT,
     EXIT_DIR_IN_USE,
     LockRecord,
+    http_status,
     listens_on,
     live_process,
     lock_is_held,
@@ -92,11 +92,6 @@ class LocalRuntime:
         self._unwatch: dict[int, Callable[[], None]] = {}  # by pid
         self._callbacks: list[ExitCallback] = []
         self._serving: set[tuple[int, float, int]] = set()  # see _serves
-        self._http = httpx.AsyncClient(
-            timeout=_HEARTBEAT_TIMEOUT,
-            trust_env=False,  # never send loopback health checks through a proxy
-            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256),
-        )
 
     async def start(self, spec: InstanceSpec) -> Handle:
         """Spawn the server, or adopt the one already serving this instance's data.
@@ -114,7 +109,7 @@ class LocalRuntime:
             return running
         return self._spawn(spec, spec.port)
 
-    async def wait_ready(self, handle: Handle, timeout: float) -> Observation:  # noqa: ASYNC109
+    async def wait_ready(self, handle: Handle, timeout: float) -> Observation:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -191,7 +186,6 @@ class LocalRuntime:
             # Popen warns "still running" when dropped: leaving servers running is the point.
             warnings.simplefilter("ignore", ResourceWarning)
             self._children.clear()
-        await self._http.aclose()
 
     # -- spawning and watching -------------------------------------------------
 
@@ -282,18 +276,14 @@ class LocalRuntime:
         process = live_process(handle["pid"], handle["create_time"])
         if record is None or record.pid != handle["pid"] or process is None:
             return False
-        if not listens_on(process, handle["port"]):
+        if not listens_on(process, handle["port"], handle["host"]):
             return False
         self._serving.add(key)
         return True
 
     async def _heartbeat(self, handle: Handle, wait: float = _HEARTBEAT_TIMEOUT) -> bool:
-        url = f"{_endpoint(handle).url}/api/v2/heartbeat"
-        try:
-            response = await self._http.get(url, timeout=wait)
-        except (httpx.HTTPError, OSError):
-            return False
-        return response.status_code == 200
+        status = await http_status(handle["host"], handle["port"], "/api/v2/heartbeat", wait)
+        return status == 200
 
     def _observe(self, handle: Handle, answered: bool | None) -> Observation:
         """``answered``: None when the process is gone, else whether the heartbeat answered.
