@@ -30,6 +30,28 @@ from chroma_orch.events.listener import asyncpg_dsn
 from chroma_orch.settings import LocalRuntimeSettings, ReconcilerSettings, Settings
 
 ADMIN_TOKEN = "co_test-admin-token-0123456789abcdefghijklmnop"
+IN_CI = bool(os.environ.get("CHROMA_ORCH_CI"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In CI every test must really run: a skip (say, for a missing nginx or
+    chromium, which .ci/run installs) fails the run instead."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where everything must run: {report.longrepr}"
+
+
+def require_program(name: str) -> str:
+    """The path of a system program a test needs; skips (fails in CI) without it."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None
+    )
+    if path is None:
+        pytest.skip(f"{name} is not installed (apt-get install {name})")
+    return path
 
 
 def with_database(url: str, name: str) -> str:

@@ -11,7 +11,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chroma_orch import __version__
+from chroma_orch import __version__, dataplane
+from chroma_orch.api import dataplane as dataplane_api
+from chroma_orch.api import events as events_api
 from chroma_orch.api import health, instances, seed, tenants
 from chroma_orch.context import AppContext
 from chroma_orch.db.embedded import EmbeddedPostgres
@@ -20,6 +22,7 @@ from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.domain.instances import InstancePolicy
 from chroma_orch.domain.tenants import ensure_admin_token
 from chroma_orch.errors import install_error_handlers
+from chroma_orch.events import stream
 from chroma_orch.events.hub import EventHub
 from chroma_orch.events.listener import PgListener
 from chroma_orch.events.log import EVENTS_CHANNEL, INTENTS_CHANNEL, commit
@@ -68,6 +71,11 @@ async def bootstrap_admin(sessions: async_sessionmaker[AsyncSession], settings: 
         await commit(session)
     if secret:
         announce_admin_token(secret)
+    elif not configured:
+        sys.stderr.write(
+            "  Admin token: the one shown when this data directory was first used "
+            "(`chroma-orch rotate-admin-token` issues a new one).\n"
+        )
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -89,12 +97,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = build_runtime(settings)
         stack.push_async_callback(runtime.aclose)
         policy = InstancePolicy(
-            runtime=settings.runtime, max_per_tenant=settings.max_instances_per_tenant
+            runtime=settings.runtime,
+            max_per_tenant=settings.max_instances_per_tenant,
+            public_url=settings.base_url if settings.proxy.enabled else None,
         )
         hub = EventHub()
         app.state.ctx = AppContext(settings, engine, sessions, runtime, policy, hub)
         listener = PgListener(url, settings.reconciler.replica_id)
         listener.subscribe(EVENTS_CHANNEL, hub.notify)
+        await stream.start(app, ctx=app.state.ctx, stack=stack, listener=listener)
+        await dataplane.start(app, ctx=app.state.ctx, stack=stack)
         if settings.reconciler.enabled:
             work_engine = create_engine(
                 url,
@@ -125,6 +137,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or Settings()
     install_error_handlers(app)
-    for module in (instances, tenants, seed, health):
+    for module in (instances, tenants, seed, health, events_api, dataplane_api):
         app.include_router(module.router)
     return app

@@ -96,6 +96,12 @@ class ReconcilerSettings(BaseModel):
     observe_interval: float = Field(
         1.0, gt=0, description="Seconds between liveness observations of live instances."
     )
+    orphan_interval: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between sweeps for servers whose instance is unknown or gone "
+        "(also run at start-up).",
+    )
     backoff_base: float = Field(0.5, gt=0, description="First retry delay after an error (s).")
     backoff_max: float = Field(60.0, gt=0, description="Longest retry delay (s).")
     restart_limit: int = Field(
@@ -105,6 +111,36 @@ class ReconcilerSettings(BaseModel):
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         description="Name of this replica in leases and logs.",
     )
+
+
+class EcsSettings(BaseModel):
+    """The ``ecs`` runtime: Chroma servers as AWS ECS Fargate tasks."""
+
+    region: str = Field("us-east-1", description="AWS region of the cluster.")
+    cluster: str = Field("chroma-orch", description="ECS cluster name or ARN.")
+    endpoint_url: str | None = Field(
+        None, description="ECS-compatible endpoint (e.g. moto); unset: AWS's own."
+    )
+
+
+class EventsSettings(BaseModel):
+    """The event stream (WebSocket /v1/events) and the event log's retention."""
+
+    heartbeat_interval: float = Field(
+        5.0, gt=0, description="Seconds between heartbeat frames on idle sockets."
+    )
+    subscriber_queue: int = Field(
+        1000, ge=1, description="Messages buffered per subscriber before it must resync."
+    )
+    retention_hours: float = Field(
+        168.0, gt=0, description="Events older than this are pruned from the log."
+    )
+
+
+class ProxySettings(BaseModel):
+    """The data plane: /i/{instance_id}/... routes a tenant's Chroma client to its server."""
+
+    enabled: bool = Field(True, description="Serve the built-in proxy under /i/.")
 
 
 class EmbeddedDatabaseSettings(BaseModel):
@@ -164,6 +200,9 @@ class Settings(BaseSettings):
     local: LocalRuntimeSettings = Field(default_factory=LocalRuntimeSettings)
     reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
     embedded_db: EmbeddedDatabaseSettings = Field(default_factory=EmbeddedDatabaseSettings)
+    ecs: EcsSettings = Field(default_factory=EcsSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

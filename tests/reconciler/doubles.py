@@ -37,7 +37,8 @@ class FakeRuntime:
     name = "fake"
     allocates_ports = True
 
-    def __init__(self) -> None:
+    def __init__(self, start_timeout: float = 0.5) -> None:
+        self.start_timeout = start_timeout
         self.servers: dict[str, FakeServer] = {}
         self.starts: Counter[str] = Counter()
         self.stops: Counter[str] = Counter()

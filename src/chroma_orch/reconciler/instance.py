@@ -179,16 +179,23 @@ class InstanceReconciler:
     def _live(self, observation: Observation | None) -> bool:
         return observation is not None and observation.state is not ObservedState.EXITED
 
-    async def _halt(self, observation: Observation | None) -> None:
-        """Stop the server if one is live (phase stopping while it goes)."""
-        if self._live(observation) and self.inst.handle is not None:
-            if self.inst.phase != Phase.STOPPING:
-                await self.write(phase=Phase.STOPPING)
-            await self.runtime.stop(self.inst.handle)
-            await self.write(handle=None, **_endpoint_values(None))
+    async def _halt(self, observation: Observation | None) -> bool:
+        """Stop the server if one is live. True once it is gone; False while it is
+        still stopping (the liveness pass wakes the instance when it has exited)."""
+        if not self._live(observation) or self.inst.handle is None:
+            return True
+        if self.inst.phase != Phase.STOPPING:
+            await self.write(phase=Phase.STOPPING)
+        await self.runtime.stop(self.inst.handle)
+        after = await self._observe()
+        if after is not None and after.state is not ObservedState.EXITED:
+            return False
+        await self.write(handle=None, **_endpoint_values(None))
+        return True
 
     async def _stop(self, observation: Observation | None, final: Phase) -> Outcome:
-        await self._halt(observation)
+        if not await self._halt(observation):
+            return Outcome()
         await self.write(
             phase=final,
             handle=None,
@@ -203,7 +210,8 @@ class InstanceReconciler:
         return Outcome(released=True)
 
     async def _delete(self, observation: Observation | None) -> Outcome:
-        await self._halt(observation)
+        if not await self._halt(observation):
+            return Outcome()
         await self.runtime.delete(str(self.inst.id), self.inst.handle, self.inst.keep_data)
         return await self._stop(None, final=Phase.DELETED)
 
@@ -211,7 +219,9 @@ class InstanceReconciler:
         inst = self.inst
         handle_generation = int((inst.handle or {}).get("generation", 0))
         if self._live(observation) and handle_generation < inst.restart_generation:
-            await self._halt(observation)  # a restart was asked for: stop, then start anew
+            # a restart was asked for: stop, then start anew
+            if not await self._halt(observation):
+                return Outcome()
             observation = None
         if observation is None or observation.state is ObservedState.EXITED:
             if observation is not None and inst.phase in (Phase.RUNNING, Phase.STARTING):
@@ -227,11 +237,11 @@ class InstanceReconciler:
             remaining = max(deadline - time.monotonic(), 0.0)
             ready = await self.runtime.wait_ready(inst.handle, remaining)
             return await self._settle_start(ready, deadline)
-        return Outcome(requeue_after=self.settings.reconciler.observe_interval)  # stopping
+        return Outcome()  # stopping: the liveness pass wakes the instance once it exited
 
     def _start_deadline(self) -> float:
         elapsed = (datetime.now(UTC) - self.inst.phase_changed_at).total_seconds()
-        return time.monotonic() + max(self.settings.local.start_timeout - elapsed, 0.0)
+        return time.monotonic() + max(self.runtime.start_timeout - elapsed, 0.0)
 
     async def _start(self) -> Outcome:
         inst = self.inst
@@ -250,6 +260,7 @@ class InstanceReconciler:
                 generation=inst.generation,
                 port=port,
                 options=inst.spec,
+                start_token=f"{inst.id.hex}-{inst.generation}-{inst.restart_count}",
             )
             try:
                 handle = await self.runtime.start(spec)
@@ -263,18 +274,17 @@ class InstanceReconciler:
         return await self._failed_attempt("PortUnavailable", "no usable port after retries")
 
     async def _wait_ready(self, handle: Handle) -> Observation:
-        """Wait for a fresh server; the handle is saved at once unless it is ready
-        within ``_QUICK_READY`` (then it is saved with the running phase). A crash of
-        the service in that window loses nothing: runtimes adopt on the next start."""
-        quick = min(_QUICK_READY, self.settings.local.start_timeout)
+        """Give a fresh server ``_QUICK_READY`` seconds. Ready by then: its handle is
+        saved with the running phase (a crash of the service in that window loses
+        nothing: runtimes adopt on the next start). Otherwise the handle is saved now
+        and the liveness pass, which observes all starting servers in one batch,
+        wakes the instance when the server is up, gone, or late."""
+        quick = min(_QUICK_READY, self.runtime.start_timeout)
         ready = await self.runtime.wait_ready(handle, quick)
         if ready.state is ObservedState.RUNNING:
             self.inst.handle = handle
             return ready
         await self.write(handle=handle)
-        remaining = max(self._start_deadline() - time.monotonic(), 0.0)
-        if ready.state is ObservedState.STARTING and remaining > 0:
-            ready = await self.runtime.wait_ready(handle, remaining)
         return ready
 
     async def _settle_start(self, observation: Observation, deadline: float) -> Outcome:
@@ -286,12 +296,12 @@ class InstanceReconciler:
                 observation.reason or "ProcessExited", observation.message or "server exited"
             )
         if time.monotonic() < deadline:
-            return Outcome(requeue_after=self.settings.reconciler.observe_interval)
+            return Outcome()  # the liveness pass wakes the instance when that changes
         assert self.inst.handle is not None
         await self.runtime.stop(self.inst.handle)
         return await self._fail(
             "StartTimeout",
-            f"the server did not answer within {self.settings.local.start_timeout:g}s",
+            f"the server did not answer within {self.runtime.start_timeout:g}s",
         )
 
     async def _mark_running(self, observation: Observation) -> Outcome:

@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.models import Instance, Intent
-from chroma_orch.domain.states import DesiredState
+from chroma_orch.domain.states import DesiredState, Phase
 from chroma_orch.events.log import commit
 from chroma_orch.loops import run_periodically
 from chroma_orch.reconciler import queue
@@ -29,7 +29,7 @@ from chroma_orch.reconciler.instance import (
     Outcome,
     requeue_time,
 )
-from chroma_orch.runtimes.base import ObservedState, Runtime
+from chroma_orch.runtimes.base import Observation, ObservedState, Runtime
 from chroma_orch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,6 @@ class Reconciler:
         self._work_wake.set()
 
     async def start(self) -> None:
-        await self.collect_orphans()
         self._loops = [
             asyncio.create_task(self._work_loop(), name="reconciler-work"),
             asyncio.create_task(
@@ -73,6 +72,10 @@ class Reconciler:
             asyncio.create_task(
                 run_periodically("leases", self.renew_leases, self.config.lease_seconds / 3),
                 name="reconciler-leases",
+            ),
+            asyncio.create_task(
+                run_periodically("orphans", self.collect_orphans, self.config.orphan_interval),
+                name="reconciler-orphans",
             ),
         ]
 
@@ -198,25 +201,31 @@ class Reconciler:
             await session.commit()
 
     async def observe_once(self) -> int:
-        """Poll running servers nobody is working on; mark the changed ones due."""
+        """Observe every server nobody is working on, in one batched poll; mark the
+        instances whose server changed (or whose start overran) as due."""
         async with self.sessions() as session:
-            live = await queue.live_to_observe(session, limit=1000)
-        if not live:
-            return 0
-        handles = {str(i.id): i.handle for i in live if i.handle is not None}
-        observed = await self.runtime.poll(handles)
-        changed = [
-            i.id
-            for i in live
-            if (obs := observed.get(str(i.id))) is None or obs.state is not ObservedState.RUNNING
-        ]
-        if changed:
-            log.info("servers changed, reconciling count=%d", len(changed))
-            async with self.sessions() as session:
+            if not await queue.try_observer_lock(session):
+                return 0  # another replica is observing right now
+            live = await queue.live_to_observe(session, limit=5000)
+            handles = {str(i.id): i.handle for i in live if i.handle is not None}
+            observed = await self.runtime.poll(handles) if handles else {}
+            changed = [i.id for i in live if self._changed(i, observed.get(str(i.id)))]
+            if changed:
+                log.info("servers changed, reconciling count=%d", len(changed))
                 await queue.mark_due(session, changed)
-                await commit(session)
+            await commit(session)
+        if changed:
             self._work_wake.set()
         return len(changed)
+
+    def _changed(self, inst: Instance, observation: Observation | None) -> bool:
+        state = observation.state if observation else ObservedState.EXITED
+        if inst.phase == Phase.RUNNING:
+            return state is not ObservedState.RUNNING
+        if inst.phase == Phase.STARTING:
+            elapsed = (datetime.now(UTC) - inst.phase_changed_at).total_seconds()
+            return state is not ObservedState.STARTING or elapsed > self.runtime.start_timeout
+        return state is ObservedState.EXITED  # stopping: done once it is gone
 
     async def collect_orphans(self) -> int:
         """Stop servers the runtime finds whose instance is unknown or should not run."""

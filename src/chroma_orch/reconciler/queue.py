@@ -22,6 +22,7 @@ from chroma_orch.db.models import Instance, Intent
 from chroma_orch.domain.states import Phase
 
 OPEN_INTENT = ("pending", "in_progress")
+_OBSERVER_LOCK_KEY = 0x63686F6F62737276  # "chroobsrv"
 
 _owner_gone = text(
     "instances.lease_owner NOT IN "
@@ -139,13 +140,16 @@ async def settle_intents(
     )
 
 
+OBSERVED_PHASES = (Phase.STARTING, Phase.RUNNING, Phase.STOPPING)
+
+
 async def live_to_observe(session: AsyncSession, limit: int) -> list[Instance]:
-    """Instances believed running that nobody is working on: the liveness pass's input."""
+    """Instances with a server that nobody is working on: the liveness pass's input."""
     return list(
         await session.scalars(
             select(Instance)
             .where(
-                Instance.phase == Phase.RUNNING,
+                Instance.phase.in_(OBSERVED_PHASES),
                 Instance.handle.is_not(None),
                 Instance.next_reconcile_at.is_(None),
                 _lease_free(),  # type: ignore[arg-type]
@@ -153,6 +157,12 @@ async def live_to_observe(session: AsyncSession, limit: int) -> list[Instance]:
             .limit(limit)
         )
     )
+
+
+async def try_observer_lock(session: AsyncSession) -> bool:
+    """One replica at a time runs a liveness pass (held until the transaction ends)."""
+    got = await session.scalar(select(func.pg_try_advisory_xact_lock(_OBSERVER_LOCK_KEY)))
+    return bool(got)
 
 
 async def mark_due(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:

@@ -68,6 +68,9 @@ class InstanceSpec:
     port: int | None = None
     """Port reserved for the server in the database (runtimes with ``allocates_ports``)."""
     options: Mapping[str, Any] = field(default_factory=dict)
+    start_token: str = ""
+    """Unique per start attempt (instance, generation, restart): an idempotency
+    token for runtimes whose start call accepts one (ECS ``clientToken``)."""
 
 
 class StartFailedError(Exception):
@@ -91,6 +94,8 @@ class Runtime(Protocol):
     name: str
     allocates_ports: bool
     """True when servers need a host port reserved by the reconciler (``spec.port``)."""
+    start_timeout: float
+    """Seconds a server may take from start to running before the start fails."""
 
     async def start(self, spec: InstanceSpec) -> Handle:
         """Start (or adopt an already running) server; return once it is launched.
@@ -102,13 +107,16 @@ class Runtime(Protocol):
         """Wait until the server answers, it exits, or ``timeout`` passes.
 
         Returns the last observation (``RUNNING``, ``EXITED`` or ``STARTING`` on timeout).
+        A runtime whose servers take long to start (ECS) may answer ``STARTING`` at
+        once; the reconciler's batched liveness pass follows the start from there.
         """
 
     async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
         """Observe many servers at once, keyed as ``handles`` is (instance id)."""
 
     async def stop(self, handle: Handle) -> None:
-        """Stop the server and wait until it is gone; idempotent."""
+        """Stop the server; idempotent. May return before it is gone (``poll``
+        then reports ``STOPPING`` until ``EXITED``)."""
 
     async def delete(self, instance_id: str, handle: Handle | None, keep_data: bool) -> None:
         """Release everything the instance holds (data unless ``keep_data``); idempotent."""

@@ -85,6 +85,7 @@ class LocalRuntime:
     allocates_ports = True
 
     def __init__(self, settings: LocalRuntimeSettings, data_dir: Path) -> None:
+        self.start_timeout = settings.start_timeout
         self._settings = settings
         self._instances = data_dir / "instances"
         self._logs = data_dir / "logs"
