@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from chroma_orch.runtimes.base import (
@@ -117,6 +117,11 @@ class FakeRuntime:
 
     async def logs(self, instance_id: str, handle: Handle | None, tail: int) -> list[str]:
         return ["fake"][-tail:]
+
+    async def follow_logs(
+        self, instance_id: str, handle: Handle | None, tail: int
+    ) -> AsyncIterator[list[str]]:
+        yield ["fake"][-tail:]
 
     async def discover(self) -> dict[str, Handle]:
         return {

@@ -22,7 +22,7 @@ Edge cases every driver must honour:
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -123,6 +123,12 @@ class Runtime(Protocol):
 
     async def logs(self, instance_id: str, handle: Handle | None, tail: int) -> list[str]:
         """The last ``tail`` lines of the server's output."""
+
+    def follow_logs(
+        self, instance_id: str, handle: Handle | None, tail: int
+    ) -> AsyncIterator[list[str]]:
+        """The last ``tail`` lines, then new lines as the server writes them (batches);
+        ends when the server is gone for good. Cancel to stop following."""
 
     async def discover(self) -> dict[str, Handle]:
         """Servers this runtime can find by itself, keyed by instance id.

@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,8 +209,9 @@ def listens_on(process: psutil.Process, port: int, host: str = "127.0.0.1") -> b
     return any(s.status == psutil.CONN_LISTEN and s.laddr.port == port for s in sockets)
 
 
-def tail_lines(path: Path, count: int, start: int = 0) -> list[str]:
-    """The last ``count`` lines of ``path`` at or after byte ``start``, read from the end."""
+def tail_lines(path: Path, count: int, start: int = 0, end: int | None = None) -> list[str]:
+    """The last ``count`` lines of ``path`` at or after byte ``start`` (and before
+    ``end``, default the end of the file), read from the end."""
     if count <= 0:
         return []
     try:
@@ -218,7 +219,7 @@ def tail_lines(path: Path, count: int, start: int = 0) -> list[str]:
     except FileNotFoundError:
         return []
     with file:
-        position = file.seek(0, os.SEEK_END)
+        position = file.seek(0, os.SEEK_END) if end is None else end
         data = b""
         while position > start and data.count(b"\n") <= count:
             step = min(65536, position - start)
@@ -226,6 +227,38 @@ def tail_lines(path: Path, count: int, start: int = 0) -> list[str]:
             file.seek(position)
             data = file.read(step) + data
     return data.decode(errors="replace").splitlines()[-count:]
+
+
+def _file_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+async def follow_file(path: Path, tail: int, interval: float) -> AsyncGenerator[list[str], None]:
+    """The last ``tail`` lines of ``path``, then each batch of complete new lines
+    appended to it, checked every ``interval`` seconds (a file that does not exist
+    yet is waited for). Runs until cancelled."""
+    position = _file_size(path) or 0
+    yield tail_lines(path, tail, end=position)
+    pending = b""
+    while True:
+        await asyncio.sleep(interval)
+        size = _file_size(path)
+        if size is None:
+            continue
+        if size < position:  # truncated or replaced: start over
+            position, pending = 0, b""
+        if size == position:
+            continue
+        with path.open("rb") as file:
+            file.seek(position)
+            chunk = file.read(size - position)
+        position = size
+        *complete, pending = (pending + chunk).split(b"\n")
+        if complete:
+            yield [line.decode(errors="replace") for line in complete]
 
 
 async def http_status(host: str, port: int, path: str, timeout: float) -> int | None:

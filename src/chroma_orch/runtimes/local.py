@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from chroma_orch.runtimes.chroma_launch import (
     DIR_IN_USE_TEXT,
     EXIT_DIR_IN_USE,
     LockRecord,
+    follow_file,
     http_status,
     listens_on,
     live_process,
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 # No dots: "<id>.lock" must never be another instance's data directory.
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _TICK = 0.02
+_FOLLOW_INTERVAL = 0.2
 _HEARTBEAT_TIMEOUT = 0.5
 _KILL_TIMEOUT = 10.0
 _RECORD_WAIT = 0.5
@@ -161,6 +163,13 @@ class LocalRuntime:
     async def logs(self, instance_id: str, handle: Handle | None, tail: int) -> list[str]:
         path = Path(handle["log"]) if handle else self._paths(instance_id).log
         return tail_lines(path, tail)
+
+    async def follow_logs(
+        self, instance_id: str, handle: Handle | None, tail: int
+    ) -> AsyncIterator[list[str]]:
+        path = Path(handle["log"]) if handle else self._paths(instance_id).log
+        async for lines in follow_file(path, tail, _FOLLOW_INTERVAL):
+            yield lines
 
     async def discover(self) -> dict[str, Handle]:
         found: dict[str, Handle] = {}
