@@ -19,7 +19,7 @@ import asyncpg
 import psutil
 import pytest
 
-from chroma_orch.db import embedded
+from chroma_orch.db import embedded, pg_host
 from chroma_orch.db.embedded import EmbeddedDatabaseError, EmbeddedPostgres, find_pg_bin_dir
 
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -250,13 +250,13 @@ def test_discovery_order(base_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert bundled.parts[-3:] == ("pgserver", "pginstall", "bin")
     assert find_pg_bin_dir(bundled) == bundled
 
-    monkeypatch.setattr(embedded, "_pgserver_bin_dir", lambda: None)
+    monkeypatch.setattr(pg_host, "pgserver_bin_dir", lambda: None)
     empty = base_dir / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     with pytest.raises(EmbeddedDatabaseError) as info:
         find_pg_bin_dir(None)
-    assert str(info.value) == embedded.NO_BINARIES_HINT
+    assert str(info.value) == pg_host.NO_BINARIES_HINT
 
     links = _symlinked_bin_dir(base_dir, bundled)
     monkeypatch.setenv("PATH", f"{empty}{os.pathsep}{links}")
@@ -267,7 +267,7 @@ def _symlinked_bin_dir(base_dir: Path, real: Path) -> Path:
     """Only pg_ctl/initdb/postgres (no psql, no pg_isready), as symlinks, like /usr/local/bin."""
     links = base_dir / "links"
     links.mkdir()
-    for name in embedded.REQUIRED_BINARIES:
+    for name in pg_host.REQUIRED_BINARIES:
         (links / name).symlink_to(real / name)
     return links
 

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
-import importlib.util
 import logging
 import os
 import pwd
@@ -23,160 +22,31 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import psutil
+from chroma_orch.db.pg_host import (
+    CONF_NAME,
+    MAX_SOCKET_PATH,
+    PORT,
+    READY_TIMEOUT,
+    SOCKET_NAME,
+    EmbeddedDatabaseError,
+    PidFile,
+    RunAs,
+    can_traverse,
+    conf_string,
+    find_pg_bin_dir,
+    is_executable,
+    is_our_postmaster,
+    quote_ident,
+    read_pid_file,
+    resolve_system_user,
+)
+
+__all__ = ["EmbeddedDatabaseError", "EmbeddedPostgres", "find_pg_bin_dir"]
 
 logger = logging.getLogger(__name__)
-
-REQUIRED_BINARIES = ("pg_ctl", "initdb", "postgres")
-NO_BINARIES_HINT = (
-    "no PostgreSQL binaries found: install chroma-orch with pgserver (Python <= 3.12), "
-    "put PostgreSQL on PATH, or set CHROMA_ORCH_DATABASE_URL"
-)
-PORT = 5432
-SOCKET_NAME = f".s.PGSQL.{PORT}"
-MAX_SOCKET_PATH = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
-CONF_NAME = "chroma_orch.conf"
-READY_TIMEOUT = 60.0
-
-
-class EmbeddedDatabaseError(Exception):
-    """The embedded PostgreSQL cluster cannot be found, initialized, started or stopped."""
-
-
-def find_pg_bin_dir(configured: Path | None) -> Path:
-    """Directory holding ``pg_ctl``, ``initdb`` and ``postgres``.
-
-    ``configured`` wins when given; otherwise the pgserver wheel's bundled binaries
-    (located without importing pgserver), otherwise a directory on PATH.
-    Raises EmbeddedDatabaseError when none qualifies.
-    """
-    if configured is not None:
-        if _has_pg_binaries(configured):
-            return configured
-        missing = [b for b in REQUIRED_BINARIES if not _is_executable(configured / b)]
-        raise EmbeddedDatabaseError(
-            f"configured PostgreSQL bin_dir {configured} lacks {', '.join(missing)}; "
-            + NO_BINARIES_HINT
-        )
-    bundled = _pgserver_bin_dir()
-    if bundled is not None:
-        return bundled
-    for entry in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = Path(entry)
-        if entry and _has_pg_binaries(candidate):
-            real = (candidate / "pg_ctl").resolve().parent  # Debian: symlinks into the real dir
-            return real if _has_pg_binaries(real) else candidate
-    raise EmbeddedDatabaseError(NO_BINARIES_HINT)
-
-
-def _is_executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
-def _has_pg_binaries(directory: Path) -> bool:
-    return all(_is_executable(directory / name) for name in REQUIRED_BINARIES)
-
-
-def _pgserver_bin_dir() -> Path | None:
-    try:
-        spec = importlib.util.find_spec("pgserver")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or spec.origin is None:
-        return None
-    bin_dir = Path(spec.origin).parent / "pginstall" / "bin"
-    return bin_dir if _has_pg_binaries(bin_dir) else None
-
-
-@dataclass(frozen=True)
-class _RunAs:
-    """The unprivileged account PostgreSQL runs as when the service is root."""
-
-    name: str
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class _PidFile:
-    pid: int
-    socket_dir: str
-    status: str
-
-
-def _lookup_user(name: str) -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        return None
-
-
-def _resolve_system_user(name: str) -> _RunAs:
-    if _lookup_user(name) is None:
-        cmd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
-        try:
-            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
-            logger.info("created system user user=%s", name)
-        except (OSError, subprocess.SubprocessError) as exc:
-            if _lookup_user(name) is None:  # else: created concurrently by someone else
-                logger.warning(
-                    "cannot create system user user=%s error=%r fallback=nobody", name, exc
-                )
-                name = "nobody"
-    entry = _lookup_user(name)
-    if entry is None:
-        raise EmbeddedDatabaseError(f"system user {name!r} does not exist and cannot be created")
-    if entry.pw_uid == 0:
-        raise EmbeddedDatabaseError("PostgreSQL cannot run as root: choose another system_user")
-    groups = tuple(os.getgrouplist(name, entry.pw_gid))
-    return _RunAs(name, entry.pw_uid, entry.pw_gid, groups)
-
-
-def _can_traverse(path: Path, run_as: _RunAs | None) -> bool:
-    if run_as is None:
-        return os.access(path, os.X_OK)
-    st = path.stat()
-    if st.st_uid == run_as.uid:
-        return bool(st.st_mode & stat.S_IXUSR)
-    if st.st_gid in run_as.groups:
-        return bool(st.st_mode & stat.S_IXGRP)
-    return bool(st.st_mode & stat.S_IXOTH)
-
-
-def _read_pid_file(data_dir: Path) -> _PidFile | None:
-    try:
-        lines = (data_dir / "postmaster.pid").read_text().splitlines()
-        pid = int(lines[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    lines += [""] * 8  # a postmaster that is still starting has written only some lines
-    return _PidFile(pid=pid, socket_dir=lines[4].strip(), status=lines[7].strip())
-
-
-def _is_our_postmaster(pid: int, data_dir: Path) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        names = [proc.name(), *proc.cmdline()[:1]]
-        if not any("postgres" in n for n in names):
-            return False
-        return os.path.realpath(proc.cwd()) == str(data_dir)  # the postmaster chdirs to PGDATA
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-def _conf_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class EmbeddedPostgres:
@@ -201,7 +71,7 @@ class EmbeddedPostgres:
         self.data_dir = self.cluster_dir / "data"
         self.log_file = self.cluster_dir / "postgres.log"
         self.socket_dir = self._choose_socket_dir()
-        self._run_as_cache: _RunAs | None = None
+        self._run_as_cache: RunAs | None = None
 
     # ----------------------------------------------------------------- public API
     @property
@@ -261,7 +131,7 @@ class EmbeddedPostgres:
         """Create database ``name`` unless it exists (the cluster must be running)."""
         if not name or "\0" in name or len(name.encode()) > 63:
             raise ValueError(f"invalid database name {name!r}")
-        if _is_executable(self.bin_dir / "psql"):
+        if is_executable(self.bin_dir / "psql"):
             self._ensure_database_psql(name)
         else:
             asyncio.run(self._ensure_database_asyncpg(name))
@@ -282,17 +152,17 @@ class EmbeddedPostgres:
         return Path("/tmp") / f"chroma-orch-pg-{digest}"
 
     @property
-    def _run_as(self) -> _RunAs | None:
+    def _run_as(self) -> RunAs | None:
         if os.geteuid() != 0:
             return None
         if self._run_as_cache is None:
-            self._run_as_cache = _resolve_system_user(self.system_user)
+            self._run_as_cache = resolve_system_user(self.system_user)
         return self._run_as_cache
 
     def _check_traversable(self, path: Path, what: str) -> None:
         """Every component of ``path`` must be searchable by the PostgreSQL user."""
         for component in [*reversed(path.parents), path]:
-            if _can_traverse(component, self._run_as):
+            if can_traverse(component, self._run_as):
                 continue
             user = self._run_as.name if self._run_as else pwd.getpwuid(os.geteuid()).pw_name
             raise EmbeddedDatabaseError(
@@ -429,7 +299,7 @@ class EmbeddedPostgres:
             "# Written by chroma-orch at every start; edits are overwritten.",
             "listen_addresses = ''",
             f"port = {PORT}",
-            f"unix_socket_directories = {_conf_string(str(self.socket_dir))}",
+            f"unix_socket_directories = {conf_string(str(self.socket_dir))}",
             "unix_socket_permissions = 0700",
             "max_connections = 200",
             "fsync = on",
@@ -444,12 +314,12 @@ class EmbeddedPostgres:
         os.chmod(tmp, 0o600)
         os.replace(tmp, target)
 
-    def _running_postmaster(self) -> _PidFile | None:
+    def _running_postmaster(self) -> PidFile | None:
         """Our live postmaster per ``postmaster.pid``; a stale pid file is removed."""
-        info = _read_pid_file(self.data_dir)
+        info = read_pid_file(self.data_dir)
         if info is None:
             return None
-        if _is_our_postmaster(info.pid, self.data_dir):
+        if is_our_postmaster(info.pid, self.data_dir):
             return info
         logger.warning("stale postmaster.pid removed pid=%s data_dir=%s", info.pid, self.data_dir)
         with contextlib.suppress(FileNotFoundError):
@@ -458,16 +328,16 @@ class EmbeddedPostgres:
 
     def _is_ready(self) -> bool:
         pg_isready = self.bin_dir / "pg_isready"
-        if _is_executable(pg_isready):
+        if is_executable(pg_isready):
             proc = self._run([str(pg_isready), "-q", "-t", "2", *self._client_args()], timeout=10)
             return proc.returncode == 0
-        info = _read_pid_file(self.data_dir)
+        info = read_pid_file(self.data_dir)
         return bool(info and info.status == "ready" and (self.socket_dir / SOCKET_NAME).exists())
 
     def _wait_ready(self, pid: int) -> bool:
         """True once the postmaster accepts connections; False if it exits meanwhile."""
         deadline = time.monotonic() + READY_TIMEOUT
-        while _is_our_postmaster(pid, self.data_dir):
+        while is_our_postmaster(pid, self.data_dir):
             if self._is_ready():
                 return True
             if time.monotonic() > deadline:
@@ -484,7 +354,7 @@ class EmbeddedPostgres:
                 (self.socket_dir / leftover).unlink()
         started = time.monotonic()
         proc = self._pg_ctl("start", "-l", str(self.log_file))
-        info = _read_pid_file(self.data_dir)
+        info = read_pid_file(self.data_dir)
         if proc.returncode != 0 or info is None:
             raise self._failure("pg_ctl start", proc)
         elapsed = time.monotonic() - started
@@ -532,7 +402,7 @@ class EmbeddedPostgres:
                 with contextlib.suppress(
                     asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError
                 ):
-                    await conn.execute(f"CREATE DATABASE {_quote_ident(name)}")
+                    await conn.execute(f"CREATE DATABASE {quote_ident(name)}")
         finally:
             await conn.close()
         logger.info("ensured database name=%s via=asyncpg", name)

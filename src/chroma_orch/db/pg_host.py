@@ -1,0 +1,164 @@
+"""What the host offers an embedded PostgreSQL: binaries, an unprivileged account,
+and the postmaster processes already running. Used by ``embedded``."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import pwd
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+logger = logging.getLogger("chroma_orch.db.embedded")
+
+REQUIRED_BINARIES = ("pg_ctl", "initdb", "postgres")
+NO_BINARIES_HINT = (
+    "no PostgreSQL binaries found: install chroma-orch with pgserver (Python <= 3.12), "
+    "put PostgreSQL on PATH, or set CHROMA_ORCH_DATABASE_URL"
+)
+PORT = 5432
+SOCKET_NAME = f".s.PGSQL.{PORT}"
+MAX_SOCKET_PATH = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
+CONF_NAME = "chroma_orch.conf"
+READY_TIMEOUT = 60.0
+
+
+class EmbeddedDatabaseError(Exception):
+    """The embedded PostgreSQL cluster cannot be found, initialized, started or stopped."""
+
+
+def find_pg_bin_dir(configured: Path | None) -> Path:
+    """Directory holding ``pg_ctl``, ``initdb`` and ``postgres``.
+
+    ``configured`` wins when given; otherwise the pgserver wheel's bundled binaries
+    (located without importing pgserver), otherwise a directory on PATH.
+    Raises EmbeddedDatabaseError when none qualifies.
+    """
+    if configured is not None:
+        if has_pg_binaries(configured):
+            return configured
+        missing = [b for b in REQUIRED_BINARIES if not is_executable(configured / b)]
+        raise EmbeddedDatabaseError(
+            f"configured PostgreSQL bin_dir {configured} lacks {', '.join(missing)}; "
+            + NO_BINARIES_HINT
+        )
+    bundled = pgserver_bin_dir()
+    if bundled is not None:
+        return bundled
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(entry)
+        if entry and has_pg_binaries(candidate):
+            real = (candidate / "pg_ctl").resolve().parent  # Debian: symlinks into the real dir
+            return real if has_pg_binaries(real) else candidate
+    raise EmbeddedDatabaseError(NO_BINARIES_HINT)
+
+
+def is_executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def has_pg_binaries(directory: Path) -> bool:
+    return all(is_executable(directory / name) for name in REQUIRED_BINARIES)
+
+
+def pgserver_bin_dir() -> Path | None:
+    try:
+        spec = importlib.util.find_spec("pgserver")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    bin_dir = Path(spec.origin).parent / "pginstall" / "bin"
+    return bin_dir if has_pg_binaries(bin_dir) else None
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The unprivileged account PostgreSQL runs as when the service is root."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PidFile:
+    pid: int
+    socket_dir: str
+    status: str
+
+
+def lookup_user(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def resolve_system_user(name: str) -> RunAs:
+    if lookup_user(name) is None:
+        cmd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
+            logger.info("created system user user=%s", name)
+        except (OSError, subprocess.SubprocessError) as exc:
+            if lookup_user(name) is None:  # else: created concurrently by someone else
+                logger.warning(
+                    "cannot create system user user=%s error=%r fallback=nobody", name, exc
+                )
+                name = "nobody"
+    entry = lookup_user(name)
+    if entry is None:
+        raise EmbeddedDatabaseError(f"system user {name!r} does not exist and cannot be created")
+    if entry.pw_uid == 0:
+        raise EmbeddedDatabaseError("PostgreSQL cannot run as root: choose another system_user")
+    groups = tuple(os.getgrouplist(name, entry.pw_gid))
+    return RunAs(name, entry.pw_uid, entry.pw_gid, groups)
+
+
+def can_traverse(path: Path, run_as: RunAs | None) -> bool:
+    if run_as is None:
+        return os.access(path, os.X_OK)
+    st = path.stat()
+    if st.st_uid == run_as.uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in run_as.groups:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def read_pid_file(data_dir: Path) -> PidFile | None:
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+        pid = int(lines[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    lines += [""] * 8  # a postmaster that is still starting has written only some lines
+    return PidFile(pid=pid, socket_dir=lines[4].strip(), status=lines[7].strip())
+
+
+def is_our_postmaster(pid: int, data_dir: Path) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        names = [proc.name(), *proc.cmdline()[:1]]
+        if not any("postgres" in n for n in names):
+            return False
+        return os.path.realpath(proc.cwd()) == str(data_dir)  # the postmaster chdirs to PGDATA
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def conf_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
