@@ -106,3 +106,31 @@ async def test_seed_routes_end_to_end(service: Service) -> None:
         await wait_for(seed_gone, timeout=30)
         assert (await http.get("/status/alice")).status_code == 404
         assert not chroma_processes(service.data_dir)
+
+
+async def test_a_killed_server_is_noticed_and_restarted(service: Service) -> None:
+    async with service.client() as admin:
+        _, token = await create_tenant(admin, "acme")
+    async with service.client(token) as http:
+        created = await http.post("/v1/instances", json={"name": "main"})
+        instance_id = created.json()["instance"]["id"]
+        first = await wait_phase(http, instance_id, "running")
+        (victim,) = chroma_processes(service.data_dir)[instance_id]
+        victim.kill()
+        killed_at = asyncio.get_running_loop().time()
+
+        async def restarted() -> dict[str, Any] | None:
+            body = await _instance(http, f"/v1/instances/{instance_id}")
+            return body if body["restart_count"] == 1 and body["phase"] == "running" else None
+
+        again = await wait_for(restarted, timeout=20, interval=0.02)
+        assert asyncio.get_running_loop().time() - killed_at < 5
+        assert again["endpoint"]["port"] == first["endpoint"]["port"]  # the port stays reserved
+        (replacement,) = chroma_processes(service.data_dir)[instance_id]
+        assert replacement.pid != victim.pid
+        assert await asyncio.to_thread(_count_or_zero, "127.0.0.1", again["endpoint"]["port"]) == 0
+
+
+def _count_or_zero(host: str, port: int) -> int:
+    client = chromadb.HttpClient(host=host, port=port)
+    return len(client.list_collections())

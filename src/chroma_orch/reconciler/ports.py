@@ -20,8 +20,13 @@ class NoPortAvailableError(Exception):
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """True when nothing listens on ``host:port`` (a bind succeeds)."""
+    """True when nothing listens on ``host:port`` (a bind succeeds).
+
+    SO_REUSEADDR, as servers set it: connections of a previous server lingering in
+    TIME_WAIT do not make the port unusable, only a live listener does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
