@@ -27,7 +27,12 @@ from chroma_orch.db.embedded import EmbeddedPostgres
 from chroma_orch.db.migrate import upgrade
 from chroma_orch.db.session import create_engine
 from chroma_orch.events.listener import asyncpg_dsn
-from chroma_orch.settings import LocalRuntimeSettings, ReconcilerSettings, Settings
+from chroma_orch.settings import (
+    LimitsSettings,
+    LocalRuntimeSettings,
+    ReconcilerSettings,
+    Settings,
+)
 
 ADMIN_TOKEN = "co_test-admin-token-0123456789abcdefghijklmnop"
 IN_CI = bool(os.environ.get("CHROMA_ORCH_CI"))
@@ -68,20 +73,27 @@ async def _admin_execute(admin_url: str, *statements: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url() -> Iterator[str]:
-    external = os.environ.get("CHROMA_ORCH_TEST_DATABASE_URL")
-    if external:
-        yield external
+def pg_cluster() -> Iterator[EmbeddedPostgres | None]:
+    """The run's embedded cluster; None when an external server is used."""
+    if os.environ.get("CHROMA_ORCH_TEST_DATABASE_URL"):
+        yield None
         return
     root = Path(tempfile.mkdtemp(prefix="co-test-pg-", dir="/tmp"))
     root.chmod(0o711)
     cluster = EmbeddedPostgres(root / "cluster", database="postgres")
     cluster.start()
     try:
-        yield cluster.admin_url
+        yield cluster
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(pg_cluster: EmbeddedPostgres | None) -> str:
+    if pg_cluster is None:
+        return os.environ["CHROMA_ORCH_TEST_DATABASE_URL"]
+    return pg_cluster.admin_url
 
 
 async def _build_template(admin_url: str, name: str) -> None:
@@ -123,6 +135,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "data_dir": data_dir,
         "admin_token": ADMIN_TOKEN,
         "local": LocalRuntimeSettings(port_range=port_window(), start_timeout=30, stop_grace=5),
+        "limits": LimitsSettings(requests_per_second=10_000, burst=10_000),
         "reconciler": ReconcilerSettings(
             lease_seconds=5,
             resync_interval=0.5,

@@ -14,12 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chroma_orch import __version__, dataplane
 from chroma_orch.api import dataplane as dataplane_api
 from chroma_orch.api import events as events_api
-from chroma_orch.api import health, instances, seed, tenants
+from chroma_orch.api import health, instances, metrics, seed, tenants
 from chroma_orch.context import AppContext
 from chroma_orch.db.embedded import EmbeddedPostgres
 from chroma_orch.db.migrate import upgrade
 from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.domain.instances import InstancePolicy
+from chroma_orch.domain.limits import RateLimiter
 from chroma_orch.domain.tenants import ensure_admin_token
 from chroma_orch.errors import install_error_handlers
 from chroma_orch.events import stream
@@ -28,7 +29,9 @@ from chroma_orch.events.listener import PgListener
 from chroma_orch.events.log import EVENTS_CHANNEL, INTENTS_CHANNEL, commit
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.runtimes.factory import build_runtime
+from chroma_orch.runtimes.instrumented import InstrumentedRuntime
 from chroma_orch.settings import Settings
+from chroma_orch.telemetry.middleware import RequestContextMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +97,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await upgrade(engine)
         sessions = create_session_factory(engine)
         await bootstrap_admin(sessions, settings)
-        runtime = build_runtime(settings)
+        runtime = InstrumentedRuntime(build_runtime(settings))
         stack.push_async_callback(runtime.aclose)
         policy = InstancePolicy(
             runtime=settings.runtime,
             max_per_tenant=settings.max_instances_per_tenant,
             public_url=settings.base_url if settings.proxy.enabled else None,
+            max_concurrent_starts=settings.limits.max_concurrent_starts,
         )
         hub = EventHub()
-        app.state.ctx = AppContext(settings, engine, sessions, runtime, policy, hub)
+        limiter = RateLimiter(settings.limits.requests_per_second, settings.limits.burst)
+        ctx = AppContext(settings, engine, sessions, runtime, policy, hub, limiter)
+        ctx.migrations_at_head = settings.migrate_on_start
+        app.state.ctx = ctx
         listener = PgListener(url, settings.reconciler.replica_id)
         listener.subscribe(EVENTS_CHANNEL, hub.notify)
         await stream.start(app, ctx=app.state.ctx, stack=stack, listener=listener)
@@ -119,7 +126,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             listener.subscribe(INTENTS_CHANNEL, reconciler.wake)
             await reconciler.start()
             stack.push_async_callback(reconciler.stop)
-            app.state.reconciler = reconciler
+            app.state.reconciler = ctx.reconciler = reconciler
         stack.push_async_callback(_cancel, asyncio.create_task(listener.run()))
         await asyncio.wait_for(listener.connected.wait(), timeout=30)
         log.info(
@@ -137,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or Settings()
     install_error_handlers(app)
-    for module in (instances, tenants, seed, health, events_api, dataplane_api):
+    for module in (instances, tenants, seed, health, metrics, events_api, dataplane_api):
         app.include_router(module.router)
+    app.add_middleware(RequestContextMiddleware)
     return app

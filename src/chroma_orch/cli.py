@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
@@ -75,13 +74,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per heartbeat otherwise
+def _configure_logging(settings: Settings) -> None:
+    from chroma_orch.telemetry.log_setup import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
 
 
 def serve(settings: Settings) -> None:
@@ -89,7 +85,7 @@ def serve(settings: Settings) -> None:
 
     from chroma_orch.app import create_app
 
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     sys.stderr.write(
         f"chroma-orch starting on {settings.base_url}  (API docs: {settings.base_url}/docs)\n"
         f"  data directory: {settings.data_dir}\n"
@@ -100,6 +96,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # keep our handlers (request ids, JSON) for uvicorn's lines too
         lifespan="on",
     )
     uvicorn.Server(config).run()
@@ -135,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         serve(settings)
         return 0
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     if args.command == "migrate":
         asyncio.run(_with_database(settings, "migrate"))
         sys.stdout.write("database is at the latest migration\n")

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chroma_orch.domain.instances import InstancePolicy
+from chroma_orch.domain.limits import RateLimiter
 from chroma_orch.events.hub import EventHub
 from chroma_orch.runtimes.base import Runtime
 from chroma_orch.settings import Settings
+
+if TYPE_CHECKING:
+    from chroma_orch.reconciler.loop import Reconciler
 
 
 @dataclass
@@ -20,3 +25,6 @@ class AppContext:
     runtime: Runtime
     policy: InstancePolicy
     hub: EventHub
+    rate_limiter: RateLimiter
+    reconciler: Reconciler | None = None
+    migrations_at_head: bool = False

@@ -83,6 +83,23 @@ class QuotaExceededError(AppError):
     status, code, title = 429, "quota_exceeded", "Quota exceeded"
 
 
+class TooManyRequestsError(AppError):
+    """429 with ``Retry-After`` (whole seconds, at least 1)."""
+
+    status, code, title = 429, "too_many_requests", "Too many requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: float = 1.0) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, round(retry_after + 0.5)))})
+
+
+class RateLimitedError(TooManyRequestsError):
+    code, title = "rate_limited", "Request rate limit exceeded for this token"
+
+
+class TooManyStartsError(TooManyRequestsError):
+    code, title = "too_many_starts", "Too many instances are starting; retry later"
+
+
 class ServiceUnavailableError(AppError):
     status, code, title = 503, "unavailable", "Temporarily unavailable"
 

@@ -143,6 +143,21 @@ class ProxySettings(BaseModel):
     enabled: bool = Field(True, description="Serve the built-in proxy under /i/.")
 
 
+class LimitsSettings(BaseModel):
+    """Admission limits (all answered with 429 problem+json and ``Retry-After``)."""
+
+    max_concurrent_starts: int = Field(
+        100,
+        ge=1,
+        description="Instances that may be pending or starting at once, service-wide "
+        "(JupyterHub's concurrent_spawn_limit); further launches and starts get 429.",
+    )
+    requests_per_second: float = Field(
+        50.0, gt=0, description="Sustained requests per second per token (per replica)."
+    )
+    burst: int = Field(100, ge=1, description="Requests a token may make at once (per replica).")
+
+
 class EmbeddedDatabaseSettings(BaseModel):
     """The PostgreSQL cluster started when no database URL is given."""
 
@@ -191,6 +206,9 @@ class Settings(BaseSettings):
     )
     runtime: Literal["local"] = Field("local", description="Runtime for new instances.")
     log_level: str = Field("INFO", description="Log level of the service.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as key=value text, or one JSON object per line."
+    )
     migrate_on_start: bool = Field(
         True, description="Apply database migrations when the service starts."
     )
@@ -203,6 +221,7 @@ class Settings(BaseSettings):
     ecs: EcsSettings = Field(default_factory=EcsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
     proxy: ProxySettings = Field(default_factory=ProxySettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

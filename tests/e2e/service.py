@@ -46,6 +46,8 @@ class Service:
             "CHROMA_ORCH_RECONCILER__LEASE_SECONDS": "5",
             "CHROMA_ORCH_RECONCILER__OBSERVE_INTERVAL": "0.3",
             "CHROMA_ORCH_RECONCILER__RESYNC_INTERVAL": "1",
+            "CHROMA_ORCH_LIMITS__REQUESTS_PER_SECOND": "10000",
+            "CHROMA_ORCH_LIMITS__BURST": "10000",
             **env,
         }
         self.process: asyncio.subprocess.Process | None = None

@@ -14,6 +14,15 @@ from chroma_orch.domain.auth import Principal, authenticate
 from chroma_orch.domain.instances import InstanceService
 from chroma_orch.domain.tenants import TenantService
 from chroma_orch.events.log import commit, discard_pending
+from chroma_orch.telemetry.context import log_context
+
+
+def with_principal(principal: Principal) -> None:
+    """Add the caller to the request's log context (ids only, never the token)."""
+    fields = {"token": str(principal.token_id)}
+    if principal.tenant_id is not None:
+        fields["tenant"] = str(principal.tenant_id)
+    log_context.set({**log_context.get(), **fields})
 
 
 def get_context(request: Request) -> AppContext:
@@ -45,9 +54,13 @@ bearer = HTTPBearer(auto_error=False, description="An admin or tenant API token.
 
 async def get_principal(
     session: Session,
+    ctx: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    return await authenticate(session, credentials.credentials if credentials else None)
+    principal = await authenticate(session, credentials.credentials if credentials else None)
+    ctx.rate_limiter.check(principal.token_id)
+    with_principal(principal)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -29,11 +29,12 @@ def create_engine(
     retry a failed unit of work anyway (the reconciler).
     """
     server_settings = {"application_name": application_name}
+    connect_args: dict[str, object] = {"server_settings": server_settings, "timeout": 10}
     if not durable_commits:
         server_settings["synchronous_commit"] = "off"
     return create_async_engine(
         url,
-        connect_args={"server_settings": server_settings},
+        connect_args=connect_args,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
         pool_pre_ping=pre_ping,

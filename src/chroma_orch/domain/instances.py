@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.models import Instance, Intent
 from chroma_orch.domain.auth import Principal
+from chroma_orch.domain.limits import check_concurrent_starts
 from chroma_orch.domain.schemas import (
     EndpointRead,
     FailureRead,
@@ -50,6 +51,7 @@ class InstancePolicy:
     runtime: str
     max_per_tenant: int
     public_url: str | None = None
+    max_concurrent_starts: int = 100
     """Base URL of the data plane; None while no data plane serves instances."""
 
 
@@ -157,6 +159,7 @@ class InstanceService:
         if await self.find_live(tenant_id, data.name) is not None:
             raise ConflictError(f"tenant already has an instance named {data.name!r}")
         await self._check_quota(tenant_id)
+        await check_concurrent_starts(self.session, self.policy.max_concurrent_starts)
         instance = Instance(
             tenant_id=tenant_id,
             name=data.name,
@@ -195,6 +198,9 @@ class InstanceService:
     ) -> tuple[Instance, Intent]:
         desired, phase = DesiredState(instance.desired_state), Phase(instance.phase)
         check_action(action, desired, phase)
+        starts = action in (Action.START, Action.RESTART)
+        if starts and changes_desired(action, desired, phase):
+            await check_concurrent_starts(self.session, self.policy.max_concurrent_starts)
         if changes_desired(action, desired, phase):
             before = desired_snapshot(instance)
             instance.desired_state = ACTION_TARGETS[action]

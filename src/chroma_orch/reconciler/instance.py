@@ -30,6 +30,7 @@ from chroma_orch.runtimes.base import (
     StartFailedError,
 )
 from chroma_orch.settings import Settings
+from chroma_orch.telemetry.metrics import LAUNCH_TO_RUNNING
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +306,11 @@ class InstanceReconciler:
         )
 
     async def _mark_running(self, observation: Observation) -> Outcome:
+        if self.inst.phase == Phase.STARTING:
+            started = self.inst.phase_changed_at
+            LAUNCH_TO_RUNNING.labels(self.runtime.name).observe(
+                (datetime.now(UTC) - started).total_seconds()
+            )
         endpoint = observation.endpoint
         port = endpoint.port if endpoint and self.runtime.allocates_ports else None
         if port == self.reserved_port:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,8 @@ from chroma_orch.reconciler.instance import (
 )
 from chroma_orch.runtimes.base import Observation, ObservedState, Runtime
 from chroma_orch.settings import Settings
+from chroma_orch.telemetry.context import bind
+from chroma_orch.telemetry.metrics import RECONCILE_PASSES, RECONCILE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +55,14 @@ class Reconciler:
         self._observe_wake = asyncio.Event()
         self._inflight: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._last_pass = time.monotonic()
         runtime.on_exit(lambda _instance_id: self._observe_wake.set())
 
     # -- wiring --------------------------------------------------------------
+
+    def seconds_since_last_pass(self) -> float:
+        """How long ago the work loop last completed a pass (readiness)."""
+        return time.monotonic() - self._last_pass
 
     def wake(self, _payload: str = "") -> None:
         """Look for due work now (an intent was written, here or on another replica)."""
@@ -103,6 +111,8 @@ class Reconciler:
             self._work_wake.clear()
             try:
                 claimed = await self.run_once()
+                self._last_pass = time.monotonic()
+                RECONCILE_PASSES.labels("work").inc()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -156,6 +166,12 @@ class Reconciler:
             await asyncio.gather(*self._inflight.values(), return_exceptions=True)
 
     async def _reconcile(self, inst: Instance) -> None:
+        with bind(instance=inst.id, tenant=inst.tenant_id):
+            started = time.perf_counter()
+            result = await self._reconcile_logged(inst)
+            RECONCILE_SECONDS.labels(result).observe(time.perf_counter() - started)
+
+    async def _reconcile_logged(self, inst: Instance) -> str:
         error: str | None = None
         try:
             worker = InstanceReconciler(
@@ -164,7 +180,7 @@ class Reconciler:
             outcome = await worker.reconcile()
         except LeaseLostError:
             log.warning("lease lost instance=%s", inst.id)
-            return
+            return "lease_lost"
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -174,6 +190,7 @@ class Reconciler:
             outcome = Outcome(requeue_after=delay)
         if error is not None or not outcome.released:
             await self._release(inst, outcome, error)
+        return "error" if error else "ok"
 
     async def _release(self, inst: Instance, outcome: Outcome, error: str | None) -> None:
         async with self.sessions() as session:
