@@ -38,6 +38,8 @@ class _Output(BaseModel):
 
 
 class TenantCreate(_Input):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "acme"}]})
+
     name: TenantName
 
 
@@ -48,6 +50,10 @@ class TenantRead(_Output):
 
 
 class TokenCreate(_Input):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "ci", "expires_in_seconds": 86400}]}
+    )
+
     name: Annotated[str, StringConstraints(min_length=1, max_length=63)] = "default"
     expires_in_seconds: int | None = Field(
         None, ge=60, le=10 * 365 * 24 * 3600, description="Lifetime; unset: never expires."
@@ -71,6 +77,8 @@ class TokenCreated(TokenRead):
 
 
 class InstanceCreate(_Input):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "main"}]})
+
     name: InstanceName = "default"
     tenant_id: uuid.UUID | None = Field(
         None,
@@ -91,6 +99,34 @@ class FailureRead(BaseModel):
 
 
 class InstanceRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "7f0c2a7e-5a1d-4a49-9a3e-2f1f0c7a9b10",
+                    "name": "main",
+                    "tenant_id": "0b7e6f7a-1c2d-4e5f-8a9b-0c1d2e3f4a5b",
+                    "runtime": "local",
+                    "desired_state": "running",
+                    "phase": "running",
+                    "generation": 3,
+                    "observed_generation": 3,
+                    "endpoint": {
+                        "host": "127.0.0.1",
+                        "port": 30412,
+                        "url": "http://127.0.0.1:30412",
+                    },
+                    "url": "http://127.0.0.1:8080/i/7f0c2a7e-5a1d-4a49-9a3e-2f1f0c7a9b10",
+                    "failure": None,
+                    "restart_count": 0,
+                    "created_at": "2026-11-26T09:00:00Z",
+                    "updated_at": "2026-11-26T09:00:01Z",
+                    "phase_changed_at": "2026-11-26T09:00:01Z",
+                }
+            ]
+        }
+    )
+
     id: uuid.UUID
     name: str
     tenant_id: uuid.UUID
@@ -142,6 +178,8 @@ class InstanceLogs(BaseModel):
 
 
 class LaunchRequest(_Input):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"user_id": "alice"}]})
+
     user_id: TenantName
 
 
