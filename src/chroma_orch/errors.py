@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where in the request: body, query, path ...")
+    msg: str
+    type: str | None = None
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details, with a stable ``code`` to switch on."""
 
@@ -28,7 +34,7 @@ class Problem(BaseModel):
     status: int
     code: str = Field(description="Stable machine-readable error code.")
     detail: str | None = None
-    errors: list[dict[str, Any]] | None = Field(
+    errors: list[FieldError] | None = Field(
         None, description="Field-level validation errors, when the request body was invalid."
     )
 
@@ -150,11 +156,24 @@ def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]
     for error in errors:
         entry = out.setdefault(
             error.status,
-            {"model": Problem, "description": error.title, "content": {PROBLEM_CONTENT_TYPE: {}}},
+            {
+                "model": Problem,  # registers the schema in components
+                "description": error.title,
+                "content": {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_REF}},
+            },
         )
         if error.title not in entry["description"]:
             entry["description"] += f"; {error.title}"
+        if error.status == 429:
+            entry["headers"] = {"Retry-After": _RETRY_AFTER}
     return out
+
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_RETRY_AFTER = {
+    "description": "Seconds to wait before retrying.",
+    "schema": {"type": "integer", "minimum": 1},
+}
 
 
 def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from chroma_orch.api.deps import Context
@@ -13,16 +14,28 @@ from chroma_orch.db.migrate import at_head
 router = APIRouter(tags=["health"])
 
 
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ok, or unavailable (then the answer is a 503).")
+    checks: dict[str, str] = Field(
+        description="database, migrations, reconciler: ok, disabled, or what is wrong."
+    )
+
+
 @router.get("/healthz", operation_id="healthz", summary="The process is alive")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz() -> Health:
+    return Health(status="ok")
 
 
 @router.get(
     "/readyz",
     operation_id="readyz",
     summary="Ready: database reachable, migrations at head, reconciler making passes",
-    responses={503: {"description": "Not ready; `checks` says what failed"}},
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready; `checks` says what failed"}},
 )
 async def readyz(ctx: Context) -> JSONResponse:
     checks = {
