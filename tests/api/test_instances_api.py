@@ -258,3 +258,20 @@ async def test_every_route_but_health_and_docs_needs_a_token(api_app: object) ->
                 )
                 response = await anon.request(method.upper(), url, json={})
                 assert response.status_code == 401, (method, path, response.status_code)
+
+
+async def test_405_lists_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    response = await client.request("PATCH", "/v1/instances")
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+    assert {"GET", "POST"} <= set(response.headers["allow"].split(", "))
+    one = await client.request("PUT", f"/v1/instances/{uuid.uuid4()}")
+    assert {"GET", "DELETE"} <= set(one.headers["allow"].split(", "))
+
+
+async def test_a_body_that_is_not_utf8_json_is_a_400_problem(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/tenants", content=b"G\xffb\xfe>", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code in (400, 422)
+    assert response.headers["content-type"] == "application/problem+json"

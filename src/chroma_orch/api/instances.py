@@ -36,7 +36,9 @@ from chroma_orch.errors import (
 router = APIRouter(
     prefix="/v1/instances",
     tags=["instances"],
-    responses=problem_responses(UnauthorizedError, ForbiddenError, ValidationFailedError),
+    responses=problem_responses(
+        BadRequestError, UnauthorizedError, ForbiddenError, ValidationFailedError
+    ),
 )
 _ONE = problem_responses(NotFoundError)
 _ACTION = problem_responses(NotFoundError, InvalidTransitionError)

@@ -12,6 +12,7 @@ from chroma_orch.domain.schemas import LaunchRequest, SeedInstance, TenantName, 
 from chroma_orch.domain.seed import SeedService
 from chroma_orch.domain.states import Action
 from chroma_orch.errors import (
+    BadRequestError,
     ForbiddenError,
     InvalidTransitionError,
     NotFoundError,
@@ -24,7 +25,7 @@ from chroma_orch.errors import (
 router = APIRouter(
     tags=["seed"],
     responses=problem_responses(
-        UnauthorizedError, ForbiddenError, NotFoundError, ValidationFailedError
+        BadRequestError, UnauthorizedError, ForbiddenError, NotFoundError, ValidationFailedError
     ),
 )
 UserId = Annotated[TenantName, Path(description="The user (tenant name).")]

@@ -15,6 +15,7 @@ from chroma_orch.domain.schemas import (
     TokenRead,
 )
 from chroma_orch.errors import (
+    BadRequestError,
     ConflictError,
     ForbiddenError,
     NotFoundError,
@@ -26,7 +27,9 @@ from chroma_orch.errors import (
 router = APIRouter(
     prefix="/v1",
     tags=["tenants"],
-    responses=problem_responses(UnauthorizedError, ForbiddenError, ValidationFailedError),
+    responses=problem_responses(
+        BadRequestError, UnauthorizedError, ForbiddenError, ValidationFailedError
+    ),
 )
 _ONE = problem_responses(NotFoundError)
 
