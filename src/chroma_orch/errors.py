@@ -7,6 +7,7 @@ Each error class carries its HTTP status and a stable machine-readable ``code``;
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
@@ -184,13 +185,22 @@ def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at this path (Starlette names only the first
-    matching route's methods in a 405)."""
+    """Every method the API documents at this path (Starlette names only the first
+    matching route's methods in a 405). Read from the OpenAPI document, once."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        request.app.state, "allow_table", None
+    )
+    if table is None:
+        table = []
+        for template, operations in request.app.openapi()["paths"].items():
+            pattern = re.sub(r"\{path\}", ".+", template)
+            pattern = re.sub(r"\{[^/}]+\}", "[^/]+", pattern)
+            table.append((re.compile(f"^{pattern}$"), {m.upper() for m in operations}))
+        request.app.state.allow_table = table
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        regex = getattr(route, "path_regex", None)
-        if regex is not None and regex.match(request.url.path):
-            methods |= set(getattr(route, "methods", None) or ())
+    for regex, verbs in table:
+        if regex.match(request.url.path):
+            methods |= verbs
     return sorted(methods)
 
 
