@@ -135,7 +135,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "data_dir": data_dir,
         "admin_token": ADMIN_TOKEN,
         "local": LocalRuntimeSettings(port_range=port_window(), start_timeout=30, stop_grace=5),
-        "limits": LimitsSettings(requests_per_second=10_000, burst=10_000),
+        "limits": LimitsSettings(
+            requests_per_second=10_000, burst=10_000, max_concurrent_starts=10_000
+        ),
         "reconciler": ReconcilerSettings(
             lease_seconds=5,
             resync_interval=0.5,

@@ -7,6 +7,10 @@ from chroma_orch.settings import Settings
 
 
 def build_runtime(settings: Settings) -> Runtime:
+    if settings.runtime == "ecs":
+        from chroma_orch.runtimes.ecs import EcsRuntime
+
+        return EcsRuntime(settings.ecs)
     from chroma_orch.runtimes.local import LocalRuntime
 
     return LocalRuntime(settings.local, settings.data_dir)

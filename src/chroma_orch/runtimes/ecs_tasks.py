@@ -1,0 +1,200 @@
+"""Pure helpers of the ``ecs`` runtime: task definitions, RunTask parameters,
+handles, tags, and the mapping of a described task onto an ``Observation``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from chroma_orch.runtimes.base import Endpoint, Handle, InstanceSpec, Observation, ObservedState
+from chroma_orch.settings import EcsSettings
+
+TAG_INSTANCE = "chroma-orch:instance"
+TAG_TENANT = "chroma-orch:tenant"
+TAG_GENERATION = "chroma-orch:generation"
+CLEANUP_CONTAINER = "cleanup"
+
+STARTING_STATUSES = frozenset({"PROVISIONING", "PENDING", "ACTIVATING"})
+STOPPING_STATUSES = frozenset({"DEACTIVATING", "STOPPING", "DEPROVISIONING"})
+SPEC_OPTIONS = ("image", "cpu", "memory")
+"""Instance options that change the task definition (others are ignored here)."""
+
+
+def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"key": key, "value": value} for key, value in sorted(tags.items())]
+
+
+def data_path(settings: EcsSettings, instance_id: str) -> str:
+    return f"{settings.data_mount.rstrip('/')}/{instance_id}"
+
+
+def server_command(settings: EcsSettings, instance_id: str) -> list[str]:
+    """The Chroma image's entrypoint is ``chroma``; the command picks the data directory."""
+    port = str(settings.container_port)
+    path = data_path(settings, instance_id)
+    return ["run", "--path", path, "--host", "0.0.0.0", "--port", port]  # noqa: S104
+
+
+def _volumes(settings: EcsSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if not settings.efs_file_system_id:
+        return [], []
+    efs: dict[str, Any] = {
+        "fileSystemId": settings.efs_file_system_id,
+        "transitEncryption": "ENABLED",
+    }
+    if settings.efs_access_point_id:
+        efs["authorizationConfig"] = {
+            "accessPointId": settings.efs_access_point_id,
+            "iam": "ENABLED",
+        }
+    volumes = [{"name": "data", "efsVolumeConfiguration": efs}]
+    mounts = [{"sourceVolume": "data", "containerPath": settings.data_mount, "readOnly": False}]
+    return volumes, mounts
+
+
+def _definition(
+    settings: EcsSettings, container: dict[str, Any], cpu: int, memory: int
+) -> dict[str, Any]:
+    volumes, mounts = _volumes(settings)
+    container = container | {
+        "essential": True,
+        "memory": memory,  # also needed by moto's Fargate
+        "mountPoints": mounts,
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": settings.log_group,
+                "awslogs-region": settings.region,
+                "awslogs-stream-prefix": settings.log_stream_prefix,
+            },
+        },
+    }
+    params: dict[str, Any] = {
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "cpu": str(cpu),
+        "memory": str(memory),
+        "containerDefinitions": [container],
+        "volumes": volumes,
+    }
+    if settings.execution_role_arn:
+        params["executionRoleArn"] = settings.execution_role_arn
+    if settings.task_role_arn:
+        params["taskRoleArn"] = settings.task_role_arn
+    if settings.tags:
+        params["tags"] = _tag_list(settings.tags)
+    return params
+
+
+def server_definition(settings: EcsSettings, options: Mapping[str, Any]) -> dict[str, Any]:
+    """RegisterTaskDefinition parameters (``family`` included) for a server spec."""
+    image = str(options.get("image") or settings.image)
+    cpu = int(options.get("cpu") or settings.cpu)
+    memory = int(options.get("memory") or settings.memory)
+    container = {
+        "name": settings.container_name,
+        "image": image,
+        "portMappings": [{"containerPort": settings.container_port, "protocol": "tcp"}],
+        "environment": [{"name": "ANONYMIZED_TELEMETRY", "value": "False"}],
+    }
+    return _with_family(settings, _definition(settings, container, cpu, memory))
+
+
+def cleanup_definition(settings: EcsSettings) -> dict[str, Any]:
+    """A one-shot task that removes a deleted instance's EFS directory."""
+    container = {"name": CLEANUP_CONTAINER, "image": settings.cleanup_image, "entryPoint": ["sh"]}
+    return _with_family(settings, _definition(settings, container, 256, 512), "cleanup")
+
+
+def _with_family(settings: EcsSettings, params: dict[str, Any], kind: str = "") -> dict[str, Any]:
+    """Family = prefix + hash of everything registered: equal specs share one definition."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    middle = f"-{kind}" if kind else ""
+    return params | {"family": f"{settings.family_prefix}{middle}-{digest}"}
+
+
+def network_configuration(settings: EcsSettings) -> dict[str, Any]:
+    return {
+        "awsvpcConfiguration": {
+            "subnets": settings.subnets,
+            "securityGroups": settings.security_groups,
+            "assignPublicIp": "ENABLED" if settings.assign_public_ip else "DISABLED",
+        }
+    }
+
+
+def instance_tags(settings: EcsSettings, spec: InstanceSpec) -> list[dict[str, str]]:
+    own = {
+        TAG_INSTANCE: spec.instance_id,
+        TAG_TENANT: spec.tenant_id,
+        TAG_GENERATION: str(spec.generation),
+    }
+    return _tag_list(settings.tags | own)
+
+
+def client_token(spec: InstanceSpec) -> str:
+    """RunTask's idempotency token (≤ 64 characters), one per start attempt."""
+    token = spec.start_token or f"{spec.instance_id}-{spec.generation}"
+    if len(token) > 64:
+        token = hashlib.sha256(token.encode()).hexdigest()[:64]
+    return token
+
+
+def tags_of(task: Mapping[str, Any]) -> dict[str, str]:
+    return {str(t["key"]): str(t["value"]) for t in task.get("tags") or [] if "key" in t}
+
+
+def make_handle(cluster: str, task_arn: str, instance_id: str, generation: int | None) -> Handle:
+    return {
+        "instance_id": instance_id,
+        "task_arn": task_arn,
+        "cluster": cluster,
+        "generation": generation,
+    }
+
+
+def task_ip(task: Mapping[str, Any]) -> str | None:
+    """The private IP of the task's ENI (found by attachment type and detail name)."""
+    for attachment in task.get("attachments") or []:
+        if attachment.get("type") != "ElasticNetworkInterface":
+            continue
+        for detail in attachment.get("details") or []:
+            if detail.get("name") == "privateIPv4Address" and detail.get("value"):
+                return str(detail["value"])
+    return None
+
+
+def is_live(task: Mapping[str, Any]) -> bool:
+    """Launched for good and not on its way out (what may be adopted)."""
+    return task.get("desiredStatus") == "RUNNING" and task.get("lastStatus") != "STOPPED"
+
+
+def observe_task(task: Mapping[str, Any] | None, port: int) -> Observation:
+    """What ECS says about a task (the heartbeat check comes on top, in the runtime)."""
+    if task is None:
+        return Observation(
+            ObservedState.EXITED, reason="TaskMissing", message="ECS has no such task"
+        )
+    status = str(task.get("lastStatus") or "PROVISIONING")
+    ip = task_ip(task)
+    endpoint = Endpoint(ip, port) if ip else None
+    if status == "STOPPED":
+        return _stopped(task)
+    if status in STOPPING_STATUSES or task.get("desiredStatus") == "STOPPED":
+        return Observation(ObservedState.STOPPING, endpoint=endpoint, message=status)
+    if status == "RUNNING" and endpoint is not None:
+        return Observation(ObservedState.RUNNING, endpoint=endpoint)
+    return Observation(ObservedState.STARTING, endpoint=endpoint, message=f"ECS task {status}")
+
+
+def _stopped(task: Mapping[str, Any]) -> Observation:
+    reason = str(task.get("stopCode") or "TaskStopped")
+    parts = [str(task.get("stoppedReason") or "the task stopped")]
+    for container in task.get("containers") or []:
+        detail = container.get("reason")
+        code = container.get("exitCode")
+        if detail or code not in (None, 0):
+            parts.append(f"container {container.get('name')}: exit code {code} {detail or ''}")
+    return Observation(ObservedState.EXITED, reason=reason, message="; ".join(parts).strip())

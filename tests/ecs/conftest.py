@@ -1,0 +1,243 @@
+"""Fixtures for the ``ecs`` runtime: moto's server standing in for AWS, a VPC and a
+cluster in it, and the service built with the ecs runtime.
+
+moto quirks handled here (see FACTS.md): tasks are frozen in their state (moto
+would otherwise advance one state per DescribeTasks), the VPC has DNS host names
+on, and every test starts from a reset moto.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aioboto3
+import httpx
+import pytest
+from aiobotocore.config import AioConfig
+from fastapi import FastAPI
+from moto.server import ThreadedMotoServer
+
+from chroma_orch.app import create_app
+from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.runtimes.ecs import EcsRuntime
+from chroma_orch.settings import EcsSettings, ReconcilerSettings
+from tests.conftest import ADMIN_TOKEN, make_settings
+
+REGION = "us-east-1"
+CLUSTER = "tenants"
+LOG_GROUP = "/chroma-orch/test"
+
+
+def _moto_api(url: str, path: str, body: dict[str, Any] | None = None) -> None:
+    data = json.dumps(body or {}).encode()
+    request = urllib.request.Request(url + path, data=data, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+        response.read()
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+def aws_client(moto_url: str, service: str) -> Any:
+    config = AioConfig(retries={"total_max_attempts": 1})
+    return aioboto3.Session(region_name=REGION).client(
+        service, endpoint_url=moto_url, config=config
+    )
+
+
+@pytest.fixture
+async def ecs_settings(moto_url: str) -> EcsSettings:
+    """A fresh moto with a VPC, subnet, security group, cluster and log group."""
+    _moto_api(moto_url, "/moto-api/reset")
+    transition = {"progression": "manual", "times": 1_000_000_000}
+    _moto_api(
+        moto_url,
+        "/moto-api/state-manager/set-transition",
+        {"model_name": "ecs::task", "transition": transition},
+    )
+    async with aws_client(moto_url, "ec2") as ec2:
+        vpc = (await ec2.create_vpc(CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
+        await ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+        subnet = (await ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/18"))["Subnet"]
+        group = await ec2.create_security_group(GroupName="chroma", Description="x", VpcId=vpc)
+    async with aws_client(moto_url, "ecs") as ecs:
+        await ecs.create_cluster(clusterName=CLUSTER)
+    async with aws_client(moto_url, "logs") as logs:
+        await logs.create_log_group(logGroupName=LOG_GROUP)
+    return EcsSettings(
+        region=REGION,
+        cluster=CLUSTER,
+        endpoint_url=moto_url,
+        subnets=[subnet["SubnetId"]],
+        security_groups=[group["GroupId"]],
+        execution_role_arn="arn:aws:iam::123456789012:role/exec",
+        log_group=LOG_GROUP,
+        check_heartbeat=False,  # moto's task IPs are not reachable
+        start_timeout=30,
+        retry_base=0.01,
+        retry_max=0.05,
+    )
+
+
+@dataclass
+class CallLog:
+    """Counts ECS calls per operation (every attempt, as the server would see it)
+    and injects failures on the first ``fail_first`` calls of each operation."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    reached: Counter[str] = field(default_factory=Counter)
+    fail_first: int = 0
+    lose_first_run_task_answer: bool = False
+
+    def before(self, model: Any, **_: Any) -> Any:
+        operation = str(model.name)
+        self.counts[operation] += 1
+        number = self.counts[operation]
+        if number <= self.fail_first:
+            status, code = (400, "ThrottlingException") if number % 2 else (500, "InternalFailure")
+            error = {"Code": code, "Message": f"injected failure {number}"}
+            meta = {"HTTPStatusCode": status}
+            return SimpleNamespace(status_code=status), {"Error": error, "ResponseMetadata": meta}
+        self.reached[operation] += 1
+        return None
+
+    def after(self, model: Any, http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
+        """The first RunTask that reached ECS gets a 500 back: it launched, the caller
+        does not know it."""
+        if model.name == "RunTask" and self.lose_first_run_task_answer:
+            self.lose_first_run_task_answer = False
+            http_response.status_code = 500
+            parsed.clear()
+            parsed.update(
+                {
+                    "Error": {"Code": "InternalFailure", "Message": "answer lost"},
+                    "ResponseMetadata": {"HTTPStatusCode": 500},
+                }
+            )
+
+    def attach(self, runtime: EcsRuntime) -> None:
+        def hook(service: str, client: Any) -> None:
+            if service == "ecs":
+                client.meta.events.register("before-call.ecs", self.before)
+                client.meta.events.register("after-call.ecs", self.after)
+
+        runtime.api.on_client(hook)
+
+
+@dataclass
+class EcsService:
+    app: FastAPI
+    http: httpx.AsyncClient
+    runtime: EcsRuntime
+    calls: CallLog
+    settings: EcsSettings
+
+    @property
+    def reconciler(self) -> Reconciler:
+        reconciler: Reconciler = self.app.state.reconciler
+        return reconciler
+
+
+def reconciler_settings(**changes: Any) -> ReconcilerSettings:
+    values: dict[str, Any] = {
+        "lease_seconds": 5,
+        "resync_interval": 0.5,
+        "observe_interval": 0.2,
+        "backoff_base": 0.05,
+        "backoff_max": 0.5,
+        "concurrency": 64,
+        "orphan_interval": 3600,
+    }
+    return ReconcilerSettings(**(values | changes))
+
+
+@pytest.fixture
+def calls() -> CallLog:
+    return CallLog()
+
+
+@pytest.fixture
+def reconciler_config() -> ReconcilerSettings:
+    return reconciler_settings()
+
+
+@pytest.fixture
+def service_overrides() -> dict[str, Any]:
+    """Extra Settings values for the service (modules override this fixture)."""
+    return {}
+
+
+@pytest.fixture
+async def ecs_service(
+    database_url: str,
+    tmp_path: Path,
+    ecs_settings: EcsSettings,
+    calls: CallLog,
+    reconciler_config: ReconcilerSettings,
+    service_overrides: dict[str, Any],
+) -> AsyncIterator[EcsService]:
+    settings = make_settings(
+        database_url,
+        tmp_path / "data",
+        runtime="ecs",
+        ecs=ecs_settings,
+        reconciler=reconciler_config,
+        **service_overrides,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        runtime = getattr(app.state.ctx.runtime, "inner", app.state.ctx.runtime)  # unwrap
+        assert isinstance(runtime, EcsRuntime)
+        calls.attach(runtime)
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=headers
+        ) as http:
+            yield EcsService(app, http, runtime, calls, ecs_settings)
+
+
+async def cluster_tasks(moto_url: str, desired: str = "RUNNING") -> list[dict[str, Any]]:
+    """The cluster's tasks (described, with tags) that ECS wants in ``desired``."""
+    async with aws_client(moto_url, "ecs") as ecs:
+        arns = (await ecs.list_tasks(cluster=CLUSTER, desiredStatus=desired))["taskArns"]
+        tasks: list[dict[str, Any]] = []
+        for start in range(0, len(arns), 100):
+            answer = await ecs.describe_tasks(
+                cluster=CLUSTER, tasks=arns[start : start + 100], include=["TAGS"]
+            )
+            tasks.extend(answer["tasks"])
+        return tasks
+
+
+def instance_of(task: dict[str, Any]) -> str | None:
+    tags = {t["key"]: t["value"] for t in task.get("tags", [])}
+    return tags.get("chroma-orch:instance")

@@ -1,0 +1,101 @@
+"""The ecs runtime end to end through the API: moto's ECS, real PostgreSQL,
+the reconciler running."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.ecs.conftest import CLUSTER, EcsService, aws_client, cluster_tasks, instance_of
+from tests.helpers import bearer, create_tenant, wait_for, wait_phase
+
+
+def _ip(task: dict[str, Any]) -> str:
+    for attachment in task["attachments"]:
+        if attachment["type"] == "ElasticNetworkInterface":
+            details = {d["name"]: d["value"] for d in attachment["details"]}
+            return str(details["privateIPv4Address"])
+    raise AssertionError("no ENI")
+
+
+async def _task_definitions(moto_url: str) -> list[str]:
+    async with aws_client(moto_url, "ecs") as ecs:
+        arns: list[str] = (await ecs.list_task_definitions())["taskDefinitionArns"]
+        return arns
+
+
+async def test_full_lifecycle_through_the_api(ecs_service: EcsService, moto_url: str) -> None:
+    http = ecs_service.http
+    tenant_id, token = await create_tenant(http, "acme")
+    created = await http.post("/v1/instances", json={"name": "main"}, headers=bearer(token))
+    assert created.status_code == 202, created.text
+    instance_id = created.json()["instance"]["id"]
+
+    running = await wait_phase(http, instance_id, "running")
+    (task,) = await cluster_tasks(moto_url)
+    assert running["runtime"] == "ecs"
+    assert running["endpoint"] == {
+        "host": _ip(task),
+        "port": 8000,
+        "url": f"http://{_ip(task)}:8000",
+    }
+    tags = {t["key"]: t["value"] for t in task["tags"]}
+    assert tags["chroma-orch:instance"] == instance_id
+    assert tags["chroma-orch:tenant"] == tenant_id
+    assert task["startedBy"] == ecs_service.settings.service_name
+    (override,) = task["overrides"]["containerOverrides"]
+    assert override["command"][:3] == ["run", "--path", f"/data/{instance_id}"]
+    first_arn = task["taskArn"]
+
+    assert (await http.post(f"/v1/instances/{instance_id}/stop")).status_code == 202
+    stopped = await wait_phase(http, instance_id, "stopped")
+    assert stopped["endpoint"] is None
+    assert await cluster_tasks(moto_url) == []
+
+    assert (await http.post(f"/v1/instances/{instance_id}/start")).status_code == 202
+    again = await wait_phase(http, instance_id, "running")
+    (second,) = await cluster_tasks(moto_url)
+    assert second["taskArn"] != first_arn
+    assert again["endpoint"]["host"] == _ip(second)
+
+    assert (await http.delete(f"/v1/instances/{instance_id}")).status_code == 202
+
+    async def gone() -> bool:
+        return (await http.get(f"/v1/instances/{instance_id}")).status_code == 404
+
+    await wait_for(gone, timeout=30)
+    assert await cluster_tasks(moto_url) == []
+    assert len(await _task_definitions(moto_url)) == 1  # registered once, reused
+    assert ecs_service.calls.reached["RegisterTaskDefinition"] == 1
+
+
+async def test_seed_routes_with_the_ecs_runtime(ecs_service: EcsService, moto_url: str) -> None:
+    http = ecs_service.http
+    for user in ("alice", "bob"):
+        assert (await http.post("/launch", json={"user_id": user})).status_code == 202
+
+    async def seed_status(user: str, status: str) -> dict[str, Any] | None:
+        body: dict[str, Any] = (await http.get(f"/status/{user}")).json()
+        return body if body.get("status") == status else None
+
+    alice = await wait_for(lambda: seed_status("alice", "running"))
+    await wait_for(lambda: seed_status("bob", "running"))
+    by_instance = {instance_of(t): t for t in await cluster_tasks(moto_url)}
+    assert set(by_instance) == {alice["id"], (await http.get("/status/bob")).json()["id"]}
+    assert alice["endpoint"]["host"] == _ip(by_instance[alice["id"]])
+
+    assert (await http.post("/stop/alice")).status_code == 202
+    await wait_for(lambda: seed_status("alice", "stopped"))
+    assert (await http.delete("/delete/bob")).status_code == 202
+
+    async def bob_gone() -> bool:
+        return (await http.get("/status/bob")).status_code == 404
+
+    await wait_for(bob_gone)
+    assert (await http.post("/launch", json={"user_id": "alice"})).status_code == 202
+    await wait_for(lambda: seed_status("alice", "running"))
+    (task,) = await cluster_tasks(moto_url)
+    assert instance_of(task) == alice["id"]
+    assert len(await _task_definitions(moto_url)) == 1
+    async with aws_client(moto_url, "ecs") as ecs:
+        stopped = (await ecs.list_tasks(cluster=CLUSTER, desiredStatus="STOPPED"))["taskArns"]
+    assert len(stopped) == 2  # alice's first task and bob's

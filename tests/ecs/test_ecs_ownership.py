@@ -1,0 +1,127 @@
+"""Ownership: a task whose handle was never saved is adopted; orphans are stopped."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from chroma_orch.db.models import Instance
+from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.runtimes.base import InstanceSpec
+from chroma_orch.runtimes.ecs_tasks import server_definition
+from chroma_orch.settings import ReconcilerSettings
+from tests.ecs.conftest import CLUSTER, EcsService, aws_client, cluster_tasks, instance_of
+from tests.helpers import bearer, create_tenant
+
+
+@pytest.fixture
+def reconciler_config() -> ReconcilerSettings:
+    return ReconcilerSettings(enabled=False)  # the tests drive passes themselves
+
+
+def _reconciler(service: EcsService) -> Reconciler:
+    settings = service.app.state.settings.model_copy(
+        update={"reconciler": ReconcilerSettings(backoff_base=0.01, backoff_max=0.05)}
+    )
+    return Reconciler(service.app.state.ctx.sessions, service.runtime, settings)
+
+
+async def _converge(reconciler: Reconciler) -> None:
+    for _ in range(50):
+        claimed = await reconciler.run_once()
+        await reconciler.drain()
+        if not claimed:
+            async with reconciler.sessions() as session:
+                due = await session.scalar(
+                    select(func.count())
+                    .select_from(Instance)
+                    .where(Instance.next_reconcile_at.is_not(None))
+                )
+            if not due:
+                return
+    raise AssertionError("did not converge")
+
+
+async def _instance(service: EcsService, token: str, name: str) -> dict[str, Any]:
+    created = await service.http.post("/v1/instances", json={"name": name}, headers=bearer(token))
+    assert created.status_code == 202
+    body: dict[str, Any] = created.json()["instance"]
+    return body
+
+
+async def test_crash_between_run_task_and_commit_adopts(
+    ecs_service: EcsService, moto_url: str
+) -> None:
+    _, token = await create_tenant(ecs_service.http, "acme")
+    inst = await _instance(ecs_service, token, "main")
+    # A replica launched the task, then died before saving the handle.
+    spec = InstanceSpec(
+        instance_id=inst["id"],
+        tenant_id=inst["tenant_id"],
+        name="main",
+        generation=inst["generation"],
+        start_token=f"{uuid.UUID(inst['id']).hex}-{inst['generation']}-0",
+    )
+    launched = await ecs_service.runtime.start(spec)
+
+    await _converge(_reconciler(ecs_service))
+
+    body = (await ecs_service.http.get(f"/v1/instances/{inst['id']}")).json()
+    assert body["phase"] == "running"
+    (task,) = await cluster_tasks(moto_url)
+    assert task["taskArn"] == launched["task_arn"]
+    assert ecs_service.calls.reached["RunTask"] == 1
+    async with ecs_service.app.state.ctx.sessions() as session:
+        row = await session.get(Instance, uuid.UUID(inst["id"]))
+        assert row is not None
+        assert row.handle is not None
+        assert row.handle["task_arn"] == launched["task_arn"]
+
+
+async def _run_foreign_task(service: EcsService, started_by: str, instance_id: str) -> str:
+    # the same task definition the service uses
+    definition = await service.runtime._definition(server_definition(service.settings, {}))
+    async with aws_client(service.settings.endpoint_url or "", "ecs") as ecs:
+        answer = await ecs.run_task(
+            cluster=CLUSTER,
+            taskDefinition=definition,
+            launchType="FARGATE",
+            startedBy=started_by,
+            tags=[{"key": "chroma-orch:instance", "value": instance_id}],
+            networkConfiguration={
+                "awsvpcConfiguration": {
+                    "subnets": service.settings.subnets,
+                    "securityGroups": service.settings.security_groups,
+                }
+            },
+        )
+    return str(answer["tasks"][0]["taskArn"])
+
+
+async def test_orphans_are_stopped_and_others_left_alone(
+    ecs_service: EcsService, moto_url: str
+) -> None:
+    _, token = await create_tenant(ecs_service.http, "acme")
+    wanted = await _instance(ecs_service, token, "wanted")
+    stopped = await _instance(ecs_service, token, "stopped")
+    reconciler = _reconciler(ecs_service)
+    await _converge(reconciler)
+    await ecs_service.http.post(f"/v1/instances/{stopped['id']}/stop")
+    await _converge(reconciler)
+
+    service_name = ecs_service.settings.service_name
+    unknown = await _run_foreign_task(ecs_service, service_name, str(uuid.uuid4()))
+    not_wanted = await _run_foreign_task(ecs_service, service_name, stopped["id"])
+    foreign = await _run_foreign_task(ecs_service, "someone-else", str(uuid.uuid4()))
+
+    assert await reconciler.collect_orphans() == 2
+
+    live = {t["taskArn"]: instance_of(t) for t in await cluster_tasks(moto_url)}
+    assert unknown not in live
+    assert not_wanted not in live
+    assert foreign in live
+    assert wanted["id"] in live.values()
+    assert await reconciler.collect_orphans() == 0
