@@ -17,26 +17,20 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chroma_orch.db.embedded import EmbeddedPostgres  # noqa: E402
-from chroma_orch.events.listener import asyncpg_dsn  # noqa: E402
+from bench.harness import fresh_database, postgres, summary, workdir  # noqa: E402
 from chroma_orch.runtimes.chroma_launch import server_command  # noqa: E402
 from chroma_orch.settings import LocalRuntimeSettings  # noqa: E402
-from tests.conftest import with_database  # noqa: E402
 from tests.e2e.service import Service, free_port, kill_chroma_processes  # noqa: E402
 from tests.helpers import create_tenant  # noqa: E402
 
@@ -119,62 +113,29 @@ async def ours_round(service: Service, token: str, count: int, round_no: int) ->
     return list(times)
 
 
-def summary(samples: list[float]) -> dict[str, float]:
-    return {
-        "median_s": round(statistics.median(samples), 4),
-        "p90_s": round(sorted(samples)[int(0.9 * (len(samples) - 1))], 4),
-        "min_s": round(min(samples), 4),
-        "max_s": round(max(samples), 4),
-        "n": len(samples),
-    }
-
-
-async def _database(workdir: Path, stack: list[EmbeddedPostgres]) -> str:
-    admin_url = os.environ.get("CHROMA_ORCH_TEST_DATABASE_URL")
-    if not admin_url:
-        cluster = EmbeddedPostgres(workdir / "pg", database="postgres")
-        cluster.start()
-        stack.append(cluster)
-        admin_url = cluster.admin_url
-    name = f"co_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(asyncpg_dsn(admin_url))
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return with_database(admin_url, name)
-
-
 async def main(count: int, rounds: int) -> dict[str, object]:
-    workdir = Path(tempfile.mkdtemp(prefix="co-bench-", dir="/tmp"))
-    os.chmod(workdir, 0o711)
-    clusters: list[EmbeddedPostgres] = []
     results: dict[str, list[float]] = {"ours": [], "bare_same_command": [], "bare_chroma_run": []}
-    try:
-        service = Service(await _database(workdir, clusters), workdir / "data")
+    with workdir() as base, postgres(base) as admin_url:
+        service = Service(await fresh_database(admin_url), base / "data")
         await service.start()
         try:
             async with service.client() as admin:
                 _, token = await create_tenant(admin, "bench")
             for round_no in range(rounds):
-                results["bare_same_command"] += await bare_round("same", count, workdir)
-                results["bare_chroma_run"] += await bare_round("cli", count, workdir)
+                results["bare_same_command"] += await bare_round("same", count, base)
+                results["bare_chroma_run"] += await bare_round("cli", count, base)
                 results["ours"] += await ours_round(service, token, count, round_no)
         finally:
             await service.stop()
-            kill_chroma_processes(workdir / "data")
-    finally:
-        for cluster in clusters:
-            cluster.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+            kill_chroma_processes(base / "data")
     stats = {name: summary(samples) for name, samples in results.items()}
-    ours, same, cli = (
-        stats[k]["median_s"] for k in ("ours", "bare_same_command", "bare_chroma_run")
-    )
+    ours, same, cli = (stats[k]["p50"] for k in ("ours", "bare_same_command", "bare_chroma_run"))
     return {
         "benchmark": "lifecycle",
         "instances_at_once": count,
         "rounds": rounds,
         "cpus": os.cpu_count(),
-        **stats,
+        "seconds": stats,
         "ratio_ours_to_bare_same_command": round(ours / same, 3),
         "ratio_ours_to_bare_chroma_run": round(ours / cli, 3),
         "target_ratio_met": ours / same <= 1.3,

@@ -1,0 +1,237 @@
+"""API load: K clients doing launch/status/stop/delete for T seconds against one
+replica and against two, with the ECS runtime on moto (so no Chroma process
+limits it). Prints JSON: throughput, p50/p99 per operation (ms), errors (must be
+0) and how long all intents take to converge after the load stops.
+
+    python bench/api_load.py [--clients 16] [--seconds 20] [--replicas 1,2]
+
+Target on a 2-core machine: >= 300 API operations/s at p99 < 100 ms with one
+replica. moto, PostgreSQL, the replicas and this load generator share the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import fresh_database, postgres, summary, workdir  # noqa: E402
+from tests.e2e.service import Service  # noqa: E402
+from tests.helpers import create_tenant  # noqa: E402
+
+REGION = "us-east-1"
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def start_moto(directory: Path) -> tuple[asyncio.subprocess.Process, str]:
+    port = _free_port()
+    log = (directory / "moto.log").open("ab")  # noqa: ASYNC230 (set-up, before timing)
+    moto = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("moto_server")),
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        stdout=log,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as http:
+        for _ in range(200):
+            try:
+                await http.get(f"{url}/moto-api/")
+                return moto, url
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+    raise RuntimeError("moto did not start")
+
+
+async def aws_setup(url: str) -> dict[str, str]:
+    """A frozen-task moto with a VPC, subnet, security group, cluster and log group."""
+    async with httpx.AsyncClient() as http:
+        await http.post(f"{url}/moto-api/reset")
+        transition = {"progression": "manual", "times": 1_000_000_000}
+        await http.post(
+            f"{url}/moto-api/state-manager/set-transition",
+            json={"model_name": "ecs::task", "transition": transition},
+        )
+    session = aioboto3.Session(region_name=REGION, **_keys())
+    async with session.client("ec2", endpoint_url=url) as ec2:
+        vpc = (await ec2.create_vpc(CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
+        await ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+        subnet = (await ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/18"))["Subnet"]
+        group = await ec2.create_security_group(GroupName="chroma", Description="x", VpcId=vpc)
+    async with session.client("ecs", endpoint_url=url) as ecs:
+        await ecs.create_cluster(clusterName="bench")
+    async with session.client("logs", endpoint_url=url) as logs:
+        await logs.create_log_group(logGroupName="/chroma-orch/bench")
+    return {
+        "CHROMA_ORCH_RUNTIME": "ecs",
+        "CHROMA_ORCH_ECS__ENDPOINT_URL": url,
+        "CHROMA_ORCH_ECS__REGION": REGION,
+        "CHROMA_ORCH_ECS__CLUSTER": "bench",
+        "CHROMA_ORCH_ECS__SUBNETS": json.dumps([subnet["SubnetId"]]),
+        "CHROMA_ORCH_ECS__SECURITY_GROUPS": json.dumps([group["GroupId"]]),
+        "CHROMA_ORCH_ECS__EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/exec",
+        "CHROMA_ORCH_ECS__LOG_GROUP": "/chroma-orch/bench",
+        "CHROMA_ORCH_ECS__CHECK_HEARTBEAT": "false",
+        "CHROMA_ORCH_LIMITS__MAX_CONCURRENT_STARTS": "100000",
+        "CHROMA_ORCH_LOG_LEVEL": "WARNING",
+        **AWS_ENV,
+    }
+
+
+def _keys() -> dict[str, str]:
+    return {
+        "aws_access_key_id": AWS_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+class Load:
+    """Clients cycling launch → status → stop → delete, recording each call."""
+
+    def __init__(self, urls: list[str], token: str, deadline: float) -> None:
+        self.urls = urls
+        self.token = token
+        self.deadline = deadline
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.errors: dict[str, int] = defaultdict(int)
+
+    async def client(self, number: int) -> None:
+        url = self.urls[number % len(self.urls)]
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+            cycle = 0
+            while time.monotonic() < self.deadline:
+                await self.cycle(http, f"c{number}-{cycle}")
+                cycle += 1
+
+    async def cycle(self, http: httpx.AsyncClient, name: str) -> None:
+        created = await self.call("launch", http.post("/v1/instances", json={"name": name}))
+        if created is None:
+            return
+        instance_id = created["instance"]["id"]
+        await self.call("status", http.get(f"/v1/instances/{instance_id}"))
+        await self.call("stop", http.post(f"/v1/instances/{instance_id}/stop"))
+        await self.call("delete", http.delete(f"/v1/instances/{instance_id}"))
+
+    async def call(self, operation: str, request: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            response = await request
+        except httpx.HTTPError:
+            self.errors[operation] += 1
+            return None
+        self.latency[operation].append(time.perf_counter() - started)
+        if response.status_code >= 400:
+            self.errors[f"{operation}:{response.status_code}"] += 1
+            return None
+        return response.json()
+
+
+async def converge_seconds(service: Service, started: float, limit: float = 300) -> float:
+    """Seconds after ``started`` until no intent is open and nothing is in flight."""
+    async with service.client() as admin:
+        while time.monotonic() - started < limit:
+            page = (await admin.get("/metrics")).text
+            waiting = _metric(page, "chroma_orch_intents_waiting")
+            if waiting == 0:
+                return time.monotonic() - started
+            await asyncio.sleep(0.2)
+    return float("inf")
+
+
+def _metric(page: str, name: str) -> float:
+    for line in page.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return float("nan")
+
+
+async def run(
+    replicas: int, args: argparse.Namespace, admin_url: str, moto: str, base: Path
+) -> dict[str, Any]:
+    env = await aws_setup(moto)
+    database = await fresh_database(admin_url)
+    services = [Service(database, base / f"data-{replicas}-{n}", **env) for n in range(replicas)]
+    for service in services:
+        await service.start()
+    try:
+        async with services[0].client() as admin:
+            _, token = await create_tenant(admin, "load")
+        load = Load([s.url for s in services], token, time.monotonic() + args.seconds)
+        started = time.monotonic()
+        await asyncio.gather(*(load.client(n) for n in range(args.clients)))
+        elapsed = time.monotonic() - started
+        settle = await converge_seconds(services[0], time.monotonic())
+    finally:
+        for service in services:
+            await service.stop()
+    operations = sum(len(v) for v in load.latency.values())
+    return {
+        "replicas": replicas,
+        "clients": args.clients,
+        "seconds": round(elapsed, 2),
+        "operations": operations,
+        "throughput_ops_per_s": round(operations / elapsed, 1),
+        "latency_ms": {op: summary(v, 1000, 2) for op, v in sorted(load.latency.items())},
+        "latency_ms_all": summary([x for v in load.latency.values() for x in v], 1000, 2),
+        "errors": dict(load.errors),
+        "error_count": sum(load.errors.values()),
+        "converge_after_load_s": round(settle, 2),
+    }
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    os.environ.update(AWS_ENV)
+    results = []
+    with workdir() as base, postgres(base) as admin_url:
+        moto, moto_url = await start_moto(base)
+        try:
+            for replicas in args.replicas:
+                results.append(await run(replicas, args, admin_url, moto_url, base))
+        finally:
+            moto.terminate()
+            await moto.wait()
+    one = results[0]
+    return {
+        "benchmark": "api_load",
+        "runtime": "ecs (moto)",
+        "cpus": os.cpu_count(),
+        "runs": results,
+        "target_met_one_replica": one["throughput_ops_per_s"] >= 300
+        and one["latency_ms_all"]["p99"] < 100
+        and one["error_count"] == 0,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--replicas", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
+    print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))
