@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chroma_orch import __version__, dataplane
+from chroma_orch import __version__, dashboard, dataplane
 from chroma_orch.api import dataplane as dataplane_api
 from chroma_orch.api import events as events_api
 from chroma_orch.api import health, instances, metrics, seed, tenants
@@ -146,5 +146,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (instances, tenants, seed, health, metrics, events_api, dataplane_api):
         app.include_router(module.router)
+    dashboard.mount(app)
     app.add_middleware(RequestContextMiddleware)
     return app

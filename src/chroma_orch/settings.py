@@ -244,6 +244,21 @@ class EventsSettings(BaseModel):
     retention_hours: float = Field(
         168.0, gt=0, description="Events older than this are pruned from the log."
     )
+    prune_interval: float = Field(
+        600.0, gt=0, description="Seconds between passes that prune events past retention."
+    )
+    send_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds one frame may wait for a subscriber that does not read before "
+        "the socket is closed with code 4429 (slow consumer).",
+    )
+    auth_timeout: float = Field(
+        10.0, gt=0, description="Seconds a socket may take to send its auth message."
+    )
+    fetch_batch: int = Field(
+        500, ge=1, description="Events read from the log per query (fan-out and backfill)."
+    )
 
 
 class ProxySettings(BaseModel):

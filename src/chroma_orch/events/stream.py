@@ -1,14 +1,219 @@
-"""Fan-out of the event log to WebSocket subscribers."""
+"""Fan-out of the event log to WebSocket subscribers, one ``EventStream`` per replica.
+
+A NOTIFY on the events channel carries the newest sequence number. The stream
+answers it with one query for the rows after its cursor (shared by every
+subscriber of the replica), serialises each row once and offers it to the
+bounded queue of every subscriber that may see it. Because events become
+visible in sequence order (see ``events.log``), the cursor never skips a row.
+
+A subscriber whose queue is full does not slow anyone: its queue is dropped and
+it is marked to resync (``Subscriber.take_gap``); its socket then sends a fresh
+snapshot and reads what it missed from the database itself.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from datetime import timedelta
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.context import AppContext
+from chroma_orch.db.models import Event
+from chroma_orch.events import queries
 from chroma_orch.events.listener import PgListener
+from chroma_orch.events.log import EVENTS_CHANNEL, parse_events_payload
+from chroma_orch.events.queries import Scope
+from chroma_orch.loops import run_periodically
+from chroma_orch.settings import EventsSettings
+
+log = logging.getLogger(__name__)
+
+_RETRY_MAX = 5.0
+
+
+class Subscriber:
+    """One socket's bounded queue of serialised events, fed by ``EventStream``.
+
+    ``gap`` is the newest sequence number the socket must read from the database
+    (set when it subscribes, and when its queue overflowed): the queue only holds
+    events after it.
+    """
+
+    def __init__(self, scope: Scope, limit: int, gap: int) -> None:
+        self.scope = scope
+        self.limit = limit
+        self._items: deque[tuple[int, str]] = deque()
+        self._ready = asyncio.Event()
+        self._gap: int | None = gap
+        self._overflowed = False
+        self.overflows = 0
+
+    def offer(self, seq: int, frame: str) -> None:
+        """Queue an event without ever waiting; on overflow drop the queue instead."""
+        if len(self._items) >= self.limit:
+            self._items.clear()
+            self._gap = seq
+            self._overflowed = True
+            self.overflows += 1
+        else:
+            self._items.append((seq, frame))
+        self._ready.set()
+
+    def take_gap(self) -> tuple[int, bool] | None:
+        """``(gap, overflowed)`` once, when the socket has a range to read itself."""
+        if self._gap is None:
+            return None
+        gap, overflowed = self._gap, self._overflowed
+        self._gap, self._overflowed = None, False
+        return gap, overflowed
+
+    @property
+    def idle(self) -> bool:
+        return not self._items and self._gap is None
+
+    async def next(self, timeout: float) -> tuple[int, str] | None:
+        """The next queued event; None after ``timeout`` or when a gap appeared."""
+        while not self._items:
+            if self._gap is not None:
+                return None
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return None
+        return self._items.popleft()
+
+
+class EventStream:
+    """Reads new events once per notification and fans them out to subscribers."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], settings: EventsSettings
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.cursor = 0
+        """Every event up to this sequence number has been offered to subscribers."""
+        self.fetches = 0
+        """Queries run for notifications (one per round, whatever the subscriber count)."""
+        self._wake = asyncio.Event()
+        self._by_tenant: defaultdict[uuid.UUID | None, set[Subscriber]] = defaultdict(set)
+
+    async def prime(self) -> None:
+        async with self.sessions() as session:
+            _, newest = await queries.log_bounds(session)
+        self.cursor = newest or 0
+
+    def notify(self, payload: str) -> None:
+        """Listener callback: ``"<seq> ..."`` after a commit, ``""`` after a reconnect."""
+        seq, _ = parse_events_payload(payload)
+        if seq is None or seq > self.cursor:
+            self._wake.set()
+
+    def subscribe(self, scope: Scope) -> Subscriber:
+        subscriber = Subscriber(scope, self.settings.subscriber_queue, gap=self.cursor)
+        self._by_tenant[scope.tenant_id].add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        group = self._by_tenant.get(subscriber.scope.tenant_id)
+        if group is not None:
+            group.discard(subscriber)
+            if not group:
+                del self._by_tenant[subscriber.scope.tenant_id]
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(group) for group in self._by_tenant.values())
+
+    def dispatch(self, rows: Sequence[Event]) -> None:
+        admins = self._by_tenant.get(None, set())
+        for row in rows:
+            frame = queries.to_message(row).frame()
+            tenants = self._by_tenant.get(row.tenant_id, set()) if row.tenant_id else set()
+            for subscriber in (*admins, *tenants):
+                if subscriber.scope.sees(row.tenant_id, row.instance_id):
+                    subscriber.offer(row.seq, frame)
+            self.cursor = row.seq
+
+    async def fetch_once(self) -> int:
+        """Read and dispatch every event after the cursor; returns how many."""
+        count = 0
+        while True:
+            self.fetches += 1
+            async with self.sessions() as session:
+                rows = await queries.read_events(session, self.cursor, self.settings.fetch_batch)
+                await session.commit()
+            self.dispatch(rows)
+            count += len(rows)
+            if len(rows) < self.settings.fetch_batch:
+                return count
+
+    async def run(self) -> None:
+        delay = 0.1
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.fetch_once()
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "event fan-out read failed cursor=%s retry_in=%.1fs", self.cursor, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+                self._wake.set()
+
+    async def prune_once(self) -> int:
+        """Delete events older than the retention (in batches); returns how many."""
+        older_than = timedelta(hours=self.settings.retention_hours)
+        total = 0
+        while True:
+            async with self.sessions() as session:
+                deleted = await queries.prune(session, older_than)
+            total += deleted
+            if deleted == 0:
+                break
+        if total:
+            log.info(
+                "pruned events count=%s retention_hours=%g", total, older_than / timedelta(hours=1)
+            )
+        return total
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def get_stream(app: FastAPI) -> EventStream:
+    stream: EventStream = app.state.event_stream
+    return stream
 
 
 async def start(app: FastAPI, ctx: AppContext, stack: AsyncExitStack, listener: PgListener) -> None:
-    """Set up the stream's resources for the app's lifetime (on ``stack``)."""
+    """Set up the stream's resources for the app's lifetime (on ``stack``): the
+    fan-out task, fed by ``listener``, and the periodic pruning of old events."""
+    stream = EventStream(ctx.sessions, ctx.settings.events)
+    await stream.prime()
+    listener.subscribe(EVENTS_CHANNEL, stream.notify)
+    app.state.event_stream = stream
+    tasks = [
+        asyncio.create_task(stream.run(), name="events-fanout"),
+        asyncio.create_task(
+            run_periodically("events-prune", stream.prune_once, ctx.settings.events.prune_interval),
+            name="events-prune",
+        ),
+    ]
+    for task in tasks:
+        stack.push_async_callback(_cancel, task)

@@ -1,0 +1,261 @@
+// chroma-orch dashboard: REST for actions, /v1/events for live state.
+// The token travels as a WebSocket subprotocol (browsers cannot set headers), never in a URL.
+"use strict";
+
+const TOKEN_KEY = "chroma-orch.token";
+const SUBPROTOCOL = "chroma-orch.v1";
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY),
+  instances: new Map(),   // id -> instance (InstanceRead fields, kept current by events)
+  tenants: new Map(),     // id -> name
+  lastSeq: null,          // resume cursor: ?since=lastSeq after a drop
+  socket: null,
+  retry: 0,
+  logSocket: null,
+};
+window.chromaOrch = state; // for debugging (and tests)
+
+// ---- REST ---------------------------------------------------------------------------
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: { Authorization: `Bearer ${state.token}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 401) { signOut("The token was refused."); throw new Error("unauthorized"); }
+  const data = response.status === 204 ? null : await response.json();
+  if (!response.ok) throw new Error(data && (data.detail || data.title) || response.statusText);
+  return data;
+}
+
+async function act(label, run) {
+  $("action-error").hidden = true;
+  try { await run(); } catch (err) {
+    $("action-error").textContent = `${label}: ${err.message}`;
+    $("action-error").hidden = false;
+  }
+}
+
+// ---- the event stream ---------------------------------------------------------------
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const query = state.lastSeq === null ? "" : `?since=${state.lastSeq}`;
+  const socket = new WebSocket(`${scheme}://${location.host}/v1/events${query}`,
+                               [SUBPROTOCOL, `chroma-orch.bearer.${state.token}`]);
+  state.socket = socket;
+  socket.onopen = () => { state.retry = 0; };
+  socket.onmessage = (frame) => handle(JSON.parse(frame.data));
+  socket.onclose = (event) => {
+    if (state.socket !== socket) return;  // replaced or signed out
+    setLink(false, event.code === 4429 ? "too slow, catching up" : "reconnecting");
+    if (event.code === 4401) { signOut("The token was refused."); return; }
+    const delay = Math.min(250 * 2 ** state.retry++, 5000);
+    setTimeout(() => { if (state.socket === socket) connect(); }, delay);
+  };
+}
+
+function handle(message) {
+  switch (message.type) {
+    case "snapshot":
+    case "resync":
+      state.instances = new Map(message.instances.map((i) => [i.id, i]));
+      state.lastSeq = message.seq;
+      break;
+    case "event":
+      apply(message);
+      state.lastSeq = message.seq;
+      break;
+    case "heartbeat":
+      if (message.seq !== null && message.seq > (state.lastSeq ?? -1)) state.lastSeq = message.seq;
+      break;
+  }
+  setLink(true, "live");
+  render();
+}
+
+function apply(ev) {
+  const after = ev.after || {};
+  let inst = state.instances.get(ev.instance_id);
+  if (ev.event === "instance.created") {
+    inst = {
+      id: ev.instance_id, tenant_id: ev.tenant_id, name: after.name, phase: after.phase,
+      desired_state: after.desired_state, generation: after.generation, observed_generation: 0,
+      endpoint: null, failure: null, created_at: ev.created_at, phase_changed_at: ev.created_at,
+    };
+    state.instances.set(inst.id, inst);
+  }
+  if (!inst) return;
+  if ("desired_state" in after) inst.desired_state = after.desired_state;
+  if ("generation" in after) inst.generation = after.generation;
+  if ("observed_generation" in after) inst.observed_generation = after.observed_generation;
+  if ("endpoint" in after) {
+    const ep = after.endpoint;
+    inst.endpoint = ep ? { ...ep, url: `http://${ep.host}:${ep.port}` } : null;
+  }
+  if ("failure" in after) inst.failure = after.failure;
+  if (ev.event === "instance.crashed" || ev.event === "instance.failed") {
+    inst.failure = { reason: after.reason, message: after.message };
+  }
+  if ("phase" in after && after.phase !== inst.phase) {
+    inst.phase = after.phase;
+    inst.phase_changed_at = ev.created_at;
+  }
+  inst.last_event = { name: ev.event.replace("instance.", ""), at: ev.created_at };
+  if (inst.phase === "deleted") state.instances.delete(inst.id);
+}
+
+// ---- rendering ----------------------------------------------------------------------
+
+function setLink(up, text) {
+  $("link").className = `link ${up ? "link-up" : "link-down"}`;
+  $("link").textContent = text;
+  $("cursor").textContent = state.lastSeq === null ? "" : `seq ${state.lastSeq}`;
+}
+
+function ago(iso) {
+  if (!iso) return "";
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (s < 60) return `${Math.floor(s)}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, value);
+  }
+  for (const child of children) if (child !== null && child !== undefined) node.append(child);
+  return node;
+}
+
+function button(label, enabled, run, extra = "") {
+  return el("button", { class: `small ${extra}`, disabled: !enabled, "data-action": label, onclick: run }, label);
+}
+
+function row(inst) {
+  const phase = inst.phase;
+  const settled = inst.observed_generation === inst.generation;
+  const path = `/v1/instances/${inst.id}`;
+  const lastChange = inst.last_event
+    ? `${inst.last_event.name} ${ago(inst.last_event.at)} ago`
+    : `${phase} ${ago(inst.phase_changed_at)} ago`;
+  return el("tr", { "data-id": inst.id, "data-phase": phase },
+    el("td", {}, el("strong", {}, inst.name), el("div", { class: "mono muted" }, inst.id.slice(0, 8))),
+    el("td", {}, state.tenants.get(inst.tenant_id) || inst.tenant_id.slice(0, 8)),
+    el("td", {},
+      el("span", { class: `phase phase-${phase}` }, phase),
+      settled ? null : el("div", { class: "muted" }, `→ ${inst.desired_state}`),
+      inst.failure ? el("div", { class: "failure" }, `${inst.failure.reason}: ${inst.failure.message}`) : null),
+    el("td", { class: "mono" }, inst.endpoint ? inst.endpoint.url : "—"),
+    el("td", {}, ago(inst.created_at)),
+    el("td", {}, lastChange),
+    el("td", { class: "actions" },
+      button("start", inst.desired_state === "stopped" || phase === "failed",
+             () => act("start", () => api("POST", `${path}/start`))),
+      button("stop", inst.desired_state === "running",
+             () => act("stop", () => api("POST", `${path}/stop`))),
+      button("logs", true, () => openLogs(inst)),
+      button("delete", true, () => {
+        if (confirm(`Delete ${inst.name} and its data?`)) act("delete", () => api("DELETE", path));
+      }, "danger")));
+}
+
+function render() {
+  const rows = [...state.instances.values()]
+    .sort((a, b) => (a.created_at < b.created_at ? -1 : 1)).map(row);
+  $("instances").replaceChildren(...rows);
+  $("empty").hidden = rows.length > 0;
+}
+
+// ---- logs ---------------------------------------------------------------------------
+
+function openLogs(inst) {
+  closeLogs();
+  $("logs").hidden = false;
+  $("logs-name").textContent = inst.name;
+  $("logs-lines").textContent = "";
+  $("logs-state").textContent = "connecting";
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/v1/instances/${inst.id}/logs/stream?tail=200`,
+                               [SUBPROTOCOL, `chroma-orch.bearer.${state.token}`]);
+  state.logSocket = socket;
+  socket.onmessage = (frame) => {
+    const message = JSON.parse(frame.data);
+    const pre = $("logs-lines");
+    if (message.type === "log") {
+      const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.textContent += message.lines.map(plain).join("\n") + "\n";
+      if (stick) pre.scrollTop = pre.scrollHeight;
+    }
+    $("logs-state").textContent = message.type === "log_end" ? "ended" : "following";
+  };
+  socket.onclose = (event) => {
+    if (state.logSocket === socket) $("logs-state").textContent = `closed (${event.code})`;
+  };
+}
+
+const ANSI = new RegExp(String.fromCharCode(27) + "\\[[0-9;]*[A-Za-z]", "g");
+const plain = (line) => line.replace(ANSI, "");  // Chroma colours its banner
+
+function closeLogs() {
+  if (state.logSocket) { const s = state.logSocket; state.logSocket = null; s.close(); }
+  $("logs").hidden = true;
+}
+
+// ---- sign in / out ------------------------------------------------------------------
+
+async function start() {
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("signout").hidden = false;
+  try {
+    const tenants = await api("GET", "/v1/tenants");
+    state.tenants = new Map(tenants.map((t) => [t.id, t.name]));
+    $("tenant").replaceChildren(...tenants.map((t) => el("option", { value: t.id }, t.name)));
+  } catch (err) {
+    if (!state.token) return;
+  }
+  connect();
+}
+
+function signOut(reason) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  const socket = state.socket;
+  state.socket = null;
+  if (socket) socket.close();
+  closeLogs();
+  state.instances.clear();
+  state.lastSeq = null;
+  $("app").hidden = true;
+  $("signout").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = reason || "";
+  $("login-error").hidden = !reason;
+  setLink(false, "offline");
+}
+
+$("login-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  state.token = $("token").value.trim();
+  $("token").value = "";
+  sessionStorage.setItem(TOKEN_KEY, state.token);
+  start();
+});
+$("signout").addEventListener("click", () => signOut());
+$("logs-close").addEventListener("click", closeLogs);
+$("launch-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const body = { name: $("name").value.trim() };
+  if ($("tenant").value) body.tenant_id = $("tenant").value;
+  act("launch", () => api("POST", "/v1/instances", body));
+});
+setInterval(render, 5000);  // ages
+if (state.token) start();

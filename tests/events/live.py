@@ -1,0 +1,130 @@
+"""An in-process uvicorn server for WebSocket tests, and small socket helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import uuid
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from websockets.asyncio.client import ClientConnection, connect
+
+from chroma_orch.context import AppContext
+from chroma_orch.events.log import commit, record_event
+from chroma_orch.events.stream import EventStream, get_stream
+from tests.conftest import ADMIN_TOKEN
+from tests.e2e.service import free_port
+
+Message = dict[str, Any]
+
+
+class LiveServer:
+    """Serves ``app`` (lifespan included) on a free loopback port in this event loop."""
+
+    def __init__(self, app: FastAPI, port: int | None = None) -> None:
+        self.app = app
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LiveServer:
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("server stopped during start-up")
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+    @property
+    def ctx(self) -> AppContext:
+        ctx: AppContext = self.app.state.ctx
+        return ctx
+
+    @property
+    def stream(self) -> EventStream:
+        return get_stream(self.app)
+
+    def connect(
+        self, path: str = "/v1/events", token: str | None = ADMIN_TOKEN, **kwargs: Any
+    ) -> connect:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        return connect(self.ws_url + path, additional_headers=headers, open_timeout=10, **kwargs)
+
+
+async def receive(ws: ClientConnection, timeout: float = 10.0) -> Message:
+    message: Message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return message
+
+
+async def receive_events(ws: ClientConnection, count: int, timeout: float = 10.0) -> list[Message]:
+    """The next ``count`` event frames (heartbeats are skipped)."""
+    events: list[Message] = []
+    while len(events) < count:
+        message = await receive(ws, timeout)
+        if message["type"] == "heartbeat":
+            continue
+        assert message["type"] == "event", message
+        events.append(message)
+    return events
+
+
+async def others_within(ws: ClientConnection, seconds: float) -> list[Message]:
+    """Frames other than heartbeats received during the next ``seconds``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    found: list[Message] = []
+    while (left := deadline - loop.time()) > 0:
+        try:
+            message = await receive(ws, left)
+        except TimeoutError:
+            break
+        if message["type"] != "heartbeat":
+            found.append(message)
+    return found
+
+
+async def emit(
+    ctx: AppContext,
+    count: int,
+    *,
+    tenant_id: uuid.UUID | None = None,
+    instance_id: uuid.UUID | None = None,
+    size: int = 0,
+) -> int:
+    """Append ``count`` events in one transaction (as a state change would);
+    returns the last seq. ``size`` pads each event's ``after`` with that many bytes."""
+    async with ctx.sessions() as session:
+        for n in range(count):
+            after: dict[str, Any] = {"n": n, "phase": "running"}
+            if size:  # random, so that permessage-deflate cannot shrink it
+                after["pad"] = secrets.token_hex(size // 2)
+            record_event(
+                session,
+                type="test.tick",
+                instance_id=instance_id or uuid.uuid4(),
+                tenant_id=tenant_id,
+                after=after,
+            )
+        last = await commit(session)
+    assert last is not None
+    return last
