@@ -1,4 +1,5 @@
-"""The ``chroma-orch`` command: serve, migrate, rotate the admin token."""
+"""The ``chroma-orch`` command: run the service (serve, migrate, rotate-admin-token,
+settings) or talk to a running one (instances, tenants, tokens)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from chroma_orch import cli_client
 from chroma_orch.settings import Settings
 
 IMPORTANT_SETTINGS = (
@@ -46,7 +48,14 @@ def _epilog(names: Sequence[str]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chroma-orch", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="chroma-orch",
+        description="Run the chroma-orch service (serve, migrate, rotate-admin-token, "
+        "settings) or talk to a running one (instances, tenants, tokens).",
+        epilog=cli_client.EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cli_client.global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
         "serve",
@@ -62,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations and exit")
     sub.add_parser("rotate-admin-token", help="revoke admin tokens and print a new one")
     sub.add_parser("settings", help="list every setting with its environment variable")
+    cli_client.add_commands(sub)
     return parser
 
 
@@ -124,6 +134,8 @@ async def _with_database(settings: Settings, action: str) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in cli_client.COMMANDS:
+        return cli_client.run(args)
     if args.command == "settings":
         for _, doc in settings_help():
             sys.stdout.write(doc + "\n")
