@@ -27,6 +27,8 @@ from chroma_orch.events import stream
 from chroma_orch.events.hub import EventHub
 from chroma_orch.events.listener import PgListener
 from chroma_orch.events.log import EVENTS_CHANNEL, INTENTS_CHANNEL, commit
+from chroma_orch.loops import run_periodically
+from chroma_orch.reconciler.culler import cull_idle
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.runtimes.factory import build_runtime
 from chroma_orch.runtimes.instrumented import InstrumentedRuntime
@@ -127,6 +129,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await reconciler.start()
             stack.push_async_callback(reconciler.stop)
             app.state.reconciler = ctx.reconciler = reconciler
+            culling = settings.culling
+
+            async def cull() -> None:
+                await cull_idle(sessions, policy, culling.default_idle_timeout)
+
+            culler = run_periodically("culler", cull, culling.interval)
+            stack.push_async_callback(_cancel, asyncio.create_task(culler))
         stack.push_async_callback(_cancel, asyncio.create_task(listener.run()))
         await asyncio.wait_for(listener.connected.wait(), timeout=30)
         log.info(
@@ -144,7 +153,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or Settings()
     install_error_handlers(app)
-    for module in (instances, tenants, seed, health, metrics, events_api, dataplane_api):
+    # The data plane first: /i/... is the hot path and is matched before anything else.
+    for module in (dataplane_api, instances, tenants, seed, health, metrics, events_api):
         app.include_router(module.router)
     dashboard.mount(app)
     app.add_middleware(RequestContextMiddleware)

@@ -264,7 +264,71 @@ class EventsSettings(BaseModel):
 class ProxySettings(BaseModel):
     """The data plane: /i/{instance_id}/... routes a tenant's Chroma client to its server."""
 
-    enabled: bool = Field(True, description="Serve the built-in proxy under /i/.")
+    enabled: bool = Field(
+        True,
+        description="Serve the built-in proxy under /i/ (the internal route Nginx's "
+        "auth_request asks is served either way).",
+    )
+    auth_cache_ttl: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds a verified token is trusted without asking the database again "
+        "(a revoked token keeps working at most this long). 0 disables the cache.",
+    )
+    route_cache_ttl: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds an instance's phase and endpoint are reused without a lookup; "
+        "any instance event and any upstream connection failure also drop cached routes.",
+    )
+    cache_size: int = Field(
+        10000, ge=1, description="Entries kept in each of the token and route caches."
+    )
+    connect_timeout: float = Field(
+        5.0, gt=0, description="Seconds to open a connection to an instance's server."
+    )
+    read_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds to wait for each read from an instance's server (large batch "
+        "writes and queries can take a while).",
+    )
+    max_connections: int = Field(
+        512, ge=1, description="Upstream connections the built-in proxy may hold open at once."
+    )
+    max_keepalive_connections: int = Field(
+        128, ge=0, description="Idle upstream connections kept for reuse."
+    )
+    keepalive_expiry: float = Field(
+        30.0, gt=0, description="Seconds an idle upstream connection is kept."
+    )
+    retry_after: int = Field(
+        5, ge=1, description="Retry-After (seconds) sent with 503 for an instance not running."
+    )
+    activity_flush_interval: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds between batched writes of instances' last activity "
+        "(instances.last_activity_at).",
+    )
+
+
+class CullingSettings(BaseModel):
+    """Idle culling: stop instances nobody has sent proxied traffic to for a while."""
+
+    default_idle_timeout: int = Field(
+        0,
+        ge=0,
+        description="Seconds without proxied traffic before an instance is stopped, unless "
+        "its tenant or the instance sets its own; 0 = never (the default).",
+    )
+    interval: float = Field(30.0, gt=0, description="Seconds between culling passes.")
+    wake_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="How long a proxied request to a culled wake-on-request instance is "
+        "held while it starts; past that it answers 503 with Retry-After.",
+    )
 
 
 class LimitsSettings(BaseModel):
@@ -346,6 +410,7 @@ class Settings(BaseSettings):
     events: EventsSettings = Field(default_factory=EventsSettings)
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    culling: CullingSettings = Field(default_factory=CullingSettings)
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

@@ -275,3 +275,29 @@ async def test_a_body_that_is_not_utf8_json_is_a_400_problem(client: httpx.Async
     )
     assert response.status_code in (400, 422)
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_idle_settings_on_instances_and_tenants(client: httpx.AsyncClient) -> None:
+    tenant_id, token = await create_tenant(client, "acme")
+    created = await client.post(
+        "/v1/instances",
+        json={"name": "a", "idle_timeout_seconds": 600, "wake_on_request": True},
+        headers=bearer(token),
+    )
+    instance = created.json()["instance"]
+    assert (instance["idle_timeout_seconds"], instance["wake_on_request"]) == (600, True)
+    patched = await client.patch(
+        f"/v1/instances/{instance['id']}", json={"idle_timeout_seconds": 0}, headers=bearer(token)
+    )
+    assert patched.status_code == 200
+    assert (patched.json()["idle_timeout_seconds"], patched.json()["wake_on_request"]) == (0, True)
+    bad = await client.patch(
+        f"/v1/instances/{instance['id']}", json={"idle_timeout_seconds": -1}, headers=bearer(token)
+    )
+    assert bad.status_code == 422
+    tenant = await client.patch(f"/v1/tenants/{tenant_id}", json={"idle_timeout_seconds": 3600})
+    assert tenant.json()["idle_timeout_seconds"] == 3600
+    as_tenant = await client.patch(
+        f"/v1/tenants/{tenant_id}", json={"idle_timeout_seconds": 1}, headers=bearer(token)
+    )
+    assert as_tenant.status_code == 403

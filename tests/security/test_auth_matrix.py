@@ -60,6 +60,8 @@ def _body(method: str, template: str, victim: dict[str, str]) -> dict[str, Any] 
         ("POST", "/v1/tenants"): {"name": "intruder"},
         ("POST", "/v1/tenants/{tenant_id}/tokens"): {"name": "intruder"},
         ("POST", "/launch"): {"user_id": "victim"},
+        ("PATCH", "/v1/instances/{instance_id}"): {"idle_timeout_seconds": 60},
+        ("PATCH", "/v1/tenants/{tenant_id}"): {"idle_timeout_seconds": 60},
     }
     return bodies.get((method, template))
 

@@ -17,6 +17,7 @@ from chroma_orch.domain.schemas import (
     InstanceLogs,
     InstancePage,
     InstanceRead,
+    InstanceUpdate,
     IntentRead,
 )
 from chroma_orch.domain.states import Action, Phase
@@ -113,6 +114,18 @@ async def wait_instance(
 ) -> InstanceRead:
     instance = await instances.wait(instance_id, phase, timeout, ctx.hub)
     return to_read(instance, ctx.policy)
+
+
+@router.patch(
+    "/{instance_id}",
+    operation_id="updateInstance",
+    summary="Change an instance's idle timeout or wake-on-request",
+    responses=_ONE,
+)
+async def update_instance(
+    instance_id: uuid.UUID, body: InstanceUpdate, instances: Instances, ctx: Context
+) -> InstanceRead:
+    return to_read(await instances.update(instance_id, body), ctx.policy)
 
 
 def _action_route(action: Action, summary: str) -> None:

@@ -10,6 +10,7 @@ from chroma_orch.api.deps import Tenants
 from chroma_orch.domain.schemas import (
     TenantCreate,
     TenantRead,
+    TenantUpdate,
     TokenCreate,
     TokenCreated,
     TokenRead,
@@ -55,6 +56,16 @@ async def list_tenants(tenants: Tenants) -> list[TenantRead]:
 )
 async def get_tenant(tenant_id: uuid.UUID, tenants: Tenants) -> TenantRead:
     return TenantRead.model_validate(await tenants.get(tenant_id))
+
+
+@router.patch(
+    "/tenants/{tenant_id}",
+    operation_id="updateTenant",
+    summary="Change a tenant's settings (admin)",
+    responses=_ONE,
+)
+async def update_tenant(tenant_id: uuid.UUID, body: TenantUpdate, tenants: Tenants) -> TenantRead:
+    return TenantRead.model_validate(await tenants.update(tenant_id, body))
 
 
 @router.post(

@@ -1,13 +1,91 @@
-"""The data plane: routing tenants' Chroma clients to their servers."""
+"""The data plane: routing tenants' Chroma clients to their servers.
+
+Two ways in, one decision (``Access.authorize``):
+
+* the built-in proxy, ``/i/{instance_id}/...`` on the service itself, streams
+  each request to the instance's server (``DataPlane.forward``);
+* Nginx (``deploy/nginx.conf``) asks ``/internal/dataplane/auth`` once per
+  token and instance (it caches the answer briefly) and proxies straight to the
+  address it is given, so vector traffic does not pass through Python.
+"""
 
 from __future__ import annotations
 
+import uuid
 from contextlib import AsyncExitStack
 
+import httpx
 from fastapi import FastAPI
+from starlette.requests import Request
 
 from chroma_orch.context import AppContext
+from chroma_orch.dataplane.access import Access, InstanceNotRunningError, Route
+from chroma_orch.dataplane.activity import ActivityRecorder
+from chroma_orch.dataplane.forward import Forwarder, UpstreamError, UpstreamResponse
+from chroma_orch.dataplane.wake import Waker
+
+
+class DataPlane:
+    def __init__(self, ctx: AppContext) -> None:
+        settings = ctx.settings.proxy
+        self.enabled = settings.enabled
+        self.access = Access(ctx.sessions, ctx.hub, settings)
+        self.activity = ActivityRecorder(ctx.sessions, settings.activity_flush_interval)
+        self.forwarder = Forwarder(settings)
+        self.waker = Waker(ctx, self.access)
+
+    async def authorize(
+        self, token: str | None, instance_id: uuid.UUID, *, wake: bool = True
+    ) -> Route:
+        """See ``Access.authorize``; a granted request counts as activity. With
+        ``wake``, a request to a culled wake-on-request instance starts it and waits
+        (bounded) until it runs."""
+        try:
+            route = await self.access.authorize(token, instance_id)
+        except InstanceNotRunningError:
+            if not wake:
+                raise
+            route = await self.waker.wake(await self.access.principal(token), instance_id)
+        self.activity.touch(instance_id)
+        return route
+
+    async def forward(self, route: Route, request: Request, prefix_len: int) -> UpstreamResponse:
+        """Relay ``request`` (its path after the first ``prefix_len`` bytes) to ``route``.
+
+        A refused connection means the cached route may be stale (the instance
+        stopped or moved): the route is read again, a stopped instance answers
+        503, a moved one gets the request (nothing was sent yet), else 502.
+        """
+        try:
+            return await self._send(route, request, prefix_len)
+        except httpx.ConnectError:
+            self.access.forget(route.instance_id)
+        fresh = await self.access.route(route.instance_id, fresh=True)
+        if fresh is None or fresh.tenant_id != route.tenant_id:
+            raise UpstreamError("the instance is gone")
+        fresh = self.access.require_running(fresh)
+        if fresh.address == route.address:
+            raise UpstreamError(f"the instance's server refused the connection ({route.address})")
+        try:
+            return await self._send(fresh, request, prefix_len)
+        except httpx.ConnectError as exc:
+            self.access.forget(route.instance_id)
+            raise UpstreamError("the instance's server refused the connection") from exc
+
+    async def _send(self, route: Route, request: Request, prefix_len: int) -> UpstreamResponse:
+        upstream = await self.forwarder.send(self.forwarder.build(route, request, prefix_len))
+        return UpstreamResponse(upstream)
 
 
 async def start(app: FastAPI, ctx: AppContext, stack: AsyncExitStack) -> None:
     """Set up the data plane's resources for the app's lifetime (on ``stack``)."""
+    plane = DataPlane(ctx)
+    stack.push_async_callback(plane.forwarder.aclose)
+    await plane.activity.start()
+    stack.push_async_callback(plane.activity.stop)
+    app.state.dataplane = plane
+
+
+def get_dataplane(app: FastAPI) -> DataPlane:
+    plane: DataPlane = app.state.dataplane
+    return plane

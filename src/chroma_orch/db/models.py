@@ -52,6 +52,8 @@ class Tenant(TimestampMixin, Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
     name: Mapped[str] = mapped_column(String(63), unique=True)
+    idle_timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    """Stop this tenant's instances after this long without proxied traffic."""
 
 
 class ApiToken(Base):
@@ -110,6 +112,12 @@ class Instance(TimestampMixin, Base):
     """When the reconciler should next look; NULL while nothing is due."""
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None]
+    last_activity_at: Mapped[datetime | None]
+    idle_timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    """Overrides the tenant's idle timeout; 0 never culls this instance."""
+    wake_on_request: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    culled_at: Mapped[datetime | None]
+    """Set when the culler stopped the instance for idleness; cleared by any request."""
 
 
 class Intent(Base):

@@ -53,6 +53,10 @@ class Principal:
         return self.tenant_id
 
 
+SYSTEM = Principal(token_id=uuid.UUID(int=0), tenant_id=None, scopes=(ADMIN_SCOPE,))
+"""The service itself, for actions it takes on its own (idle culling, waking)."""
+
+
 def generate_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 

@@ -26,6 +26,7 @@ from chroma_orch.domain.schemas import (
     InstanceCreate,
     InstancePage,
     InstanceRead,
+    InstanceUpdate,
 )
 from chroma_orch.domain.states import (
     ACTION_TARGETS,
@@ -78,6 +79,10 @@ def to_read(instance: Instance, policy: InstancePolicy) -> InstanceRead:
         url=f"{policy.public_url}/i/{instance.id}" if policy.public_url else None,
         failure=failure,
         restart_count=instance.restart_count,
+        idle_timeout_seconds=instance.idle_timeout_seconds,
+        wake_on_request=instance.wake_on_request,
+        last_activity_at=instance.last_activity_at,
+        culled_at=instance.culled_at,
         created_at=instance.created_at,
         updated_at=instance.updated_at,
         phase_changed_at=instance.phase_changed_at,
@@ -89,7 +94,7 @@ def desired_snapshot(instance: Instance) -> dict[str, object]:
 
 
 def request_fingerprint(data: InstanceCreate, tenant_id: uuid.UUID) -> str:
-    body = {"name": data.name, "tenant_id": str(tenant_id)}
+    body = {**data.model_dump(mode="json"), "tenant_id": str(tenant_id)}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -173,6 +178,8 @@ class InstanceService:
             restart_count=0,
             error_count=0,
             keep_data=False,
+            idle_timeout_seconds=data.idle_timeout_seconds,
+            wake_on_request=data.wake_on_request,
         )
         self.session.add(instance)
         await self.session.flush()
@@ -211,6 +218,7 @@ class InstanceService:
                 instance.restart_count = 0
             if action is Action.DELETE:
                 instance.keep_data = keep_data
+            instance.culled_at = None  # a request from a person: not idle any more
             instance.next_reconcile_at = func.now()
             record_event(
                 self.session,
@@ -223,6 +231,16 @@ class InstanceService:
         await self.session.flush()
         intent = await self._enqueue(instance, action, None, None)
         return instance, intent
+
+    async def update(self, instance_id: uuid.UUID, data: InstanceUpdate) -> Instance:
+        """Change settings that need no restart (idle timeout, wake-on-request)."""
+        instance = await self.get(instance_id, for_update=True)
+        for field, value in data.model_dump(exclude_unset=True).items():
+            if field == "wake_on_request" and value is None:
+                continue
+            setattr(instance, field, value)
+        await self.session.flush()
+        return instance
 
     async def list(
         self,

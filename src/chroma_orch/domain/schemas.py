@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from chroma_orch.domain.states import Action, DesiredState, Phase
 
@@ -29,8 +37,32 @@ TenantName = Annotated[
 ]
 
 
+IdleTimeout = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=30 * 24 * 3600,
+        description="Seconds without proxied traffic before the instance is stopped "
+        "(0 = never; null = inherit: instance from tenant, tenant from the service).",
+    ),
+]
+
+
+def _takes_int(annotation: object) -> bool:
+    return annotation is int or int in get_args(annotation)
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_integers_only(cls, value: object, info: ValidationInfo) -> object:
+        """916 and 916.0 are JSON integers; true and "916" are not (no lax coercion)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _takes_int(field.annotation) and isinstance(value, bool | str):
+            raise ValueError("must be an integer")
+        return value
 
 
 class _Output(BaseModel):
@@ -41,11 +73,17 @@ class TenantCreate(_Input):
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "acme"}]})
 
     name: TenantName
+    idle_timeout_seconds: IdleTimeout = None
+
+
+class TenantUpdate(_Input):
+    idle_timeout_seconds: IdleTimeout = None
 
 
 class TenantRead(_Output):
     id: uuid.UUID
     name: str
+    idle_timeout_seconds: int | None
     created_at: datetime
 
 
@@ -85,6 +123,17 @@ class InstanceCreate(_Input):
         description="Tenant that owns the instance: required for admin tokens, "
         "implied (and optional) for tenant tokens.",
     )
+    idle_timeout_seconds: IdleTimeout = None
+    wake_on_request: StrictBool = Field(
+        False,
+        description="A proxied request to the instance after it was culled starts it again "
+        "and is held until it runs.",
+    )
+
+
+class InstanceUpdate(_Input):
+    idle_timeout_seconds: IdleTimeout = None
+    wake_on_request: StrictBool | None = None
 
 
 class EndpointRead(BaseModel):
@@ -143,6 +192,14 @@ class InstanceRead(BaseModel):
     )
     failure: FailureRead | None
     restart_count: int
+    idle_timeout_seconds: int | None = None
+    wake_on_request: bool = False
+    last_activity_at: datetime | None = Field(
+        None, description="Last proxied request (recorded in batches, seconds late)."
+    )
+    culled_at: datetime | None = Field(
+        None, description="When the idle culler stopped the instance, if it did."
+    )
     created_at: datetime
     updated_at: datetime
     phase_changed_at: datetime

@@ -16,7 +16,7 @@ from chroma_orch.domain.auth import (
     hash_token,
     issue_token,
 )
-from chroma_orch.domain.schemas import TenantCreate, TokenCreate
+from chroma_orch.domain.schemas import TenantCreate, TenantUpdate, TokenCreate
 from chroma_orch.errors import ConflictError, NotFoundError
 
 
@@ -33,7 +33,7 @@ class TenantService:
         )
         if await self.by_name(data.name) is not None:
             raise ConflictError(f"tenant {data.name!r} already exists")
-        tenant = Tenant(name=data.name)
+        tenant = Tenant(name=data.name, idle_timeout_seconds=data.idle_timeout_seconds)
         self.session.add(tenant)
         await self.session.flush()
         return tenant
@@ -58,6 +58,14 @@ class TenantService:
         if not self.principal.is_admin:
             query = query.where(Tenant.id == self.principal.tenant_id)
         return list(await self.session.scalars(query))
+
+    async def update(self, tenant_id: uuid.UUID, data: TenantUpdate) -> Tenant:
+        self.principal.require_admin()
+        tenant = await self.get(tenant_id)
+        for field, value in data.model_dump(exclude_unset=True).items():
+            setattr(tenant, field, value)
+        await self.session.flush()
+        return tenant
 
     async def issue(self, tenant_id: uuid.UUID, data: TokenCreate) -> tuple[ApiToken, str]:
         self.principal.require_admin()

@@ -1,0 +1,80 @@
+"""Each instance's last data-plane activity, written in batches.
+
+``touch`` is a dict assignment on the request path; ``run_once`` writes every
+instance touched since the previous pass in one UPDATE (never moving a
+timestamp backwards), every ``activity_flush_interval`` seconds and once more at
+shutdown. A failed write keeps its entries for the next pass. The idle culler
+reads ``instances.last_activity_at``; its resolution is the flush interval (plus,
+behind Nginx, the auth cache's lifetime, since only authorisations are seen).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chroma_orch.loops import run_periodically
+
+log = logging.getLogger(__name__)
+
+_UPDATE = text(
+    """
+    UPDATE instances AS i SET last_activity_at = v.at
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:ats AS timestamptz[])) AS v(id, at)
+    WHERE i.id = v.id AND (i.last_activity_at IS NULL OR i.last_activity_at < v.at)
+    """
+)
+
+
+class ActivityRecorder:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], interval: float) -> None:
+        self._sessions = sessions
+        self._interval = interval
+        self._pending: dict[uuid.UUID, datetime] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def touch(self, instance_id: uuid.UUID) -> None:
+        self._pending[instance_id] = datetime.now(UTC)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def run_once(self) -> int:
+        """Write what was touched since the last pass; returns how many instances."""
+        batch, self._pending = self._pending, {}
+        if not batch:
+            return 0
+        ids = sorted(batch)
+        try:
+            async with self._sessions() as session:
+                await session.execute(text("SET LOCAL lock_timeout = '2s'"))
+                await session.execute(_UPDATE, {"ids": ids, "ats": [batch[i] for i in ids]})
+                await session.commit()
+        except BaseException:
+            for instance_id, at in batch.items():  # keep them for the next pass
+                if self._pending.get(instance_id, at) <= at:
+                    self._pending[instance_id] = at
+            raise
+        return len(batch)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(
+            run_periodically("dataplane-activity", self.run_once, self._interval)
+        )
+
+    async def stop(self) -> None:
+        """Stop the loop and write what is still pending."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            await self.run_once()
+        except Exception:
+            log.exception("final last-activity write failed instances=%d", self.pending)

@@ -1,0 +1,182 @@
+"""Streams one request to an instance's server and its response back.
+
+Bodies are never read whole: the request body is passed to httpx as the
+client sends it (with its Content-Length, or chunked), and the response is
+relayed chunk by chunk as raw bytes (compressed bodies stay compressed).
+Connections to the servers come from one pooled ``httpx.AsyncClient``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from chroma_orch.dataplane.access import TOKEN_HEADER, Route
+from chroma_orch.errors import AppError
+from chroma_orch.settings import ProxySettings
+
+log = logging.getLogger(__name__)
+
+# RFC 9110 §7.6.1 connection-specific fields, plus the non-standard ones still seen.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"authorization", TOKEN_HEADER.encode()}
+_CLIENT_DEFAULTS = ("Accept", "Accept-Encoding", "User-Agent")
+
+
+class UpstreamError(AppError):
+    status, code, title = 502, "upstream_failed", "The instance's server failed to answer"
+
+
+class UpstreamTimeoutError(AppError):
+    status, code, title = 504, "upstream_timeout", "The instance's server did not answer in time"
+
+
+class ProxyBusyError(AppError):
+    status, code, title = 503, "proxy_busy", "Too many requests in flight to instance servers"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": "1"})
+
+
+def filter_headers(
+    raw: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]
+) -> list[tuple[bytes, bytes]]:
+    """``raw`` without the ``drop`` fields and without any field the ``Connection``
+    header names (header names are lower-case in ASGI and httpx raw headers)."""
+    headers = [(name.lower(), value) for name, value in raw]
+    named = {
+        token.strip().lower()
+        for name, value in headers
+        if name == b"connection"
+        for token in value.split(b",")
+    }
+    return [(name, value) for name, value in headers if name not in drop and name not in named]
+
+
+def _has_body(request: Request) -> bool:
+    return "transfer-encoding" in request.headers or request.headers.get(
+        "content-length", "0"
+    ) not in ("", "0")
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+
+
+class Forwarder:
+    def __init__(self, settings: ProxySettings) -> None:
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_keepalive_connections,
+                keepalive_expiry=settings.keepalive_expiry,
+            ),
+            timeout=httpx.Timeout(
+                connect=settings.connect_timeout,
+                read=settings.read_timeout,
+                write=settings.read_timeout,
+                pool=settings.connect_timeout,
+            ),
+            follow_redirects=False,
+            trust_env=False,  # never route tenant traffic through an environment proxy
+        )
+        for name in _CLIENT_DEFAULTS:  # forward only what the client sent
+            del self.client.headers[name]
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def build(self, route: Route, request: Request, prefix_len: int) -> httpx.Request:
+        """The upstream request: same method, path after ``/i/{id}``, query and
+        headers minus hop-by-hop ones and the caller's credentials."""
+        scope = request.scope
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        target = raw_path[prefix_len:] or b"/"
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        headers = filter_headers(scope["headers"], _NOT_FORWARDED)
+        client = scope.get("client")
+        if client:
+            headers.append((b"x-forwarded-for", client[0].encode()))
+        assert route.address is not None
+        return httpx.Request(
+            request.method,
+            httpx.URL(f"http://{route.address}").copy_with(raw_path=target),
+            headers=headers,
+            content=_body(request) if _has_body(request) else None,
+        )
+
+    async def send(self, upstream: httpx.Request) -> httpx.Response:
+        """Send and return once the response headers arrived; the body streams later.
+
+        ``httpx.ConnectError`` propagates (nothing was sent, the caller may retry
+        elsewhere); other failures become problem responses.
+        """
+        try:
+            return await self.client.send(upstream, stream=True)
+        except httpx.ConnectError:
+            raise
+        except httpx.PoolTimeout as exc:
+            raise ProxyBusyError("no upstream connection became free in time") from exc
+        except httpx.ConnectTimeout as exc:
+            raise UpstreamError("connecting to the instance's server timed out") from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(f"{type(exc).__name__} from the server") from exc
+        except httpx.TransportError as exc:
+            raise UpstreamError(f"{type(exc).__name__}: {exc}") from exc
+
+
+class UpstreamResponse(Response):
+    """Relays an upstream response as it arrives; always releases the connection.
+
+    A failure after the status line was sent cannot become a 502 any more: the
+    client connection is aborted (never ended cleanly), so a truncated body is
+    never mistaken for a complete one.
+    """
+
+    def __init__(self, upstream: httpx.Response) -> None:
+        self.upstream = upstream
+        self.status_code = upstream.status_code
+        self.background = None
+        self.raw_headers = filter_headers(upstream.headers.raw, HOP_BY_HOP)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            async for chunk in self.upstream.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except httpx.TransportError as exc:
+            log.warning(
+                "upstream failed mid-response url=%s error=%s",
+                self.upstream.request.url.copy_with(query=None),
+                type(exc).__name__,
+            )
+            raise
+        finally:
+            await self.upstream.aclose()

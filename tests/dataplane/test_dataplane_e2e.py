@@ -1,0 +1,196 @@
+"""End to end: real Chroma clients through real Nginx (deploy/nginx.conf) and through
+the built-in proxy of the real service under uvicorn, to real Chroma servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import httpx
+import pytest
+from chromadb.config import Settings
+from websockets.asyncio.client import ClientConnection, connect
+
+from chroma_orch.dataplane.nginx import render
+from tests.conftest import ADMIN_TOKEN, require_program
+from tests.e2e.service import Service, free_port, port_is_open
+from tests.helpers import bearer, create_tenant, wait_for
+
+EMBEDDINGS: list[Sequence[float]] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+QUERY: list[Sequence[float]] = [[0.0, 0.9, 0.1]]
+
+
+def _client(base: str, token: str) -> Any:
+    settings = Settings(anonymized_telemetry=False)  # the client mutates it
+    return chromadb.HttpClient(host=base, headers=bearer(token), settings=settings)
+
+
+@dataclass
+class Nginx:
+    url: str
+    prefix: Path
+
+    def log(self, name: str) -> str:
+        path = self.prefix / name
+        return path.read_text() if path.exists() else ""
+
+
+@pytest.fixture
+async def nginx(service: Service) -> AsyncIterator[Nginx]:
+    program = require_program("nginx")
+    prefix = _make_prefix()
+    port = free_port()
+    config = render(prefix, backends=[f"127.0.0.1:{service.port}"], listen=[f"127.0.0.1:{port}"])
+    process = await asyncio.create_subprocess_exec(
+        program, "-c", str(config), "-p", f"{prefix}/", "-g", "daemon off;",
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+    async def up() -> bool:
+        if process.returncode is not None:
+            assert process.stderr is not None
+            raise RuntimeError(f"nginx exited: {(await process.stderr.read()).decode()}")
+        return port_is_open("127.0.0.1", port)
+
+    await wait_for(up, timeout=10)
+    yield Nginx(f"http://127.0.0.1:{port}", prefix)
+    process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(process.wait(), 10)
+    shutil.rmtree(prefix, ignore_errors=True)
+
+
+def _make_prefix() -> Path:
+    prefix = Path(tempfile.mkdtemp(prefix="co-nginx-", dir="/tmp"))
+    prefix.chmod(0o755)  # workers run as an unprivileged user when the master is root
+    return prefix
+
+
+def _write_and_query(base: str, token: str, collection: str) -> list[str]:
+    client = _client(base, token)
+    docs = client.get_or_create_collection(collection)
+    docs.add(ids=["a", "b", "c"], embeddings=EMBEDDINGS, documents=["alpha", "beta", "gamma"])
+    ids: list[str] = docs.query(query_embeddings=QUERY, n_results=1)["ids"][0]
+    return ids
+
+
+def _collections(base: str, token: str) -> dict[str, int]:
+    client = _client(base, token)
+    return {c.name: c.count() for c in client.list_collections()}
+
+
+def _intrude(base: str, token: str) -> str | None:
+    """Try to read and write with ``token``; the error, or None if it worked."""
+    try:
+        client = _client(base, token)
+        client.get_or_create_collection("intruder").add(ids=["x"], embeddings=[[1.0, 1.0, 1.0]])
+    except Exception as exc:  # whatever the client makes of a 401/404
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@contextmanager
+def _hold_port(port: int) -> Iterator[None]:
+    """Bind (without listening) so the port is neither free nor answering: the
+    restarted instance must move to another port."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the old server's TIME_WAITs
+        sock.bind(("127.0.0.1", port))
+        yield
+
+
+async def _next_event(ws: ClientConnection, instance_id: str, phase: str) -> dict[str, Any]:
+    while True:
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        after = frame.get("after") or {}
+        if frame["type"] == "event" and frame["instance_id"] == instance_id:
+            if after.get("phase") == phase:
+                return frame
+
+
+async def test_chroma_clients_through_nginx_and_the_builtin_proxy(
+    service: Service, nginx: Nginx
+) -> None:
+    async with service.client() as admin:
+        _, token = await create_tenant(admin, "acme")
+        _, other_token = await create_tenant(admin, "globex")
+    async with service.client(token) as http:
+        created = await http.post("/v1/instances", json={"name": "main"})
+        instance_id = created.json()["instance"]["id"]
+        wait = f"/v1/instances/{instance_id}/wait"
+        running = (await http.get(wait, params={"phase": "running"})).json()
+        assert running["phase"] == "running", running
+        assert running["url"] == f"{service.url}/i/{instance_id}"
+        bases = {"builtin": running["url"], "nginx": f"{nginx.url}/i/{instance_id}"}
+
+        for name, base in bases.items():
+            assert await asyncio.to_thread(_write_and_query, base, token, f"docs_{name}") == ["b"]
+        expected = {"docs_builtin": 3, "docs_nginx": 3}
+        assert await asyncio.to_thread(_collections, bases["nginx"], token) == expected
+        # Nginx cached its authorisation: the backend was asked once per 5 s, not
+        # once per request.
+        proxied = nginx.log("access.log").count(f"/i/{instance_id}/")
+        asked = service.log_path.read_text().count("/internal/dataplane/auth")
+        assert proxied >= 8
+        assert 1 <= asked < proxied / 2, (proxied, asked)
+
+        # Wrong and foreign tokens are refused on both paths; nothing changes.
+        async with httpx.AsyncClient(timeout=30) as raw:
+            for base in bases.values():
+                heartbeat = f"{base}/api/v2/heartbeat"
+                assert (await raw.get(heartbeat)).status_code == 401
+                assert (await raw.get(heartbeat, headers=bearer("co_wrong"))).status_code == 401
+                foreign = await raw.get(heartbeat, headers=bearer(other_token))
+                assert foreign.status_code == 404
+                assert foreign.headers["content-type"] == "application/problem+json"
+                assert (await raw.get(heartbeat, headers=bearer(token))).status_code == 200
+        for base in bases.values():
+            for bad in ("co_wrong", other_token):
+                assert await asyncio.to_thread(_intrude, base, bad) is not None
+        assert await asyncio.to_thread(_collections, running["url"], token) == expected
+        assert await asyncio.to_thread(_collections, running["url"], ADMIN_TOKEN) == expected
+
+        # Vector traffic through Nginx goes straight to the Chroma server.
+        old_port = running["endpoint"]["port"]
+        assert f"upstream=127.0.0.1:{old_port}" in nginx.log("access.log")
+
+        # The event stream (WebSocket) through Nginx sees the stop.
+        ws_url = nginx.url.replace("http://", "ws://") + "/v1/events"
+        async with connect(ws_url, additional_headers=bearer(token)) as ws:
+            first = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            assert first["type"] == "snapshot"
+            await http.post(f"/v1/instances/{instance_id}/stop")
+            await _next_event(ws, instance_id, "stopped")
+        stopped = (await http.get(wait, params={"phase": "stopped"})).json()
+        assert stopped["phase"] == "stopped"
+
+        async with httpx.AsyncClient(timeout=30) as raw:
+            for base in bases.values():
+                response = await raw.get(f"{base}/api/v2/heartbeat", headers=bearer(token))
+                assert response.status_code == 503, (base, response.text)
+                assert int(response.headers["retry-after"]) > 0
+
+        # Restarted on another port: both paths find it, nothing reconfigured.
+        with _hold_port(old_port):
+            await http.post(f"/v1/instances/{instance_id}/start")
+            again = (await http.get(wait, params={"phase": "running"})).json()
+        assert again["phase"] == "running"
+        assert again["endpoint"]["port"] != old_port
+        for base in bases.values():
+            assert await asyncio.to_thread(_collections, base, token) == expected
+
+    for log in ("access.log", "error.log"):
+        text = nginx.log(log)
+        for secret in (token, other_token, ADMIN_TOKEN):
+            assert secret not in text
+    assert not port_is_open("127.0.0.1", old_port)
