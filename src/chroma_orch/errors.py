@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from typing import Any, ClassVar
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -184,6 +188,40 @@ def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+_UNREACHABLE = (
+    DisconnectionError,
+    PoolTimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,  # class 08: the connection does not exist
+    asyncpg.exceptions.OperatorInterventionError,  # 57P01 shutdown, 57P03 cannot connect now
+)
+_CONNECT_CODE = ("sqlalchemy/pool/base.py", "asyncpg/connect_utils.py")
+
+
+def _raised_while_connecting(exc: BaseException) -> bool:
+    """An OSError from opening a database connection (socket gone, refused, timed out),
+    not from anything else the request did."""
+    return any(
+        frame.f_code.co_filename.endswith(_CONNECT_CODE)
+        for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) means PostgreSQL cannot be reached right now."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _UNREACHABLE):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, OSError) and _raised_while_connecting(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def allowed_methods(request: Request) -> list[str]:
     """Every method the API documents at this path (Starlette names only the first
     matching route's methods in a 405). Read from the OpenAPI document, once."""
@@ -225,6 +263,24 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(allowed_methods(request))
         return problem_response(exc.status_code, code, title, str(exc.detail), headers=headers)
+
+    async def _database(_: Request, exc: Exception) -> JSONResponse:
+        # Registered per class so ExceptionMiddleware answers: the catch-all below
+        # runs in ServerErrorMiddleware, which re-raises and drops the connection.
+        if database_unreachable(exc):
+            log.warning("database unreachable error=%s", type(exc).__name__)
+            return problem_response(
+                503,
+                ServiceUnavailableError.code,
+                ServiceUnavailableError.title,
+                "the database is unreachable; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        log.exception("unhandled error", exc_info=exc)
+        return problem_response(500, "internal_error", "Internal error")
+
+    for kind in (SQLAlchemyError, asyncpg.PostgresError, OSError):
+        app.add_exception_handler(kind, _database)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
