@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from chroma_orch.dataplane import get_dataplane
 from chroma_orch.db.models import Event, Instance
+from chroma_orch.telemetry.metrics import REGISTRY
 from tests.conftest import ADMIN_TOKEN
 from tests.dataplane.conftest import Tenancy, set_route
 from tests.dataplane.fake_upstream import FakeUpstream
@@ -31,6 +32,9 @@ async def test_forwards_method_path_query_and_body_without_credentials_or_hop_he
     anon: httpx.AsyncClient, api_app: FastAPI, tenancy: Tenancy, upstream: FakeUpstream
 ) -> None:
     await set_route(api_app, tenancy.instance_id, "running", upstream.port)
+    proxied_before = REGISTRY.get_sample_value(
+        "chroma_orch_proxied_requests_total", {"status": "2xx"}
+    )
     response = await anon.post(
         f"/i/{tenancy.instance_id}/api/v2/tenants/x%2Fy/things?limit=3&q=a%20b",
         content=b'{"k": 1}',
@@ -48,6 +52,8 @@ async def test_forwards_method_path_query_and_body_without_credentials_or_hop_he
     assert response.status_code == 200, response.text
     assert response.content == b'echo:{"k": 1}'
     assert response.headers["x-upstream"] == "fake"
+    proxied = REGISTRY.get_sample_value("chroma_orch_proxied_requests_total", {"status": "2xx"})
+    assert proxied == (proxied_before or 0) + 1
     for hop in ("keep-alive", "x-secret-hop"):
         assert hop not in response.headers
     [seen] = upstream.requests

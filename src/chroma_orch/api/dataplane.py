@@ -19,6 +19,7 @@ from chroma_orch.errors import (
     UnauthorizedError,
     problem_responses,
 )
+from chroma_orch.telemetry.metrics import PROXIED_REQUESTS
 
 router = APIRouter(tags=["data plane"])
 
@@ -45,7 +46,9 @@ async def proxy(instance_id: str, path: str, request: Request) -> Response:
     route = await plane.authorize(credential(request.headers), parse_instance_id(instance_id))
     raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
     prefix_len = raw_path.index(b"/", len(b"/i/"))
-    return await plane.forward(route, request, prefix_len)
+    response = await plane.forward(route, request, prefix_len)
+    PROXIED_REQUESTS.labels(f"{response.status_code // 100}xx").inc()
+    return response
 
 
 for _method in _PROXY_METHODS:

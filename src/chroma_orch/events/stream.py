@@ -32,6 +32,7 @@ from chroma_orch.events.log import EVENTS_CHANNEL, parse_events_payload
 from chroma_orch.events.queries import Scope
 from chroma_orch.loops import run_periodically
 from chroma_orch.settings import EventsSettings
+from chroma_orch.telemetry.metrics import WEBSOCKET_SUBSCRIBERS
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +121,14 @@ class EventStream:
     def subscribe(self, scope: Scope) -> Subscriber:
         subscriber = Subscriber(scope, self.settings.subscriber_queue, gap=self.cursor)
         self._by_tenant[scope.tenant_id].add(subscriber)
+        WEBSOCKET_SUBSCRIBERS.inc()
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         group = self._by_tenant.get(subscriber.scope.tenant_id)
-        if group is not None:
+        if group is not None and subscriber in group:
             group.discard(subscriber)
+            WEBSOCKET_SUBSCRIBERS.dec()
             if not group:
                 del self._by_tenant[subscriber.scope.tenant_id]
 

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from chroma_orch.telemetry.metrics import AWS_ERRORS
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -129,6 +131,8 @@ async def retrying(
         try:
             return await call()
         except Exception as exc:
+            kind = "throttle" if is_throttle(exc) else "error"
+            AWS_ERRORS.labels(what, kind).inc()
             if not retry_if(exc) or attempt + 1 >= policy.attempts:
                 raise
             delay = policy.delay(attempt)

@@ -63,6 +63,12 @@ RUNTIME_ERRORS = Counter(
     ["runtime", "operation", "kind"],
     registry=REGISTRY,
 )
+AWS_ERRORS = Counter(
+    "chroma_orch_aws_errors_total",
+    "Failed AWS API calls (before retries), by operation and kind (throttle or error).",
+    ["operation", "kind"],
+    registry=REGISTRY,
+)
 WEBSOCKET_SUBSCRIBERS = Gauge(
     "chroma_orch_websocket_subscribers",
     "Open WebSocket subscriptions in this replica.",
