@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import httpx
@@ -33,6 +34,9 @@ from chroma_orch.settings import (
     ReconcilerSettings,
     Settings,
 )
+
+if TYPE_CHECKING:
+    from tests.e2e.service import Service
 
 ADMIN_TOKEN = "co_test-admin-token-0123456789abcdefghijklmnop"
 IN_CI = bool(os.environ.get("CHROMA_ORCH_CI"))
@@ -179,3 +183,12 @@ async def client(api_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
     ) as http:
         yield http
+
+
+@pytest.fixture
+async def service(database_url: str, tmp_path: Path) -> AsyncIterator[Service]:
+    """The real service under uvicorn, with real Chroma servers (tests/e2e/service.py)."""
+    from tests.e2e.service import running_service  # it imports this module
+
+    async with running_service(database_url, tmp_path / "data") as svc:
+        yield svc

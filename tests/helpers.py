@@ -8,6 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select
+
+from chroma_orch.db.models import Instance
+from chroma_orch.reconciler.loop import Reconciler
 
 
 async def create_tenant(client: httpx.AsyncClient, name: str) -> tuple[str, str]:
@@ -54,3 +58,21 @@ async def wait_phase(
 
     result: dict[str, Any] = await wait_for(probe, timeout=timeout)
     return result
+
+
+async def converge(reconciler: Reconciler, rounds: int = 60) -> None:
+    """Run reconciler passes until nothing is due or in flight (requeues included)."""
+    for _ in range(rounds):
+        claimed = await reconciler.run_once()
+        await reconciler.drain()
+        if not claimed:
+            async with reconciler.sessions() as session:
+                due = await session.scalar(
+                    select(func.count())
+                    .select_from(Instance)
+                    .where(Instance.next_reconcile_at.is_not(None))
+                )
+            if not due:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("did not converge")

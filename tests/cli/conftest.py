@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.service import Service, kill_chroma_processes
+from tests.e2e.service import Service, running_service
 
 
 @dataclass
@@ -42,26 +42,10 @@ async def run_cli(*args: str, url: str, token: str | None = ADMIN_TOKEN) -> Resu
     return Result(process.returncode, stdout.decode(), stderr.decode())
 
 
-async def _running(database_url: str, data_dir: Path, **env: str) -> AsyncIterator[Service]:
-    svc = Service(database_url, data_dir, **env)
-    await svc.start()
-    try:
-        yield svc
-    finally:
-        await svc.stop()
-        kill_chroma_processes(data_dir)
-
-
-@pytest.fixture
-async def service(database_url: str, tmp_path: Path) -> AsyncIterator[Service]:
-    async for svc in _running(database_url, tmp_path / "data"):
-        yield svc
-
-
 @pytest.fixture
 async def failing_service(database_url: str, tmp_path: Path) -> AsyncIterator[Service]:
     """Every server start fails at once (the launcher's interpreter is /bin/false)
     and is not retried."""
     env = {"CHROMA_ORCH_LOCAL__PYTHON": "/bin/false", "CHROMA_ORCH_RECONCILER__RESTART_LIMIT": "0"}
-    async for svc in _running(database_url, tmp_path / "data", **env):
+    async with running_service(database_url, tmp_path / "data", **env) as svc:
         yield svc

@@ -3,7 +3,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -12,7 +11,6 @@ from sqlalchemy import update
 
 from chroma_orch.db.models import Instance
 from tests.dataplane.fake_upstream import FakeUpstream
-from tests.e2e.service import Service, kill_chroma_processes
 from tests.helpers import bearer, create_tenant
 
 
@@ -24,19 +22,6 @@ class Tenancy:
     instance_id: str
     other_token: str
     other_instance_id: str
-
-
-@pytest.fixture
-async def service(database_url: str, tmp_path: Path) -> AsyncIterator[Service]:
-    """The real service under uvicorn (as in tests/e2e)."""
-    data_dir = tmp_path / "data"
-    svc = Service(database_url, data_dir)
-    await svc.start()
-    try:
-        yield svc
-    finally:
-        await svc.stop()
-        kill_chroma_processes(data_dir)
 
 
 @pytest.fixture

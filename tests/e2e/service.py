@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -117,3 +119,15 @@ def kill_chroma_processes(data_dir: Path) -> None:
                 proc.wait(5)
             except psutil.Error:
                 pass
+
+
+@asynccontextmanager
+async def running_service(database_url: str, data_dir: Path, **env: str) -> AsyncIterator[Service]:
+    """The real service, started; on exit stopped, and any Chroma server it left killed."""
+    service = Service(database_url, data_dir, **env)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+        kill_chroma_processes(data_dir)

@@ -14,27 +14,21 @@ import pytest
 from sqlalchemy import text
 
 from chroma_orch.db.session import create_engine
-from tests.e2e.service import Service, kill_chroma_processes
+from tests.e2e.service import Service, running_service
 from tests.helpers import bearer, create_tenant, wait_for, wait_phase
 
 
 @pytest.fixture
 async def culling_service(database_url: str, tmp_path: Path) -> AsyncIterator[Service]:
-    data_dir = tmp_path / "data"
-    service = Service(
+    async with running_service(
         database_url,
-        data_dir,
+        tmp_path / "data",
         CHROMA_ORCH_CULLING__INTERVAL="0.3",
         CHROMA_ORCH_CULLING__WAKE_TIMEOUT="30",
         CHROMA_ORCH_PROXY__ACTIVITY_FLUSH_INTERVAL="0.2",
         CHROMA_ORCH_PROXY__ROUTE_CACHE_TTL="0",
-    )
-    await service.start()
-    try:
+    ) as service:
         yield service
-    finally:
-        await service.stop()
-        kill_chroma_processes(data_dir)
 
 
 async def _launch(http: httpx.AsyncClient, name: str, **options: Any) -> str:

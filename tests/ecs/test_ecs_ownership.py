@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
 from chroma_orch.db.models import Instance
 from chroma_orch.reconciler.loop import Reconciler
@@ -14,7 +13,7 @@ from chroma_orch.runtimes.base import InstanceSpec
 from chroma_orch.runtimes.ecs_tasks import server_definition
 from chroma_orch.settings import ReconcilerSettings
 from tests.ecs.conftest import CLUSTER, EcsService, aws_client, cluster_tasks, instance_of
-from tests.helpers import bearer, create_tenant
+from tests.helpers import bearer, converge, create_tenant
 
 
 @pytest.fixture
@@ -27,22 +26,6 @@ def _reconciler(service: EcsService) -> Reconciler:
         update={"reconciler": ReconcilerSettings(backoff_base=0.01, backoff_max=0.05)}
     )
     return Reconciler(service.app.state.ctx.sessions, service.runtime, settings)
-
-
-async def _converge(reconciler: Reconciler) -> None:
-    for _ in range(50):
-        claimed = await reconciler.run_once()
-        await reconciler.drain()
-        if not claimed:
-            async with reconciler.sessions() as session:
-                due = await session.scalar(
-                    select(func.count())
-                    .select_from(Instance)
-                    .where(Instance.next_reconcile_at.is_not(None))
-                )
-            if not due:
-                return
-    raise AssertionError("did not converge")
 
 
 async def _instance(service: EcsService, token: str, name: str) -> dict[str, Any]:
@@ -67,7 +50,7 @@ async def test_crash_between_run_task_and_commit_adopts(
     )
     launched = await ecs_service.runtime.start(spec)
 
-    await _converge(_reconciler(ecs_service))
+    await converge(_reconciler(ecs_service))
 
     body = (await ecs_service.http.get(f"/v1/instances/{inst['id']}")).json()
     assert body["phase"] == "running"
@@ -108,9 +91,9 @@ async def test_orphans_are_stopped_and_others_left_alone(
     wanted = await _instance(ecs_service, token, "wanted")
     stopped = await _instance(ecs_service, token, "stopped")
     reconciler = _reconciler(ecs_service)
-    await _converge(reconciler)
+    await converge(reconciler)
     await ecs_service.http.post(f"/v1/instances/{stopped['id']}/stop")
-    await _converge(reconciler)
+    await converge(reconciler)
 
     service_name = ecs_service.settings.service_name
     unknown = await _run_foreign_task(ecs_service, service_name, str(uuid.uuid4()))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.service import Service
+from tests.e2e.service import Service, running_service
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SEED = 20261126
@@ -24,17 +24,13 @@ SEED = 20261126
 
 @pytest.fixture
 async def api_only_service(database_url: str, tmp_path: Path) -> AsyncIterator[Service]:
-    service = Service(
+    async with running_service(
         database_url,
         tmp_path / "data",
         CHROMA_ORCH_RECONCILER__ENABLED="false",
         CHROMA_ORCH_LIMITS__MAX_CONCURRENT_STARTS="1000000",
-    )
-    await service.start()
-    try:
+    ) as service:
         yield service
-    finally:
-        await service.stop()
 
 
 @pytest.mark.timeout(600)

@@ -12,11 +12,11 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
 from chroma_orch.context import AppContext
-from chroma_orch.db.models import AllocatedPort, Event, Instance, Intent
+from chroma_orch.db.models import AllocatedPort, Event, Intent
 from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import ReconcilerSettings, Settings
-from tests.helpers import bearer, create_tenant, wait_for
+from tests.helpers import bearer, converge, create_tenant, wait_for
 from tests.reconciler.doubles import FakeRuntime
 
 
@@ -42,24 +42,6 @@ def _fast(settings: Settings, **changes: Any) -> Settings:
     )
     local = settings.local.model_copy(update={"start_timeout": 0.5})
     return settings.model_copy(update={"reconciler": reconciler, "local": local})
-
-
-async def converge(reconciler: Reconciler, rounds: int = 60) -> None:
-    """Run passes until nothing is due or in flight (requeues included)."""
-    for _ in range(rounds):
-        claimed = await reconciler.run_once()
-        await reconciler.drain()
-        if not claimed:
-            async with reconciler.sessions() as session:
-                due = await session.scalar(
-                    select(func.count())
-                    .select_from(Instance)
-                    .where(Instance.next_reconcile_at.is_not(None))
-                )
-            if not due:
-                return
-            await asyncio.sleep(0.02)
-    raise AssertionError("did not converge")
 
 
 async def _launch(client: httpx.AsyncClient, token: str, name: str) -> str:

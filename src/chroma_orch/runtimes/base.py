@@ -22,9 +22,14 @@ Edge cases every driver must honour:
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+"""What a runtime accepts as an instance id (the reconciler passes UUIDs). No dots
+or slashes: ids become file names and tags; "<id>.lock" never names another's data."""
 
 Handle = dict[str, Any]
 """JSON-serialisable driver state stored on the instance row."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from aiobotocore.config import AioConfig
 
 from chroma_orch.runtimes.base import (
+    INSTANCE_ID,
     ExitCallback,
     Handle,
     InstanceSpec,
@@ -60,7 +60,6 @@ from chroma_orch.settings import EcsSettings
 
 log = logging.getLogger(__name__)
 
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _REJECTED = frozenset({"ClientException", "InvalidParameterException", "AccessDeniedException"})
 
 
@@ -361,7 +360,7 @@ class EcsRuntime:
 
 
 def _check_id(instance_id: str) -> None:
-    if not _INSTANCE_ID.fullmatch(instance_id):
+    if not INSTANCE_ID.fullmatch(instance_id):
         raise ValueError(f"invalid instance id {instance_id!r}")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 import psutil
 
 from chroma_orch.runtimes.base import (
+    INSTANCE_ID,
     Endpoint,
     ExitCallback,
     Handle,
@@ -52,8 +52,6 @@ from chroma_orch.settings import LocalRuntimeSettings
 
 log = logging.getLogger(__name__)
 
-# No dots: "<id>.lock" must never be another instance's data directory.
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _TICK = 0.02
 _FOLLOW_INTERVAL = 0.2
 _HEARTBEAT_TIMEOUT = 0.5
@@ -235,7 +233,7 @@ class LocalRuntime:
     # -- finding and checking servers -------------------------------------------
 
     def _paths(self, instance_id: str) -> _Paths:
-        if not _INSTANCE_ID.fullmatch(instance_id):
+        if not INSTANCE_ID.fullmatch(instance_id):
             raise ValueError(f"invalid instance id {instance_id!r}")
         return _Paths(
             data=self._instances / instance_id,
