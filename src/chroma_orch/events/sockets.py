@@ -66,9 +66,14 @@ def _offered_token(websocket: WebSocket) -> str | None:
 
 async def _first_message_token(websocket: WebSocket, timeout: float) -> str:
     try:
-        raw = await asyncio.wait_for(websocket.receive_text(), timeout)
+        message = await asyncio.wait_for(websocket.receive(), timeout)
     except TimeoutError as exc:
         raise AuthFailedError(CLOSE_UNAUTHORIZED, "no auth message in time") from exc
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    raw = message.get("text")
+    if raw is None:  # a binary frame
+        raise AuthFailedError(CLOSE_BAD_REQUEST, 'expected a text frame {"type": "auth", ...}')
     try:
         return AuthMessage.model_validate_json(raw).token
     except ValidationError as exc:
