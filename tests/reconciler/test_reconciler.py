@@ -113,6 +113,10 @@ async def test_stop_start_delete_free_the_port(
     assert (
         await client.get(f"/v1/instances/{instance_id}", headers=bearer(tenant))
     ).status_code == 404
+    again = await client.delete(f"/v1/instances/{instance_id}", headers=bearer(tenant))
+    assert again.status_code == 202  # a retried delete answers like the first one
+    assert again.json()["instance"]["phase"] == "deleted"
+    assert again.json()["intent"]["status"] == "succeeded"
     assert runtime.deleted == [instance_id]
     async with ctx.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(AllocatedPort)) == 0

@@ -109,8 +109,11 @@ class InstanceService:
         self.principal = principal
         self.policy = policy
 
-    async def get(self, instance_id: uuid.UUID, *, for_update: bool = False) -> Instance:
-        """A visible, not yet deleted instance, or ``NotFoundError``."""
+    async def get(
+        self, instance_id: uuid.UUID, *, for_update: bool = False, deleted: bool = False
+    ) -> Instance:
+        """A visible instance, or ``NotFoundError``; one already deleted only with
+        ``deleted`` (so that repeating a delete answers like the first one)."""
         query = select(Instance).where(Instance.id == instance_id)
         if for_update:
             query = query.with_for_update()
@@ -118,7 +121,7 @@ class InstanceService:
         if (
             instance is None
             or not self.principal.can_see(instance.tenant_id)
-            or instance.phase == Phase.DELETED
+            or (instance.phase == Phase.DELETED and not deleted)
         ):
             raise NotFoundError(f"instance {instance_id} not found")
         return instance
@@ -196,8 +199,10 @@ class InstanceService:
     async def act(
         self, instance_id: uuid.UUID, action: Action, *, keep_data: bool = False
     ) -> tuple[Instance, Intent]:
-        """Apply start/stop/restart/delete: new desired state, an intent, an event."""
-        instance = await self.get(instance_id, for_update=True)
+        """Apply start/stop/restart/delete: new desired state, an intent, an event.
+        Delete is idempotent: a retried delete of a deleted instance answers 202 again."""
+        deleted = action is Action.DELETE
+        instance = await self.get(instance_id, for_update=True, deleted=deleted)
         return await self.apply(instance, action, keep_data=keep_data)
 
     async def apply(
