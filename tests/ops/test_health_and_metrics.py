@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -64,27 +65,29 @@ async def test_readiness_follows_the_database_and_the_reconciler(
 ) -> None:
     if pg_cluster is None:
         pytest.skip("needs the embedded cluster, to stop and start it")
-    ready = await _ready(live_app)
-    assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "reconciler": "ok"}
+    async with asyncio.timeout(120):  # a hang here fails with a traceback, not a CI timeout
+        ready = await _ready(live_app)
+        assert ready.status_code == 200, ready.text
+        checks = {"database": "ok", "migrations": "ok", "reconciler": "ok"}
+        assert ready.json()["checks"] == checks
 
-    pg_cluster.stop()
-    try:
-        down = await _ready(live_app)
-        assert down.status_code == 503
-        assert down.json()["checks"]["database"].startswith("error")
-    finally:
-        pg_cluster.start()
-    recovered = await _ready(live_app)
-    assert recovered.status_code == 200, recovered.text
+        await asyncio.to_thread(pg_cluster.stop)  # the app's loop keeps running meanwhile
+        try:
+            down = await _ready(live_app)
+            assert down.status_code == 503
+            assert down.json()["checks"]["database"].startswith("error")
+        finally:
+            await asyncio.to_thread(pg_cluster.start)
+        recovered = await _ready(live_app)
+        assert recovered.status_code == 200, recovered.text
 
-    ctx: AppContext = live_app.state.ctx
-    assert ctx.reconciler is not None
-    await ctx.reconciler.stop()  # as if its loop had died an hour ago
-    ctx.reconciler._last_pass = time.monotonic() - 3600
-    stalled = await _ready(live_app)
-    assert stalled.status_code == 503
-    assert stalled.json()["checks"]["reconciler"].startswith("stalled")
+        ctx: AppContext = live_app.state.ctx
+        assert ctx.reconciler is not None
+        await ctx.reconciler.stop()  # as if its loop had died an hour ago
+        ctx.reconciler._last_pass = time.monotonic() - 3600
+        stalled = await _ready(live_app)
+        assert stalled.status_code == 503
+        assert stalled.json()["checks"]["reconciler"].startswith("stalled")
 
 
 async def test_admin_token_is_never_logged(
