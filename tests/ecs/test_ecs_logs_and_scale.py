@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from chroma_orch.db.models import Instance
+from chroma_orch.runtimes.ecs import EcsRuntime
 from tests.ecs.conftest import EcsService, aws_client, cluster_tasks, instance_of
 from tests.helpers import bearer, create_tenant, wait_for, wait_phase
 
@@ -53,6 +54,20 @@ async def test_logs_of_an_ecs_instance(ecs_service: EcsService, moto_url: str) -
     await _put_lines(moto_url, settings.log_group, stream, ["four"])
     assert await asyncio.wait_for(anext(follow), timeout=10) == ["four"]
     await follow.aclose()  # type: ignore[attr-defined]
+
+    # Stopped, and read by a service that has nothing in memory (as after a restart):
+    # the last task's logs still come back (a failed task's logs say why it failed).
+    await http.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
+    await wait_phase(http, instance_id, "stopped")
+    ctx = ecs_service.app.state.ctx
+    fresh = EcsRuntime(settings)
+    saved, ctx.runtime = ctx.runtime, fresh
+    try:
+        after = await http.get(f"/v1/instances/{instance_id}/logs", params={"tail": 2})
+    finally:
+        ctx.runtime = saved
+        await fresh.aclose()
+    assert after.json()["lines"] == ["three", "four"]
 
 
 SCALE = 250

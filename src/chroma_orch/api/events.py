@@ -80,7 +80,8 @@ async def logs_socket(
     if instance is None:
         await websocket.close(CLOSE_NOT_FOUND, "instance not found")
         return
-    lines = ctx.runtime.follow_logs(str(instance.id), instance.handle, tail)
+    handle = instance.handle or instance.last_handle
+    lines = ctx.runtime.follow_logs(str(instance.id), handle, tail)
     send = timed_sender(websocket, ctx.settings.events.send_timeout)
     try:
         await until_disconnect(websocket, follow_logs(lines, send, ctx.settings.events))

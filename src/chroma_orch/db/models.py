@@ -101,6 +101,9 @@ class Instance(TimestampMixin, Base):
     handle's generation reaches it."""
     keep_data: Mapped[bool] = mapped_column(default=False)
     handle: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    last_handle: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    """The handle of the last server once it is gone: its logs stay readable (a failed
+    ECS task's CloudWatch stream says why it failed)."""
     endpoint_host: Mapped[str | None] = mapped_column(String(255))
     endpoint_port: Mapped[int | None] = mapped_column(Integer)
     failure_reason: Mapped[str | None] = mapped_column(String(64))

@@ -13,5 +13,5 @@ async def read_logs(
     instances: InstanceService, runtime: Runtime, instance_id: uuid.UUID, tail: int
 ) -> InstanceLogs:
     instance = await instances.get(instance_id)
-    lines = await runtime.logs(str(instance.id), instance.handle, tail)
+    lines = await runtime.logs(str(instance.id), instance.handle or instance.last_handle, tail)
     return InstanceLogs(instance_id=instance.id, lines=lines)

@@ -117,6 +117,8 @@ class InstanceReconciler:
             check_phase(Phase(inst.phase), phase)
             values.update(phase=phase.value)
             values.setdefault("phase_changed_at", datetime.now(UTC))
+        if "handle" in values and values["handle"] is None and inst.handle is not None:
+            values["last_handle"] = inst.handle  # keep where its logs are
         lease = {"lease_owner": None, "lease_expires_at": None, "error_count": 0}
         async with self.sessions() as session:
             fenced = values | lease if release else values
