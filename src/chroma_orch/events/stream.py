@@ -105,6 +105,7 @@ class EventStream:
         self.fetches = 0
         """Queries run for notifications (one per round, whatever the subscriber count)."""
         self._wake = asyncio.Event()
+        self._fetching = False
         self._by_tenant: defaultdict[uuid.UUID | None, set[Subscriber]] = defaultdict(set)
 
     async def prime(self) -> None:
@@ -115,6 +116,12 @@ class EventStream:
     def notify(self, payload: str) -> None:
         """Listener callback: ``"<seq> ..."`` after a commit, ``""`` after a reconnect."""
         seq, _ = parse_events_payload(payload)
+        if seq is not None and not self._by_tenant and not self._fetching:
+            # Nobody to deliver to: move the cursor without reading (a subscriber that
+            # comes later reads what it needs from the log itself). Sequence numbers
+            # become visible in commit order, so every event up to ``seq`` is committed.
+            self.cursor = max(self.cursor, seq)
+            return
         if seq is None or seq > self.cursor:
             self._wake.set()
 
@@ -165,7 +172,11 @@ class EventStream:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self.fetch_once()
+                self._fetching = True
+                try:
+                    await self.fetch_once()
+                finally:
+                    self._fetching = False
                 delay = 0.1
             except asyncio.CancelledError:
                 raise
