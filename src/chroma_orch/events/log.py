@@ -9,13 +9,12 @@ transaction, so PostgreSQL delivers it only if the commit succeeds.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from chroma_orch.db.models import Event
 
 EVENTS_CHANNEL = "chroma_orch_events"
 INTENTS_CHANNEL = "chroma_orch_intents"
@@ -50,32 +49,53 @@ def notify_on_commit(session: AsyncSession, channel: str, payload: str = "") -> 
     session.info.setdefault(_PENDING_NOTIFY, {})[channel] = payload
 
 
+_APPEND_EVENTS = """
+WITH locked AS (SELECT pg_advisory_xact_lock(:lock_key)),
+appended AS (
+    INSERT INTO events (type, instance_id, tenant_id, before, after)
+    SELECT e.type, e.instance_id, e.tenant_id, e.before, e.after
+    FROM locked, jsonb_to_recordset(CAST(:rows AS jsonb))
+        AS e(type text, instance_id uuid, tenant_id uuid, before jsonb, after jsonb)
+    RETURNING seq
+)
+SELECT max(seq), pg_notify(:events_channel, max(seq)::text || :ids){notify} FROM appended
+"""
+
+
 async def commit(session: AsyncSession) -> int | None:
-    """Write pending events and notifications, then commit. Returns the last event seq."""
+    """Write pending events and notifications, then commit. Returns the last event seq.
+
+    Events go in with one statement that takes the lock, appends them and
+    notifies (the lock and the insert must be one unit; one round trip is cheaper).
+    """
     events: list[dict[str, Any]] = session.info.pop(_PENDING_EVENTS, [])
     notifications: dict[str, str] = session.info.pop(_PENDING_NOTIFY, {})
+    calls = "".join(f", pg_notify(:c{n}, :p{n})" for n in range(len(notifications)))
+    params: dict[str, Any] = {}
+    for n, (channel, payload) in enumerate(notifications.items()):
+        params |= {f"c{n}": channel, f"p{n}": payload}
     last_seq: int | None = None
     if events:
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENTS_LOCK_KEY})
-        result = await session.execute(insert(Event).returning(Event.seq), events)
-        last_seq = max(result.scalars().all())
-        notifications[EVENTS_CHANNEL] = events_payload(last_seq, events)
-    if notifications:
-        calls = ", ".join(f"pg_notify(:c{n}, :p{n})" for n in range(len(notifications)))
-        params: dict[str, str] = {}
-        for n, (channel, payload) in enumerate(notifications.items()):
-            params |= {f"c{n}": channel, f"p{n}": payload}
-        await session.execute(text(f"SELECT {calls}"), params)
+        params |= {
+            "lock_key": _EVENTS_LOCK_KEY,
+            "rows": json.dumps(events, default=str),
+            "events_channel": EVENTS_CHANNEL,
+            "ids": events_payload_ids(events),
+        }
+        last_seq = await session.scalar(text(_APPEND_EVENTS.format(notify=calls)), params)
+    elif notifications:
+        await session.execute(text(f"SELECT {calls[2:]}"), params)
     await session.commit()
     return last_seq
 
 
-def events_payload(last_seq: int, events: list[dict[str, Any]]) -> str:
-    """``"<last seq> <instance id> ..."``: listeners wake only the waiters concerned.
-    Just the sequence number when the ids would not fit in a notification."""
+def events_payload_ids(events: list[dict[str, Any]]) -> str:
+    """What follows the sequence number in an events notification: ``" <instance id>
+    ..."``, so listeners wake only the waiters concerned; empty when the ids would
+    not fit in a notification (then everyone wakes)."""
     ids = sorted({str(e["instance_id"]) for e in events if e["instance_id"] is not None})
-    payload = " ".join([str(last_seq), *ids])
-    return payload if len(payload) < 7000 else str(last_seq)
+    suffix = "".join(f" {i}" for i in ids)
+    return suffix if len(suffix) < 7000 else ""
 
 
 def parse_events_payload(payload: str) -> tuple[int | None, list[str]]:
