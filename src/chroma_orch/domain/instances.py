@@ -42,6 +42,7 @@ from chroma_orch.errors import (
     IdempotencyKeyReusedError,
     NotFoundError,
     QuotaExceededError,
+    TooManyStartsError,
 )
 from chroma_orch.events.hub import EventHub, wait_for_event
 from chroma_orch.events.log import INTENTS_CHANNEL, notify_on_commit, record_event
@@ -157,17 +158,15 @@ class InstanceService:
         self, data: InstanceCreate, idempotency_key: str | None = None
     ) -> tuple[Instance, Intent]:
         tenant_id = self.principal.tenant_scope(data.tenant_id)
-        await self._require_tenant(tenant_id)
+        if self.principal.is_admin:  # a tenant token's own tenant exists (tokens cascade)
+            await self._require_tenant(tenant_id)
         fingerprint = request_fingerprint(data, tenant_id)
         if idempotency_key is not None:
             replay = await self._replay(tenant_id, idempotency_key, fingerprint)
             if replay is not None:
                 return replay
         await _advisory_lock(self.session, "instance-name", tenant_id, data.name)
-        if await self.find_live(tenant_id, data.name) is not None:
-            raise ConflictError(f"tenant already has an instance named {data.name!r}")
-        await self._check_quota(tenant_id)
-        await check_concurrent_starts(self.session, self.policy.max_concurrent_starts)
+        await self._admit(tenant_id, data.name)
         instance = Instance(
             tenant_id=tenant_id,
             name=data.name,
@@ -328,15 +327,34 @@ class InstanceService:
         if found is None:
             raise NotFoundError(f"tenant {tenant_id} not found")
 
-    async def _check_quota(self, tenant_id: uuid.UUID) -> None:
-        count = await self.session.scalar(
-            select(func.count())
-            .select_from(Instance)
-            .where(Instance.tenant_id == tenant_id, Instance.desired_state != DesiredState.DELETED)
+    async def _admit(self, tenant_id: uuid.UUID, name: str) -> None:
+        """A new instance needs a free name, room in the tenant's quota and room under
+        the service-wide cap on starts; one query answers all three."""
+        live = (Instance.tenant_id == tenant_id) & (Instance.desired_state != DesiredState.DELETED)
+        starting = (Instance.desired_state == DesiredState.RUNNING) & Instance.phase.in_(
+            (Phase.PENDING, Phase.STARTING)
         )
-        if (count or 0) >= self.policy.max_per_tenant:
+        row = (
+            await self.session.execute(
+                select(
+                    func.count().filter(live),
+                    func.count().filter(live & (Instance.name == name)),
+                    func.count().filter(starting),
+                ).where(live | starting)
+            )
+        ).one()
+        tenant_count, same_name, starts = (int(n or 0) for n in row)
+        if same_name:
+            raise ConflictError(f"tenant already has an instance named {name!r}")
+        if tenant_count >= self.policy.max_per_tenant:
             raise QuotaExceededError(
-                f"tenant has {count} instances; the limit is {self.policy.max_per_tenant}"
+                f"tenant has {tenant_count} instances; the limit is {self.policy.max_per_tenant}"
+            )
+        if starts >= self.policy.max_concurrent_starts:
+            raise TooManyStartsError(
+                f"{starts} instances are starting; the limit is "
+                f"{self.policy.max_concurrent_starts}",
+                retry_after=2,
             )
 
 
