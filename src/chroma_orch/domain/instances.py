@@ -19,7 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.models import Instance, Intent
 from chroma_orch.domain.auth import Principal
-from chroma_orch.domain.limits import check_concurrent_starts
+from chroma_orch.domain.limits import (
+    ON_THEIR_WAY_UP,
+    check_concurrent_starts,
+    enforce_start_cap,
+)
 from chroma_orch.domain.schemas import (
     EndpointRead,
     FailureRead,
@@ -42,7 +46,6 @@ from chroma_orch.errors import (
     IdempotencyKeyReusedError,
     NotFoundError,
     QuotaExceededError,
-    TooManyStartsError,
 )
 from chroma_orch.events.hub import EventHub, wait_for_event
 from chroma_orch.events.log import INTENTS_CHANNEL, notify_on_commit, record_event
@@ -331,16 +334,13 @@ class InstanceService:
         """A new instance needs a free name, room in the tenant's quota and room under
         the service-wide cap on starts; one query answers all three."""
         live = (Instance.tenant_id == tenant_id) & (Instance.desired_state != DesiredState.DELETED)
-        starting = (Instance.desired_state == DesiredState.RUNNING) & Instance.phase.in_(
-            (Phase.PENDING, Phase.STARTING)
-        )
         row = (
             await self.session.execute(
                 select(
                     func.count().filter(live),
                     func.count().filter(live & (Instance.name == name)),
-                    func.count().filter(starting),
-                ).where(live | starting)
+                    func.count().filter(ON_THEIR_WAY_UP),
+                ).where(live | ON_THEIR_WAY_UP)
             )
         ).one()
         tenant_count, same_name, starts = (int(n or 0) for n in row)
@@ -350,12 +350,7 @@ class InstanceService:
             raise QuotaExceededError(
                 f"tenant has {tenant_count} instances; the limit is {self.policy.max_per_tenant}"
             )
-        if starts >= self.policy.max_concurrent_starts:
-            raise TooManyStartsError(
-                f"{starts} instances are starting; the limit is "
-                f"{self.policy.max_concurrent_starts}",
-                retry_after=2,
-            )
+        enforce_start_cap(starts, self.policy.max_concurrent_starts)
 
 
 def encode_cursor(instance: Instance) -> str:

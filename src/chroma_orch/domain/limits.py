@@ -48,17 +48,23 @@ class RateLimiter:
         bucket.tokens -= 1
 
 
-async def check_concurrent_starts(session: AsyncSession, limit: int) -> None:
-    """Raise ``TooManyStartsError`` when ``limit`` instances are already on their way up."""
-    starting = await session.scalar(
-        select(func.count())
-        .select_from(Instance)
-        .where(
-            Instance.desired_state == DesiredState.RUNNING,
-            Instance.phase.in_((Phase.PENDING, Phase.STARTING)),
-        )
-    )
-    if (starting or 0) >= limit:
+ON_THEIR_WAY_UP = (Instance.desired_state == DesiredState.RUNNING) & Instance.phase.in_(
+    (Phase.PENDING, Phase.STARTING)
+)
+"""Instances that count against the service-wide cap on concurrent starts."""
+
+
+def enforce_start_cap(starting: int, limit: int) -> None:
+    """Raise ``TooManyStartsError`` when ``starting`` instances already fill ``limit``."""
+    if starting >= limit:
         raise TooManyStartsError(
             f"{starting} instances are starting; the limit is {limit}", retry_after=2
         )
+
+
+async def check_concurrent_starts(session: AsyncSession, limit: int) -> None:
+    """Raise ``TooManyStartsError`` when ``limit`` instances are already on their way up."""
+    starting = await session.scalar(
+        select(func.count()).select_from(Instance).where(ON_THEIR_WAY_UP)
+    )
+    enforce_start_cap(starting or 0, limit)
