@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,13 +18,14 @@ from tests.helpers import bearer, create_tenant
 
 
 async def _client(
-    database_url: str, data_dir: Path, **limits: object
+    database_url: str, data_dir: Path, overrides: dict[str, Any] | None = None, **limits: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(
         database_url,
         data_dir,
         limits=LimitsSettings(**limits),
         reconciler=ReconcilerSettings(enabled=False),
+        **(overrides or {}),
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -70,25 +72,14 @@ async def test_concurrent_start_limit(start_limited: httpx.AsyncClient) -> None:
 
 
 async def test_tenant_quota(database_url: str, tmp_path: Path) -> None:
-    settings = make_settings(
-        database_url,
-        tmp_path / "d",
-        max_instances_per_tenant=1,
-        reconciler=ReconcilerSettings(enabled=False),
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://t", headers=bearer(ADMIN_TOKEN)
-        ) as http:
-            _, token = await create_tenant(http, "acme")
-            assert (
-                await http.post("/v1/instances", json={"name": "a"}, headers=bearer(token))
-            ).status_code == 202
-            over = await http.post("/v1/instances", json={"name": "b"}, headers=bearer(token))
-            assert over.status_code == 429
-            assert over.json()["code"] == "quota_exceeded"
+    async for http in _client(database_url, tmp_path / "d", {"max_instances_per_tenant": 1}):
+        _, token = await create_tenant(http, "acme")
+        assert (
+            await http.post("/v1/instances", json={"name": "a"}, headers=bearer(token))
+        ).status_code == 202
+        over = await http.post("/v1/instances", json={"name": "b"}, headers=bearer(token))
+        assert over.status_code == 429
+        assert over.json()["code"] == "quota_exceeded"
 
 
 async def test_per_token_rate_limit(rate_limited: httpx.AsyncClient) -> None:
