@@ -22,6 +22,7 @@ from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.domain.instances import InstancePolicy
 from chroma_orch.domain.limits import RateLimiter
 from chroma_orch.domain.tenants import ensure_admin_token
+from chroma_orch.domain.token_cache import TOKENS_CHANNEL, TokenCache
 from chroma_orch.errors import install_error_handlers
 from chroma_orch.events import stream
 from chroma_orch.events.hub import EventHub
@@ -93,7 +94,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with AsyncExitStack() as stack:
         url = settings.database_url or await start_embedded_database(settings, stack)
-        engine = create_engine(url, application_name=settings.reconciler.replica_id)
+        engine = create_engine(
+            url,
+            application_name=settings.reconciler.replica_id,
+            pool_size=settings.database_pool_size,
+        )
         stack.push_async_callback(engine.dispose)
         if settings.migrate_on_start:
             await upgrade(engine)
@@ -109,10 +114,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         hub = EventHub()
         limiter = RateLimiter(settings.limits.requests_per_second, settings.limits.burst)
-        ctx = AppContext(settings, engine, sessions, runtime, policy, hub, limiter)
+        listener = PgListener(url, settings.reconciler.replica_id)
+        tokens = TokenCache(settings.token_cache_ttl, 10_000, listener.connected.is_set)
+        listener.subscribe(TOKENS_CHANNEL, tokens.on_notify)
+        ctx = AppContext(settings, engine, sessions, runtime, policy, hub, limiter, tokens)
         ctx.migrations_at_head = settings.migrate_on_start
         app.state.ctx = ctx
-        listener = PgListener(url, settings.reconciler.replica_id)
         listener.subscribe(EVENTS_CHANNEL, hub.notify)
         await stream.start(app, ctx=app.state.ctx, stack=stack, listener=listener)
         await dataplane.start(app, ctx=app.state.ctx, stack=stack)

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chroma_orch.domain.instances import InstancePolicy
 from chroma_orch.domain.limits import RateLimiter
+from chroma_orch.domain.token_cache import TokenCache
 from chroma_orch.events.hub import EventHub
 from chroma_orch.runtimes.base import Runtime
 from chroma_orch.settings import Settings
@@ -26,5 +27,6 @@ class AppContext:
     policy: InstancePolicy
     hub: EventHub
     rate_limiter: RateLimiter
+    tokens: TokenCache
     reconciler: Reconciler | None = None
     migrations_at_head: bool = False

@@ -269,21 +269,13 @@ class ProxySettings(BaseModel):
         description="Serve the built-in proxy under /i/ (the internal route Nginx's "
         "auth_request asks is served either way).",
     )
-    auth_cache_ttl: float = Field(
-        5.0,
-        ge=0,
-        description="Seconds a verified token is trusted without asking the database again "
-        "(a revoked token keeps working at most this long). 0 disables the cache.",
-    )
     route_cache_ttl: float = Field(
         2.0,
         ge=0,
         description="Seconds an instance's phase and endpoint are reused without a lookup; "
         "any instance event and any upstream connection failure also drop cached routes.",
     )
-    cache_size: int = Field(
-        10000, ge=1, description="Entries kept in each of the token and route caches."
-    )
+    cache_size: int = Field(10000, ge=1, description="Entries kept in the route cache.")
     connect_timeout: float = Field(
         5.0, gt=0, description="Seconds to open a connection to an instance's server."
     )
@@ -375,6 +367,20 @@ class Settings(BaseSettings):
         None,
         description="PostgreSQL URL (postgresql+asyncpg://...). Unset: an embedded cluster "
         "under the data directory.",
+    )
+    database_pool_size: int = Field(
+        20,
+        ge=1,
+        le=500,
+        description="Connections the API keeps open to PostgreSQL (as many again may be "
+        "opened for bursts). Size it to the requests you serve at once.",
+    )
+    token_cache_ttl: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds a verified token is reused without a lookup. A revoked or "
+        "changed token is dropped at once on every replica (PostgreSQL notifies them); "
+        "this only bounds how old last_used_at gets. 0 disables the cache.",
     )
     data_dir: Path = Field(
         default_factory=default_data_dir,

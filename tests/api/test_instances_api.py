@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chroma_orch.db.models import Event, Instance, Intent
-from tests.helpers import bearer, create_tenant
+from tests.helpers import bearer, create_tenant, wait_for
 
 
 async def _counts(engine: AsyncEngine) -> tuple[int, int, int]:
@@ -230,12 +230,35 @@ async def test_revoked_and_expired_tokens_are_refused(
     short_token = short.json()["token"]
     assert (await client.get("/v1/instances", headers=bearer(short_token))).status_code == 200
     engine = api_app.state.ctx.engine  # type: ignore[attr-defined]
-    async with engine.begin() as conn:
+    async with engine.begin() as conn:  # as another replica or the CLI would
         await conn.exec_driver_sql(
             "UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE name = 's'"
         )
-    expired = await client.get("/v1/instances", headers=bearer(short_token))
-    assert expired.status_code == 401
+
+    async def refused() -> bool:  # once PostgreSQL's notification arrived
+        return (await client.get("/v1/instances", headers=bearer(short_token))).status_code == 401
+
+    await wait_for(refused, timeout=5, interval=0.01)
+
+
+async def test_verified_tokens_are_cached_until_postgres_says_they_changed(
+    client: httpx.AsyncClient, api_app: object
+) -> None:
+    _, token = await create_tenant(client, "acme")
+    assert (await client.get("/v1/instances", headers=bearer(token))).status_code == 200
+    engine = api_app.state.ctx.engine  # type: ignore[attr-defined]
+    async with engine.begin() as conn:  # a change nobody is told about: the cache serves
+        await conn.exec_driver_sql("ALTER TABLE api_tokens DISABLE TRIGGER api_tokens_changed")
+        await conn.exec_driver_sql("UPDATE api_tokens SET revoked_at = now()")
+        await conn.exec_driver_sql("ALTER TABLE api_tokens ENABLE TRIGGER api_tokens_changed")
+    assert (await client.get("/v1/instances", headers=bearer(token))).status_code == 200
+    async with engine.begin() as conn:  # the trigger tells every replica
+        await conn.exec_driver_sql("UPDATE api_tokens SET revoked_at = now()")
+
+    async def refused() -> bool:
+        return (await client.get("/v1/instances", headers=bearer(token))).status_code == 401
+
+    await wait_for(refused, timeout=5, interval=0.01)
 
 
 async def test_every_route_but_health_and_docs_needs_a_token(api_app: object) -> None:

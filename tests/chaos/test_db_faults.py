@@ -103,6 +103,25 @@ async def test_postgres_down_answers_503(cluster: EmbeddedPostgres, service: Ser
     await wait_for(lambda: _ready(service), timeout=60, interval=0.2)
 
 
+async def test_pooled_connections_are_renewed_after_a_quiet_restart(
+    cluster: EmbeddedPostgres, service: Service
+) -> None:
+    """PostgreSQL restarts while nobody asks anything: the connections pooled before
+    are dead, and no request may be handed one."""
+    async with service.client() as admin:
+        _, token = await create_tenant(admin, "acme")
+    async with service.client(token) as http:
+
+        async def statuses(count: int) -> list[int]:
+            listed = [http.get("/v1/instances") for _ in range(count)]
+            return [r.status_code for r in await asyncio.gather(*listed)]
+
+        assert set(await statuses(12)) == {200}  # several connections in the pool
+        async with Outage(cluster):
+            pass
+        assert set(await statuses(12) + await statuses(12)) == {200}
+
+
 async def test_reconnects_and_converges_without_restart(
     cluster: EmbeddedPostgres, service: Service, database_url: str
 ) -> None:

@@ -1,4 +1,7 @@
-"""Request-scoped dependencies: the unit of work, the caller, the services."""
+"""Request-scoped dependencies: the unit of work, the caller, the services.
+
+All are ``async def``: FastAPI runs a plain ``def`` dependency in a worker thread,
+a thread hop per request for what is only an object construction."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ def with_principal(principal: Principal) -> None:
     log_context.set({**log_context.get(), **fields})
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -57,7 +60,8 @@ async def get_principal(
     ctx: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    principal = await authenticate(session, credentials.credentials if credentials else None)
+    token = credentials.credentials if credentials else None
+    principal = await authenticate(session, token, ctx.tokens)
     ctx.rate_limiter.check(principal.token_id)
     with_principal(principal)
     return principal
@@ -66,12 +70,14 @@ async def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def get_instances(session: Session, principal: CurrentPrincipal, ctx: Context) -> InstanceService:
+async def get_instances(
+    session: Session, principal: CurrentPrincipal, ctx: Context
+) -> InstanceService:
     return InstanceService(session, principal, ctx.policy)
 
 
-def get_tenants(session: Session, principal: CurrentPrincipal) -> TenantService:
-    return TenantService(session, principal)
+async def get_tenants(session: Session, principal: CurrentPrincipal, ctx: Context) -> TenantService:
+    return TenantService(session, principal, ctx.tokens)
 
 
 Instances = Annotated[InstanceService, Depends(get_instances)]

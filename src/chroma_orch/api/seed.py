@@ -31,7 +31,7 @@ router = APIRouter(
 UserId = Annotated[TenantName, Path(description="The user (tenant name).")]
 
 
-def get_seed(tenants: Tenants, instances: Instances) -> SeedService:
+async def get_seed(tenants: Tenants, instances: Instances) -> SeedService:
     return SeedService(tenants, instances)
 
 

@@ -29,7 +29,7 @@ class DataPlane:
     def __init__(self, ctx: AppContext) -> None:
         settings = ctx.settings.proxy
         self.enabled = settings.enabled
-        self.access = Access(ctx.sessions, ctx.hub, settings)
+        self.access = Access(ctx.sessions, ctx.hub, ctx.tokens, settings)
         self.activity = ActivityRecorder(ctx.sessions, settings.activity_flush_interval)
         self.forwarder = Forwarder(settings)
         self.waker = Waker(ctx, self.access)

@@ -1,8 +1,8 @@
 """Who may reach which instance, and where it listens: tokens and routes, briefly cached.
 
-Both lookups hit PostgreSQL on a miss only. Verified tokens are trusted for
-``auth_cache_ttl`` seconds (so a revoked token keeps working at most that long);
-routes for ``route_cache_ttl`` seconds, and every cached route is dropped as soon
+Both lookups hit PostgreSQL on a miss only. Verified tokens come from the
+replica's ``TokenCache`` (dropped as soon as a token changes); routes are reused
+for ``route_cache_ttl`` seconds, and every cached route is dropped as soon
 as any instance event reaches this replica (the event hub's sequence moves) or
 a connection to the cached endpoint fails, so a restarted or moved instance is
 found at its new endpoint without waiting for the TTL.
@@ -10,19 +10,18 @@ found at its new endpoint without waiting for the TTL.
 
 from __future__ import annotations
 
-import hashlib
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chroma_orch.cache import TtlCache
 from chroma_orch.db.models import Instance
 from chroma_orch.domain.auth import TENANT_SCOPE, Principal, authenticate, bearer_from_header
 from chroma_orch.domain.states import DesiredState, Phase
+from chroma_orch.domain.token_cache import TokenCache
 from chroma_orch.errors import (
     ForbiddenError,
     NotFoundError,
@@ -31,9 +30,6 @@ from chroma_orch.errors import (
 )
 from chroma_orch.events.hub import EventHub
 from chroma_orch.settings import ProxySettings
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 TOKEN_HEADER = "x-chroma-token"
 
@@ -77,40 +73,6 @@ class Route:
         return f"{host}:{self.port}"
 
 
-class TtlCache(Generic[K, V]):
-    """A small dict cache: entries expire after ``ttl`` seconds or when the
-    ``generation`` they were stored under is no longer the current one."""
-
-    def __init__(self, ttl: float, size: int, clock: Callable[[], float] = time.monotonic):
-        self.ttl = ttl
-        self.size = size
-        self._clock = clock
-        self._entries: dict[K, tuple[float, int, V]] = {}
-
-    def get(self, key: K, generation: int = 0) -> V | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, stored_generation, value = entry
-        if expires <= self._clock() or stored_generation != generation:
-            self._entries.pop(key, None)
-            return None
-        return value
-
-    def put(self, key: K, value: V, generation: int = 0) -> None:
-        if self.ttl <= 0:
-            return
-        if len(self._entries) >= self.size and key not in self._entries:
-            self._entries.clear()  # crude but bounded; a refill costs one lookup per key
-        self._entries[key] = (self._clock() + self.ttl, generation, value)
-
-    def drop(self, key: K) -> None:
-        self._entries.pop(key, None)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
 def credential(headers: Mapping[str, str]) -> str | None:
     """The caller's token: ``Authorization: Bearer ...``, else ``X-Chroma-Token``
     (the two headers Chroma's own token-auth client sends)."""
@@ -128,31 +90,31 @@ class Access:
     """Decides whether a token may reach an instance and returns its route."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], hub: EventHub, settings: ProxySettings
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        hub: EventHub,
+        tokens: TokenCache,
+        settings: ProxySettings,
     ) -> None:
         self._sessions = sessions
         self._hub = hub
+        self._tokens = tokens
         self._retry_after = settings.retry_after
-        self._principals: TtlCache[str, Principal] = TtlCache(
-            settings.auth_cache_ttl, settings.cache_size
-        )
         self._routes: TtlCache[uuid.UUID, Route] = TtlCache(
             settings.route_cache_ttl, settings.cache_size
         )
 
     async def principal(self, token: str | None) -> Principal:
         """The token's principal, or ``UnauthorizedError`` (missing, unknown, revoked,
-        expired). Only successes are cached."""
+        expired)."""
         if not token:
             raise UnauthorizedError("missing token (Authorization: Bearer or X-Chroma-Token)")
-        key = hashlib.sha256(token.encode()).hexdigest()
-        cached = self._principals.get(key)
+        cached = self._tokens.get(token)
         if cached is not None:
             return cached
         async with self._sessions() as session:
-            principal = await authenticate(session, token)
+            principal = await authenticate(session, token, self._tokens)
             await session.commit()
-        self._principals.put(key, principal)
         return principal
 
     async def route(self, instance_id: uuid.UUID, *, fresh: bool = False) -> Route | None:

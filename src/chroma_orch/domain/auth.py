@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.models import ApiToken
+from chroma_orch.domain.token_cache import TokenCache
 from chroma_orch.errors import ForbiddenError, NotFoundError, UnauthorizedError
 
 TOKEN_PREFIX = "co_"
@@ -93,13 +94,20 @@ async def issue_token(
     return row, secret
 
 
-async def authenticate(session: AsyncSession, token: str | None) -> Principal:
-    """Resolve a bearer token, or raise ``UnauthorizedError``. Revoked and expired fail."""
+async def authenticate(
+    session: AsyncSession, token: str | None, cache: TokenCache | None = None
+) -> Principal:
+    """Resolve a bearer token, or raise ``UnauthorizedError``. Revoked and expired fail.
+    With a ``cache``, a token verified before and unchanged since needs no lookup."""
     if not token:
         raise UnauthorizedError("missing bearer token")
     if len(token) > 256:
         raise UnauthorizedError("invalid token")
-    row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    digest = hash_token(token)
+    cached = cache.get(digest) if cache is not None else None
+    if cached is not None:
+        return cached
+    row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
     now = datetime.now(UTC)
     if row is None or row.revoked_at is not None:
         raise UnauthorizedError("invalid token")
@@ -109,7 +117,10 @@ async def authenticate(session: AsyncSession, token: str | None) -> Principal:
         await session.execute(
             update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now)
         )
-    return Principal(token_id=row.id, tenant_id=row.tenant_id, scopes=tuple(row.scopes))
+    principal = Principal(token_id=row.id, tenant_id=row.tenant_id, scopes=tuple(row.scopes))
+    if cache is not None:
+        cache.put(digest, principal, row.expires_at)
+    return principal
 
 
 def bearer_from_header(value: str | None) -> str | None:

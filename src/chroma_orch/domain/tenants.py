@@ -17,13 +17,17 @@ from chroma_orch.domain.auth import (
     issue_token,
 )
 from chroma_orch.domain.schemas import TenantCreate, TenantUpdate, TokenCreate
+from chroma_orch.domain.token_cache import TokenCache
 from chroma_orch.errors import ConflictError, NotFoundError
 
 
 class TenantService:
-    def __init__(self, session: AsyncSession, principal: Principal):
+    def __init__(
+        self, session: AsyncSession, principal: Principal, tokens: TokenCache | None = None
+    ):
         self.session = session
         self.principal = principal
+        self.token_cache = tokens
 
     async def create(self, data: TenantCreate) -> Tenant:
         self.principal.require_admin()
@@ -100,6 +104,8 @@ class TenantService:
         if token.revoked_at is None:
             token.revoked_at = datetime.now(UTC)
             await self.session.flush()
+            if self.token_cache is not None:  # other replicas hear of it from PostgreSQL
+                self.token_cache.forget(token.token_hash)
         return token
 
 

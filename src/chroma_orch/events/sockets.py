@@ -92,7 +92,7 @@ async def accept_authenticated(websocket: WebSocket, ctx: AppContext) -> Princip
             token = await _first_message_token(websocket, ctx.settings.events.auth_timeout)
         try:
             async with ctx.sessions() as session:
-                principal = await authenticate(session, token)
+                principal = await authenticate(session, token, ctx.tokens)
                 await session.commit()
         except UnauthorizedError as exc:
             raise AuthFailedError(CLOSE_UNAUTHORIZED, exc.detail or "invalid token") from exc

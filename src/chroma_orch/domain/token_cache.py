@@ -1,0 +1,63 @@
+"""Resolved tokens, kept per replica so a request needs no lookup to know its caller.
+
+A cached token stays valid only as long as PostgreSQL is known to tell us about
+changes: a trigger on ``api_tokens`` notifies ``TOKENS_CHANNEL`` with the token's
+digest whenever it is revoked, re-scoped, given another expiry or deleted (also
+by cascade, and also from another process such as ``chroma-orch admin-token``),
+and every replica drops that entry. While the listener is not connected nothing
+is served from the cache (a notification could be missed then), and on each
+(re)connection the cache starts empty. Expiry is checked on every hit; ``ttl``
+only bounds how stale ``last_used_at`` and a forgotten entry can get.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from chroma_orch.cache import TtlCache
+
+if TYPE_CHECKING:
+    from chroma_orch.domain.auth import Principal
+
+TOKENS_CHANNEL = "chroma_orch_tokens"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    principal: Principal
+    expires_at: datetime | None
+
+
+class TokenCache:
+    def __init__(self, ttl: float, size: int, connected: Callable[[], bool]) -> None:
+        self._entries: TtlCache[str, _Entry] = TtlCache(ttl, size)
+        self._connected = connected
+
+    def get(self, digest: str) -> Principal | None:
+        """The principal of a token (by digest) verified before and unchanged since."""
+        if not self._connected():
+            return None
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if entry.expires_at is not None and entry.expires_at <= datetime.now(UTC):
+            self._entries.drop(digest)
+            return None
+        return entry.principal
+
+    def put(self, digest: str, principal: Principal, expires_at: datetime | None) -> None:
+        if self._connected():
+            self._entries.put(digest, _Entry(principal, expires_at))
+
+    def forget(self, digest: str) -> None:
+        self._entries.drop(digest)
+
+    def on_notify(self, payload: str) -> None:
+        """A token changed (payload: its digest), or the listener (re)connected ("")."""
+        if payload:
+            self.forget(payload)
+        else:
+            self._entries.clear()
