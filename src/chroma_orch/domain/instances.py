@@ -13,14 +13,17 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chroma_orch.db import rows
+from chroma_orch.db.driver import driver
 from chroma_orch.db.models import Instance, Intent
 from chroma_orch.domain.auth import Principal
 from chroma_orch.domain.limits import (
-    ON_THEIR_WAY_UP,
+    ON_THEIR_WAY_UP_SQL,
     check_concurrent_starts,
     enforce_start_cap,
 )
@@ -104,7 +107,18 @@ def request_fingerprint(data: InstanceCreate, tenant_id: uuid.UUID) -> str:
 
 async def _advisory_lock(session: AsyncSession, *parts: object) -> None:
     key = ":".join(str(p) for p in parts)
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+    await (await driver(session)).execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key
+    )
+
+
+_LIVE = f"(tenant_id = $1 AND desired_state <> '{DesiredState.DELETED.value}')"
+_ADMIT = f"""
+SELECT count(*) FILTER (WHERE {_LIVE}),
+       count(*) FILTER (WHERE {_LIVE} AND name = $2),
+       count(*) FILTER (WHERE {ON_THEIR_WAY_UP_SQL})
+FROM instances WHERE {_LIVE} OR {ON_THEIR_WAY_UP_SQL}
+"""
 
 
 class InstanceService:
@@ -118,10 +132,7 @@ class InstanceService:
     ) -> Instance:
         """A visible instance, or ``NotFoundError``; one already deleted only with
         ``deleted`` (so that repeating a delete answers like the first one)."""
-        query = select(Instance).where(Instance.id == instance_id)
-        if for_update:
-            query = query.with_for_update()
-        instance = await self.session.scalar(query)
+        instance = await rows.fetch_instance(self.session, instance_id, for_update=for_update)
         if (
             instance is None
             or not self.principal.can_see(instance.tenant_id)
@@ -146,7 +157,6 @@ class InstanceService:
                     return instance
                 await self.session.commit()  # give the connection back while waiting
                 await wait_for_event(changed, remaining)
-                self.session.expunge(instance)
 
     async def find_live(self, tenant_id: uuid.UUID, name: str) -> Instance | None:
         return await self.session.scalar(
@@ -170,24 +180,25 @@ class InstanceService:
                 return replay
         await _advisory_lock(self.session, "instance-name", tenant_id, data.name)
         await self._admit(tenant_id, data.name)
-        instance = Instance(
-            tenant_id=tenant_id,
-            name=data.name,
-            runtime=self.policy.runtime,
-            spec={},
-            desired_state=DesiredState.RUNNING,
-            phase=Phase.PENDING,
-            generation=1,
-            observed_generation=0,
-            restart_generation=0,
-            restart_count=0,
-            error_count=0,
-            keep_data=False,
-            idle_timeout_seconds=data.idle_timeout_seconds,
-            wake_on_request=data.wake_on_request,
+        instance = await rows.insert_instance(
+            self.session,
+            {
+                "tenant_id": tenant_id,
+                "name": data.name,
+                "runtime": self.policy.runtime,
+                "spec": {},
+                "desired_state": DesiredState.RUNNING.value,
+                "phase": Phase.PENDING.value,
+                "generation": 1,
+                "observed_generation": 0,
+                "restart_generation": 0,
+                "restart_count": 0,
+                "error_count": 0,
+                "keep_data": False,
+                "idle_timeout_seconds": data.idle_timeout_seconds,
+                "wake_on_request": data.wake_on_request,
+            },
         )
-        self.session.add(instance)
-        await self.session.flush()
         intent = await self._enqueue(instance, Action.CREATE, idempotency_key, fingerprint)
         record_event(
             self.session,
@@ -217,16 +228,22 @@ class InstanceService:
             await check_concurrent_starts(self.session, self.policy.max_concurrent_starts)
         if changes_desired(action, desired, phase):
             before = desired_snapshot(instance)
-            instance.desired_state = ACTION_TARGETS[action]
-            instance.generation += 1
+            changes: dict[str, Any] = {
+                "desired_state": ACTION_TARGETS[action].value,
+                "generation": instance.generation + 1,
+                "culled_at": None,  # a request from a person: not idle any more
+            }
             if action is Action.RESTART:
-                instance.restart_generation = instance.generation
+                changes["restart_generation"] = changes["generation"]
             if action in (Action.START, Action.RESTART):
-                instance.restart_count = 0
+                changes["restart_count"] = 0
             if action is Action.DELETE:
-                instance.keep_data = keep_data
-            instance.culled_at = None  # a request from a person: not idle any more
-            instance.next_reconcile_at = func.now()
+                changes["keep_data"] = keep_data
+            await rows.update_instance(
+                self.session, instance.id, {**changes, "next_reconcile_at": rows.NOW}
+            )
+            for column, value in changes.items():
+                setattr(instance, column, value)
             record_event(
                 self.session,
                 type="instance.desired_changed",
@@ -235,18 +252,21 @@ class InstanceService:
                 before=before,
                 after={"action": action.value, **desired_snapshot(instance)},
             )
-        await self.session.flush()
         intent = await self._enqueue(instance, action, None, None)
         return instance, intent
 
     async def update(self, instance_id: uuid.UUID, data: InstanceUpdate) -> Instance:
         """Change settings that need no restart (idle timeout, wake-on-request)."""
         instance = await self.get(instance_id, for_update=True)
-        for field, value in data.model_dump(exclude_unset=True).items():
-            if field == "wake_on_request" and value is None:
-                continue
-            setattr(instance, field, value)
-        await self.session.flush()
+        changes = {
+            field: value
+            for field, value in data.model_dump(exclude_unset=True).items()
+            if not (field == "wake_on_request" and value is None)
+        }
+        if changes:
+            await rows.update_instance(self.session, instance.id, changes)
+            for field, value in changes.items():
+                setattr(instance, field, value)
         return instance
 
     async def list(
@@ -290,19 +310,20 @@ class InstanceService:
         converged = instance.observed_generation >= instance.generation and not changes_desired(
             action, DesiredState(instance.desired_state), Phase(instance.phase)
         )
-        intent = Intent(
-            instance_id=instance.id,
-            tenant_id=instance.tenant_id,
-            action=action,
-            target_generation=instance.generation,
-            status="succeeded" if converged else "pending",
-            completed_at=datetime.now(UTC) if converged else None,
-            idempotency_key=idempotency_key,
-            request_hash=fingerprint,
-            attempts=0,
+        intent = await rows.insert_intent(
+            self.session,
+            {
+                "instance_id": instance.id,
+                "tenant_id": instance.tenant_id,
+                "action": action.value,
+                "target_generation": instance.generation,
+                "status": "succeeded" if converged else "pending",
+                "completed_at": datetime.now(UTC) if converged else None,
+                "idempotency_key": idempotency_key,
+                "request_hash": fingerprint,
+                "attempts": 0,
+            },
         )
-        self.session.add(intent)
-        await self.session.flush()
         if not converged:
             notify_on_commit(self.session, INTENTS_CHANNEL, str(instance.id))
         return intent
@@ -333,16 +354,8 @@ class InstanceService:
     async def _admit(self, tenant_id: uuid.UUID, name: str) -> None:
         """A new instance needs a free name, room in the tenant's quota and room under
         the service-wide cap on starts; one query answers all three."""
-        live = (Instance.tenant_id == tenant_id) & (Instance.desired_state != DesiredState.DELETED)
-        row = (
-            await self.session.execute(
-                select(
-                    func.count().filter(live),
-                    func.count().filter(live & (Instance.name == name)),
-                    func.count().filter(ON_THEIR_WAY_UP),
-                ).where(live | ON_THEIR_WAY_UP)
-            )
-        ).one()
+        con = await driver(self.session)
+        row = await con.fetchrow(_ADMIT, tenant_id, name)
         tenant_count, same_name, starts = (int(n or 0) for n in row)
         if same_name:
             raise ConflictError(f"tenant already has an instance named {name!r}")

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.models import Instance
@@ -52,6 +53,13 @@ ON_THEIR_WAY_UP = (Instance.desired_state == DesiredState.RUNNING) & Instance.ph
     (Phase.PENDING, Phase.STARTING)
 )
 """Instances that count against the service-wide cap on concurrent starts."""
+ON_THEIR_WAY_UP_SQL = str(
+    ON_THEIR_WAY_UP.compile(
+        dialect=postgresql.dialect(),  # type: ignore[no-untyped-call]
+        compile_kwargs={"literal_binds": True},
+    )
+)
+"""The same condition as SQL, for statements sent with the driver."""
 
 
 def enforce_start_cap(starting: int, limit: int) -> None:

@@ -13,8 +13,9 @@ import json
 import uuid
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from chroma_orch.db.driver import driver
 
 EVENTS_CHANNEL = "chroma_orch_events"
 INTENTS_CHANNEL = "chroma_orch_intents"
@@ -50,15 +51,15 @@ def notify_on_commit(session: AsyncSession, channel: str, payload: str = "") -> 
 
 
 _APPEND_EVENTS = """
-WITH locked AS (SELECT pg_advisory_xact_lock(:lock_key)),
+WITH locked AS (SELECT pg_advisory_xact_lock($1)),
 appended AS (
     INSERT INTO events (type, instance_id, tenant_id, before, after)
     SELECT e.type, e.instance_id, e.tenant_id, e.before, e.after
-    FROM locked, jsonb_to_recordset(CAST(:rows AS jsonb))
+    FROM locked, jsonb_to_recordset($2::text::jsonb)
         AS e(type text, instance_id uuid, tenant_id uuid, before jsonb, after jsonb)
     RETURNING seq
 )
-SELECT max(seq), pg_notify(:events_channel, max(seq)::text || :ids){notify} FROM appended
+SELECT max(seq), pg_notify($3, max(seq)::text || $4){notify} FROM appended
 """
 
 
@@ -70,21 +71,19 @@ async def commit(session: AsyncSession) -> int | None:
     """
     events: list[dict[str, Any]] = session.info.pop(_PENDING_EVENTS, [])
     notifications: dict[str, str] = session.info.pop(_PENDING_NOTIFY, {})
-    calls = "".join(f", pg_notify(:c{n}, :p{n})" for n in range(len(notifications)))
-    params: dict[str, Any] = {}
-    for n, (channel, payload) in enumerate(notifications.items()):
-        params |= {f"c{n}": channel, f"p{n}": payload}
+    first = 5 if events else 1
+    calls = "".join(
+        f", pg_notify(${first + 2 * n}, ${first + 2 * n + 1})" for n in range(len(notifications))
+    )
+    params = [value for pair in notifications.items() for value in pair]
     last_seq: int | None = None
     if events:
-        params |= {
-            "lock_key": _EVENTS_LOCK_KEY,
-            "rows": json.dumps(events, default=str),
-            "events_channel": EVENTS_CHANNEL,
-            "ids": events_payload_ids(events),
-        }
-        last_seq = await session.scalar(text(_APPEND_EVENTS.format(notify=calls)), params)
+        rows, ids = json.dumps(events, default=str), events_payload_ids(events)
+        sql = _APPEND_EVENTS.format(notify=calls)
+        con = await driver(session)
+        last_seq = await con.fetchval(sql, _EVENTS_LOCK_KEY, rows, EVENTS_CHANNEL, ids, *params)
     elif notifications:
-        await session.execute(text(f"SELECT {calls[2:]}"), params)
+        await (await driver(session)).execute(f"SELECT {calls[2:]}", *params)
     await session.commit()
     return last_seq
 

@@ -1,0 +1,32 @@
+"""The asyncpg connection under a SQLAlchemy session, for the hot paths.
+
+SQLAlchemy costs about 0.3 ms of CPU per ORM statement and 0.15 ms per ``text()``
+one; the same statement sent with asyncpg costs about 0.05 ms. The statements
+every lifecycle request and every reconcile pass run (see ``db/rows.py``) go
+through ``driver(session)``: in the session's own transaction, so they commit or
+roll back with everything else the unit of work did.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+_MISSING = object()
+
+
+async def driver(session: AsyncSession) -> asyncpg.Connection:
+    """``session``'s asyncpg connection, its transaction begun."""
+    connection = await session.connection()
+    pooled = await connection.get_raw_connection()
+    adapted: Any = pooled.dbapi_connection
+    state = getattr(adapted, "_transaction", _MISSING)
+    if state is None and hasattr(adapted, "_start_transaction"):
+        await adapted._start_transaction()  # what SQLAlchemy does before its first statement
+    elif state is _MISSING or state is None:
+        await connection.execute(text("SELECT 1"))  # the public way, should the above change
+    driver_connection: asyncpg.Connection = pooled.driver_connection
+    return driver_connection
