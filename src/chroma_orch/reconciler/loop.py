@@ -19,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chroma_orch.db.models import Instance, Intent
+from chroma_orch.db import rows
+from chroma_orch.db.models import Instance
 from chroma_orch.domain.states import DesiredState, Phase
 from chroma_orch.events.log import commit
 from chroma_orch.loops import run_periodically
@@ -195,20 +196,9 @@ class Reconciler:
     async def _release(self, inst: Instance, outcome: Outcome, error: str | None) -> None:
         async with self.sessions() as session:
             if error is not None:
-                await session.execute(
-                    update(Instance)
-                    .where(Instance.id == inst.id, Instance.lease_owner == self.owner)
-                    .values(error_count=Instance.error_count + 1)
-                )
-                await session.execute(
-                    update(Intent)
-                    .where(Intent.instance_id == inst.id, Intent.status.in_(queue.OPEN_INTENT))
-                    .values(error=error)
-                )
+                await queue.record_error(session, inst.id, self.owner, error)
             elif inst.error_count:
-                await session.execute(
-                    update(Instance).where(Instance.id == inst.id).values(error_count=0)
-                )
+                await rows.update_instance(session, inst.id, {"error_count": 0})
             await queue.release(session, inst.id, self.owner, requeue_time(outcome))
             await session.commit()
 

@@ -6,11 +6,9 @@ import random
 import socket
 import uuid
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chroma_orch.db.models import AllocatedPort
+from chroma_orch.db.driver import driver
 
 _CANDIDATES_PER_CALL = 64
 
@@ -38,46 +36,48 @@ async def allocate_port(
     session: AsyncSession, instance_id: uuid.UUID, host: str, low: int, high: int
 ) -> int:
     """The instance's reserved port, or a new free one from ``low..high``."""
-    current = await session.scalar(
-        select(AllocatedPort.port).where(AllocatedPort.instance_id == instance_id)
+    con = await driver(session)
+    rows = await con.fetch(
+        "SELECT port, instance_id = $1 AS mine FROM allocated_ports "
+        "WHERE instance_id = $1 OR port BETWEEN $2 AND $3",
+        instance_id,
+        low,
+        high,
     )
+    current = next((row["port"] for row in rows if row["mine"]), None)
     if current is not None:
         if port_is_free(host, current):
-            return current
+            return int(current)
         await release_port(session, instance_id)
-    taken = set(
-        await session.scalars(
-            select(AllocatedPort.port).where(AllocatedPort.port.between(low, high))
-        )
-    )
+    taken = {row["port"] for row in rows}
     free = [p for p in range(low, high + 1) if p not in taken]
     random.shuffle(free)  # replicas allocating at once rarely collide
     for port in free[:_CANDIDATES_PER_CALL]:
         if not port_is_free(host, port):
             continue
-        inserted = await session.scalar(
-            insert(AllocatedPort)
-            .values(port=port, instance_id=instance_id)
-            .on_conflict_do_nothing()
-            .returning(AllocatedPort.port)
-        )
-        if inserted is not None:
+        if await con.fetchval(_INSERT, port, instance_id) is not None:
             return port
     raise NoPortAvailableError(f"no free port in {low}-{high}")
 
 
+_INSERT = (
+    "INSERT INTO allocated_ports (port, instance_id) VALUES ($1, $2) "
+    "ON CONFLICT DO NOTHING RETURNING port"
+)
+
+
 async def release_port(session: AsyncSession, instance_id: uuid.UUID) -> None:
-    await session.execute(delete(AllocatedPort).where(AllocatedPort.instance_id == instance_id))
+    con = await driver(session)
+    await con.execute("DELETE FROM allocated_ports WHERE instance_id = $1", instance_id)
 
 
 async def reserve_port(session: AsyncSession, instance_id: uuid.UUID, port: int) -> None:
     """Record that the instance's server listens on ``port`` (e.g. an adopted server)."""
-    current = await session.scalar(
-        select(AllocatedPort.port).where(AllocatedPort.instance_id == instance_id)
+    con = await driver(session)
+    current = await con.fetchval(
+        "SELECT port FROM allocated_ports WHERE instance_id = $1", instance_id
     )
     if current == port:
         return
     await release_port(session, instance_id)
-    await session.execute(
-        insert(AllocatedPort).values(port=port, instance_id=instance_id).on_conflict_do_nothing()
-    )
+    await con.fetchval(_INSERT, port, instance_id)

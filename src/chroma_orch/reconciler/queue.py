@@ -13,79 +13,67 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chroma_orch.db.models import Instance, Intent
+from chroma_orch.db.driver import driver
+from chroma_orch.db.models import Instance
+from chroma_orch.db.rows import instance_of, update_instance
 from chroma_orch.domain.states import Phase
 
 OPEN_INTENT = ("pending", "in_progress")
 _OBSERVER_LOCK_KEY = 0x63686F6F62737276  # "chroobsrv"
 
-_owner_gone = text(
-    "instances.lease_owner NOT IN "
-    "(SELECT application_name FROM pg_stat_activity WHERE application_name <> '')"
+_LEASE_FREE_SQL = (
+    "(lease_owner IS NULL OR lease_expires_at < now() OR lease_owner NOT IN "
+    "(SELECT application_name FROM pg_stat_activity WHERE application_name <> ''))"
 )
+_OPEN_SQL = ", ".join(f"'{status}'" for status in OPEN_INTENT)
 
-
-def _lease_free() -> object:
-    return or_(
-        Instance.lease_owner.is_(None),
-        Instance.lease_expires_at < func.now(),
-        _owner_gone,
-    )
+_CLAIM = f"""
+WITH due AS (
+    SELECT id FROM instances
+    -- due, or abandoned mid-work by an owner whose lease lapsed or who is gone
+    WHERE (next_reconcile_at <= now() OR lease_owner IS NOT NULL) AND {_LEASE_FREE_SQL}
+    ORDER BY next_reconcile_at NULLS FIRST
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE instances
+    SET lease_owner = $1, lease_expires_at = now() + $2::interval, next_reconcile_at = NULL,
+        updated_at = now()
+    WHERE id IN (SELECT id FROM due)
+    RETURNING *
+), started AS (
+    UPDATE intents
+    SET status = 'in_progress', attempts = attempts + 1, lease_owner = $1,
+        lease_expires_at = now() + $2::interval, updated_at = now()
+    WHERE instance_id IN (SELECT id FROM claimed) AND status IN ({_OPEN_SQL})
+)
+SELECT * FROM claimed
+"""
 
 
 async def claim_due(
     session: AsyncSession, owner: str, lease: timedelta, limit: int
 ) -> list[Instance]:
-    """Lease up to ``limit`` instances that are due; mark their open intents in progress."""
-    due = (
-        select(Instance.id)
-        .where(
-            # due, or abandoned mid-work by an owner whose lease lapsed or who is gone
-            or_(Instance.next_reconcile_at <= func.now(), Instance.lease_owner.is_not(None)),
-            _lease_free(),  # type: ignore[arg-type]
-        )
-        .order_by(Instance.next_reconcile_at.nulls_first())
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    expires = func.now() + lease
-    claimed = list(
-        await session.scalars(
-            update(Instance)
-            .where(Instance.id.in_(due))
-            .values(lease_owner=owner, lease_expires_at=expires, next_reconcile_at=None)
-            .returning(Instance),
-            execution_options={"synchronize_session": False},
-        )
-    )
-    if claimed:
-        await session.execute(
-            update(Intent)
-            .where(Intent.instance_id.in_([i.id for i in claimed]), Intent.status.in_(OPEN_INTENT))
-            .values(
-                status="in_progress",
-                attempts=Intent.attempts + 1,
-                lease_owner=owner,
-                lease_expires_at=expires,
-            )
-        )
-    return claimed
+    """Lease up to ``limit`` instances that are due and mark their open intents in
+    progress, in one statement."""
+    claimed = await (await driver(session)).fetch(_CLAIM, owner, lease, limit)
+    return [instance_of(row) for row in claimed]
 
 
 async def renew_leases(
     session: AsyncSession, owner: str, ids: Sequence[uuid.UUID], lease: timedelta
 ) -> None:
     if ids:
-        await session.execute(
-            update(Instance)
-            .where(Instance.id.in_(ids), Instance.lease_owner == owner)
-            .values(lease_expires_at=func.now() + lease)
+        await (await driver(session)).execute(
+            "UPDATE instances SET lease_expires_at = now() + $3::interval "
+            "WHERE id = ANY($1) AND lease_owner = $2",
+            list(ids),
+            owner,
+            lease,
         )
 
 
@@ -93,14 +81,32 @@ async def release(
     session: AsyncSession, instance_id: uuid.UUID, owner: str, requeue_at: datetime | None
 ) -> None:
     """Give the lease back; keep an earlier ``next_reconcile_at`` set meanwhile by the API."""
-    await session.execute(
-        update(Instance)
-        .where(Instance.id == instance_id, Instance.lease_owner == owner)
-        .values(
-            lease_owner=None,
-            lease_expires_at=None,
-            next_reconcile_at=func.least(Instance.next_reconcile_at, requeue_at),
-        )
+    await (await driver(session)).execute(
+        "UPDATE instances SET lease_owner = NULL, lease_expires_at = NULL, "
+        "next_reconcile_at = least(next_reconcile_at, $3), updated_at = now() "
+        "WHERE id = $1 AND lease_owner = $2",
+        instance_id,
+        owner,
+        requeue_at,
+    )
+
+
+async def record_error(
+    session: AsyncSession, instance_id: uuid.UUID, owner: str, error: str
+) -> None:
+    """Count a failed pass on the instance (for its backoff) and note it on open intents."""
+    con = await driver(session)
+    await con.execute(
+        "UPDATE instances SET error_count = error_count + 1, updated_at = now() "
+        "WHERE id = $1 AND lease_owner = $2",
+        instance_id,
+        owner,
+    )
+    await con.execute(
+        f"UPDATE intents SET error = $2, updated_at = now() "
+        f"WHERE instance_id = $1 AND status IN ({_OPEN_SQL})",
+        instance_id,
+        error,
     )
 
 
@@ -108,13 +114,16 @@ async def fenced_update(
     session: AsyncSession, instance_id: uuid.UUID, owner: str, values: dict[str, object]
 ) -> bool:
     """Update columns the reconciler owns, only while it holds the lease."""
-    result = await session.execute(
-        update(Instance)
-        .where(Instance.id == instance_id, Instance.lease_owner == owner)
-        .values(**values)
-        .returning(Instance.id)
-    )
-    return result.first() is not None
+    return await update_instance(session, instance_id, values, lease_owner=owner)
+
+
+_SETTLE = f"""
+UPDATE intents
+SET status = CASE WHEN target_generation = $2 THEN $3 ELSE 'superseded' END,
+    error = CASE WHEN target_generation = $2 THEN $4 ELSE error END,
+    completed_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE instance_id = $1 AND status IN ({_OPEN_SQL}) AND target_generation <= $2
+"""
 
 
 async def settle_intents(
@@ -122,53 +131,36 @@ async def settle_intents(
 ) -> None:
     """Close open intents up to ``generation``: the latest succeeded (or failed with
     ``error``), older ones superseded by it."""
-    latest = Intent.target_generation == generation
-    await session.execute(
-        update(Intent)
-        .where(
-            Intent.instance_id == instance_id,
-            Intent.status.in_(OPEN_INTENT),
-            Intent.target_generation <= generation,
-        )
-        .values(
-            status=case((latest, "failed" if error else "succeeded"), else_="superseded"),
-            error=case((latest, error), else_=Intent.error),
-            completed_at=datetime.now(UTC),
-            lease_owner=None,
-            lease_expires_at=None,
-        )
-    )
+    status = "failed" if error else "succeeded"
+    await (await driver(session)).execute(_SETTLE, instance_id, generation, status, error)
 
 
 OBSERVED_PHASES = (Phase.STARTING, Phase.RUNNING, Phase.STOPPING)
 
+_LIVE_TO_OBSERVE = f"""
+SELECT * FROM instances
+WHERE phase = ANY($1) AND handle IS NOT NULL AND next_reconcile_at IS NULL AND {_LEASE_FREE_SQL}
+LIMIT $2
+"""
+
 
 async def live_to_observe(session: AsyncSession, limit: int) -> list[Instance]:
     """Instances with a server that nobody is working on: the liveness pass's input."""
-    return list(
-        await session.scalars(
-            select(Instance)
-            .where(
-                Instance.phase.in_(OBSERVED_PHASES),
-                Instance.handle.is_not(None),
-                Instance.next_reconcile_at.is_(None),
-                _lease_free(),  # type: ignore[arg-type]
-            )
-            .limit(limit)
-        )
-    )
+    phases = [phase.value for phase in OBSERVED_PHASES]
+    found = await (await driver(session)).fetch(_LIVE_TO_OBSERVE, phases, limit)
+    return [instance_of(row) for row in found]
 
 
 async def try_observer_lock(session: AsyncSession) -> bool:
     """One replica at a time runs a liveness pass (held until the transaction ends)."""
-    got = await session.scalar(select(func.pg_try_advisory_xact_lock(_OBSERVER_LOCK_KEY)))
-    return bool(got)
+    con = await driver(session)
+    return bool(await con.fetchval("SELECT pg_try_advisory_xact_lock($1)", _OBSERVER_LOCK_KEY))
 
 
 async def mark_due(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
     if ids:
-        await session.execute(
-            update(Instance)
-            .where(Instance.id.in_(ids))
-            .values(next_reconcile_at=func.least(Instance.next_reconcile_at, func.now()))
+        await (await driver(session)).execute(
+            "UPDATE instances SET next_reconcile_at = least(next_reconcile_at, now()), "
+            "updated_at = now() WHERE id = ANY($1)",
+            list(ids),
         )
