@@ -25,9 +25,17 @@ async def test_driver_statements_commit_and_roll_back_with_the_session(database_
             assert con is await driver(session)
             await con.execute(insert, uuid.uuid4(), kept)
             await session.commit()
+            # the same session, a new transaction: begun again, and rolled back
+            await (await driver(session)).execute(insert, uuid.uuid4(), dropped)
+            await session.rollback()
+        alone = f"alone-{uuid.uuid4().hex[:8]}"
+        async with sessions() as session:  # a read needing no transaction runs on its own
+            await (await driver(session, begin=False)).execute(insert, uuid.uuid4(), alone)
+            await (await driver(session)).execute(insert, uuid.uuid4(), dropped)
+            await session.rollback()
         async with sessions() as session:
             names = set(await session.scalars(text("SELECT name FROM tenants")))
-        assert kept in names
+        assert {kept, alone} <= names
         assert dropped not in names
     finally:
         await engine.dispose()

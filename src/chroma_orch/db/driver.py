@@ -16,17 +16,34 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 _MISSING = object()
+_KEY = "chroma_orch.driver"
 
 
-async def driver(session: AsyncSession) -> asyncpg.Connection:
-    """``session``'s asyncpg connection, its transaction begun."""
+async def driver(session: AsyncSession, *, begin: bool = True) -> asyncpg.Connection:
+    """``session``'s asyncpg connection, its transaction begun.
+
+    ``begin=False`` is for a single read that needs no transaction (under READ
+    COMMITTED every statement reads its own snapshot either way): when nothing
+    has begun one yet, it runs on its own and saves the BEGIN and COMMIT round
+    trips. A later ``driver(session)`` begins the transaction as usual.
+    """
+    transaction = session.sync_session.get_transaction()
+    known = session.info.get(_KEY)
+    if transaction is not None and known is not None and known[0] is transaction:
+        cached: asyncpg.Connection = known[1]  # same transaction, so the same connection
+        if known[2] or not begin:
+            return cached
     connection = await session.connection()
     pooled = await connection.get_raw_connection()
     adapted: Any = pooled.dbapi_connection
     state = getattr(adapted, "_transaction", _MISSING)
-    if state is None and hasattr(adapted, "_start_transaction"):
+    if state is None and not begin:
+        pass  # leave it to the next statement that needs one
+    elif state is None and hasattr(adapted, "_start_transaction"):
         await adapted._start_transaction()  # what SQLAlchemy does before its first statement
     elif state is _MISSING or state is None:
         await connection.execute(text("SELECT 1"))  # the public way, should the above change
     driver_connection: asyncpg.Connection = pooled.driver_connection
+    begun = getattr(adapted, "_transaction", None) is not None
+    session.info[_KEY] = (session.sync_session.get_transaction(), driver_connection, begun)
     return driver_connection

@@ -45,7 +45,7 @@ async def fetch_instance(
     session: AsyncSession, instance_id: uuid.UUID, *, for_update: bool = False
 ) -> Instance | None:
     lock = " FOR UPDATE" if for_update else ""
-    con = await driver(session)
+    con = await driver(session, begin=for_update)
     row = await con.fetchrow(f"SELECT * FROM instances WHERE id = $1{lock}", instance_id)
     return None if row is None else instance_of(row)
 
