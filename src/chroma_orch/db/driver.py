@@ -22,10 +22,11 @@ _KEY = "chroma_orch.driver"
 async def driver(session: AsyncSession, *, begin: bool = True) -> asyncpg.Connection:
     """``session``'s asyncpg connection, its transaction begun.
 
-    ``begin=False`` is for a single read that needs no transaction (under READ
-    COMMITTED every statement reads its own snapshot either way): when nothing
-    has begun one yet, it runs on its own and saves the BEGIN and COMMIT round
-    trips. A later ``driver(session)`` begins the transaction as usual.
+    ``begin=False`` is for a statement that is a unit on its own (a read: under
+    READ COMMITTED every statement reads its own snapshot anyway; or one statement
+    that does all its writes): when nothing has begun a transaction yet, it runs
+    by itself and saves the BEGIN and COMMIT round trips. A later
+    ``driver(session)`` begins the transaction as usual.
     """
     transaction = session.sync_session.get_transaction()
     known = session.info.get(_KEY)

@@ -60,7 +60,8 @@ async def claim_due(
 ) -> list[Instance]:
     """Lease up to ``limit`` instances that are due and mark their open intents in
     progress, in one statement."""
-    claimed = await (await driver(session)).fetch(_CLAIM, owner, lease, limit)
+    con = await driver(session, begin=False)  # one statement: a transaction of its own
+    claimed = await con.fetch(_CLAIM, owner, lease, limit)
     return [instance_of(row) for row in claimed]
 
 

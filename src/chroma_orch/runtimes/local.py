@@ -108,7 +108,7 @@ class LocalRuntime:
             pid, port = running["pid"], running["port"]
             log.info("adopting server instance=%s pid=%s port=%s", spec.instance_id, pid, port)
             return running
-        return self._spawn(spec, spec.port)
+        return await self._spawn(spec, spec.port)
 
     async def wait_ready(self, handle: Handle, timeout: float) -> Observation:
         loop = asyncio.get_running_loop()
@@ -197,7 +197,9 @@ class LocalRuntime:
 
     # -- spawning and watching -------------------------------------------------
 
-    def _spawn(self, spec: InstanceSpec, port: int) -> Handle:
+    async def _spawn(self, spec: InstanceSpec, port: int) -> Handle:
+        """Spawn in a worker thread: forking and exec'ing takes milliseconds of a
+        blocked event loop per server, which many starts at once would queue up."""
         paths = self._paths(spec.instance_id)
         paths.data.mkdir(parents=True, exist_ok=True)
         host, settings = self._settings.host, self._settings
@@ -208,7 +210,7 @@ class LocalRuntime:
             f"generation={spec.generation} port={port} launcher={settings.launcher}"
         )
         try:
-            popen, offset = spawn(argv, paths.log, env, header)
+            popen, offset = await asyncio.to_thread(spawn, argv, paths.log, env, header)
         except OSError as exc:
             raise StartFailedError("SpawnFailed", f"cannot run {argv[0]}: {exc}") from exc
         create_time = psutil.Process(popen.pid).create_time()
