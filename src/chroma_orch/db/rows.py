@@ -68,6 +68,20 @@ async def _insert(session: AsyncSession, table: str, values: Mapping[str, Any]) 
     return row
 
 
+def update_instance_sql(
+    values: Mapping[str, Any], *, lease_owner: str | None = None
+) -> tuple[str, list[Any]]:
+    """``UPDATE instances`` of ``values`` (and ``updated_at``) where ``id = $1``,
+    ``RETURNING id``, with its parameters after the id; with ``lease_owner``, only
+    while that replica holds the instance's lease."""
+    parts, params = _assignments({**values, "updated_at": NOW}, first=2)
+    fence = ""
+    if lease_owner is not None:
+        params.append(lease_owner)
+        fence = f" AND lease_owner = ${len(params) + 1}"
+    return f"UPDATE instances SET {', '.join(parts)} WHERE id = $1{fence} RETURNING id", params
+
+
 async def update_instance(
     session: AsyncSession,
     instance_id: uuid.UUID,
@@ -75,12 +89,6 @@ async def update_instance(
     *,
     lease_owner: str | None = None,
 ) -> bool:
-    """Set ``values`` (and ``updated_at``); with ``lease_owner``, only while that
-    replica holds the instance's lease. True if the row was updated."""
-    parts, params = _assignments({**values, "updated_at": NOW}, first=2)
-    fence = ""
-    if lease_owner is not None:
-        params.append(lease_owner)
-        fence = f" AND lease_owner = ${len(params) + 1}"
-    sql = f"UPDATE instances SET {', '.join(parts)} WHERE id = $1{fence} RETURNING id"
+    """Set ``values`` (see ``update_instance_sql``). True if the row was updated."""
+    sql, params = update_instance_sql(values, lease_owner=lease_owner)
     return await (await driver(session)).fetchval(sql, instance_id, *params) is not None

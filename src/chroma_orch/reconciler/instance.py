@@ -120,9 +120,13 @@ class InstanceReconciler:
         if "handle" in values and values["handle"] is None and inst.handle is not None:
             values["last_handle"] = inst.handle  # keep where its logs are
         lease = {"lease_owner": None, "lease_expires_at": None, "error_count": 0}
+        settles = None
+        if settle is not False:
+            error = settle if isinstance(settle, str) else None
+            settles = (values.get("observed_generation", inst.observed_generation), error)
         async with self.sessions() as session:
             fenced = values | lease if release else values
-            if not await queue.fenced_update(session, inst.id, self.owner, fenced):
+            if not await queue.fenced_update(session, inst.id, self.owner, fenced, settle=settles):
                 raise LeaseLostError(str(inst.id))
             for key, value in values.items():
                 setattr(inst, key, value)
@@ -155,9 +159,6 @@ class InstanceReconciler:
                     tenant_id=inst.tenant_id,
                     after=event[1],
                 )
-            if settle is not False:
-                error = settle if isinstance(settle, str) else None
-                await queue.settle_intents(session, inst.id, inst.observed_generation, error)
             await commit(session)
         return allocated
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.models import Instance
-from chroma_orch.db.rows import instance_of, update_instance
+from chroma_orch.db.rows import instance_of, update_instance_sql
 from chroma_orch.domain.states import Phase
 
 OPEN_INTENT = ("pending", "in_progress")
@@ -112,28 +112,42 @@ async def record_error(
 
 
 async def fenced_update(
-    session: AsyncSession, instance_id: uuid.UUID, owner: str, values: dict[str, object]
+    session: AsyncSession,
+    instance_id: uuid.UUID,
+    owner: str,
+    values: dict[str, object],
+    *,
+    settle: tuple[int, str | None] | None = None,
 ) -> bool:
-    """Update columns the reconciler owns, only while it holds the lease."""
-    return await update_instance(session, instance_id, values, lease_owner=owner)
-
-
-_SETTLE = f"""
-UPDATE intents
-SET status = CASE WHEN target_generation = $2 THEN $3 ELSE 'superseded' END,
-    error = CASE WHEN target_generation = $2 THEN $4 ELSE error END,
-    completed_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-WHERE instance_id = $1 AND status IN ({_OPEN_SQL}) AND target_generation <= $2
-"""
-
-
-async def settle_intents(
-    session: AsyncSession, instance_id: uuid.UUID, generation: int, error: str | None
-) -> None:
-    """Close open intents up to ``generation``: the latest succeeded (or failed with
+    """Update columns the reconciler owns, only while it holds the lease. With
+    ``settle`` (generation, error), also close the open intents up to that
+    generation, in the same statement: the latest succeeded (or failed with
     ``error``), older ones superseded by it."""
-    status = "failed" if error else "succeeded"
-    await (await driver(session)).execute(_SETTLE, instance_id, generation, status, error)
+    sql, params = update_instance_sql(values, lease_owner=owner)
+    if settle is not None:
+        generation, error = settle
+        first = len(params) + 2
+        sql = _SETTLE_WITH.format(update=sql, g=first, s=first + 1, e=first + 2)
+        params += [generation, "failed" if error else "succeeded", error]
+    return await (await driver(session)).fetchval(sql, instance_id, *params) is not None
+
+
+_SETTLE_WITH = (
+    """
+WITH updated AS ({update}),
+settled AS (
+    UPDATE intents
+    SET status = CASE WHEN target_generation = ${g} THEN ${s} ELSE 'superseded' END,
+        error = CASE WHEN target_generation = ${g} THEN ${e} ELSE error END,
+        completed_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE instance_id IN (SELECT id FROM updated)
+        AND status IN ("""
+    + _OPEN_SQL
+    + """) AND target_generation <= ${g}
+)
+SELECT id FROM updated
+"""
+)
 
 
 OBSERVED_PHASES = (Phase.STARTING, Phase.RUNNING, Phase.STOPPING)

@@ -52,7 +52,7 @@ from chroma_orch.settings import LocalRuntimeSettings
 
 log = logging.getLogger(__name__)
 
-_TICK = 0.02
+_TICK = 0.01
 _FOLLOW_INTERVAL = 0.2
 _HEARTBEAT_TIMEOUT = 0.5
 _KILL_TIMEOUT = 10.0
