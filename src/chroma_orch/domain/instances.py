@@ -100,6 +100,27 @@ def desired_snapshot(instance: Instance) -> dict[str, object]:
     return {"desired_state": instance.desired_state, "generation": instance.generation}
 
 
+def _intent_values(
+    tenant_id: uuid.UUID,
+    action: Action,
+    generation: int,
+    converged: bool,
+    idempotency_key: str | None,
+    fingerprint: str | None,
+) -> dict[str, Any]:
+    """A new intent's columns; one already converged is written as succeeded."""
+    return {
+        "tenant_id": tenant_id,
+        "action": action.value,
+        "target_generation": generation,
+        "status": "succeeded" if converged else "pending",
+        "completed_at": datetime.now(UTC) if converged else None,
+        "idempotency_key": idempotency_key,
+        "request_hash": fingerprint,
+        "attempts": 0,
+    }
+
+
 def request_fingerprint(data: InstanceCreate, tenant_id: uuid.UUID) -> str:
     body = {**data.model_dump(mode="json"), "tenant_id": str(tenant_id)}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -180,7 +201,7 @@ class InstanceService:
                 return replay
         await _advisory_lock(self.session, "instance-name", tenant_id, data.name)
         await self._admit(tenant_id, data.name)
-        instance = await rows.insert_instance(
+        instance, intent = await rows.insert_instance(
             self.session,
             {
                 "tenant_id": tenant_id,
@@ -198,8 +219,9 @@ class InstanceService:
                 "idle_timeout_seconds": data.idle_timeout_seconds,
                 "wake_on_request": data.wake_on_request,
             },
+            _intent_values(tenant_id, Action.CREATE, 1, False, idempotency_key, fingerprint),
         )
-        intent = await self._enqueue(instance, Action.CREATE, idempotency_key, fingerprint)
+        notify_on_commit(self.session, INTENTS_CHANNEL, str(instance.id))
         record_event(
             self.session,
             type="instance.created",
@@ -226,9 +248,10 @@ class InstanceService:
         starts = action in (Action.START, Action.RESTART)
         if starts and changes_desired(action, desired, phase):
             await check_concurrent_starts(self.session, self.policy.max_concurrent_starts)
+        changes: dict[str, Any] | None = None
         if changes_desired(action, desired, phase):
             before = desired_snapshot(instance)
-            changes: dict[str, Any] = {
+            changes = {
                 "desired_state": ACTION_TARGETS[action].value,
                 "generation": instance.generation + 1,
                 "culled_at": None,  # a request from a person: not idle any more
@@ -239,9 +262,6 @@ class InstanceService:
                 changes["restart_count"] = 0
             if action is Action.DELETE:
                 changes["keep_data"] = keep_data
-            await rows.update_instance(
-                self.session, instance.id, {**changes, "next_reconcile_at": rows.NOW}
-            )
             for column, value in changes.items():
                 setattr(instance, column, value)
             record_event(
@@ -252,7 +272,23 @@ class InstanceService:
                 before=before,
                 after={"action": action.value, **desired_snapshot(instance)},
             )
-        intent = await self._enqueue(instance, action, None, None)
+        converged = instance.observed_generation >= instance.generation and not changes_desired(
+            action, DesiredState(instance.desired_state), Phase(instance.phase)
+        )
+        intent = await rows.add_intent(
+            self.session,
+            {
+                "instance_id": instance.id,
+                **_intent_values(
+                    instance.tenant_id, action, instance.generation, converged, None, None
+                ),
+            },
+            instance_changes=None
+            if changes is None
+            else {**changes, "next_reconcile_at": rows.NOW},
+        )
+        if not converged:
+            notify_on_commit(self.session, INTENTS_CHANNEL, str(instance.id))
         return instance, intent
 
     async def update(self, instance_id: uuid.UUID, data: InstanceUpdate) -> Instance:
@@ -299,34 +335,6 @@ class InstanceService:
         return InstancePage(
             items=[to_read(row, self.policy) for row in rows[:limit]], next_cursor=next_cursor
         )
-
-    async def _enqueue(
-        self,
-        instance: Instance,
-        action: Action,
-        idempotency_key: str | None,
-        fingerprint: str | None,
-    ) -> Intent:
-        converged = instance.observed_generation >= instance.generation and not changes_desired(
-            action, DesiredState(instance.desired_state), Phase(instance.phase)
-        )
-        intent = await rows.insert_intent(
-            self.session,
-            {
-                "instance_id": instance.id,
-                "tenant_id": instance.tenant_id,
-                "action": action.value,
-                "target_generation": instance.generation,
-                "status": "succeeded" if converged else "pending",
-                "completed_at": datetime.now(UTC) if converged else None,
-                "idempotency_key": idempotency_key,
-                "request_hash": fingerprint,
-                "attempts": 0,
-            },
-        )
-        if not converged:
-            notify_on_commit(self.session, INTENTS_CHANNEL, str(instance.id))
-        return intent
 
     async def _replay(
         self, tenant_id: uuid.UUID, key: str, fingerprint: str
