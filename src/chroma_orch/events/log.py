@@ -35,13 +35,9 @@ def record_event(
 ) -> None:
     """Queue an event to be appended when ``session`` commits through ``commit``."""
     session.info.setdefault(_PENDING_EVENTS, []).append(
-        {
-            "type": type,
-            "instance_id": instance_id,
-            "tenant_id": tenant_id,
-            "before": before,
-            "after": after,
-        }
+        event_row(
+            type=type, instance_id=instance_id, tenant_id=tenant_id, before=before, after=after
+        )
     )
 
 
@@ -50,17 +46,49 @@ def notify_on_commit(session: AsyncSession, channel: str, payload: str = "") -> 
     session.info.setdefault(_PENDING_NOTIFY, {})[channel] = payload
 
 
-_APPEND_EVENTS = """
-WITH locked AS (SELECT pg_advisory_xact_lock($1)),
-appended AS (
+def event_row(
+    *,
+    type: str,
+    instance_id: uuid.UUID | None,
+    tenant_id: uuid.UUID | None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "type": type,
+        "instance_id": instance_id,
+        "tenant_id": tenant_id,
+        "before": before,
+        "after": after,
+    }
+
+
+def append_events_sql(
+    events: list[dict[str, Any]], first: int, gate: str | None = None
+) -> tuple[list[str], str, list[Any]]:
+    """What appends ``events`` inside a larger statement: CTEs that take the ordering
+    lock and insert them (only if the CTE ``gate``, when given, yields a row), the
+    select-list items giving the last sequence number (first) and notifying
+    listeners, and the parameters, numbered from ``$first``. The lock is held
+    until the transaction ends, so that transaction should end soon after."""
+    source = f" FROM {gate}" if gate else ""
+    ctes = [
+        f"locked AS (SELECT pg_advisory_xact_lock(${first}){source})",
+        f"""appended AS (
     INSERT INTO events (type, instance_id, tenant_id, before, after)
     SELECT e.type, e.instance_id, e.tenant_id, e.before, e.after
-    FROM locked, jsonb_to_recordset($2::text::jsonb)
+    FROM locked, jsonb_to_recordset(${first + 1}::text::jsonb)
         AS e(type text, instance_id uuid, tenant_id uuid, before jsonb, after jsonb)
     RETURNING seq
-)
-SELECT max(seq), pg_notify($3, max(seq)::text || $4){notify} FROM appended
-"""
+)""",
+    ]
+    last_seq = (
+        "(SELECT max(seq) FROM appended), "
+        f"(SELECT pg_notify(${first + 2}, max(seq)::text || ${first + 3}) FROM appended "
+        "HAVING count(*) > 0)"
+    )
+    rows = json.dumps(events, default=str)
+    return ctes, last_seq, [_EVENTS_LOCK_KEY, rows, EVENTS_CHANNEL, events_payload_ids(events)]
 
 
 async def commit(session: AsyncSession) -> int | None:
@@ -78,10 +106,9 @@ async def commit(session: AsyncSession) -> int | None:
     params = [value for pair in notifications.items() for value in pair]
     last_seq: int | None = None
     if events:
-        rows, ids = json.dumps(events, default=str), events_payload_ids(events)
-        sql = _APPEND_EVENTS.format(notify=calls)
-        con = await driver(session)
-        last_seq = await con.fetchval(sql, _EVENTS_LOCK_KEY, rows, EVENTS_CHANNEL, ids, *params)
+        ctes, seq, event_params = append_events_sql(events, first=1)
+        sql = f"WITH {', '.join(ctes)} SELECT {seq}{calls}"
+        last_seq = await (await driver(session)).fetchval(sql, *event_params, *params)
     elif notifications:
         await (await driver(session)).execute(f"SELECT {calls[2:]}", *params)
     await session.commit()

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.models import Instance
 from chroma_orch.domain.states import DesiredState, Phase, check_phase
-from chroma_orch.events.log import commit, record_event
+from chroma_orch.events.log import event_row
 from chroma_orch.reconciler import queue
 from chroma_orch.reconciler.ports import allocate_port, release_port, reserve_port
 from chroma_orch.runtimes.base import (
@@ -124,12 +124,39 @@ class InstanceReconciler:
         if settle is not False:
             error = settle if isinstance(settle, str) else None
             settles = (values.get("observed_generation", inst.observed_generation), error)
+        for key, value in values.items():
+            setattr(inst, key, value)
+        events = []
+        if before != _view(inst):
+            changed = "phase_changed" if before["phase"] != inst.phase else "status_changed"
+            events.append(
+                event_row(
+                    type=f"instance.{changed}",
+                    instance_id=inst.id,
+                    tenant_id=inst.tenant_id,
+                    before=before,
+                    after=_view(inst),
+                )
+            )
+        if event is not None:
+            events.append(
+                event_row(
+                    type=event[0], instance_id=inst.id, tenant_id=inst.tenant_id, after=event[1]
+                )
+            )
+        fenced = values | lease if release else values
         async with self.sessions() as session:
-            fenced = values | lease if release else values
-            if not await queue.fenced_update(session, inst.id, self.owner, fenced, settle=settles):
+            written = await queue.fenced_update(
+                session,
+                inst.id,
+                self.owner,
+                fenced,
+                settle=settles,
+                events=events,
+                alone=port is None,
+            )
+            if not written:
                 raise LeaseLostError(str(inst.id))
-            for key, value in values.items():
-                setattr(inst, key, value)
             allocated = None
             if port == "allocate":
                 low, high = self.settings.local.ports
@@ -140,26 +167,7 @@ class InstanceReconciler:
                 await release_port(session, inst.id)
             elif isinstance(port, int):
                 await reserve_port(session, inst.id, port)
-            if before != _view(inst):
-                record_event(
-                    session,
-                    type="instance.phase_changed"
-                    if before["phase"] != inst.phase
-                    else "instance.status_changed",
-                    instance_id=inst.id,
-                    tenant_id=inst.tenant_id,
-                    before=before,
-                    after=_view(inst),
-                )
-            if event is not None:
-                record_event(
-                    session,
-                    type=event[0],
-                    instance_id=inst.id,
-                    tenant_id=inst.tenant_id,
-                    after=event[1],
-                )
-            await commit(session)
+            await session.commit()
         return allocated
 
     # -- the decision --------------------------------------------------------

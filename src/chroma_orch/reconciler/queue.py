@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +22,7 @@ from chroma_orch.db.driver import driver
 from chroma_orch.db.models import Instance
 from chroma_orch.db.rows import instance_of, update_instance_sql
 from chroma_orch.domain.states import Phase
+from chroma_orch.events.log import append_events_sql
 
 OPEN_INTENT = ("pending", "in_progress")
 _OBSERVER_LOCK_KEY = 0x63686F6F62737276  # "chroobsrv"
@@ -118,24 +120,38 @@ async def fenced_update(
     values: dict[str, object],
     *,
     settle: tuple[int, str | None] | None = None,
+    events: Sequence[dict[str, Any]] = (),
+    alone: bool = False,
 ) -> bool:
-    """Update columns the reconciler owns, only while it holds the lease. With
-    ``settle`` (generation, error), also close the open intents up to that
-    generation, in the same statement: the latest succeeded (or failed with
-    ``error``), older ones superseded by it."""
-    sql, params = update_instance_sql(values, lease_owner=owner)
+    """Update columns the reconciler owns, only while it holds the lease; False when
+    it does not. All in one statement, and only if the update happened: with
+    ``settle`` (generation, error), close the open intents up to that generation
+    (the latest succeeded, or failed with ``error``; older ones superseded); with
+    ``events``, append them. ``alone``: the statement is the whole unit of work,
+    so it commits by itself (no BEGIN/COMMIT round trips) unless the session has
+    begun a transaction already."""
+    update, params = update_instance_sql(values, lease_owner=owner)
+    ctes = [f"updated AS ({update})"]
     if settle is not None:
         generation, error = settle
         first = len(params) + 2
-        sql = _SETTLE_WITH.format(update=sql, g=first, s=first + 1, e=first + 2)
+        ctes.append(_SETTLED.format(g=first, s=first + 1, e=first + 2))
         params += [generation, "failed" if error else "succeeded", error]
-    return await (await driver(session)).fetchval(sql, instance_id, *params) is not None
+    items = "(SELECT id FROM updated)"
+    if events:
+        appending, selected, event_params = append_events_sql(
+            list(events), first=len(params) + 2, gate="updated"
+        )
+        ctes += appending
+        items += f", {selected}"
+        params += event_params
+    sql = f"WITH {', '.join(ctes)} SELECT {items}"
+    con = await driver(session, begin=not alone)
+    return await con.fetchval(sql, instance_id, *params) is not None
 
 
-_SETTLE_WITH = (
-    """
-WITH updated AS ({update}),
-settled AS (
+_SETTLED = (
+    """settled AS (
     UPDATE intents
     SET status = CASE WHEN target_generation = ${g} THEN ${s} ELSE 'superseded' END,
         error = CASE WHEN target_generation = ${g} THEN ${e} ELSE error END,
@@ -144,9 +160,7 @@ settled AS (
         AND status IN ("""
     + _OPEN_SQL
     + """) AND target_generation <= ${g}
-)
-SELECT id FROM updated
-"""
+)"""
 )
 
 
