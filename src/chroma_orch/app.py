@@ -128,6 +128,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             work_engine = create_engine(
                 url,
                 application_name=settings.reconciler.replica_id,
+                pool_size=settings.reconciler.concurrency + 4,  # its passes, and the loops'
                 durable_commits=False,
                 pre_ping=False,
             )
