@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -57,6 +58,36 @@ async def test_duplicate_name_conflicts(client: httpx.AsyncClient) -> None:
     assert again.status_code == 409
     assert again.json()["code"] == "conflict"
     assert again.headers["content-type"] == "application/problem+json"
+
+
+async def test_racing_creates_and_actions_each_take_effect_once(
+    client: httpx.AsyncClient, api_app: object
+) -> None:
+    """Requests that race on one name, or on one instance, are decided by the
+    database (a unique name, a generation check), not by who read first."""
+    _, token = await create_tenant(client, "acme")
+    answers = await asyncio.gather(
+        *(client.post("/v1/instances", json={"name": "x"}, headers=bearer(token)) for _ in range(8))
+    )
+    assert sorted(a.status_code for a in answers) == [202] + [409] * 7
+    instance_id = next(a.json()["instance"]["id"] for a in answers if a.status_code == 202)
+    stops = await asyncio.gather(
+        *(client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token)) for _ in range(6))
+    )
+    assert {s.status_code for s in stops} == {202}
+    generations = sorted(s.json()["intent"]["target_generation"] for s in stops)
+    assert generations == [2] * 6  # one of them changed the desired state; none twice
+    got = (await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))).json()
+    assert (got["desired_state"], got["generation"]) == ("stopped", 2)
+    engine: AsyncEngine = api_app.state.ctx.engine  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        changes = await conn.scalar(
+            select(func.count()).where(
+                Event.instance_id == uuid.UUID(instance_id),
+                Event.type == "instance.desired_changed",
+            )
+        )
+    assert changes == 1
 
 
 async def test_idempotency_key(client: httpx.AsyncClient, api_app: object) -> None:

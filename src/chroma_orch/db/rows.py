@@ -1,10 +1,12 @@
 """Instance and intent rows read and written with the driver (``db/driver.py``).
 
 These are the statements every lifecycle request and every reconcile pass runs,
-so they skip the ORM, and a write and the intent that goes with it travel as one
-statement. Rows come back as transient ``Instance``/``Intent`` objects (not in
-the session: changing one changes nothing in the database). Column names in the
-generated SQL come from the callers' code, never from input.
+so they skip the ORM, and a request's write travels as one statement with its
+intent, events and notifications (committing by itself when nothing else in the
+unit of work began a transaction). Rows come back as transient ``Instance`` and
+``Intent`` objects (not in the session: changing one changes nothing in the
+database). Column names in the generated SQL come from the callers' code, never
+from input.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.models import Instance, Intent
+from chroma_orch.events.log import append_events_sql
 
 NOW = object()
 """A value that stands for the database's ``now()``."""
@@ -47,25 +50,39 @@ def _assignments(values: Mapping[str, Any], first: int) -> tuple[list[str], list
     return parts, params
 
 
-def _insert_sql(table: str, values: Mapping[str, Any], first: int) -> tuple[str, list[Any]]:
+def _insert_sql(
+    table: str, values: Mapping[str, Any], first: int, source: str
+) -> tuple[str, list[Any]]:
+    """``INSERT INTO table ... SELECT <values> FROM source``: one row per row of
+    ``source`` (a CTE, and a condition), so the insert happens only if it yields one."""
     placeholders = ", ".join(f"${first + n}" for n in range(len(values)))
-    sql = f"INSERT INTO {table} ({', '.join(values)}) VALUES ({placeholders})"
+    sql = f"INSERT INTO {table} ({', '.join(values)}) SELECT {placeholders} FROM {source}"
     return sql, [_param(column, value) for column, value in values.items()]
 
 
+_INSTANCE_COLUMNS = tuple(Instance.__table__.columns.keys())
+
+
 def update_instance_sql(
-    values: Mapping[str, Any], *, lease_owner: str | None = None, first: int = 1
+    values: Mapping[str, Any],
+    *,
+    lease_owner: str | None = None,
+    generation: int | None = None,
+    first: int = 1,
 ) -> tuple[str, list[Any]]:
     """``UPDATE instances`` of ``values`` (and ``updated_at``) where ``id = $first``,
     ``RETURNING id``, and its parameters (those after the id). With ``lease_owner``,
-    only while that replica holds the instance's lease."""
+    only while that replica holds the instance's lease; with ``generation``, only
+    while the instance is still at that generation."""
     parts, params = _assignments({**values, "updated_at": NOW}, first=first + 1)
-    fence = ""
+    where = f"id = ${first}"
     if lease_owner is not None:
         params.append(lease_owner)
-        fence = f" AND lease_owner = ${first + len(params)}"
-    sql = f"UPDATE instances SET {', '.join(parts)} WHERE id = ${first}{fence} RETURNING id"
-    return sql, params
+        where += f" AND lease_owner = ${first + len(params)}"
+    if generation is not None:
+        params.append(generation)
+        where += f" AND generation = ${first + len(params)}"
+    return f"UPDATE instances SET {', '.join(parts)} WHERE {where} RETURNING id", params
 
 
 def instance_of(row: asyncpg.Record) -> Instance:
@@ -91,40 +108,80 @@ async def fetch_instance(
 
 
 async def insert_instance(
-    session: AsyncSession, values: Mapping[str, Any], intent: Mapping[str, Any]
-) -> tuple[Instance, Intent]:
-    """A new instance and its first intent (``intent`` without ``instance_id``)."""
-    instance_values = {"id": uuid.uuid4(), **values}
-    intent_values = {"id": uuid.uuid4(), "instance_id": instance_values["id"], **intent}
-    instance_sql, params = _insert_sql("instances", instance_values, first=1)
-    intent_sql, intent_params = _insert_sql("intents", intent_values, first=len(params) + 1)
-    sql = (
-        f"WITH instance AS ({instance_sql} RETURNING *), "
-        f"intent AS ({intent_sql} RETURNING {_INTENT_FILLED}) "
-        "SELECT * FROM instance, intent"
+    session: AsyncSession,
+    values: Mapping[str, Any],
+    intent: Mapping[str, Any],
+    *,
+    admission: tuple[str, list[Any]],
+    events: list[dict[str, Any]],
+    notify: Mapping[str, str],
+) -> tuple[asyncpg.Record, tuple[Instance, Intent] | None]:
+    """A new instance (``values`` with its ``id``) and its first intent (without
+    ``instance_id``), its events and notifications, in one statement, written
+    only if ``admission`` (a query on ``$1``... answering one row with a boolean
+    ``admitted``) admits it. Returns the admission row, and the new rows unless
+    refused."""
+    sql, params = admission
+    intent_values = {"id": uuid.uuid4(), "instance_id": values["id"], **intent}
+    instance_sql, instance_params = _insert_sql(
+        "instances", values, len(params) + 1, "admission WHERE admitted"
     )
-    row = await (await driver(session)).fetchrow(sql, *params, *intent_params)
-    fields = {key: row[key] for key in row.keys() if not key.startswith("intent_")}
-    return Instance(**fields), _intent_of(intent_values, row)
+    params = [*params, *instance_params]
+    intent_sql, intent_params = _insert_sql("intents", intent_values, len(params) + 1, "instance")
+    params += intent_params
+    appending, items, event_params = append_events_sql(
+        events, len(params) + 1, gate="instance", notify=notify
+    )
+    params += event_params
+    ctes = [
+        f"admission AS ({sql})",
+        f"instance AS ({instance_sql} RETURNING *)",
+        f"intent AS ({intent_sql} RETURNING {_INTENT_FILLED})",
+        *appending,
+    ]
+    row = await (await driver(session, begin=False)).fetchrow(
+        f"WITH {', '.join(ctes)} SELECT admission.*, instance.*, intent.*, {items} "
+        "FROM admission LEFT JOIN instance ON true LEFT JOIN intent ON true",
+        *params,
+    )
+    if row["id"] is None:
+        return row, None
+    instance = Instance(**{column: row[column] for column in _INSTANCE_COLUMNS})
+    return row, (instance, _intent_of(intent_values, row))
 
 
 async def add_intent(
     session: AsyncSession,
     intent: Mapping[str, Any],
     *,
-    instance_changes: Mapping[str, Any] | None = None,
-) -> Intent:
-    """A new intent; with ``instance_changes``, its instance is updated by the same
-    statement (see ``update_instance_sql``)."""
+    generation: int,
+    instance_changes: Mapping[str, Any] | None,
+    events: list[dict[str, Any]],
+    notify: Mapping[str, str],
+) -> Intent | None:
+    """A new intent (with its instance's changes, events and notifications) in one
+    statement, only while the instance is still at ``generation``: None when it
+    moved on meanwhile (read it again and decide again)."""
     values = {"id": uuid.uuid4(), **intent}
-    sql, params = _insert_sql("intents", values, first=1)
-    sql = f"{sql} RETURNING {_INTENT_FILLED}"
+    instance_id = values["instance_id"]
     if instance_changes is not None:
-        update, update_params = update_instance_sql(instance_changes, first=len(params) + 1)
-        sql = f"WITH updated AS ({update}) {sql}"
-        params += [values["instance_id"], *update_params]
-    row = await (await driver(session)).fetchrow(sql, *params)
-    return _intent_of(values, row)
+        current, params = update_instance_sql(instance_changes, generation=generation)
+    else:
+        current, params = "SELECT id FROM instances WHERE id = $1 AND generation = $2", [generation]
+    params = [instance_id, *params]
+    intent_sql, intent_params = _insert_sql("intents", values, len(params) + 1, "current")
+    params += intent_params
+    appending, items, event_params = append_events_sql(
+        events, len(params) + 1, gate="intent", notify=notify
+    )
+    params += event_params
+    ctes = [f"current AS ({current})", f"intent AS ({intent_sql} RETURNING {_INTENT_FILLED})"]
+    row = await (await driver(session, begin=False)).fetchrow(
+        f"WITH {', '.join([*ctes, *appending])} SELECT intent.*, {items} "
+        "FROM (SELECT 1) AS one LEFT JOIN intent ON true",
+        *params,
+    )
+    return None if row["intent_created_at"] is None else _intent_of(values, row)
 
 
 async def update_instance(

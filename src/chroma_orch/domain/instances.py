@@ -11,10 +11,12 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,7 +53,7 @@ from chroma_orch.errors import (
     QuotaExceededError,
 )
 from chroma_orch.events.hub import EventHub, wait_for_event
-from chroma_orch.events.log import INTENTS_CHANNEL, notify_on_commit, record_event
+from chroma_orch.events.log import INTENTS_CHANNEL, event_row
 
 
 @dataclass(frozen=True)
@@ -135,11 +137,33 @@ async def _advisory_lock(session: AsyncSession, *parts: object) -> None:
 
 _LIVE = f"(tenant_id = $1 AND desired_state <> '{DesiredState.DELETED.value}')"
 _ADMIT = f"""
-SELECT count(*) FILTER (WHERE {_LIVE}),
-       count(*) FILTER (WHERE {_LIVE} AND name = $2),
-       count(*) FILTER (WHERE {ON_THEIR_WAY_UP_SQL})
-FROM instances WHERE {_LIVE} OR {ON_THEIR_WAY_UP_SQL}
+SELECT tenant_count, same_name, starts,
+       same_name = 0 AND tenant_count < $3 AND starts < $4 AS admitted
+FROM (
+    SELECT count(*) FILTER (WHERE {_LIVE}) AS tenant_count,
+           count(*) FILTER (WHERE {_LIVE} AND name = $2) AS same_name,
+           count(*) FILTER (WHERE {ON_THEIR_WAY_UP_SQL}) AS starts
+    FROM instances WHERE {_LIVE} OR {ON_THEIR_WAY_UP_SQL}
+) AS counts
 """
+"""A new instance needs a free name, room in the tenant's quota ($3) and room
+under the service-wide cap on starts ($4); one query answers all three."""
+_RACE_RETRIES = 5
+
+
+def _name_taken(name: str) -> ConflictError:
+    return ConflictError(f"tenant already has an instance named {name!r}")
+
+
+def _refuse(counts: Mapping[str, Any], name: str, policy: InstancePolicy) -> None:
+    """Raise the error that explains why ``_ADMIT`` refused."""
+    if counts["same_name"]:
+        raise _name_taken(name)
+    if counts["tenant_count"] >= policy.max_per_tenant:
+        raise QuotaExceededError(
+            f"tenant has {counts['tenant_count']} instances; the limit is {policy.max_per_tenant}"
+        )
+    enforce_start_cap(counts["starts"], policy.max_concurrent_starts)
 
 
 class InstanceService:
@@ -199,37 +223,45 @@ class InstanceService:
             replay = await self._replay(tenant_id, idempotency_key, fingerprint)
             if replay is not None:
                 return replay
-        await _advisory_lock(self.session, "instance-name", tenant_id, data.name)
-        await self._admit(tenant_id, data.name)
-        instance, intent = await rows.insert_instance(
-            self.session,
-            {
-                "tenant_id": tenant_id,
-                "name": data.name,
-                "runtime": self.policy.runtime,
-                "spec": {},
-                "desired_state": DesiredState.RUNNING.value,
-                "phase": Phase.PENDING.value,
-                "generation": 1,
-                "observed_generation": 0,
-                "restart_generation": 0,
-                "restart_count": 0,
-                "error_count": 0,
-                "keep_data": False,
-                "idle_timeout_seconds": data.idle_timeout_seconds,
-                "wake_on_request": data.wake_on_request,
-            },
-            _intent_values(tenant_id, Action.CREATE, 1, False, idempotency_key, fingerprint),
-        )
-        notify_on_commit(self.session, INTENTS_CHANNEL, str(instance.id))
-        record_event(
-            self.session,
+        instance_id = uuid.uuid4()
+        desired = {"desired_state": DesiredState.RUNNING.value, "generation": 1}
+        created = event_row(
             type="instance.created",
-            instance_id=instance.id,
+            instance_id=instance_id,
             tenant_id=tenant_id,
-            after={"name": instance.name, "phase": instance.phase, **desired_snapshot(instance)},
+            after={"name": data.name, "phase": Phase.PENDING.value, **desired},
         )
-        return instance, intent
+        admission = [tenant_id, data.name, self.policy.max_per_tenant]
+        try:
+            counts, written = await rows.insert_instance(
+                self.session,
+                {
+                    "id": instance_id,
+                    "tenant_id": tenant_id,
+                    "name": data.name,
+                    "runtime": self.policy.runtime,
+                    "spec": {},
+                    "phase": Phase.PENDING.value,
+                    **desired,
+                    "observed_generation": 0,
+                    "restart_generation": 0,
+                    "restart_count": 0,
+                    "error_count": 0,
+                    "keep_data": False,
+                    "idle_timeout_seconds": data.idle_timeout_seconds,
+                    "wake_on_request": data.wake_on_request,
+                },
+                _intent_values(tenant_id, Action.CREATE, 1, False, idempotency_key, fingerprint),
+                admission=(_ADMIT, [*admission, self.policy.max_concurrent_starts]),
+                events=[created],
+                notify={INTENTS_CHANNEL: str(instance_id)},
+            )
+        except asyncpg.UniqueViolationError as exc:  # created at the same moment
+            raise _name_taken(data.name) from exc
+        if written is None:
+            _refuse(counts, data.name, self.policy)
+        assert written is not None
+        return written
 
     async def act(
         self, instance_id: uuid.UUID, action: Action, *, keep_data: bool = False
@@ -237,23 +269,31 @@ class InstanceService:
         """Apply start/stop/restart/delete: new desired state, an intent, an event.
         Delete is idempotent: a retried delete of a deleted instance answers 202 again."""
         deleted = action is Action.DELETE
-        instance = await self.get(instance_id, for_update=True, deleted=deleted)
-        return await self.apply(instance, action, keep_data=keep_data)
+        for _ in range(_RACE_RETRIES):  # optimistic: the write checks the generation read
+            instance = await self.get(instance_id, deleted=deleted)
+            applied = await self.apply(instance, action, keep_data=keep_data)
+            if applied is not None:
+                return applied
+        raise ConflictError("the instance kept changing while this request was applied")
 
     async def apply(
         self, instance: Instance, action: Action, *, keep_data: bool = False
-    ) -> tuple[Instance, Intent]:
+    ) -> tuple[Instance, Intent] | None:
+        """Write the action's desired state, intent and event, in one statement, if
+        ``instance`` is still at the generation it was read at (else None)."""
         desired, phase = DesiredState(instance.desired_state), Phase(instance.phase)
         check_action(action, desired, phase)
         starts = action in (Action.START, Action.RESTART)
         if starts and changes_desired(action, desired, phase):
             await check_concurrent_starts(self.session, self.policy.max_concurrent_starts)
+        generation = instance.generation
         changes: dict[str, Any] | None = None
+        events = []
         if changes_desired(action, desired, phase):
             before = desired_snapshot(instance)
             changes = {
                 "desired_state": ACTION_TARGETS[action].value,
-                "generation": instance.generation + 1,
+                "generation": generation + 1,
                 "culled_at": None,  # a request from a person: not idle any more
             }
             if action is Action.RESTART:
@@ -264,13 +304,14 @@ class InstanceService:
                 changes["keep_data"] = keep_data
             for column, value in changes.items():
                 setattr(instance, column, value)
-            record_event(
-                self.session,
-                type="instance.desired_changed",
-                instance_id=instance.id,
-                tenant_id=instance.tenant_id,
-                before=before,
-                after={"action": action.value, **desired_snapshot(instance)},
+            events.append(
+                event_row(
+                    type="instance.desired_changed",
+                    instance_id=instance.id,
+                    tenant_id=instance.tenant_id,
+                    before=before,
+                    after={"action": action.value, **desired_snapshot(instance)},
+                )
             )
         converged = instance.observed_generation >= instance.generation and not changes_desired(
             action, DesiredState(instance.desired_state), Phase(instance.phase)
@@ -283,13 +324,14 @@ class InstanceService:
                     instance.tenant_id, action, instance.generation, converged, None, None
                 ),
             },
+            generation=generation,
             instance_changes=None
             if changes is None
             else {**changes, "next_reconcile_at": rows.NOW},
+            events=events,
+            notify={} if converged else {INTENTS_CHANNEL: str(instance.id)},
         )
-        if not converged:
-            notify_on_commit(self.session, INTENTS_CHANNEL, str(instance.id))
-        return instance, intent
+        return None if intent is None else (instance, intent)
 
     async def update(self, instance_id: uuid.UUID, data: InstanceUpdate) -> Instance:
         """Change settings that need no restart (idle timeout, wake-on-request)."""
@@ -358,20 +400,6 @@ class InstanceService:
         )
         if found is None:
             raise NotFoundError(f"tenant {tenant_id} not found")
-
-    async def _admit(self, tenant_id: uuid.UUID, name: str) -> None:
-        """A new instance needs a free name, room in the tenant's quota and room under
-        the service-wide cap on starts; one query answers all three."""
-        con = await driver(self.session)
-        row = await con.fetchrow(_ADMIT, tenant_id, name)
-        tenant_count, same_name, starts = (int(n or 0) for n in row)
-        if same_name:
-            raise ConflictError(f"tenant already has an instance named {name!r}")
-        if tenant_count >= self.policy.max_per_tenant:
-            raise QuotaExceededError(
-                f"tenant has {tenant_count} instances; the limit is {self.policy.max_per_tenant}"
-            )
-        enforce_start_cap(starts, self.policy.max_concurrent_starts)
 
 
 def encode_cursor(instance: Instance) -> str:

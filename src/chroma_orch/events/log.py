@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -64,31 +65,43 @@ def event_row(
 
 
 def append_events_sql(
-    events: list[dict[str, Any]], first: int, gate: str | None = None
+    events: list[dict[str, Any]],
+    first: int,
+    gate: str | None = None,
+    notify: Mapping[str, str] | None = None,
 ) -> tuple[list[str], str, list[Any]]:
-    """What appends ``events`` inside a larger statement: CTEs that take the ordering
-    lock and insert them (only if the CTE ``gate``, when given, yields a row), the
-    select-list items giving the last sequence number (first) and notifying
-    listeners, and the parameters, numbered from ``$first``. The lock is held
-    until the transaction ends, so that transaction should end soon after."""
+    """What appends ``events`` and sends ``notify`` (channel: payload) inside a
+    larger statement, only if the CTE ``gate``, when given, yields a row: CTEs that
+    take the ordering lock and insert the events, the select-list items (the first
+    gives the last sequence number), and the parameters, numbered from ``$first``.
+    The lock is held until the transaction ends, which should be soon after."""
     source = f" FROM {gate}" if gate else ""
-    ctes = [
-        f"locked AS (SELECT pg_advisory_xact_lock(${first}){source})",
-        f"""appended AS (
+    ctes: list[str] = []
+    items = ["NULL::bigint"]
+    params: list[Any] = []
+    if events:
+        ctes = [
+            f"locked AS (SELECT pg_advisory_xact_lock(${first}){source})",
+            f"""appended AS (
     INSERT INTO events (type, instance_id, tenant_id, before, after)
     SELECT e.type, e.instance_id, e.tenant_id, e.before, e.after
     FROM locked, jsonb_to_recordset(${first + 1}::text::jsonb)
         AS e(type text, instance_id uuid, tenant_id uuid, before jsonb, after jsonb)
     RETURNING seq
 )""",
-    ]
-    last_seq = (
-        "(SELECT max(seq) FROM appended), "
-        f"(SELECT pg_notify(${first + 2}, max(seq)::text || ${first + 3}) FROM appended "
-        "HAVING count(*) > 0)"
-    )
-    rows = json.dumps(events, default=str)
-    return ctes, last_seq, [_EVENTS_LOCK_KEY, rows, EVENTS_CHANNEL, events_payload_ids(events)]
+        ]
+        items = [
+            "(SELECT max(seq) FROM appended)",
+            f"(SELECT pg_notify(${first + 2}, max(seq)::text || ${first + 3}) FROM appended "
+            "HAVING count(*) > 0)",
+        ]
+        rows = json.dumps(events, default=str)
+        params = [_EVENTS_LOCK_KEY, rows, EVENTS_CHANNEL, events_payload_ids(events)]
+    for channel, payload in (notify or {}).items():
+        n = first + len(params)
+        items.append(f"(SELECT pg_notify(${n}, ${n + 1}){source})")
+        params += [channel, payload]
+    return ctes, ", ".join(items), params
 
 
 async def commit(session: AsyncSession) -> int | None:
@@ -99,18 +112,11 @@ async def commit(session: AsyncSession) -> int | None:
     """
     events: list[dict[str, Any]] = session.info.pop(_PENDING_EVENTS, [])
     notifications: dict[str, str] = session.info.pop(_PENDING_NOTIFY, {})
-    first = 5 if events else 1
-    calls = "".join(
-        f", pg_notify(${first + 2 * n}, ${first + 2 * n + 1})" for n in range(len(notifications))
-    )
-    params = [value for pair in notifications.items() for value in pair]
     last_seq: int | None = None
-    if events:
-        ctes, seq, event_params = append_events_sql(events, first=1)
-        sql = f"WITH {', '.join(ctes)} SELECT {seq}{calls}"
-        last_seq = await (await driver(session)).fetchval(sql, *event_params, *params)
-    elif notifications:
-        await (await driver(session)).execute(f"SELECT {calls[2:]}", *params)
+    if events or notifications:
+        ctes, items, params = append_events_sql(events, first=1, notify=notifications)
+        sql = (f"WITH {', '.join(ctes)} " if ctes else "") + f"SELECT {items}"
+        last_seq = await (await driver(session)).fetchval(sql, *params)
     await session.commit()
     return last_seq
 

@@ -332,22 +332,29 @@ async def follow_file(path: Path, tail: int, interval: float) -> AsyncGenerator[
 async def http_status(host: str, port: int, path: str, timeout: float) -> int | None:
     """Status code of a bare ``GET path`` (None when nothing answers in time).
 
-    A raw HTTP/1.1 exchange on a fresh connection: health checks run every few
-    milliseconds while servers start, and a full HTTP client costs far more CPU
-    per probe than the server takes to answer.
+    A raw HTTP/1.1 exchange on a fresh socket: health checks run every few
+    milliseconds while servers start, and a full HTTP client (or even asyncio's
+    streams, which resolve the address in a worker thread) costs far more CPU per
+    probe than the server takes to answer.
     """
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            try:
-                request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
-                writer.write(request.encode())
-                status_line = await reader.readline()
-            finally:
-                writer.close()
-    except (OSError, TimeoutError):
-        return None
-    parts = status_line.split()
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+    received = b""
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(sock, (host, port))
+                await loop.sock_sendall(sock, request.encode())
+                while b"\r\n" not in received and len(received) < 4096:
+                    chunk = await loop.sock_recv(sock, 1024)
+                    if not chunk:
+                        break
+                    received += chunk
+        except (OSError, TimeoutError):
+            return None
+    parts = received.split(b"\r\n", 1)[0].split()
     if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit():
         return int(parts[1])
     return None
