@@ -19,7 +19,7 @@ from chroma_orch.db.models import Instance
 from chroma_orch.domain.states import DesiredState, Phase, check_phase
 from chroma_orch.events.log import event_row
 from chroma_orch.reconciler import queue
-from chroma_orch.reconciler.ports import allocate_port, release_port, reserve_port
+from chroma_orch.reconciler.ports import allocate_port, pick_unused_port, reserve_port
 from chroma_orch.runtimes.base import (
     Endpoint,
     Handle,
@@ -145,6 +145,10 @@ class InstanceReconciler:
                 )
             )
         fenced = values | lease if release else values
+        guess = None
+        if port == "allocate":
+            low, high = self.settings.local.ports
+            guess = pick_unused_port(self.settings.local.host, low, high)
         async with self.sessions() as session:
             written = await queue.fenced_update(
                 session,
@@ -153,20 +157,30 @@ class InstanceReconciler:
                 fenced,
                 settle=settles,
                 events=events,
-                alone=port is None,
+                reserve_port=guess,
+                free_port=port == "release",
+                alone=not isinstance(port, int),  # one statement: no BEGIN/COMMIT
             )
-            if not written:
+            if written is None:
                 raise LeaseLostError(str(inst.id))
-            allocated = None
-            if port == "allocate":
-                low, high = self.settings.local.ports
-                host = self.settings.local.host
-                allocated = await allocate_port(session, inst.id, host, low, high)
-                self.reserved_port = allocated
-            elif port == "release":
-                await release_port(session, inst.id)
-            elif isinstance(port, int):
+            if isinstance(port, int):
                 await reserve_port(session, inst.id, port)
+            await session.commit()
+        allocated = None
+        if port == "allocate":
+            allocated = written["reserved"] if guess is not None else None
+            if allocated is None:  # it held a port, the pick was taken meanwhile, or no pick
+                allocated = await self._allocate_port()
+            self.reserved_port = allocated
+        return allocated
+
+    async def _allocate_port(self) -> int:
+        """A port for the instance the slow way (its own, if still free, or a scan)."""
+        low, high = self.settings.local.ports
+        async with self.sessions() as session:
+            allocated = await allocate_port(
+                session, self.inst.id, self.settings.local.host, low, high
+            )
             await session.commit()
         return allocated
 

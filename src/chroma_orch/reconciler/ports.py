@@ -40,7 +40,7 @@ async def allocate_port(
     The common case is one round trip: a random port nothing listens on is
     reserved unless the instance holds one already. A conflict (or a range where
     no random pick is free) falls back to reading every taken port."""
-    guess = _unused_port(host, low, high)
+    guess = pick_unused_port(host, low, high)
     if guess is not None:
         row = await (await driver(session)).fetchrow(_RESERVE_UNLESS_HELD, guess, instance_id)
         if row["added"] is not None:
@@ -48,7 +48,8 @@ async def allocate_port(
     return await _allocate_by_scan(session, instance_id, host, low, high)
 
 
-def _unused_port(host: str, low: int, high: int) -> int | None:
+def pick_unused_port(host: str, low: int, high: int) -> int | None:
+    """A random port of ``low..high`` nothing listens on (None after a few misses)."""
     for _ in range(8):
         port = random.randint(low, high)
         if port_is_free(host, port):

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
@@ -121,33 +122,54 @@ async def fenced_update(
     *,
     settle: tuple[int, str | None] | None = None,
     events: Sequence[dict[str, Any]] = (),
+    reserve_port: int | None = None,
+    free_port: bool = False,
     alone: bool = False,
-) -> bool:
-    """Update columns the reconciler owns, only while it holds the lease; False when
-    it does not. All in one statement, and only if the update happened: with
+) -> asyncpg.Record | None:
+    """Update columns the reconciler owns, only while it holds the lease (None when
+    it does not). All in one statement, and only if the update happened: with
     ``settle`` (generation, error), close the open intents up to that generation
     (the latest succeeded, or failed with ``error``; older ones superseded); with
-    ``events``, append them. ``alone``: the statement is the whole unit of work,
-    so it commits by itself (no BEGIN/COMMIT round trips) unless the session has
-    begun a transaction already."""
+    ``events``, append them; with ``reserve_port``, reserve that port for the
+    instance unless it holds one (answered as ``reserved``, or ``held``); with
+    ``free_port``, give its port back. ``alone``: the statement is the whole unit
+    of work, so it commits by itself (no BEGIN/COMMIT round trips) unless the
+    session has begun a transaction already."""
     update, params = update_instance_sql(values, lease_owner=owner)
     ctes = [f"updated AS ({update})"]
+    items = ["(SELECT id FROM updated) AS written"]
     if settle is not None:
         generation, error = settle
         first = len(params) + 2
         ctes.append(_SETTLED.format(g=first, s=first + 1, e=first + 2))
         params += [generation, "failed" if error else "succeeded", error]
-    items = "(SELECT id FROM updated)"
+    if reserve_port is not None:
+        params.append(reserve_port)
+        ctes += [cte.format(port=len(params) + 1) for cte in _RESERVED]
+        items += ["(SELECT port FROM reserved) AS reserved", "(SELECT port FROM held) AS held"]
+    if free_port:
+        ctes.append(
+            "freed AS (DELETE FROM allocated_ports WHERE instance_id IN (SELECT id FROM updated))"
+        )
     if events:
         appending, selected, event_params = append_events_sql(
             list(events), first=len(params) + 2, gate="updated"
         )
         ctes += appending
-        items += f", {selected}"
+        items.append(selected)
         params += event_params
-    sql = f"WITH {', '.join(ctes)} SELECT {items}"
+    sql = f"WITH {', '.join(ctes)} SELECT {', '.join(items)}"
     con = await driver(session, begin=not alone)
-    return await con.fetchval(sql, instance_id, *params) is not None
+    row = await con.fetchrow(sql, instance_id, *params)
+    return row if row["written"] is not None else None
+
+
+_RESERVED = (
+    "held AS (SELECT port FROM allocated_ports WHERE instance_id = $1)",
+    "reserved AS (INSERT INTO allocated_ports (port, instance_id) "
+    "SELECT ${port}, id FROM updated WHERE NOT EXISTS (SELECT 1 FROM held) "
+    "ON CONFLICT DO NOTHING RETURNING port)",
+)
 
 
 _SETTLED = (
