@@ -159,13 +159,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    traced = settings.opentelemetry
     app = FastAPI(
         title="chroma-orch",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        telemetry={"tracing": traced, "metrics": traced, "logs": traced, "operation_spans": traced},
     )
-    app.state.settings = settings or Settings()
+    app.state.settings = settings
     install_error_handlers(app)
     # The data plane first: /i/... is the hot path and is matched before anything else.
     for module in (dataplane_api, instances, tenants, seed, health, metrics, events_api):

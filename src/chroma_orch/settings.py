@@ -403,6 +403,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as key=value text, or one JSON object per line."
     )
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's own OpenTelemetry spans, metrics and logs for every request "
+        "(to the providers set up in the process, e.g. by opentelemetry-instrument). Off, "
+        "it costs nothing per request; /metrics has the Prometheus metrics either way.",
+    )
     migrate_on_start: bool = Field(
         True, description="Apply database migrations when the service starts."
     )

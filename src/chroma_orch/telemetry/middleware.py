@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 import uuid
@@ -12,6 +13,14 @@ from chroma_orch.telemetry import metrics
 from chroma_orch.telemetry.context import bind
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_PROCESS_PREFIX = uuid.uuid4().hex[:16]
+_SEQUENCE = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    """Unique without a system call per request: this process's random prefix and a
+    counter (32 hex characters, like a UUID's)."""
+    return f"{_PROCESS_PREFIX}{next(_SEQUENCE):016x}"
 
 
 class RequestContextMiddleware:
@@ -26,7 +35,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _SAFE_ID.match(incoming) else _new_request_id()
         status = {"code": 500}
         started = time.perf_counter()
 
