@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
+import functools
+import ipaddress
 import json
 import os
 import socket
@@ -329,13 +332,24 @@ async def follow_file(path: Path, tail: int, interval: float) -> AsyncGenerator[
             yield [line.decode(errors="replace") for line in complete]
 
 
+@functools.lru_cache(maxsize=64)
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 async def http_status(host: str, port: int, path: str, timeout: float) -> int | None:
     """Status code of a bare ``GET path`` (None when nothing answers in time).
 
     A raw HTTP/1.1 exchange on a fresh socket: health checks run every few
     milliseconds while servers start, and a full HTTP client (or even asyncio's
     streams, which resolve the address in a worker thread) costs far more CPU per
-    probe than the server takes to answer.
+    probe than the server takes to answer. While nothing listens yet (most probes
+    of a starting server), a numeric address is refused at once, with no event
+    loop round at all.
     """
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -343,9 +357,16 @@ async def http_status(host: str, port: int, path: str, timeout: float) -> int | 
     received = b""
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setblocking(False)
+        connected = False
+        if _is_ip(host):
+            code = sock.connect_ex((host, port))
+            if code == errno.ECONNREFUSED:
+                return None
+            connected = code == 0
         try:
             async with asyncio.timeout(timeout):
-                await loop.sock_connect(sock, (host, port))
+                if not connected:
+                    await loop.sock_connect(sock, (host, port))
                 await loop.sock_sendall(sock, request.encode())
                 while b"\r\n" not in received and len(received) < 4096:
                     chunk = await loop.sock_recv(sock, 1024)
