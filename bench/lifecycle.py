@@ -1,7 +1,7 @@
 """Launch-to-running through the API vs. bare starts of the same server command
 and of `chroma run`, all in one run on one machine. Prints JSON.
 
-    python bench/lifecycle.py [--count 10] [--rounds 3]
+    python bench/lifecycle.py [--count 10] [--rounds 5]
 
 ours:              POST /v1/instances sent  ->  GET /v1/instances/{id}/wait says running
 bare_same_command: the launcher argv our runtime uses, spawned directly  ->  heartbeat 200
@@ -154,6 +154,6 @@ async def main(count: int, rounds: int) -> dict[str, object]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print(json.dumps(asyncio.run(main(args.count, args.rounds)), indent=2))

@@ -59,6 +59,14 @@ class LocalRuntimeSettings(BaseModel):
     rust_log: str = Field(
         "warn", description="RUST_LOG for Chroma servers ('info' logs every request)."
     )
+    niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How much lower than the service's the servers' CPU priority is (0: the "
+        "same). The service and its database then come first when CPUs are short, so the "
+        "API stays responsive and a burst of starts is not queued behind servers busy booting.",
+    )
 
     @field_validator("port_range")
     @classmethod

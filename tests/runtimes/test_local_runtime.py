@@ -156,6 +156,9 @@ async def test_lifecycle_persists_data_across_restart(
     async with httpx.AsyncClient() as http:
         beat = await http.get(f"http://127.0.0.1:{handle['port']}/api/v2/heartbeat")
     assert beat.status_code == 200
+    # the server yields the CPU to the service: its priority is `niceness` lower
+    expected = min(os.nice(0) + LocalRuntimeSettings().niceness, 19)
+    assert psutil.Process(handle["pid"]).nice() == expected
     assert await asyncio.to_thread(use_chroma, handle["port"], True) == (2, [["a"]])
 
     await runtime.stop(handle)

@@ -35,14 +35,16 @@ EXIT_DIR_IN_USE = 75
 
 DIR_IN_USE_TEXT = "is already served by another process"
 
-# Runs as `python -c LAUNCHER_CODE LOCK_FILE PATH HOST PORT [COMMAND ...]`. Without a
-# COMMAND it serves through chromadb's Rust bindings (no `import chromadb`: ~0.1 s to
-# ready, ~37 MB); with one it execs COMMAND, which inherits the locked descriptor.
-# The short retry covers a service probing the lock at the very moment we take it.
+# Runs as `python -c LAUNCHER_CODE LOCK_FILE PATH HOST PORT NICENESS [COMMAND ...]`.
+# Without a COMMAND it serves through chromadb's Rust bindings (no `import chromadb`:
+# ~0.1 s to ready, ~37 MB); with one it execs COMMAND, which inherits the locked
+# descriptor. The short retry covers a service probing the lock at the very moment we
+# take it. NICENESS lowers its CPU priority below the service's first thing.
 LAUNCHER_CODE = """\
 import fcntl, json, os, sys, time
-lock_file, path, host, port = sys.argv[1:5]
-command = sys.argv[5:]
+lock_file, path, host, port, niceness = sys.argv[1:6]
+os.nice(int(niceness))
+command = sys.argv[6:]
 fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
 for _ in range(6):
     try:
@@ -72,6 +74,7 @@ def server_command(
 ) -> list[str]:
     """The argv that starts one server on ``path`` (the only place that decides it)."""
     argv = [settings.python, "-c", LAUNCHER_CODE, str(lock_file), str(path), host, str(port)]
+    argv.append(str(settings.niceness))
     if settings.launcher == "chroma-cli":
         argv += [settings.chroma_command, "run", "--path", str(path)]
         argv += ["--host", host, "--port", str(port)]
