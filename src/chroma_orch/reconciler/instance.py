@@ -7,6 +7,7 @@ crash of the service or a lost notification only delays convergence.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from chroma_orch.telemetry.metrics import LAUNCH_TO_RUNNING
 log = logging.getLogger(__name__)
 
 _PORT_RACE_RETRIES = 3
+_PORTLESS_PHASES = (Phase.PENDING, Phase.STOPPED, Phase.FAILED)
 _QUICK_READY = 2.0
 
 
@@ -100,6 +102,7 @@ class InstanceReconciler:
         settle: str | bool | None = False,
         event: tuple[str, dict[str, Any]] | None = None,
         port: str | int | None = None,
+        guess: int | None = None,
         release: bool = False,
         **values: Any,
     ) -> int | None:
@@ -107,9 +110,10 @@ class InstanceReconciler:
 
         ``settle``: False leaves intents open; None settles them as succeeded; a
         string settles them as failed with that error. ``port``: "allocate" reserves
-        a free port (and returns it), "release" frees the instance's port, an int
-        records exactly that one. ``release``: give the lease back in the same
-        statement (for a write that ends the pass, converged).
+        a free port (``guess``, if given and free in the database) and returns it,
+        "release" frees the instance's port, an int records exactly that one.
+        ``release``: give the lease back in the same statement (for a write that
+        ends the pass, converged).
         """
         inst = self.inst
         before = _view(inst)
@@ -145,10 +149,8 @@ class InstanceReconciler:
                 )
             )
         fenced = values | lease if release else values
-        guess = None
-        if port == "allocate":
-            low, high = self.settings.local.ports
-            guess = pick_unused_port(self.settings.local.host, low, high)
+        if port == "allocate" and guess is None:
+            guess = self._pick_port()
         async with self.sessions() as session:
             written = await queue.fenced_update(
                 session,
@@ -272,24 +274,8 @@ class InstanceReconciler:
     async def _start(self) -> Outcome:
         inst = self.inst
         for _ in range(_PORT_RACE_RETRIES):
-            port = await self.write(
-                phase=Phase.STARTING,
-                phase_changed_at=datetime.now(UTC),
-                handle=None,
-                port="allocate" if self.runtime.allocates_ports else None,
-                **_endpoint_values(None),
-            )
-            spec = InstanceSpec(
-                instance_id=str(inst.id),
-                tenant_id=str(inst.tenant_id),
-                name=inst.name,
-                generation=inst.generation,
-                port=port,
-                options=inst.spec,
-                start_token=f"{inst.id.hex}-{inst.generation}-{inst.restart_count}",
-            )
             try:
-                handle = await self.runtime.start(spec)
+                port, handle = await self._launch()
             except StartFailedError as exc:
                 return await self._failed_attempt(exc.reason, exc.message)
             ready = await self._wait_ready(handle)
@@ -298,6 +284,64 @@ class InstanceReconciler:
             log.info("port taken, retrying instance=%s port=%s", inst.id, port)
             await self.write(handle=None, port="release")
         return await self._failed_attempt("PortUnavailable", "no usable port after retries")
+
+    async def _launch(self) -> tuple[int | None, Handle]:
+        """Record "starting" (reserving a port) and start the server.
+
+        With a port picked up front, the server spawns while the record is written:
+        a crash in between loses nothing (the next pass adopts the server through
+        its data directory's lock), and should the record reserve another port (the
+        instance held one, or another took the pick meanwhile) or lose the lease,
+        the server is stopped again before anything else happens."""
+        # Ports are given back when a server is stopped, fails or is deleted, so only
+        # an instance on its way back up (a crash, a restart) may hold one still.
+        fresh = self.inst.phase in _PORTLESS_PHASES
+        guess = self._pick_port() if self.runtime.allocates_ports and fresh else None
+        recording = self._record_starting(guess)
+        if guess is None:
+            port = await recording
+            return port, await self.runtime.start(self._spec(port))
+        writing = asyncio.ensure_future(recording)
+        try:
+            handle = await self.runtime.start(self._spec(guess))
+        except BaseException:
+            await asyncio.gather(writing, return_exceptions=True)
+            raise
+        try:
+            port = await writing
+        except BaseException:
+            await self.runtime.stop(handle)
+            raise
+        if port != guess:
+            await self.runtime.stop(handle)
+            handle = await self.runtime.start(self._spec(port))
+        return port, handle
+
+    async def _record_starting(self, guess: int | None) -> int | None:
+        return await self.write(
+            phase=Phase.STARTING,
+            phase_changed_at=datetime.now(UTC),
+            handle=None,
+            port="allocate" if self.runtime.allocates_ports else None,
+            guess=guess,
+            **_endpoint_values(None),
+        )
+
+    def _spec(self, port: int | None) -> InstanceSpec:
+        inst = self.inst
+        return InstanceSpec(
+            instance_id=str(inst.id),
+            tenant_id=str(inst.tenant_id),
+            name=inst.name,
+            generation=inst.generation,
+            port=port,
+            options=inst.spec,
+            start_token=f"{inst.id.hex}-{inst.generation}-{inst.restart_count}",
+        )
+
+    def _pick_port(self) -> int | None:
+        low, high = self.settings.local.ports
+        return pick_unused_port(self.settings.local.host, low, high)
 
     async def _wait_ready(self, handle: Handle) -> Observation:
         """Give a fresh server ``_QUICK_READY`` seconds. Ready by then: its handle is
