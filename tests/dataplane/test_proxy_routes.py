@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from chroma_orch.dataplane import get_dataplane
 from chroma_orch.db.models import Event, Instance
+from chroma_orch.domain.auth import hash_token
 from chroma_orch.telemetry.metrics import REGISTRY
 from tests.conftest import ADMIN_TOKEN
 from tests.dataplane.conftest import Tenancy, set_route
@@ -107,6 +108,21 @@ async def test_missing_or_wrong_token_is_401_and_nothing_is_forwarded(
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["www-authenticate"] == "Bearer"
     assert upstream.requests == []
+
+
+async def test_a_tokens_stored_digest_is_not_a_token(
+    anon: httpx.AsyncClient, api_app: FastAPI, tenancy: Tenancy, upstream: FakeUpstream
+) -> None:
+    """The database and the change notifications carry tokens' digests; a digest
+    must never open anything, even while the token it came from is cached."""
+    await set_route(api_app, tenancy.instance_id, "running", upstream.port)
+    url = f"/i/{tenancy.instance_id}/api/v2/heartbeat"
+    assert (await anon.get(url, headers=bearer(tenancy.token))).status_code == 200  # cached
+    digest = hash_token(tenancy.token)
+    for headers in (bearer(digest), {"X-Chroma-Token": digest}):
+        assert (await anon.get(url, headers=headers)).status_code == 401
+    assert (await anon.get("/v1/instances", headers=bearer(digest))).status_code == 401
+    assert len(upstream.requests) == 1
 
 
 async def test_another_tenants_instance_is_404(

@@ -109,10 +109,7 @@ class Access:
         expired)."""
         if not token:
             raise UnauthorizedError("missing token (Authorization: Bearer or X-Chroma-Token)")
-        cached = self._tokens.get(token)
-        if cached is not None:
-            return cached
-        async with self._sessions() as session:
+        async with self._sessions() as session:  # no connection unless the cache misses
             principal = await authenticate(session, token, self._tokens)
             await session.commit()
         return principal
