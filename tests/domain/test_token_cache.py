@@ -13,8 +13,8 @@ PRINCIPAL = Principal(token_id=uuid.uuid4(), tenant_id=uuid.uuid4(), scopes=(TEN
 
 def test_serves_a_verified_token_until_told_it_changed() -> None:
     cache = TokenCache(60, 10, connected=lambda: True)
-    cache.put("a", PRINCIPAL, None)
-    cache.put("b", PRINCIPAL, None)
+    cache.put("a", PRINCIPAL, None, read_at=cache.epoch)
+    cache.put("b", PRINCIPAL, None, read_at=cache.epoch)
     assert cache.get("a") == PRINCIPAL
     cache.on_notify("a")
     assert cache.get("a") is None
@@ -26,17 +26,29 @@ def test_serves_a_verified_token_until_told_it_changed() -> None:
 def test_serves_nothing_while_the_listener_is_disconnected() -> None:
     connected = [True]
     cache = TokenCache(60, 10, connected=lambda: connected[0])
-    cache.put("a", PRINCIPAL, None)
+    cache.put("a", PRINCIPAL, None, read_at=cache.epoch)
     connected[0] = False
     assert cache.get("a") is None
-    cache.put("b", PRINCIPAL, None)
+    cache.put("b", PRINCIPAL, None, read_at=cache.epoch)
     connected[0] = True
     assert cache.get("b") is None
 
 
 def test_an_expired_token_is_not_served() -> None:
     cache = TokenCache(60, 10, connected=lambda: True)
-    cache.put("a", PRINCIPAL, datetime.now(UTC) - timedelta(seconds=1))
-    cache.put("b", PRINCIPAL, datetime.now(UTC) + timedelta(seconds=60))
+    cache.put("a", PRINCIPAL, datetime.now(UTC) - timedelta(seconds=1), read_at=0)
+    cache.put("b", PRINCIPAL, datetime.now(UTC) + timedelta(seconds=60), read_at=0)
     assert cache.get("a") is None
     assert cache.get("b") == PRINCIPAL
+
+
+def test_a_read_overtaken_by_a_change_is_not_cached() -> None:
+    """A token read, then revoked (the notification arrives) before the read's
+    answer is stored: storing it would bring the revoked token back."""
+    cache = TokenCache(60, 10, connected=lambda: True)
+    read_at = cache.epoch
+    cache.on_notify("a")  # the revoke's notification, between the read and the put
+    cache.put("a", PRINCIPAL, None, read_at=read_at)
+    assert cache.get("a") is None
+    cache.put("a", PRINCIPAL, None, read_at=cache.epoch)
+    assert cache.get("a") == PRINCIPAL

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.models import Instance, Intent
-from chroma_orch.events.log import append_events_sql
+from chroma_orch.events.log import append_events_sql, defer_events, events_to_fold
 
 NOW = object()
 """A value that stands for the database's ``now()``."""
@@ -61,6 +61,9 @@ def _insert_sql(
 
 
 _INSTANCE_COLUMNS = tuple(Instance.__table__.columns.keys())
+INSTANCE_COLUMNS_SQL = ", ".join(_INSTANCE_COLUMNS)
+"""The columns this code knows, named (not ``*``): a replica still running the
+previous release keeps working while a newer one adds a column."""
 
 
 def update_instance_sql(
@@ -103,7 +106,8 @@ async def fetch_instance(
 ) -> Instance | None:
     lock = " FOR UPDATE" if for_update else ""
     con = await driver(session, begin=for_update)
-    row = await con.fetchrow(f"SELECT * FROM instances WHERE id = $1{lock}", instance_id)
+    sql = f"SELECT {INSTANCE_COLUMNS_SQL} FROM instances WHERE id = $1{lock}"
+    row = await con.fetchrow(sql, instance_id)
     return None if row is None else instance_of(row)
 
 
@@ -129,23 +133,27 @@ async def insert_instance(
     params = [*params, *instance_params]
     intent_sql, intent_params = _insert_sql("intents", intent_values, len(params) + 1, "instance")
     params += intent_params
+    con = await driver(session, begin=False)
+    folded, notified = events_to_fold(con.is_in_transaction(), events, notify)
     appending, items, event_params = append_events_sql(
-        events, len(params) + 1, gate="instance", notify=notify
+        folded, len(params) + 1, gate="instance", notify=notified
     )
     params += event_params
     ctes = [
         f"admission AS ({sql})",
-        f"instance AS ({instance_sql} RETURNING *)",
+        f"instance AS ({instance_sql} RETURNING {INSTANCE_COLUMNS_SQL})",
         f"intent AS ({intent_sql} RETURNING {_INTENT_FILLED})",
         *appending,
     ]
-    row = await (await driver(session, begin=False)).fetchrow(
+    row = await con.fetchrow(
         f"WITH {', '.join(ctes)} SELECT admission.*, instance.*, intent.*, {items} "
         "FROM admission LEFT JOIN instance ON true LEFT JOIN intent ON true",
         *params,
     )
     if row["id"] is None:
         return row, None
+    if folded is not events or notified is not notify:
+        defer_events(session, events, notify)
     instance = Instance(**{column: row[column] for column in _INSTANCE_COLUMNS})
     return row, (instance, _intent_of(intent_values, row))
 
@@ -171,17 +179,23 @@ async def add_intent(
     params = [instance_id, *params]
     intent_sql, intent_params = _insert_sql("intents", values, len(params) + 1, "current")
     params += intent_params
+    con = await driver(session, begin=False)
+    folded, notified = events_to_fold(con.is_in_transaction(), events, notify)
     appending, items, event_params = append_events_sql(
-        events, len(params) + 1, gate="intent", notify=notify
+        folded, len(params) + 1, gate="intent", notify=notified
     )
     params += event_params
     ctes = [f"current AS ({current})", f"intent AS ({intent_sql} RETURNING {_INTENT_FILLED})"]
-    row = await (await driver(session, begin=False)).fetchrow(
+    row = await con.fetchrow(
         f"WITH {', '.join([*ctes, *appending])} SELECT intent.*, {items} "
         "FROM (SELECT 1) AS one LEFT JOIN intent ON true",
         *params,
     )
-    return None if row["intent_created_at"] is None else _intent_of(values, row)
+    if row["intent_created_at"] is None:
+        return None
+    if folded is not events or notified is not notify:
+        defer_events(session, events, notify)
+    return _intent_of(values, row)
 
 
 async def update_instance(

@@ -107,6 +107,7 @@ async def authenticate(
     cached = cache.get(digest) if cache is not None else None
     if cached is not None:
         return cached
+    epoch = cache.epoch if cache is not None else 0
     row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
     now = datetime.now(UTC)
     if row is None or row.revoked_at is not None:
@@ -119,7 +120,7 @@ async def authenticate(
         )
     principal = Principal(token_id=row.id, tenant_id=row.tenant_id, scopes=tuple(row.scopes))
     if cache is not None:
-        cache.put(digest, principal, row.expires_at)
+        cache.put(digest, principal, row.expires_at, read_at=epoch)
     return principal
 
 

@@ -35,6 +35,14 @@ class TokenCache:
     def __init__(self, ttl: float, size: int, connected: Callable[[], bool]) -> None:
         self._entries: TtlCache[str, _Entry] = TtlCache(ttl, size)
         self._connected = connected
+        self._epoch = 0
+
+    @property
+    def epoch(self) -> int:
+        """Moves on with every change heard of. Take it before reading a token, and
+        ``put`` stores what was read only if no change arrived meanwhile (a revoke
+        committed between the read and the ``put`` must not be cached over)."""
+        return self._epoch
 
     def get(self, digest: str) -> Principal | None:
         """The principal of a token (by digest) verified before and unchanged since."""
@@ -48,11 +56,14 @@ class TokenCache:
             return None
         return entry.principal
 
-    def put(self, digest: str, principal: Principal, expires_at: datetime | None) -> None:
-        if self._connected():
+    def put(
+        self, digest: str, principal: Principal, expires_at: datetime | None, *, read_at: int
+    ) -> None:
+        if self._connected() and read_at == self._epoch:
             self._entries.put(digest, _Entry(principal, expires_at))
 
     def forget(self, digest: str) -> None:
+        self._epoch += 1
         self._entries.drop(digest)
 
     def on_notify(self, payload: str) -> None:
@@ -60,4 +71,5 @@ class TokenCache:
         if payload:
             self.forget(payload)
         else:
+            self._epoch += 1
             self._entries.clear()

@@ -72,7 +72,8 @@ class PgListener:
                 try:
                     await asyncio.wait_for(closed.wait(), timeout=5.0)
                 except TimeoutError:
-                    await conn.execute("SELECT 1")  # notices a dead server between notifications
+                    # notices a dead server between notifications (or one gone silent)
+                    await conn.execute("SELECT 1", timeout=5.0)
         finally:
             if not conn.is_closed():
                 await conn.close(timeout=2)

@@ -104,6 +104,25 @@ def append_events_sql(
     return ctes, ", ".join(items), params
 
 
+def events_to_fold(
+    in_transaction: bool,
+    events: list[dict[str, Any]],
+    notify: Mapping[str, str],
+) -> tuple[list[dict[str, Any]], Mapping[str, str]]:
+    """What a write should append and notify itself (see ``append_events_sql``): all
+    of it when the statement commits by itself. Inside a longer transaction nothing:
+    it should then call ``defer_events`` once its write succeeded, so ``commit``
+    appends them last and the ordering lock is held only at the very end."""
+    return ([], {}) if in_transaction else (events, notify)
+
+
+def defer_events(
+    session: AsyncSession, events: list[dict[str, Any]], notify: Mapping[str, str]
+) -> None:
+    session.info.setdefault(_PENDING_EVENTS, []).extend(events)
+    session.info.setdefault(_PENDING_NOTIFY, {}).update(notify)
+
+
 async def commit(session: AsyncSession) -> int | None:
     """Write pending events and notifications, then commit. Returns the last event seq.
 

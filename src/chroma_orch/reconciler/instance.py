@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.models import Instance
 from chroma_orch.domain.states import DesiredState, Phase, check_phase
-from chroma_orch.events.log import event_row
+from chroma_orch.events.log import commit, event_row
 from chroma_orch.reconciler import queue
 from chroma_orch.reconciler.ports import allocate_port, pick_unused_port, reserve_port
 from chroma_orch.runtimes.base import (
@@ -167,7 +167,7 @@ class InstanceReconciler:
                 raise LeaseLostError(str(inst.id))
             if isinstance(port, int):
                 await reserve_port(session, inst.id, port)
-            await session.commit()
+            await commit(session)  # appends the events last when they were not folded in
         allocated = None
         if port == "allocate":
             allocated = written["reserved"] if guess is not None else None
@@ -289,10 +289,10 @@ class InstanceReconciler:
         """Record "starting" (reserving a port) and start the server.
 
         With a port picked up front, the server spawns while the record is written:
-        a crash in between loses nothing (the next pass adopts the server through
-        its data directory's lock), and should the record reserve another port (the
-        instance held one, or another took the pick meanwhile) or lose the lease,
-        the server is stopped again before anything else happens."""
+        a crash or a lost lease in between loses nothing (the next pass, here or on
+        another replica, adopts the server through its data directory's lock), and
+        should the record reserve another port (the instance held one, or another
+        took the pick meanwhile) the server is started again on that one."""
         # Ports are given back when a server is stopped, fails or is deleted, so only
         # an instance on its way back up (a crash, a restart) may hold one still.
         fresh = self.inst.phase in _PORTLESS_PHASES
@@ -307,11 +307,8 @@ class InstanceReconciler:
         except BaseException:
             await asyncio.gather(writing, return_exceptions=True)
             raise
-        try:
-            port = await writing
-        except BaseException:
-            await self.runtime.stop(handle)
-            raise
+        port = await writing  # on failure the server stays: it is the instance's (its
+        # data directory's lock says so), and whoever works on the instance next adopts it
         if port != guess:
             await self.runtime.stop(handle)
             handle = await self.runtime.start(self._spec(port))

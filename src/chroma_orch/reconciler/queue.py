@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.models import Instance
-from chroma_orch.db.rows import instance_of, update_instance_sql
+from chroma_orch.db.rows import INSTANCE_COLUMNS_SQL, instance_of, update_instance_sql
 from chroma_orch.domain.states import Phase
-from chroma_orch.events.log import append_events_sql
+from chroma_orch.events.log import append_events_sql, defer_events, events_to_fold
 
 OPEN_INTENT = ("pending", "in_progress")
 _OBSERVER_LOCK_KEY = 0x63686F6F62737276  # "chroobsrv"
@@ -47,7 +47,7 @@ WITH due AS (
     SET lease_owner = $1, lease_expires_at = now() + $2::interval, next_reconcile_at = NULL,
         updated_at = now()
     WHERE id IN (SELECT id FROM due)
-    RETURNING *
+    RETURNING {INSTANCE_COLUMNS_SQL}
 ), started AS (
     UPDATE intents
     SET status = 'in_progress', attempts = attempts + 1, lease_owner = $1,
@@ -134,7 +134,8 @@ async def fenced_update(
     instance unless it holds one (answered as ``reserved``, or ``held``); with
     ``free_port``, give its port back. ``alone``: the statement is the whole unit
     of work, so it commits by itself (no BEGIN/COMMIT round trips) unless the
-    session has begun a transaction already."""
+    session has begun a transaction already; inside a transaction the events are
+    left to ``events.log.commit``."""
     update, params = update_instance_sql(values, lease_owner=owner)
     ctes = [f"updated AS ({update})"]
     items = ["(SELECT id FROM updated) AS written"]
@@ -151,17 +152,22 @@ async def fenced_update(
         ctes.append(
             "freed AS (DELETE FROM allocated_ports WHERE instance_id IN (SELECT id FROM updated))"
         )
-    if events:
+    con = await driver(session, begin=not alone)
+    folded, _ = events_to_fold(con.is_in_transaction(), list(events), {})
+    if folded:
         appending, selected, event_params = append_events_sql(
-            list(events), first=len(params) + 2, gate="updated"
+            folded, first=len(params) + 2, gate="updated"
         )
         ctes += appending
         items.append(selected)
         params += event_params
     sql = f"WITH {', '.join(ctes)} SELECT {', '.join(items)}"
-    con = await driver(session, begin=not alone)
     row = await con.fetchrow(sql, instance_id, *params)
-    return row if row["written"] is not None else None
+    if row["written"] is None:
+        return None
+    if events and not folded:
+        defer_events(session, list(events), {})
+    return row
 
 
 _RESERVED = (
@@ -189,7 +195,7 @@ _SETTLED = (
 OBSERVED_PHASES = (Phase.STARTING, Phase.RUNNING, Phase.STOPPING)
 
 _LIVE_TO_OBSERVE = f"""
-SELECT * FROM instances
+SELECT {INSTANCE_COLUMNS_SQL} FROM instances
 WHERE phase = ANY($1) AND handle IS NOT NULL AND next_reconcile_at IS NULL AND {_LEASE_FREE_SQL}
 LIMIT $2
 """
