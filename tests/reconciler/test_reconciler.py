@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 from typing import Any
 
@@ -16,7 +15,6 @@ from chroma_orch.context import AppContext
 from chroma_orch.db.models import AllocatedPort, Event, Intent
 from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.reconciler.loop import Reconciler
-from chroma_orch.reconciler.ports import pick_unused_port
 from chroma_orch.settings import ReconcilerSettings, Settings
 from tests.helpers import bearer, converge, create_tenant, wait_for
 from tests.reconciler.doubles import FakeRuntime
@@ -345,37 +343,24 @@ async def test_wait_answers_once_running_and_times_out_otherwise(
     assert bad.status_code == 422
 
 
-async def test_a_start_whose_port_pick_was_taken_moves_to_the_reserved_port(
+async def test_new_instances_get_their_ports_with_the_claim(
     client: httpx.AsyncClient,
     tenant: str,
     reconciler: Reconciler,
     runtime: FakeRuntime,
     ctx: AppContext,
-    api_settings: Settings,
 ) -> None:
-    """A new instance's server spawns while its port is being reserved; when another
-    instance got that port first, the server is stopped and started again on the
-    port the database gave it."""
-    low, high = api_settings.local.ports
-    random.seed(2026)
-    pick = pick_unused_port(api_settings.local.host, low, high)
-    assert pick is not None
-    other = await _launch(client, tenant, "other")
-    async with ctx.sessions() as session:  # reserved by a replica at the same moment
-        await session.execute(
-            text("UPDATE instances SET next_reconcile_at = NULL WHERE id = :id"), {"id": other}
-        )
-        session.add(AllocatedPort(port=pick, instance_id=uuid.UUID(other)))
-        await session.commit()
-    instance_id = await _launch(client, tenant, "main")
-    random.seed(2026)  # the reconciler picks the same port
+    """The claim reserves a free port for each new instance it hands out (none that
+    another instance holds), so every server starts once, on its reserved port."""
+    ids = [await _launch(client, tenant, f"p{n}") for n in range(6)]
     await converge(reconciler)
-    body = await _get(client, tenant, instance_id)
-    assert body["phase"] == "running"
-    assert runtime.starts[instance_id] == 2
     async with ctx.sessions() as session:
-        reserved = await session.scalar(
-            select(AllocatedPort.port).where(AllocatedPort.instance_id == uuid.UUID(instance_id))
+        reserved = dict(
+            (await session.execute(select(AllocatedPort.instance_id, AllocatedPort.port))).all()
         )
-    assert reserved != pick
-    assert body["endpoint"]["port"] == reserved == runtime.servers[instance_id].port
+    assert len(set(reserved.values())) == len(reserved) == 6
+    for instance_id in ids:
+        body = await _get(client, tenant, instance_id)
+        assert body["phase"] == "running"
+        assert runtime.starts[instance_id] == 1
+        assert body["endpoint"]["port"] == reserved[uuid.UUID(instance_id)]

@@ -20,7 +20,12 @@ from chroma_orch.db.models import Instance
 from chroma_orch.domain.states import DesiredState, Phase, check_phase
 from chroma_orch.events.log import commit, event_row
 from chroma_orch.reconciler import queue
-from chroma_orch.reconciler.ports import allocate_port, pick_unused_port, reserve_port
+from chroma_orch.reconciler.ports import (
+    allocate_port,
+    pick_unused_port,
+    port_is_free,
+    reserve_port,
+)
 from chroma_orch.runtimes.base import (
     Endpoint,
     Handle,
@@ -36,7 +41,6 @@ from chroma_orch.telemetry.metrics import LAUNCH_TO_RUNNING
 log = logging.getLogger(__name__)
 
 _PORT_RACE_RETRIES = 3
-_PORTLESS_PHASES = (Phase.PENDING, Phase.STOPPED, Phase.FAILED)
 _QUICK_READY = 2.0
 
 
@@ -84,14 +88,16 @@ class InstanceReconciler:
         runtime: Runtime,
         sessions: async_sessionmaker[AsyncSession],
         settings: Settings,
+        reserved_port: int | None = None,
     ) -> None:
         self.inst = inst
         self.runtime = runtime
         self.sessions = sessions
         self.settings = settings
         self.owner = settings.reconciler.replica_id
-        self.reserved_port: int | None = None
-        """The port this pass reserved, so recording it again costs nothing."""
+        self.reserved_port = reserved_port
+        """The port reserved for this pass (by the claim, or when recording
+        "starting"), so recording it again costs nothing."""
 
     # -- recording ---------------------------------------------------------
 
@@ -102,7 +108,6 @@ class InstanceReconciler:
         settle: str | bool | None = False,
         event: tuple[str, dict[str, Any]] | None = None,
         port: str | int | None = None,
-        guess: int | None = None,
         release: bool = False,
         **values: Any,
     ) -> int | None:
@@ -110,7 +115,7 @@ class InstanceReconciler:
 
         ``settle``: False leaves intents open; None settles them as succeeded; a
         string settles them as failed with that error. ``port``: "allocate" reserves
-        a free port (``guess``, if given and free in the database) and returns it,
+        a port (the instance's own, else a free one) and returns it,
         "release" frees the instance's port, an int records exactly that one.
         ``release``: give the lease back in the same statement (for a write that
         ends the pass, converged).
@@ -149,8 +154,7 @@ class InstanceReconciler:
                 )
             )
         fenced = values | lease if release else values
-        if port == "allocate" and guess is None:
-            guess = self._pick_port()
+        guess = self._pick_port() if port == "allocate" else None
         async with self.sessions() as session:
             written = await queue.fenced_update(
                 session,
@@ -288,39 +292,31 @@ class InstanceReconciler:
     async def _launch(self) -> tuple[int | None, Handle]:
         """Record "starting" (reserving a port) and start the server.
 
-        With a port picked up front, the server spawns while the record is written:
-        a crash or a lost lease in between loses nothing (the next pass, here or on
-        another replica, adopts the server through its data directory's lock), and
-        should the record reserve another port (the instance held one, or another
-        took the pick meanwhile) the server is started again on that one."""
-        # Ports are given back when a server is stopped, fails or is deleted, so only
-        # an instance on its way back up (a crash, a restart) may hold one still.
-        fresh = self.inst.phase in _PORTLESS_PHASES
-        guess = self._pick_port() if self.runtime.allocates_ports and fresh else None
-        recording = self._record_starting(guess)
-        if guess is None:
-            port = await recording
+        When the claim already reserved a port for this start (and nothing else
+        listens on it), the server spawns while "starting" is written: a crash or a
+        lost lease in between loses nothing (the next pass, here or on another
+        replica, adopts the server through its data directory's lock)."""
+        port = self.reserved_port
+        host = self.settings.local.host
+        if port is None or not self.runtime.allocates_ports or not port_is_free(host, port):
+            port = await self._record_starting(allocate=self.runtime.allocates_ports)
             return port, await self.runtime.start(self._spec(port))
-        writing = asyncio.ensure_future(recording)
+        writing = asyncio.ensure_future(self._record_starting(allocate=False))
         try:
-            handle = await self.runtime.start(self._spec(guess))
-        except BaseException:
-            await asyncio.gather(writing, return_exceptions=True)
-            raise
-        port = await writing  # on failure the server stays: it is the instance's (its
-        # data directory's lock says so), and whoever works on the instance next adopts it
-        if port != guess:
-            await self.runtime.stop(handle)
             handle = await self.runtime.start(self._spec(port))
+        finally:
+            await asyncio.gather(writing, return_exceptions=True)
+        await writing  # its error, if any, is this pass's
         return port, handle
 
-    async def _record_starting(self, guess: int | None) -> int | None:
+    async def _record_starting(self, *, allocate: bool) -> int | None:
+        """Write the "starting" phase; ``allocate`` also reserves a port (the
+        instance's own, else a free one) and returns it."""
         return await self.write(
             phase=Phase.STARTING,
             phase_changed_at=datetime.now(UTC),
             handle=None,
-            port="allocate" if self.runtime.allocates_ports else None,
-            guess=guess,
+            port="allocate" if allocate else None,
             **_endpoint_values(None),
         )
 

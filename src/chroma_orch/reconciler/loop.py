@@ -145,11 +145,12 @@ class Reconciler:
         capacity = min(self.config.concurrency - len(self._inflight), self.config.batch_size)
         if capacity <= 0:
             return 0
+        ports = self.settings.local.ports if self.runtime.allocates_ports else None
         async with self.sessions() as session:
-            claimed = await queue.claim_due(session, self.owner, self.lease, capacity)
+            claimed = await queue.claim_due(session, self.owner, self.lease, capacity, ports)
             await session.commit()
-        for inst in claimed:
-            task = asyncio.create_task(self._reconcile(inst), name=f"reconcile-{inst.id}")
+        for inst, port in claimed:
+            task = asyncio.create_task(self._reconcile(inst, port), name=f"reconcile-{inst.id}")
             self._inflight[inst.id] = task
             task.add_done_callback(self._done_callback(inst.id))
         return len(claimed)
@@ -166,17 +167,21 @@ class Reconciler:
         while self._inflight:
             await asyncio.gather(*self._inflight.values(), return_exceptions=True)
 
-    async def _reconcile(self, inst: Instance) -> None:
+    async def _reconcile(self, inst: Instance, port: int | None = None) -> None:
         with bind(instance=inst.id, tenant=inst.tenant_id):
             started = time.perf_counter()
-            result = await self._reconcile_logged(inst)
+            result = await self._reconcile_logged(inst, port)
             RECONCILE_SECONDS.labels(result).observe(time.perf_counter() - started)
 
-    async def _reconcile_logged(self, inst: Instance) -> str:
+    async def _reconcile_logged(self, inst: Instance, port: int | None) -> str:
         error: str | None = None
         try:
             worker = InstanceReconciler(
-                inst, runtime=self.runtime, sessions=self.sessions, settings=self.settings
+                inst,
+                runtime=self.runtime,
+                sessions=self.sessions,
+                settings=self.settings,
+                reserved_port=port,
             )
             outcome = await worker.reconcile()
         except LeaseLostError:

@@ -53,19 +53,50 @@ WITH due AS (
     SET status = 'in_progress', attempts = attempts + 1, lease_owner = $1,
         lease_expires_at = now() + $2::interval, updated_at = now()
     WHERE instance_id IN (SELECT id FROM claimed) AND status IN ({_OPEN_SQL})
+)"""
+_CLAIM_ONLY = f"{_CLAIM} SELECT * FROM claimed"
+_CLAIM_RESERVING = f"""{_CLAIM}, starting AS (
+    -- claimed instances this pass will start, holding no port (see InstanceReconciler._run)
+    SELECT id, row_number() OVER (ORDER BY id) AS n FROM claimed
+    WHERE desired_state = 'running' AND handle IS NULL
+        AND (phase IN ('pending', 'stopped')
+            OR (phase = 'failed' AND observed_generation < generation))
+        AND NOT EXISTS (SELECT 1 FROM allocated_ports a WHERE a.instance_id = claimed.id)
+), free AS (
+    SELECT port, row_number() OVER (ORDER BY random()) AS n
+    FROM generate_series($4::int, $5::int) AS port
+    WHERE port NOT IN (SELECT port FROM allocated_ports)
+), reserved AS (
+    INSERT INTO allocated_ports (port, instance_id)
+    SELECT free.port, starting.id FROM starting JOIN free USING (n)
+    ON CONFLICT DO NOTHING
+    RETURNING port, instance_id
 )
-SELECT * FROM claimed
-"""
+SELECT claimed.*, reserved.port AS reserved_port
+FROM claimed LEFT JOIN reserved ON reserved.instance_id = claimed.id"""
 
 
 async def claim_due(
-    session: AsyncSession, owner: str, lease: timedelta, limit: int
-) -> list[Instance]:
+    session: AsyncSession,
+    owner: str,
+    lease: timedelta,
+    limit: int,
+    ports: tuple[int, int] | None = None,
+) -> list[tuple[Instance, int | None]]:
     """Lease up to ``limit`` instances that are due and mark their open intents in
-    progress, in one statement."""
+    progress, in one statement. With ``ports`` (low, high), the same statement
+    reserves a free port of that range for each claimed instance about to start
+    that holds none, and answers it with the instance (else None), so the server
+    can be spawned without waiting for another write first."""
     con = await driver(session, begin=False)  # one statement: a transaction of its own
-    claimed = await con.fetch(_CLAIM, owner, lease, limit)
-    return [instance_of(row) for row in claimed]
+    if ports is None:
+        rows = await con.fetch(_CLAIM_ONLY, owner, lease, limit)
+        return [(instance_of(row), None) for row in rows]
+    claimed = await con.fetch(_CLAIM_RESERVING, owner, lease, limit, *ports)
+    return [
+        (Instance(**{k: v for k, v in row.items() if k != "reserved_port"}), row["reserved_port"])
+        for row in claimed
+    ]
 
 
 async def renew_leases(
