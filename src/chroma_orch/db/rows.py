@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -111,6 +111,31 @@ async def fetch_instance(
     return None if row is None else instance_of(row)
 
 
+async def _with_events(
+    session: AsyncSession,
+    params: list[Any],
+    events: list[dict[str, Any]],
+    notify: Mapping[str, str],
+    gate: str,
+) -> tuple[asyncpg.Connection, list[str], str, Callable[[], None]]:
+    """The connection, the CTEs and select items that append ``events`` and send
+    ``notify`` once ``gate`` yields a row (their parameters added to ``params``),
+    and what to call once the write succeeded: inside a longer transaction the
+    events are not folded in but left to ``commit`` (see ``events_to_fold``)."""
+    con = await driver(session, begin=False)
+    folded, notified = events_to_fold(con.is_in_transaction(), events, notify)
+    appending, items, event_params = append_events_sql(
+        folded, len(params) + 1, gate=gate, notify=notified
+    )
+    params += event_params
+
+    def written() -> None:
+        if folded is not events or notified is not notify:
+            defer_events(session, events, notify)
+
+    return con, appending, items, written
+
+
 async def insert_instance(
     session: AsyncSession,
     values: Mapping[str, Any],
@@ -133,12 +158,7 @@ async def insert_instance(
     params = [*params, *instance_params]
     intent_sql, intent_params = _insert_sql("intents", intent_values, len(params) + 1, "instance")
     params += intent_params
-    con = await driver(session, begin=False)
-    folded, notified = events_to_fold(con.is_in_transaction(), events, notify)
-    appending, items, event_params = append_events_sql(
-        folded, len(params) + 1, gate="instance", notify=notified
-    )
-    params += event_params
+    con, appending, items, written = await _with_events(session, params, events, notify, "instance")
     ctes = [
         f"admission AS ({sql})",
         f"instance AS ({instance_sql} RETURNING {INSTANCE_COLUMNS_SQL})",
@@ -152,8 +172,7 @@ async def insert_instance(
     )
     if row["id"] is None:
         return row, None
-    if folded is not events or notified is not notify:
-        defer_events(session, events, notify)
+    written()
     instance = Instance(**{column: row[column] for column in _INSTANCE_COLUMNS})
     return row, (instance, _intent_of(intent_values, row))
 
@@ -179,12 +198,7 @@ async def add_intent(
     params = [instance_id, *params]
     intent_sql, intent_params = _insert_sql("intents", values, len(params) + 1, "current")
     params += intent_params
-    con = await driver(session, begin=False)
-    folded, notified = events_to_fold(con.is_in_transaction(), events, notify)
-    appending, items, event_params = append_events_sql(
-        folded, len(params) + 1, gate="intent", notify=notified
-    )
-    params += event_params
+    con, appending, items, written = await _with_events(session, params, events, notify, "intent")
     ctes = [f"current AS ({current})", f"intent AS ({intent_sql} RETURNING {_INTENT_FILLED})"]
     row = await con.fetchrow(
         f"WITH {', '.join([*ctes, *appending])} SELECT intent.*, {items} "
@@ -193,8 +207,7 @@ async def add_intent(
     )
     if row["intent_created_at"] is None:
         return None
-    if folded is not events or notified is not notify:
-        defer_events(session, events, notify)
+    written()
     return _intent_of(values, row)
 
 
