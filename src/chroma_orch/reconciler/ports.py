@@ -32,22 +32,6 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-async def allocate_port(
-    session: AsyncSession, instance_id: uuid.UUID, host: str, low: int, high: int
-) -> int:
-    """The instance's reserved port, or a new free one from ``low..high``.
-
-    The common case is one round trip: a random port nothing listens on is
-    reserved unless the instance holds one already. A conflict (or a range where
-    no random pick is free) falls back to reading every taken port."""
-    guess = pick_unused_port(host, low, high)
-    if guess is not None:
-        row = await (await driver(session)).fetchrow(_RESERVE_UNLESS_HELD, guess, instance_id)
-        if row["added"] is not None:
-            return guess
-    return await _allocate_by_scan(session, instance_id, host, low, high)
-
-
 def pick_unused_port(host: str, low: int, high: int) -> int | None:
     """A random port of ``low..high`` nothing listens on (None after a few misses)."""
     for _ in range(8):
@@ -57,21 +41,14 @@ def pick_unused_port(host: str, low: int, high: int) -> int | None:
     return None
 
 
-_RESERVE_UNLESS_HELD = """
-WITH held AS (SELECT port FROM allocated_ports WHERE instance_id = $2),
-added AS (
-    INSERT INTO allocated_ports (port, instance_id)
-    SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM held)
-    ON CONFLICT DO NOTHING
-    RETURNING port
-)
-SELECT (SELECT port FROM added) AS added
-"""
-
-
-async def _allocate_by_scan(
+async def allocate_port(
     session: AsyncSession, instance_id: uuid.UUID, host: str, low: int, high: int
 ) -> int:
+    """The instance's reserved port if nothing else listens on it, or a new free one
+    from ``low..high``, found by reading every taken port. (The common case, a
+    random pick reserved within the write that records "starting", is
+    ``reconciler.queue.fenced_update``'s ``reserve_port``; this is what follows
+    when that pick did not take.)"""
     con = await driver(session)
     rows = await con.fetch(
         "SELECT port, instance_id = $1 AS mine FROM allocated_ports "
