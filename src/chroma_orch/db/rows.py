@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.models import Instance, Intent
-from chroma_orch.events.log import append_events_sql, defer_events, events_to_fold
+from chroma_orch.events.log import append_events_sql, defer_events
 
 NOW = object()
 """A value that stands for the database's ``now()``."""
@@ -89,7 +89,8 @@ def update_instance_sql(
 
 
 def instance_of(row: asyncpg.Record) -> Instance:
-    return Instance(**dict(row))
+    """The instance in ``row`` (which may carry other columns beside its own)."""
+    return Instance(**{column: row[column] for column in _INSTANCE_COLUMNS})
 
 
 def _intent_of(values: Mapping[str, Any], row: asyncpg.Record) -> Intent:
@@ -121,16 +122,16 @@ async def _with_events(
     """The connection, the CTEs and select items that append ``events`` and send
     ``notify`` once ``gate`` yields a row (their parameters added to ``params``),
     and what to call once the write succeeded: inside a longer transaction the
-    events are not folded in but left to ``commit`` (see ``events_to_fold``)."""
+    events are not folded in but left to ``commit`` (see ``defer_events``)."""
     con = await driver(session, begin=False)
-    folded, notified = events_to_fold(con.is_in_transaction(), events, notify)
+    deferred = con.is_in_transaction()
     appending, items, event_params = append_events_sql(
-        folded, len(params) + 1, gate=gate, notify=notified
+        [] if deferred else events, len(params) + 1, gate=gate, notify={} if deferred else notify
     )
     params += event_params
 
     def written() -> None:
-        if folded is not events or notified is not notify:
+        if deferred:
             defer_events(session, events, notify)
 
     return con, appending, items, written
@@ -173,8 +174,7 @@ async def insert_instance(
     if row["id"] is None:
         return row, None
     written()
-    instance = Instance(**{column: row[column] for column in _INSTANCE_COLUMNS})
-    return row, (instance, _intent_of(intent_values, row))
+    return row, (instance_of(row), _intent_of(intent_values, row))
 
 
 async def add_intent(
@@ -215,9 +215,7 @@ async def update_instance(
     session: AsyncSession,
     instance_id: uuid.UUID,
     values: Mapping[str, Any],
-    *,
-    lease_owner: str | None = None,
 ) -> bool:
     """Set ``values`` (see ``update_instance_sql``). True if the row was updated."""
-    sql, params = update_instance_sql(values, lease_owner=lease_owner)
+    sql, params = update_instance_sql(values)
     return await (await driver(session)).fetchval(sql, instance_id, *params) is not None

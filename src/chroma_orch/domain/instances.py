@@ -231,7 +231,7 @@ class InstanceService:
             tenant_id=tenant_id,
             after={"name": data.name, "phase": Phase.PENDING.value, **desired},
         )
-        admission = [tenant_id, data.name, self.policy.max_per_tenant]
+        limits = [self.policy.max_per_tenant, self.policy.max_concurrent_starts]
         try:
             counts, written = await rows.insert_instance(
                 self.session,
@@ -252,7 +252,7 @@ class InstanceService:
                     "wake_on_request": data.wake_on_request,
                 },
                 _intent_values(tenant_id, Action.CREATE, 1, False, idempotency_key, fingerprint),
-                admission=(_ADMIT, [*admission, self.policy.max_concurrent_starts]),
+                admission=(_ADMIT, [tenant_id, data.name, *limits]),
                 events=[created],
                 notify={INTENTS_CHANNEL: str(instance_id)},
             )

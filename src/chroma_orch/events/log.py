@@ -104,21 +104,12 @@ def append_events_sql(
     return ctes, ", ".join(items), params
 
 
-def events_to_fold(
-    in_transaction: bool,
-    events: list[dict[str, Any]],
-    notify: Mapping[str, str],
-) -> tuple[list[dict[str, Any]], Mapping[str, str]]:
-    """What a write should append and notify itself (see ``append_events_sql``): all
-    of it when the statement commits by itself. Inside a longer transaction nothing:
-    it should then call ``defer_events`` once its write succeeded, so ``commit``
-    appends them last and the ordering lock is held only at the very end."""
-    return ([], {}) if in_transaction else (events, notify)
-
-
 def defer_events(
     session: AsyncSession, events: list[dict[str, Any]], notify: Mapping[str, str]
 ) -> None:
+    """Leave a write's events and notifications to ``commit``: for a write inside a
+    longer transaction, so the ordering lock is taken last and held only at the end
+    (a statement that commits by itself folds them in with ``append_events_sql``)."""
     session.info.setdefault(_PENDING_EVENTS, []).extend(events)
     session.info.setdefault(_PENDING_NOTIFY, {}).update(notify)
 

@@ -23,7 +23,7 @@ from chroma_orch.db.driver import driver
 from chroma_orch.db.models import Instance
 from chroma_orch.db.rows import INSTANCE_COLUMNS_SQL, instance_of, update_instance_sql
 from chroma_orch.domain.states import Phase
-from chroma_orch.events.log import append_events_sql, defer_events, events_to_fold
+from chroma_orch.events.log import append_events_sql, defer_events
 
 OPEN_INTENT = ("pending", "in_progress")
 _OBSERVER_LOCK_KEY = 0x63686F6F62737276  # "chroobsrv"
@@ -93,10 +93,7 @@ async def claim_due(
         rows = await con.fetch(_CLAIM_ONLY, owner, lease, limit)
         return [(instance_of(row), None) for row in rows]
     claimed = await con.fetch(_CLAIM_RESERVING, owner, lease, limit, *ports)
-    return [
-        (Instance(**{k: v for k, v in row.items() if k != "reserved_port"}), row["reserved_port"])
-        for row in claimed
-    ]
+    return [(instance_of(row), row["reserved_port"]) for row in claimed]
 
 
 async def renew_leases(
@@ -184,10 +181,10 @@ async def fenced_update(
             "freed AS (DELETE FROM allocated_ports WHERE instance_id IN (SELECT id FROM updated))"
         )
     con = await driver(session, begin=not alone)
-    folded, _ = events_to_fold(con.is_in_transaction(), list(events), {})
-    if folded:
+    deferred = con.is_in_transaction()
+    if events and not deferred:
         appending, selected, event_params = append_events_sql(
-            folded, first=len(params) + 2, gate="updated"
+            list(events), first=len(params) + 2, gate="updated"
         )
         ctes += appending
         items.append(selected)
@@ -196,7 +193,7 @@ async def fenced_update(
     row = await con.fetchrow(sql, instance_id, *params)
     if row["written"] is None:
         return None
-    if events and not folded:
+    if events and deferred:
         defer_events(session, list(events), {})
     return row
 
