@@ -18,6 +18,7 @@ import functools
 import ipaddress
 import json
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -344,6 +345,25 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _connect_now(sock: socket.socket, address: tuple[str, int]) -> int:
+    """Start a non-blocking connect; its outcome if already known (0, or an errno
+    such as ECONNREFUSED), else EINPROGRESS.
+
+    Some kernels answer a non-blocking loopback connect with EINPROGRESS even though
+    the handshake (or the refusal) has already happened by the time it returns: the
+    socket's pending error, or its writability, tells at once.
+    """
+    code = sock.connect_ex(address)
+    if code != errno.EINPROGRESS:
+        return code
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        return error
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    return 0 if poller.poll(0) else errno.EINPROGRESS
+
+
 async def http_status(host: str, port: int, path: str, timeout: float) -> int | None:
     """Status code of a bare ``GET path`` (None when nothing answers in time).
 
@@ -352,7 +372,7 @@ async def http_status(host: str, port: int, path: str, timeout: float) -> int | 
     streams, which resolve the address in a worker thread) costs far more CPU per
     probe than the server takes to answer. While nothing listens yet (most probes
     of a starting server), a numeric address is refused at once, with no event
-    loop round at all.
+    loop round at all (``_connect_now``).
     """
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -362,7 +382,7 @@ async def http_status(host: str, port: int, path: str, timeout: float) -> int | 
         sock.setblocking(False)
         connected = False
         if _is_ip(host):
-            code = sock.connect_ex((host, port))
+            code = _connect_now(sock, (host, port))
             if code == errno.ECONNREFUSED:
                 return None
             connected = code == 0
