@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chroma_orch.db.models import Event, Instance, Intent
@@ -88,6 +88,31 @@ async def test_racing_creates_and_actions_each_take_effect_once(
             )
         )
     assert changes == 1
+
+
+async def test_a_repeated_request_makes_the_instance_due_again(
+    client: httpx.AsyncClient, api_app: object
+) -> None:
+    """A repeated stop changes nothing, but its intent is open until the reconciler
+    settles it: if the reconciler was finishing this very instance (so the repeat's
+    notification found it leased), the instance must still be due afterwards."""
+    _, token = await create_tenant(client, "acme")
+    created = await client.post("/v1/instances", json={"name": "x"}, headers=bearer(token))
+    instance_id = uuid.UUID(created.json()["instance"]["id"])
+    stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
+    assert stopped.status_code == 202
+    engine: AsyncEngine = api_app.state.ctx.engine  # type: ignore[attr-defined]
+    async with engine.begin() as conn:  # as a claim leaves it: leased, not due
+        await conn.execute(
+            update(Instance).where(Instance.id == instance_id).values(next_reconcile_at=None)
+        )
+    repeated = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
+    assert repeated.json()["intent"]["status"] == "pending"
+    async with engine.connect() as conn:
+        due = await conn.scalar(
+            select(Instance.next_reconcile_at).where(Instance.id == instance_id)
+        )
+    assert due is not None
 
 
 async def test_idempotency_key(client: httpx.AsyncClient, api_app: object) -> None:

@@ -325,9 +325,11 @@ class InstanceService:
                 ),
             },
             generation=generation,
+            # Due again even for a repeated request: if the reconciler is finishing
+            # this very instance, it must come back for the new intent.
             instance_changes=None
-            if changes is None
-            else {**changes, "next_reconcile_at": rows.NOW},
+            if changes is None and converged
+            else {**(changes or {}), "next_reconcile_at": rows.NOW},
             events=events,
             notify={} if converged else {INTENTS_CHANNEL: str(instance.id)},
         )
