@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -12,9 +13,12 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
 from chroma_orch.context import AppContext
+from chroma_orch.db import rows
 from chroma_orch.db.models import AllocatedPort, Event, Intent
 from chroma_orch.db.session import create_engine, create_session_factory
+from chroma_orch.reconciler import queue
 from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.reconciler.views import status_view
 from chroma_orch.settings import ReconcilerSettings, Settings
 from tests.helpers import bearer, converge, create_tenant, wait_for
 from tests.reconciler.doubles import FakeRuntime
@@ -364,3 +368,33 @@ async def test_new_instances_get_their_ports_with_the_claim(
         assert body["phase"] == "running"
         assert runtime.starts[instance_id] == 1
         assert body["endpoint"]["port"] == reserved[uuid.UUID(instance_id)]
+
+
+async def test_the_claim_records_starting_as_the_reconciler_would(
+    client: httpx.AsyncClient,
+    tenant: str,
+    reconciler: Reconciler,
+    ctx: AppContext,
+    api_settings: Settings,
+) -> None:
+    """The claim writes "starting" (and its event) in SQL for the instances it hands
+    out to be started; its before/after views must be ``status_view``'s."""
+    instance_id = await _launch(client, tenant, "never-1")
+    await converge(reconciler)  # fails: a failure reason, and no port any more
+    retried = await client.post(f"/v1/instances/{instance_id}/start", headers=bearer(tenant))
+    assert retried.status_code == 202, retried.text
+    async with ctx.sessions() as session:
+        before = await rows.fetch_instance(session, uuid.UUID(instance_id))
+        claimed = await queue.claim_due(
+            session, "tester", timedelta(seconds=30), 10, api_settings.local.ports
+        )
+        event = await session.scalar(select(Event).order_by(Event.seq.desc()).limit(1))
+    assert before is not None
+    assert before.failure_reason == "StartTimeout"
+    [(after, port)] = claimed
+    assert port is not None
+    assert after.phase == "starting"
+    assert event is not None
+    assert event.type == "instance.phase_changed"
+    assert event.before == status_view(before)
+    assert event.after == status_view(after)

@@ -66,6 +66,11 @@ INSTANCE_COLUMNS_SQL = ", ".join(_INSTANCE_COLUMNS)
 previous release keeps working while a newer one adds a column."""
 
 
+def instance_columns_sql(alias: str) -> str:
+    """``INSTANCE_COLUMNS_SQL`` qualified with a table ``alias``."""
+    return ", ".join(f"{alias}.{column}" for column in _INSTANCE_COLUMNS)
+
+
 def update_instance_sql(
     values: Mapping[str, Any],
     *,

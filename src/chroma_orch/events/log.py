@@ -23,6 +23,7 @@ INTENTS_CHANNEL = "chroma_orch_intents"
 _EVENTS_LOCK_KEY = 0x63686F7265766E74  # "chorevnt": serialises event writers
 _PENDING_EVENTS = "chroma_orch.pending_events"
 _PENDING_NOTIFY = "chroma_orch.pending_notify"
+_PAYLOAD_IDS_LIMIT = 7000  # NOTIFY payloads must stay under 8000 bytes
 
 
 def record_event(
@@ -64,6 +65,33 @@ def event_row(
     }
 
 
+_EVENT_COLUMNS = "type, instance_id, tenant_id, before, after"
+
+
+def _appending(select: str, first: int, gate: str | None) -> tuple[list[str], list[str]]:
+    """The CTEs that take the ordering lock (only if ``gate`` yields a row, when given)
+    and insert the rows of ``select`` (which reads ``locked``), and the select-list
+    items giving the last sequence number and notifying the events channel. The lock
+    key is parameter ``$first`` and the channel ``$first + 1``."""
+    source = f" FROM {gate}" if gate else ""
+    ctes = [
+        f"locked AS (SELECT pg_advisory_xact_lock(${first}){source})",
+        f"appended AS (INSERT INTO events ({_EVENT_COLUMNS}) {select} RETURNING seq, instance_id)",
+    ]
+    ids = "string_agg(DISTINCT ' ' || instance_id::text, '')"
+    # "<last seq> <instance id> ...", so listeners wake only the waiters concerned;
+    # without ids (none, or too many to fit) everyone wakes
+    payload = (
+        f"max(seq)::text || coalesce(CASE WHEN length({ids}) < {_PAYLOAD_IDS_LIMIT} "
+        f"THEN {ids} END, '')"
+    )
+    items = [
+        "(SELECT max(seq) FROM appended)",
+        f"(SELECT pg_notify(${first + 1}, {payload}) FROM appended HAVING count(*) > 0)",
+    ]
+    return ctes, items
+
+
 def append_events_sql(
     events: list[dict[str, Any]],
     first: int,
@@ -80,28 +108,29 @@ def append_events_sql(
     items = ["NULL::bigint"]
     params: list[Any] = []
     if events:
-        ctes = [
-            f"locked AS (SELECT pg_advisory_xact_lock(${first}){source})",
-            f"""appended AS (
-    INSERT INTO events (type, instance_id, tenant_id, before, after)
-    SELECT e.type, e.instance_id, e.tenant_id, e.before, e.after
-    FROM locked, jsonb_to_recordset(${first + 1}::text::jsonb)
-        AS e(type text, instance_id uuid, tenant_id uuid, before jsonb, after jsonb)
-    RETURNING seq
-)""",
-        ]
-        items = [
-            "(SELECT max(seq) FROM appended)",
-            f"(SELECT pg_notify(${first + 2}, max(seq)::text || ${first + 3}) FROM appended "
-            "HAVING count(*) > 0)",
-        ]
-        rows = json.dumps(events, default=str)
-        params = [_EVENTS_LOCK_KEY, rows, EVENTS_CHANNEL, events_payload_ids(events)]
+        select = (
+            f"SELECT e.type, e.instance_id, e.tenant_id, e.before, e.after "
+            f"FROM locked, jsonb_to_recordset(${first + 2}::text::jsonb) "
+            "AS e(type text, instance_id uuid, tenant_id uuid, before jsonb, after jsonb)"
+        )
+        ctes, items = _appending(select, first, gate)
+        params = [_EVENTS_LOCK_KEY, EVENTS_CHANNEL, json.dumps(events, default=str)]
     for channel, payload in (notify or {}).items():
         n = first + len(params)
         items.append(f"(SELECT pg_notify(${n}, ${n + 1}){source})")
         params += [channel, payload]
     return ctes, ", ".join(items), params
+
+
+def append_selected_events_sql(
+    select: str, first: int, gate: str
+) -> tuple[list[str], str, list[Any]]:
+    """``append_events_sql`` for events that a query of the same statement yields:
+    ``select`` gives rows of (type, instance_id, tenant_id, before, after) and reads
+    the CTE ``locked`` (the ordering lock, taken only if the CTE ``gate`` yields a
+    row). Returns the CTEs, the select-list items and their parameters."""
+    ctes, items = _appending(select, first, gate)
+    return ctes, ", ".join(items), [_EVENTS_LOCK_KEY, EVENTS_CHANNEL]
 
 
 def defer_events(
@@ -129,15 +158,6 @@ async def commit(session: AsyncSession) -> int | None:
         last_seq = await (await driver(session)).fetchval(sql, *params)
     await session.commit()
     return last_seq
-
-
-def events_payload_ids(events: list[dict[str, Any]]) -> str:
-    """What follows the sequence number in an events notification: ``" <instance id>
-    ..."``, so listeners wake only the waiters concerned; empty when the ids would
-    not fit in a notification (then everyone wakes)."""
-    ids = sorted({str(e["instance_id"]) for e in events if e["instance_id"] is not None})
-    suffix = "".join(f" {i}" for i in ids)
-    return suffix if len(suffix) < 7000 else ""
 
 
 def parse_events_payload(payload: str) -> tuple[int | None, list[str]]:

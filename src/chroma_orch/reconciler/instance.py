@@ -7,7 +7,6 @@ crash of the service or a lost notification only delays convergence.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from chroma_orch.reconciler.ports import (
     port_is_free,
     reserve_port,
 )
+from chroma_orch.reconciler.views import status_view
 from chroma_orch.runtimes.base import (
     Endpoint,
     Handle,
@@ -60,21 +60,6 @@ def _endpoint_values(endpoint: Endpoint | None) -> dict[str, Any]:
     return {
         "endpoint_host": endpoint.host if endpoint else None,
         "endpoint_port": endpoint.port if endpoint else None,
-    }
-
-
-def _view(inst: Instance) -> dict[str, Any]:
-    endpoint = None
-    if inst.endpoint_host and inst.endpoint_port:
-        endpoint = {"host": inst.endpoint_host, "port": inst.endpoint_port}
-    failure = None
-    if inst.failure_reason:
-        failure = {"reason": inst.failure_reason, "message": inst.failure_message}
-    return {
-        "phase": inst.phase,
-        "endpoint": endpoint,
-        "failure": failure,
-        "observed_generation": inst.observed_generation,
     }
 
 
@@ -121,7 +106,7 @@ class InstanceReconciler:
         ends the pass, converged).
         """
         inst = self.inst
-        before = _view(inst)
+        before = status_view(inst)
         if phase is not None and phase != inst.phase:
             check_phase(Phase(inst.phase), phase)
             values.update(phase=phase.value)
@@ -136,7 +121,7 @@ class InstanceReconciler:
         for key, value in values.items():
             setattr(inst, key, value)
         events = []
-        if before != _view(inst):
+        if before != status_view(inst):
             changed = "phase_changed" if before["phase"] != inst.phase else "status_changed"
             events.append(
                 event_row(
@@ -144,7 +129,7 @@ class InstanceReconciler:
                     instance_id=inst.id,
                     tenant_id=inst.tenant_id,
                     before=before,
-                    after=_view(inst),
+                    after=status_view(inst),
                 )
             )
         if event is not None:
@@ -178,6 +163,8 @@ class InstanceReconciler:
             if allocated is None:  # it held a port, the pick was taken meanwhile, or no pick
                 allocated = await self._allocate_port()
             self.reserved_port = allocated
+        elif port == "release":
+            self.reserved_port = None
         return allocated
 
     async def _allocate_port(self) -> int:
@@ -292,22 +279,15 @@ class InstanceReconciler:
     async def _launch(self) -> tuple[int | None, Handle]:
         """Record "starting" (reserving a port) and start the server.
 
-        When the claim already reserved a port for this start (and nothing else
-        listens on it), the server spawns while "starting" is written: a crash or a
-        lost lease in between loses nothing (the next pass, here or on another
-        replica, adopts the server through its data directory's lock)."""
+        When the claim reserved a port for this start, it also recorded "starting":
+        the server spawns at once (unless something else listens on that port). A
+        crash or a lost lease after the spawn loses nothing: the next pass, here or
+        on another replica, adopts the server through its data directory's lock."""
         port = self.reserved_port
         host = self.settings.local.host
         if port is None or not self.runtime.allocates_ports or not port_is_free(host, port):
             port = await self._record_starting(allocate=self.runtime.allocates_ports)
-            return port, await self.runtime.start(self._spec(port))
-        writing = asyncio.ensure_future(self._record_starting(allocate=False))
-        try:
-            handle = await self.runtime.start(self._spec(port))
-        finally:
-            await asyncio.gather(writing, return_exceptions=True)
-        await writing  # its error, if any, is this pass's
-        return port, handle
+        return port, await self.runtime.start(self._spec(port))
 
     async def _record_starting(self, *, allocate: bool) -> int | None:
         """Write the "starting" phase; ``allocate`` also reserves a port (the

@@ -21,9 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.models import Instance
-from chroma_orch.db.rows import INSTANCE_COLUMNS_SQL, instance_of, update_instance_sql
+from chroma_orch.db.rows import (
+    INSTANCE_COLUMNS_SQL,
+    instance_columns_sql,
+    instance_of,
+    update_instance_sql,
+)
 from chroma_orch.domain.states import Phase
-from chroma_orch.events.log import append_events_sql, defer_events
+from chroma_orch.events.log import append_events_sql, append_selected_events_sql, defer_events
+from chroma_orch.reconciler.views import status_view_sql
 
 OPEN_INTENT = ("pending", "in_progress")
 _OBSERVER_LOCK_KEY = 0x63686F6F62737276  # "chroobsrv"
@@ -34,46 +40,75 @@ _LEASE_FREE_SQL = (
 )
 _OPEN_SQL = ", ".join(f"'{status}'" for status in OPEN_INTENT)
 
-_CLAIM = f"""
-WITH due AS (
-    SELECT id FROM instances
+_DUE = f"""due AS (
+    SELECT {INSTANCE_COLUMNS_SQL} FROM instances
     -- due, or abandoned mid-work by an owner whose lease lapsed or who is gone
     WHERE (next_reconcile_at <= now() OR lease_owner IS NOT NULL) AND {_LEASE_FREE_SQL}
     ORDER BY next_reconcile_at NULLS FIRST
     LIMIT $3
     FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE instances
-    SET lease_owner = $1, lease_expires_at = now() + $2::interval, next_reconcile_at = NULL,
-        updated_at = now()
-    WHERE id IN (SELECT id FROM due)
-    RETURNING {INSTANCE_COLUMNS_SQL}
-), started AS (
+)"""
+_LEASED = "lease_owner = $1, lease_expires_at = now() + $2::interval, next_reconcile_at = NULL"
+_INTENTS_STARTED = f"""started AS (
     UPDATE intents
     SET status = 'in_progress', attempts = attempts + 1, lease_owner = $1,
         lease_expires_at = now() + $2::interval, updated_at = now()
     WHERE instance_id IN (SELECT id FROM claimed) AND status IN ({_OPEN_SQL})
 )"""
-_CLAIM_ONLY = f"{_CLAIM} SELECT * FROM claimed"
-_CLAIM_RESERVING = f"""{_CLAIM}, starting AS (
-    -- claimed instances this pass will start, holding no port (see InstanceReconciler._run)
-    SELECT id, row_number() OVER (ORDER BY id) AS n FROM claimed
-    WHERE desired_state = 'running' AND handle IS NULL
+_CLAIM_ONLY = f"""WITH {_DUE}, claimed AS (
+    UPDATE instances SET {_LEASED}, updated_at = now()
+    WHERE id IN (SELECT id FROM due)
+    RETURNING {INSTANCE_COLUMNS_SQL}
+), {_INTENTS_STARTED}
+SELECT *, NULL::int AS reserved_port FROM claimed"""
+
+_STARTS_SQL = """desired_state = 'running' AND handle IS NULL
         AND (phase IN ('pending', 'stopped')
-            OR (phase = 'failed' AND observed_generation < generation))
-        AND NOT EXISTS (SELECT 1 FROM allocated_ports a WHERE a.instance_id = claimed.id)
+            OR (phase = 'failed' AND observed_generation < generation))"""
+"""Instances a pass will start (see ``InstanceReconciler._run``)."""
+
+_RESERVING_CTES = f"""starting AS (
+    SELECT id, row_number() OVER (ORDER BY id) AS n FROM due
+    WHERE {_STARTS_SQL}
+        AND NOT EXISTS (SELECT 1 FROM allocated_ports a WHERE a.instance_id = due.id)
 ), free AS (
     SELECT port, row_number() OVER (ORDER BY random()) AS n
     FROM generate_series($4::int, $5::int) AS port
-    WHERE port NOT IN (SELECT port FROM allocated_ports)
+    WHERE EXISTS (SELECT 1 FROM starting) AND port NOT IN (SELECT port FROM allocated_ports)
 ), reserved AS (
     INSERT INTO allocated_ports (port, instance_id)
     SELECT free.port, starting.id FROM starting JOIN free USING (n)
     ON CONFLICT DO NOTHING
     RETURNING port, instance_id
-)
-SELECT claimed.*, reserved.port AS reserved_port
-FROM claimed LEFT JOIN reserved ON reserved.instance_id = claimed.id"""
+), claimed AS (
+    -- an instance with a reserved port is starting, from this very statement on
+    UPDATE instances i
+    SET {_LEASED}, updated_at = now(),
+        phase = CASE WHEN r.port IS NULL THEN i.phase ELSE 'starting' END,
+        phase_changed_at = CASE WHEN r.port IS NULL THEN i.phase_changed_at ELSE now() END,
+        endpoint_host = CASE WHEN r.port IS NULL THEN i.endpoint_host END,
+        endpoint_port = CASE WHEN r.port IS NULL THEN i.endpoint_port END
+    FROM due LEFT JOIN reserved r ON r.instance_id = due.id
+    WHERE i.id = due.id
+    RETURNING {instance_columns_sql("i")}, r.port AS reserved_port
+), {_INTENTS_STARTED}"""
+_STARTING_EVENTS = f"""SELECT 'instance.phase_changed', due.id, due.tenant_id,
+        {status_view_sql("due")},
+        {status_view_sql("due", phase="'starting'", endpoint=False)}
+    FROM locked, due JOIN reserved ON reserved.instance_id = due.id
+    ORDER BY due.id"""
+
+
+def _claim_reserving() -> tuple[str, list[Any]]:
+    """The claim that also reserves a port for each instance it hands out to be
+    started, and records those as "starting" (with their events) right away."""
+    gate = "(SELECT FROM reserved LIMIT 1) AS gate"  # the lock once, if any starts
+    ctes, items, params = append_selected_events_sql(_STARTING_EVENTS, first=6, gate=gate)
+    sql = f"WITH {_DUE}, {_RESERVING_CTES}, {', '.join(ctes)} SELECT *, {items} FROM claimed"
+    return sql, params
+
+
+_CLAIM_RESERVING, _CLAIM_RESERVING_PARAMS = _claim_reserving()
 
 
 async def claim_due(
@@ -86,13 +121,15 @@ async def claim_due(
     """Lease up to ``limit`` instances that are due and mark their open intents in
     progress, in one statement. With ``ports`` (low, high), the same statement
     reserves a free port of that range for each claimed instance about to start
-    that holds none, and answers it with the instance (else None), so the server
-    can be spawned without waiting for another write first."""
+    that holds none, records it as "starting" (with its event), and answers the
+    port with the instance (else None): its server can be spawned at once, with
+    nothing more to write until it is up."""
     con = await driver(session, begin=False)  # one statement: a transaction of its own
     if ports is None:
-        rows = await con.fetch(_CLAIM_ONLY, owner, lease, limit)
-        return [(instance_of(row), None) for row in rows]
-    claimed = await con.fetch(_CLAIM_RESERVING, owner, lease, limit, *ports)
+        claimed = await con.fetch(_CLAIM_ONLY, owner, lease, limit)
+    else:
+        params = [*ports, *_CLAIM_RESERVING_PARAMS]
+        claimed = await con.fetch(_CLAIM_RESERVING, owner, lease, limit, *params)
     return [(instance_of(row), row["reserved_port"]) for row in claimed]
 
 
