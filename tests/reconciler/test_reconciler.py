@@ -398,3 +398,36 @@ async def test_the_claim_records_starting_as_the_reconciler_would(
     assert event.type == "instance.phase_changed"
     assert event.before == status_view(before)
     assert event.after == status_view(after)
+
+
+async def test_a_request_made_while_the_instance_is_worked_on_is_taken_up_after(
+    client: httpx.AsyncClient,
+    tenant: str,
+    ctx: AppContext,
+    runtime: FakeRuntime,
+    api_settings: Settings,
+) -> None:
+    """The stop arrives while the start is in flight (its notification finds the
+    instance leased); the pass that ends the start sees the instance due again and
+    the reconciler takes it up at once, not at the next resync."""
+    settings = _fast(api_settings, resync_interval=60.0, observe_interval=60.0)
+    reconciler = Reconciler(ctx.sessions, runtime, settings)
+    await reconciler.start()
+    try:
+        instance_id = await _launch(client, tenant, "slow-1")
+        reconciler.wake()
+
+        async def starting() -> bool:
+            return bool((await _get(client, tenant, instance_id))["phase"] == "starting")
+
+        await wait_for(starting, timeout=5)
+        stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(tenant))
+        assert stopped.status_code == 202
+
+        async def settled_stopped() -> bool:
+            body = await _get(client, tenant, instance_id)
+            return bool(body["phase"] == "stopped" and body["observed_generation"] == 2)
+
+        await wait_for(settled_stopped, timeout=5)
+    finally:
+        await reconciler.stop()

@@ -79,9 +79,9 @@ def update_instance_sql(
     first: int = 1,
 ) -> tuple[str, list[Any]]:
     """``UPDATE instances`` of ``values`` (and ``updated_at``) where ``id = $first``,
-    ``RETURNING id``, and its parameters (those after the id). With ``lease_owner``,
-    only while that replica holds the instance's lease; with ``generation``, only
-    while the instance is still at that generation."""
+    ``RETURNING id, next_reconcile_at``, and its parameters (those after the id).
+    With ``lease_owner``, only while that replica holds the instance's lease; with
+    ``generation``, only while the instance is still at that generation."""
     parts, params = _assignments({**values, "updated_at": NOW}, first=first + 1)
     where = f"id = ${first}"
     if lease_owner is not None:
@@ -90,7 +90,8 @@ def update_instance_sql(
     if generation is not None:
         params.append(generation)
         where += f" AND generation = ${first + len(params)}"
-    return f"UPDATE instances SET {', '.join(parts)} WHERE {where} RETURNING id", params
+    sql = f"UPDATE instances SET {', '.join(parts)} WHERE {where} RETURNING id, next_reconcile_at"
+    return sql, params
 
 
 def instance_of(row: asyncpg.Record) -> Instance:

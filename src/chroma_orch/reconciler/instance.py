@@ -83,6 +83,9 @@ class InstanceReconciler:
         self.reserved_port = reserved_port
         """The port reserved for this pass (by the claim, or when recording
         "starting"), so recording it again costs nothing."""
+        self.due_again = False
+        """Whether the write that gave the lease back found the instance due again
+        (a request came in while this pass worked on it)."""
 
     # -- recording ---------------------------------------------------------
 
@@ -154,6 +157,8 @@ class InstanceReconciler:
             )
             if written is None:
                 raise LeaseLostError(str(inst.id))
+            if release:
+                self.due_again = bool(written["due"])
             if isinstance(port, int):
                 await reserve_port(session, inst.id, port)
             await commit(session)  # appends the events last when they were not folded in

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db import rows
@@ -54,7 +54,8 @@ class Reconciler:
         self.lease = timedelta(seconds=self.config.lease_seconds)
         self._work_wake = asyncio.Event()
         self._observe_wake = asyncio.Event()
-        self._inflight: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._inflight: dict[uuid.UUID, asyncio.Task[bool]] = {}
+        self._saturated = False  # the last claim took all the capacity there was
         self._loops: list[asyncio.Task[None]] = []
         self._last_pass = time.monotonic()
         runtime.on_exit(lambda _instance_id: self._observe_wake.set())
@@ -130,7 +131,11 @@ class Reconciler:
     async def _seconds_until_due(self) -> float:
         try:
             async with self.sessions() as session:
-                due = await session.scalar(select(func.min(Instance.next_reconcile_at)))
+                # not the instances this replica works on: their passes wake the loop
+                others = or_(Instance.lease_owner.is_(None), Instance.lease_owner != self.owner)
+                due = await session.scalar(
+                    select(func.min(Instance.next_reconcile_at)).where(others)
+                )
         except Exception:
             return self.config.resync_interval
         if due is None:
@@ -143,22 +148,31 @@ class Reconciler:
     async def run_once(self) -> int:
         """Claim what is due (up to free capacity) and start reconciling it."""
         capacity = min(self.config.concurrency - len(self._inflight), self.config.batch_size)
+        self._saturated = capacity <= 0
         if capacity <= 0:
             return 0
         ports = self.settings.local.ports if self.runtime.allocates_ports else None
         async with self.sessions() as session:
             claimed = await queue.claim_due(session, self.owner, self.lease, capacity, ports)
             await session.commit()
+        self._saturated = len(claimed) >= capacity
         for inst, port in claimed:
             task = asyncio.create_task(self._reconcile(inst, port), name=f"reconcile-{inst.id}")
             self._inflight[inst.id] = task
             task.add_done_callback(self._done_callback(inst.id))
         return len(claimed)
 
-    def _done_callback(self, instance_id: uuid.UUID) -> Callable[[asyncio.Task[None]], None]:
-        def done(_task: asyncio.Task[None]) -> None:
+    def _done_callback(self, instance_id: uuid.UUID) -> Callable[[asyncio.Task[bool]], None]:
+        """Forget the finished pass; look for work again if there may be some now: it
+        was requeued or asked for again, or work waits for the capacity it frees.
+        (An instance converged and untouched meanwhile needs no new claim.)"""
+
+        def done(task: asyncio.Task[bool]) -> None:
             self._inflight.pop(instance_id, None)
-            self._work_wake.set()
+            if task.cancelled() or task.exception() is not None or task.result():
+                self._work_wake.set()
+            elif self._saturated:
+                self._work_wake.set()
 
         return done
 
@@ -167,13 +181,15 @@ class Reconciler:
         while self._inflight:
             await asyncio.gather(*self._inflight.values(), return_exceptions=True)
 
-    async def _reconcile(self, inst: Instance, port: int | None = None) -> None:
+    async def _reconcile(self, inst: Instance, port: int | None = None) -> bool:
+        """Reconcile ``inst``; True when it may be due again soon."""
         with bind(instance=inst.id, tenant=inst.tenant_id):
             started = time.perf_counter()
-            result = await self._reconcile_logged(inst, port)
+            result, due = await self._reconcile_logged(inst, port)
             RECONCILE_SECONDS.labels(result).observe(time.perf_counter() - started)
+        return due
 
-    async def _reconcile_logged(self, inst: Instance, port: int | None) -> str:
+    async def _reconcile_logged(self, inst: Instance, port: int | None) -> tuple[str, bool]:
         error: str | None = None
         try:
             worker = InstanceReconciler(
@@ -186,7 +202,7 @@ class Reconciler:
             outcome = await worker.reconcile()
         except LeaseLostError:
             log.warning("lease lost instance=%s", inst.id)
-            return "lease_lost"
+            return "lease_lost", True
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -195,8 +211,9 @@ class Reconciler:
             delay = min(self.config.backoff_base * 2**inst.error_count, self.config.backoff_max)
             outcome = Outcome(requeue_after=delay)
         if error is not None or not outcome.released:
-            await self._release(inst, outcome, error)
-        return "error" if error else "ok"
+            await self._release(inst, outcome, error)  # requeued: look again
+            return ("error" if error else "ok"), True
+        return "ok", worker.due_again
 
     async def _release(self, inst: Instance, outcome: Outcome, error: str | None) -> None:
         async with self.sessions() as session:

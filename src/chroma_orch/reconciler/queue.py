@@ -197,13 +197,17 @@ async def fenced_update(
     (the latest succeeded, or failed with ``error``; older ones superseded); with
     ``events``, append them; with ``reserve_port``, reserve that port for the
     instance unless it holds one (answered as ``reserved``, or ``held``); with
-    ``free_port``, give its port back. ``alone``: the statement is the whole unit
+    ``free_port``, give its port back. ``due`` in the answer: whether the instance
+    is due (someone asked for more while it was leased). ``alone``: the statement is the whole unit
     of work, so it commits by itself (no BEGIN/COMMIT round trips) unless the
     session has begun a transaction already; inside a transaction the events are
     left to ``events.log.commit``."""
     update, params = update_instance_sql(values, lease_owner=owner)
     ctes = [f"updated AS ({update})"]
-    items = ["(SELECT id FROM updated) AS written"]
+    items = [
+        "(SELECT id FROM updated) AS written",
+        "(SELECT next_reconcile_at IS NOT NULL FROM updated) AS due",
+    ]
     if settle is not None:
         generation, error = settle
         first = len(params) + 2
