@@ -431,3 +431,18 @@ async def test_a_request_made_while_the_instance_is_worked_on_is_taken_up_after(
         await wait_for(settled_stopped, timeout=5)
     finally:
         await reconciler.stop()
+
+
+async def test_notifications_name_the_phase_so_waiters_wake_only_for_theirs(
+    client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, ctx: AppContext
+) -> None:
+    instance_id = await _launch(client, tenant, "main")
+    with (
+        ctx.hub.watch(instance_id, {"running"}) as running,
+        ctx.hub.watch(instance_id, {"stopped"}) as stopped,
+        ctx.hub.watch(instance_id) as anything,
+    ):
+        await converge(reconciler)  # starting (with the claim), then running
+        await asyncio.wait_for(running.wait(), timeout=10)
+        assert anything.is_set()
+        assert not stopped.is_set()

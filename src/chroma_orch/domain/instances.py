@@ -192,7 +192,8 @@ class InstanceService:
         """The instance once it reached ``phase`` for its current generation, failed,
         or ``timeout`` passed. Holds no connection while waiting."""
         deadline = time.monotonic() + timeout
-        with hub.watch(str(instance_id)) as changed:
+        answers = (phase.value, Phase.FAILED.value, Phase.DELETED.value)  # others: keep waiting
+        with hub.watch(str(instance_id), answers) as changed:
             while True:
                 instance = await self.get(instance_id)
                 settled = instance.observed_generation == instance.generation

@@ -1,8 +1,9 @@
 """Wakes in-process waiters when the event log grows (on any replica).
 
 The listener hands over each events notification; its payload names the newest
-sequence number and the instances concerned, so only their waiters wake and
-re-read what they care about from the database. A notification without ids
+sequence number and the instances concerned (with the phases they went to), so
+only their waiters wake, only for a phase they wait for, and re-read what they
+care about from the database. A notification without ids
 (too many to fit, or "" after the listener reconnected, when one may have been
 missed) wakes everyone.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from chroma_orch.events.log import parse_events_payload
@@ -20,30 +21,38 @@ from chroma_orch.events.log import parse_events_payload
 class EventHub:
     def __init__(self) -> None:
         self.latest_seq = 0
-        self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._waiters: defaultdict[str, dict[asyncio.Event, frozenset[str] | None]] = defaultdict(
+            dict
+        )
 
     def notify(self, payload: str) -> None:
-        seq, instance_ids = parse_events_payload(payload)
+        seq, changes = parse_events_payload(payload)
         if seq is not None:
             self.latest_seq = max(self.latest_seq, seq)
-        keys = instance_ids if instance_ids else list(self._waiters)
-        for key in keys:
-            for event in self._waiters.get(key, ()):
-                event.set()
+        if not changes:  # no ids: wake everyone
+            changes = [(key, "") for key in self._waiters]
+        for key, phase in changes:
+            for event, phases in self._waiters.get(key, {}).items():
+                if phases is None or not phase or phase in phases:
+                    event.set()
 
     @contextmanager
-    def watch(self, instance_id: str) -> Iterator[asyncio.Event]:
-        """An event set whenever ``instance_id`` changes, for the life of the block.
+    def watch(
+        self, instance_id: str, phases: Iterable[str] | None = None
+    ) -> Iterator[asyncio.Event]:
+        """An event set whenever ``instance_id`` changes, for the life of the block;
+        with ``phases``, only by changes to one of those phases (or by changes that
+        name none, such as a new request).
 
         Register before reading the current state, so no change falls in between.
         """
         event = asyncio.Event()
-        self._waiters[instance_id].add(event)
+        self._waiters[instance_id][event] = None if phases is None else frozenset(phases)
         try:
             yield event
         finally:
             waiters = self._waiters[instance_id]
-            waiters.discard(event)
+            waiters.pop(event, None)
             if not waiters:
                 del self._waiters[instance_id]
 

@@ -76,11 +76,12 @@ def _appending(select: str, first: int, gate: str | None) -> tuple[list[str], li
     source = f" FROM {gate}" if gate else ""
     ctes = [
         f"locked AS (SELECT pg_advisory_xact_lock(${first}){source})",
-        f"appended AS (INSERT INTO events ({_EVENT_COLUMNS}) {select} RETURNING seq, instance_id)",
+        f"appended AS (INSERT INTO events ({_EVENT_COLUMNS}) {select} "
+        "RETURNING seq, instance_id, after->>'phase' AS phase)",
     ]
-    ids = "string_agg(DISTINCT ' ' || instance_id::text, '')"
-    # "<last seq> <instance id> ...", so listeners wake only the waiters concerned;
-    # without ids (none, or too many to fit) everyone wakes
+    ids = "string_agg(DISTINCT ' ' || instance_id::text || coalesce('=' || phase, ''), '')"
+    # "<last seq> <instance id>[=<phase it went to>] ...", so listeners wake only
+    # the waiters concerned; without ids (none, or too many to fit) everyone wakes
     payload = (
         f"max(seq)::text || coalesce(CASE WHEN length({ids}) < {_PAYLOAD_IDS_LIMIT} "
         f"THEN {ids} END, '')"
@@ -160,12 +161,18 @@ async def commit(session: AsyncSession) -> int | None:
     return last_seq
 
 
-def parse_events_payload(payload: str) -> tuple[int | None, list[str]]:
-    """The last sequence number and the instance ids of an events notification."""
+def parse_events_payload(payload: str) -> tuple[int | None, list[tuple[str, str]]]:
+    """The last sequence number of an events notification, and its (instance id,
+    phase) pairs: the phase an event of that instance recorded ("" for an event
+    without one; an instance may come with several)."""
     parts = payload.split()
     if not parts or not parts[0].isdigit():
         return None, []
-    return int(parts[0]), parts[1:]
+    changes = []
+    for part in parts[1:]:
+        instance_id, _, phase = part.partition("=")
+        changes.append((instance_id, phase))
+    return int(parts[0]), changes
 
 
 def discard_pending(session: AsyncSession) -> None:
