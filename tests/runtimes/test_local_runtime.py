@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from chroma_orch.runtimes.base import Handle, InstanceSpec, ObservedState
+from chroma_orch.runtimes.base import Handle, InstanceSpec, ObservedState, StartFailedError
 from chroma_orch.runtimes.chroma_launch import (
     EXIT_DIR_IN_USE,
     lock_is_held,
@@ -360,3 +360,13 @@ async def test_edge_cases_of_the_contract(runtime: LocalRuntime, tmp_path: Path)
     assert on_disk(handle["path"])
     await runtime.stop(handle)
     assert (await runtime.poll({"inst-1": handle}))["inst-1"].state is ObservedState.EXITED
+
+
+async def test_a_server_that_cannot_be_run_is_a_spawn_failure(tmp_path: Path) -> None:
+    settings = LocalRuntimeSettings(python=str(tmp_path / "no-such-python"))
+    rt = LocalRuntime(settings, tmp_path)
+    with pytest.raises(StartFailedError) as failed:
+        await rt.start(spec())
+    assert failed.value.reason == "SpawnFailed"
+    assert "no-such-python" in failed.value.message
+    await rt.aclose()

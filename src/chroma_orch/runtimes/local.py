@@ -198,10 +198,10 @@ class LocalRuntime:
     # -- spawning and watching -------------------------------------------------
 
     async def _spawn(self, spec: InstanceSpec, port: int) -> Handle:
-        """Spawn in a worker thread: forking and exec'ing takes milliseconds of a
-        blocked event loop per server, which many starts at once would queue up."""
+        """Spawn in a worker thread: creating the directories, forking and exec'ing,
+        and reading the child's start time take milliseconds of a blocked event loop
+        per server, which many starts at once would queue up."""
         paths = self._paths(spec.instance_id)
-        paths.data.mkdir(parents=True, exist_ok=True)
         host, settings = self._settings.host, self._settings
         argv = server_command(settings, paths.data, paths.lock, host, port)
         env = {"RUST_LOG": settings.rust_log, "ANONYMIZED_TELEMETRY": "False"}
@@ -209,11 +209,16 @@ class LocalRuntime:
             f"--- chroma-orch {datetime.now(UTC).isoformat(timespec='seconds')} starting "
             f"generation={spec.generation} port={port} launcher={settings.launcher}"
         )
-        try:
-            popen, offset = await asyncio.to_thread(spawn, argv, paths.log, env, header)
-        except OSError as exc:
-            raise StartFailedError("SpawnFailed", f"cannot run {argv[0]}: {exc}") from exc
-        create_time = psutil.Process(popen.pid).create_time()
+
+        def start() -> tuple[subprocess.Popen[bytes], int, float]:
+            paths.data.mkdir(parents=True, exist_ok=True)
+            try:
+                popen, offset = spawn(argv, paths.log, env, header)
+            except OSError as exc:
+                raise StartFailedError("SpawnFailed", f"cannot run {argv[0]}: {exc}") from exc
+            return popen, offset, psutil.Process(popen.pid).create_time()
+
+        popen, offset, create_time = await asyncio.to_thread(start)
         record = LockRecord(popen.pid, host, port)
         handle = _make_handle(spec.instance_id, paths, record, create_time, offset, spec.generation)
         self._children[spec.instance_id] = _Child(popen, handle)
