@@ -23,7 +23,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chroma_orch.db.embedded import EmbeddedPostgres  # noqa: E402
 from chroma_orch.events.listener import asyncpg_dsn  # noqa: E402
+from chroma_orch.settings import ReconcilerSettings  # noqa: E402
 from tests.conftest import with_database  # noqa: E402
+
+
+def default_reconciler_timing() -> dict[str, str]:
+    """Environment for ``Service`` that puts the reconciler's lease and loop intervals
+    back to the product's defaults (the test service shortens them, so that tests
+    converge fast, at the cost of more background queries)."""
+    fields = ReconcilerSettings.model_fields
+    names = ("lease_seconds", "observe_interval", "resync_interval")
+    return {f"CHROMA_ORCH_RECONCILER__{n.upper()}": str(fields[n].default) for n in names}
 
 
 @contextmanager

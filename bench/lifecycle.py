@@ -31,7 +31,13 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import fresh_database, postgres, summary, workdir  # noqa: E402
+from bench.harness import (
+    default_reconciler_timing,
+    fresh_database,
+    postgres,
+    summary,
+    workdir,
+)  # noqa: E402
 from chroma_orch.runtimes.chroma_launch import http_status, server_command  # noqa: E402
 from chroma_orch.settings import LocalRuntimeSettings  # noqa: E402
 from tests.e2e.service import Service, free_port, kill_chroma_processes  # noqa: E402
@@ -128,7 +134,9 @@ async def main(count: int, rounds: int) -> dict[str, object]:
     results: dict[str, list[float]] = {"ours": [], "bare_same_command": [], "bare_chroma_run": []}
     per_round: dict[str, list[float]] = {name: [] for name in results}
     with workdir() as base, postgres(base) as admin_url:
-        service = Service(await fresh_database(admin_url), base / "data")
+        service = Service(
+            await fresh_database(admin_url), base / "data", **default_reconciler_timing()
+        )
         await service.start()
         try:
             async with service.client() as admin:
