@@ -62,6 +62,24 @@ async def _get(client: httpx.AsyncClient, token: str, instance_id: str) -> dict[
     return body
 
 
+async def _until_phase(
+    client: httpx.AsyncClient,
+    token: str,
+    instance_id: str,
+    phase: str,
+    timeout: float = 10.0,
+    generation: int | None = None,
+) -> None:
+    """Wait until the instance is in ``phase`` (for ``generation``, when given)."""
+
+    async def reached() -> bool:
+        body = await _get(client, token, instance_id)
+        settled = generation is None or body["observed_generation"] == generation
+        return bool(body["phase"] == phase and settled)
+
+    await wait_for(reached, timeout=timeout)
+
+
 @pytest.fixture
 async def tenant(client: httpx.AsyncClient) -> str:
     _, token = await create_tenant(client, "acme")
@@ -313,11 +331,7 @@ async def test_the_loops_run_and_stop(
     try:
         instance_id = await _launch(client, tenant, "main")
         reconciler.wake()
-
-        async def running() -> bool:
-            return bool((await _get(client, tenant, instance_id))["phase"] == "running")
-
-        await wait_for(running, timeout=10)
+        await _until_phase(client, tenant, instance_id, "running")
     finally:
         await reconciler.stop()
 
@@ -416,19 +430,10 @@ async def test_a_request_made_while_the_instance_is_worked_on_is_taken_up_after(
     try:
         instance_id = await _launch(client, tenant, "slow-1")
         reconciler.wake()
-
-        async def starting() -> bool:
-            return bool((await _get(client, tenant, instance_id))["phase"] == "starting")
-
-        await wait_for(starting, timeout=5)
+        await _until_phase(client, tenant, instance_id, "starting", timeout=5)
         stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(tenant))
         assert stopped.status_code == 202
-
-        async def settled_stopped() -> bool:
-            body = await _get(client, tenant, instance_id)
-            return bool(body["phase"] == "stopped" and body["observed_generation"] == 2)
-
-        await wait_for(settled_stopped, timeout=5)
+        await _until_phase(client, tenant, instance_id, "stopped", timeout=5, generation=2)
     finally:
         await reconciler.stop()
 
