@@ -7,19 +7,13 @@ import errno
 import socket
 
 from chroma_orch.runtimes.chroma_launch import _connect_now, http_status
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+from tests.e2e.service import free_port
 
 
 def test_connect_now_knows_a_refusal_and_a_connection_at_once() -> None:
     with socket.socket() as refused:
         refused.setblocking(False)
-        assert _connect_now(refused, ("127.0.0.1", _closed_port())) == errno.ECONNREFUSED
+        assert _connect_now(refused, ("127.0.0.1", free_port())) == errno.ECONNREFUSED
     with socket.socket() as server, socket.socket() as client:
         server.bind(("127.0.0.1", 0))
         server.listen()
@@ -28,7 +22,7 @@ def test_connect_now_knows_a_refusal_and_a_connection_at_once() -> None:
 
 
 async def test_nothing_listening_is_none() -> None:
-    assert await http_status("127.0.0.1", _closed_port(), "/api/v2/heartbeat", 0.5) is None
+    assert await http_status("127.0.0.1", free_port(), "/api/v2/heartbeat", 0.5) is None
 
 
 async def test_a_server_answering_gives_its_status() -> None:
