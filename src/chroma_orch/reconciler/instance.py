@@ -291,19 +291,14 @@ class InstanceReconciler:
         port = self.reserved_port
         host = self.settings.local.host
         if port is None or not self.runtime.allocates_ports or not port_is_free(host, port):
-            port = await self._record_starting(allocate=self.runtime.allocates_ports)
+            port = await self.write(
+                phase=Phase.STARTING,
+                phase_changed_at=datetime.now(UTC),
+                handle=None,
+                port="allocate" if self.runtime.allocates_ports else None,
+                **_endpoint_values(None),
+            )
         return port, await self.runtime.start(self._spec(port))
-
-    async def _record_starting(self, *, allocate: bool) -> int | None:
-        """Write the "starting" phase; ``allocate`` also reserves a port (the
-        instance's own, else a free one) and returns it."""
-        return await self.write(
-            phase=Phase.STARTING,
-            phase_changed_at=datetime.now(UTC),
-            handle=None,
-            port="allocate" if allocate else None,
-            **_endpoint_values(None),
-        )
 
     def _spec(self, port: int | None) -> InstanceSpec:
         inst = self.inst
