@@ -169,9 +169,8 @@ class Reconciler:
 
         def done(task: asyncio.Task[bool]) -> None:
             self._inflight.pop(instance_id, None)
-            if task.cancelled() or task.exception() is not None or task.result():
-                self._work_wake.set()
-            elif self._saturated:
+            ended_early = task.cancelled() or task.exception() is not None
+            if self._saturated or ended_early or task.result():
                 self._work_wake.set()
 
         return done

@@ -198,10 +198,10 @@ async def fenced_update(
     ``events``, append them; with ``reserve_port``, reserve that port for the
     instance unless it holds one (answered as ``reserved``, or ``held``); with
     ``free_port``, give its port back. ``due`` in the answer: whether the instance
-    is due (someone asked for more while it was leased). ``alone``: the statement is the whole unit
-    of work, so it commits by itself (no BEGIN/COMMIT round trips) unless the
-    session has begun a transaction already; inside a transaction the events are
-    left to ``events.log.commit``."""
+    is due (someone asked for more while it was leased). ``alone``: the statement
+    is the whole unit of work, so it commits by itself (no BEGIN/COMMIT round trips)
+    unless the session has begun a transaction already; inside a transaction the
+    events are left to ``events.log.commit``."""
     update, params = update_instance_sql(values, lease_owner=owner)
     ctes = [f"updated AS ({update})"]
     items = [
