@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -151,7 +150,7 @@ async def main(count: int, rounds: int) -> dict[str, object]:
                 }
                 for name, samples in measured.items():
                     results[name] += samples
-                    per_round[name].append(round(statistics.median(samples), 4))
+                    per_round[name].append(summary(samples)["p50"])
         finally:
             await service.stop()
             kill_chroma_processes(base / "data")
