@@ -269,6 +269,11 @@ class EventsSettings(BaseModel):
     )
 
 
+NGINX_AUTH_CACHE_SECONDS = 5
+"""How long deploy/nginx.conf keeps an authorisation (``proxy_cache_valid 200 5s``);
+a test holds the two equal."""
+
+
 class ProxySettings(BaseModel):
     """The data plane: /i/{instance_id}/... routes a tenant's Chroma client to its server."""
 
@@ -311,6 +316,28 @@ class ProxySettings(BaseModel):
         description="Seconds between batched writes of instances' last activity "
         "(instances.last_activity_at).",
     )
+    address_quarantine: float = Field(
+        10.0,
+        le=3600,
+        description="Seconds an address (host:port) stays out of use by any other instance "
+        "after routing to it ended, so that no authorisation cached for the instance that "
+        "left (route cache, Nginx's auth cache) can reach another tenant's server: a local "
+        "port freed by one instance is not given to another for this long, and on runtimes "
+        "that do not choose addresses (ECS: a stopped task's IP may go to the next task) a "
+        "running instance stops taking traffic this long before its server is stopped. "
+        f"At least route_cache_ttl + {NGINX_AUTH_CACHE_SECONDS} (Nginx's cache) + 1.",
+    )
+
+    @model_validator(mode="after")
+    def _quarantine_outlives_caches(self) -> ProxySettings:
+        floor = self.route_cache_ttl + NGINX_AUTH_CACHE_SECONDS + 1
+        if self.address_quarantine < floor:
+            raise ValueError(
+                f"proxy.address_quarantine ({self.address_quarantine:g}s) must be at least "
+                f"route_cache_ttl + {NGINX_AUTH_CACHE_SECONDS}s (Nginx's auth cache) + 1s "
+                f"= {floor:g}s"
+            )
+        return self
 
 
 class CullingSettings(BaseModel):

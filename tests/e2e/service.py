@@ -9,8 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -30,6 +30,16 @@ def port_is_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+@contextmanager
+def hold_port(port: int) -> Iterator[None]:
+    """Bind (without listening) so the port is neither free nor answering: an
+    instance restarted meanwhile must move to another port."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the old server's TIME_WAITs
+        sock.bind(("127.0.0.1", port))
+        yield
 
 
 class Service:

@@ -3,6 +3,7 @@ the reconciler running."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.ecs.conftest import CLUSTER, EcsService, aws_client, cluster_tasks, instance_of
@@ -88,7 +89,9 @@ async def test_seed_routes_with_the_ecs_runtime(ecs_service: EcsService, moto_ur
     assert (await http.delete("/delete/bob")).status_code == 202
 
     async def bob_gone() -> bool:
-        return (await http.get("/status/bob")).status_code == 404
+        # bob's task outlives the address quarantine, as every routed task does
+        tasks = await cluster_tasks(moto_url)
+        return (await http.get("/status/bob")).status_code == 404 and len(tasks) == 0
 
     await wait_for(bob_gone)
     assert (await http.post("/launch", json={"user_id": "alice"})).status_code == 202
@@ -99,3 +102,34 @@ async def test_seed_routes_with_the_ecs_runtime(ecs_service: EcsService, moto_ur
     async with aws_client(moto_url, "ecs") as ecs:
         stopped = (await ecs.list_tasks(cluster=CLUSTER, desiredStatus="STOPPED"))["taskArns"]
     assert len(stopped) == 2  # alice's first task and bob's
+
+
+async def test_a_routed_task_stops_taking_traffic_before_its_address_is_freed(
+    ecs_service: EcsService,
+) -> None:
+    """ECS may give a stopped task's private IP to the next task it starts, for any
+    tenant. So a running instance is "stopping" (no door routes to it any more) for
+    the whole address quarantine before its task is stopped: every authorisation
+    cached while it was routed has expired by the time its IP can be reused."""
+    http = ecs_service.http
+    _, token = await create_tenant(http, "acme")
+    created = await http.post("/v1/instances", json={"name": "main"}, headers=bearer(token))
+    instance_id = created.json()["instance"]["id"]
+    await wait_phase(http, instance_id, "running")
+    quarantine = ecs_service.app.state.ctx.settings.proxy.address_quarantine
+
+    assert (await http.post(f"/v1/instances/{instance_id}/stop")).status_code == 202
+
+    async def is_stopping() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await http.get(f"/v1/instances/{instance_id}")).json()
+        return body if body["phase"] == "stopping" else None
+
+    stopping = await wait_for(is_stopping, timeout=10, interval=0.02)
+    began = time.monotonic()
+    assert stopping["endpoint"] is not None  # the task still has its address
+    proxied = await http.get(f"/i/{instance_id}/api/v2/heartbeat", headers=bearer(token))
+    assert proxied.status_code == 503, proxied.text  # but no door routes to it
+    await wait_phase(http, instance_id, "stopped", timeout=quarantine + 20)
+    stopped_after = time.monotonic() - began
+    assert ecs_service.calls.reached["StopTask"] == 1
+    assert stopped_after >= quarantine - 1.0, stopped_after  # 1 s: when "stopping" was seen

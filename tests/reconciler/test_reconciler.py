@@ -18,6 +18,7 @@ from chroma_orch.db.models import AllocatedPort, Event, Intent
 from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.reconciler import queue
 from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.reconciler.ports import port_pool
 from chroma_orch.reconciler.views import status_view
 from chroma_orch.settings import ReconcilerSettings, Settings
 from tests.helpers import bearer, converge, create_tenant, wait_for
@@ -400,7 +401,7 @@ async def test_the_claim_records_starting_as_the_reconciler_would(
     async with ctx.sessions() as session:
         before = await rows.fetch_instance(session, uuid.UUID(instance_id))
         claimed = await queue.claim_due(
-            session, "tester", timedelta(seconds=30), 10, api_settings.local.ports
+            session, "tester", timedelta(seconds=30), 10, port_pool(api_settings)
         )
         event = await session.scalar(select(Event).order_by(Event.seq.desc()).limit(1))
     assert before is not None

@@ -85,6 +85,12 @@ class Instance(TimestampMixin, Base):
             postgresql_where=text("desired_state <> 'deleted'"),
         ),
         Index("ix_instances_due", "next_reconcile_at"),
+        Index(
+            "ix_instances_endpoint",
+            "endpoint_host",
+            "endpoint_port",
+            postgresql_where=text("endpoint_host IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
@@ -166,6 +172,19 @@ class AllocatedPort(Base):
         ForeignKey("instances.id", ondelete="CASCADE"), unique=True
     )
     allocated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ReleasedEndpoint(Base):
+    """An address (host, port) an instance's server left, and when: written only by a
+    trigger on ``instances`` (migration 0006). The data plane routes no other instance
+    there until the quarantine has passed."""
+
+    __tablename__ = "released_endpoints"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    port: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    instance_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    released_at: Mapped[datetime] = mapped_column(server_default=func.clock_timestamp())
 
 
 class Event(Base):

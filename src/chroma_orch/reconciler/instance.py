@@ -20,9 +20,11 @@ from chroma_orch.domain.states import DesiredState, Phase, check_phase
 from chroma_orch.events.log import commit, event_row
 from chroma_orch.reconciler import queue
 from chroma_orch.reconciler.ports import (
+    NoPortAvailableError,
     allocate_port,
     pick_unused_port,
     port_is_free,
+    port_pool,
     reserve_port,
 )
 from chroma_orch.reconciler.views import status_view
@@ -151,7 +153,7 @@ class InstanceReconciler:
                 fenced,
                 settle=settles,
                 events=events,
-                reserve_port=guess,
+                reserve_port=None if guess is None else (guess, port_pool(self.settings)),
                 free_port=port == "release",
                 alone=not isinstance(port, int),  # one statement: no BEGIN/COMMIT
             )
@@ -174,11 +176,8 @@ class InstanceReconciler:
 
     async def _allocate_port(self) -> int:
         """A port for the instance the slow way (its own, if still free, or a scan)."""
-        low, high = self.settings.local.ports
         async with self.sessions() as session:
-            allocated = await allocate_port(
-                session, self.inst.id, self.settings.local.host, low, high
-            )
+            allocated = await allocate_port(session, self.inst.id, port_pool(self.settings))
             await session.commit()
         return allocated
 
@@ -203,23 +202,39 @@ class InstanceReconciler:
     def _live(self, observation: Observation | None) -> bool:
         return observation is not None and observation.state is not ObservedState.EXITED
 
-    async def _halt(self, observation: Observation | None) -> bool:
-        """Stop the server if one is live. True once it is gone; False while it is
-        still stopping (the liveness pass wakes the instance when it has exited)."""
+    async def _halt(self, observation: Observation | None) -> Outcome | None:
+        """Stop the server if one is live. None once it is gone; else what the pass
+        answers meanwhile: a requeue while the route drains, or converged while the
+        server is still stopping (the liveness pass wakes the instance when it has
+        exited)."""
         if not self._live(observation) or self.inst.handle is None:
-            return True
+            return None
         if self.inst.phase != Phase.STOPPING:
             await self.write(phase=Phase.STOPPING)
+        draining = self._drain_left()
+        if draining > 0:
+            return Outcome(requeue_after=draining)
         await self.runtime.stop(self.inst.handle)
         after = await self._observe()
         if after is not None and after.state is not ObservedState.EXITED:
-            return False
+            return Outcome()
         await self.write(handle=None, **_endpoint_values(None))
-        return True
+        return None
+
+    def _drain_left(self) -> float:
+        """Seconds before a routable server may be stopped. Where the runtime does not
+        choose addresses (ECS gives a stopped task's IP to whichever task comes next),
+        the address must outlive every authorisation cached while it was routed:
+        "stopping" ends routing, and the server keeps its address for the quarantine.
+        (Local ports are quarantined by the allocator instead.)"""
+        if self.runtime.allocates_ports or self.inst.endpoint_host is None:
+            return 0.0
+        stopping_for = (datetime.now(UTC) - self.inst.phase_changed_at).total_seconds()
+        return max(self.settings.proxy.address_quarantine - stopping_for, 0.0)
 
     async def _stop(self, observation: Observation | None, final: Phase) -> Outcome:
-        if not await self._halt(observation):
-            return Outcome()
+        if (pending := await self._halt(observation)) is not None:
+            return pending
         await self.write(
             phase=final,
             handle=None,
@@ -234,8 +249,8 @@ class InstanceReconciler:
         return Outcome(released=True)
 
     async def _delete(self, observation: Observation | None) -> Outcome:
-        if not await self._halt(observation):
-            return Outcome()
+        if (pending := await self._halt(observation)) is not None:
+            return pending
         await self.runtime.delete(str(self.inst.id), self.inst.handle, self.inst.keep_data)
         return await self._stop(None, final=Phase.DELETED)
 
@@ -244,8 +259,8 @@ class InstanceReconciler:
         handle_generation = int((inst.handle or {}).get("generation", 0))
         if self._live(observation) and handle_generation < inst.restart_generation:
             # a restart was asked for: stop, then start anew
-            if not await self._halt(observation):
-                return Outcome()
+            if (pending := await self._halt(observation)) is not None:
+                return pending
             observation = None
         if observation is None or observation.state is ObservedState.EXITED:
             if observation is not None and inst.phase in (Phase.RUNNING, Phase.STARTING):
@@ -274,6 +289,12 @@ class InstanceReconciler:
                 port, handle = await self._launch()
             except StartFailedError as exc:
                 return await self._failed_attempt(exc.reason, exc.message)
+            except NoPortAvailableError as exc:
+                if exc.retry_after is None:
+                    raise  # the pool is full: an error, retried with backoff
+                log.info("waiting for a quarantined port instance=%s seconds=%.1f",
+                         inst.id, exc.retry_after)  # fmt: skip
+                return Outcome(requeue_after=exc.retry_after)
             ready = await self._wait_ready(handle)
             if ready.state is not ObservedState.EXITED or ready.reason != "PortUnavailable":
                 return await self._settle_start(ready, self._start_deadline())

@@ -31,6 +31,7 @@ from chroma_orch.reconciler.instance import (
     Outcome,
     requeue_time,
 )
+from chroma_orch.reconciler.ports import port_pool
 from chroma_orch.runtimes.base import Observation, ObservedState, Runtime
 from chroma_orch.settings import Settings
 from chroma_orch.telemetry.context import bind
@@ -151,7 +152,7 @@ class Reconciler:
         self._saturated = capacity <= 0
         if capacity <= 0:
             return 0
-        ports = self.settings.local.ports if self.runtime.allocates_ports else None
+        ports = port_pool(self.settings) if self.runtime.allocates_ports else None
         async with self.sessions() as session:
             claimed = await queue.claim_due(session, self.owner, self.lease, capacity, ports)
             await session.commit()

@@ -29,6 +29,7 @@ from chroma_orch.db.rows import (
 )
 from chroma_orch.domain.states import Phase
 from chroma_orch.events.log import append_events_sql, append_selected_events_sql, defer_events
+from chroma_orch.reconciler.ports import PortPool, recently_released_sql
 from chroma_orch.reconciler.views import status_view_sql
 
 OPEN_INTENT = ("pending", "in_progress")
@@ -72,9 +73,11 @@ _RESERVING_CTES = f"""starting AS (
     WHERE {_STARTS_SQL}
         AND NOT EXISTS (SELECT 1 FROM allocated_ports a WHERE a.instance_id = due.id)
 ), free AS (
+    -- random free ports, none that a server left within the quarantine
     SELECT port, row_number() OVER (ORDER BY random()) AS n
     FROM generate_series($4::int, $5::int) AS port
     WHERE EXISTS (SELECT 1 FROM starting) AND port NOT IN (SELECT port FROM allocated_ports)
+        AND port NOT IN ({recently_released_sql(6, 7)})
 ), reserved AS (
     INSERT INTO allocated_ports (port, instance_id)
     SELECT free.port, starting.id FROM starting JOIN free USING (n)
@@ -103,7 +106,7 @@ def _claim_reserving() -> tuple[str, list[Any]]:
     """The claim that also reserves a port for each instance it hands out to be
     started, and records those as "starting" (with their events) right away."""
     gate = "(SELECT FROM reserved LIMIT 1) AS gate"  # the lock once, if any starts
-    ctes, items, params = append_selected_events_sql(_STARTING_EVENTS, first=6, gate=gate)
+    ctes, items, params = append_selected_events_sql(_STARTING_EVENTS, first=8, gate=gate)
     sql = f"WITH {_DUE}, {_RESERVING_CTES}, {', '.join(ctes)} SELECT *, {items} FROM claimed"
     return sql, params
 
@@ -116,11 +119,11 @@ async def claim_due(
     owner: str,
     lease: timedelta,
     limit: int,
-    ports: tuple[int, int] | None = None,
+    ports: PortPool | None = None,
 ) -> list[tuple[Instance, int | None]]:
     """Lease up to ``limit`` instances that are due and mark their open intents in
-    progress, in one statement. With ``ports`` (low, high), the same statement
-    reserves a free port of that range for each claimed instance about to start
+    progress, in one statement. With ``ports``, the same statement
+    reserves a free port of that pool for each claimed instance about to start
     that holds none, records it as "starting" (with its event), and answers the
     port with the instance (else None): its server can be spawned at once, with
     nothing more to write until it is up."""
@@ -128,7 +131,8 @@ async def claim_due(
     if ports is None:
         claimed = await con.fetch(_CLAIM_ONLY, owner, lease, limit)
     else:
-        params = [*ports, *_CLAIM_RESERVING_PARAMS]
+        params = [ports.low, ports.high, ports.host, ports.quarantine]
+        params += _CLAIM_RESERVING_PARAMS
         claimed = await con.fetch(_CLAIM_RESERVING, owner, lease, limit, *params)
     return [(instance_of(row), row["reserved_port"]) for row in claimed]
 
@@ -187,7 +191,7 @@ async def fenced_update(
     *,
     settle: tuple[int, str | None] | None = None,
     events: Sequence[dict[str, Any]] = (),
-    reserve_port: int | None = None,
+    reserve_port: tuple[int, PortPool] | None = None,
     free_port: bool = False,
     alone: bool = False,
 ) -> asyncpg.Record | None:
@@ -195,8 +199,9 @@ async def fenced_update(
     it does not). All in one statement, and only if the update happened: with
     ``settle`` (generation, error), close the open intents up to that generation
     (the latest succeeded, or failed with ``error``; older ones superseded); with
-    ``events``, append them; with ``reserve_port``, reserve that port for the
-    instance unless it holds one (answered as ``reserved``, or ``held``); with
+    ``events``, append them; with ``reserve_port`` (port, pool), reserve that port
+    for the instance unless it holds one or the port is quarantined (answered as
+    ``reserved``, or ``held``); with
     ``free_port``, give its port back. ``due`` in the answer: whether the instance
     is due (someone asked for more while it was leased). ``alone``: the statement
     is the whole unit of work, so it commits by itself (no BEGIN/COMMIT round trips)
@@ -214,8 +219,10 @@ async def fenced_update(
         ctes.append(_SETTLED.format(g=first, s=first + 1, e=first + 2))
         params += [generation, "failed" if error else "succeeded", error]
     if reserve_port is not None:
-        params.append(reserve_port)
-        ctes += [cte.format(port=len(params) + 1) for cte in _RESERVED]
+        port, pool = reserve_port
+        params += [port, pool.host, pool.quarantine]
+        first = len(params) - 1  # $1 is the instance id
+        ctes += [cte.format(port=first, host=first + 1, q=first + 2) for cte in _RESERVED]
         items += ["(SELECT port FROM reserved) AS reserved", "(SELECT port FROM held) AS held"]
     if free_port:
         ctes.append(
@@ -243,6 +250,8 @@ _RESERVED = (
     "held AS (SELECT port FROM allocated_ports WHERE instance_id = $1)",
     "reserved AS (INSERT INTO allocated_ports (port, instance_id) "
     "SELECT ${port}, id FROM updated WHERE NOT EXISTS (SELECT 1 FROM held) "
+    "AND NOT EXISTS (SELECT 1 FROM released_endpoints WHERE host = ${host} "
+    "AND port = ${port} AND instance_id <> $1 AND released_at > now() - ${q}::interval) "
     "ON CONFLICT DO NOTHING RETURNING port)",
 )
 

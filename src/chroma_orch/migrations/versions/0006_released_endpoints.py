@@ -1,0 +1,84 @@
+"""released endpoints: an address another instance just left is not routed at once
+
+Every time an instance's endpoint (host, port) is cleared or changed, or its row is
+deleted, a trigger records that address as released by that instance. The data plane
+does not route any *other* instance to an address released within the quarantine
+(``CHROMA_ORCH_PROXY__ADDRESS_QUARANTINE``), nor to an address another live instance
+still names, so no authorisation cached for the old instance (the built-in proxy's
+route cache, Nginx's auth cache) can reach the new one's server. Rows older than an
+hour are dropped whenever that address is released again.
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-30 19:30:00.000000
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        CREATE TABLE released_endpoints (
+            host varchar(255) NOT NULL,
+            port integer NOT NULL,
+            instance_id uuid NOT NULL,
+            released_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            CONSTRAINT pk_released_endpoints PRIMARY KEY (host, port, instance_id)
+        )
+        """
+    )
+    op.execute(
+        "CREATE INDEX ix_instances_endpoint ON instances (endpoint_host, endpoint_port) "
+        "WHERE endpoint_host IS NOT NULL"
+    )
+    op.execute(
+        """
+        CREATE FUNCTION chroma_orch_endpoint_released() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            DELETE FROM released_endpoints
+            WHERE host = OLD.endpoint_host AND port = OLD.endpoint_port
+                AND released_at < clock_timestamp() - interval '1 hour';
+            INSERT INTO released_endpoints (host, port, instance_id, released_at)
+            VALUES (OLD.endpoint_host, OLD.endpoint_port, OLD.id, clock_timestamp())
+            ON CONFLICT (host, port, instance_id)
+            DO UPDATE SET released_at = EXCLUDED.released_at;
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    op.execute(
+        """
+        CREATE TRIGGER instances_endpoint_released
+        AFTER UPDATE OF endpoint_host, endpoint_port ON instances FOR EACH ROW
+        WHEN (OLD.endpoint_host IS NOT NULL AND OLD.endpoint_port IS NOT NULL
+            AND (OLD.endpoint_host, OLD.endpoint_port)
+                IS DISTINCT FROM (NEW.endpoint_host, NEW.endpoint_port))
+        EXECUTE FUNCTION chroma_orch_endpoint_released()
+        """
+    )
+    op.execute(
+        """
+        CREATE TRIGGER instances_endpoint_deleted
+        AFTER DELETE ON instances FOR EACH ROW
+        WHEN (OLD.endpoint_host IS NOT NULL AND OLD.endpoint_port IS NOT NULL)
+        EXECUTE FUNCTION chroma_orch_endpoint_released()
+        """
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP TRIGGER instances_endpoint_deleted ON instances")
+    op.execute("DROP TRIGGER instances_endpoint_released ON instances")
+    op.execute("DROP FUNCTION chroma_orch_endpoint_released()")
+    op.execute("DROP INDEX ix_instances_endpoint")
+    op.execute("DROP TABLE released_endpoints")

@@ -1,0 +1,59 @@
+"""Real Nginx on ``deploy/nginx.conf``, rendered for a loopback backend, as the
+tests run it (a private prefix under /tmp, stopped and removed afterwards)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from chroma_orch.dataplane.nginx import render
+from tests.conftest import require_program
+from tests.e2e.service import free_port, port_is_open
+from tests.helpers import wait_for
+
+
+@dataclass
+class Nginx:
+    url: str
+    prefix: Path
+
+    def log(self, name: str) -> str:
+        path = self.prefix / name
+        return path.read_text() if path.exists() else ""
+
+
+@asynccontextmanager
+async def running_nginx(backend_port: int) -> AsyncIterator[Nginx]:
+    """Nginx in front of the service on ``backend_port``; skips without nginx."""
+    program = require_program("nginx")
+    prefix = Path(tempfile.mkdtemp(prefix="co-nginx-", dir="/tmp"))
+    os.chmod(prefix, 0o755)  # workers run as an unprivileged user when the master is root
+    port = free_port()
+    config = render(prefix, backends=[f"127.0.0.1:{backend_port}"], listen=[f"127.0.0.1:{port}"])
+    process = await asyncio.create_subprocess_exec(
+        program, "-c", str(config), "-p", f"{prefix}/", "-g", "daemon off;",
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+    async def up() -> bool:
+        if process.returncode is not None:
+            assert process.stderr is not None
+            raise RuntimeError(f"nginx exited: {(await process.stderr.read()).decode()}")
+        return port_is_open("127.0.0.1", port)
+
+    try:
+        await wait_for(up, timeout=10)
+        yield Nginx(f"http://127.0.0.1:{port}", prefix)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 10)
+        shutil.rmtree(prefix, ignore_errors=True)
