@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,37 @@ async def test_an_unreachable_service_exits_6() -> None:
     result: Result = await run_cli("tenants", "ls", url=url, token=ADMIN_TOKEN)
     assert result.code == 6
     assert f"cannot reach {url}" in result.stderr
+
+
+async def test_the_token_comes_from_a_file_or_the_environment(
+    service: Service, tmp_path: Path
+) -> None:
+    """--token shows in `ps`: it still works, with a warning; --token-file and
+    CHROMA_ORCH_TOKEN are the quiet ways."""
+    url = service.url
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{ADMIN_TOKEN}\n")
+    token_file.chmod(0o600)
+    from_file = await run_cli("tenants", "ls", "--token-file", str(token_file), url=url, token=None)
+    assert from_file.code == 0, from_file.stderr
+    assert "warning" not in from_file.stderr
+    from_env = await run_cli("tenants", "ls", url=url)
+    assert from_env.code == 0, from_env.stderr
+    assert "warning" not in from_env.stderr
+    flag = await run_cli("tenants", "ls", "--token", ADMIN_TOKEN, url=url, token=None)
+    assert flag.code == 0
+    assert "--token is visible to other users" in flag.stderr
+    assert ADMIN_TOKEN not in flag.stderr
+
+    token_file.chmod(0o644)
+    shared = await run_cli("--token-file", str(token_file), "tenants", "ls", url=url, token=None)
+    assert shared.code == 0
+    assert f"{token_file} can be read by other users" in shared.stderr
+    wrong = tmp_path / "wrong"
+    wrong.write_text("co_not-a-real-token")
+    assert (await run_cli("tenants", "ls", "--token-file", str(wrong), url=url)).code == 3
+    missing = await run_cli("tenants", "ls", "--token-file", str(tmp_path / "nope"), url=url)
+    assert missing.code == 2
+    assert f"cannot read the token file {tmp_path / 'nope'}" in missing.stderr
+    both = ("tenants", "ls", "--token", ADMIN_TOKEN, "--token-file", str(token_file))
+    assert (await run_cli(*both, url=url, token=None)).code == 2

@@ -61,7 +61,11 @@ async def test_dashboard_follows_an_instance_live(server: LiveServer, browser: B
     page = await browser.new_page(viewport={"width": 1280, "height": 800})
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
-    await page.goto(f"{server.url}/dashboard/")
+    refused: list[str] = []  # what the Content-Security-Policy blocked, if anything
+    page.on("console", lambda m: refused.append(m.text) if "Security Policy" in m.text else None)
+    loaded = await page.goto(f"{server.url}/dashboard/")
+    assert loaded is not None
+    assert "frame-ancestors 'none'" in (await loaded.header_value("content-security-policy") or "")
     await page.fill("#token", token)
     await page.click("#login-form button")
     await expect(page.locator("#link")).to_have_text("live")
@@ -97,3 +101,4 @@ async def test_dashboard_follows_an_instance_live(server: LiveServer, browser: B
     page.on("dialog", lambda dialog: dialog.accept())
     await row.locator("button[data-action=delete]").click()
     await expect(row).to_have_count(0, timeout=30_000)
+    assert refused == []

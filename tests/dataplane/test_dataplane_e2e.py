@@ -4,7 +4,10 @@ the built-in proxy of the real service under uvicorn, to real Chroma servers."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -18,17 +21,21 @@ from typing import Any
 
 import chromadb
 import httpx
+import psutil
 import pytest
 from chromadb.config import Settings
 from websockets.asyncio.client import ClientConnection, connect
 
-from chroma_orch.dataplane.nginx import render
+from chroma_orch.dataplane.nginx import find_js_module, render
 from tests.conftest import ADMIN_TOKEN, require_program
 from tests.e2e.service import Service, free_port, port_is_open
 from tests.helpers import bearer, create_tenant, wait_for
 
 EMBEDDINGS: list[Sequence[float]] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 QUERY: list[Sequence[float]] = [[0.0, 0.9, 0.1]]
+# The workers' user: not Nginx's built-in default (nobody), so that the tests
+# see the configuration's `user` directive at work.
+WORKERS = "daemon"
 
 
 def _client(base: str, token: str) -> Any:
@@ -40,6 +47,7 @@ def _client(base: str, token: str) -> Any:
 class Nginx:
     url: str
     prefix: Path
+    pid: int  # the master's
 
     def log(self, name: str) -> str:
         path = self.prefix / name
@@ -49,9 +57,15 @@ class Nginx:
 @pytest.fixture
 async def nginx(service: Service) -> AsyncIterator[Nginx]:
     program = require_program("nginx")
+    try:
+        find_js_module()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
     prefix = _make_prefix()
     port = free_port()
-    config = render(prefix, backends=[f"127.0.0.1:{service.port}"], listen=[f"127.0.0.1:{port}"])
+    config = render(
+        prefix, backends=[f"127.0.0.1:{service.port}"], listen=[f"127.0.0.1:{port}"], user=WORKERS
+    )
     process = await asyncio.create_subprocess_exec(
         program, "-c", str(config), "-p", f"{prefix}/", "-g", "daemon off;",
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -64,7 +78,7 @@ async def nginx(service: Service) -> AsyncIterator[Nginx]:
         return port_is_open("127.0.0.1", port)
 
     await wait_for(up, timeout=10)
-    yield Nginx(f"http://127.0.0.1:{port}", prefix)
+    yield Nginx(f"http://127.0.0.1:{port}", prefix, process.pid)
     process.send_signal(signal.SIGTERM)
     await asyncio.wait_for(process.wait(), 10)
     shutil.rmtree(prefix, ignore_errors=True)
@@ -194,3 +208,56 @@ async def test_chroma_clients_through_nginx_and_the_builtin_proxy(
         for secret in (token, other_token, ADMIN_TOKEN):
             assert secret not in text
     assert not port_is_open("127.0.0.1", old_port)
+
+
+async def _cache_files(nginx: Nginx) -> list[bytes]:
+    cache = nginx.prefix / "auth_cache"
+    return [path.read_bytes() for path in cache.rglob("*") if path.is_file()]
+
+
+async def _logged(nginx: Nginx, line: str) -> bool:
+    return line in nginx.log("access.log")
+
+
+async def test_nginx_workers_unprivileged_no_token_on_disk_paths_logged_as_sent(
+    service: Service, nginx: Nginx
+) -> None:
+    async with service.client() as admin:
+        _, token = await create_tenant(admin, "acme")
+    async with service.client(token) as http:
+        created = await http.post("/v1/instances", json={"name": "main"})
+        instance_id = created.json()["instance"]["id"]
+        wait = f"/v1/instances/{instance_id}/wait"
+        assert (await http.get(wait, params={"phase": "running"})).json()["phase"] == "running"
+    # Not canonical: %68 is "h", and Nginx routes by the decoded, normalised path.
+    sent = f"/i/{instance_id}/api/v2/%68eartbeat"
+    async with httpx.AsyncClient(base_url=nginx.url, timeout=30) as raw:
+        for headers in (bearer(token), {"X-Chroma-Token": token}):
+            heartbeat = await raw.get(f"/i/{instance_id}/api/v2/heartbeat", headers=headers)
+            assert heartbeat.status_code == 200
+        await raw.get(sent, params={"q": "1"}, headers=bearer(token))  # Chroma's 404
+        # Larger than client_body_buffer_size: buffered in a temp file by a worker.
+        big = await raw.post("/v1/tenants", content=b"{" * (2 << 20), headers=bearer(token))
+        assert big.headers["content-type"] == "application/problem+json", big.status_code
+
+    # The workers (and cache processes) run as the configured user, never root.
+    children = psutil.Process(nginx.pid).children()
+    assert children
+    expected = pwd.getpwnam(WORKERS).pw_uid if os.geteuid() == 0 else os.geteuid()
+    assert {child.uids().real for child in children} == {expected}
+
+    # The auth cache works, and its files hold a digest of the credentials, never them.
+    files = await wait_for(lambda: _cache_files(nginx))
+    digest = hashlib.sha256(f"Bearer {token}\n".encode()).hexdigest().encode()
+    assert any(digest in data for data in files)
+    assert all(token.encode() not in data for data in files)
+
+    # The access log names the path as it was sent, without the query string.
+    await wait_for(lambda: _logged(nginx, f'"GET {sent} HTTP/1.1" 404'))
+    access = nginx.log("access.log")
+    assert "q=1" not in access
+    assert token not in access
+    errors = nginx.log("error.log")
+    assert "request body is buffered to a temporary file" in errors  # the big one
+    assert "[crit]" not in errors, errors
+    assert "Permission denied" not in errors, errors

@@ -8,6 +8,7 @@ import os
 
 from chroma_orch.cli_client import render
 from chroma_orch.cli_client.api import DEFAULT_URL, Api
+from chroma_orch.cli_client.credentials import resolve_token
 from chroma_orch.cli_client.exits import CliError
 from chroma_orch.cli_client.parser import COMMANDS, EXIT_CODES, add_commands, global_options
 
@@ -17,10 +18,9 @@ __all__ = ["COMMANDS", "EXIT_CODES", "add_commands", "global_options", "run"]
 def run(args: argparse.Namespace) -> int:
     """Run a parsed client command; returns its exit code (see ``exits``)."""
     url = getattr(args, "url", None) or os.environ.get("CHROMA_ORCH_URL") or DEFAULT_URL
-    token = getattr(args, "token", None) or os.environ.get("CHROMA_ORCH_TOKEN")
     args.json = bool(getattr(args, "json", False))
     try:
-        with Api(url, token, streams=not getattr(args, "poll", False)) as api:
+        with Api(url, resolve_token(args), streams=not getattr(args, "poll", False)) as api:
             code: int = args.handler(api, args)
             return code
     except CliError as exc:

@@ -34,7 +34,7 @@ class Api:
 
     def __init__(self, url: str, token: str | None, *, streams: bool = True) -> None:
         if not token:
-            raise CliError(AUTH, "no token: pass --token or set CHROMA_ORCH_TOKEN")
+            raise CliError(AUTH, "no token: set CHROMA_ORCH_TOKEN or pass --token-file")
         self.url = url.rstrip("/")
         self.token = token
         self.streams = streams

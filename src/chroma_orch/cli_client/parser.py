@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from chroma_orch.cli_client import admin, instances
@@ -26,12 +27,23 @@ exit codes:
 
 
 def global_options(parser: argparse.ArgumentParser) -> None:
-    """--url, --token and --json; accepted before or after the subcommand."""
+    """--url, --token-file, --token and --json; accepted before or after the subcommand."""
     s = argparse.SUPPRESS
     parser.add_argument(
         "--url", default=s, help=f"service URL (CHROMA_ORCH_URL, default {DEFAULT_URL})"
     )
-    parser.add_argument("--token", default=s, help="API token (CHROMA_ORCH_TOKEN)")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=s,
+        metavar="PATH",
+        help="read the API token from PATH (or set CHROMA_ORCH_TOKEN)",
+    )
+    parser.add_argument(
+        "--token",
+        default=s,
+        help="API token; discouraged: other users see it in the process list",
+    )
     parser.add_argument(
         "--json", action="store_true", default=s, help="machine-readable JSON on stdout"
     )
