@@ -3,7 +3,8 @@
 Layout under ``data_dir``: ``instances/<id>/`` (server data), ``instances/<id>.lock``
 (held by the server for its lifetime, see ``chroma_launch``) and ``logs/<id>.log``.
 Servers run in their own session and outlive the service; a restarted service finds
-them through their lock files (``discover``, or ``start`` adopting them).
+them through their lock files (``discover``, or ``start`` adopting them). What a
+server may see and touch (environment, account, file modes): ``local_privilege``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ from chroma_orch.runtimes.chroma_launch import (
     spawn,
     tail_lines,
     watch_exit,
+)
+from chroma_orch.runtimes.local_privilege import (
+    prepare_files,
+    server_account,
+    server_environment,
 )
 from chroma_orch.settings import LocalRuntimeSettings
 
@@ -203,17 +209,18 @@ class LocalRuntime:
         per server, which many starts at once would queue up."""
         paths = self._paths(spec.instance_id)
         host, settings = self._settings.host, self._settings
-        argv = server_command(settings, paths.data, paths.lock, host, port)
-        env = {"RUST_LOG": settings.rust_log, "ANONYMIZED_TELEMETRY": "False"}
         header = (
             f"--- chroma-orch {datetime.now(UTC).isoformat(timespec='seconds')} starting "
             f"generation={spec.generation} port={port} launcher={settings.launcher}"
         )
 
         def start() -> tuple[subprocess.Popen[bytes], int, float]:
-            paths.data.mkdir(parents=True, exist_ok=True)
+            run_as = server_account(settings.system_user)
+            prepare_files(paths.data, paths.log, run_as)
+            argv = server_command(settings, paths.data, paths.lock, host, port, run_as)
+            env = server_environment(settings, paths.data, run_as)
             try:
-                popen, offset = spawn(argv, paths.log, env, header)
+                popen, offset = spawn(argv, paths.log, env, header, paths.data)
             except OSError as exc:
                 raise StartFailedError("SpawnFailed", f"cannot run {argv[0]}: {exc}") from exc
             return popen, offset, psutil.Process(popen.pid).create_time()
