@@ -500,25 +500,30 @@ async def test_a_root_service_runs_servers_unprivileged(
 
 
 @AS_ROOT
-async def test_start_tightens_files_of_older_versions(
-    runtime: LocalRuntime, tmp_path: Path
+@pytest.mark.parametrize("when", ["start", "discover"])
+async def test_files_of_older_versions_are_tightened(
+    runtime: LocalRuntime, tmp_path: Path, when: str
 ) -> None:
-    """Older versions left 0755 directories and 0644 files, root's; a link planted in a
-    data directory must not redirect root's chown or chmod."""
+    """Older versions left 0755 directories and 0644 files, root's. A start tightens its
+    server's; the first discover all (servers an older version started keep running).
+    A link planted in a data directory must not redirect root's chown or chmod."""
     data, logs = tmp_path / "instances" / "inst-1", tmp_path / "logs"
-    (data / "segment").mkdir(mode=0o755, parents=True)
+    (data / "segment").mkdir(parents=True)
     (data / "segment" / "index.bin").write_bytes(b"vectors")
-    (logs).mkdir(mode=0o755)
+    logs.mkdir()
     (logs / "inst-1.log").write_text("old run\n")
     outside = tmp_path / "outside"
     outside.write_text("not the server's")
-    outside.chmod(0o644)
     (data / "link").symlink_to(outside)
     for path in (tmp_path / "instances", data, data / "segment", logs):
         path.chmod(0o755)
-    (data / "segment" / "index.bin").chmod(0o644)
+    for path in (data / "segment" / "index.bin", logs / "inst-1.log", outside):
+        path.chmod(0o644)
 
-    handle = await started(runtime, spec())
+    if when == "start":
+        await runtime.stop(await started(runtime, spec()))
+    else:
+        assert await runtime.discover() == {}
     uid = server_uid()
     for path in (data, data / "segment"):
         assert (mode(path), path.stat().st_uid) == (0o700, uid), path
@@ -526,7 +531,6 @@ async def test_start_tightens_files_of_older_versions(
         assert (mode(path), path.stat().st_uid) == (0o600, uid), path
     assert (mode(logs), mode(tmp_path / "instances")) == (0o700, 0o711)
     assert (mode(outside), outside.stat().st_uid) == (0o644, 0)
-    await runtime.stop(handle)
 
 
 @AS_ROOT

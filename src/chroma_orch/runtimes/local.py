@@ -53,6 +53,7 @@ from chroma_orch.runtimes.local_privilege import (
     prepare_files,
     server_account,
     server_environment,
+    tighten_existing,
 )
 from chroma_orch.settings import LocalRuntimeSettings
 
@@ -99,6 +100,7 @@ class LocalRuntime:
         self._unwatch: dict[int, Callable[[], None]] = {}  # by pid
         self._callbacks: list[ExitCallback] = []
         self._serving: set[tuple[int, float, int]] = set()  # see _serves
+        self._tightened = False
 
     async def start(self, spec: InstanceSpec) -> Handle:
         """Spawn the server, or adopt the one already serving this instance's data.
@@ -176,6 +178,9 @@ class LocalRuntime:
             yield lines
 
     async def discover(self) -> dict[str, Handle]:
+        if not self._tightened:
+            self._tightened = True
+            await asyncio.to_thread(self._tighten_existing)
         found: dict[str, Handle] = {}
         for lock_file in sorted(self._instances.glob("*.lock")):
             instance_id = lock_file.name.removesuffix(".lock")
@@ -200,6 +205,14 @@ class LocalRuntime:
             # Popen warns "still running" when dropped: leaving servers running is the point.
             warnings.simplefilter("ignore", ResourceWarning)
             self._children.clear()
+
+    def _tighten_existing(self) -> None:
+        """Once per runtime: what older versions left readable (see ``local_privilege``)."""
+        try:
+            run_as = server_account(self._settings.system_user)
+            tighten_existing(self._instances, self._logs, run_as)
+        except (StartFailedError, OSError) as exc:
+            log.warning("cannot tighten server files error=%s", exc)
 
     # -- spawning and watching -------------------------------------------------
 

@@ -5,7 +5,8 @@ A server gets a short, explicit environment (nothing of the service's: no
 service is root, and creates files with umask 077 (``spawn``). Its data directory and log are
 private to its account: ``instances/<id>/`` 0700 and everything in it 0600 (or
 0700), ``logs/<id>.log`` 0600, inside ``instances/`` (0711: entered, not listed) and
-``logs/`` (0700). Files left more open by an older version are tightened at start.
+``logs/`` (0700). Files left more open by an older version are tightened when a server starts, and
+all at once by the runtime's first ``discover`` (servers still running included).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from chroma_orch.system_user import (
 PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 """The service's variables every server gets (when set); ``local.server_env`` adds more."""
 
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def server_environment(
@@ -68,7 +69,28 @@ def prepare_files(data: Path, log_file: Path, run_as: RunAs | None) -> None:
         data.mkdir(mode=0o700)
     _check_reachable(data, run_as)
     own_tree(data, run_as, strip=0o077)
-    fd = os.open(log_file, _LOG_FLAGS, 0o600)
+    _own_log(log_file, run_as, _LOG_FLAGS | os.O_CREAT)
+
+
+def tighten_existing(instances: Path, logs: Path, run_as: RunAs | None) -> None:
+    """Every data directory and log under ``instances`` and ``logs`` made private to
+    ``run_as``, as ``prepare_files`` makes one: after an upgrade, also those of servers
+    an older version started, which keep running. Blocks: call it from a worker thread.
+    """
+    if instances.is_dir():
+        _service_dir(instances, 0o711 if run_as is not None else 0o700)
+        for data in instances.iterdir():
+            if data.is_dir() and not data.is_symlink():
+                own_tree(data, run_as, strip=0o077)
+    if logs.is_dir():
+        _service_dir(logs, 0o700)
+        for log_file in logs.glob("*.log"):
+            with contextlib.suppress(OSError):
+                _own_log(log_file, run_as, _LOG_FLAGS)
+
+
+def _own_log(log_file: Path, run_as: RunAs | None, flags: int) -> None:
+    fd = os.open(log_file, flags, 0o600)
     try:
         own_fd(fd, run_as, strip=0o177)
     finally:
