@@ -53,6 +53,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped in CI, where everything must run: {report.longrepr}"
 
 
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Path:
+    """pytest's tmp_path, searchable by every user (0711) down from the temp directory.
+
+    A root service runs its Chroma servers as an unprivileged user, who opens its data
+    directory by path; pytest makes its directories 0700. (What an operator's
+    CHROMA_ORCH_DATA_DIR needs as well.)
+    """
+    if os.geteuid() == 0:
+        top = Path(tempfile.gettempdir())
+        for directory in [tmp_path, *tmp_path.parents]:
+            if directory == top or not directory.is_relative_to(top):
+                break
+            directory.chmod(directory.stat().st_mode | 0o111)
+    return tmp_path
+
+
 def require_program(name: str) -> str:
     """The path of a system program a test needs; skips (fails in CI) without it."""
     path = shutil.which(name) or next(

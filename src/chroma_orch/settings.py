@@ -7,6 +7,7 @@ generated from them, so the description is the documentation.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import uuid
@@ -23,6 +24,9 @@ def default_data_dir() -> Path:
         return Path("/var/lib/chroma-orch")
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "chroma-orch"
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class LocalRuntimeSettings(BaseModel):
@@ -48,7 +52,9 @@ class LocalRuntimeSettings(BaseModel):
         description="Python interpreter with chromadb installed, used by the 'bindings' launcher.",
     )
     chroma_command: str = Field(
-        "chroma", description="The `chroma` console script used by the 'chroma-cli' launcher."
+        "chroma",
+        description="The `chroma` console script used by the 'chroma-cli' launcher. A root "
+        "service runs it as system_user, which must be able to run it and its interpreter.",
     )
     start_timeout: float = Field(
         60.0, gt=0, description="Seconds a server may take to answer its heartbeat."
@@ -67,6 +73,30 @@ class LocalRuntimeSettings(BaseModel):
         "same). The service and its database then come first when CPUs are short, so the "
         "API stays responsive and a burst of starts is not queued behind servers busy booting.",
     )
+
+    system_user: str = Field(
+        "chroma-orch-server",
+        description="Unprivileged user that runs the servers when the service runs as root "
+        "(created if missing; 'nobody' is used when it cannot be). Keep it apart from "
+        "embedded_db.system_user: PostgreSQL's files and socket must stay out of its reach.",
+    )
+    server_env: list[str] = Field(
+        [],
+        description="Names of variables of the service's environment also passed to the "
+        'servers (e.g. ["SSL_CERT_FILE"]). Servers otherwise get only PATH, LANG, LC_ALL, '
+        "LC_CTYPE, TZ, HOME (their data directory), RUST_LOG and ANONYMIZED_TELEMETRY; "
+        "CHROMA_ORCH_ variables are refused.",
+    )
+
+    @field_validator("server_env")
+    @classmethod
+    def _check_server_env(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if name.upper().startswith("CHROMA_ORCH_"):
+                raise ValueError(f"{name}: the service's own settings never go to servers")
+        return names
 
     @field_validator("port_range")
     @classmethod

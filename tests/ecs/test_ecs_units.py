@@ -1,8 +1,10 @@
-"""Pieces of the ecs runtime without AWS: batching, state mapping, rate limiting."""
+"""Pieces of the ecs runtime without AWS: batching, state mapping, rate limiting,
+task definitions."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -11,8 +13,14 @@ import pytest
 from chroma_orch.runtimes.base import Endpoint, InstanceSpec, Observation, ObservedState
 from chroma_orch.runtimes.ecs_batch import TaskLoader
 from chroma_orch.runtimes.ecs_heartbeat import HeartbeatGate
-from chroma_orch.runtimes.ecs_tasks import client_token, observe_task
+from chroma_orch.runtimes.ecs_tasks import (
+    cleanup_definition,
+    client_token,
+    observe_task,
+    server_definition,
+)
 from chroma_orch.runtimes.throttle import RetryPolicy, TokenBucket, retrying
+from chroma_orch.settings import EcsSettings
 
 
 async def test_concurrent_lookups_share_batches_of_at_most_100() -> None:
@@ -150,3 +158,18 @@ async def test_heartbeat_gate_believes_running_once_the_server_answers() -> None
     silent = {"b": Observation(ObservedState.RUNNING, endpoint=Endpoint("127.0.0.1", port))}
     await gate.confirm(silent, {"b": "arn-b"})
     assert silent["b"].state is ObservedState.STARTING
+
+
+def test_task_definitions_carry_none_of_the_services_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secrets = {"CHROMA_ORCH_ADMIN_TOKEN": "co_admin-secret", "AWS_SECRET_ACCESS_KEY": "aws-s3cret"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    settings = EcsSettings()
+    server = server_definition(settings, {"image": "chromadb/chroma:1.5.9", "cpu": 512})
+    (container,) = server["containerDefinitions"]
+    assert container["environment"] == [{"name": "ANONYMIZED_TELEMETRY", "value": "False"}]
+    for definition in (server, cleanup_definition(settings)):
+        text = json.dumps(definition)
+        assert not [value for value in secrets.values() if value in text]

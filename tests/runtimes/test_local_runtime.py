@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from pydantic import ValidationError
 
 from chroma_orch.runtimes.base import Handle, InstanceSpec, ObservedState, StartFailedError
 from chroma_orch.runtimes.chroma_launch import (
@@ -27,6 +28,7 @@ from chroma_orch.runtimes.chroma_launch import (
     server_command,
 )
 from chroma_orch.runtimes.local import LocalRuntime
+from chroma_orch.runtimes.local_privilege import server_account
 from chroma_orch.settings import LocalRuntimeSettings
 
 READY_TIMEOUT = 15.0
@@ -90,6 +92,24 @@ def on_disk(path: str | Path) -> bool:
 def reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def server_user_can_run(script: Path, settings: LocalRuntimeSettings) -> bool:
+    """Whether the servers' account may run ``script``. A root service's chroma-cli
+    launcher execs it after dropping root; its interpreter may be where only root
+    reads (pyenv under /root), while the bindings launcher starts Python as root."""
+    account = server_account(settings.system_user)
+    if account is None:
+        return True
+    interpreter = script.read_text().splitlines()[0].removeprefix("#!").split()[0]
+    try:
+        subprocess.run(
+            [interpreter, "-c", "pass"], user=account.uid, group=account.gid,
+            extra_groups=[], check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return True
 
 
 @pytest.fixture
@@ -335,6 +355,8 @@ async def test_logs_tail(runtime: LocalRuntime, tmp_path: Path) -> None:
 @pytest.mark.skipif(not CHROMA_SCRIPT.exists(), reason="no chroma script beside python")
 async def test_chroma_cli_launcher_holds_lock_through_exec(tmp_path: Path, cleanup: None) -> None:
     settings = LocalRuntimeSettings(launcher="chroma-cli", chroma_command=str(CHROMA_SCRIPT))
+    if not server_user_can_run(CHROMA_SCRIPT, settings):
+        pytest.skip(f"{CHROMA_SCRIPT}'s interpreter is out of the server user's reach")
     rt = LocalRuntime(settings, tmp_path)
     try:
         handle = await started(rt, spec())
@@ -370,3 +392,158 @@ async def test_a_server_that_cannot_be_run_is_a_spawn_failure(tmp_path: Path) ->
     assert failed.value.reason == "SpawnFailed"
     assert "no-such-python" in failed.value.message
     await rt.aclose()
+
+
+# -- least privilege: environment, account, file modes ----------------------------
+
+SECRETS = {
+    "CHROMA_ORCH_ADMIN_TOKEN": "co_admin-secret-never-for-servers",
+    "CHROMA_ORCH_DATABASE_URL": "postgresql+asyncpg://u:db-secret@db/x",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-never-for-servers",
+}
+AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="the service drops root only as root")
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(entry.split("=", 1) for entry in raw.decode().split("\0") if entry)
+
+
+def ids_of(pid: int) -> dict[str, list[int]]:
+    """The Uid, Gid and Groups lines of /proc/<pid>/status."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in lines)
+    return {key: [int(n) for n in fields[key].split()] for key in ("Uid", "Gid", "Groups")}
+
+
+def mode(path: str | Path) -> int:
+    return os.lstat(path).st_mode & 0o777
+
+
+def server_uid() -> int:
+    account = server_account(LocalRuntimeSettings().system_user)
+    assert account is not None
+    return account.uid
+
+
+async def test_servers_get_a_minimal_environment(
+    tmp_path: Path, cleanup: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {**SECRETS, "CO_TEST_PASSED": "wanted"}.items():
+        monkeypatch.setenv(name, value)
+    settings = LocalRuntimeSettings(server_env=["CO_TEST_PASSED"])
+    rt = LocalRuntime(settings, tmp_path)
+    try:
+        handle = await started(rt, spec())
+        env = environ_of(handle["pid"])
+    finally:
+        await rt.delete("inst-1", None, keep_data=False)
+        await rt.aclose()
+    assert not [name for name in env if name.startswith(("CHROMA_ORCH_", "AWS_"))]
+    assert not [value for value in SECRETS.values() if value in str(env)]
+    assert env["CO_TEST_PASSED"] == "wanted"
+    assert env["HOME"] == handle["path"]
+    assert env["ANONYMIZED_TELEMETRY"] == "False"
+    expected = {"PATH", "HOME", "RUST_LOG", "ANONYMIZED_TELEMETRY", "CO_TEST_PASSED"}
+    expected |= {"USER", "LOGNAME"} if os.geteuid() == 0 else set()
+    assert set(env) - expected <= {"LANG", "LC_ALL", "LC_CTYPE", "TZ"}
+
+
+def test_the_services_settings_are_never_passed_to_servers() -> None:
+    with pytest.raises(ValidationError, match="never go to servers"):
+        LocalRuntimeSettings(server_env=["CHROMA_ORCH_ADMIN_TOKEN"])
+    with pytest.raises(ValidationError, match="not an environment variable name"):
+        LocalRuntimeSettings(server_env=["A=B"])
+
+
+async def test_server_files_are_private(runtime: LocalRuntime, tmp_path: Path) -> None:
+    handle = await started(runtime, spec())
+    assert await asyncio.to_thread(use_chroma, handle["port"], True) == (2, [["a"]])
+    data = Path(handle["path"])
+    assert mode(data) == 0o700
+    assert mode(data / "chroma.sqlite3") == 0o600
+    assert mode(handle["log"]) == 0o600
+    assert mode(tmp_path / "logs") == 0o700
+    assert mode(tmp_path / "instances") == (0o711 if os.geteuid() == 0 else 0o700)
+    for root, dirs, files in os.walk(data):
+        for name in dirs + files:
+            assert mode(Path(root, name)) & 0o077 == 0, Path(root, name)
+
+
+@AS_ROOT
+async def test_a_root_service_runs_servers_unprivileged(
+    runtime: LocalRuntime, settings: LocalRuntimeSettings, tmp_path: Path
+) -> None:
+    handle = await started(runtime, spec())
+    assert await asyncio.to_thread(use_chroma, handle["port"], True) == (2, [["a"]])
+    ids, uid = ids_of(handle["pid"]), server_uid()
+    assert ids["Uid"] == [uid] * 4  # real, effective, saved, filesystem
+    assert 0 not in ids["Gid"]
+    assert ids["Groups"] == []
+    data = Path(handle["path"])
+    for path in (data, data / "chroma.sqlite3", Path(handle["log"])):
+        assert path.stat().st_uid == uid, path
+
+    # the lock keeps working: a restarted service re-attaches, and the data survives
+    await runtime.aclose()
+    again = LocalRuntime(settings, tmp_path)
+    try:
+        found = await again.discover()
+        assert found["inst-1"]["pid"] == handle["pid"]
+        await again.stop(found["inst-1"])
+        restarted = await started(again, spec(generation=2))
+        assert ids_of(restarted["pid"])["Uid"] == [uid] * 4
+        assert await asyncio.to_thread(use_chroma, restarted["port"], False) == (2, [["a"]])
+        await again.stop(restarted)
+    finally:
+        await again.aclose()
+
+
+@AS_ROOT
+@pytest.mark.parametrize("when", ["start", "discover"])
+async def test_files_of_older_versions_are_tightened(
+    runtime: LocalRuntime, tmp_path: Path, when: str
+) -> None:
+    """Older versions left 0755 directories and 0644 files, root's. A start tightens its
+    server's; the first discover all (servers an older version started keep running).
+    A link planted in a data directory must not redirect root's chown or chmod."""
+    data, logs = tmp_path / "instances" / "inst-1", tmp_path / "logs"
+    (data / "segment").mkdir(parents=True)
+    (data / "segment" / "index.bin").write_bytes(b"vectors")
+    logs.mkdir()
+    (logs / "inst-1.log").write_text("old run\n")
+    outside = tmp_path / "outside"
+    outside.write_text("not the server's")
+    (data / "link").symlink_to(outside)
+    for path in (tmp_path / "instances", data, data / "segment", logs):
+        path.chmod(0o755)
+    for path in (data / "segment" / "index.bin", logs / "inst-1.log", outside):
+        path.chmod(0o644)
+
+    if when == "start":
+        await runtime.stop(await started(runtime, spec()))
+    else:
+        assert await runtime.discover() == {}
+    uid = server_uid()
+    for path in (data, data / "segment"):
+        assert (mode(path), path.stat().st_uid) == (0o700, uid), path
+    for path in (data / "segment" / "index.bin", logs / "inst-1.log"):
+        assert (mode(path), path.stat().st_uid) == (0o600, uid), path
+    assert (mode(logs), mode(tmp_path / "instances")) == (0o700, 0o711)
+    assert (mode(outside), outside.stat().st_uid) == (0o644, 0)
+
+
+@AS_ROOT
+async def test_a_data_dir_the_server_user_cannot_reach_fails_clearly(
+    settings: LocalRuntimeSettings, tmp_path: Path
+) -> None:
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    rt = LocalRuntime(settings, closed / "data")
+    try:
+        with pytest.raises(StartFailedError) as failed:
+            await rt.start(spec())
+    finally:
+        await rt.aclose()
+    assert failed.value.reason == "SpawnFailed"
+    assert f"directory {closed} is not searchable" in failed.value.message

@@ -33,14 +33,18 @@ from chroma_orch.db.pg_host import (
     SOCKET_NAME,
     EmbeddedDatabaseError,
     PidFile,
-    RunAs,
-    can_traverse,
     conf_string,
     find_pg_bin_dir,
     is_executable,
     is_our_postmaster,
     quote_ident,
     read_pid_file,
+)
+from chroma_orch.system_user import (
+    RunAs,
+    SystemUserError,
+    can_traverse,
+    own_tree,
     resolve_system_user,
 )
 
@@ -156,7 +160,10 @@ class EmbeddedPostgres:
         if os.geteuid() != 0:
             return None
         if self._run_as_cache is None:
-            self._run_as_cache = resolve_system_user(self.system_user)
+            try:
+                self._run_as_cache = resolve_system_user(self.system_user)
+            except SystemUserError as exc:
+                raise EmbeddedDatabaseError(f"cannot run PostgreSQL: {exc}") from exc
         return self._run_as_cache
 
     def _check_traversable(self, path: Path, what: str) -> None:
@@ -199,15 +206,8 @@ class EmbeddedPostgres:
         os.chmod(path, 0o700)
 
     def _chown_tree(self) -> None:
-        if self._run_as is None:
-            return
-        uid, gid = self._run_as.uid, self._run_as.gid
-        for root, dirs, files in os.walk(self.cluster_dir):
-            for name in (*dirs, *files):
-                path = os.path.join(root, name)
-                with contextlib.suppress(FileNotFoundError):
-                    if os.lstat(path).st_uid != uid:
-                        os.lchown(path, uid, gid)
+        if self._run_as is not None:
+            own_tree(self.cluster_dir, self._run_as)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -1,20 +1,14 @@
-"""What the host offers an embedded PostgreSQL: binaries, an unprivileged account,
-and the postmaster processes already running. Used by ``embedded``."""
+"""What the host offers an embedded PostgreSQL: binaries and the postmaster processes
+already running. Used by ``embedded``; its unprivileged account is ``system_user``'s."""
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
-import pwd
-import stat
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-
-logger = logging.getLogger("chroma_orch.db.embedded")
 
 REQUIRED_BINARIES = ("pg_ctl", "initdb", "postgres")
 NO_BINARIES_HINT = (
@@ -78,59 +72,10 @@ def pgserver_bin_dir() -> Path | None:
 
 
 @dataclass(frozen=True)
-class RunAs:
-    """The unprivileged account PostgreSQL runs as when the service is root."""
-
-    name: str
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class PidFile:
     pid: int
     socket_dir: str
     status: str
-
-
-def lookup_user(name: str) -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        return None
-
-
-def resolve_system_user(name: str) -> RunAs:
-    if lookup_user(name) is None:
-        cmd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
-        try:
-            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
-            logger.info("created system user user=%s", name)
-        except (OSError, subprocess.SubprocessError) as exc:
-            if lookup_user(name) is None:  # else: created concurrently by someone else
-                logger.warning(
-                    "cannot create system user user=%s error=%r fallback=nobody", name, exc
-                )
-                name = "nobody"
-    entry = lookup_user(name)
-    if entry is None:
-        raise EmbeddedDatabaseError(f"system user {name!r} does not exist and cannot be created")
-    if entry.pw_uid == 0:
-        raise EmbeddedDatabaseError("PostgreSQL cannot run as root: choose another system_user")
-    groups = tuple(os.getgrouplist(name, entry.pw_gid))
-    return RunAs(name, entry.pw_uid, entry.pw_gid, groups)
-
-
-def can_traverse(path: Path, run_as: RunAs | None) -> bool:
-    if run_as is None:
-        return os.access(path, os.X_OK)
-    st = path.stat()
-    if st.st_uid == run_as.uid:
-        return bool(st.st_mode & stat.S_IXUSR)
-    if st.st_gid in run_as.groups:
-        return bool(st.st_mode & stat.S_IXGRP)
-    return bool(st.st_mode & stat.S_IXOTH)
 
 
 def read_pid_file(data_dir: Path) -> PidFile | None:

@@ -30,22 +30,28 @@ from pathlib import Path
 import psutil
 
 from chroma_orch.settings import LocalRuntimeSettings
+from chroma_orch.system_user import RunAs
 
 EXIT_DIR_IN_USE = 75
 """Launcher exit status when another live process holds the data directory's lock."""
 
 DIR_IN_USE_TEXT = "is already served by another process"
 
-# Runs as `python -c LAUNCHER_CODE LOCK_FILE PATH HOST PORT NICENESS [COMMAND ...]`.
+# Runs as `python -I -c LAUNCHER_CODE LOCK_FILE PATH HOST PORT NICENESS RUN_AS [COMMAND ...]`.
 # Without a COMMAND it serves through chromadb's Rust bindings (no `import chromadb`:
 # ~0.1 s to ready, ~37 MB); with one it execs COMMAND, which inherits the locked
 # descriptor. The short retry covers a service probing the lock at the very moment we
-# take it. NICENESS lowers its CPU priority below the service's first thing.
+# take it. NICENESS lowers its CPU priority below the service's first thing. RUN_AS
+# ("UID:GID", or empty) is the account it switches to before serving or exec'ing: a
+# root service's launcher opens the lock and imports the bindings as root (so neither
+# the lock's directory nor the interpreter needs to be the account's to read), then
+# drops root for good. -I (isolated mode): no PYTHON* variables, no user site-packages,
+# not even while it is root.
 LAUNCHER_CODE = """\
 import fcntl, json, os, sys, time
-lock_file, path, host, port, niceness = sys.argv[1:6]
+lock_file, path, host, port, niceness, run_as = sys.argv[1:7]
 os.nice(int(niceness))
-command = sys.argv[6:]
+command = sys.argv[7:]
 fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
 for _ in range(6):
     try:
@@ -58,6 +64,15 @@ else:
     sys.exit(75)
 os.ftruncate(fd, 0)
 os.write(fd, json.dumps({"pid": os.getpid(), "host": host, "port": int(port)}).encode())
+if not command:
+    import chromadb_rust_bindings
+if run_as:
+    uid, gid = (int(n) for n in run_as.split(":"))
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    if 0 in (*os.getresuid(), *os.getresgid()):
+        sys.exit("could not drop root")
 if command:
     os.set_inheritable(fd, True)
     try:
@@ -65,17 +80,22 @@ if command:
     except OSError as exc:
         sys.stderr.write(f"cannot run {command[0]}: {exc}\\n")
         sys.exit(127)
-import chromadb_rust_bindings
 chromadb_rust_bindings.cli(["chroma", "run", "--path", path, "--host", host, "--port", port])
 """
 
 
 def server_command(
-    settings: LocalRuntimeSettings, path: Path, lock_file: Path, host: str, port: int
+    settings: LocalRuntimeSettings,
+    path: Path,
+    lock_file: Path,
+    host: str,
+    port: int,
+    run_as: RunAs | None = None,
 ) -> list[str]:
-    """The argv that starts one server on ``path`` (the only place that decides it)."""
-    argv = [settings.python, "-c", LAUNCHER_CODE, str(lock_file), str(path), host, str(port)]
-    argv.append(str(settings.niceness))
+    """The argv that starts one server on ``path`` (the only place that decides it),
+    as ``run_as`` when given."""
+    argv = [settings.python, "-I", "-c", LAUNCHER_CODE, str(lock_file), str(path), host]
+    argv += [str(port), str(settings.niceness), f"{run_as.uid}:{run_as.gid}" if run_as else ""]
     if settings.launcher == "chroma-cli":
         argv += [settings.chroma_command, "run", "--path", str(path)]
         argv += ["--host", host, "--port", str(port)]
@@ -83,9 +103,11 @@ def server_command(
 
 
 def spawn(
-    argv: list[str], log_file: Path, env: Mapping[str, str], header: str
+    argv: list[str], log_file: Path, env: Mapping[str, str], header: str, cwd: Path
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``argv`` in its own session, output appended to ``log_file`` after ``header``.
+    """Start ``argv`` in its own session in ``cwd``, with exactly the environment ``env``
+    and umask 077 (what it creates is its account's alone), output appended to
+    ``log_file`` after ``header``.
 
     Returns the child and the log offset where its output starts. ``subprocess.Popen``
     rather than ``asyncio.create_subprocess_exec``: asyncio kills a child whose transport
@@ -93,7 +115,6 @@ def spawn(
     happens when the event loop closes, i.e. on every graceful shutdown of the service.
     (asyncio calls ``Popen`` synchronously as well, so nothing blocks longer.)
     """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as out:
         out.write(header.encode() + b"\n")
         out.flush()
@@ -103,7 +124,9 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
+            env=env,
+            cwd=cwd,
+            umask=0o077,
             start_new_session=True,  # outlives the service; a terminal's Ctrl-C misses it
         )
     return popen, offset

@@ -3,7 +3,8 @@
 Layout under ``data_dir``: ``instances/<id>/`` (server data), ``instances/<id>.lock``
 (held by the server for its lifetime, see ``chroma_launch``) and ``logs/<id>.log``.
 Servers run in their own session and outlive the service; a restarted service finds
-them through their lock files (``discover``, or ``start`` adopting them).
+them through their lock files (``discover``, or ``start`` adopting them). What a
+server may see and touch (environment, account, file modes): ``local_privilege``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ from chroma_orch.runtimes.chroma_launch import (
     spawn,
     tail_lines,
     watch_exit,
+)
+from chroma_orch.runtimes.local_privilege import (
+    prepare_files,
+    server_account,
+    server_environment,
+    tighten_existing,
 )
 from chroma_orch.settings import LocalRuntimeSettings
 
@@ -93,6 +100,7 @@ class LocalRuntime:
         self._unwatch: dict[int, Callable[[], None]] = {}  # by pid
         self._callbacks: list[ExitCallback] = []
         self._serving: set[tuple[int, float, int]] = set()  # see _serves
+        self._tightened = False
 
     async def start(self, spec: InstanceSpec) -> Handle:
         """Spawn the server, or adopt the one already serving this instance's data.
@@ -170,6 +178,9 @@ class LocalRuntime:
             yield lines
 
     async def discover(self) -> dict[str, Handle]:
+        if not self._tightened:
+            self._tightened = True
+            await asyncio.to_thread(self._tighten_existing)
         found: dict[str, Handle] = {}
         for lock_file in sorted(self._instances.glob("*.lock")):
             instance_id = lock_file.name.removesuffix(".lock")
@@ -195,6 +206,14 @@ class LocalRuntime:
             warnings.simplefilter("ignore", ResourceWarning)
             self._children.clear()
 
+    def _tighten_existing(self) -> None:
+        """Once per runtime: what older versions left readable (see ``local_privilege``)."""
+        try:
+            run_as = server_account(self._settings.system_user)
+            tighten_existing(self._instances, self._logs, run_as)
+        except (StartFailedError, OSError) as exc:
+            log.warning("cannot tighten server files error=%s", exc)
+
     # -- spawning and watching -------------------------------------------------
 
     async def _spawn(self, spec: InstanceSpec, port: int) -> Handle:
@@ -203,17 +222,18 @@ class LocalRuntime:
         per server, which many starts at once would queue up."""
         paths = self._paths(spec.instance_id)
         host, settings = self._settings.host, self._settings
-        argv = server_command(settings, paths.data, paths.lock, host, port)
-        env = {"RUST_LOG": settings.rust_log, "ANONYMIZED_TELEMETRY": "False"}
         header = (
             f"--- chroma-orch {datetime.now(UTC).isoformat(timespec='seconds')} starting "
             f"generation={spec.generation} port={port} launcher={settings.launcher}"
         )
 
         def start() -> tuple[subprocess.Popen[bytes], int, float]:
-            paths.data.mkdir(parents=True, exist_ok=True)
+            run_as = server_account(settings.system_user)
+            prepare_files(paths.data, paths.log, run_as)
+            argv = server_command(settings, paths.data, paths.lock, host, port, run_as)
+            env = server_environment(settings, paths.data, run_as)
             try:
-                popen, offset = spawn(argv, paths.log, env, header)
+                popen, offset = spawn(argv, paths.log, env, header, paths.data)
             except OSError as exc:
                 raise StartFailedError("SpawnFailed", f"cannot run {argv[0]}: {exc}") from exc
             return popen, offset, psutil.Process(popen.pid).create_time()
