@@ -14,16 +14,23 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from chroma_orch.dataplane.nginx import render
+import pytest
+
+from chroma_orch.dataplane.nginx import find_js_module, render
 from tests.conftest import require_program
 from tests.e2e.service import free_port, port_is_open
 from tests.helpers import wait_for
+
+# The workers' user: not Nginx's built-in default (nobody), so that the tests
+# see the configuration's `user` directive at work.
+WORKERS = "daemon"
 
 
 @dataclass
 class Nginx:
     url: str
     prefix: Path
+    pid: int  # the master's
 
     def log(self, name: str) -> str:
         path = self.prefix / name
@@ -32,12 +39,19 @@ class Nginx:
 
 @asynccontextmanager
 async def running_nginx(backend_port: int) -> AsyncIterator[Nginx]:
-    """Nginx in front of the service on ``backend_port``; skips without nginx."""
+    """Nginx in front of the service on ``backend_port``; skips without nginx (or
+    its njs module)."""
     program = require_program("nginx")
+    try:
+        find_js_module()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
     prefix = Path(tempfile.mkdtemp(prefix="co-nginx-", dir="/tmp"))
     os.chmod(prefix, 0o755)  # workers run as an unprivileged user when the master is root
     port = free_port()
-    config = render(prefix, backends=[f"127.0.0.1:{backend_port}"], listen=[f"127.0.0.1:{port}"])
+    config = render(
+        prefix, backends=[f"127.0.0.1:{backend_port}"], listen=[f"127.0.0.1:{port}"], user=WORKERS
+    )
     process = await asyncio.create_subprocess_exec(
         program, "-c", str(config), "-p", f"{prefix}/", "-g", "daemon off;",
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -51,7 +65,7 @@ async def running_nginx(backend_port: int) -> AsyncIterator[Nginx]:
 
     try:
         await wait_for(up, timeout=10)
-        yield Nginx(f"http://127.0.0.1:{port}", prefix)
+        yield Nginx(f"http://127.0.0.1:{port}", prefix, process.pid)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)

@@ -8,15 +8,7 @@ import hashlib
 import json
 import os
 import pwd
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import chromadb
@@ -26,16 +18,13 @@ import pytest
 from chromadb.config import Settings
 from websockets.asyncio.client import ClientConnection, connect
 
-from chroma_orch.dataplane.nginx import find_js_module, render
-from tests.conftest import ADMIN_TOKEN, require_program
-from tests.e2e.service import Service, free_port, port_is_open
+from tests.conftest import ADMIN_TOKEN
+from tests.dataplane.nginx_proc import WORKERS, Nginx, running_nginx
+from tests.e2e.service import Service, hold_port, port_is_open
 from tests.helpers import bearer, create_tenant, wait_for
 
 EMBEDDINGS: list[Sequence[float]] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 QUERY: list[Sequence[float]] = [[0.0, 0.9, 0.1]]
-# The workers' user: not Nginx's built-in default (nobody), so that the tests
-# see the configuration's `user` directive at work.
-WORKERS = "daemon"
 
 
 def _client(base: str, token: str) -> Any:
@@ -43,51 +32,10 @@ def _client(base: str, token: str) -> Any:
     return chromadb.HttpClient(host=base, headers=bearer(token), settings=settings)
 
 
-@dataclass
-class Nginx:
-    url: str
-    prefix: Path
-    pid: int  # the master's
-
-    def log(self, name: str) -> str:
-        path = self.prefix / name
-        return path.read_text() if path.exists() else ""
-
-
 @pytest.fixture
 async def nginx(service: Service) -> AsyncIterator[Nginx]:
-    program = require_program("nginx")
-    try:
-        find_js_module()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    prefix = _make_prefix()
-    port = free_port()
-    config = render(
-        prefix, backends=[f"127.0.0.1:{service.port}"], listen=[f"127.0.0.1:{port}"], user=WORKERS
-    )
-    process = await asyncio.create_subprocess_exec(
-        program, "-c", str(config), "-p", f"{prefix}/", "-g", "daemon off;",
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-
-    async def up() -> bool:
-        if process.returncode is not None:
-            assert process.stderr is not None
-            raise RuntimeError(f"nginx exited: {(await process.stderr.read()).decode()}")
-        return port_is_open("127.0.0.1", port)
-
-    await wait_for(up, timeout=10)
-    yield Nginx(f"http://127.0.0.1:{port}", prefix, process.pid)
-    process.send_signal(signal.SIGTERM)
-    await asyncio.wait_for(process.wait(), 10)
-    shutil.rmtree(prefix, ignore_errors=True)
-
-
-def _make_prefix() -> Path:
-    prefix = Path(tempfile.mkdtemp(prefix="co-nginx-", dir="/tmp"))
-    prefix.chmod(0o755)  # workers run as an unprivileged user when the master is root
-    return prefix
+    async with running_nginx(service.port) as proc:
+        yield proc
 
 
 def _write_and_query(base: str, token: str, collection: str) -> list[str]:
@@ -111,16 +59,6 @@ def _intrude(base: str, token: str) -> str | None:
     except Exception as exc:  # whatever the client makes of a 401/404
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-@contextmanager
-def _hold_port(port: int) -> Iterator[None]:
-    """Bind (without listening) so the port is neither free nor answering: the
-    restarted instance must move to another port."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the old server's TIME_WAITs
-        sock.bind(("127.0.0.1", port))
-        yield
 
 
 async def _next_event(ws: ClientConnection, instance_id: str, phase: str) -> dict[str, Any]:
@@ -195,7 +133,7 @@ async def test_chroma_clients_through_nginx_and_the_builtin_proxy(
                 assert int(response.headers["retry-after"]) > 0
 
         # Restarted on another port: both paths find it, nothing reconfigured.
-        with _hold_port(old_port):
+        with hold_port(old_port):
             await http.post(f"/v1/instances/{instance_id}/start")
             again = (await http.get(wait, params={"phase": "running"})).json()
         assert again["phase"] == "running"

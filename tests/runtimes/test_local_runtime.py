@@ -355,10 +355,18 @@ async def test_logs_tail(runtime: LocalRuntime, tmp_path: Path) -> None:
 @pytest.mark.skipif(not CHROMA_SCRIPT.exists(), reason="no chroma script beside python")
 async def test_chroma_cli_launcher_holds_lock_through_exec(tmp_path: Path, cleanup: None) -> None:
     settings = LocalRuntimeSettings(launcher="chroma-cli", chroma_command=str(CHROMA_SCRIPT))
-    if not server_user_can_run(CHROMA_SCRIPT, settings):
-        pytest.skip(f"{CHROMA_SCRIPT}'s interpreter is out of the server user's reach")
     rt = LocalRuntime(settings, tmp_path)
     try:
+        if not server_user_can_run(CHROMA_SCRIPT, settings):
+            # e.g. a root service whose Python lives under /root: the server's account
+            # cannot run the script, and the start fails saying so
+            handle = await rt.start(spec())
+            failed = await rt.wait_ready(handle, 30)
+            assert failed.state is ObservedState.EXITED
+            assert f"cannot run {CHROMA_SCRIPT}" in (failed.message or "")
+            assert "Permission denied" in (failed.message or "")
+            assert not lock_is_held(Path(handle["lock"]))
+            return
         handle = await started(rt, spec())
         record = read_lock(Path(handle["lock"]))
         assert record is not None
