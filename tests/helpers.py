@@ -60,9 +60,11 @@ async def wait_phase(
     return result
 
 
-async def converge(reconciler: Reconciler, rounds: int = 60) -> None:
-    """Run reconciler passes until nothing is due or in flight (requeues included)."""
-    for _ in range(rounds):
+async def converge(reconciler: Reconciler, timeout: float = 30.0) -> None:
+    """Run reconciler passes until nothing is due or in flight (requeues included,
+    e.g. a stopping ECS task waiting out the address quarantine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         claimed = await reconciler.run_once()
         await reconciler.drain()
         if not claimed:

@@ -19,8 +19,12 @@ from typing import Any
 
 import chromadb
 import httpx
+import pytest
 from chromadb.config import Settings as ChromaSettings
+from pydantic import ValidationError
 
+from chroma_orch.dataplane.nginx import default_source
+from chroma_orch.settings import NGINX_AUTH_CACHE_SECONDS, ProxySettings
 from tests.dataplane.nginx_proc import running_nginx
 from tests.e2e.service import Service, free_port, hold_port, running_service
 from tests.helpers import bearer, create_tenant, wait_for
@@ -216,3 +220,18 @@ async def test_nginx_hands_a_refused_request_on_or_asks_for_a_retry(
         assert refused.json()["code"] == "instance_moved"
         assert created_again.json()["name"] == "moved"
         assert "upstream=127.0.0.1:" + str(first["endpoint"]["port"]) in nginx.log("access.log")
+
+
+def test_the_quarantine_knows_how_long_nginx_keeps_an_authorisation() -> None:
+    """The settings' floor for the quarantine counts Nginx's auth cache lifetime:
+    the two must not drift apart. And bodies are streamed, so that Nginx uses an
+    authorisation right away, not once a slow body has arrived."""
+    config = default_source().read_text()
+    assert f"proxy_cache_valid 200 {NGINX_AUTH_CACHE_SECONDS}s;" in config
+    assert config.count("proxy_cache_valid") == 1
+    routed = config[config.index('location ~ "^/i/') : config.index("location = /_chroma_orch")]
+    assert "proxy_request_buffering off;" in routed
+    floor = 2.0 + NGINX_AUTH_CACHE_SECONDS + 1
+    assert ProxySettings(route_cache_ttl=2.0, address_quarantine=floor).address_quarantine == floor
+    with pytest.raises(ValidationError, match="must be at least"):
+        ProxySettings(route_cache_ttl=2.0, address_quarantine=floor - 0.5)
