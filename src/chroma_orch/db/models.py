@@ -85,6 +85,11 @@ class Instance(TimestampMixin, Base):
             postgresql_where=text("desired_state <> 'deleted'"),
         ),
         Index("ix_instances_due", "next_reconcile_at"),
+        Index(
+            "ix_instances_deleted",
+            "phase_changed_at",
+            postgresql_where=text("phase = 'deleted'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
@@ -138,6 +143,7 @@ class Intent(Base):
             "instance_id",
             postgresql_where=text("status IN ('pending', 'in_progress')"),
         ),
+        Index("ix_intents_instance_generation", "instance_id", "target_generation"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
