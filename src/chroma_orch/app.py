@@ -19,6 +19,7 @@ from chroma_orch.api import health, instances, metrics, seed, tenants
 from chroma_orch.context import AppContext
 from chroma_orch.db.embedded import EmbeddedPostgres
 from chroma_orch.db.migrate import upgrade
+from chroma_orch.db.retention import Retention
 from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.domain.instances import InstancePolicy
 from chroma_orch.domain.limits import RateLimiter
@@ -124,6 +125,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         listener.subscribe(EVENTS_CHANNEL, hub.notify)
         await stream.start(app, ctx=app.state.ctx, stack=stack, listener=listener)
         await dataplane.start(app, ctx=app.state.ctx, stack=stack)
+        retention = Retention(sessions, settings.retention, settings.events.retention_hours)
+        purge = run_periodically("retention", retention.run_once, settings.retention.interval)
+        stack.push_async_callback(_cancel, asyncio.create_task(purge, name="retention"))
         if settings.reconciler.enabled:
             work_engine = create_engine(
                 url,

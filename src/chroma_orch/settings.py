@@ -250,10 +250,9 @@ class EventsSettings(BaseModel):
         1000, ge=1, description="Messages buffered per subscriber before it must resync."
     )
     retention_hours: float = Field(
-        168.0, gt=0, description="Events older than this are pruned from the log."
-    )
-    prune_interval: float = Field(
-        600.0, gt=0, description="Seconds between passes that prune events past retention."
+        168.0,
+        gt=0,
+        description="Events older than this are pruned from the log (by the retention pass).",
     )
     send_timeout: float = Field(
         30.0,
@@ -266,6 +265,32 @@ class EventsSettings(BaseModel):
     )
     fetch_batch: int = Field(
         500, ge=1, description="Events read from the log per query (fan-out and backfill)."
+    )
+
+
+class RetentionSettings(BaseModel):
+    """The retention pass: what is purged, and when (events: ``events.retention_hours``)."""
+
+    interval: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds between retention passes (one replica at a time), which purge "
+        "events, settled intents and deleted instances past their retention.",
+    )
+    batch: int = Field(
+        10_000, ge=1, description="Rows deleted per statement, each its own transaction."
+    )
+    settled_intents_hours: float = Field(
+        168.0,
+        gt=0,
+        description="A settled intent (succeeded, failed, superseded) is purged this long "
+        "after it settled; an Idempotency-Key is remembered as long as its intent.",
+    )
+    deleted_instances_hours: float = Field(
+        168.0,
+        gt=0,
+        description="A deleted instance's row (with its intents) is purged this long after "
+        "it was deleted; until then a repeated DELETE still answers 202.",
     )
 
 
@@ -428,6 +453,7 @@ class Settings(BaseSettings):
     embedded_db: EmbeddedDatabaseSettings = Field(default_factory=EmbeddedDatabaseSettings)
     ecs: EcsSettings = Field(default_factory=EcsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     culling: CullingSettings = Field(default_factory=CullingSettings)

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chroma_orch.db.models import Event, Instance, Intent
-from tests.helpers import bearer, create_tenant, wait_for
+from tests.helpers import bearer, create_tenant, settle, wait_for
 
 
 async def _counts(engine: AsyncEngine) -> tuple[int, int, int]:
@@ -115,24 +115,6 @@ async def test_a_repeated_request_makes_the_instance_due_again(
     assert due is not None
 
 
-async def _settle(engine: AsyncEngine, instance_id: str, phase: str) -> None:
-    """Record ``phase`` as observed and settle the open intents, as the reconciler would."""
-    async with engine.begin() as conn:
-        await conn.execute(
-            update(Instance)
-            .where(Instance.id == uuid.UUID(instance_id))
-            .values(phase=phase, observed_generation=Instance.generation, next_reconcile_at=None)
-        )
-        await conn.execute(
-            update(Intent)
-            .where(
-                Intent.instance_id == uuid.UUID(instance_id),
-                Intent.status.in_(("pending", "in_progress")),
-            )
-            .values(status="succeeded", completed_at=func.now())
-        )
-
-
 async def _repeat_50(
     client: httpx.AsyncClient, engine: AsyncEngine, method: str, url: str, token: str | None
 ) -> set[tuple[int, str | None, str | None]]:
@@ -164,7 +146,7 @@ async def test_repeated_no_op_actions_add_no_rows(
     assert await _repeat_50(client, engine, "POST", f"{url}/start", token) == {
         (202, create_intent, "pending")
     }
-    await _settle(engine, instance_id, "running")
+    await settle(engine, instance_id, "running")
     assert await _repeat_50(client, engine, "POST", f"{url}/start", token) == {
         (202, create_intent, "succeeded")
     }
@@ -172,24 +154,24 @@ async def test_repeated_no_op_actions_add_no_rows(
     assert await _repeat_50(client, engine, "POST", f"{url}/stop", token) == {
         (202, stop, "pending")
     }
-    await _settle(engine, instance_id, "stopped")
+    await settle(engine, instance_id, "stopped")
     assert await _repeat_50(client, engine, "POST", f"{url}/stop", token) == {
         (202, stop, "succeeded")
     }
     delete = (await client.delete(url, headers=bearer(token))).json()["intent"]["id"]
-    await _settle(engine, instance_id, "deleted")
+    await settle(engine, instance_id, "deleted")
     assert await _repeat_50(client, engine, "DELETE", url, token) == {(202, delete, "succeeded")}
     # The seed routes: a stopped user's instance, stopped again; a running one, launched.
     await client.post("/launch", json={"user_id": "bob"})
     seed_id = (await client.get("/status/bob")).json()["id"]
-    await _settle(engine, seed_id, "running")
+    await settle(engine, seed_id, "running")
     launches = set()
     before = await _counts(engine)
     for _ in range(50):
         launches.add((await client.post("/launch", json={"user_id": "bob"})).status_code)
     assert (launches, await _counts(engine)) == ({200}, before)
     await client.post("/stop/bob")
-    await _settle(engine, seed_id, "stopped")
+    await settle(engine, seed_id, "stopped")
     assert await _repeat_50(client, engine, "POST", "/stop/bob", None) == {(202, None, None)}
 
 
