@@ -6,6 +6,7 @@ generated from them, so the description is the documentation.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import sys
@@ -369,6 +370,16 @@ class LimitsSettings(BaseModel):
         50.0, gt=0, description="Sustained requests per second per token (per replica)."
     )
     burst: int = Field(100, ge=1, description="Requests a token may make at once (per replica).")
+    auth_failures: int = Field(
+        20,
+        ge=1,
+        description="Requests with an invalid token one client address may make per "
+        "auth_failure_window (per replica) before it gets 429 (too_many_auth_failures) for "
+        "any token this replica has not verified lately (see trusted_proxies).",
+    )
+    auth_failure_window: float = Field(
+        60.0, gt=0, description="Seconds over which auth_failures refills."
+    )
 
 
 class EmbeddedDatabaseSettings(BaseModel):
@@ -415,6 +426,20 @@ class Settings(BaseSettings):
         "changed token is dropped at once on every replica (PostgreSQL notifies them); "
         "this only bounds how old last_used_at gets. 0 disables the cache.",
     )
+    refused_token_ttl: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a refused token (by digest) is refused again without a lookup. "
+        "A token created, changed or deleted meanwhile is forgotten at once on every replica "
+        "(PostgreSQL notifies them). 0 disables it.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For "
+        "names the client (refused tokens are counted per client address). Empty: the "
+        "connection's peer is the client. Behind Nginx on the same host: "
+        '["127.0.0.1", "::1"].',
+    )
     data_dir: Path = Field(
         default_factory=default_data_dir,
         description="State directory: embedded PostgreSQL, local instances' data and logs.",
@@ -457,6 +482,13 @@ class Settings(BaseSettings):
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     culling: CullingSettings = Field(default_factory=CullingSettings)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # a ValueError names the bad one
+        return value
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:
