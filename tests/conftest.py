@@ -157,7 +157,10 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "admin_token": ADMIN_TOKEN,
         "local": LocalRuntimeSettings(port_range=port_window(), start_timeout=30, stop_grace=5),
         "limits": LimitsSettings(
-            requests_per_second=10_000, burst=10_000, max_concurrent_starts=10_000
+            requests_per_second=10_000,
+            burst=10_000,
+            max_concurrent_starts=10_000,
+            auth_failures=10_000,
         ),
         "reconciler": ReconcilerSettings(
             lease_seconds=5,

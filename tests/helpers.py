@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chroma_orch.db.models import Instance
+from chroma_orch.db.models import Instance, Intent
 from chroma_orch.reconciler.loop import Reconciler
 
 
@@ -22,6 +24,23 @@ async def create_tenant(client: httpx.AsyncClient, name: str) -> tuple[str, str]
     response = await client.post(f"/v1/tenants/{tenant_id}/tokens", json={"name": "t"})
     assert response.status_code == 201, response.text
     return tenant_id, response.json()["token"]
+
+
+async def settle(engine: AsyncEngine, instance_id: str | uuid.UUID, phase: str) -> None:
+    """Record ``phase`` as observed and settle the open intents, as the reconciler
+    would (for tests that run without one)."""
+    instance_id = uuid.UUID(str(instance_id))
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(Instance)
+            .where(Instance.id == instance_id)
+            .values(phase=phase, observed_generation=Instance.generation, next_reconcile_at=None)
+        )
+        await conn.execute(
+            update(Intent)
+            .where(Intent.instance_id == instance_id, Intent.status.in_(("pending", "in_progress")))
+            .values(status="succeeded", completed_at=func.now())
+        )
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from chroma_orch import __version__, dashboard, dataplane
 from chroma_orch.api import dataplane as dataplane_api
@@ -19,9 +20,10 @@ from chroma_orch.api import health, instances, metrics, seed, tenants
 from chroma_orch.context import AppContext
 from chroma_orch.db.embedded import EmbeddedPostgres
 from chroma_orch.db.migrate import upgrade
+from chroma_orch.db.retention import Retention
 from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.domain.instances import InstancePolicy
-from chroma_orch.domain.limits import RateLimiter
+from chroma_orch.domain.limits import AuthFailures, RateLimiter
 from chroma_orch.domain.tenants import ensure_admin_token
 from chroma_orch.domain.token_cache import TOKENS_CHANNEL, TokenCache
 from chroma_orch.errors import install_error_handlers
@@ -116,14 +118,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = EventHub()
         limiter = RateLimiter(settings.limits.requests_per_second, settings.limits.burst)
         listener = PgListener(url, settings.reconciler.replica_id)
-        tokens = TokenCache(settings.token_cache_ttl, 10_000, listener.connected.is_set)
+        tokens = TokenCache(
+            settings.token_cache_ttl,
+            10_000,
+            listener.connected.is_set,
+            refused_ttl=settings.refused_token_ttl,
+        )
+        failures = AuthFailures(settings.limits.auth_failures, settings.limits.auth_failure_window)
         listener.subscribe(TOKENS_CHANNEL, tokens.on_notify)
-        ctx = AppContext(settings, engine, sessions, runtime, policy, hub, limiter, tokens)
+        ctx = AppContext(
+            settings, engine, sessions, runtime, policy, hub, limiter, tokens, failures
+        )
         ctx.migrations_at_head = settings.migrate_on_start
         app.state.ctx = ctx
         listener.subscribe(EVENTS_CHANNEL, hub.notify)
         await stream.start(app, ctx=app.state.ctx, stack=stack, listener=listener)
         await dataplane.start(app, ctx=app.state.ctx, stack=stack)
+        retention = Retention(sessions, settings.retention, settings.events.retention_hours)
+        purge = run_periodically("retention", retention.run_once, settings.retention.interval)
+        stack.push_async_callback(_cancel, asyncio.create_task(purge, name="retention"))
         if settings.reconciler.enabled:
             work_engine = create_engine(
                 url,
@@ -175,4 +188,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     dashboard.mount(app)
     app.add_middleware(RequestContextMiddleware)
+    if settings.trusted_proxies:  # the client a trusted proxy forwards for, else the peer
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app

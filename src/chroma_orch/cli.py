@@ -115,6 +115,7 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         log_config=None,  # keep our handlers (request ids, JSON) for uvicorn's lines too
         lifespan="on",
+        proxy_headers=False,  # the app trusts only Settings.trusted_proxies' forwarding
     )
     uvicorn.Server(config).run()
 

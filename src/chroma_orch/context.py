@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chroma_orch.domain.instances import InstancePolicy
-from chroma_orch.domain.limits import RateLimiter
+from chroma_orch.domain.limits import AuthFailures, RateLimiter
 from chroma_orch.domain.token_cache import TokenCache
 from chroma_orch.events.hub import EventHub
 from chroma_orch.runtimes.base import Runtime
@@ -28,5 +28,6 @@ class AppContext:
     hub: EventHub
     rate_limiter: RateLimiter
     tokens: TokenCache
+    auth_failures: AuthFailures
     reconciler: Reconciler | None = None
     migrations_at_head: bool = False

@@ -107,6 +107,10 @@ class RateLimitedError(TooManyRequestsError):
     code, title = "rate_limited", "Request rate limit exceeded for this token"
 
 
+class TooManyAuthFailuresError(TooManyRequestsError):
+    code, title = "too_many_auth_failures", "Too many invalid tokens from this address"
+
+
 class TooManyStartsError(TooManyRequestsError):
     code, title = "too_many_starts", "Too many instances are starting; retry later"
 

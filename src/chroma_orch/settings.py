@@ -6,6 +6,7 @@ generated from them, so the description is the documentation.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -280,10 +281,9 @@ class EventsSettings(BaseModel):
         1000, ge=1, description="Messages buffered per subscriber before it must resync."
     )
     retention_hours: float = Field(
-        168.0, gt=0, description="Events older than this are pruned from the log."
-    )
-    prune_interval: float = Field(
-        600.0, gt=0, description="Seconds between passes that prune events past retention."
+        168.0,
+        gt=0,
+        description="Events older than this are pruned from the log (by the retention pass).",
     )
     send_timeout: float = Field(
         30.0,
@@ -296,6 +296,32 @@ class EventsSettings(BaseModel):
     )
     fetch_batch: int = Field(
         500, ge=1, description="Events read from the log per query (fan-out and backfill)."
+    )
+
+
+class RetentionSettings(BaseModel):
+    """The retention pass: what is purged, and when (events: ``events.retention_hours``)."""
+
+    interval: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds between retention passes (one replica at a time), which purge "
+        "events, settled intents and deleted instances past their retention.",
+    )
+    batch: int = Field(
+        10_000, ge=1, description="Rows deleted per statement, each its own transaction."
+    )
+    settled_intents_hours: float = Field(
+        168.0,
+        gt=0,
+        description="A settled intent (succeeded, failed, superseded) is purged this long "
+        "after it settled; an Idempotency-Key is remembered as long as its intent.",
+    )
+    deleted_instances_hours: float = Field(
+        168.0,
+        gt=0,
+        description="A deleted instance's row (with its intents) is purged this long after "
+        "it was deleted; until then a repeated DELETE still answers 202.",
     )
 
 
@@ -401,6 +427,16 @@ class LimitsSettings(BaseModel):
         50.0, gt=0, description="Sustained requests per second per token (per replica)."
     )
     burst: int = Field(100, ge=1, description="Requests a token may make at once (per replica).")
+    auth_failures: int = Field(
+        20,
+        ge=1,
+        description="Requests with an invalid token one client address may make per "
+        "auth_failure_window (per replica) before it gets 429 (too_many_auth_failures) for "
+        "any token this replica has not verified lately (see trusted_proxies).",
+    )
+    auth_failure_window: float = Field(
+        60.0, gt=0, description="Seconds over which auth_failures refills."
+    )
 
 
 class EmbeddedDatabaseSettings(BaseModel):
@@ -447,6 +483,20 @@ class Settings(BaseSettings):
         "changed token is dropped at once on every replica (PostgreSQL notifies them); "
         "this only bounds how old last_used_at gets. 0 disables the cache.",
     )
+    refused_token_ttl: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a refused token (by digest) is refused again without a lookup. "
+        "A token created, changed or deleted meanwhile is forgotten at once on every replica "
+        "(PostgreSQL notifies them). 0 disables it.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For "
+        "names the client (refused tokens are counted per client address). Empty: the "
+        "connection's peer is the client. Behind Nginx on the same host: "
+        '["127.0.0.1", "::1"].',
+    )
     data_dir: Path = Field(
         default_factory=default_data_dir,
         description="State directory: embedded PostgreSQL, local instances' data and logs.",
@@ -485,9 +535,17 @@ class Settings(BaseSettings):
     embedded_db: EmbeddedDatabaseSettings = Field(default_factory=EmbeddedDatabaseSettings)
     ecs: EcsSettings = Field(default_factory=EcsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     culling: CullingSettings = Field(default_factory=CullingSettings)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # a ValueError names the bad one
+        return value
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

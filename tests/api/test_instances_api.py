@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chroma_orch.db.models import Event, Instance, Intent
-from tests.helpers import bearer, create_tenant, wait_for
+from tests.helpers import bearer, create_tenant, settle, wait_for
 
 
 async def _counts(engine: AsyncEngine) -> tuple[int, int, int]:
@@ -113,6 +113,66 @@ async def test_a_repeated_request_makes_the_instance_due_again(
             select(Instance.next_reconcile_at).where(Instance.id == instance_id)
         )
     assert due is not None
+
+
+async def _repeat_50(
+    client: httpx.AsyncClient, engine: AsyncEngine, method: str, url: str, token: str | None
+) -> set[tuple[int, str | None, str | None]]:
+    """Send a request 50 times (as the admin without ``token``); checks that it added
+    no row, and returns the distinct answers (status, intent id, intent status)."""
+    before = await _counts(engine)
+    answers = set()
+    for _ in range(50):
+        headers = bearer(token) if token else None
+        response = await client.request(method, url, headers=headers)
+        intent = response.json().get("intent") or {}
+        answers.add((response.status_code, intent.get("id"), intent.get("status")))
+    assert await _counts(engine) == before, (method, url)
+    return answers
+
+
+async def test_repeated_no_op_actions_add_no_rows(
+    client: httpx.AsyncClient, api_app: object
+) -> None:
+    """A request that changes nothing (a stop of a stopping or stopped instance, a
+    start of a running one, a delete of a deleted one, the seed routes alike)
+    answers 202 with the intent already carrying that state, and writes no row."""
+    engine: AsyncEngine = api_app.state.ctx.engine  # type: ignore[attr-defined]
+    _, token = await create_tenant(client, "acme")
+    created = (await client.post("/v1/instances", json={}, headers=bearer(token))).json()
+    instance_id, create_intent = created["instance"]["id"], created["intent"]["id"]
+    url = f"/v1/instances/{instance_id}"
+    # While the reconciler has not acted yet: the open intent is the answer.
+    assert await _repeat_50(client, engine, "POST", f"{url}/start", token) == {
+        (202, create_intent, "pending")
+    }
+    await settle(engine, instance_id, "running")
+    assert await _repeat_50(client, engine, "POST", f"{url}/start", token) == {
+        (202, create_intent, "succeeded")
+    }
+    stop = (await client.post(f"{url}/stop", headers=bearer(token))).json()["intent"]["id"]
+    assert await _repeat_50(client, engine, "POST", f"{url}/stop", token) == {
+        (202, stop, "pending")
+    }
+    await settle(engine, instance_id, "stopped")
+    assert await _repeat_50(client, engine, "POST", f"{url}/stop", token) == {
+        (202, stop, "succeeded")
+    }
+    delete = (await client.delete(url, headers=bearer(token))).json()["intent"]["id"]
+    await settle(engine, instance_id, "deleted")
+    assert await _repeat_50(client, engine, "DELETE", url, token) == {(202, delete, "succeeded")}
+    # The seed routes: a stopped user's instance, stopped again; a running one, launched.
+    await client.post("/launch", json={"user_id": "bob"})
+    seed_id = (await client.get("/status/bob")).json()["id"]
+    await settle(engine, seed_id, "running")
+    launches = set()
+    before = await _counts(engine)
+    for _ in range(50):
+        launches.add((await client.post("/launch", json={"user_id": "bob"})).status_code)
+    assert (launches, await _counts(engine)) == ({200}, before)
+    await client.post("/stop/bob")
+    await settle(engine, seed_id, "stopped")
+    assert await _repeat_50(client, engine, "POST", "/stop/bob", None) == {(202, None, None)}
 
 
 async def test_idempotency_key(client: httpx.AsyncClient, api_app: object) -> None:

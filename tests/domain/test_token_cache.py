@@ -52,3 +52,34 @@ def test_a_read_overtaken_by_a_change_is_not_cached() -> None:
     assert cache.get("a") is None
     cache.put("a", PRINCIPAL, None, read_at=cache.epoch)
     assert cache.get("a") == PRINCIPAL
+
+
+def test_a_refusal_is_remembered_until_the_token_changes() -> None:
+    cache = TokenCache(60, 10, connected=lambda: True, refused_ttl=60)
+    cache.refuse("a", "invalid token", read_at=cache.epoch)
+    cache.refuse("b", "token expired", read_at=cache.epoch)
+    assert cache.refused("a") == "invalid token"
+    cache.on_notify("a")  # created (or changed) meanwhile
+    assert cache.refused("a") is None
+    assert cache.refused("b") == "token expired"
+    cache.on_notify("")
+    assert cache.refused("b") is None
+
+
+def test_no_refusal_is_remembered_or_served_while_the_listener_is_down() -> None:
+    connected = [True]
+    cache = TokenCache(60, 10, connected=lambda: connected[0], refused_ttl=60)
+    cache.refuse("a", "invalid token", read_at=cache.epoch)
+    connected[0] = False
+    assert cache.refused("a") is None
+    cache.refuse("b", "invalid token", read_at=cache.epoch)
+    connected[0] = True
+    assert cache.refused("b") is None
+
+
+def test_a_refusal_overtaken_by_a_creation_is_not_remembered() -> None:
+    cache = TokenCache(60, 10, connected=lambda: True, refused_ttl=60)
+    read_at = cache.epoch
+    cache.on_notify("a")  # the token is created between the lookup and the refusal
+    cache.refuse("a", "invalid token", read_at=read_at)
+    assert cache.refused("a") is None

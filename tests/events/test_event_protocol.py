@@ -13,6 +13,8 @@ from sqlalchemy import select, text
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chroma_orch.db.models import Event
+from chroma_orch.db.retention import Retention
+from chroma_orch.settings import RetentionSettings
 from tests.conftest import ADMIN_TOKEN
 from tests.events.conftest import LiveFactory
 from tests.events.live import LiveServer, emit, others_within, receive, receive_events
@@ -65,7 +67,9 @@ async def test_expired_and_unknown_cursors_get_resync(live: LiveServer) -> None:
     async with live.ctx.sessions() as session:
         await session.execute(text("UPDATE events SET created_at = now() - interval '400 hours'"))
         await session.commit()
-    assert await live.stream.prune_once() == 9  # the newest event is always kept
+    retention = Retention(live.ctx.sessions, RetentionSettings(), events_hours=168)
+    purged = await retention.run_once()
+    assert purged["events"] == 9  # the newest event is always kept
     newest = (await _all_seqs(live, 0))[-1]
     async with live.connect("/v1/events?since=1") as ws:
         resync = await receive(ws)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from chroma_orch.api.deps import client_address
 from chroma_orch.dataplane import get_dataplane
 from chroma_orch.dataplane.access import InstanceNotRunningError, credential, parse_instance_id
 from chroma_orch.dataplane.forward import ProxyBusyError, UpstreamError, UpstreamTimeoutError
@@ -43,7 +44,11 @@ async def proxy(instance_id: str, path: str, request: Request) -> Response:
     plane = get_dataplane(request.app)
     if not plane.enabled:
         raise NotFoundError("the built-in proxy is disabled (CHROMA_ORCH_PROXY__ENABLED)")
-    route = await plane.authorize(credential(request.headers), parse_instance_id(instance_id))
+    route = await plane.authorize(
+        credential(request.headers),
+        parse_instance_id(instance_id),
+        client=client_address(request),
+    )
     raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
     prefix_len = raw_path.index(b"/", len(b"/i/"))
     response = await plane.forward(route, request, prefix_len)
@@ -79,7 +84,10 @@ async def nginx_auth(request: Request) -> Response:
     )
     # No waking here: Nginx hands a 503 to the built-in proxy, which wakes and holds.
     route = await plane.authorize(
-        credential(request.headers), parse_instance_id(instance), wake=False
+        credential(request.headers),
+        parse_instance_id(instance),
+        wake=False,
+        client=client_address(request),
     )
     assert route.address is not None
     return Response(

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from chroma_orch.context import AppContext
 from chroma_orch.domain.auth import Principal, authenticate
@@ -55,13 +56,23 @@ Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 bearer = HTTPBearer(auto_error=False, description="An admin or tenant API token.")
 
 
+def client_address(connection: HTTPConnection) -> str | None:
+    """The client's address: the connection's peer, or the client a trusted proxy
+    forwards for (``Settings.trusted_proxies``; rewritten by the proxy-headers
+    middleware)."""
+    return connection.client.host if connection.client else None
+
+
 async def get_principal(
+    request: Request,
     session: Session,
     ctx: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     token = credentials.credentials if credentials else None
-    principal = await authenticate(session, token, ctx.tokens)
+    principal = await authenticate(
+        session, token, ctx.tokens, failures=ctx.auth_failures, client=client_address(request)
+    )
     ctx.rate_limiter.check(principal.token_id)
     with_principal(principal)
     return principal

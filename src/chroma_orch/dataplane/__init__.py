@@ -29,23 +29,29 @@ class DataPlane:
     def __init__(self, ctx: AppContext) -> None:
         settings = ctx.settings.proxy
         self.enabled = settings.enabled
-        self.access = Access(ctx.sessions, ctx.hub, ctx.tokens, settings)
+        self.access = Access(ctx.sessions, ctx.hub, ctx.tokens, settings, ctx.auth_failures)
         self.activity = ActivityRecorder(ctx.sessions, settings.activity_flush_interval)
         self.forwarder = Forwarder(settings)
         self.waker = Waker(ctx, self.access)
 
     async def authorize(
-        self, token: str | None, instance_id: uuid.UUID, *, wake: bool = True
+        self,
+        token: str | None,
+        instance_id: uuid.UUID,
+        *,
+        wake: bool = True,
+        client: str | None = None,
     ) -> Route:
         """See ``Access.authorize``; a granted request counts as activity. With
         ``wake``, a request to a culled wake-on-request instance starts it and waits
         (bounded) until it runs."""
         try:
-            route = await self.access.authorize(token, instance_id)
+            route = await self.access.authorize(token, instance_id, client)
         except InstanceNotRunningError:
             if not wake:
                 raise
-            route = await self.waker.wake(await self.access.principal(token), instance_id)
+            principal = await self.access.principal(token, client)
+            route = await self.waker.wake(principal, instance_id)
         self.activity.touch(instance_id)
         return route
 

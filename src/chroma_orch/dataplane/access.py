@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chroma_orch.cache import TtlCache
 from chroma_orch.db.models import Instance
 from chroma_orch.domain.auth import TENANT_SCOPE, Principal, authenticate, bearer_from_header
+from chroma_orch.domain.limits import AuthFailures
 from chroma_orch.domain.states import DesiredState, Phase
 from chroma_orch.domain.token_cache import TokenCache
 from chroma_orch.errors import (
@@ -95,22 +96,26 @@ class Access:
         hub: EventHub,
         tokens: TokenCache,
         settings: ProxySettings,
+        failures: AuthFailures | None = None,
     ) -> None:
         self._sessions = sessions
         self._hub = hub
         self._tokens = tokens
+        self._failures = failures
         self._retry_after = settings.retry_after
         self._routes: TtlCache[uuid.UUID, Route] = TtlCache(
             settings.route_cache_ttl, settings.cache_size
         )
 
-    async def principal(self, token: str | None) -> Principal:
+    async def principal(self, token: str | None, client: str | None = None) -> Principal:
         """The token's principal, or ``UnauthorizedError`` (missing, unknown, revoked,
-        expired)."""
+        expired); refusals are counted against the ``client``'s address."""
         if not token:
             raise UnauthorizedError("missing token (Authorization: Bearer or X-Chroma-Token)")
         async with self._sessions() as session:  # no connection unless the cache misses
-            principal = await authenticate(session, token, self._tokens)
+            principal = await authenticate(
+                session, token, self._tokens, failures=self._failures, client=client
+            )
             await session.commit()
         return principal
 
@@ -155,7 +160,9 @@ class Access:
         """Drop a cached route (its endpoint refused a connection)."""
         self._routes.drop(instance_id)
 
-    async def authorize(self, token: str | None, instance_id: uuid.UUID) -> Route:
+    async def authorize(
+        self, token: str | None, instance_id: uuid.UUID, client: str | None = None
+    ) -> Route:
         """The route to a running instance the token may use.
 
         Raises ``UnauthorizedError`` (401) for a missing or invalid token,
@@ -163,7 +170,7 @@ class Access:
         ``NotFoundError`` (404) for an instance that does not exist or belongs to
         another tenant, ``InstanceNotRunningError`` (503, Retry-After) otherwise.
         """
-        principal = await self.principal(token)
+        principal = await self.principal(token, client)
         if not principal.is_admin and TENANT_SCOPE not in principal.scopes:
             raise ForbiddenError("this token may not use the data plane")
         route = await self.route(instance_id)

@@ -91,6 +91,11 @@ class Instance(TimestampMixin, Base):
             "endpoint_port",
             postgresql_where=text("endpoint_host IS NOT NULL"),
         ),
+        Index(
+            "ix_instances_deleted",
+            "phase_changed_at",
+            postgresql_where=text("phase = 'deleted'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
@@ -144,6 +149,7 @@ class Intent(Base):
             "instance_id",
             postgresql_where=text("status IN ('pending', 'in_progress')"),
         ),
+        Index("ix_intents_instance_generation", "instance_id", "target_generation"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)

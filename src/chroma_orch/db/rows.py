@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -32,6 +32,17 @@ _INTENT_FILLED = (
     "next_attempt_at AS intent_next_attempt_at"
 )
 """What the database fills in on a new intent, named apart from instance columns."""
+OPEN_INTENT = ("pending", "in_progress")
+"""Statuses of an intent the reconciler has yet to settle."""
+ANY_INTENT = (*OPEN_INTENT, "succeeded", "failed", "superseded")
+_INTENT_COLUMNS = tuple(Intent.__table__.columns.keys())
+_INTENT_COLUMNS_SQL = ", ".join(_INTENT_COLUMNS)
+_REUSED = (
+    "reused AS (SELECT " + _INTENT_COLUMNS_SQL + " FROM intents "
+    "WHERE instance_id = $1 AND target_generation = ${g} AND status = ANY(${s}) "
+    "AND EXISTS (SELECT FROM current) ORDER BY created_at DESC LIMIT 1)"
+)
+"""The intent a repeated request is answered with (see ``add_intent``)."""
 
 
 def _param(column: str, value: Any) -> Any:
@@ -191,30 +202,40 @@ async def add_intent(
     instance_changes: Mapping[str, Any] | None,
     events: list[dict[str, Any]],
     notify: Mapping[str, str],
+    reuse: Sequence[str] = (),
 ) -> Intent | None:
     """A new intent (with its instance's changes, events and notifications) in one
     statement, only while the instance is still at ``generation``: None when it
-    moved on meanwhile (read it again and decide again)."""
+    moved on meanwhile (read it again and decide again). With ``reuse`` (statuses),
+    the instance's latest intent for ``generation`` in one of them, if there is one,
+    is the answer instead and nothing is inserted (a repeated request)."""
     values = {"id": uuid.uuid4(), **intent}
-    instance_id = values["instance_id"]
     if instance_changes is not None:
         current, params = update_instance_sql(instance_changes, generation=generation)
     else:
         current, params = "SELECT id FROM instances WHERE id = $1 AND generation = $2", [generation]
-    params = [instance_id, *params]
-    intent_sql, intent_params = _insert_sql("intents", values, len(params) + 1, "current")
+    params = [values["instance_id"], *params]
+    ctes = [f"current AS ({current})"]
+    source = "current"
+    if reuse:
+        params += [generation, list(reuse)]
+        ctes.append(_REUSED.format(g=len(params) - 1, s=len(params)))
+        source = "current WHERE NOT EXISTS (SELECT FROM reused)"
+    intent_sql, intent_params = _insert_sql("intents", values, len(params) + 1, source)
     params += intent_params
+    ctes.append(f"inserted AS ({intent_sql} RETURNING {_INTENT_COLUMNS_SQL})")
+    union = " UNION ALL SELECT * FROM reused" if reuse else ""
+    ctes.append(f"intent AS (SELECT * FROM inserted{union})")
     con, appending, items, written = await _with_events(session, params, events, notify, "intent")
-    ctes = [f"current AS ({current})", f"intent AS ({intent_sql} RETURNING {_INTENT_FILLED})"]
     row = await con.fetchrow(
         f"WITH {', '.join([*ctes, *appending])} SELECT intent.*, {items} "
         "FROM (SELECT 1) AS one LEFT JOIN intent ON true",
         *params,
     )
-    if row["intent_created_at"] is None:
+    if row["id"] is None:
         return None
     written()
-    return _intent_of(values, row)
+    return Intent(**{column: row[column] for column in _INTENT_COLUMNS})
 
 
 async def update_instance(

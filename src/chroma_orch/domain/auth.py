@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.models import ApiToken
+from chroma_orch.domain.limits import AuthFailures
 from chroma_orch.domain.token_cache import TokenCache
 from chroma_orch.errors import ForbiddenError, NotFoundError, UnauthorizedError
 
@@ -95,25 +96,52 @@ async def issue_token(
 
 
 async def authenticate(
-    session: AsyncSession, token: str | None, cache: TokenCache | None = None
+    session: AsyncSession,
+    token: str | None,
+    cache: TokenCache | None = None,
+    *,
+    failures: AuthFailures | None = None,
+    client: str | None = None,
 ) -> Principal:
     """Resolve a bearer token, or raise ``UnauthorizedError``. Revoked and expired fail.
-    With a ``cache``, a token verified before and unchanged since needs no lookup."""
+    With a ``cache``, a token verified before and unchanged since needs no lookup, nor
+    does one refused lately. With ``failures`` and the ``client``'s address, refusals
+    are counted per address, and an address past its limit gets
+    ``TooManyAuthFailuresError`` for any token the cache does not know as valid."""
     if not token:
         raise UnauthorizedError("missing bearer token")
-    if len(token) > 256:
-        raise UnauthorizedError("invalid token")
     digest = hash_token(token)
     cached = cache.get(digest) if cache is not None else None
     if cached is not None:
         return cached
+    if failures is not None and client is not None:
+        failures.check(client)
+    try:
+        return await _verify(session, token, digest, cache)
+    except UnauthorizedError:
+        if failures is not None and client is not None:
+            failures.record(client)
+        raise
+
+
+async def _verify(
+    session: AsyncSession, token: str, digest: str, cache: TokenCache | None
+) -> Principal:
+    """The token's principal, read from the database (and cached); refusals too."""
+    if len(token) > 256:
+        raise UnauthorizedError("invalid token")
+    refused = cache.refused(digest) if cache is not None else None
+    if refused is not None:
+        raise UnauthorizedError(refused)
     epoch = cache.epoch if cache is not None else 0
     row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
     now = datetime.now(UTC)
-    if row is None or row.revoked_at is not None:
-        raise UnauthorizedError("invalid token")
-    if row.expires_at is not None and row.expires_at <= now:
-        raise UnauthorizedError("token expired")
+    refusal = _refusal(row, now)
+    if refusal is not None:
+        if cache is not None:
+            cache.refuse(digest, refusal, read_at=epoch)
+        raise UnauthorizedError(refusal)
+    assert row is not None
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
         await session.execute(
             update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now)
@@ -122,6 +150,15 @@ async def authenticate(
     if cache is not None:
         cache.put(digest, principal, row.expires_at, read_at=epoch)
     return principal
+
+
+def _refusal(row: ApiToken | None, now: datetime) -> str | None:
+    """Why a token's row does not authenticate anyone (None: it does)."""
+    if row is None or row.revoked_at is not None:
+        return "invalid token"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "token expired"
+    return None
 
 
 def bearer_from_header(value: str | None) -> str | None:

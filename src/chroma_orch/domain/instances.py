@@ -166,6 +166,36 @@ def _refuse(counts: Mapping[str, Any], name: str, policy: InstancePolicy) -> Non
     enforce_start_cap(counts["starts"], policy.max_concurrent_starts)
 
 
+def _change(
+    action: Action, instance: Instance, keep_data: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Apply a request that changes the desired state to ``instance``: the columns
+    it writes, and its event."""
+    before = desired_snapshot(instance)
+    generation = instance.generation + 1
+    changes: dict[str, Any] = {
+        "desired_state": ACTION_TARGETS[action].value,
+        "generation": generation,
+        "culled_at": None,  # a request from a person: not idle any more
+    }
+    if action is Action.RESTART:
+        changes["restart_generation"] = generation
+    if action in (Action.START, Action.RESTART):
+        changes["restart_count"] = 0
+    if action is Action.DELETE:
+        changes["keep_data"] = keep_data
+    for column, value in changes.items():
+        setattr(instance, column, value)
+    event = event_row(
+        type="instance.desired_changed",
+        instance_id=instance.id,
+        tenant_id=instance.tenant_id,
+        before=before,
+        after={"action": action.value, **desired_snapshot(instance)},
+    )
+    return changes, event
+
+
 class InstanceService:
     def __init__(self, session: AsyncSession, principal: Principal, policy: InstancePolicy):
         self.session = session
@@ -281,58 +311,34 @@ class InstanceService:
         self, instance: Instance, action: Action, *, keep_data: bool = False
     ) -> tuple[Instance, Intent] | None:
         """Write the action's desired state, intent and event, in one statement, if
-        ``instance`` is still at the generation it was read at (else None)."""
+        ``instance`` is still at the generation it was read at (else None). A repeat
+        (it changes nothing) writes no intent: it is answered with the one its
+        generation has, still open, or settled once the instance got there."""
         desired, phase = DesiredState(instance.desired_state), Phase(instance.phase)
         check_action(action, desired, phase)
-        starts = action in (Action.START, Action.RESTART)
-        if starts and changes_desired(action, desired, phase):
-            await check_concurrent_starts(self.session, self.policy.max_concurrent_starts)
         generation = instance.generation
         changes: dict[str, Any] | None = None
         events = []
         if changes_desired(action, desired, phase):
-            before = desired_snapshot(instance)
-            changes = {
-                "desired_state": ACTION_TARGETS[action].value,
-                "generation": generation + 1,
-                "culled_at": None,  # a request from a person: not idle any more
-            }
-            if action is Action.RESTART:
-                changes["restart_generation"] = changes["generation"]
             if action in (Action.START, Action.RESTART):
-                changes["restart_count"] = 0
-            if action is Action.DELETE:
-                changes["keep_data"] = keep_data
-            for column, value in changes.items():
-                setattr(instance, column, value)
-            events.append(
-                event_row(
-                    type="instance.desired_changed",
-                    instance_id=instance.id,
-                    tenant_id=instance.tenant_id,
-                    before=before,
-                    after={"action": action.value, **desired_snapshot(instance)},
-                )
-            )
-        converged = instance.observed_generation >= instance.generation and not changes_desired(
-            action, DesiredState(instance.desired_state), Phase(instance.phase)
-        )
+                await check_concurrent_starts(self.session, self.policy.max_concurrent_starts)
+            changes, event = _change(action, instance, keep_data)
+            events.append(event)
+        converged = changes is None and instance.observed_generation >= instance.generation
+        target = instance.generation  # the new one, for a change
+        values = _intent_values(instance.tenant_id, action, target, converged, None, None)
         intent = await rows.add_intent(
             self.session,
-            {
-                "instance_id": instance.id,
-                **_intent_values(
-                    instance.tenant_id, action, instance.generation, converged, None, None
-                ),
-            },
+            {"instance_id": instance.id, **values},
             generation=generation,
-            # Due again even for a repeated request: if the reconciler is finishing
-            # this very instance, it must come back for the new intent.
+            # Due again even for a repeat: if the reconciler is finishing this very
+            # instance, it must come back for an intent its last write did not see.
             instance_changes=None
-            if changes is None and converged
+            if converged
             else {**(changes or {}), "next_reconcile_at": rows.NOW},
             events=events,
             notify={} if converged else {INTENTS_CHANNEL: str(instance.id)},
+            reuse=() if changes else rows.ANY_INTENT if converged else rows.OPEN_INTENT,
         )
         return None if intent is None else (instance, intent)
 

@@ -2,12 +2,16 @@
 
 A cached token stays valid only as long as PostgreSQL is known to tell us about
 changes: a trigger on ``api_tokens`` notifies ``TOKENS_CHANNEL`` with the token's
-digest whenever it is revoked, re-scoped, given another expiry or deleted (also
-by cascade, and also from another process such as ``chroma-orch admin-token``),
-and every replica drops that entry. While the listener is not connected nothing
+digest whenever it is created, revoked, re-scoped, given another expiry or
+deleted (also by cascade, and also from another process such as ``chroma-orch
+admin-token``), and every replica drops that entry. While the listener is not connected nothing
 is served from the cache (a notification could be missed then), and on each
 (re)connection the cache starts empty. Expiry is checked on every hit; ``ttl``
 only bounds how stale ``last_used_at`` and a forgotten entry can get.
+
+Refused tokens are kept too, by digest, for ``refused_ttl``, under the same rules:
+a token refused once and created since works at once (its creation is notified),
+and nothing is refused from memory while the listener is down.
 """
 
 from __future__ import annotations
@@ -32,8 +36,11 @@ class _Entry:
 
 
 class TokenCache:
-    def __init__(self, ttl: float, size: int, connected: Callable[[], bool]) -> None:
+    def __init__(
+        self, ttl: float, size: int, connected: Callable[[], bool], refused_ttl: float = 0.0
+    ) -> None:
         self._entries: TtlCache[str, _Entry] = TtlCache(ttl, size)
+        self._refused: TtlCache[str, str] = TtlCache(refused_ttl, size)
         self._connected = connected
         self._epoch = 0
 
@@ -62,9 +69,20 @@ class TokenCache:
         if self._connected() and read_at == self._epoch:
             self._entries.put(digest, _Entry(principal, expires_at))
 
+    def refused(self, digest: str) -> str | None:
+        """Why the token (by digest) was refused lately, if it was and has not
+        changed since."""
+        return self._refused.get(digest) if self._connected() else None
+
+    def refuse(self, digest: str, reason: str, *, read_at: int) -> None:
+        """Remember a refusal (see ``put`` for ``read_at``)."""
+        if self._connected() and read_at == self._epoch:
+            self._refused.put(digest, reason)
+
     def forget(self, digest: str) -> None:
         self._epoch += 1
         self._entries.drop(digest)
+        self._refused.drop(digest)
 
     def on_notify(self, payload: str) -> None:
         """A token changed (payload: its digest), or the listener (re)connected ("")."""
@@ -73,3 +91,4 @@ class TokenCache:
         else:
             self._epoch += 1
             self._entries.clear()
+            self._refused.clear()

@@ -1,12 +1,12 @@
-"""All SQL of the event stream: reading the log by sequence, snapshots, pruning."""
+"""All SQL of the event stream: reading the log by sequence, snapshots (pruning is
+``db.retention``'s)."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.models import Event, Instance
@@ -93,18 +93,3 @@ async def snapshot(
         instances = [to_read(row, policy) for row in rows]
         await session.commit()
     return seq, instances
-
-
-async def prune(session: AsyncSession, older_than: timedelta, batch: int = 10_000) -> int:
-    """Delete one batch of events older than ``older_than``; the newest event is
-    always kept, so the log still tells which sequence number it has reached."""
-    newest = select(func.max(Event.seq)).scalar_subquery()
-    doomed = (
-        select(Event.seq)
-        .where(Event.created_at < func.now() - older_than, Event.seq < newest)
-        .order_by(Event.seq)
-        .limit(batch)
-    )
-    result = await session.execute(delete(Event).where(Event.seq.in_(doomed.scalar_subquery())))
-    await session.commit()
-    return int(getattr(result, "rowcount", 0) or 0)

@@ -19,7 +19,6 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from datetime import timedelta
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,7 +29,6 @@ from chroma_orch.events import queries
 from chroma_orch.events.listener import PgListener
 from chroma_orch.events.log import EVENTS_CHANNEL, parse_events_payload
 from chroma_orch.events.queries import Scope
-from chroma_orch.loops import run_periodically
 from chroma_orch.settings import EventsSettings
 from chroma_orch.telemetry.metrics import WEBSOCKET_SUBSCRIBERS
 
@@ -188,22 +186,6 @@ class EventStream:
                 delay = min(delay * 2, _RETRY_MAX)
                 self._wake.set()
 
-    async def prune_once(self) -> int:
-        """Delete events older than the retention (in batches); returns how many."""
-        older_than = timedelta(hours=self.settings.retention_hours)
-        total = 0
-        while True:
-            async with self.sessions() as session:
-                deleted = await queries.prune(session, older_than)
-            total += deleted
-            if deleted == 0:
-                break
-        if total:
-            log.info(
-                "pruned events count=%s retention_hours=%g", total, older_than / timedelta(hours=1)
-            )
-        return total
-
 
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
@@ -217,17 +199,9 @@ def get_stream(app: FastAPI) -> EventStream:
 
 async def start(app: FastAPI, ctx: AppContext, stack: AsyncExitStack, listener: PgListener) -> None:
     """Set up the stream's resources for the app's lifetime (on ``stack``): the
-    fan-out task, fed by ``listener``, and the periodic pruning of old events."""
+    fan-out task, fed by ``listener`` (old events are purged by ``db.retention``)."""
     stream = EventStream(ctx.sessions, ctx.settings.events)
     await stream.prime()
     listener.subscribe(EVENTS_CHANNEL, stream.notify)
     app.state.event_stream = stream
-    tasks = [
-        asyncio.create_task(stream.run(), name="events-fanout"),
-        asyncio.create_task(
-            run_periodically("events-prune", stream.prune_once, ctx.settings.events.prune_interval),
-            name="events-prune",
-        ),
-    ]
-    for task in tasks:
-        stack.push_async_callback(_cancel, task)
+    stack.push_async_callback(_cancel, asyncio.create_task(stream.run(), name="events-fanout"))

@@ -23,6 +23,7 @@ from chroma_orch.db.driver import driver
 from chroma_orch.db.models import Instance
 from chroma_orch.db.rows import (
     INSTANCE_COLUMNS_SQL,
+    OPEN_INTENT,
     instance_columns_sql,
     instance_of,
     update_instance_sql,
@@ -32,7 +33,6 @@ from chroma_orch.events.log import append_events_sql, append_selected_events_sql
 from chroma_orch.reconciler.ports import PortPool, recently_released_sql
 from chroma_orch.reconciler.views import status_view_sql
 
-OPEN_INTENT = ("pending", "in_progress")
 _OBSERVER_LOCK_KEY = 0x63686F6F62737276  # "chroobsrv"
 
 _LEASE_FREE_SQL = (

@@ -8,8 +8,8 @@ still names, so no authorisation cached for the old instance (the built-in proxy
 route cache, Nginx's auth cache) can reach the new one's server. Rows older than an
 hour are dropped whenever that address is released again.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-30 19:30:00.000000
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,104 @@
+"""Rows past their retention: old events, settled intents, deleted instances.
+
+One pass (``Retention.run_once``) purges each kind in batches, each batch its own
+short transaction, and one replica at a time: every batch first takes a
+transaction-level advisory lock, and a replica that finds it held leaves the
+pass to the one holding it (it will be back within its interval).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import Delete, delete, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chroma_orch.db.models import Event, Instance, Intent
+from chroma_orch.db.rows import OPEN_INTENT
+from chroma_orch.settings import RetentionSettings
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = 0x63686F7075726765  # "chopurge": held by the replica purging
+
+
+def _events(older_than: timedelta, batch: int) -> Delete:
+    """Events older than ``older_than``; the newest is always kept, so the log still
+    tells which sequence number it has reached."""
+    newest = select(func.max(Event.seq)).scalar_subquery()
+    doomed = (
+        select(Event.seq)
+        .where(Event.created_at < func.now() - older_than, Event.seq < newest)
+        .order_by(Event.seq)
+        .limit(batch)
+    )
+    return delete(Event).where(Event.seq.in_(doomed.scalar_subquery()))
+
+
+def _intents(older_than: timedelta, batch: int) -> Delete:
+    """Intents settled longer than ``older_than`` ago (open ones always stay)."""
+    doomed = (
+        select(Intent.id)
+        .where(Intent.completed_at < func.now() - older_than, Intent.status.not_in(OPEN_INTENT))
+        .limit(batch)
+    )
+    return delete(Intent).where(Intent.id.in_(doomed.scalar_subquery()))
+
+
+def _instances(older_than: timedelta, batch: int) -> Delete:
+    """Instances deleted longer than ``older_than`` ago; their intents and port go
+    with them (foreign keys cascade)."""
+    doomed = (
+        select(Instance.id)
+        # a literal, so the partial index ix_instances_deleted serves it
+        .where(text("phase = 'deleted'"), Instance.phase_changed_at < func.now() - older_than)
+        .limit(batch)
+    )
+    return delete(Instance).where(Instance.id.in_(doomed.scalar_subquery()))
+
+
+class Retention:
+    """Purges what is past its retention (see ``RetentionSettings``)."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: RetentionSettings,
+        events_hours: float,
+    ) -> None:
+        self.sessions = sessions
+        self.batch = settings.batch
+        self.kinds: dict[str, tuple[Callable[[timedelta, int], Delete], timedelta]] = {
+            "events": (_events, timedelta(hours=events_hours)),
+            "intents": (_intents, timedelta(hours=settings.settled_intents_hours)),
+            "instances": (_instances, timedelta(hours=settings.deleted_instances_hours)),
+        }
+
+    async def run_once(self) -> dict[str, int]:
+        """One pass over every kind; how many rows of each were purged (none when
+        another replica holds the pass)."""
+        purged = dict.fromkeys(self.kinds, 0)
+        for kind, (statement, older_than) in self.kinds.items():
+            while True:
+                deleted = await self._batch(statement(older_than, self.batch))
+                if deleted is None:  # another replica is purging
+                    return purged
+                purged[kind] += deleted
+                if deleted < self.batch:
+                    break
+        if any(purged.values()):
+            counts = " ".join(f"{kind}={count}" for kind, count in purged.items())
+            log.info("purged rows past retention %s", counts)
+        return purged
+
+    async def _batch(self, statement: Delete) -> int | None:
+        """Run one batch under the lock: rows deleted, or None if the lock is held."""
+        async with self.sessions() as session:
+            locked = await session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_KEY)))
+            if not locked:
+                return None
+            result = await session.execute(statement)
+            await session.commit()
+        return int(getattr(result, "rowcount", 0) or 0)

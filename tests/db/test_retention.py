@@ -1,0 +1,96 @@
+"""The retention pass: what is past retention goes, in batches, one replica at a time."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chroma_orch.db.models import Event, Instance, Intent
+from chroma_orch.db.retention import LOCK_KEY, Retention
+from chroma_orch.settings import RetentionSettings
+from tests.helpers import bearer, create_tenant, settle
+
+_OLD = "now() - interval '400 hours'"
+
+
+async def _backdate(engine: AsyncEngine, instance_id: str) -> None:
+    """Everything about the instance happened 400 hours ago."""
+    async with engine.begin() as conn:
+        for statement in (
+            f"UPDATE instances SET phase_changed_at = {_OLD}, created_at = {_OLD} WHERE id = :id",
+            f"UPDATE intents SET created_at = {_OLD}, completed_at = "
+            f"CASE WHEN completed_at IS NULL THEN NULL ELSE {_OLD} END WHERE instance_id = :id",
+            f"UPDATE events SET created_at = {_OLD} WHERE instance_id = :id",
+        ):
+            await conn.execute(text(statement), {"id": uuid.UUID(instance_id)})
+
+
+async def _launch(client: httpx.AsyncClient, token: str, name: str) -> str:
+    created = await client.post("/v1/instances", json={"name": name}, headers=bearer(token))
+    return str(created.json()["instance"]["id"])
+
+
+async def _remaining(engine: AsyncEngine) -> tuple[set[str], dict[str, list[str]], set[str]]:
+    """Instance ids; intents' statuses by instance id; instance ids named by events."""
+    async with engine.connect() as conn:
+        instances = {str(i) for i in await conn.scalars(select(Instance.id))}
+        intents: dict[str, list[str]] = {}
+        for instance_id, status in await conn.execute(
+            select(Intent.instance_id, Intent.status).order_by(Intent.created_at)
+        ):
+            intents.setdefault(str(instance_id), []).append(status)
+        named = await conn.scalars(select(Event.instance_id).where(Event.instance_id.is_not(None)))
+        return instances, intents, {str(i) for i in named}
+
+
+async def test_purges_deleted_instances_and_settled_intents_past_retention(
+    client: httpx.AsyncClient, api_app: FastAPI
+) -> None:
+    engine: AsyncEngine = api_app.state.ctx.engine
+    _, token = await create_tenant(client, "acme")
+    gone, recent, live, fresh = [await _launch(client, token, n) for n in ("a", "b", "c", "d")]
+    for deleted in (gone, recent):
+        await client.delete(f"/v1/instances/{deleted}", headers=bearer(token))
+        await settle(engine, deleted, "deleted")
+    await settle(engine, live, "running")
+    await settle(engine, fresh, "running")
+    await _backdate(engine, gone)
+    await _backdate(engine, live)  # running for long: its settled create intent goes
+    await client.post(f"/v1/instances/{live}/stop", headers=bearer(token))
+    await _backdate(engine, live)  # and a stop that has waited as long stays: it is open
+
+    retention = Retention(api_app.state.ctx.sessions, RetentionSettings(batch=1), 168)
+    purged = await retention.run_once()
+
+    instances, intents, named = await _remaining(engine)
+    assert instances == {recent, live, fresh}
+    assert intents == {
+        recent: ["succeeded", "succeeded"],  # its create and delete, settled lately
+        live: ["pending"],
+        fresh: ["succeeded"],
+    }
+    assert gone not in named
+    assert {recent, live, fresh} <= named
+    assert purged["instances"] == 1
+    assert purged["intents"] == 3  # gone's create and delete, live's create
+    assert purged["events"] >= 2
+    assert await retention.run_once() == {"events": 0, "intents": 0, "instances": 0}
+
+
+async def test_one_replica_purges_at_a_time(client: httpx.AsyncClient, api_app: FastAPI) -> None:
+    engine: AsyncEngine = api_app.state.ctx.engine
+    _, token = await create_tenant(client, "acme")
+    gone = await _launch(client, token, "a")
+    await client.delete(f"/v1/instances/{gone}", headers=bearer(token))
+    await settle(engine, gone, "deleted")
+    await _backdate(engine, gone)
+    retention = Retention(api_app.state.ctx.sessions, RetentionSettings(), 168)
+    async with engine.connect() as other_replica:
+        await other_replica.execute(select(func.pg_advisory_lock(LOCK_KEY)))
+        assert await retention.run_once() == {"events": 0, "intents": 0, "instances": 0}
+        await other_replica.execute(select(func.pg_advisory_unlock(LOCK_KEY)))
+    assert (await retention.run_once())["instances"] == 1

@@ -1,0 +1,146 @@
+"""Refused tokens are cheap: counted per client address (429 past a limit) and
+remembered briefly by digest, so refusing one again needs no database lookup."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import event
+
+from chroma_orch.app import create_app
+from chroma_orch.domain.auth import TENANT_SCOPE, issue_token
+from chroma_orch.settings import LimitsSettings, ReconcilerSettings
+from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.helpers import bearer, create_tenant, wait_for
+
+AppFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_app(database_url: str, tmp_path: Path) -> AsyncIterator[AppFactory]:
+    """Start the API (reconciler off) allowing ``failures`` refused tokens per address."""
+    stack = AsyncExitStack()
+
+    async def start(failures: int = 10_000, **overrides: object) -> FastAPI:
+        limits = LimitsSettings(
+            requests_per_second=10_000,
+            burst=10_000,
+            max_concurrent_starts=10_000,
+            auth_failures=failures,
+            auth_failure_window=60,
+        )
+        settings = make_settings(
+            database_url,
+            tmp_path / "data",
+            reconciler=ReconcilerSettings(enabled=False),
+            limits=limits,
+            **overrides,
+        )
+        app = create_app(settings)
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        return app
+
+    async with stack:
+        yield start
+
+
+def from_address(app: FastAPI, address: str) -> httpx.AsyncClient:
+    """A client whose requests come from ``address`` (the connection's peer)."""
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def test_invalid_tokens_are_limited_per_client_address(make_app: AppFactory) -> None:
+    app = await make_app(failures=5)
+    instance = f"/i/{uuid.uuid4()}/api/v2/heartbeat"
+    async with (
+        from_address(app, "203.0.113.1") as attacker,
+        from_address(app, "203.0.113.2") as neighbour,
+    ):
+        assert (await attacker.get("/v1/instances", headers=bearer(ADMIN_TOKEN))).status_code == 200
+        for n in range(5):  # the API and the data plane count alike
+            url = "/v1/instances" if n % 2 else instance
+            assert (await attacker.get(url, headers=bearer(f"co_guess{n}"))).status_code == 401
+        for url in ("/v1/instances", instance):
+            refused = await attacker.get(url, headers=bearer("co_one-more-guess"))
+            assert refused.status_code == 429
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["code"] == "too_many_auth_failures"
+            assert int(refused.headers["retry-after"]) >= 1
+        assert (
+            await neighbour.get("/v1/instances", headers=bearer("co_guess0"))
+        ).status_code == 401
+        # A token this replica has verified lately still works from the limited address.
+        assert (await attacker.get("/v1/instances", headers=bearer(ADMIN_TOKEN))).status_code == 200
+
+
+async def test_forwarded_for_counts_only_behind_a_trusted_proxy(make_app: AppFactory) -> None:
+    app = await make_app(failures=2, trusted_proxies=["10.0.0.9"])
+
+    async def status(peer: httpx.AsyncClient, forwarded_for: str) -> int:
+        headers = {**bearer("co_guess"), "X-Forwarded-For": forwarded_for}
+        return (await peer.get("/v1/instances", headers=headers)).status_code
+
+    async with from_address(app, "10.0.0.9") as proxy, from_address(app, "10.0.0.8") as other:
+        assert [await status(proxy, "198.51.100.1") for _ in range(3)] == [401, 401, 429]
+        assert await status(proxy, "198.51.100.2") == 401  # another client behind it
+        # Not a trusted proxy: what it forwards is ignored, the peer is the client.
+        spoofed = [await status(other, f"198.51.100.{n}") for n in range(10, 13)]
+        assert spoofed == [401, 401, 429]
+
+
+def _count_token_lookups(app: FastAPI) -> list[str]:
+    """Statements that read the tokens table, as the engine sends them."""
+    seen: list[str] = []
+
+    def on_execute(*args: Any) -> None:
+        statement = str(args[2])
+        if "api_tokens" in statement:
+            seen.append(statement)
+
+    event.listen(app.state.ctx.engine.sync_engine, "before_cursor_execute", on_execute)
+    return seen
+
+
+async def test_a_refused_token_is_refused_again_without_a_lookup(make_app: AppFactory) -> None:
+    app = await make_app()
+    lookups = _count_token_lookups(app)
+    instance = f"/i/{uuid.uuid4()}/api/v2/heartbeat"
+    async with from_address(app, "203.0.113.1") as client:
+        for url in ("/v1/instances", instance):
+            for _ in range(20):
+                assert (await client.get(url, headers=bearer("co_wrong"))).status_code == 401
+    assert len(lookups) == 1  # the first refusal only
+
+
+async def test_a_token_created_after_a_refusal_works_at_once(make_app: AppFactory) -> None:
+    """The refusal of a token is forgotten as soon as a token with its digest is
+    created (here as another replica or the CLI would: straight in the database)."""
+    app = await make_app()
+    async with from_address(app, "203.0.113.1") as client:
+        client.headers.update(bearer(ADMIN_TOKEN))
+        tenant_id, _ = await create_tenant(client, "acme")
+        secret = "co_created-after-it-was-refused-0123456789abcdef"
+        assert (await client.get("/v1/instances", headers=bearer(secret))).status_code == 401
+        async with app.state.ctx.sessions() as session:
+            await issue_token(
+                session,
+                name="late",
+                tenant_id=uuid.UUID(tenant_id),
+                scopes=[TENANT_SCOPE],
+                token=secret,
+            )
+            await session.commit()
+
+        async def accepted() -> bool:
+            response = await client.get("/v1/instances", headers=bearer(secret))
+            return response.status_code == 200
+
+        await wait_for(accepted, timeout=5, interval=0.01)
