@@ -60,9 +60,9 @@ async def quarantined_ports(
     by another instance less than the quarantine ago (its own are fine)."""
     con = await driver(session)
     left = "extract(epoch FROM released_at + $2::interval - now())::float8 AS left_s"
+    sql = recently_released_sql(1, 2, "instance_id", left)
     found: dict[int, float] = {}
-    for row in await con.fetch(recently_released_sql(1, 2, "instance_id", left), pool.host,
-                               pool.quarantine):  # fmt: skip
+    for row in await con.fetch(sql, pool.host, pool.quarantine):
         if row["instance_id"] != instance_id:
             found[row["port"]] = max(found.get(row["port"], 0.0), row["left_s"])
     return found
