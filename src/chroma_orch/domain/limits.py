@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.models import Instance
 from chroma_orch.domain.states import DesiredState, Phase
-from chroma_orch.errors import RateLimitedError, TooManyStartsError
+from chroma_orch.errors import RateLimitedError, TooManyRequestsError, TooManyStartsError
 
 _MAX_TRACKED_TOKENS = 10_000
 
@@ -25,15 +25,18 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Token buckets per API token, in memory (a per-replica limit)."""
+    """Token buckets per key (an API token, a tenant), in memory (a per-replica limit)."""
 
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(
+        self, rate: float, burst: int, error: type[TooManyRequestsError] = RateLimitedError
+    ) -> None:
         self.rate = rate
         self.burst = burst
+        self.error = error
         self._buckets: OrderedDict[uuid.UUID, _Bucket] = OrderedDict()
 
     def check(self, key: uuid.UUID) -> None:
-        """Take one request from ``key``'s bucket or raise ``RateLimitedError``."""
+        """Take one request from ``key``'s bucket or raise ``error`` (429)."""
         now = time.monotonic()
         bucket = self._buckets.pop(key, None) or _Bucket(float(self.burst), now)
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
@@ -43,7 +46,7 @@ class RateLimiter:
             self._buckets.popitem(last=False)
         if bucket.tokens < 1:
             wait = (1 - bucket.tokens) / self.rate
-            raise RateLimitedError(
+            raise self.error(
                 f"more than {self.rate:g} requests/s (burst {self.burst})", retry_after=wait
             )
         bucket.tokens -= 1
