@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -194,6 +195,34 @@ async def test_requests_in_flight_are_capped_per_instance_and_per_tenant_until_r
         again = await http.get(main)  # the held responses ended: their shares are back
         assert again.status_code == 200
         assert again.content == b"first;rest"
+
+
+@pytest.mark.parametrize("proxy", [{"max_requests_per_instance": 1}], indirect=True)
+async def test_a_client_leaving_mid_answer_gives_its_share_back_at_once(
+    served: str,
+    api_app: FastAPI,
+    tenancy: Tenancy,
+    upstream: FakeUpstream,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    upstream.mode = "stream"  # the rest of each answer only comes on release
+    await set_route(api_app, tenancy.instance_id, "running", upstream.port)
+    path = f"/i/{tenancy.instance_id}/api/v2/query"
+    async with httpx.AsyncClient(base_url=served, headers=bearer(tenancy.token)) as http:
+        async with http.stream("GET", path) as first:
+            assert await anext(first.aiter_raw()) == b"first;"
+        # The client left mid-answer; the server still holds the rest back.
+
+        async def share_is_back() -> bool:
+            async with http.stream("GET", path) as again:
+                return again.status_code == 200
+
+        await wait_for(share_is_back, timeout=10)
+    assert not upstream.release.is_set()
+    lines = [r for r in caplog.records if r.name.startswith("chroma_orch")]
+    assert any("mid-response" in r.getMessage() for r in lines)
+    assert all(r.levelno == logging.INFO and r.exc_info is None for r in lines)
 
 
 @pytest.mark.parametrize("proxy", [{"requests_per_second": 0.1, "burst": 3}], indirect=True)

@@ -194,7 +194,9 @@ class UpstreamResponse(Response):
 
     A failure after the status line was sent cannot become a 502 any more: the
     client connection is aborted (never ended cleanly), so a truncated body is
-    never mistaken for a complete one.
+    never mistaken for a complete one. A client that hangs up stops the relay at
+    once (one INFO line), so its upstream connection and share are not held until
+    the server has finished.
     """
 
     def __init__(self, upstream: httpx.Response) -> None:
@@ -205,6 +207,29 @@ class UpstreamResponse(Response):
         self.on_close: Callable[[], None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = asyncio.create_task(self._relay(send))
+        gone = asyncio.create_task(_disconnected(receive))
+        try:
+            await asyncio.wait((relay, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (gone, relay):
+                task.cancel()
+            await asyncio.gather(gone, relay, return_exceptions=True)
+            try:
+                await self.upstream.aclose()
+            finally:
+                if self.on_close is not None:
+                    self.on_close()
+        if relay.cancelled():
+            log.info("client closed the connection mid-response url=%s", self._url)
+        else:
+            relay.result()  # re-raises a failure of the upstream
+
+    @property
+    def _url(self) -> httpx.URL:
+        return self.upstream.request.url.copy_with(query=None)
+
+    async def _relay(self, send: Send) -> None:
         try:
             await send(
                 {
@@ -218,14 +243,12 @@ class UpstreamResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except httpx.TransportError as exc:
             log.warning(
-                "upstream failed mid-response url=%s error=%s",
-                self.upstream.request.url.copy_with(query=None),
-                type(exc).__name__,
+                "upstream failed mid-response url=%s error=%s", self._url, type(exc).__name__
             )
             raise
-        finally:
-            try:
-                await self.upstream.aclose()
-            finally:
-                if self.on_close is not None:
-                    self.on_close()
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns once the client is gone (or the response is complete)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
