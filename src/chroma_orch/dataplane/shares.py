@@ -61,7 +61,3 @@ class Shares:
             counts[key] -= 1
             if counts[key] <= 0:
                 del counts[key]
-
-    def in_flight(self, instance_id: uuid.UUID) -> int:
-        """Requests to ``instance_id`` holding a share now."""
-        return self._instances[instance_id]
