@@ -96,7 +96,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from chroma_orch.app import create_app
-    from chroma_orch.http_server import uvicorn_config
+    from chroma_orch.http_server import header_timeout_protocol
 
     _configure_logging(settings)
     # Servers spawn in worker threads; while the event loop is busy (a burst of
@@ -109,7 +109,16 @@ def serve(settings: Settings) -> None:
         f"  data directory: {settings.data_dir}\n"
         f"  database: {'external' if settings.database_url else 'embedded PostgreSQL'}\n"
     )
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        http=header_timeout_protocol(settings.header_timeout),
+        log_level=settings.log_level.lower(),
+        log_config=None,  # keep our handlers (request ids, JSON) for uvicorn's lines too
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
 
 
 async def _with_database(settings: Settings, action: str) -> str | None:

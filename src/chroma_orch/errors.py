@@ -107,10 +107,6 @@ class RateLimitedError(TooManyRequestsError):
     code, title = "rate_limited", "Request rate limit exceeded for this token"
 
 
-class TenantRateLimitedError(RateLimitedError):
-    title = "Request rate limit exceeded for this tenant's instances"
-
-
 class TooManyStartsError(TooManyRequestsError):
     code, title = "too_many_starts", "Too many instances are starting; retry later"
 

@@ -1,24 +1,21 @@
-"""How uvicorn serves the app: its configuration, with a timeout on request headers.
+"""A timeout on request headers for uvicorn, which has none of its own.
 
-uvicorn has no header timeout of its own: a connection that sends nothing, or
-trickles its headers, is kept for as long as the client likes (its keep-alive
-timer is reset by every byte). ``HeaderTimeoutProtocol`` gives each request's
-line and headers ``Settings.header_timeout`` seconds, counted from the
-connection or from the first byte of the next request, and answers a slower
-one 408 and closes.
+A connection that sends nothing, or trickles its headers, is kept for as long
+as the client likes (uvicorn's keep-alive timer is reset by every byte).
+``HeaderTimeoutProtocol`` gives each request's line and headers
+``Settings.header_timeout`` seconds, counted from the connection or from the
+first byte of the next request, and answers a slower one 408 and closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, ClassVar
+from typing import ClassVar
 
-import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from chroma_orch.errors import Problem
-from chroma_orch.settings import Settings
 
 _TOO_SLOW = Problem(
     type="https://chroma-orch.dev/problems/header_timeout",
@@ -75,17 +72,6 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
-    """The uvicorn configuration ``chroma-orch serve`` runs ``app`` with."""
-    timeout = {"header_timeout": settings.header_timeout}
-    protocol = type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), timeout)
-    options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": settings.log_level.lower(),
-        "log_config": None,  # keep our handlers (request ids, JSON) for uvicorn's lines too
-        "lifespan": "on",
-        "http": protocol,
-        **overrides,
-    }
-    return uvicorn.Config(app, **options)
+def header_timeout_protocol(timeout: float) -> type[HeaderTimeoutProtocol]:
+    """uvicorn's ``http`` protocol class (``uvicorn.Config(http=...)``) with ``timeout``."""
+    return type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), {"header_timeout": timeout})

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from chroma_orch.db.models import Instance
-from chroma_orch.http_server import uvicorn_config
+from chroma_orch.http_server import header_timeout_protocol
 from tests.dataplane.fake_upstream import FakeUpstream
 from tests.e2e.service import free_port
 from tests.helpers import bearer, create_tenant, wait_for
@@ -37,14 +37,14 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 
 @pytest.fixture
 async def served(api_app: FastAPI) -> AsyncIterator[str]:
-    """``api_app`` served by uvicorn on a loopback port (its base URL), configured
-    as ``chroma-orch serve`` configures it."""
-    config = uvicorn_config(
+    """``api_app`` served by uvicorn on a loopback port (its base URL), with the
+    protocol and logging ``chroma-orch serve`` uses."""
+    config = uvicorn.Config(
         api_app,
-        api_app.state.settings,
         port=free_port(),
+        http=header_timeout_protocol(api_app.state.settings.header_timeout),
+        log_config=None,
         lifespan="off",
-        log_level=None,
         timeout_graceful_shutdown=5,  # a test that failed may leave connections open
     )
     server = uvicorn.Server(config)

@@ -18,11 +18,14 @@ from chroma_orch.dataplane.forward import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from chroma_orch.dataplane.shares import InstanceBusyError, TenantBusyError
+from chroma_orch.dataplane.shares import (
+    InstanceBusyError,
+    TenantBusyError,
+    TenantRateLimitedError,
+)
 from chroma_orch.errors import (
     ForbiddenError,
     NotFoundError,
-    TenantRateLimitedError,
     UnauthorizedError,
     problem_responses,
 )

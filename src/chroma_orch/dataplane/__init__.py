@@ -34,8 +34,6 @@ from chroma_orch.dataplane.forward import (
 )
 from chroma_orch.dataplane.shares import Shares
 from chroma_orch.dataplane.wake import Waker
-from chroma_orch.domain.limits import RateLimiter
-from chroma_orch.errors import TenantRateLimitedError
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +50,12 @@ class DataPlane:
         self.activity = ActivityRecorder(ctx.sessions, settings.activity_flush_interval)
         self.forwarder = Forwarder(settings)
         self.waker = Waker(ctx, self.access)
-        self.rates = RateLimiter(
-            settings.requests_per_second, settings.burst, error=TenantRateLimitedError
+        self.shares = Shares(
+            settings.max_requests_per_instance,
+            settings.max_requests_per_tenant,
+            settings.requests_per_second,
+            settings.burst,
         )
-        self.shares = Shares(settings.max_requests_per_instance, settings.max_requests_per_tenant)
 
     async def authorize(
         self, token: str | None, instance_id: uuid.UUID, *, wake: bool = True
@@ -79,7 +79,7 @@ class DataPlane:
         The share is held until the response has been relayed. A client that hangs
         up before its body is complete gets one INFO line and a 499 nobody receives.
         """
-        self.rates.check(route.tenant_id)
+        self.shares.check_rate(route.tenant_id)
         share = self.shares.take(route.instance_id, route.tenant_id)
         try:
             response = await self._relay(route, request, prefix_len)

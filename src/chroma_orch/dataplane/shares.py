@@ -1,9 +1,10 @@
-"""Fair shares of the built-in proxy: caps on requests in flight per instance and tenant.
+"""Fair shares of the built-in proxy: a request rate per tenant, and caps on requests
+in flight per instance and per tenant.
 
 A request holds its share from admission until its response has been relayed
 (or it failed), so one tenant's slow or stuck requests use up its own share,
 never the upstream connection pool every tenant draws from. Refusals are
-immediate (429 with ``Retry-After``), never queued. The counts are per replica.
+immediate (429 with ``Retry-After``), never queued. All counts are per replica.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 
-from chroma_orch.errors import TooManyRequestsError
+from chroma_orch.domain.limits import RateLimiter
+from chroma_orch.errors import RateLimitedError, TooManyRequestsError
+
+
+class TenantRateLimitedError(RateLimitedError):
+    title = "Request rate limit exceeded for this tenant's instances"
 
 
 class InstanceBusyError(TooManyRequestsError):
@@ -36,11 +42,21 @@ class Share:
 
 
 class Shares:
-    def __init__(self, per_instance: int, per_tenant: int) -> None:
+    def __init__(self, per_instance: int, per_tenant: int, rate: float, burst: int) -> None:
         self.per_instance = per_instance
         self.per_tenant = per_tenant
         self._instances: Counter[uuid.UUID] = Counter()
         self._tenants: Counter[uuid.UUID] = Counter()
+        self._rates = RateLimiter(rate, burst)
+
+    def check_rate(self, tenant_id: uuid.UUID) -> None:
+        """Take one request from the tenant's bucket, or ``TenantRateLimitedError``."""
+        try:
+            self._rates.check(tenant_id)
+        except RateLimitedError as exc:
+            refused = TenantRateLimitedError(exc.detail)
+            refused.headers = exc.headers  # its Retry-After
+            raise refused from None
 
     def take(self, instance_id: uuid.UUID, tenant_id: uuid.UUID) -> Share:
         """A share for one more request, or ``InstanceBusyError``/``TenantBusyError``."""

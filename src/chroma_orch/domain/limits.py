@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.models import Instance
 from chroma_orch.domain.states import DesiredState, Phase
-from chroma_orch.errors import RateLimitedError, TooManyRequestsError, TooManyStartsError
+from chroma_orch.errors import RateLimitedError, TooManyStartsError
 
 _MAX_TRACKED_TOKENS = 10_000
 
@@ -25,18 +25,15 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Token buckets per key (an API token, a tenant), in memory (a per-replica limit)."""
+    """Token buckets per API token, in memory (a per-replica limit)."""
 
-    def __init__(
-        self, rate: float, burst: int, error: type[TooManyRequestsError] = RateLimitedError
-    ) -> None:
+    def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
-        self.error = error
         self._buckets: OrderedDict[uuid.UUID, _Bucket] = OrderedDict()
 
     def check(self, key: uuid.UUID) -> None:
-        """Take one request from ``key``'s bucket or raise ``error`` (429)."""
+        """Take one request from ``key``'s bucket or raise ``RateLimitedError``."""
         now = time.monotonic()
         bucket = self._buckets.pop(key, None) or _Bucket(float(self.burst), now)
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
@@ -46,7 +43,7 @@ class RateLimiter:
             self._buckets.popitem(last=False)
         if bucket.tokens < 1:
             wait = (1 - bucket.tokens) / self.rate
-            raise self.error(
+            raise RateLimitedError(
                 f"more than {self.rate:g} requests/s (burst {self.burst})", retry_after=wait
             )
         bucket.tokens -= 1
