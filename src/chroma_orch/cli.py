@@ -96,6 +96,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from chroma_orch.app import create_app
+    from chroma_orch.http_server import header_timeout_protocol
 
     _configure_logging(settings)
     # Servers spawn in worker threads; while the event loop is busy (a burst of
@@ -112,6 +113,7 @@ def serve(settings: Settings) -> None:
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=header_timeout_protocol(settings.header_timeout),
         log_level=settings.log_level.lower(),
         log_config=None,  # keep our handlers (request ids, JSON) for uvicorn's lines too
         lifespan="on",

@@ -366,6 +366,40 @@ class ProxySettings(BaseModel):
     retry_after: int = Field(
         5, ge=1, description="Retry-After (seconds) sent with 503 for an instance not running."
     )
+    max_requests_per_instance: int = Field(
+        64,
+        ge=1,
+        description="Requests to one instance relayed at once (per replica), from admission "
+        "until the response is relayed; more answer 429 instance_busy. Keep it well below "
+        "max_connections so one instance never holds the whole upstream pool.",
+    )
+    max_requests_per_tenant: int = Field(
+        128,
+        ge=1,
+        description="Requests to all of one tenant's instances relayed at once (per "
+        "replica); more answer 429 tenant_busy.",
+    )
+    requests_per_second: float = Field(
+        200.0,
+        gt=0,
+        description="Sustained proxied requests per second per tenant (per replica); more "
+        "answer 429 rate_limited.",
+    )
+    burst: int = Field(
+        400, ge=1, description="Proxied requests a tenant may make at once (per replica)."
+    )
+    body_idle_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds a request body may pause between two chunks; a longer pause "
+        "answers 408 and closes the connection.",
+    )
+    body_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds a whole request body may take to arrive once relaying began; "
+        "a slower one answers 408 and closes the connection.",
+    )
     activity_flush_interval: float = Field(
         10.0,
         gt=0,
@@ -503,6 +537,13 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8080, ge=1, le=65535, description="Port the API listens on.")
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client may take to send a request's line and headers (from "
+        "connecting, or from the first byte of the next request on a kept-alive connection); "
+        "a slower one is answered 408 and disconnected.",
+    )
     public_url: str | None = Field(
         None,
         description="Base URL clients use to reach this service (for instance URLs); "

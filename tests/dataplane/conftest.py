@@ -1,17 +1,21 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import update
 
 from chroma_orch.db.models import Instance
+from chroma_orch.http_server import header_timeout_protocol
 from tests.dataplane.fake_upstream import FakeUpstream
-from tests.helpers import bearer, create_tenant
+from tests.e2e.service import free_port
+from tests.helpers import bearer, create_tenant, wait_for
 
 
 @dataclass
@@ -29,6 +33,30 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
     server = await FakeUpstream().start()
     yield server
     await server.stop()
+
+
+@pytest.fixture
+async def served(api_app: FastAPI) -> AsyncIterator[str]:
+    """``api_app`` served by uvicorn on a loopback port (its base URL), with the
+    protocol and logging ``chroma-orch serve`` uses."""
+    config = uvicorn.Config(
+        api_app,
+        port=free_port(),
+        http=header_timeout_protocol(api_app.state.settings.header_timeout),
+        log_config=None,
+        lifespan="off",
+        timeout_graceful_shutdown=5,  # a test that failed may leave connections open
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        return server.started
+
+    await wait_for(started, timeout=10)
+    yield f"http://127.0.0.1:{config.port}"
+    server.should_exit = True
+    await task
 
 
 @pytest.fixture

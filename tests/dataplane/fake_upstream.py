@@ -3,13 +3,16 @@
 Modes: ``echo`` answers 200 with the request body (and some hop-by-hop headers
 the proxy must drop), ``close`` reads the request and hangs up without an
 answer, ``stream`` sends a first chunk and the rest only after ``release`` is
-set. ``first_body_chunk`` is set as soon as any request body bytes arrived.
+set. ``first_body_chunk`` is set as soon as any request body bytes arrived;
+``receiving`` counts requests whose head arrived and whose body has not ended
+(``most_receiving`` is its high-water mark). Answers carry a ``Date`` as Chroma's do.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from email.utils import formatdate
 
 import h11
 
@@ -28,6 +31,8 @@ class FakeUpstream:
     requests: list[Seen] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     first_body_chunk: asyncio.Event = field(default_factory=asyncio.Event)
+    receiving: int = 0
+    most_receiving: int = 0
     port: int = 0
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
@@ -68,22 +73,31 @@ class FakeUpstream:
     ) -> Seen | None:
         request: h11.Request | None = None
         body = b""
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(65536))
-                continue
-            if isinstance(event, h11.ConnectionClosed):
-                return None
-            if isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                self.first_body_chunk.set()
-            elif isinstance(event, h11.EndOfMessage):
-                assert request is not None
-                headers = {k.decode(): v.decode() for k, v in request.headers}
-                return Seen(request.method.decode(), request.target.decode(), headers, body)
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await reader.read(65536))
+                    continue
+                if isinstance(event, h11.ConnectionClosed):
+                    return None
+                if isinstance(event, h11.Request):
+                    request = event
+                    self._receiving(+1)
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    self.first_body_chunk.set()
+                elif isinstance(event, h11.EndOfMessage):
+                    assert request is not None
+                    headers = {k.decode(): v.decode() for k, v in request.headers}
+                    return Seen(request.method.decode(), request.target.decode(), headers, body)
+        finally:
+            if request is not None:
+                self._receiving(-1)
+
+    def _receiving(self, delta: int) -> None:
+        self.receiving += delta
+        self.most_receiving = max(self.most_receiving, self.receiving)
 
     async def _respond(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, seen: Seen
@@ -100,6 +114,8 @@ class FakeUpstream:
         headers = [
             ("Content-Length", str(len(body))),
             ("Content-Type", "text/plain"),
+            ("Server", "fake-chroma"),
+            ("Date", formatdate(usegmt=True)),
             ("Connection", "keep-alive, X-Secret-Hop"),
             ("Keep-Alive", "timeout=5"),
             ("X-Secret-Hop", "1"),

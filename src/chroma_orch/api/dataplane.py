@@ -13,7 +13,17 @@ from fastapi import APIRouter, Request, Response
 from chroma_orch.api.deps import client_address
 from chroma_orch.dataplane import get_dataplane
 from chroma_orch.dataplane.access import InstanceNotRunningError, credential, parse_instance_id
-from chroma_orch.dataplane.forward import ProxyBusyError, UpstreamError, UpstreamTimeoutError
+from chroma_orch.dataplane.forward import (
+    ProxyBusyError,
+    RequestBodyTimeoutError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from chroma_orch.dataplane.shares import (
+    InstanceBusyError,
+    TenantBusyError,
+    TenantRateLimitedError,
+)
 from chroma_orch.errors import (
     ForbiddenError,
     NotFoundError,
@@ -36,7 +46,10 @@ Forwards the request to the instance's own Chroma server: the path after
 minus hop-by-hop ones and the credentials. Needs the instance's tenant token
 or an admin token as `Authorization: Bearer` or `X-Chroma-Token`. Answers 404
 for another tenant's instance, 503 with `Retry-After` while the instance is not
-running, 502/504 when its server fails or times out before answering.
+running, 502/504 when its server fails or times out before answering, 408 when
+the request body stalls or takes too long, 429 with `Retry-After` beyond the
+tenant's request rate or its share of requests in flight (per instance and per
+tenant).
 """
 
 
@@ -67,7 +80,15 @@ for _method in _PROXY_METHODS:
         include_in_schema=_method in ("GET", "POST", "PUT", "DELETE"),
         responses={
             **_DENIALS,
-            **problem_responses(UpstreamError, UpstreamTimeoutError, ProxyBusyError),
+            **problem_responses(
+                UpstreamError,
+                UpstreamTimeoutError,
+                ProxyBusyError,
+                RequestBodyTimeoutError,
+                TenantRateLimitedError,
+                InstanceBusyError,
+                TenantBusyError,
+            ),
         },
     )
 

@@ -7,22 +7,39 @@ Two ways in, one decision (``Access.authorize``):
 * Nginx (``deploy/nginx.conf``) asks ``/internal/dataplane/auth`` once per
   token and instance (it caches the answer briefly) and proxies straight to the
   address it is given, so vector traffic does not pass through Python.
+
+The built-in proxy shares itself out fairly: a per-tenant request rate, and
+caps on requests in flight per instance and per tenant (``shares``).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from contextlib import AsyncExitStack
 
 import httpx
 from fastapi import FastAPI
 from starlette.requests import Request
+from starlette.responses import Response
 
 from chroma_orch.context import AppContext
 from chroma_orch.dataplane.access import Access, InstanceNotRunningError, Route
 from chroma_orch.dataplane.activity import ActivityRecorder
-from chroma_orch.dataplane.forward import Forwarder, UpstreamError, UpstreamResponse
+from chroma_orch.dataplane.forward import (
+    ClientGoneError,
+    Forwarder,
+    UpstreamError,
+    UpstreamResponse,
+)
+from chroma_orch.dataplane.shares import Shares
 from chroma_orch.dataplane.wake import Waker
+
+log = logging.getLogger(__name__)
+
+CLIENT_CLOSED_REQUEST = 499
+"""Nginx's status for a client that hung up before its request was complete (never
+sent: there is no one to send it to; it shows in logs and metrics)."""
 
 
 class DataPlane:
@@ -33,6 +50,12 @@ class DataPlane:
         self.activity = ActivityRecorder(ctx.sessions, settings.activity_flush_interval)
         self.forwarder = Forwarder(settings)
         self.waker = Waker(ctx, self.access)
+        self.shares = Shares(
+            settings.max_requests_per_instance,
+            settings.max_requests_per_tenant,
+            settings.requests_per_second,
+            settings.burst,
+        )
 
     async def authorize(
         self,
@@ -55,8 +78,29 @@ class DataPlane:
         self.activity.touch(instance_id)
         return route
 
-    async def forward(self, route: Route, request: Request, prefix_len: int) -> UpstreamResponse:
-        """Relay ``request`` (its path after the first ``prefix_len`` bytes) to ``route``.
+    async def forward(self, route: Route, request: Request, prefix_len: int) -> Response:
+        """Relay ``request`` (its path after the first ``prefix_len`` bytes) to ``route``
+        if the tenant's rate and its instance's and its own shares allow (else 429).
+
+        The share is held until the response has been relayed. A client that hangs
+        up before its body is complete gets one INFO line and a 499 nobody receives.
+        """
+        self.shares.check_rate(route.tenant_id)
+        share = self.shares.take(route.instance_id, route.tenant_id)
+        try:
+            response = await self._relay(route, request, prefix_len)
+        except ClientGoneError:
+            share.release()
+            log.info("client closed the connection mid-request instance=%s", route.instance_id)
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        except BaseException:
+            share.release()
+            raise
+        response.on_close = share.release
+        return response
+
+    async def _relay(self, route: Route, request: Request, prefix_len: int) -> UpstreamResponse:
+        """Send ``request`` to ``route``, or to the instance's new endpoint.
 
         A refused connection means the cached route may be stale (the instance
         stopped or moved): the route is read again, a stopped instance answers

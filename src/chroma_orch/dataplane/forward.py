@@ -3,16 +3,18 @@
 Bodies are never read whole: the request body is passed to httpx as the
 client sends it (with its Content-Length, or chunked), and the response is
 relayed chunk by chunk as raw bytes (compressed bodies stay compressed).
-Connections to the servers come from one pooled ``httpx.AsyncClient``.
+Connections to the servers come from one pooled ``httpx.AsyncClient``. A
+request body that pauses too long, or takes too long in all, is cut (408).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import httpx
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -37,6 +39,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"authorization", TOKEN_HEADER.encode()}
+# The HTTP server adds its own Date and Server to every answer; relaying the
+# upstream's too would send each twice (Nginx drops them the same way).
+_NOT_RELAYED = HOP_BY_HOP | {b"date", b"server"}
 _CLIENT_DEFAULTS = ("Accept", "Accept-Encoding", "User-Agent")
 
 
@@ -46,6 +51,17 @@ class UpstreamError(AppError):
 
 class UpstreamTimeoutError(AppError):
     status, code, title = 504, "upstream_timeout", "The instance's server did not answer in time"
+
+
+class RequestBodyTimeoutError(AppError):
+    status, code, title = 408, "body_timeout", "The request body did not arrive in time"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Connection": "close"})
+
+
+class ClientGoneError(Exception):
+    """The client closed its connection before its request body was complete."""
 
 
 class ProxyBusyError(AppError):
@@ -76,8 +92,29 @@ def _has_body(request: Request) -> bool:
     ) not in ("", "0")
 
 
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    async for chunk in request.stream():
+async def _body(request: Request, idle: float, total: float) -> AsyncIterator[bytes]:
+    """The client's body as it arrives; ``RequestBodyTimeoutError`` after ``idle``
+    seconds without a chunk or ``total`` seconds in all, ``ClientGoneError`` if the
+    client hangs up first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total
+    chunks = request.stream()
+    while True:
+        wait = min(idle, deadline - loop.time())
+        try:
+            async with asyncio.timeout(wait):
+                chunk = await anext(chunks, None)
+        except TimeoutError:
+            late = wait < idle
+            raise RequestBodyTimeoutError(
+                f"the request body took longer than {total:g}s"
+                if late
+                else f"no request body bytes for {idle:g}s"
+            ) from None
+        except ClientDisconnect:
+            raise ClientGoneError from None
+        if chunk is None:
+            return
         if chunk:
             yield chunk
 
@@ -99,6 +136,8 @@ class Forwarder:
             follow_redirects=False,
             trust_env=False,  # never route tenant traffic through an environment proxy
         )
+        self.body_idle_timeout = settings.body_idle_timeout
+        self.body_timeout = settings.body_timeout
         for name in _CLIENT_DEFAULTS:  # forward only what the client sent
             del self.client.headers[name]
 
@@ -122,7 +161,11 @@ class Forwarder:
             request.method,
             httpx.URL(f"http://{route.address}").copy_with(raw_path=target),
             headers=headers,
-            content=_body(request) if _has_body(request) else None,
+            content=(
+                _body(request, self.body_idle_timeout, self.body_timeout)
+                if _has_body(request)
+                else None
+            ),
         )
 
     async def send(self, upstream: httpx.Request) -> httpx.Response:
@@ -146,20 +189,47 @@ class Forwarder:
 
 
 class UpstreamResponse(Response):
-    """Relays an upstream response as it arrives; always releases the connection.
+    """Relays an upstream response as it arrives; always releases the connection
+    (and then calls ``on_close``).
 
     A failure after the status line was sent cannot become a 502 any more: the
     client connection is aborted (never ended cleanly), so a truncated body is
-    never mistaken for a complete one.
+    never mistaken for a complete one. A client that hangs up stops the relay at
+    once (one INFO line), so its upstream connection and share are not held until
+    the server has finished.
     """
 
     def __init__(self, upstream: httpx.Response) -> None:
         self.upstream = upstream
         self.status_code = upstream.status_code
         self.background = None
-        self.raw_headers = filter_headers(upstream.headers.raw, HOP_BY_HOP)
+        self.raw_headers = filter_headers(upstream.headers.raw, _NOT_RELAYED)
+        self.on_close: Callable[[], None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = asyncio.create_task(self._relay(send))
+        gone = asyncio.create_task(_disconnected(receive))
+        try:
+            await asyncio.wait((relay, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (gone, relay):
+                task.cancel()
+            await asyncio.gather(gone, relay, return_exceptions=True)
+            try:
+                await self.upstream.aclose()
+            finally:
+                if self.on_close is not None:
+                    self.on_close()
+        if relay.cancelled():
+            log.info("client closed the connection mid-response url=%s", self._url)
+        else:
+            relay.result()  # re-raises a failure of the upstream
+
+    @property
+    def _url(self) -> httpx.URL:
+        return self.upstream.request.url.copy_with(query=None)
+
+    async def _relay(self, send: Send) -> None:
         try:
             await send(
                 {
@@ -173,10 +243,12 @@ class UpstreamResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except httpx.TransportError as exc:
             log.warning(
-                "upstream failed mid-response url=%s error=%s",
-                self.upstream.request.url.copy_with(query=None),
-                type(exc).__name__,
+                "upstream failed mid-response url=%s error=%s", self._url, type(exc).__name__
             )
             raise
-        finally:
-            await self.upstream.aclose()
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns once the client is gone (or the response is complete)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
