@@ -415,17 +415,22 @@ class ProxySettings(BaseModel):
         "port freed by one instance is not given to another for this long, and on runtimes "
         "that do not choose addresses (ECS: a stopped task's IP may go to the next task) a "
         "running instance stops taking traffic this long before its server is stopped. "
-        f"At least route_cache_ttl + {NGINX_AUTH_CACHE_SECONDS} (Nginx's cache) + 1.",
+        f"At least route_cache_ttl + max({NGINX_AUTH_CACHE_SECONDS} (Nginx's cache), "
+        "connect_timeout (the wait for a pooled connection)) + 1.",
     )
 
     @model_validator(mode="after")
     def _quarantine_outlives_caches(self) -> ProxySettings:
-        floor = self.route_cache_ttl + NGINX_AUTH_CACHE_SECONDS + 1
+        """An authorisation is used at the latest ``route_cache_ttl`` plus either
+        Nginx's cache lifetime or the built-in proxy's wait for a pooled connection
+        (``connect_timeout``) after it was read: the quarantine must be longer."""
+        held = max(NGINX_AUTH_CACHE_SECONDS, self.connect_timeout)
+        floor = self.route_cache_ttl + held + 1
         if self.address_quarantine < floor:
             raise ValueError(
                 f"proxy.address_quarantine ({self.address_quarantine:g}s) must be at least "
-                f"route_cache_ttl + {NGINX_AUTH_CACHE_SECONDS}s (Nginx's auth cache) + 1s "
-                f"= {floor:g}s"
+                f"route_cache_ttl + max({NGINX_AUTH_CACHE_SECONDS}s Nginx's auth cache, "
+                f"connect_timeout) + 1s = {floor:g}s"
             )
         return self
 

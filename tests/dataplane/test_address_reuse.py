@@ -232,6 +232,9 @@ def test_the_quarantine_knows_how_long_nginx_keeps_an_authorisation() -> None:
     routed = config[config.index('location ~ "^/i/') : config.index("location = /_chroma_orch")]
     assert "proxy_request_buffering off;" in routed
     floor = 2.0 + NGINX_AUTH_CACHE_SECONDS + 1
-    assert ProxySettings(route_cache_ttl=2.0, address_quarantine=floor).address_quarantine == floor
+    accepted = ProxySettings(route_cache_ttl=2.0, address_quarantine=floor, connect_timeout=5)
+    assert accepted.address_quarantine == floor
     with pytest.raises(ValidationError, match="must be at least"):
-        ProxySettings(route_cache_ttl=2.0, address_quarantine=floor - 0.5)
+        ProxySettings(route_cache_ttl=2.0, address_quarantine=floor - 0.5, connect_timeout=5)
+    with pytest.raises(ValidationError, match="must be at least"):  # a longer pool wait
+        ProxySettings(route_cache_ttl=2.0, address_quarantine=floor, connect_timeout=6)
