@@ -103,7 +103,13 @@ async def _change(sessions: object, instance_id: str, tenant_id: str, n: int) ->
 
 
 async def run(database_url: str, base: Path, args: argparse.Namespace) -> dict[str, object]:
-    service = Service(database_url, base / "data", CHROMA_ORCH_RECONCILER__ENABLED="false")
+    service = Service(
+        database_url,
+        base / "data",
+        CHROMA_ORCH_RECONCILER__ENABLED="false",
+        # a few tokens hold every subscriber here: lift the per-token share of sockets
+        CHROMA_ORCH_EVENTS__MAX_SOCKETS_PER_TOKEN=str(args.subscribers),
+    )
     await service.start()
     engine = create_engine(database_url)
     sessions = create_session_factory(engine)

@@ -27,7 +27,7 @@ from chroma_orch.domain.limits import AuthFailures, RateLimiter
 from chroma_orch.domain.tenants import ensure_admin_token
 from chroma_orch.domain.token_cache import TOKENS_CHANNEL, TokenCache
 from chroma_orch.errors import install_error_handlers
-from chroma_orch.events import stream
+from chroma_orch.events import guard, stream
 from chroma_orch.events.hub import EventHub
 from chroma_orch.events.listener import PgListener
 from chroma_orch.events.log import EVENTS_CHANNEL, INTENTS_CHANNEL, commit
@@ -133,6 +133,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ctx = ctx
         listener.subscribe(EVENTS_CHANNEL, hub.notify)
         await stream.start(app, ctx=app.state.ctx, stack=stack, listener=listener)
+        guard.start(app, sessions, settings.events.max_sockets_per_token, stack, listener)
         await dataplane.start(app, ctx=app.state.ctx, stack=stack)
         retention = Retention(sessions, settings.retention, settings.events.retention_hours)
         purge = run_periodically("retention", retention.run_once, settings.retention.interval)

@@ -297,6 +297,12 @@ class EventsSettings(BaseModel):
     fetch_batch: int = Field(
         500, ge=1, description="Events read from the log per query (fan-out and backfill)."
     )
+    max_sockets_per_token: int = Field(
+        20,
+        ge=1,
+        description="Sockets (events and logs together) one token may hold open at once on "
+        "one replica; one more is closed with code 1013 (try again later).",
+    )
 
 
 class RetentionSettings(BaseModel):

@@ -3,7 +3,8 @@
 Authenticate with ``Authorization: Bearer <token>``; browsers, which cannot set
 headers, offer the subprotocols ``chroma-orch.v1`` and
 ``chroma-orch.bearer.<token>``, or send ``{"type": "auth", "token": ...}`` as the
-first frame. A token never goes in the URL. See docs/events.md for the messages.
+first frame. A token never goes in the URL. A socket lasts only as long as its
+token: revoked or expired, the socket is closed with 4401. See docs/events.md.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from chroma_orch.context import AppContext
-from chroma_orch.events.messages import CLOSE_NOT_FOUND, CLOSE_SLOW_CONSUMER
+from chroma_orch.events.guard import TokenEndedError, TokenLease, get_guard
+from chroma_orch.events.messages import CLOSE_NOT_FOUND, CLOSE_SLOW_CONSUMER, CLOSE_UNAUTHORIZED
 from chroma_orch.events.queries import Scope
 from chroma_orch.events.sockets import (
     EventFeed,
     SlowConsumerError,
-    accept_authenticated,
+    authenticated,
     follow_logs,
     timed_sender,
     until_disconnect,
@@ -30,12 +32,15 @@ from chroma_orch.events.stream import get_stream
 router = APIRouter(tags=["events"])
 
 
-async def _close_slow(websocket: WebSocket, last: int | None) -> None:
-    reason = "slow consumer" + (f": reconnect with since={last}" if last is not None else "")
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     try:
-        await websocket.close(CLOSE_SLOW_CONSUMER, reason)
+        await websocket.close(code, reason)
     except (WebSocketDisconnect, RuntimeError):
         pass
+
+
+def _slow(last: int | None) -> str:
+    return "slow consumer" + (f": reconnect with since={last}" if last is not None else "")
 
 
 @router.websocket("/v1/events")
@@ -45,9 +50,19 @@ async def events_socket(
     instance_id: Annotated[uuid.UUID | None, Query(description="Only this instance.")] = None,
 ) -> None:
     ctx: AppContext = websocket.app.state.ctx
-    principal = await accept_authenticated(websocket, ctx)
-    if principal is None:
-        return
+    async with authenticated(websocket, ctx, get_guard(websocket.app)) as lease:
+        if lease is not None:
+            await _events(websocket, ctx, lease, since, instance_id)
+
+
+async def _events(
+    websocket: WebSocket,
+    ctx: AppContext,
+    lease: TokenLease,
+    since: int | None,
+    instance_id: uuid.UUID | None,
+) -> None:
+    principal = lease.principal
     if instance_id is not None and await visible_instance(ctx, principal, instance_id) is None:
         await websocket.close(CLOSE_NOT_FOUND, "instance not found")
         return
@@ -56,10 +71,13 @@ async def events_socket(
     send = timed_sender(websocket, ctx.settings.events.send_timeout)
     feed = EventFeed(stream, subscriber, send, ctx.sessions, ctx.policy, ctx.settings.events)
     try:
-        await until_disconnect(websocket, feed.run(since))
+        await until_disconnect(websocket, feed.run(since), lease)
     except SlowConsumerError:
         stream.unsubscribe(subscriber)
-        await _close_slow(websocket, feed.last)
+        await _close(websocket, CLOSE_SLOW_CONSUMER, _slow(feed.last))
+    except TokenEndedError as exc:
+        stream.unsubscribe(subscriber)
+        await _close(websocket, CLOSE_UNAUTHORIZED, exc.reason)
     except WebSocketDisconnect:
         pass
     finally:
@@ -73,10 +91,15 @@ async def logs_socket(
     tail: Annotated[int, Query(ge=0, le=10000, description="Lines of history first.")] = 100,
 ) -> None:
     ctx: AppContext = websocket.app.state.ctx
-    principal = await accept_authenticated(websocket, ctx)
-    if principal is None:
-        return
-    instance = await visible_instance(ctx, principal, instance_id)
+    async with authenticated(websocket, ctx, get_guard(websocket.app)) as lease:
+        if lease is not None:
+            await _logs(websocket, ctx, lease, instance_id, tail)
+
+
+async def _logs(
+    websocket: WebSocket, ctx: AppContext, lease: TokenLease, instance_id: uuid.UUID, tail: int
+) -> None:
+    instance = await visible_instance(ctx, lease.principal, instance_id)
     if instance is None:
         await websocket.close(CLOSE_NOT_FOUND, "instance not found")
         return
@@ -84,9 +107,11 @@ async def logs_socket(
     lines = ctx.runtime.follow_logs(str(instance.id), handle, tail)
     send = timed_sender(websocket, ctx.settings.events.send_timeout)
     try:
-        await until_disconnect(websocket, follow_logs(lines, send, ctx.settings.events))
+        await until_disconnect(websocket, follow_logs(lines, send, ctx.settings.events), lease)
         await websocket.close()
     except SlowConsumerError:
-        await _close_slow(websocket, None)
+        await _close(websocket, CLOSE_SLOW_CONSUMER, _slow(None))
+    except TokenEndedError as exc:
+        await _close(websocket, CLOSE_UNAUTHORIZED, exc.reason)
     except (WebSocketDisconnect, RuntimeError):
         pass

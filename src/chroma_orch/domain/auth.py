@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
@@ -31,6 +31,8 @@ class Principal:
     token_id: uuid.UUID
     tenant_id: uuid.UUID | None
     scopes: tuple[str, ...]
+    expires_at: datetime | None = field(default=None, compare=False)
+    """When the token expires (not part of its identity: a new expiry is the same caller)."""
 
     @property
     def is_admin(self) -> bool:
@@ -146,7 +148,12 @@ async def _verify(
         await session.execute(
             update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now)
         )
-    principal = Principal(token_id=row.id, tenant_id=row.tenant_id, scopes=tuple(row.scopes))
+    principal = Principal(
+        token_id=row.id,
+        tenant_id=row.tenant_id,
+        scopes=tuple(row.scopes),
+        expires_at=row.expires_at,
+    )
     if cache is not None:
         cache.put(digest, principal, row.expires_at, read_at=epoch)
     return principal

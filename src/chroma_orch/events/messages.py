@@ -26,11 +26,14 @@ BEARER_SUBPROTOCOL_PREFIX = "chroma-orch.bearer."
 CLOSE_BAD_REQUEST = 4400
 """A malformed auth frame or parameter."""
 CLOSE_UNAUTHORIZED = 4401
-"""Missing, invalid, expired or late token."""
+"""Missing, invalid, expired or late token; or, on an open socket, the token was
+revoked, deleted, re-scoped or expired."""
 CLOSE_NOT_FOUND = 4404
 """The instance does not exist or is not visible to the token."""
 CLOSE_SLOW_CONSUMER = 4429
 """The client stopped reading; reconnect with ``since`` = the last ``seq`` it handled."""
+CLOSE_TRY_AGAIN_LATER = 1013
+"""The token already holds ``max_sockets_per_token`` sockets on this replica."""
 
 
 class Message(BaseModel):

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -22,9 +23,11 @@ from chroma_orch.domain.auth import Principal, authenticate, bearer_from_header
 from chroma_orch.domain.instances import InstancePolicy, InstanceService
 from chroma_orch.errors import NotFoundError, UnauthorizedError
 from chroma_orch.events import queries
+from chroma_orch.events.guard import SocketGuard, TokenEndedError, TokenLease, TooManySocketsError
 from chroma_orch.events.messages import (
     BEARER_SUBPROTOCOL_PREFIX,
     CLOSE_BAD_REQUEST,
+    CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNAUTHORIZED,
     SUBPROTOCOL,
     AuthMessage,
@@ -80,28 +83,57 @@ async def _first_message_token(websocket: WebSocket, timeout: float) -> str:
         raise AuthFailedError(CLOSE_BAD_REQUEST, 'expected {"type": "auth", "token": ...}') from exc
 
 
-async def accept_authenticated(websocket: WebSocket, ctx: AppContext) -> Principal | None:
-    """Accept the socket and resolve its token: from the ``Authorization`` header,
-    a ``chroma-orch.bearer.<token>`` subprotocol, or an ``auth`` first frame.
-    On failure the socket is closed with 4401/4400 and None is returned."""
+async def _verify(ctx: AppContext, lease: TokenLease, ticket: int) -> None:
+    try:
+        async with ctx.sessions() as session:
+            principal = await authenticate(session, lease.token, ctx.tokens)
+            await session.commit()
+    except UnauthorizedError as exc:
+        raise AuthFailedError(CLOSE_UNAUTHORIZED, exc.detail or "invalid token") from exc
+    lease.confirm(principal, ticket)
+    if lease.reason is not None:  # changed while it was being read
+        raise AuthFailedError(CLOSE_UNAUTHORIZED, lease.reason)
+
+
+async def _lease(websocket: WebSocket, ctx: AppContext, guard: SocketGuard) -> TokenLease:
+    token = _offered_token(websocket)
+    if token is None:
+        token = await _first_message_token(websocket, ctx.settings.events.auth_timeout)
+    try:
+        lease = guard.open(token)
+    except TooManySocketsError as exc:
+        raise AuthFailedError(CLOSE_TRY_AGAIN_LATER, str(exc)) from exc
+    try:
+        await _verify(ctx, lease, guard.ticket())
+    except BaseException:
+        guard.release(lease)
+        raise
+    return lease
+
+
+@asynccontextmanager
+async def authenticated(
+    websocket: WebSocket, ctx: AppContext, guard: SocketGuard
+) -> AsyncIterator[TokenLease | None]:
+    """Accept the socket and hold a lease on its token for the block (see
+    ``events.guard``). The token comes from the ``Authorization`` header, a
+    ``chroma-orch.bearer.<token>`` subprotocol, or an ``auth`` first frame. On
+    failure the socket is closed (4401, 4400, or 1013 beyond the token's share of
+    sockets) and the block gets None."""
     offered = websocket.scope.get("subprotocols", [])
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    lease = None
     try:
-        token = _offered_token(websocket)
-        if token is None:
-            token = await _first_message_token(websocket, ctx.settings.events.auth_timeout)
-        try:
-            async with ctx.sessions() as session:
-                principal = await authenticate(session, token, ctx.tokens)
-                await session.commit()
-        except UnauthorizedError as exc:
-            raise AuthFailedError(CLOSE_UNAUTHORIZED, exc.detail or "invalid token") from exc
+        lease = await _lease(websocket, ctx, guard)
     except AuthFailedError as exc:
         await websocket.close(exc.code, exc.reason)
-        return None
     except WebSocketDisconnect:
-        return None
-    return principal
+        pass
+    try:
+        yield lease
+    finally:
+        if lease is not None:
+            guard.release(lease)
 
 
 async def visible_instance(
@@ -118,14 +150,22 @@ async def visible_instance(
     return instance
 
 
-async def until_disconnect(websocket: WebSocket, work: Awaitable[None]) -> None:
-    """Run ``work`` until it ends or the client goes away (client frames are ignored)."""
+async def until_disconnect(websocket: WebSocket, work: Awaitable[None], lease: TokenLease) -> None:
+    """Run ``work`` until it ends or the client goes away (client frames are ignored);
+    ``TokenEndedError`` when the token's ``lease`` ends first."""
 
     async def drain() -> None:
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass
 
-    tasks = [asyncio.ensure_future(work), asyncio.ensure_future(drain())]
+    async def hold() -> None:
+        raise TokenEndedError(await lease.ended())
+
+    tasks = [
+        asyncio.ensure_future(work),
+        asyncio.ensure_future(drain()),
+        asyncio.ensure_future(hold()),
+    ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
