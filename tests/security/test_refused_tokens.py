@@ -3,6 +3,7 @@ remembered briefly by digest, so refusing one again needs no database lookup."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -13,11 +14,14 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from chroma_orch.app import create_app
 from chroma_orch.domain.auth import TENANT_SCOPE, issue_token
 from chroma_orch.settings import LimitsSettings, ReconcilerSettings
 from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.e2e.service import running_service
 from tests.helpers import bearer, create_tenant, wait_for
 
 AppFactory = Callable[..., Any]
@@ -144,3 +148,27 @@ async def test_a_token_created_after_a_refusal_works_at_once(make_app: AppFactor
             return response.status_code == 200
 
         await wait_for(accepted, timeout=5, interval=0.01)
+
+
+async def _socket_close(url: str, token: str, source: str) -> tuple[int, str]:
+    """Open the event socket from ``source`` with ``token``; how the service closed it."""
+    async with connect(url, additional_headers=bearer(token), local_addr=(source, 0)) as ws:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+    assert ws.close_code is not None
+    return ws.close_code, ws.close_reason or ""
+
+
+async def test_event_sockets_count_refused_tokens_per_address(
+    database_url: str, tmp_path: Path
+) -> None:
+    """WebSockets share the per-address count of refused tokens with REST."""
+    env = {"CHROMA_ORCH_LIMITS__AUTH_FAILURES": "3"}
+    async with running_service(database_url, tmp_path / "data", **env) as service:
+        url = service.url.replace("http://", "ws://") + "/v1/events"
+        for n in range(3):
+            assert await _socket_close(url, f"co_guess{n}", "127.0.0.1") == (4401, "invalid token")
+        code, reason = await _socket_close(url, "co_one-more-guess", "127.0.0.1")
+        assert code == 1013, reason
+        assert "invalid tokens" in reason.lower() or "too many" in reason.lower(), reason
+        assert (await _socket_close(url, "co_guess0", "127.0.0.2"))[0] == 4401  # a neighbour

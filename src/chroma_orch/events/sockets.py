@@ -21,7 +21,7 @@ from chroma_orch.context import AppContext
 from chroma_orch.db.models import Instance
 from chroma_orch.domain.auth import Principal, authenticate, bearer_from_header
 from chroma_orch.domain.instances import InstancePolicy, InstanceService
-from chroma_orch.errors import NotFoundError, UnauthorizedError
+from chroma_orch.errors import NotFoundError, TooManyAuthFailuresError, UnauthorizedError
 from chroma_orch.events import queries
 from chroma_orch.events.guard import SocketGuard, TokenEndedError, TokenLease, TooManySocketsError
 from chroma_orch.events.messages import (
@@ -83,11 +83,16 @@ async def _first_message_token(websocket: WebSocket, timeout: float) -> str:
         raise AuthFailedError(CLOSE_BAD_REQUEST, 'expected {"type": "auth", "token": ...}') from exc
 
 
-async def _verify(ctx: AppContext, lease: TokenLease, ticket: int) -> None:
+async def _verify(ctx: AppContext, lease: TokenLease, ticket: int, client: str | None) -> None:
+    """Check the token, counting refusals per client address as the API does."""
     try:
         async with ctx.sessions() as session:
-            principal = await authenticate(session, lease.token, ctx.tokens)
+            principal = await authenticate(
+                session, lease.token, ctx.tokens, failures=ctx.auth_failures, client=client
+            )
             await session.commit()
+    except TooManyAuthFailuresError as exc:
+        raise AuthFailedError(CLOSE_TRY_AGAIN_LATER, exc.detail or exc.title) from exc
     except UnauthorizedError as exc:
         raise AuthFailedError(CLOSE_UNAUTHORIZED, exc.detail or "invalid token") from exc
     lease.confirm(principal, ticket)
@@ -104,7 +109,8 @@ async def _lease(websocket: WebSocket, ctx: AppContext, guard: SocketGuard) -> T
     except TooManySocketsError as exc:
         raise AuthFailedError(CLOSE_TRY_AGAIN_LATER, str(exc)) from exc
     try:
-        await _verify(ctx, lease, guard.ticket())
+        client = websocket.client.host if websocket.client else None  # proxy-headers aware
+        await _verify(ctx, lease, guard.ticket(), client)
     except BaseException:
         guard.release(lease)
         raise
