@@ -133,3 +133,26 @@ async def test_a_routed_task_stops_taking_traffic_before_its_address_is_freed(
     stopped_after = time.monotonic() - began
     assert ecs_service.calls.reached["StopTask"] == 1
     assert stopped_after >= quarantine - 1.0, stopped_after  # 1 s: when "stopping" was seen
+
+
+async def test_an_instance_started_while_it_drains_runs_again(ecs_service: EcsService) -> None:
+    """A start that comes while a stop drains (the task still running, no door routing
+    to it) finishes the stop, then starts a new task: it never sticks in 'stopping'."""
+    http = ecs_service.http
+    _, token = await create_tenant(http, "acme")
+    created = await http.post("/v1/instances", json={"name": "main"}, headers=bearer(token))
+    instance_id = created.json()["instance"]["id"]
+    await wait_phase(http, instance_id, "running")
+    assert (await http.post(f"/v1/instances/{instance_id}/stop")).status_code == 202
+
+    async def is_stopping() -> bool:
+        body: dict[str, Any] = (await http.get(f"/v1/instances/{instance_id}")).json()
+        return bool(body["phase"] == "stopping")
+
+    await wait_for(is_stopping, timeout=10, interval=0.02)
+    assert (await http.post(f"/v1/instances/{instance_id}/start")).status_code == 202
+    quarantine = ecs_service.app.state.ctx.settings.proxy.address_quarantine
+    again = await wait_phase(http, instance_id, "running", timeout=quarantine + 20)
+    assert again["failure"] is None
+    assert ecs_service.calls.reached["StopTask"] == 1
+    assert ecs_service.calls.reached["RunTask"] == 2

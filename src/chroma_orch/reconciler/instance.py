@@ -257,8 +257,9 @@ class InstanceReconciler:
     async def _run(self, observation: Observation | None) -> Outcome:
         inst = self.inst
         handle_generation = int((inst.handle or {}).get("generation", 0))
-        if self._live(observation) and handle_generation < inst.restart_generation:
-            # a restart was asked for: stop, then start anew
+        stopping = inst.phase == Phase.STOPPING  # e.g. started again while it drained
+        if self._live(observation) and (stopping or handle_generation < inst.restart_generation):
+            # a restart was asked for, or a stop was under way: stop, then start anew
             if (pending := await self._halt(observation)) is not None:
                 return pending
             observation = None
