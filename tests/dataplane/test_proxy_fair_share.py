@@ -13,6 +13,7 @@ import json
 import logging
 import statistics
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -246,6 +247,32 @@ async def test_proxied_requests_are_rate_limited_per_tenant(
         )
         assert other.status_code == 200
     assert len(upstream.requests) == 3
+
+
+@pytest.mark.parametrize("proxy", [{"requests_per_second": 0.1, "burst": 3}], indirect=True)
+async def test_requests_that_reach_no_server_count_against_the_rate_too(
+    served: str, tenancy: Tenancy
+) -> None:
+    """Unknown ids and stopped instances cost a lookup each: they take from the
+    tenant's rate like proxied requests, so a flood of them is cut short."""
+    async with httpx.AsyncClient(base_url=served, headers=bearer(tenancy.token)) as http:
+        for n in range(3):
+            missing = await http.get(f"/i/{uuid.uuid4()}/x")
+            assert missing.status_code == 404, n
+        limited = await http.get(f"/i/{uuid.uuid4()}/x")
+        assert (limited.status_code, limited.json()["code"]) == (429, "rate_limited")
+        pending = await http.get(f"/i/{tenancy.instance_id}/x")  # not running: no matter
+        assert (pending.status_code, pending.json()["code"]) == (429, "rate_limited")
+
+
+async def test_an_encoded_separator_after_the_id_is_a_404(
+    served: str, api_app: FastAPI, tenancy: Tenancy, upstream: FakeUpstream
+) -> None:
+    await set_route(api_app, tenancy.instance_id, "running", upstream.port)
+    async with httpx.AsyncClient(base_url=served, headers=bearer(tenancy.token)) as http:
+        answer = await http.get(f"/i/{tenancy.instance_id}%2F")
+    assert answer.status_code == 404, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
 
 
 async def _read_to_end(reader: asyncio.StreamReader) -> bytes:

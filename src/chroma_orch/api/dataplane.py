@@ -63,7 +63,9 @@ async def proxy(instance_id: str, path: str, request: Request) -> Response:
         client=client_address(request),
     )
     raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
-    prefix_len = raw_path.index(b"/", len(b"/i/"))
+    prefix_len = raw_path.find(b"/", len(b"/i/"))
+    if prefix_len < 0:  # the separator was percent-encoded (/i/<id>%2F...)
+        raise NotFoundError("no instance path: /i/{instance_id}/...")
     response = await plane.forward(route, request, prefix_len)
     PROXIED_REQUESTS.labels(f"{response.status_code // 100}xx").inc()
     return response

@@ -65,27 +65,29 @@ class DataPlane:
         wake: bool = True,
         client: str | None = None,
     ) -> Route:
-        """See ``Access.authorize``; a granted request counts as activity. With
-        ``wake``, a request to a culled wake-on-request instance starts it and waits
-        (bounded) until it runs."""
+        """See ``Access.authorize``; a granted request counts as activity. Every
+        authenticated request, granted or not, takes one from its tenant's rate
+        (an admin token's own), so unknown ids or stopped instances cost nothing
+        past it. With ``wake``, a request to a culled wake-on-request instance
+        starts it and waits (bounded) until it runs."""
+        principal = await self.access.principal(token, client)
+        self.shares.check_rate(principal.tenant_id or principal.token_id)
         try:
-            route = await self.access.authorize(token, instance_id, client)
+            route = await self.access.grant(principal, instance_id)
         except InstanceNotRunningError:
             if not wake:
                 raise
-            principal = await self.access.principal(token, client)
             route = await self.waker.wake(principal, instance_id)
         self.activity.touch(instance_id)
         return route
 
     async def forward(self, route: Route, request: Request, prefix_len: int) -> Response:
         """Relay ``request`` (its path after the first ``prefix_len`` bytes) to ``route``
-        if the tenant's rate and its instance's and its own shares allow (else 429).
+        if its instance's and its tenant's shares allow (else 429).
 
         The share is held until the response has been relayed. A client that hangs
         up before its body is complete gets one INFO line and a 499 nobody receives.
         """
-        self.shares.check_rate(route.tenant_id)
         share = self.shares.take(route.instance_id, route.tenant_id)
         try:
             response = await self._relay(route, request, prefix_len)

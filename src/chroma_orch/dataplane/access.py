@@ -170,7 +170,10 @@ class Access:
         ``NotFoundError`` (404) for an instance that does not exist or belongs to
         another tenant, ``InstanceNotRunningError`` (503, Retry-After) otherwise.
         """
-        principal = await self.principal(token, client)
+        return await self.grant(await self.principal(token, client), instance_id)
+
+    async def grant(self, principal: Principal, instance_id: uuid.UUID) -> Route:
+        """``authorize`` for a caller already known (same answers, but 401)."""
         if not principal.is_admin and TENANT_SCOPE not in principal.scopes:
             raise ForbiddenError("this token may not use the data plane")
         route = await self.route(instance_id)
