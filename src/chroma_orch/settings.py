@@ -536,11 +536,13 @@ class Settings(BaseSettings):
         "(PostgreSQL notifies them). 0 disables it.",
     )
     trusted_proxies: list[str] = Field(
-        default_factory=list,
+        default_factory=lambda: ["127.0.0.1", "::1"],
         description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For "
-        "names the client (refused tokens are counted per client address). Empty: the "
-        "connection's peer is the client. Behind Nginx on the same host: "
-        '["127.0.0.1", "::1"].',
+        "names the client (refused tokens are counted per client address); any other "
+        "peer is the client itself. The default trusts loopback, where deploy/nginx.conf "
+        "runs beside the service: without it every client through Nginx would share one "
+        "address and one budget of refusals. Add the proxies' addresses when they run "
+        "elsewhere; [] trusts no forwarding at all.",
     )
     data_dir: Path = Field(
         default_factory=default_data_dir,

@@ -21,6 +21,7 @@ from chroma_orch.app import create_app
 from chroma_orch.domain.auth import TENANT_SCOPE, issue_token
 from chroma_orch.settings import LimitsSettings, ReconcilerSettings
 from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.dataplane.nginx_proc import running_nginx
 from tests.e2e.service import running_service
 from tests.helpers import bearer, create_tenant, wait_for
 
@@ -172,3 +173,32 @@ async def test_event_sockets_count_refused_tokens_per_address(
         assert code == 1013, reason
         assert "invalid tokens" in reason.lower() or "too many" in reason.lower(), reason
         assert (await _socket_close(url, "co_guess0", "127.0.0.2"))[0] == 4401  # a neighbour
+
+
+def _from(source: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address=source), timeout=30)
+
+
+async def test_behind_nginx_one_guesser_does_not_lock_out_its_neighbours(
+    database_url: str, tmp_path: Path
+) -> None:
+    """By default the service trusts Nginx beside it (loopback) to name the client:
+    a client through Nginx that guesses tokens is limited, one next to it is not."""
+    env = {"CHROMA_ORCH_LIMITS__AUTH_FAILURES": "3"}
+    async with (
+        running_service(database_url, tmp_path / "data", **env) as service,
+        running_nginx(service.port) as nginx,
+    ):
+        async with service.client() as admin:
+            _, token = await create_tenant(admin, "acme")
+        url = f"{nginx.url}/v1/instances"
+        async with _from("127.0.0.2") as guesser, _from("127.0.0.3") as neighbour:
+            answers = [
+                (await guesser.get(url, headers=bearer(f"co_guess{n}"))).status_code
+                for n in range(4)
+            ]
+            mine = await neighbour.get(url, headers=bearer(token))
+            wrong = await neighbour.get(url, headers=bearer("co_typo"))
+    assert answers == [401, 401, 401, 429], answers
+    assert mine.status_code == 200, mine.text
+    assert wrong.status_code == 401, wrong.text
