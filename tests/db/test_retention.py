@@ -15,6 +15,7 @@ from chroma_orch.settings import RetentionSettings
 from tests.helpers import bearer, create_tenant, settle
 
 _OLD = "now() - interval '400 hours'"
+NOTHING = {"events": 0, "intents": 0, "instances": 0, "released_endpoints": 0}
 
 
 async def _backdate(engine: AsyncEngine, instance_id: str) -> None:
@@ -78,7 +79,7 @@ async def test_purges_deleted_instances_and_settled_intents_past_retention(
     assert purged["instances"] == 1
     assert purged["intents"] == 3  # gone's create and delete, live's create
     assert purged["events"] >= 2
-    assert await retention.run_once() == {"events": 0, "intents": 0, "instances": 0}
+    assert await retention.run_once() == NOTHING
 
 
 async def test_one_replica_purges_at_a_time(client: httpx.AsyncClient, api_app: FastAPI) -> None:
@@ -91,6 +92,26 @@ async def test_one_replica_purges_at_a_time(client: httpx.AsyncClient, api_app: 
     retention = Retention(api_app.state.ctx.sessions, RetentionSettings(), 168)
     async with engine.connect() as other_replica:
         await other_replica.execute(select(func.pg_advisory_lock(LOCK_KEY)))
-        assert await retention.run_once() == {"events": 0, "intents": 0, "instances": 0}
+        assert await retention.run_once() == NOTHING
         await other_replica.execute(select(func.pg_advisory_unlock(LOCK_KEY)))
     assert (await retention.run_once())["instances"] == 1
+
+
+async def test_released_addresses_older_than_any_quarantine_go(api_app: FastAPI) -> None:
+    """Released addresses are kept an hour (the longest quarantine), then purged:
+    ECS task IPs seldom repeat, so nothing else would ever drop them."""
+    engine: AsyncEngine = api_app.state.ctx.engine
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO released_endpoints (host, port, instance_id, released_at) VALUES "
+                "('10.0.0.7', 8000, gen_random_uuid(), now() - interval '2 hours'), "
+                "('10.0.0.8', 8000, gen_random_uuid(), now() - interval '59 minutes')"
+            )
+        )
+    settings = RetentionSettings(batch=1)
+    purged = await Retention(api_app.state.ctx.sessions, settings, 168).run_once()
+    assert purged["released_endpoints"] == 1
+    async with engine.connect() as conn:
+        left = await conn.scalars(text("SELECT host FROM released_endpoints"))
+        assert list(left) == ["10.0.0.8"]

@@ -1,4 +1,5 @@
-"""Rows past their retention: old events, settled intents, deleted instances.
+"""Rows past their retention: old events, settled intents, deleted instances, and
+released addresses older than any quarantine.
 
 One pass (``Retention.run_once``) purges each kind in batches, each batch its own
 short transaction, and one replica at a time: every batch first takes a
@@ -12,10 +13,10 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import Delete, delete, func, select, text
+from sqlalchemy import Delete, delete, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chroma_orch.db.models import Event, Instance, Intent
+from chroma_orch.db.models import Event, Instance, Intent, ReleasedEndpoint
 from chroma_orch.db.rows import OPEN_INTENT
 from chroma_orch.settings import RetentionSettings
 
@@ -59,6 +60,22 @@ def _instances(older_than: timedelta, batch: int) -> Delete:
     return delete(Instance).where(Instance.id.in_(doomed.scalar_subquery()))
 
 
+RELEASED_ENDPOINTS_KEPT = timedelta(hours=1)
+"""Longer than any address quarantine may be (``proxy.address_quarantine`` <= 1 h)."""
+
+
+def _released_endpoints(older_than: timedelta, batch: int) -> Delete:
+    """Addresses released longer ago than any quarantine (ECS task IPs seldom repeat,
+    so the trigger's own clean-up of an address it records again rarely runs)."""
+    doomed = (
+        select(ReleasedEndpoint.host, ReleasedEndpoint.port, ReleasedEndpoint.instance_id)
+        .where(ReleasedEndpoint.released_at < func.now() - older_than)
+        .limit(batch)
+    )
+    key = (ReleasedEndpoint.host, ReleasedEndpoint.port, ReleasedEndpoint.instance_id)
+    return delete(ReleasedEndpoint).where(tuple_(*key).in_(doomed))
+
+
 class Retention:
     """Purges what is past its retention (see ``RetentionSettings``)."""
 
@@ -74,6 +91,7 @@ class Retention:
             "events": (_events, timedelta(hours=events_hours)),
             "intents": (_intents, timedelta(hours=settings.settled_intents_hours)),
             "instances": (_instances, timedelta(hours=settings.deleted_instances_hours)),
+            "released_endpoints": (_released_endpoints, RELEASED_ENDPOINTS_KEPT),
         }
 
     async def run_once(self) -> dict[str, int]:
