@@ -78,8 +78,9 @@ class LocalRuntimeSettings(BaseModel):
     system_user: str = Field(
         "chroma-orch-server",
         description="Unprivileged user that runs the servers when the service runs as root "
-        "(created if missing; 'nobody' is used when it cannot be). Keep it apart from "
-        "embedded_db.system_user: PostgreSQL's files and socket must stay out of its reach.",
+        "(created if missing; servers do not start when it cannot be: no shared fallback "
+        "such as 'nobody'). Must differ from embedded_db.system_user: PostgreSQL's files "
+        "and socket must stay out of its reach.",
     )
     server_env: list[str] = Field(
         [],
@@ -600,6 +601,15 @@ class Settings(BaseSettings):
         for item in value:
             ipaddress.ip_network(item, strict=False)  # a ValueError names the bad one
         return value
+
+    @model_validator(mode="after")
+    def _servers_apart_from_postgres(self) -> Settings:
+        if self.local.system_user == self.embedded_db.system_user:
+            raise ValueError(
+                "local.system_user must differ from embedded_db.system_user: a tenant's "
+                "server must not reach PostgreSQL's files and socket"
+            )
+        return self
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

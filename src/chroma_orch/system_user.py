@@ -36,8 +36,9 @@ def lookup_user(name: str) -> pwd.struct_passwd | None:
         return None
 
 
-def resolve_system_user(name: str) -> RunAs:
-    """Account ``name``, created as a system user if missing, ``nobody`` if it cannot be."""
+def resolve_system_user(name: str, *, fallback: str | None = "nobody") -> RunAs:
+    """Account ``name``, created as a system user if missing; ``fallback`` if it cannot
+    be (None: ``SystemUserError`` instead)."""
     if lookup_user(name) is None:
         cmd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
         try:
@@ -45,10 +46,15 @@ def resolve_system_user(name: str) -> RunAs:
             logger.info("created system user user=%s", name)
         except (OSError, subprocess.SubprocessError) as exc:
             if lookup_user(name) is None:  # else: created concurrently by someone else
+                if fallback is None:
+                    raise SystemUserError(
+                        f"system user {name!r} does not exist and cannot be created ({exc}); "
+                        f"create it (useradd --system {name}) or name another"
+                    ) from exc
                 logger.warning(
-                    "cannot create system user user=%s error=%r fallback=nobody", name, exc
+                    "cannot create system user user=%s error=%r fallback=%s", name, exc, fallback
                 )
-                name = "nobody"
+                name = fallback
     entry = lookup_user(name)
     if entry is None:
         raise SystemUserError(f"system user {name!r} does not exist and cannot be created")

@@ -48,11 +48,14 @@ def server_environment(
 
 @functools.cache
 def server_account(name: str) -> RunAs | None:
-    """The account servers run as: ``name`` when the service is root, else None (its own)."""
+    """The account servers run as: ``name`` when the service is root, else None (its own).
+
+    Never a shared fallback such as ``nobody`` (Nginx's workers and PostgreSQL's
+    fallback run as it): when ``name`` cannot be created, servers do not start."""
     if os.geteuid() != 0:
         return None
     try:
-        return resolve_system_user(name)
+        return resolve_system_user(name, fallback=None)
     except SystemUserError as exc:
         raise StartFailedError("SpawnFailed", f"no account to run servers as: {exc}") from exc
 
