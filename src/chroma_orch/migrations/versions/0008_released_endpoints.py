@@ -1,12 +1,12 @@
-"""released endpoints: an address another instance just left is not routed at once
+"""released endpoints: an address one instance left is not given to another at once
 
 Every time an instance's endpoint (host, port) is cleared or changed, or its row is
-deleted, a trigger records that address as released by that instance. The data plane
-does not route any *other* instance to an address released within the quarantine
-(``CHROMA_ORCH_PROXY__ADDRESS_QUARANTINE``), nor to an address another live instance
-still names, so no authorisation cached for the old instance (the built-in proxy's
-route cache, Nginx's auth cache) can reach the new one's server. Rows older than an
-hour are dropped whenever that address is released again.
+deleted, a trigger records that address as released by that instance. The local
+port allocator gives no port another instance left within the quarantine
+(``CHROMA_ORCH_PROXY__ADDRESS_QUARANTINE``), so no authorisation cached for the
+instance that left (the built-in proxy's route cache, Nginx's auth cache) can reach
+a new instance's server there. Rows older than an hour are dropped whenever that
+address is released again (and by the retention pass).
 
 Revision ID: 0008
 Revises: 0007
