@@ -86,12 +86,6 @@ class Instance(TimestampMixin, Base):
         ),
         Index("ix_instances_due", "next_reconcile_at"),
         Index(
-            "ix_instances_endpoint",
-            "endpoint_host",
-            "endpoint_port",
-            postgresql_where=text("endpoint_host IS NOT NULL"),
-        ),
-        Index(
             "ix_instances_deleted",
             "phase_changed_at",
             postgresql_where=text("phase = 'deleted'"),

@@ -36,10 +36,6 @@ def upgrade() -> None:
         """
     )
     op.execute(
-        "CREATE INDEX ix_instances_endpoint ON instances (endpoint_host, endpoint_port) "
-        "WHERE endpoint_host IS NOT NULL"
-    )
-    op.execute(
         """
         CREATE FUNCTION chroma_orch_endpoint_released() RETURNS trigger
         LANGUAGE plpgsql AS $$
@@ -80,5 +76,4 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER instances_endpoint_deleted ON instances")
     op.execute("DROP TRIGGER instances_endpoint_released ON instances")
     op.execute("DROP FUNCTION chroma_orch_endpoint_released()")
-    op.execute("DROP INDEX ix_instances_endpoint")
     op.execute("DROP TABLE released_endpoints")
