@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import ADMIN_TOKEN
 from tests.dataplane.nginx_proc import WORKERS, Nginx, running_nginx
-from tests.e2e.service import Service, hold_port, port_is_open
+from tests.e2e.service import Service, hold_port, port_is_open, running_instance
 from tests.helpers import bearer, create_tenant, wait_for
 
 EMBEDDINGS: list[Sequence[float]] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
@@ -160,13 +160,7 @@ async def _logged(nginx: Nginx, line: str) -> bool:
 async def test_nginx_workers_unprivileged_no_token_on_disk_paths_logged_as_sent(
     service: Service, nginx: Nginx
 ) -> None:
-    async with service.client() as admin:
-        _, token = await create_tenant(admin, "acme")
-    async with service.client(token) as http:
-        created = await http.post("/v1/instances", json={"name": "main"})
-        instance_id = created.json()["instance"]["id"]
-        wait = f"/v1/instances/{instance_id}/wait"
-        assert (await http.get(wait, params={"phase": "running"})).json()["phase"] == "running"
+    token, instance_id = await running_instance(service)
     # Not canonical: %68 is "h", and Nginx routes by the decoded, normalised path.
     sent = f"/i/{instance_id}/api/v2/%68eartbeat"
     async with httpx.AsyncClient(base_url=nginx.url, timeout=30) as raw:

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 
 from tests.dataplane.nginx_proc import running_nginx
-from tests.e2e.service import running_service
-from tests.helpers import bearer, create_tenant
+from tests.e2e.service import running_instance, running_service
+from tests.helpers import bearer
 
 PER_CLIENT = 128  # deploy/nginx.conf: limit_conn chroma_orch_per_client
 HEARTBEAT = "/api/v2/heartbeat"
@@ -36,13 +36,7 @@ async def test_one_address_cannot_take_nginx_from_the_others(
         running_service(database_url, tmp_path / "data") as service,
         running_nginx(service.port) as nginx,
     ):
-        async with service.client() as admin:
-            _, token = await create_tenant(admin, "acme")
-        async with service.client(token) as http:
-            created = await http.post("/v1/instances", json={"name": "main"})
-            instance_id = created.json()["instance"]["id"]
-            wait = f"/v1/instances/{instance_id}/wait"
-            assert (await http.get(wait, params={"phase": "running"})).json()["phase"] == "running"
+        token, instance_id = await running_instance(service)
         base = f"{nginx.url}/i/{instance_id}"
         host, port = "127.0.0.1", int(nginx.url.rsplit(":", 1)[1])
         path = (

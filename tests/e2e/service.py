@@ -17,6 +17,7 @@ import httpx
 import psutil
 
 from tests.conftest import ADMIN_TOKEN, port_window
+from tests.helpers import create_tenant
 
 
 def free_port() -> int:
@@ -141,3 +142,15 @@ async def running_service(database_url: str, data_dir: Path, **env: str) -> Asyn
     finally:
         await service.stop()
         kill_chroma_processes(data_dir)
+
+
+async def running_instance(service: Service, tenant: str = "acme") -> tuple[str, str]:
+    """A new tenant's token and its one instance, launched and running."""
+    async with service.client() as admin:
+        _, token = await create_tenant(admin, tenant)
+    async with service.client(token) as http:
+        created = await http.post("/v1/instances", json={"name": "main"})
+        instance_id: str = created.json()["instance"]["id"]
+        wait = f"/v1/instances/{instance_id}/wait"
+        assert (await http.get(wait, params={"phase": "running"})).json()["phase"] == "running"
+    return token, instance_id
