@@ -11,6 +11,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", script_location())
+    return config
+
+
 # A source checkout: src/chroma_orch/db/migrate.py three levels below alembic.ini.
 _CHECKOUT = Path(__file__).resolve().parents[3]
 
@@ -25,12 +32,6 @@ def script_location() -> str:
     if (_CHECKOUT / "alembic.ini").is_file():
         return str(_CHECKOUT / "migrations")
     return "chroma_orch:migrations"
-
-
-def alembic_config() -> Config:
-    config = Config()
-    config.set_main_option("script_location", script_location())
-    return config
 
 
 def _upgrade(connection: Connection) -> None:
