@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: serve test lint typecheck pytest bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "chroma-orch needs Python >= 3.11 (set PYTHON=python3.11)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[local,dev]'
@@ -16,8 +16,8 @@ serve: $(STAMP)
 	$(BIN)/chroma-orch serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src migrations tests bench setup.py
+	$(BIN)/ruff format --check src migrations tests bench setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

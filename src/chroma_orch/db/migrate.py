@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -12,8 +14,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 def alembic_config() -> Config:
     config = Config()
-    config.set_main_option("script_location", "chroma_orch:migrations")
+    config.set_main_option("script_location", script_location())
     return config
+
+
+# A source checkout: src/chroma_orch/db/migrate.py three levels below alembic.ini.
+_CHECKOUT = Path(__file__).resolve().parents[3]
+
+
+def script_location() -> str:
+    """Where the Alembic scripts are: a source checkout's top-level ``migrations/``
+    (beside its ``alembic.ini``), else the copy installed as ``chroma_orch/migrations``.
+
+    The checkout comes first so code run from a checkout (``PYTHONPATH=src``, an editable
+    install) migrates with its own scripts, never another installation's.
+    """
+    if (_CHECKOUT / "alembic.ini").is_file():
+        return str(_CHECKOUT / "migrations")
+    return "chroma_orch:migrations"
 
 
 def _upgrade(connection: Connection) -> None:
