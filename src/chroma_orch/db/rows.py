@@ -32,9 +32,6 @@ _INTENT_FILLED = (
     "next_attempt_at AS intent_next_attempt_at"
 )
 """What the database fills in on a new intent, named apart from instance columns."""
-OPEN_INTENT = ("pending", "in_progress")
-"""Statuses of an intent the reconciler has yet to settle."""
-ANY_INTENT = (*OPEN_INTENT, "succeeded", "failed", "superseded")
 _INTENT_COLUMNS = tuple(Intent.__table__.columns.keys())
 _INTENT_COLUMNS_SQL = ", ".join(_INTENT_COLUMNS)
 _REUSED = (
