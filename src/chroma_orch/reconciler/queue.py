@@ -49,8 +49,7 @@ _DUE = f"""due AS (
 _LEASED = "lease_owner = $1, lease_expires_at = now() + $2::interval, next_reconcile_at = NULL"
 _INTENTS_STARTED = f"""started AS (
     UPDATE intents
-    SET status = '{IntentStatus.IN_PROGRESS.value}', attempts = attempts + 1, lease_owner = $1,
-        lease_expires_at = now() + $2::interval, updated_at = now()
+    SET status = '{IntentStatus.IN_PROGRESS.value}', attempts = attempts + 1, updated_at = now()
     WHERE instance_id IN (SELECT id FROM claimed) AND status IN ({OPEN_INTENT_SQL})
 )"""
 _CLAIM_ONLY = f"""WITH {_DUE}, claimed AS (
@@ -262,7 +261,7 @@ def _settled(g: int) -> str:
     SET status = CASE WHEN target_generation = ${g}
             THEN ${g + 1} ELSE '{IntentStatus.SUPERSEDED.value}' END,
         error = CASE WHEN target_generation = ${g} THEN ${g + 2} ELSE error END,
-        completed_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+        completed_at = now(), updated_at = now()
     WHERE instance_id IN (SELECT id FROM updated)
         AND status IN ({OPEN_INTENT_SQL}) AND target_generation <= ${g}
 )"""
