@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chroma_orch.db.models import Instance, Intent
+from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus
 from chroma_orch.reconciler.loop import Reconciler
 
 
@@ -38,8 +38,8 @@ async def settle(engine: AsyncEngine, instance_id: str | uuid.UUID, phase: str) 
         )
         await conn.execute(
             update(Intent)
-            .where(Intent.instance_id == instance_id, Intent.status.in_(("pending", "in_progress")))
-            .values(status="succeeded", completed_at=func.now())
+            .where(Intent.instance_id == instance_id, Intent.status.in_(OPEN_INTENT))
+            .values(status=IntentStatus.SUCCEEDED, completed_at=func.now())
         )
 
 

@@ -377,6 +377,15 @@ async def test_verified_tokens_are_cached_until_postgres_says_they_changed(
     await wait_for(refused, timeout=5, interval=0.01)
 
 
+async def test_openapi_names_every_intent_status(client: httpx.AsyncClient) -> None:
+    """Clients (the generated SDK, the CLI) learn the statuses from the schema."""
+    spec = (await client.get("/openapi.json")).json()
+    status = spec["components"]["schemas"]["IntentRead"]["properties"]["status"]
+    if "$ref" in status:
+        status = spec["components"]["schemas"][status["$ref"].rsplit("/", 1)[1]]
+    assert status["enum"] == ["pending", "in_progress", "succeeded", "failed", "superseded"]
+
+
 async def test_every_route_but_health_and_docs_needs_a_token(api_app: object) -> None:
     app = api_app
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]

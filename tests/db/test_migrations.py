@@ -38,3 +38,18 @@ async def test_models_match_migrations_and_downgrade_works(database_url: str) ->
             assert tables.scalar() == 0
     finally:
         await engine.dispose()
+
+
+async def test_intents_keep_no_lease_of_their_own(database_url: str) -> None:
+    """The reconciler leases instances; intent lease columns were written, never read."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.exec_driver_sql(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'intents' "
+                "AND column_name IN ('lease_owner', 'lease_expires_at', 'next_attempt_at')"
+            )
+            assert found.scalars().all() == []
+    finally:
+        await engine.dispose()

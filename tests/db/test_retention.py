@@ -9,8 +9,9 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chroma_orch.db.locks import LockKey
 from chroma_orch.db.models import Event, Instance, Intent
-from chroma_orch.db.retention import LOCK_KEY, Retention
+from chroma_orch.db.retention import Retention
 from chroma_orch.settings import RetentionSettings
 from tests.helpers import bearer, create_tenant, settle, wait_for
 
@@ -91,9 +92,9 @@ async def test_one_replica_purges_at_a_time(client: httpx.AsyncClient, api_app: 
     await _backdate(engine, gone)
     retention = Retention(api_app.state.ctx.sessions, RetentionSettings(), 168)
     async with engine.connect() as other_replica:
-        await other_replica.execute(select(func.pg_advisory_lock(LOCK_KEY)))
+        await other_replica.execute(select(func.pg_advisory_lock(LockKey.RETENTION)))
         assert await retention.run_once() == NOTHING
-        await other_replica.execute(select(func.pg_advisory_unlock(LOCK_KEY)))
+        await other_replica.execute(select(func.pg_advisory_unlock(LockKey.RETENTION)))
     assert (await retention.run_once())["instances"] == 1
 
 

@@ -11,6 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chroma_orch.db.locks import NamedLock, lock
+
 
 def alembic_config() -> Config:
     config = Config()
@@ -49,7 +51,7 @@ def _at_head(connection: Connection) -> bool:
 async def upgrade(engine: AsyncEngine) -> None:
     """Migrate to head (a no-op when already there). Serialised across replicas."""
     async with engine.begin() as conn:
-        await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended('migrate', 0))")
+        await lock(conn, NamedLock.MIGRATE)
         await conn.run_sync(_upgrade)
 
 

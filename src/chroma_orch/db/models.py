@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Any
@@ -128,6 +129,24 @@ class Instance(TimestampMixin, Base):
     """Set when the culler stopped the instance for idleness; cleared by any request."""
 
 
+class IntentStatus(enum.StrEnum):
+    """Where an intent stands: open (pending, then in progress once the reconciler
+    has claimed its instance) until the reconciler settles it (succeeded, failed,
+    or superseded by a later intent of the same instance)."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+
+
+OPEN_INTENT = (IntentStatus.PENDING, IntentStatus.IN_PROGRESS)
+"""Statuses of an intent the reconciler has yet to settle."""
+OPEN_INTENT_SQL = ", ".join(f"'{status.value}'" for status in OPEN_INTENT)
+"""``OPEN_INTENT`` as SQL literals, for ``status IN (...)`` written into a statement."""
+
+
 class Intent(Base):
     __tablename__ = "intents"
     __table_args__ = (
@@ -141,7 +160,7 @@ class Intent(Base):
         Index(
             "ix_intents_open",
             "instance_id",
-            postgresql_where=text("status IN ('pending', 'in_progress')"),
+            postgresql_where=text(f"status IN ({OPEN_INTENT_SQL})"),
         ),
         Index("ix_intents_instance_generation", "instance_id", "target_generation"),
     )
@@ -151,13 +170,10 @@ class Intent(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     action: Mapped[str] = mapped_column(String(16))
     target_generation: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=IntentStatus.PENDING.value)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    lease_owner: Mapped[str | None] = mapped_column(String(128))
-    lease_expires_at: Mapped[datetime | None]
-    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())

@@ -16,13 +16,11 @@ from datetime import timedelta
 from sqlalchemy import Delete, delete, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chroma_orch.db.models import Event, Instance, Intent, ReleasedEndpoint
-from chroma_orch.db.rows import OPEN_INTENT
+from chroma_orch.db.locks import LockKey, try_lock
+from chroma_orch.db.models import OPEN_INTENT, Event, Instance, Intent, ReleasedEndpoint
 from chroma_orch.settings import RetentionSettings
 
 log = logging.getLogger(__name__)
-
-LOCK_KEY = 0x63686F7075726765  # "chopurge": held by the replica purging
 
 
 def _events(older_than: timedelta, batch: int) -> Delete:
@@ -114,8 +112,7 @@ class Retention:
     async def _batch(self, statement: Delete) -> int | None:
         """Run one batch under the lock: rows deleted, or None if the lock is held."""
         async with self.sessions() as session:
-            locked = await session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_KEY)))
-            if not locked:
+            if not await try_lock(session, LockKey.RETENTION):
                 return None
             result = await session.execute(statement)
             await session.commit()

@@ -27,14 +27,8 @@ NOW = object()
 """A value that stands for the database's ``now()``."""
 
 _JSONB = frozenset({"spec", "handle", "last_handle"})
-_INTENT_FILLED = (
-    "created_at AS intent_created_at, updated_at AS intent_updated_at, "
-    "next_attempt_at AS intent_next_attempt_at"
-)
+_INTENT_FILLED = "created_at AS intent_created_at, updated_at AS intent_updated_at"
 """What the database fills in on a new intent, named apart from instance columns."""
-OPEN_INTENT = ("pending", "in_progress")
-"""Statuses of an intent the reconciler has yet to settle."""
-ANY_INTENT = (*OPEN_INTENT, "succeeded", "failed", "superseded")
 _INTENT_COLUMNS = tuple(Intent.__table__.columns.keys())
 _INTENT_COLUMNS_SQL = ", ".join(_INTENT_COLUMNS)
 _REUSED = (
@@ -115,7 +109,6 @@ def _intent_of(values: Mapping[str, Any], row: asyncpg.Record) -> Intent:
         **values,
         created_at=row["intent_created_at"],
         updated_at=row["intent_updated_at"],
-        next_attempt_at=row["intent_next_attempt_at"],
     )
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chroma_orch.db.models import Instance, Intent
-from chroma_orch.db.rows import OPEN_INTENT
+from chroma_orch.db.models import OPEN_INTENT, Instance, Intent
 from chroma_orch.domain.states import Phase
 from chroma_orch.telemetry.metrics import INSTANCES, INTENTS_WAITING
 

@@ -21,8 +21,8 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db import rows
-from chroma_orch.db.driver import driver
-from chroma_orch.db.models import Instance, Intent
+from chroma_orch.db.locks import NamedLock, lock
+from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus
 from chroma_orch.domain.auth import Principal
 from chroma_orch.domain.limits import (
     ON_THEIR_WAY_UP_SQL,
@@ -115,7 +115,7 @@ def _intent_values(
         "tenant_id": tenant_id,
         "action": action.value,
         "target_generation": generation,
-        "status": "succeeded" if converged else "pending",
+        "status": IntentStatus.SUCCEEDED if converged else IntentStatus.PENDING,
         "completed_at": datetime.now(UTC) if converged else None,
         "idempotency_key": idempotency_key,
         "request_hash": fingerprint,
@@ -126,13 +126,6 @@ def _intent_values(
 def request_fingerprint(data: InstanceCreate, tenant_id: uuid.UUID) -> str:
     body = {**data.model_dump(mode="json"), "tenant_id": str(tenant_id)}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-async def _advisory_lock(session: AsyncSession, *parts: object) -> None:
-    key = ":".join(str(p) for p in parts)
-    await (await driver(session)).execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key
-    )
 
 
 _LIVE = f"(tenant_id = $1 AND desired_state <> '{DesiredState.DELETED.value}')"
@@ -338,7 +331,7 @@ class InstanceService:
             else {**(changes or {}), "next_reconcile_at": rows.NOW},
             events=events,
             notify={} if converged else {INTENTS_CHANNEL: str(instance.id)},
-            reuse=() if changes else rows.ANY_INTENT if converged else rows.OPEN_INTENT,
+            reuse=() if changes else tuple(IntentStatus) if converged else OPEN_INTENT,
         )
         return None if intent is None else (instance, intent)
 
@@ -390,7 +383,7 @@ class InstanceService:
     async def _replay(
         self, tenant_id: uuid.UUID, key: str, fingerprint: str
     ) -> tuple[Instance, Intent] | None:
-        await _advisory_lock(self.session, "idempotency", tenant_id, key)
+        await lock(self.session, NamedLock.IDEMPOTENCY, tenant_id, key)
         intent = await self.session.scalar(
             select(Intent).where(Intent.tenant_id == tenant_id, Intent.idempotency_key == key)
         )

@@ -17,6 +17,7 @@ from pydantic import (
     field_validator,
 )
 
+from chroma_orch.db.models import IntentStatus
 from chroma_orch.domain.states import Action, DesiredState, Phase
 
 InstanceName = Annotated[
@@ -209,7 +210,10 @@ class IntentRead(_Output):
     id: uuid.UUID
     instance_id: uuid.UUID
     action: Action
-    status: str = Field(description="pending, in_progress, succeeded, failed or superseded.")
+    status: IntentStatus = Field(
+        description="Open while pending or in_progress; then succeeded, failed, or "
+        "superseded by a later request."
+    )
     target_generation: int
     attempts: int
     error: str | None

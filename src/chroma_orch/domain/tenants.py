@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chroma_orch.db.locks import NamedLock, lock
 from chroma_orch.db.models import ApiToken, Tenant
 from chroma_orch.domain.auth import (
     ADMIN_SCOPE,
@@ -31,10 +32,7 @@ class TenantService:
 
     async def create(self, data: TenantCreate) -> Tenant:
         self.principal.require_admin()
-        await self.session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-            {"k": f"tenant:{data.name}"},
-        )
+        await lock(self.session, NamedLock.TENANT, data.name)
         if await self.by_name(data.name) is not None:
             raise ConflictError(f"tenant {data.name!r} already exists")
         tenant = Tenant(name=data.name, idle_timeout_seconds=data.idle_timeout_seconds)
@@ -115,7 +113,7 @@ async def ensure_admin_token(session: AsyncSession, configured: str | None) -> s
     A configured token is registered (hashed) if new; otherwise one is generated
     only when no usable admin token exists. Safe to run from several replicas.
     """
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('admin-token', 0))"))
+    await lock(session, NamedLock.ADMIN_TOKEN)
     if configured:
         found = await session.scalar(
             select(ApiToken.id).where(ApiToken.token_hash == hash_token(configured))

@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
+from chroma_orch.db.locks import LockKey
 
 EVENTS_CHANNEL = "chroma_orch_events"
 INTENTS_CHANNEL = "chroma_orch_intents"
-_EVENTS_LOCK_KEY = 0x63686F7265766E74  # "chorevnt": serialises event writers
 _PENDING_EVENTS = "chroma_orch.pending_events"
 _PENDING_NOTIFY = "chroma_orch.pending_notify"
 _PAYLOAD_IDS_LIMIT = 7000  # NOTIFY payloads must stay under 8000 bytes
@@ -115,7 +115,7 @@ def append_events_sql(
             "AS e(type text, instance_id uuid, tenant_id uuid, before jsonb, after jsonb)"
         )
         ctes, items = _appending(select, first, gate)
-        params = [_EVENTS_LOCK_KEY, EVENTS_CHANNEL, json.dumps(events, default=str)]
+        params = [int(LockKey.EVENTS), EVENTS_CHANNEL, json.dumps(events, default=str)]
     for channel, payload in (notify or {}).items():
         n = first + len(params)
         items.append(f"(SELECT pg_notify(${n}, ${n + 1}){source})")
@@ -131,7 +131,7 @@ def append_selected_events_sql(
     the CTE ``locked`` (the ordering lock, taken only if the CTE ``gate`` yields a
     row). Returns the CTEs, the select-list items and their parameters."""
     ctes, items = _appending(select, first, gate)
-    return ctes, ", ".join(items), [_EVENTS_LOCK_KEY, EVENTS_CHANNEL]
+    return ctes, ", ".join(items), [int(LockKey.EVENTS), EVENTS_CHANNEL]
 
 
 def defer_events(

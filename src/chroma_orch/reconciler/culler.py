@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chroma_orch.db.locks import LockKey, try_lock
 from chroma_orch.db.models import Instance, Tenant
 from chroma_orch.domain.auth import SYSTEM
 from chroma_orch.domain.instances import InstancePolicy, InstanceService
@@ -22,7 +23,6 @@ from chroma_orch.domain.states import Action, DesiredState, Phase
 from chroma_orch.events.log import commit, record_event
 
 log = logging.getLogger(__name__)
-_CULLER_LOCK_KEY = 0x63686F63756C6C72  # "chocullr"
 
 
 async def cull_idle(
@@ -30,8 +30,7 @@ async def cull_idle(
 ) -> list[uuid.UUID]:
     """One culling pass (on one replica at a time). Returns the instances stopped."""
     async with sessions() as session:
-        locked = await session.scalar(select(func.pg_try_advisory_xact_lock(_CULLER_LOCK_KEY)))
-        if not locked:
+        if not await try_lock(session, LockKey.CULLER):
             return []
         culled = []
         for instance, timeout in await _idle(session, default_timeout):

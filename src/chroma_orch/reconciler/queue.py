@@ -20,10 +20,10 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
-from chroma_orch.db.models import Instance
+from chroma_orch.db.locks import LockKey, try_lock
+from chroma_orch.db.models import OPEN_INTENT_SQL, Instance, IntentStatus
 from chroma_orch.db.rows import (
     INSTANCE_COLUMNS_SQL,
-    OPEN_INTENT,
     instance_columns_sql,
     instance_of,
     update_instance_sql,
@@ -33,13 +33,10 @@ from chroma_orch.events.log import append_events_sql, append_selected_events_sql
 from chroma_orch.reconciler.ports import PortPool, recently_released_sql
 from chroma_orch.reconciler.views import status_view_sql
 
-_OBSERVER_LOCK_KEY = 0x63686F6F62737276  # "chroobsrv"
-
 _LEASE_FREE_SQL = (
     "(lease_owner IS NULL OR lease_expires_at < now() OR lease_owner NOT IN "
     "(SELECT application_name FROM pg_stat_activity WHERE application_name <> ''))"
 )
-_OPEN_SQL = ", ".join(f"'{status}'" for status in OPEN_INTENT)
 
 _DUE = f"""due AS (
     SELECT {INSTANCE_COLUMNS_SQL} FROM instances
@@ -52,9 +49,8 @@ _DUE = f"""due AS (
 _LEASED = "lease_owner = $1, lease_expires_at = now() + $2::interval, next_reconcile_at = NULL"
 _INTENTS_STARTED = f"""started AS (
     UPDATE intents
-    SET status = 'in_progress', attempts = attempts + 1, lease_owner = $1,
-        lease_expires_at = now() + $2::interval, updated_at = now()
-    WHERE instance_id IN (SELECT id FROM claimed) AND status IN ({_OPEN_SQL})
+    SET status = '{IntentStatus.IN_PROGRESS.value}', attempts = attempts + 1, updated_at = now()
+    WHERE instance_id IN (SELECT id FROM claimed) AND status IN ({OPEN_INTENT_SQL})
 )"""
 _CLAIM_ONLY = f"""WITH {_DUE}, claimed AS (
     UPDATE instances SET {_LEASED}, updated_at = now()
@@ -177,7 +173,7 @@ async def record_error(
     )
     await con.execute(
         f"UPDATE intents SET error = $2, updated_at = now() "
-        f"WHERE instance_id = $1 AND status IN ({_OPEN_SQL})",
+        f"WHERE instance_id = $1 AND status IN ({OPEN_INTENT_SQL})",
         instance_id,
         error,
     )
@@ -216,8 +212,9 @@ async def fenced_update(
     if settle is not None:
         generation, error = settle
         first = len(params) + 2
-        ctes.append(_SETTLED.format(g=first, s=first + 1, e=first + 2))
-        params += [generation, "failed" if error else "succeeded", error]
+        ctes.append(_settled(first))
+        status = IntentStatus.FAILED if error else IntentStatus.SUCCEEDED
+        params += [generation, status.value, error]
     if reserve_port is not None:
         port, pool = reserve_port
         params += [port, pool.host, pool.quarantine]
@@ -256,18 +253,18 @@ _RESERVED = (
 )
 
 
-_SETTLED = (
-    """settled AS (
+def _settled(g: int) -> str:
+    """The CTE settling the open intents up to generation ``$g`` (status ``$g+1``,
+    error ``$g+2`` for that generation's own; older ones superseded)."""
+    return f"""settled AS (
     UPDATE intents
-    SET status = CASE WHEN target_generation = ${g} THEN ${s} ELSE 'superseded' END,
-        error = CASE WHEN target_generation = ${g} THEN ${e} ELSE error END,
-        completed_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+    SET status = CASE WHEN target_generation = ${g}
+            THEN ${g + 1} ELSE '{IntentStatus.SUPERSEDED.value}' END,
+        error = CASE WHEN target_generation = ${g} THEN ${g + 2} ELSE error END,
+        completed_at = now(), updated_at = now()
     WHERE instance_id IN (SELECT id FROM updated)
-        AND status IN ("""
-    + _OPEN_SQL
-    + """) AND target_generation <= ${g}
+        AND status IN ({OPEN_INTENT_SQL}) AND target_generation <= ${g}
 )"""
-)
 
 
 OBSERVED_PHASES = (Phase.STARTING, Phase.RUNNING, Phase.STOPPING)
@@ -288,8 +285,7 @@ async def live_to_observe(session: AsyncSession, limit: int) -> list[Instance]:
 
 async def try_observer_lock(session: AsyncSession) -> bool:
     """One replica at a time runs a liveness pass (held until the transaction ends)."""
-    con = await driver(session)
-    return bool(await con.fetchval("SELECT pg_try_advisory_xact_lock($1)", _OBSERVER_LOCK_KEY))
+    return await try_lock(session, LockKey.OBSERVER)
 
 
 async def mark_due(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
