@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -13,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from chroma_orch import __version__, dashboard, dataplane
+from chroma_orch import __version__, dashboard, dataplane, process_tuning
 from chroma_orch.api import dataplane as dataplane_api
 from chroma_orch.api import events as events_api
 from chroma_orch.api import health, instances, metrics, seed, tenants
@@ -96,6 +95,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with AsyncExitStack() as stack:
+        stack.enter_context(process_tuning.gil_switch_interval())
         url = settings.database_url or await start_embedded_database(settings, stack)
         engine = create_engine(
             url,
@@ -164,12 +164,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info(
             "service ready runtime=%s replica=%s", runtime.name, settings.reconciler.replica_id
         )
-        # What start-up built lives as long as the service: keep the collector from
-        # walking it on every full collection (long pauses under load otherwise).
-        gc.collect()
-        gc.freeze()
-        yield
-        gc.unfreeze()
+        with process_tuning.frozen_startup_heap():
+            yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

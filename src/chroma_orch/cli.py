@@ -15,8 +15,6 @@ from pydantic import BaseModel
 from chroma_orch import cli_client
 from chroma_orch.settings import Settings
 
-_GIL_SWITCH_INTERVAL = 0.001  # seconds; see serve()
-
 IMPORTANT_SETTINGS = (
     "database_url",
     "data_dir",
@@ -99,11 +97,6 @@ def serve(settings: Settings) -> None:
     from chroma_orch.http_server import header_timeout_protocol
 
     _configure_logging(settings)
-    # Servers spawn in worker threads; while the event loop is busy (a burst of
-    # launches), each time such a thread needs the GIL back it waited up to the
-    # default 5 ms switch interval, several times per spawn. 1 ms bounds that wait
-    # (about 10 ms less launch-to-running in bench/lifecycle.py, 10 at once).
-    sys.setswitchinterval(_GIL_SWITCH_INTERVAL)
     sys.stderr.write(
         f"chroma-orch starting on {settings.base_url}  (API docs: {settings.base_url}/docs)\n"
         f"  data directory: {settings.data_dir}\n"

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -43,8 +43,13 @@ def hold_port(port: int) -> Iterator[None]:
         yield
 
 
+SERVE = ("-m", "chroma_orch.cli", "serve")
+"""How the service is started by default: ``chroma-orch serve``."""
+
+
 class Service:
     def __init__(self, database_url: str, data_dir: Path, **env: str) -> None:
+        self.command: Sequence[str] = SERVE  # the interpreter's arguments
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -69,9 +74,7 @@ class Service:
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "chroma_orch.cli",
-                "serve",
+                *self.command,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

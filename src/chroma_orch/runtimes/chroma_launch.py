@@ -1,6 +1,6 @@
 """One local Chroma server process: how it is launched, locked, identified and reaped.
 
-Every server runs under a small launcher program (``LAUNCHER_CODE``). Before the
+Every server runs under a small launcher program (``launcher_main``). Before the
 server starts, the launcher takes an exclusive ``flock`` on ``<instance>.lock`` and
 writes ``{"pid", "host", "port"}`` into it; the lock lives exactly as long as the
 server process, because the open descriptor belongs to it. Chroma itself does not
@@ -29,59 +29,18 @@ from pathlib import Path
 
 import psutil
 
+from chroma_orch.runtimes import launcher_main
 from chroma_orch.settings import LocalRuntimeSettings
 from chroma_orch.system_user import RunAs
 
-EXIT_DIR_IN_USE = 75
-"""Launcher exit status when another live process holds the data directory's lock."""
+LAUNCHER = launcher_main.__file__
+"""The launcher program's file, where the installed package has it: every server runs
+as ``python -I LAUNCHER LOCK_FILE PATH HOST PORT NICENESS RUN_AS [COMMAND ...]``
+(``launcher_main`` says what it does). Run by path, so that it imports nothing of
+chroma_orch while it is root, and starts as fast as a ``-c`` program."""
 
-DIR_IN_USE_TEXT = "is already served by another process"
-
-# Runs as `python -I -c LAUNCHER_CODE LOCK_FILE PATH HOST PORT NICENESS RUN_AS [COMMAND ...]`.
-# Without a COMMAND it serves through chromadb's Rust bindings (no `import chromadb`:
-# ~0.1 s to ready, ~37 MB); with one it execs COMMAND, which inherits the locked
-# descriptor. The short retry covers a service probing the lock at the very moment we
-# take it. NICENESS lowers its CPU priority below the service's first thing. RUN_AS
-# ("UID:GID", or empty) is the account it switches to before serving or exec'ing: a
-# root service's launcher opens the lock and imports the bindings as root (so neither
-# the lock's directory nor the interpreter needs to be the account's to read), then
-# drops root for good. -I (isolated mode): no PYTHON* variables, no user site-packages,
-# not even while it is root.
-LAUNCHER_CODE = """\
-import fcntl, json, os, sys, time
-lock_file, path, host, port, niceness, run_as = sys.argv[1:7]
-os.nice(int(niceness))
-command = sys.argv[7:]
-fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-for _ in range(6):
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        break
-    except BlockingIOError:
-        time.sleep(0.01)
-else:
-    sys.stderr.write(f"data directory {path} is already served by another process\\n")
-    sys.exit(75)
-os.ftruncate(fd, 0)
-os.write(fd, json.dumps({"pid": os.getpid(), "host": host, "port": int(port)}).encode())
-if not command:
-    import chromadb_rust_bindings
-if run_as:
-    uid, gid = (int(n) for n in run_as.split(":"))
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    if 0 in (*os.getresuid(), *os.getresgid()):
-        sys.exit("could not drop root")
-if command:
-    os.set_inheritable(fd, True)
-    try:
-        os.execvp(command[0], command)
-    except OSError as exc:
-        sys.stderr.write(f"cannot run {command[0]}: {exc}\\n")
-        sys.exit(127)
-chromadb_rust_bindings.cli(["chroma", "run", "--path", path, "--host", host, "--port", port])
-"""
+EXIT_DIR_IN_USE = launcher_main.EXIT_DIR_IN_USE
+DIR_IN_USE_TEXT = launcher_main.DIR_IN_USE_TEXT
 
 
 def server_command(
@@ -94,7 +53,7 @@ def server_command(
 ) -> list[str]:
     """The argv that starts one server on ``path`` (the only place that decides it),
     as ``run_as`` when given."""
-    argv = [settings.python, "-I", "-c", LAUNCHER_CODE, str(lock_file), str(path), host]
+    argv = [settings.python, "-I", LAUNCHER, str(lock_file), str(path), host]
     argv += [str(port), str(settings.niceness), f"{run_as.uid}:{run_as.gid}" if run_as else ""]
     if settings.launcher == "chroma-cli":
         argv += [settings.chroma_command, "run", "--path", str(path)]
