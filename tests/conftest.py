@@ -103,6 +103,17 @@ def pg_cluster() -> Iterator[EmbeddedPostgres | None]:
     root.chmod(0o711)
     cluster = EmbeddedPostgres(root / "cluster", database="postgres")
     cluster.start()
+    # A throwaway cluster need not survive a machine crash: without fsync, creating
+    # each test's database from the template and every commit stop waiting on disk.
+    asyncio.run(
+        _admin_execute(
+            cluster.admin_url,
+            "ALTER SYSTEM SET fsync = off",
+            "ALTER SYSTEM SET synchronous_commit = off",
+            "ALTER SYSTEM SET full_page_writes = off",
+            "SELECT pg_reload_conf()",
+        )
+    )
     try:
         yield cluster
     finally:
