@@ -1,10 +1,11 @@
-# chroma-orch: `make serve` runs the service on the embedded defaults; `make test` passes the tests.
+# chroma-orch: `make serve` runs the service on the embedded defaults; `make test` passes the tests;
+# `make test-fast` runs ruff and the unit and db tiers only (README: Development).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint typecheck pytest bench clean
+.PHONY: serve test test-fast lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "chroma-orch needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -26,6 +27,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# No service processes, Chroma servers, Nginx, Chromium or moto; one worker per CPU.
+test-fast: lint $(STAMP)
+	$(BIN)/pytest -m "unit or db" -n auto
 
 bench: $(STAMP)
 	$(BIN)/python bench/lifecycle.py

@@ -8,12 +8,14 @@ points the suite at an external server instead of the embedded cluster.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import random
 import shutil
 import tempfile
+import types
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +42,78 @@ if TYPE_CHECKING:
 
 ADMIN_TOKEN = "co_test-admin-token-0123456789abcdefghijklmnop"
 IN_CI = bool(os.environ.get("CHROMA_ORCH_CI"))
+
+
+# Test tiers (pyproject registers the markers; README "Development" explains them).
+# Every collected test gets exactly one, from where it lives and what it uses:
+# chaos: under tests/chaos; e2e: under tests/e2e, or it (a fixture it requests, or
+# a tests/ helper either calls) starts real services: the service as a child process,
+# Nginx, Chromium, moto's server, or Chroma servers through the local runtime;
+# db: it needs PostgreSQL (the run's cluster, or clusters of its own); unit: the rest.
+# A tier marker written on a test wins over the derived one.
+TIERS = ("unit", "db", "e2e", "chaos")
+TESTS_DIR = Path(__file__).parent
+TIER_BY_DIRECTORY = {"chaos": "chaos", "e2e": "e2e"}
+STARTS_SERVICES = frozenset(
+    {"running_service", "running_nginx", "async_playwright", "ThreadedMotoServer", "LocalRuntime"}
+)
+USES_POSTGRES = frozenset({"pg_cluster", "EmbeddedPostgres"})
+
+
+def names_used(functions: Iterable[object]) -> set[str]:
+    """Global names the functions' code refers to, following the tests' own helpers."""
+    names: set[str] = set()
+    pending = [inspect.unwrap(f) for f in functions if callable(f)]
+    seen: set[types.CodeType] = set()
+    while pending:
+        function = pending.pop()
+        code = getattr(function, "__code__", None)
+        if code is None or code in seen:
+            continue
+        seen.add(code)
+        codes = [code]
+        while codes:  # the function's own code and that of functions defined in it
+            current = codes.pop()
+            names.update(current.co_names)
+            codes.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+        scope = getattr(function, "__globals__", {})
+        pending.extend(
+            scope[name]
+            for name in names
+            if inspect.isfunction(scope.get(name))
+            and str(scope[name].__module__).startswith("tests.")
+        )
+    return names
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The tier derived for a test (see TIERS above)."""
+    if item.path.is_relative_to(TESTS_DIR):
+        directory = item.path.relative_to(TESTS_DIR).parts[0]
+        if directory in TIER_BY_DIRECTORY:
+            return TIER_BY_DIRECTORY[directory]
+    functions: list[object] = [getattr(item, "obj", None)]
+    if isinstance(item, pytest.Function):
+        definitions = item._fixtureinfo.name2fixturedefs.values()
+        functions += [d.func for defs in definitions for d in defs]
+    used = names_used(functions) | set(getattr(item, "fixturenames", ()))
+    if used & STARTS_SERVICES:
+        return "e2e"
+    return "db" if used & USES_POSTGRES else "unit"
+
+
+COLLECTED_TIERS = pytest.StashKey[dict[str, list[str]]]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by the markers given here
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(m.name in TIERS for m in item.iter_markers()):
+            item.add_marker(tier_of(item))
+    # Every collected test's tiers, deselected ones too, for tests/test_tiers.py.
+    config.stash[COLLECTED_TIERS] = {
+        item.nodeid: [m.name for m in item.iter_markers() if m.name in TIERS] for item in items
+    }
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -103,6 +177,17 @@ def pg_cluster() -> Iterator[EmbeddedPostgres | None]:
     root.chmod(0o711)
     cluster = EmbeddedPostgres(root / "cluster", database="postgres")
     cluster.start()
+    # A throwaway cluster need not survive a machine crash: without fsync, creating
+    # each test's database from the template and every commit stop waiting on disk.
+    asyncio.run(
+        _admin_execute(
+            cluster.admin_url,
+            "ALTER SYSTEM SET fsync = off",
+            "ALTER SYSTEM SET synchronous_commit = off",
+            "ALTER SYSTEM SET full_page_writes = off",
+            "SELECT pg_reload_conf()",
+        )
+    )
     try:
         yield cluster
     finally:

@@ -1,0 +1,24 @@
+"""Every test has exactly one tier (unit, db, e2e or chaos), derived in tests/conftest.py,
+so `make test-fast` (unit and db) cannot silently leave out a test nobody tiered."""
+
+from __future__ import annotations
+
+import pytest
+
+import tests.domain.test_states as states
+import tests.security.test_refused_tokens as refused_tokens
+from tests.conftest import COLLECTED_TIERS, STARTS_SERVICES, USES_POSTGRES, names_used
+
+
+def test_every_collected_test_has_exactly_one_tier(request: pytest.FixtureRequest) -> None:
+    collected = request.config.stash[COLLECTED_TIERS]  # deselected tests included
+    assert request.node.nodeid in collected
+    assert {nodeid: tiers for nodeid, tiers in collected.items() if len(tiers) != 1} == {}
+
+
+def test_a_test_starting_services_in_its_own_body_is_seen() -> None:
+    """No fixture says so: the test calls running_service and running_nginx itself."""
+    behind_nginx = refused_tokens.test_behind_nginx_one_guesser_does_not_lock_out_its_neighbours
+    assert {"running_service", "running_nginx"} <= names_used([behind_nginx]) & STARTS_SERVICES
+    pure = states.test_every_phase_has_a_row_and_deleted_is_terminal
+    assert not names_used([pure]) & (STARTS_SERVICES | USES_POSTGRES)
