@@ -128,20 +128,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
-def tmp_path(tmp_path: Path) -> Path:
-    """pytest's tmp_path, searchable by every user (0711) down from the temp directory.
+def tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """A temporary directory every user can search down to (0711), as root.
 
     A root service runs its Chroma servers as an unprivileged user, who opens its data
-    directory by path; pytest makes its directories 0700. (What an operator's
-    CHROMA_ORCH_DATA_DIR needs as well.)
-    """
-    if os.geteuid() == 0:
-        top = Path(tempfile.gettempdir())
-        for directory in [tmp_path, *tmp_path.parents]:
-            if directory == top or not directory.is_relative_to(top):
-                break
-            directory.chmod(directory.stat().st_mode | 0o111)
-    return tmp_path
+    directory by path (what an operator's CHROMA_ORCH_DATA_DIR needs as well).
+    pytest's own directories cannot serve: every pytest session that starts resets
+    /tmp/pytest-of-root to 0700, which would cut the servers of a run still going off
+    their files (SQLite then reports the database as moved)."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    top = Path(tempfile.gettempdir()) / "chroma-orch-tests"
+    top.mkdir(mode=0o711, exist_ok=True)
+    top.chmod(0o711)
+    private = Path(tempfile.mkdtemp(prefix=f"{tmp_path.name}-", dir=top))
+    private.chmod(0o711)
+    yield private
+    shutil.rmtree(private, ignore_errors=True)
 
 
 def require_program(name: str) -> str:
