@@ -73,7 +73,7 @@ class DataPlane:
         principal = await self.access.principal(token, client)
         self.shares.check_rate(principal.tenant_id or principal.token_id)
         try:
-            route = await self.access.grant(principal, instance_id)
+            route = await self.access.authorize(principal, instance_id)
         except InstanceNotRunningError:
             if not wake:
                 raise

@@ -160,20 +160,13 @@ class Access:
         """Drop a cached route (its endpoint refused a connection)."""
         self._routes.drop(instance_id)
 
-    async def authorize(
-        self, token: str | None, instance_id: uuid.UUID, client: str | None = None
-    ) -> Route:
-        """The route to a running instance the token may use.
+    async def authorize(self, principal: Principal, instance_id: uuid.UUID) -> Route:
+        """The route to a running instance the caller (see ``principal``) may use.
 
-        Raises ``UnauthorizedError`` (401) for a missing or invalid token,
-        ``ForbiddenError`` (403) for a token without tenant or admin scope,
+        Raises ``ForbiddenError`` (403) for a token without tenant or admin scope,
         ``NotFoundError`` (404) for an instance that does not exist or belongs to
         another tenant, ``InstanceNotRunningError`` (503, Retry-After) otherwise.
         """
-        return await self.grant(await self.principal(token, client), instance_id)
-
-    async def grant(self, principal: Principal, instance_id: uuid.UUID) -> Route:
-        """``authorize`` for a caller already known (same answers, but 401)."""
         if not principal.is_admin and TENANT_SCOPE not in principal.scopes:
             raise ForbiddenError("this token may not use the data plane")
         route = await self.route(instance_id)
