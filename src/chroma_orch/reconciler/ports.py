@@ -44,12 +44,18 @@ def port_pool(settings: Settings) -> PortPool:
     return PortPool(settings.local.host, low, high, quarantine)
 
 
-def recently_released_sql(host: int, quarantine: int, *columns: str) -> str:
-    """SQL: the ports of ``$host`` released within ``$quarantine`` (an interval)."""
+def recently_released_sql(
+    host: int, quarantine: int, *columns: str, other_than: int | None = None
+) -> str:
+    """SQL: the ports of ``$host`` released within ``$quarantine`` (an interval), by
+    any instance, or with ``other_than`` by instances other than ``$other_than``
+    (an instance may take its own port back at once). The one statement of the
+    quarantine rule: the claim, the guessed pick and the slow path all use it."""
     selected = ", ".join(("port", *columns))
+    others = "" if other_than is None else f" AND instance_id <> ${other_than}"
     return (
         f"SELECT {selected} FROM released_endpoints WHERE host = ${host} "
-        f"AND released_at > now() - ${quarantine}::interval"
+        f"AND released_at > now() - ${quarantine}::interval{others}"
     )
 
 
@@ -60,11 +66,10 @@ async def quarantined_ports(
     by another instance less than the quarantine ago (its own are fine)."""
     con = await driver(session)
     left = "extract(epoch FROM released_at + $2::interval - now())::float8 AS left_s"
-    sql = recently_released_sql(1, 2, "instance_id", left)
+    sql = recently_released_sql(1, 2, left, other_than=3)
     found: dict[int, float] = {}
-    for row in await con.fetch(sql, pool.host, pool.quarantine):
-        if row["instance_id"] != instance_id:
-            found[row["port"]] = max(found.get(row["port"], 0.0), row["left_s"])
+    for row in await con.fetch(sql, pool.host, pool.quarantine, instance_id):
+        found[row["port"]] = max(found.get(row["port"], 0.0), row["left_s"])
     return found
 
 
@@ -94,9 +99,8 @@ def pick_unused_port(host: str, low: int, high: int) -> int | None:
 
 async def allocate_port(session: AsyncSession, instance_id: uuid.UUID, pool: PortPool) -> int:
     """The instance's reserved port if nothing else listens on it, or a new free one
-    of the pool, found by reading every taken port (recently released ones last).
-    (The common case, a
-    random pick reserved within the write that records "starting", is
+    of the pool, found by reading every taken and quarantined port. (The common
+    case, a random pick reserved within the write that records "starting", is
     ``reconciler.queue.fenced_update``'s ``reserve_port``; this is what follows
     when that pick did not take.)"""
     con = await driver(session)

@@ -219,7 +219,7 @@ async def fenced_update(
         port, pool = reserve_port
         params += [port, pool.host, pool.quarantine]
         first = len(params) - 1  # $1 is the instance id
-        ctes += [cte.format(port=first, host=first + 1, q=first + 2) for cte in _RESERVED]
+        ctes += _reserved(first, first + 1, first + 2)
         items += ["(SELECT port FROM reserved) AS reserved", "(SELECT port FROM held) AS held"]
     if free_port:
         ctes.append(
@@ -243,14 +243,17 @@ async def fenced_update(
     return row
 
 
-_RESERVED = (
-    "held AS (SELECT port FROM allocated_ports WHERE instance_id = $1)",
-    "reserved AS (INSERT INTO allocated_ports (port, instance_id) "
-    "SELECT ${port}, id FROM updated WHERE NOT EXISTS (SELECT 1 FROM held) "
-    "AND NOT EXISTS (SELECT 1 FROM released_endpoints WHERE host = ${host} "
-    "AND port = ${port} AND instance_id <> $1 AND released_at > now() - ${q}::interval) "
-    "ON CONFLICT DO NOTHING RETURNING port)",
-)
+def _reserved(port: int, host: int, quarantine: int) -> list[str]:
+    """The CTEs reserving port ``$port`` for the instance (``$1``) unless it holds one
+    or the port is quarantined on ``$host`` (``$quarantine``) for it."""
+    quarantined = recently_released_sql(host, quarantine, other_than=1)
+    return [
+        "held AS (SELECT port FROM allocated_ports WHERE instance_id = $1)",
+        f"""reserved AS (INSERT INTO allocated_ports (port, instance_id)
+    SELECT ${port}, id FROM updated WHERE NOT EXISTS (SELECT 1 FROM held)
+        AND ${port} NOT IN ({quarantined})
+    ON CONFLICT DO NOTHING RETURNING port)""",
+    ]
 
 
 def _settled(g: int) -> str:
