@@ -332,6 +332,10 @@ class RetentionSettings(BaseModel):
     )
 
 
+MAX_ADDRESS_QUARANTINE_SECONDS = 3600
+"""The longest address quarantine: released addresses are kept this long (the
+retention pass, and the trigger of migration 0008, drop older ones)."""
+
 NGINX_AUTH_CACHE_SECONDS = 5
 """How long deploy/nginx.conf keeps an authorisation (``proxy_cache_valid 200 5s``);
 a test holds the two equal."""
@@ -415,7 +419,7 @@ class ProxySettings(BaseModel):
     )
     address_quarantine: float = Field(
         10.0,
-        le=3600,
+        le=MAX_ADDRESS_QUARANTINE_SECONDS,
         description="Seconds an address (host:port) stays out of use by any other instance "
         "after routing to it ended, so that no authorisation cached for the instance that "
         "left (route cache, Nginx's auth cache) can reach another tenant's server: a local "

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.locks import LockKey, try_lock
 from chroma_orch.db.models import OPEN_INTENT, Event, Instance, Intent, ReleasedEndpoint
-from chroma_orch.settings import RetentionSettings
+from chroma_orch.settings import MAX_ADDRESS_QUARANTINE_SECONDS, RetentionSettings
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def _instances(older_than: timedelta, batch: int) -> Delete:
     return delete(Instance).where(Instance.id.in_(doomed.scalar_subquery()))
 
 
-RELEASED_ENDPOINTS_KEPT = timedelta(hours=1)
-"""Longer than any address quarantine may be (``proxy.address_quarantine`` <= 1 h)."""
+RELEASED_ENDPOINTS_KEPT = timedelta(seconds=MAX_ADDRESS_QUARANTINE_SECONDS)
+"""As long as any address quarantine may be."""
 
 
 def _released_endpoints(older_than: timedelta, batch: int) -> Delete:
