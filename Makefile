@@ -19,6 +19,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src migrations tests bench setup.py
 	$(BIN)/ruff format --check src migrations tests bench setup.py
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

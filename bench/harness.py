@@ -22,7 +22,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chroma_orch.db.embedded import EmbeddedPostgres  # noqa: E402
-from chroma_orch.events.listener import asyncpg_dsn  # noqa: E402
+from chroma_orch.db.listener import asyncpg_dsn  # noqa: E402
 from chroma_orch.settings import ReconcilerSettings  # noqa: E402
 from tests.conftest import with_database  # noqa: E402
 

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import fresh_database, postgres, summary, workdir  # noqa: E402
 from chroma_orch.db.models import Instance  # noqa: E402
+from chroma_orch.db.outbox import commit, record_event  # noqa: E402
 from chroma_orch.db.session import create_engine, create_session_factory  # noqa: E402
-from chroma_orch.events.log import commit, record_event  # noqa: E402
 from tests.conftest import ADMIN_TOKEN  # noqa: E402
 from tests.e2e.service import Service  # noqa: E402
 from tests.helpers import create_tenant  # noqa: E402

@@ -27,9 +27,9 @@ from sqlalchemy.engine import make_url
 
 from chroma_orch.app import create_app
 from chroma_orch.db.embedded import EmbeddedPostgres
+from chroma_orch.db.listener import asyncpg_dsn
 from chroma_orch.db.migrate import upgrade
 from chroma_orch.db.session import create_engine
-from chroma_orch.events.listener import asyncpg_dsn
 from chroma_orch.settings import (
     LimitsSettings,
     LocalRuntimeSettings,

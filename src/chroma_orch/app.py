@@ -16,20 +16,20 @@ from chroma_orch import __version__, dashboard, dataplane, process_tuning
 from chroma_orch.api import dataplane as dataplane_api
 from chroma_orch.api import events as events_api
 from chroma_orch.api import health, instances, metrics, seed, tenants
+from chroma_orch.api.problems import install_error_handlers
 from chroma_orch.context import AppContext
 from chroma_orch.db.embedded import EmbeddedPostgres
+from chroma_orch.db.hub import EventHub
+from chroma_orch.db.listener import PgListener
 from chroma_orch.db.migrate import upgrade
+from chroma_orch.db.outbox import EVENTS_CHANNEL, INTENTS_CHANNEL, commit
 from chroma_orch.db.retention import Retention
 from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.domain.instances import InstancePolicy
 from chroma_orch.domain.limits import AuthFailures, RateLimiter
 from chroma_orch.domain.tenants import ensure_admin_token
 from chroma_orch.domain.token_cache import TOKENS_CHANNEL, TokenCache
-from chroma_orch.errors import install_error_handlers
 from chroma_orch.events import guard, stream
-from chroma_orch.events.hub import EventHub
-from chroma_orch.events.listener import PgListener
-from chroma_orch.events.log import EVENTS_CHANNEL, INTENTS_CHANNEL, commit
 from chroma_orch.loops import run_periodically
 from chroma_orch.reconciler.culler import cull_idle
 from chroma_orch.reconciler.loop import Reconciler
@@ -126,14 +126,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         failures = AuthFailures(settings.limits.auth_failures, settings.limits.auth_failure_window)
         listener.subscribe(TOKENS_CHANNEL, tokens.on_notify)
+        listener.subscribe(EVENTS_CHANNEL, hub.notify)
         ctx = AppContext(
-            settings, engine, sessions, runtime, policy, hub, limiter, tokens, failures
+            settings,
+            engine,
+            sessions,
+            runtime,
+            policy,
+            hub,
+            limiter,
+            tokens,
+            failures,
+            stream=await stream.start(sessions, settings.events, stack, listener),
+            guard=guard.start(sessions, settings.events.max_sockets_per_token, stack, listener),
         )
         ctx.migrations_at_head = settings.migrate_on_start
         app.state.ctx = ctx
-        listener.subscribe(EVENTS_CHANNEL, hub.notify)
-        await stream.start(app, ctx=app.state.ctx, stack=stack, listener=listener)
-        guard.start(app, sessions, settings.events.max_sockets_per_token, stack, listener)
         await dataplane.start(app, ctx=app.state.ctx, stack=stack)
         retention = Retention(sessions, settings.retention, settings.events.retention_hours)
         purge = run_periodically("retention", retention.run_once, settings.retention.interval)

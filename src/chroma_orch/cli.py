@@ -118,9 +118,9 @@ def serve(settings: Settings) -> None:
 async def _with_database(settings: Settings, action: str) -> str | None:
     from chroma_orch.app import start_embedded_database
     from chroma_orch.db.migrate import upgrade
+    from chroma_orch.db.outbox import commit
     from chroma_orch.db.session import create_engine, create_session_factory
     from chroma_orch.domain.tenants import rotate_admin_token
-    from chroma_orch.events.log import commit
 
     async with AsyncExitStack() as stack:
         url = settings.database_url or await start_embedded_database(settings, stack)

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from chroma_orch.db.hub import EventHub
 from chroma_orch.domain.instances import InstancePolicy
 from chroma_orch.domain.limits import AuthFailures, RateLimiter
 from chroma_orch.domain.token_cache import TokenCache
-from chroma_orch.events.hub import EventHub
+from chroma_orch.events.guard import SocketGuard
+from chroma_orch.events.stream import EventStream
 from chroma_orch.runtimes.base import Runtime
 from chroma_orch.settings import Settings
 
-if TYPE_CHECKING:
-    from chroma_orch.reconciler.loop import Reconciler
+
+class Liveness(Protocol):
+    """What the readiness probe asks of this replica's reconciler (the doors do not
+    import the reconciler)."""
+
+    def seconds_since_last_pass(self) -> float: ...
 
 
 @dataclass
@@ -29,5 +35,7 @@ class AppContext:
     rate_limiter: RateLimiter
     tokens: TokenCache
     auth_failures: AuthFailures
-    reconciler: Reconciler | None = None
+    stream: EventStream
+    guard: SocketGuard
+    reconciler: Liveness | None = None
     migrations_at_head: bool = False

@@ -18,7 +18,7 @@ import asyncpg
 import psutil
 import websockets
 
-from chroma_orch.events.listener import asyncpg_dsn
+from chroma_orch.db.listener import asyncpg_dsn
 from tests.conftest import ADMIN_TOKEN, port_window
 from tests.e2e.service import Service, chroma_processes
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from chroma_orch.domain.auth import TENANT_SCOPE, Principal
+from chroma_orch.domain.principal import TENANT_SCOPE, Principal
 from chroma_orch.domain.token_cache import TokenCache
 
 PRINCIPAL = Principal(token_id=uuid.uuid4(), tenant_id=uuid.uuid4(), scopes=(TENANT_SCOPE,))

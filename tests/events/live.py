@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 
 from chroma_orch.context import AppContext
-from chroma_orch.events.log import commit, record_event
-from chroma_orch.events.stream import EventStream, get_stream
+from chroma_orch.db.outbox import commit, record_event
+from chroma_orch.events.stream import EventStream
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.service import free_port
 
@@ -62,7 +62,7 @@ class LiveServer:
 
     @property
     def stream(self) -> EventStream:
-        return get_stream(self.app)
+        return self.ctx.stream
 
     def connect(
         self, path: str = "/v1/events", token: str | None = ADMIN_TOKEN, **kwargs: Any

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 import websockets
 
-from chroma_orch.events.listener import asyncpg_dsn
+from chroma_orch.db.listener import asyncpg_dsn
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.service import Service, kill_chroma_processes
 from tests.events.live import receive

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from chroma_orch.domain.auth import ADMIN_SCOPE, TENANT_SCOPE, Principal
+from chroma_orch.domain.principal import ADMIN_SCOPE, TENANT_SCOPE, Principal
 from chroma_orch.events.guard import SocketGuard, TokenLease, TooManySocketsError
 
 SOON = datetime.now(UTC) + timedelta(hours=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chroma_orch.events.hub import EventHub
+from chroma_orch.db.hub import EventHub
 
 
 def test_waiters_wake_for_their_instance_and_phases_only() -> None:

@@ -16,8 +16,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from chroma_orch.domain.auth import TENANT_SCOPE, issue_token
-from chroma_orch.events.listener import asyncpg_dsn
+from chroma_orch.db.listener import asyncpg_dsn
+from chroma_orch.domain.auth import issue_token
+from chroma_orch.domain.principal import TENANT_SCOPE
 from tests.conftest import ADMIN_TOKEN
 from tests.events.conftest import LiveFactory
 from tests.events.live import LiveServer, receive, receive_events

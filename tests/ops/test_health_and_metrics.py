@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from chroma_orch.app import create_app
 from chroma_orch.context import AppContext
 from chroma_orch.db.embedded import EmbeddedPostgres
+from chroma_orch.reconciler.loop import Reconciler
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.helpers import bearer, create_tenant
 
@@ -82,7 +83,7 @@ async def test_readiness_follows_the_database_and_the_reconciler(
         assert recovered.status_code == 200, recovered.text
 
         ctx: AppContext = live_app.state.ctx
-        assert ctx.reconciler is not None
+        assert isinstance(ctx.reconciler, Reconciler)
         await ctx.reconciler.stop()  # as if its loop had died an hour ago
         ctx.reconciler._last_pass = time.monotonic() - 3600
         stalled = await _ready(live_app)

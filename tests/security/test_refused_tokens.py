@@ -18,7 +18,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from chroma_orch.app import create_app
-from chroma_orch.domain.auth import TENANT_SCOPE, issue_token
+from chroma_orch.domain.auth import issue_token
+from chroma_orch.domain.principal import TENANT_SCOPE
 from chroma_orch.settings import LimitsSettings, ReconcilerSettings
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.dataplane.nginx_proc import running_nginx

@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from chroma_orch.api.deps import client_address
+from chroma_orch.api.problems import problem_responses
 from chroma_orch.dataplane import get_dataplane
 from chroma_orch.dataplane.access import InstanceNotRunningError, credential, parse_instance_id
 from chroma_orch.dataplane.forward import (
@@ -28,7 +29,6 @@ from chroma_orch.errors import (
     ForbiddenError,
     NotFoundError,
     UnauthorizedError,
-    problem_responses,
 )
 from chroma_orch.telemetry.metrics import PROXIED_REQUESTS
 

@@ -14,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
 from chroma_orch.context import AppContext
-from chroma_orch.domain.auth import Principal, authenticate
+from chroma_orch.db.outbox import commit, discard_pending
+from chroma_orch.domain.auth import authenticate
 from chroma_orch.domain.instances import InstanceService
+from chroma_orch.domain.principal import Principal
 from chroma_orch.domain.tenants import TenantService
-from chroma_orch.events.log import commit, discard_pending
 from chroma_orch.telemetry.context import log_context
 
 

@@ -14,11 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
-from chroma_orch.context import AppContext
-from chroma_orch.events.guard import TokenEndedError, TokenLease, get_guard
-from chroma_orch.events.messages import CLOSE_NOT_FOUND, CLOSE_SLOW_CONSUMER, CLOSE_UNAUTHORIZED
-from chroma_orch.events.queries import Scope
-from chroma_orch.events.sockets import (
+from chroma_orch.api.event_sockets import (
     EventFeed,
     SlowConsumerError,
     authenticated,
@@ -27,7 +23,10 @@ from chroma_orch.events.sockets import (
     until_disconnect,
     visible_instance,
 )
-from chroma_orch.events.stream import get_stream
+from chroma_orch.context import AppContext
+from chroma_orch.events.guard import TokenEndedError, TokenLease
+from chroma_orch.events.messages import CLOSE_NOT_FOUND, CLOSE_SLOW_CONSUMER, CLOSE_UNAUTHORIZED
+from chroma_orch.events.queries import Scope
 
 router = APIRouter(tags=["events"])
 
@@ -50,7 +49,7 @@ async def events_socket(
     instance_id: Annotated[uuid.UUID | None, Query(description="Only this instance.")] = None,
 ) -> None:
     ctx: AppContext = websocket.app.state.ctx
-    async with authenticated(websocket, ctx, get_guard(websocket.app)) as lease:
+    async with authenticated(websocket, ctx, ctx.guard) as lease:
         if lease is not None:
             await _events(websocket, ctx, lease, since, instance_id)
 
@@ -66,7 +65,7 @@ async def _events(
     if instance_id is not None and await visible_instance(ctx, principal, instance_id) is None:
         await websocket.close(CLOSE_NOT_FOUND, "instance not found")
         return
-    stream = get_stream(websocket.app)
+    stream = ctx.stream
     subscriber = stream.subscribe(Scope.of(principal, instance_id))
     send = timed_sender(websocket, ctx.settings.events.send_timeout)
     feed = EventFeed(stream, subscriber, send, ctx.sessions, ctx.policy, ctx.settings.events)
@@ -91,7 +90,7 @@ async def logs_socket(
     tail: Annotated[int, Query(ge=0, le=10000, description="Lines of history first.")] = 100,
 ) -> None:
     ctx: AppContext = websocket.app.state.ctx
-    async with authenticated(websocket, ctx, get_guard(websocket.app)) as lease:
+    async with authenticated(websocket, ctx, ctx.guard) as lease:
         if lease is not None:
             await _logs(websocket, ctx, lease, instance_id, tail)
 

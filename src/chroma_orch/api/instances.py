@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, status
 
 from chroma_orch.api.deps import Context, Instances
+from chroma_orch.api.problems import problem_responses
 from chroma_orch.db.models import Instance, Intent
 from chroma_orch.domain.instances import InstancePolicy, to_read
 from chroma_orch.domain.logs import read_logs
@@ -31,7 +32,6 @@ from chroma_orch.errors import (
     QuotaExceededError,
     UnauthorizedError,
     ValidationFailedError,
-    problem_responses,
 )
 
 router = APIRouter(

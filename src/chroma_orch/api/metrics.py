@@ -6,8 +6,9 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chroma_orch.api.deps import CurrentPrincipal, Session
+from chroma_orch.api.problems import problem_responses
 from chroma_orch.domain.fleet import refresh_fleet_gauges
-from chroma_orch.errors import ForbiddenError, UnauthorizedError, problem_responses
+from chroma_orch.errors import ForbiddenError, UnauthorizedError
 from chroma_orch.telemetry.metrics import REGISTRY
 
 router = APIRouter(tags=["operations"])

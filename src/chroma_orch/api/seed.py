@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Response, status
 
 from chroma_orch.api.deps import Context, Instances, Tenants
+from chroma_orch.api.problems import problem_responses
 from chroma_orch.domain.instances import to_read
 from chroma_orch.domain.schemas import LaunchRequest, SeedInstance, TenantName, seed_view
 from chroma_orch.domain.seed import SeedService
@@ -19,7 +20,6 @@ from chroma_orch.errors import (
     QuotaExceededError,
     UnauthorizedError,
     ValidationFailedError,
-    problem_responses,
 )
 
 router = APIRouter(

@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, status
 
 from chroma_orch.api.deps import Tenants
+from chroma_orch.api.problems import problem_responses
 from chroma_orch.domain.schemas import (
     TenantCreate,
     TenantRead,
@@ -22,7 +23,6 @@ from chroma_orch.errors import (
     NotFoundError,
     UnauthorizedError,
     ValidationFailedError,
-    problem_responses,
 )
 
 router = APIRouter(

@@ -18,9 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.cache import TtlCache
+from chroma_orch.db.hub import EventHub
 from chroma_orch.db.models import Instance
-from chroma_orch.domain.auth import TENANT_SCOPE, Principal, authenticate, bearer_from_header
+from chroma_orch.domain.auth import authenticate, bearer_from_header
 from chroma_orch.domain.limits import AuthFailures
+from chroma_orch.domain.principal import TENANT_SCOPE, Principal
 from chroma_orch.domain.states import DesiredState, Phase
 from chroma_orch.domain.token_cache import TokenCache
 from chroma_orch.errors import (
@@ -29,7 +31,6 @@ from chroma_orch.errors import (
     ServiceUnavailableError,
     UnauthorizedError,
 )
-from chroma_orch.events.hub import EventHub
 from chroma_orch.settings import ProxySettings
 
 TOKEN_HEADER = "x-chroma-token"

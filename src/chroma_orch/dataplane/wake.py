@@ -10,12 +10,12 @@ import uuid
 
 from chroma_orch.context import AppContext
 from chroma_orch.dataplane.access import Access, InstanceNotRunningError, Route
-from chroma_orch.domain.auth import SYSTEM, Principal
+from chroma_orch.db.hub import wait_for_event
+from chroma_orch.db.outbox import commit
 from chroma_orch.domain.instances import InstanceService
+from chroma_orch.domain.principal import SYSTEM, Principal
 from chroma_orch.domain.states import Action, DesiredState
 from chroma_orch.errors import NotFoundError
-from chroma_orch.events.hub import wait_for_event
-from chroma_orch.events.log import commit
 
 log = logging.getLogger(__name__)
 

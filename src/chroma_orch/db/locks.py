@@ -23,7 +23,7 @@ class LockKey(enum.IntEnum):
     """Locks held by the one replica doing a job; another one skips it."""
 
     EVENTS = 0x63686F7265766E74
-    """"chorevnt": taken inside every statement that appends events (``events/log.py``,
+    """"chorevnt": taken inside every statement that appends events (``db/outbox.py``,
     waiting for it), so sequence numbers become visible in commit order."""
     OBSERVER = 0x63686F6F62737276
     """"choobsrv": the reconciler's liveness pass (``reconciler/loop.py``)."""

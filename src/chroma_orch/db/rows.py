@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.models import Instance, Intent
-from chroma_orch.events.log import append_events_sql, defer_events
+from chroma_orch.db.outbox import append_events_sql, defer_events
 
 NOW = object()
 """A value that stands for the database's ``now()``."""

@@ -21,14 +21,16 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db import rows
+from chroma_orch.db.hub import EventHub, wait_for_event
 from chroma_orch.db.locks import NamedLock, lock
 from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus
-from chroma_orch.domain.auth import Principal
+from chroma_orch.db.outbox import INTENTS_CHANNEL, event_row
 from chroma_orch.domain.limits import (
     ON_THEIR_WAY_UP_SQL,
     check_concurrent_starts,
     enforce_start_cap,
 )
+from chroma_orch.domain.principal import Principal
 from chroma_orch.domain.schemas import (
     EndpointRead,
     FailureRead,
@@ -52,8 +54,6 @@ from chroma_orch.errors import (
     NotFoundError,
     QuotaExceededError,
 )
-from chroma_orch.events.hub import EventHub, wait_for_event
-from chroma_orch.events.log import INTENTS_CHANNEL, event_row
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.locks import NamedLock, lock
 from chroma_orch.db.models import ApiToken, Tenant
-from chroma_orch.domain.auth import (
-    ADMIN_SCOPE,
-    TENANT_SCOPE,
-    Principal,
-    hash_token,
-    issue_token,
-)
+from chroma_orch.domain.auth import hash_token, issue_token
+from chroma_orch.domain.principal import ADMIN_SCOPE, TENANT_SCOPE, Principal
 from chroma_orch.domain.schemas import TenantCreate, TenantUpdate, TokenCreate
 from chroma_orch.domain.token_cache import TokenCache
 from chroma_orch.errors import ConflictError, NotFoundError

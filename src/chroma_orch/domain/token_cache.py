@@ -19,12 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from chroma_orch.cache import TtlCache
-
-if TYPE_CHECKING:
-    from chroma_orch.domain.auth import Principal
+from chroma_orch.domain.principal import Principal
 
 TOKENS_CHANNEL = "chroma_orch_tokens"
 

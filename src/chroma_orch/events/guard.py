@@ -25,13 +25,13 @@ from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
-from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chroma_orch.domain.auth import Principal, authenticate, hash_token
+from chroma_orch.db.listener import PgListener
+from chroma_orch.domain.auth import authenticate, hash_token
+from chroma_orch.domain.principal import Principal
 from chroma_orch.domain.token_cache import TOKENS_CHANNEL
 from chroma_orch.errors import UnauthorizedError
-from chroma_orch.events.listener import PgListener
 
 log = logging.getLogger(__name__)
 
@@ -188,26 +188,20 @@ class SocketGuard:
             await session.commit()
 
 
-def get_guard(app: FastAPI) -> SocketGuard:
-    guard: SocketGuard = app.state.socket_guard
-    return guard
-
-
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
 
 def start(
-    app: FastAPI,
     sessions: async_sessionmaker[AsyncSession],
     limit: int,
     stack: AsyncExitStack,
     listener: PgListener,
-) -> None:
-    """Set up the replica's guard for the app's lifetime (on ``stack``), fed by the
+) -> SocketGuard:
+    """The replica's guard, running for the app's lifetime (on ``stack``), fed by the
     token notifications of ``listener``."""
     guard = SocketGuard(sessions, limit)
     listener.subscribe(TOKENS_CHANNEL, guard.on_notify)
-    app.state.socket_guard = guard
     stack.push_async_callback(_cancel, asyncio.create_task(guard.run(), name="socket-guard"))
+    return guard

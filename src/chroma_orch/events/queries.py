@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.models import Event, Instance
-from chroma_orch.domain.auth import Principal
 from chroma_orch.domain.instances import InstancePolicy, to_read
+from chroma_orch.domain.principal import Principal
 from chroma_orch.domain.schemas import InstanceRead
 from chroma_orch.domain.states import Phase
 from chroma_orch.events.messages import EventMessage

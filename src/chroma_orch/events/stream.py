@@ -4,7 +4,7 @@ A NOTIFY on the events channel carries the newest sequence number. The stream
 answers it with one query for the rows after its cursor (shared by every
 subscriber of the replica), serialises each row once and offers it to the
 bounded queue of every subscriber that may see it. Because events become
-visible in sequence order (see ``events.log``), the cursor never skips a row.
+visible in sequence order (see ``db.outbox``), the cursor never skips a row.
 
 A subscriber whose queue is full does not slow anyone: its queue is dropped and
 it is marked to resync (``Subscriber.take_gap``); its socket then sends a fresh
@@ -20,14 +20,12 @@ from collections import defaultdict, deque
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
-from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chroma_orch.context import AppContext
+from chroma_orch.db.listener import PgListener
 from chroma_orch.db.models import Event
+from chroma_orch.db.outbox import EVENTS_CHANNEL, parse_events_payload
 from chroma_orch.events import queries
-from chroma_orch.events.listener import PgListener
-from chroma_orch.events.log import EVENTS_CHANNEL, parse_events_payload
 from chroma_orch.events.queries import Scope
 from chroma_orch.settings import EventsSettings
 from chroma_orch.telemetry.metrics import WEBSOCKET_SUBSCRIBERS
@@ -192,16 +190,16 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-def get_stream(app: FastAPI) -> EventStream:
-    stream: EventStream = app.state.event_stream
-    return stream
-
-
-async def start(app: FastAPI, ctx: AppContext, stack: AsyncExitStack, listener: PgListener) -> None:
-    """Set up the stream's resources for the app's lifetime (on ``stack``): the
-    fan-out task, fed by ``listener`` (old events are purged by ``db.retention``)."""
-    stream = EventStream(ctx.sessions, ctx.settings.events)
+async def start(
+    sessions: async_sessionmaker[AsyncSession],
+    settings: EventsSettings,
+    stack: AsyncExitStack,
+    listener: PgListener,
+) -> EventStream:
+    """The replica's stream, with its fan-out task running for the app's lifetime (on
+    ``stack``), fed by ``listener`` (old events are purged by ``db.retention``)."""
+    stream = EventStream(sessions, settings)
     await stream.prime()
     listener.subscribe(EVENTS_CHANNEL, stream.notify)
-    app.state.event_stream = stream
     stack.push_async_callback(_cancel, asyncio.create_task(stream.run(), name="events-fanout"))
+    return stream

@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.locks import LockKey, try_lock
 from chroma_orch.db.models import Instance, Tenant
-from chroma_orch.domain.auth import SYSTEM
+from chroma_orch.db.outbox import commit, record_event
 from chroma_orch.domain.instances import InstancePolicy, InstanceService
+from chroma_orch.domain.principal import SYSTEM
 from chroma_orch.domain.states import Action, DesiredState, Phase
-from chroma_orch.events.log import commit, record_event
 
 log = logging.getLogger(__name__)
 

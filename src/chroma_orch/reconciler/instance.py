@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.models import Instance
+from chroma_orch.db.outbox import commit, event_row
 from chroma_orch.domain.states import DesiredState, Phase, check_phase
-from chroma_orch.events.log import commit, event_row
 from chroma_orch.reconciler import queue
 from chroma_orch.reconciler.ports import (
     NoPortAvailableError,

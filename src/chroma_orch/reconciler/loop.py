@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db import rows
 from chroma_orch.db.models import Instance
+from chroma_orch.db.outbox import commit
 from chroma_orch.domain.states import DesiredState, Phase
-from chroma_orch.events.log import commit
 from chroma_orch.loops import run_periodically
 from chroma_orch.reconciler import queue
 from chroma_orch.reconciler.instance import (

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chroma_orch.db.driver import driver
 from chroma_orch.db.locks import LockKey, try_lock
 from chroma_orch.db.models import OPEN_INTENT_SQL, Instance, IntentStatus
+from chroma_orch.db.outbox import append_events_sql, append_selected_events_sql, defer_events
 from chroma_orch.db.rows import (
     INSTANCE_COLUMNS_SQL,
     instance_columns_sql,
@@ -29,7 +30,6 @@ from chroma_orch.db.rows import (
     update_instance_sql,
 )
 from chroma_orch.domain.states import Phase
-from chroma_orch.events.log import append_events_sql, append_selected_events_sql, defer_events
 from chroma_orch.reconciler.ports import PortPool, recently_released_sql
 from chroma_orch.reconciler.views import status_view_sql
 
@@ -202,7 +202,7 @@ async def fenced_update(
     is due (someone asked for more while it was leased). ``alone``: the statement
     is the whole unit of work, so it commits by itself (no BEGIN/COMMIT round trips)
     unless the session has begun a transaction already; inside a transaction the
-    events are left to ``events.log.commit``."""
+    events are left to ``db.outbox.commit``."""
     update, params = update_instance_sql(values, lease_owner=owner)
     ctes = [f"updated AS ({update})"]
     items = [

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from chroma_orch.events.log import parse_events_payload
+from chroma_orch.db.outbox import parse_events_payload
 
 
 class EventHub:

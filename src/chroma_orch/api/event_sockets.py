@@ -17,10 +17,12 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chroma_orch.api.deps import client_address
 from chroma_orch.context import AppContext
 from chroma_orch.db.models import Instance
-from chroma_orch.domain.auth import Principal, authenticate, bearer_from_header
+from chroma_orch.domain.auth import authenticate, bearer_from_header
 from chroma_orch.domain.instances import InstancePolicy, InstanceService
+from chroma_orch.domain.principal import Principal
 from chroma_orch.errors import NotFoundError, TooManyAuthFailuresError, UnauthorizedError
 from chroma_orch.events import queries
 from chroma_orch.events.guard import SocketGuard, TokenEndedError, TokenLease, TooManySocketsError
@@ -109,7 +111,7 @@ async def _lease(websocket: WebSocket, ctx: AppContext, guard: SocketGuard) -> T
     except TooManySocketsError as exc:
         raise AuthFailedError(CLOSE_TRY_AGAIN_LATER, str(exc)) from exc
     try:
-        client = websocket.client.host if websocket.client else None  # proxy-headers aware
+        client = client_address(websocket)
         await _verify(ctx, lease, guard.ticket(), client)
     except BaseException:
         guard.release(lease)
