@@ -37,7 +37,7 @@ from bench.harness import (
     summary,
     workdir,
 )  # noqa: E402
-from chroma_orch.runtimes.chroma_launch import http_status, server_command  # noqa: E402
+from chroma_orch.runtimes.local.launch import http_status, server_command  # noqa: E402
 from chroma_orch.settings import LocalRuntimeSettings  # noqa: E402
 from tests.e2e.service import Service, free_port, kill_chroma_processes  # noqa: E402
 from tests.helpers import create_tenant  # noqa: E402

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from chroma_orch.app import create_app
-from chroma_orch.runtimes.ecs import EcsRuntime
+from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.settings import EcsSettings
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.ecs.conftest import CallLog, cluster_tasks, instance_of, reconciler_settings

@@ -26,7 +26,7 @@ from moto.server import ThreadedMotoServer
 
 from chroma_orch.app import create_app
 from chroma_orch.reconciler.loop import Reconciler
-from chroma_orch.runtimes.ecs import EcsRuntime
+from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.settings import EcsSettings, ReconcilerSettings
 from tests.conftest import ADMIN_TOKEN, make_settings
 

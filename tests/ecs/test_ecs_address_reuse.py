@@ -28,7 +28,7 @@ import httpx
 import pytest
 import uvicorn
 
-from chroma_orch.runtimes.ecs import EcsRuntime
+from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.settings import EcsSettings, ProxySettings
 from tests.dataplane.nginx_proc import running_nginx
 from tests.e2e.service import free_port

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from chroma_orch.db.models import Instance
-from chroma_orch.runtimes.ecs import EcsRuntime
+from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from tests.ecs.conftest import EcsService, aws_client, cluster_tasks, instance_of
 from tests.helpers import bearer, create_tenant, wait_for, wait_phase
 

@@ -10,7 +10,7 @@ import pytest
 from chroma_orch.db.models import Instance
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.runtimes.base import InstanceSpec
-from chroma_orch.runtimes.ecs_tasks import server_definition
+from chroma_orch.runtimes.ecs.tasks import server_definition
 from chroma_orch.settings import ReconcilerSettings
 from tests.ecs.conftest import CLUSTER, EcsService, aws_client, cluster_tasks, instance_of
 from tests.helpers import bearer, converge, create_tenant

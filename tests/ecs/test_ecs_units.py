@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 
 from chroma_orch.runtimes.base import Endpoint, InstanceSpec, Observation, ObservedState
-from chroma_orch.runtimes.ecs_batch import TaskLoader
-from chroma_orch.runtimes.ecs_heartbeat import HeartbeatGate
-from chroma_orch.runtimes.ecs_tasks import (
+from chroma_orch.runtimes.ecs.batch import TaskLoader
+from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
+from chroma_orch.runtimes.ecs.tasks import (
     cleanup_definition,
     client_token,
     observe_task,
     server_definition,
 )
-from chroma_orch.runtimes.throttle import RetryPolicy, TokenBucket, retrying
+from chroma_orch.runtimes.ecs.throttle import RetryPolicy, TokenBucket, retrying
 from chroma_orch.settings import EcsSettings
 
 

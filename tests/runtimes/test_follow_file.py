@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from chroma_orch.runtimes.chroma_launch import follow_file
+from chroma_orch.runtimes.local.launch import follow_file
 
 
 async def test_tail_then_new_lines_then_truncation(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import errno
 import socket
 
-from chroma_orch.runtimes.chroma_launch import _connect_now, http_status
+from chroma_orch.runtimes.local.launch import _connect_now, http_status
 from tests.e2e.service import free_port
 
 

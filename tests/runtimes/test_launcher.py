@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import chroma_orch
-from chroma_orch.runtimes.chroma_launch import LAUNCHER, read_lock, server_command
+from chroma_orch.runtimes.local.launch import LAUNCHER, read_lock, server_command
 from chroma_orch.settings import LocalRuntimeSettings
 
 NEEDED = "import fcntl, json, os, sys, time, warnings"

@@ -9,7 +9,7 @@ import sys
 
 import psutil
 
-from chroma_orch.runtimes.chroma_launch import listens_on
+from chroma_orch.runtimes.local.launch import listens_on
 
 
 def test_own_listening_socket_counts_connections_and_others_do_not() -> None:

@@ -21,14 +21,14 @@ import pytest
 from pydantic import ValidationError
 
 from chroma_orch.runtimes.base import Handle, InstanceSpec, ObservedState, StartFailedError
-from chroma_orch.runtimes.chroma_launch import (
+from chroma_orch.runtimes.local.launch import (
     EXIT_DIR_IN_USE,
     lock_is_held,
     read_lock,
     server_command,
 )
-from chroma_orch.runtimes.local import LocalRuntime
-from chroma_orch.runtimes.local_privilege import server_account
+from chroma_orch.runtimes.local.privilege import server_account
+from chroma_orch.runtimes.local.runtime import LocalRuntime
 from chroma_orch.settings import LocalRuntimeSettings
 
 READY_TIMEOUT = 15.0

@@ -8,9 +8,9 @@ from chroma_orch.settings import Settings
 
 def build_runtime(settings: Settings) -> Runtime:
     if settings.runtime == "ecs":
-        from chroma_orch.runtimes.ecs import EcsRuntime
+        from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 
         return EcsRuntime(settings.ecs)
-    from chroma_orch.runtimes.local import LocalRuntime
+    from chroma_orch.runtimes.local.runtime import LocalRuntime
 
     return LocalRuntime(settings.local, settings.data_dir)

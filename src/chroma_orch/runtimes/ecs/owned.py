@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from chroma_orch.runtimes.ecs_api import EcsApi
-from chroma_orch.runtimes.ecs_tasks import TAG_GENERATION, TAG_INSTANCE, tags_of
+from chroma_orch.runtimes.ecs.api import EcsApi
+from chroma_orch.runtimes.ecs.tasks import TAG_GENERATION, TAG_INSTANCE, tags_of
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chroma_orch.runtimes.base import Observation, ObservedState
-from chroma_orch.runtimes.chroma_launch import http_status
+from chroma_orch.runtimes.local.launch import http_status
 
 HEARTBEAT_PATH = "/api/v2/heartbeat"
 _CONCURRENCY = 64

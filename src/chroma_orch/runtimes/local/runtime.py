@@ -34,7 +34,7 @@ from chroma_orch.runtimes.base import (
     RuntimeUnavailableError,
     StartFailedError,
 )
-from chroma_orch.runtimes.chroma_launch import (
+from chroma_orch.runtimes.local.launch import (
     DIR_IN_USE_TEXT,
     EXIT_DIR_IN_USE,
     LockRecord,
@@ -49,7 +49,7 @@ from chroma_orch.runtimes.chroma_launch import (
     tail_lines,
     watch_exit,
 )
-from chroma_orch.runtimes.local_privilege import (
+from chroma_orch.runtimes.local.privilege import (
     prepare_files,
     server_account,
     server_environment,

@@ -37,12 +37,12 @@ from chroma_orch.runtimes.base import (
     RuntimeUnavailableError,
     StartFailedError,
 )
-from chroma_orch.runtimes.ecs_api import EcsApi
-from chroma_orch.runtimes.ecs_batch import TaskLoader
-from chroma_orch.runtimes.ecs_heartbeat import HeartbeatGate
-from chroma_orch.runtimes.ecs_logs import TaskLogs
-from chroma_orch.runtimes.ecs_owned import OwnedTask, OwnedTasks
-from chroma_orch.runtimes.ecs_tasks import (
+from chroma_orch.runtimes.ecs.api import EcsApi
+from chroma_orch.runtimes.ecs.batch import TaskLoader
+from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
+from chroma_orch.runtimes.ecs.logs import TaskLogs
+from chroma_orch.runtimes.ecs.owned import OwnedTask, OwnedTasks
+from chroma_orch.runtimes.ecs.tasks import (
     CLEANUP_CONTAINER,
     cleanup_definition,
     client_token,
@@ -55,7 +55,7 @@ from chroma_orch.runtimes.ecs_tasks import (
     server_command,
     server_definition,
 )
-from chroma_orch.runtimes.throttle import error_code, is_throttle, is_transient
+from chroma_orch.runtimes.ecs.throttle import error_code, is_throttle, is_transient
 from chroma_orch.settings import EcsSettings
 
 log = logging.getLogger(__name__)
