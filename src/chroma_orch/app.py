@@ -30,7 +30,7 @@ from chroma_orch.domain.limits import AuthFailures, RateLimiter
 from chroma_orch.domain.tenants import ensure_admin_token
 from chroma_orch.domain.token_cache import TOKENS_CHANNEL, TokenCache
 from chroma_orch.events import guard, stream
-from chroma_orch.loops import run_periodically
+from chroma_orch.loops import Loops
 from chroma_orch.reconciler.culler import cull_idle
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.runtimes.factory import build_runtime
@@ -86,11 +86,6 @@ async def bootstrap_admin(sessions: async_sessionmaker[AsyncSession], settings: 
         )
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -127,6 +122,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         failures = AuthFailures(settings.limits.auth_failures, settings.limits.auth_failure_window)
         listener.subscribe(TOKENS_CHANNEL, tokens.on_notify)
         listener.subscribe(EVENTS_CHANNEL, hub.notify)
+        loops = Loops()
         ctx = AppContext(
             settings,
             engine,
@@ -137,15 +133,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             limiter,
             tokens,
             failures,
-            stream=await stream.start(sessions, settings.events, stack, listener),
-            guard=guard.start(sessions, settings.events.max_sockets_per_token, stack, listener),
+            loops,
+            stream=await stream.start(sessions, settings.events, loops, listener),
+            guard=guard.start(sessions, settings.events.max_sockets_per_token, loops, listener),
         )
         ctx.migrations_at_head = settings.migrate_on_start
         app.state.ctx = ctx
-        await dataplane.start(app, ctx=app.state.ctx, stack=stack)
+        dataplane.start(app, ctx, stack, loops)
         retention = Retention(sessions, settings.retention, settings.events.retention_hours)
-        purge = run_periodically("retention", retention.run_once, settings.retention.interval)
-        stack.push_async_callback(_cancel, asyncio.create_task(purge, name="retention"))
+        loops.every("retention", retention.run_once, settings.retention.interval)
         if settings.reconciler.enabled:
             work_engine = create_engine(
                 url,
@@ -157,17 +153,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(work_engine.dispose)
             reconciler = Reconciler(create_session_factory(work_engine), runtime, settings)
             listener.subscribe(INTENTS_CHANNEL, reconciler.wake)
-            await reconciler.start()
-            stack.push_async_callback(reconciler.stop)
+            reconciler.register(loops)
+            stack.push_async_callback(reconciler.abandon)
             app.state.reconciler = ctx.reconciler = reconciler
             culling = settings.culling
 
             async def cull() -> None:
                 await cull_idle(sessions, policy, culling.default_idle_timeout)
 
-            culler = run_periodically("culler", cull, culling.interval)
-            stack.push_async_callback(_cancel, asyncio.create_task(culler))
-        stack.push_async_callback(_cancel, asyncio.create_task(listener.run()))
+            loops.every("culler", cull, culling.interval)
+        loops.add("listener", listener.run)
+        await stack.enter_async_context(loops)  # left first: every loop stops before the rest
         await asyncio.wait_for(listener.connected.wait(), timeout=30)
         log.info(
             "service ready runtime=%s replica=%s", runtime.name, settings.reconciler.replica_id

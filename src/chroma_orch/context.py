@@ -13,6 +13,7 @@ from chroma_orch.domain.limits import AuthFailures, RateLimiter
 from chroma_orch.domain.token_cache import TokenCache
 from chroma_orch.events.guard import SocketGuard
 from chroma_orch.events.stream import EventStream
+from chroma_orch.loops import Loops
 from chroma_orch.runtimes.base import Runtime
 from chroma_orch.settings import Settings
 
@@ -35,6 +36,8 @@ class AppContext:
     rate_limiter: RateLimiter
     tokens: TokenCache
     auth_failures: AuthFailures
+    loops: Loops
+    """Every background loop of this replica (one TaskGroup)."""
     stream: EventStream
     guard: SocketGuard
     reconciler: Liveness | None = None

@@ -42,3 +42,72 @@ async def run_periodically(
             await asyncio.wait_for(wake.wait(), timeout=delay)
         except TimeoutError:
             pass
+
+
+LoopBody = Callable[[], Awaitable[None]]
+"""A loop's body: runs until cancelled (``run_periodically`` survives its passes' errors)."""
+
+
+class Loops:
+    """A replica's background loops, registered by name and run together under one
+    ``asyncio.TaskGroup`` while the registry is entered (``async with``).
+
+    Leaving the block cancels every loop. A loop whose body raises (a bug: the
+    periodic runner survives ordinary failures) is logged with its name and ends the
+    group, cancelling the others, so a replica never runs half its loops unnoticed:
+    ``failed`` names it, and the readiness probe reports the stalled reconciler.
+    """
+
+    def __init__(self) -> None:
+        self._bodies: dict[str, LoopBody] = {}
+        self._runner: asyncio.Task[None] | None = None
+        self.failed: str | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._bodies)
+
+    def add(self, name: str, body: LoopBody) -> None:
+        if name in self._bodies:
+            raise ValueError(f"a loop named {name!r} is registered already")
+        if self._runner is not None:
+            raise RuntimeError("loops are registered before the registry starts")
+        self._bodies[name] = body
+
+    def every(
+        self,
+        name: str,
+        run_once: Callable[[], Awaitable[object]],
+        interval: float,
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        """Register ``run_once`` to run every ``interval`` seconds (``run_periodically``)."""
+        self.add(name, lambda: run_periodically(name, run_once, interval, wake))
+
+    async def __aenter__(self) -> Loops:
+        self._runner = asyncio.create_task(self._run_all(), name="loops")
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+    async def _run_all(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, body in self._bodies.items():
+                    group.create_task(self._guarded(name, body), name=name)
+        except BaseExceptionGroup:
+            pass  # logged by _guarded; the group has cancelled the others
+
+    async def _guarded(self, name: str, body: LoopBody) -> None:
+        try:
+            await body()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self.failed = name
+            log.exception("background loop crashed loop=%s; stopping the others", name)
+            raise

@@ -69,7 +69,7 @@ async def test_readiness_follows_the_database_and_the_reconciler(
     async with asyncio.timeout(120):  # a hang here fails with a traceback, not a CI timeout
         ready = await _ready(live_app)
         assert ready.status_code == 200, ready.text
-        checks = {"database": "ok", "migrations": "ok", "reconciler": "ok"}
+        checks = {"database": "ok", "migrations": "ok", "reconciler": "ok", "loops": "ok"}
         assert ready.json()["checks"] == checks
 
         await asyncio.to_thread(pg_cluster.stop)  # the app's loop keeps running meanwhile
@@ -89,6 +89,11 @@ async def test_readiness_follows_the_database_and_the_reconciler(
         stalled = await _ready(live_app)
         assert stalled.status_code == 503
         assert stalled.json()["checks"]["reconciler"].startswith("stalled")
+
+        ctx.loops.failed = "listener"  # what Loops records when a loop body crashes
+        crashed = await _ready(live_app)
+        assert crashed.status_code == 503
+        assert crashed.json()["checks"]["loops"] == "crashed: listener"
 
 
 async def test_admin_token_is_never_logged(

@@ -21,7 +21,10 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str = Field(description="ok, or unavailable (then the answer is a 503).")
     checks: dict[str, str] = Field(
-        description="database, migrations, reconciler: ok, disabled, or what is wrong."
+        description=(
+            "database, migrations, reconciler, loops (the replica's background loops):"
+            " ok, disabled, or what is wrong."
+        )
     )
 
 
@@ -42,6 +45,7 @@ async def readyz(ctx: Context) -> JSONResponse:
         "database": await _database(ctx),
         "migrations": "ok" if ctx.migrations_at_head else "not checked",
         "reconciler": _reconciler(ctx),
+        "loops": f"crashed: {ctx.loops.failed}" if ctx.loops.failed else "ok",
     }
     if checks["database"] == "ok" and not ctx.migrations_at_head:
         checks["migrations"] = await _migrations(ctx)

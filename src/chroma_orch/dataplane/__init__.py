@@ -34,6 +34,7 @@ from chroma_orch.dataplane.forward import (
 )
 from chroma_orch.dataplane.shares import Shares
 from chroma_orch.dataplane.wake import Waker
+from chroma_orch.loops import Loops
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +130,13 @@ class DataPlane:
         return UpstreamResponse(upstream)
 
 
-async def start(app: FastAPI, ctx: AppContext, stack: AsyncExitStack) -> None:
-    """Set up the data plane's resources for the app's lifetime (on ``stack``)."""
+def start(app: FastAPI, ctx: AppContext, stack: AsyncExitStack, loops: Loops) -> None:
+    """Set up the data plane's resources for the app's lifetime (on ``stack``), its
+    activity writer in ``loops``."""
     plane = DataPlane(ctx)
     stack.push_async_callback(plane.forwarder.aclose)
-    await plane.activity.start()
-    stack.push_async_callback(plane.activity.stop)
+    plane.activity.register(loops)
+    stack.push_async_callback(plane.activity.flush)
     app.state.dataplane = plane
 
 

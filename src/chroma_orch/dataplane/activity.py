@@ -10,7 +10,6 @@ behind Nginx, the auth cache's lifetime, since only authorisations are seen).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chroma_orch.loops import run_periodically
+from chroma_orch.loops import Loops
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,6 @@ class ActivityRecorder:
         self._sessions = sessions
         self._interval = interval
         self._pending: dict[uuid.UUID, datetime] = {}
-        self._task: asyncio.Task[None] | None = None
 
     def touch(self, instance_id: uuid.UUID) -> None:
         self._pending[instance_id] = datetime.now(UTC)
@@ -63,17 +61,12 @@ class ActivityRecorder:
             raise
         return len(batch)
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(
-            run_periodically("dataplane-activity", self.run_once, self._interval)
-        )
+    def register(self, loops: Loops) -> None:
+        """Write every ``activity_flush_interval`` seconds while ``loops`` run."""
+        loops.every("dataplane-activity", self.run_once, self._interval)
 
-    async def stop(self) -> None:
-        """Stop the loop and write what is still pending."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+    async def flush(self) -> None:
+        """Write what is still pending (at shutdown, once the loops have stopped)."""
         try:
             await self.run_once()
         except Exception:

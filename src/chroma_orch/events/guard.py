@@ -22,7 +22,6 @@ import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,6 +31,7 @@ from chroma_orch.domain.auth import authenticate, hash_token
 from chroma_orch.domain.principal import Principal
 from chroma_orch.domain.token_cache import TOKENS_CHANNEL
 from chroma_orch.errors import UnauthorizedError
+from chroma_orch.loops import Loops
 
 log = logging.getLogger(__name__)
 
@@ -188,20 +188,15 @@ class SocketGuard:
             await session.commit()
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
 def start(
     sessions: async_sessionmaker[AsyncSession],
     limit: int,
-    stack: AsyncExitStack,
+    loops: Loops,
     listener: PgListener,
 ) -> SocketGuard:
-    """The replica's guard, running for the app's lifetime (on ``stack``), fed by the
-    token notifications of ``listener``."""
+    """The replica's guard, its loop registered in ``loops``, fed by the token
+    notifications of ``listener``."""
     guard = SocketGuard(sessions, limit)
     listener.subscribe(TOKENS_CHANNEL, guard.on_notify)
-    stack.push_async_callback(_cancel, asyncio.create_task(guard.run(), name="socket-guard"))
+    loops.add("socket-guard", guard.run)
     return guard

@@ -18,7 +18,6 @@ import logging
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -27,6 +26,7 @@ from chroma_orch.db.models import Event
 from chroma_orch.db.outbox import EVENTS_CHANNEL, parse_events_payload
 from chroma_orch.events import queries
 from chroma_orch.events.queries import Scope
+from chroma_orch.loops import Loops
 from chroma_orch.settings import EventsSettings
 from chroma_orch.telemetry.metrics import WEBSOCKET_SUBSCRIBERS
 
@@ -185,21 +185,16 @@ class EventStream:
                 self._wake.set()
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
 async def start(
     sessions: async_sessionmaker[AsyncSession],
     settings: EventsSettings,
-    stack: AsyncExitStack,
+    loops: Loops,
     listener: PgListener,
 ) -> EventStream:
-    """The replica's stream, with its fan-out task running for the app's lifetime (on
-    ``stack``), fed by ``listener`` (old events are purged by ``db.retention``)."""
+    """The replica's stream, its fan-out registered in ``loops``, fed by ``listener``
+    (old events are purged by ``db.retention``)."""
     stream = EventStream(sessions, settings)
     await stream.prime()
     listener.subscribe(EVENTS_CHANNEL, stream.notify)
-    stack.push_async_callback(_cancel, asyncio.create_task(stream.run(), name="events-fanout"))
+    loops.add("events-fanout", stream.run)
     return stream

@@ -23,7 +23,7 @@ from chroma_orch.db import rows
 from chroma_orch.db.models import Instance
 from chroma_orch.db.outbox import commit
 from chroma_orch.domain.states import DesiredState, Phase
-from chroma_orch.loops import run_periodically
+from chroma_orch.loops import Loops
 from chroma_orch.reconciler import queue
 from chroma_orch.reconciler.instance import (
     InstanceReconciler,
@@ -57,7 +57,7 @@ class Reconciler:
         self._observe_wake = asyncio.Event()
         self._inflight: dict[uuid.UUID, asyncio.Task[bool]] = {}
         self._saturated = False  # the last claim took all the capacity there was
-        self._loops: list[asyncio.Task[None]] = []
+        self._own_loops: Loops | None = None
         self._last_pass = time.monotonic()
         runtime.on_exit(lambda _instance_id: self._observe_wake.set())
 
@@ -71,32 +71,36 @@ class Reconciler:
         """Look for due work now (an intent was written, here or on another replica)."""
         self._work_wake.set()
 
+    def register(self, loops: Loops) -> None:
+        """Add the reconciler's loops to ``loops``; ``abandon`` when they have stopped."""
+        config = self.config
+        loops.add("reconciler-work", self._work_loop)
+        loops.every(
+            "reconciler-observe", self.observe_once, config.observe_interval, self._observe_wake
+        )
+        loops.every("reconciler-leases", self.renew_leases, config.lease_seconds / 3)
+        loops.every("reconciler-orphans", self.collect_orphans, config.orphan_interval)
+
     async def start(self) -> None:
-        self._loops = [
-            asyncio.create_task(self._work_loop(), name="reconciler-work"),
-            asyncio.create_task(
-                run_periodically(
-                    "observe", self.observe_once, self.config.observe_interval, self._observe_wake
-                ),
-                name="reconciler-observe",
-            ),
-            asyncio.create_task(
-                run_periodically("leases", self.renew_leases, self.config.lease_seconds / 3),
-                name="reconciler-leases",
-            ),
-            asyncio.create_task(
-                run_periodically("orphans", self.collect_orphans, self.config.orphan_interval),
-                name="reconciler-orphans",
-            ),
-        ]
+        """Run the loops on a registry of their own (tests and tools; the app registers
+        them with the replica's other loops)."""
+        self._own_loops = Loops()
+        self.register(self._own_loops)
+        await self._own_loops.__aenter__()
 
     async def stop(self) -> None:
-        """Stop the loops and abandon work in flight; its leases lapse for others."""
-        tasks = [*self._loops, *self._inflight.values()]
+        """Stop the loops started by ``start``, then ``abandon`` work in flight."""
+        own, self._own_loops = self._own_loops, None
+        if own is not None:
+            await own.__aexit__(None, None, None)
+        await self.abandon()
+
+    async def abandon(self) -> None:
+        """Abandon work in flight; its leases lapse for other replicas at once."""
+        tasks = list(self._inflight.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._loops.clear()
         if self._inflight:
             async with self.sessions() as session:
                 await session.execute(
