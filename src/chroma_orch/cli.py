@@ -1,18 +1,21 @@
-"""The ``chroma-orch`` command: run the service (serve, migrate, rotate-admin-token,
-settings) or talk to a running one (instances, tenants, tokens)."""
+"""The ``chroma-orch`` command (typer): run the service (serve, migrate,
+rotate-admin-token, settings) or talk to a running one (instances, tenants, tokens,
+see ``cli_client``)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from pydantic import BaseModel
+from rich.markup import escape
 
-from chroma_orch import cli_client
+from chroma_orch.cli_client import app as client
+from chroma_orch.cli_client.exits import EXIT_CODES
 from chroma_orch.settings import Settings
 
 IMPORTANT_SETTINGS = (
@@ -44,44 +47,67 @@ def _epilog(names: Sequence[str]) -> str:
     docs = dict(settings_help())
     lines = ["important settings (environment variables; see README for all):"]
     lines += [f"  {docs[name]}" for name in names]
-    return "\n".join(lines)
+    return escape("\n".join(lines))
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="chroma-orch",
-        description="Run the chroma-orch service (serve, migrate, rotate-admin-token, "
-        "settings) or talk to a running one (instances, tenants, tokens).",
-        epilog=cli_client.EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    cli_client.global_options(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser(
-        "serve",
-        help="run the service",
-        epilog=_epilog(IMPORTANT_SETTINGS),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    serve.add_argument("--host", help="listen address (CHROMA_ORCH_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="listen port (CHROMA_ORCH_PORT, default 8080)")
-    serve.add_argument("--data-dir", help="state directory (CHROMA_ORCH_DATA_DIR)")
-    serve.add_argument("--database-url", help="PostgreSQL URL (CHROMA_ORCH_DATABASE_URL)")
-    serve.add_argument("--log-level", help="log level (CHROMA_ORCH_LOG_LEVEL)")
-    sub.add_parser("migrate", help="apply database migrations and exit")
-    sub.add_parser("rotate-admin-token", help="revoke admin tokens and print a new one")
-    sub.add_parser("settings", help="list every setting with its environment variable")
-    cli_client.add_commands(sub)
-    return parser
+app = typer.Typer(
+    name="chroma-orch",
+    help="Run the chroma-orch service (serve, migrate, rotate-admin-token, "
+    "settings) or talk to a running one (instances, tenants, tokens).",
+    epilog=EXIT_CODES,
+    no_args_is_help=True,
+    add_completion=False,
+    result_callback=client.finished,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+client.add_client_commands(app)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {}
-    for key in ("host", "port", "data_dir", "database_url", "log_level"):
-        value = getattr(args, key, None)
-        if value is not None:
-            overrides[key] = value
-    return Settings(**overrides)
+def _option(help_: str) -> Any:
+    return typer.Option(help=help_, show_default=False)
+
+
+@app.command("serve", help="run the service", epilog=_epilog(IMPORTANT_SETTINGS))
+def serve_command(
+    host: Annotated[
+        str | None, _option("listen address (CHROMA_ORCH_HOST, default 127.0.0.1)")
+    ] = None,
+    port: Annotated[int | None, _option("listen port (CHROMA_ORCH_PORT, default 8080)")] = None,
+    data_dir: Annotated[str | None, _option("state directory (CHROMA_ORCH_DATA_DIR)")] = None,
+    database_url: Annotated[
+        str | None, _option("PostgreSQL URL (CHROMA_ORCH_DATABASE_URL)")
+    ] = None,
+    log_level: Annotated[str | None, _option("log level (CHROMA_ORCH_LOG_LEVEL)")] = None,
+) -> int:
+    given: dict[str, Any] = {"host": host, "port": port, "data_dir": data_dir}
+    given |= {"database_url": database_url, "log_level": log_level}
+    serve(Settings(**{key: value for key, value in given.items() if value is not None}))
+    return 0
+
+
+@app.command("migrate", help="apply database migrations and exit")
+def migrate_command() -> int:
+    settings = Settings()
+    _configure_logging(settings)
+    asyncio.run(_with_database(settings, "migrate"))
+    sys.stdout.write("database is at the latest migration\n")
+    return 0
+
+
+@app.command("rotate-admin-token", help="revoke admin tokens and print a new one")
+def rotate_command() -> int:
+    settings = Settings()
+    _configure_logging(settings)
+    secret = asyncio.run(_with_database(settings, "rotate"))
+    sys.stdout.write(f"{secret}\n")
+    return 0
+
+
+@app.command("settings", help="list every setting with its environment variable")
+def settings_command() -> int:
+    for _, doc in settings_help():
+        sys.stdout.write(doc + "\n")
+    return 0
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -136,25 +162,8 @@ async def _with_database(settings: Settings, action: str) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command in cli_client.COMMANDS:
-        return cli_client.run(args)
-    if args.command == "settings":
-        for _, doc in settings_help():
-            sys.stdout.write(doc + "\n")
-        return 0
-    settings = _settings(args)
-    if args.command == "serve":
-        serve(settings)
-        return 0
-    _configure_logging(settings)
-    if args.command == "migrate":
-        asyncio.run(_with_database(settings, "migrate"))
-        sys.stdout.write("database is at the latest migration\n")
-        return 0
-    secret = asyncio.run(_with_database(settings, "rotate"))
-    sys.stdout.write(f"{secret}\n")
-    return 0
+    """Run ``chroma-orch ARGV``; returns the exit code (``--help`` and usage errors exit)."""
+    return client.execute(app, argv, "chroma-orch")
 
 
 if __name__ == "__main__":

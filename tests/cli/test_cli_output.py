@@ -9,7 +9,7 @@ import pytest
 from chroma_orch.cli import main
 from chroma_orch.cli_client import exits
 from chroma_orch.cli_client.follow import new_lines
-from chroma_orch.cli_client.render import age, table
+from chroma_orch.cli_client.render import age, print_table, table
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,24 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "exit codes:" in out
     assert "4  not found" in out
+
+
+def test_a_table_not_on_a_terminal_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [["acme", "0d1e", "3h"], ["a-much-longer-name", "1", "45s"]]
+    print_table(["NAME", "ID", "AGE"], rows)
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert out == table(["NAME", "ID", "AGE"], rows) + "\n"
+    assert out.splitlines()[2] == "a-much-longer-name  1     45s"
+
+
+def test_help_not_on_a_terminal_has_no_escape_sequences(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    for command in ("serve", "instances", "tenants", "tokens", "--token-file", "--json"):
+        assert command in out

@@ -3,13 +3,13 @@ except ``tenants ls``, which shows a tenant token its own tenant)."""
 
 from __future__ import annotations
 
-import argparse
 import uuid
 from typing import Any
 
 from chroma_orch.cli_client import render
 from chroma_orch.cli_client.api import Api
 from chroma_orch.cli_client.exits import NOT_FOUND, OK, CliError
+from chroma_orch.cli_client.options import Globals
 
 
 def tenant_id(api: Api, ref: str) -> str:
@@ -24,35 +24,37 @@ def tenant_id(api: Api, ref: str) -> str:
     raise CliError(NOT_FOUND, f"no tenant named {ref!r}")
 
 
-def tenants_create(api: Api, args: argparse.Namespace) -> int:
-    tenant = api.post("/v1/tenants", json={"name": args.name})
-    if args.json:
+def tenants_create(api: Api, options: Globals, name: str) -> int:
+    tenant = api.post("/v1/tenants", json={"name": name})
+    if options.json:
         render.emit_json(tenant)
     else:
         render.out(f"tenant {tenant['name']} created: {tenant['id']}")
     return OK
 
 
-def tenants_ls(api: Api, args: argparse.Namespace) -> int:
+def tenants_ls(api: Api, options: Globals) -> int:
     tenants: list[dict[str, Any]] = api.get("/v1/tenants")
-    if args.json:
+    if options.json:
         render.emit_json(tenants)
     elif tenants:
         rows = [[t["name"], t["id"], render.age(t.get("created_at"))] for t in tenants]
-        render.out(render.table(["NAME", "ID", "AGE"], rows))
+        render.print_table(["NAME", "ID", "AGE"], rows)
     else:
         render.err("no tenants")
     return OK
 
 
-def tokens_create(api: Api, args: argparse.Namespace) -> int:
+def tokens_create(
+    api: Api, options: Globals, tenant_ref: str, name: str, expires_in: int | None
+) -> int:
     """Prints only the secret on stdout (``TOKEN=$(chroma-orch tokens create ...)``)."""
-    body: dict[str, Any] = {"name": args.name}
-    if args.expires_in is not None:
-        body["expires_in_seconds"] = args.expires_in
-    tenant = tenant_id(api, args.tenant)
+    body: dict[str, Any] = {"name": name}
+    if expires_in is not None:
+        body["expires_in_seconds"] = expires_in
+    tenant = tenant_id(api, tenant_ref)
     token = api.post(f"/v1/tenants/{tenant}/tokens", json=body)
-    if args.json:
+    if options.json:
         render.emit_json(token)
         return OK
     expires = token.get("expires_at") or "never"

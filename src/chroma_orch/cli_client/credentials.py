@@ -4,22 +4,21 @@ since any local user sees a command line (``ps``, ``/proc/<pid>/cmdline``)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import stat
 from pathlib import Path
 
 from chroma_orch.cli_client import render
 from chroma_orch.cli_client.exits import USAGE, CliError
+from chroma_orch.cli_client.options import Globals
 
 ENV = "CHROMA_ORCH_TOKEN"
 
 
-def resolve_token(args: argparse.Namespace) -> str | None:
+def resolve_token(options: Globals) -> str | None:
     """The token of ``--token-file``, else ``--token`` (with a warning), else
     ``$CHROMA_ORCH_TOKEN``; None when there is none."""
-    flag: str | None = getattr(args, "token", None)
-    path: Path | None = getattr(args, "token_file", None)
+    flag, path = options.token, options.token_file
     if flag and path is not None:
         raise CliError(USAGE, "--token and --token-file: give only one")
     if path is not None:

@@ -9,7 +9,7 @@ OK = 0
 FAILED = 1
 """The instance failed, or a ``--wait`` timed out."""
 USAGE = 2
-"""Bad arguments (argparse's own code), an ambiguous name, or a request the
+"""Bad arguments (click's usage-error code), an ambiguous name, or a request the
 service refused as invalid (400, 422)."""
 AUTH = 3
 """No token, or the service refused it (401, 403)."""
@@ -24,6 +24,20 @@ LIMITED = 7
 """A quota or rate limit (429); ``Retry-After`` is shown when sent."""
 SERVER_ERROR = 8
 """Any other error of the service (500, an unexpected answer)."""
+
+EXIT_CODES = """\
+exit codes:
+  0  success
+  1  the instance failed, or --wait timed out (the reason is printed)
+  2  usage error, ambiguous name, or a request the service refused as invalid
+  3  no token, or the token was refused (401, 403)
+  4  not found (404)
+  5  conflict: not allowed in the current state, or the name is taken (409)
+  6  the service is unreachable or unavailable (connection error, timeout, 502-504)
+  7  a quota or rate limit was hit (429)
+  8  any other error of the service (500, unexpected answer)
+"""
+"""The help epilog of every client command."""
 
 _BY_STATUS = {
     400: USAGE,

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import uuid
 from typing import Any
 
-from chroma_orch.cli_client import admin, follow, render, streams
+from chroma_orch.cli_client import admin, follow, progress, render, streams
 from chroma_orch.cli_client.api import Api
 from chroma_orch.cli_client.exits import NOT_FOUND, OK, USAGE, CliError
+from chroma_orch.cli_client.options import Globals, Wait
 
 _WAIT_FOR = {"start": "running", "restart": "running", "stop": "stopped"}
-
-
-def _progress(args: argparse.Namespace, name: str) -> follow.Progress:
-    def report(phase: str) -> None:
-        if not args.json:
-            render.err(f"{name}: {phase}")
-
-    return report
 
 
 def list_all(api: Api, tenant: str | None = None) -> list[dict[str, Any]]:
@@ -50,80 +42,84 @@ def resolve(api: Api, ref: str, tenant: str | None = None) -> str:
     return str(matches[0]["id"])
 
 
-def launch(api: Api, args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"name": args.name}
-    if args.tenant:
-        body["tenant_id"] = admin.tenant_id(api, args.tenant)
+def launch(api: Api, options: Globals, name: str, tenant: str | None, wait: Wait) -> int:
+    body: dict[str, Any] = {"name": name}
+    if tenant:
+        body["tenant_id"] = admin.tenant_id(api, tenant)
     instance = api.post("/v1/instances", json=body)["instance"]
-    if args.wait:
-        instance = follow.wait_for_phase(
-            api, instance, "running", args.timeout, _progress(args, args.name)
-        )
-    _show(args, instance, None if args.wait else "launch")
+    if wait.enabled:
+        with progress.phases(name, quiet=options.json) as report:
+            instance = follow.wait_for_phase(api, instance, "running", wait.timeout, report)
+    _show(options, instance, None if wait.enabled else "launch")
     return OK
 
 
-def ls(api: Api, args: argparse.Namespace) -> int:
-    instances = list_all(api, args.tenant)
-    if args.json:
+def ls(api: Api, options: Globals, tenant: str | None) -> int:
+    instances = list_all(api, tenant)
+    if options.json:
         render.emit_json(instances)
     elif instances:
-        render.out(render.instance_rows(instances))
+        render.print_instances(instances)
     else:
         render.err("no instances")
     return OK
 
 
-def get(api: Api, args: argparse.Namespace) -> int:
-    instance_id = resolve(api, args.instance, args.tenant)
-    _show(args, api.get(f"/v1/instances/{instance_id}"))
+def get(api: Api, options: Globals, ref: str, tenant: str | None) -> int:
+    instance_id = resolve(api, ref, tenant)
+    _show(options, api.get(f"/v1/instances/{instance_id}"))
     return OK
 
 
-def act(api: Api, args: argparse.Namespace) -> int:
+def act(api: Api, options: Globals, action: str, ref: str, tenant: str | None, wait: Wait) -> int:
     """start, stop, restart: ask, then (with --wait) follow until it is done."""
-    instance_id = resolve(api, args.instance, args.tenant)
-    instance = api.post(f"/v1/instances/{instance_id}/{args.action}")["instance"]
-    if args.wait:
-        target = _WAIT_FOR[args.action]
-        progress = _progress(args, instance["name"])
-        instance = follow.wait_for_phase(api, instance, target, args.timeout, progress)
-    _show(args, instance, None if args.wait else args.action)
+    instance_id = resolve(api, ref, tenant)
+    instance = api.post(f"/v1/instances/{instance_id}/{action}")["instance"]
+    if wait.enabled:
+        with progress.phases(instance["name"], quiet=options.json) as report:
+            target = _WAIT_FOR[action]
+            instance = follow.wait_for_phase(api, instance, target, wait.timeout, report)
+    _show(options, instance, None if wait.enabled else action)
     return OK
 
 
-def delete(api: Api, args: argparse.Namespace) -> int:
-    instance_id = resolve(api, args.instance, args.tenant)
-    params = {"keep_data": "true"} if args.keep_data else None
+def delete(
+    api: Api, options: Globals, ref: str, tenant: str | None, keep_data: bool, wait: Wait
+) -> int:
+    instance_id = resolve(api, ref, tenant)
+    params = {"keep_data": "true"} if keep_data else None
     instance = api.delete(f"/v1/instances/{instance_id}", params=params)["instance"]
-    if args.wait:
-        follow.wait_until_gone(api, instance_id, args.timeout, _progress(args, instance["name"]))
+    if wait.enabled:
+        with progress.phases(instance["name"], quiet=options.json) as report:
+            follow.wait_until_gone(api, instance_id, wait.timeout, report)
         instance = {**instance, "phase": "deleted"}
-    _show(args, instance, None if args.wait else "delete")
+    _show(options, instance, None if wait.enabled else "delete")
     return OK
 
 
-def logs(api: Api, args: argparse.Namespace) -> int:
-    instance_id = resolve(api, args.instance, args.tenant)
+def logs(
+    api: Api, options: Globals, ref: str, tenant: str | None, tail: int, keep_following: bool
+) -> int:
+    instance_id = resolve(api, ref, tenant)
     try:
-        if args.follow and streams.follow_logs(api, instance_id, args.tail, render.out):
+        if keep_following and streams.follow_logs(api, instance_id, tail, render.out):
             return OK
-        body = api.get(f"/v1/instances/{instance_id}/logs", params={"tail": args.tail})
-        if args.json and not args.follow:
+        body = api.get(f"/v1/instances/{instance_id}/logs", params={"tail": tail})
+        if options.json and not keep_following:
             render.emit_json(body)
             return OK
         for line in body["lines"]:
             render.out(line)
-        if args.follow:
+        if keep_following:
             follow.follow_logs(api, instance_id, body["lines"], render.out)
     except KeyboardInterrupt:
         pass
     return OK
 
 
-def _show(args: argparse.Namespace, instance: dict[str, Any], action: str | None = None) -> None:
+def _show(options: Globals, instance: dict[str, Any], action: str | None = None) -> None:
     """The instance as JSON, else one line: where it stands, or what was asked."""
-    if args.json:
+    if options.json:
         render.emit_json(instance)
     elif action is not None:
         render.out(render.accepted(instance, action))

@@ -1,12 +1,24 @@
-"""Output for people (tables, short lines) and for scripts (``--json``)."""
+"""Output for people (tables, short lines) and for scripts (``--json``).
+
+Plain lines and JSON are written as they are; tables and error prefixes go
+through rich, which colours them only when the stream is a terminal."""
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+STDOUT = Console(soft_wrap=True, highlight=False)
+STDERR = Console(stderr=True, soft_wrap=True, highlight=False)
+"""Follow sys.stdout / sys.stderr as they are at each write (tests capture them)."""
 
 
 def out(line: str = "") -> None:
@@ -17,6 +29,11 @@ def out(line: str = "") -> None:
 def err(line: str) -> None:
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
+
+
+def error(message: str) -> None:
+    """``error: message`` on stderr, the prefix in red on a terminal."""
+    STDERR.print(Text.assemble(("error:", "bold red"), " ", message))
 
 
 def emit_json(value: Any) -> None:
@@ -37,16 +54,30 @@ def age(timestamp: str | None, now: datetime | None = None) -> str:
     return f"{seconds}s"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces, headers first."""
-    widths = [len(h) for h in headers]
+def _grid(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
+    """Left-aligned columns two spaces apart, no borders: the same text piped or not."""
+    grid = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
+    for header in headers:
+        grid.add_column(header, no_wrap=True)
     for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = [headers, *rows]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
+        grid.add_row(*row)
+    return grid
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """The table as plain text (no colour, never wrapped), headers first."""
+    console = Console(file=io.StringIO(), width=100_000, color_system=None)
+    with console.capture() as captured:
+        console.print(_grid(headers, rows))
+    return "\n".join(line.rstrip() for line in captured.get().splitlines())
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table on stdout: coloured headers on a terminal, plain text otherwise."""
+    if STDOUT.is_terminal:
+        STDOUT.print(_grid(headers, rows))
+    else:
+        out(table(headers, rows))
 
 
 def endpoint(instance: dict[str, Any]) -> str:
@@ -84,11 +115,11 @@ def accepted(instance: dict[str, Any], action: str) -> str:
     )
 
 
-def instance_rows(instances: Sequence[dict[str, Any]]) -> str:
+def print_instances(instances: Sequence[dict[str, Any]]) -> None:
     rows = [
         [i["name"], i["id"], _phase(i), endpoint(i), age(i.get("created_at"))] for i in instances
     ]
-    return table(["NAME", "ID", "PHASE", "ENDPOINT", "AGE"], rows)
+    print_table(["NAME", "ID", "PHASE", "ENDPOINT", "AGE"], rows)
 
 
 def _phase(instance: dict[str, Any]) -> str:
