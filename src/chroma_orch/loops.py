@@ -44,7 +44,7 @@ async def run_periodically(
             pass
 
 
-LoopBody = Callable[[], Awaitable[None]]
+LoopBody = Callable[[], Awaitable[object]]
 """A loop's body: runs until cancelled (``run_periodically`` survives its passes' errors)."""
 
 
