@@ -147,12 +147,9 @@ def tags_of(task: Mapping[str, Any]) -> dict[str, str]:
 
 
 def make_handle(cluster: str, task_arn: str, instance_id: str, generation: int | None) -> Handle:
-    return {
-        "instance_id": instance_id,
-        "task_arn": task_arn,
-        "cluster": cluster,
-        "generation": generation,
-    }
+    return Handle(
+        generation, {"instance_id": instance_id, "task_arn": task_arn, "cluster": cluster}
+    )
 
 
 def task_ip(task: Mapping[str, Any]) -> str | None:
