@@ -42,6 +42,7 @@ from chroma_orch.runtimes.ecs.batch import TaskLoader
 from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
 from chroma_orch.runtimes.ecs.logs import TaskLogs
 from chroma_orch.runtimes.ecs.owned import OwnedTask, OwnedTasks
+from chroma_orch.runtimes.ecs.settings import EcsSettings
 from chroma_orch.runtimes.ecs.tasks import (
     CLEANUP_CONTAINER,
     cleanup_definition,
@@ -56,7 +57,6 @@ from chroma_orch.runtimes.ecs.tasks import (
     server_definition,
 )
 from chroma_orch.runtimes.ecs.throttle import error_code, is_throttle, is_transient
-from chroma_orch.settings import EcsSettings
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chroma_orch.runtimes.base import Endpoint, Handle, InstanceSpec, Observation, ObservedState
-from chroma_orch.settings import EcsSettings
+from chroma_orch.runtimes.ecs.settings import EcsSettings
 
 TAG_INSTANCE = "chroma-orch:instance"
 TAG_TENANT = "chroma-orch:tenant"

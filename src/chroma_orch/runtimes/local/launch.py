@@ -30,7 +30,7 @@ from pathlib import Path
 import psutil
 
 from chroma_orch.runtimes.local import launcher_main
-from chroma_orch.settings import LocalRuntimeSettings
+from chroma_orch.runtimes.local.settings import LocalRuntimeSettings
 from chroma_orch.system_user import RunAs
 
 LAUNCHER = launcher_main.__file__

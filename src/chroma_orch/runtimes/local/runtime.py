@@ -55,7 +55,7 @@ from chroma_orch.runtimes.local.privilege import (
     server_environment,
     tighten_existing,
 )
-from chroma_orch.settings import LocalRuntimeSettings
+from chroma_orch.runtimes.local.settings import LocalRuntimeSettings
 
 log = logging.getLogger(__name__)
 
