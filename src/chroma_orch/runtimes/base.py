@@ -25,9 +25,12 @@ Edge cases every driver must honour:
 - ``on_exit`` callbacks are called with the instance id when the runtime notices
   by itself that a server exited (a runtime that only learns it by polling may
   never call them); ``poll`` reports the exit either way.
-- ``logs`` and ``follow_logs`` work with the handle, or without one (``None``:
-  the instance's latest server, or nothing); ``follow_logs`` ends once the
-  server is gone.
+- ``logs`` and ``follow_logs`` take the handle, or ``None`` (the instance's
+  latest output, or nothing; never an error for an instance never started).
+  ``follow_logs`` yields the last lines, then new ones as they are written, and
+  ends once the output is gone for good: the instance deleted (the local
+  runtime's log spans restarts), or its server gone where output is per server
+  (ECS).
 - Transient failures raise ``RuntimeUnavailableError``; the reconciler retries
   with backoff. ``StartFailedError`` means this attempt is over and counts
   against the restart budget.
