@@ -28,7 +28,13 @@ def _stop_in_moto(task_arn: str) -> None:
     task.stopped_reason = "Essential container in task exited"
 
 
-@pytest.fixture(params=["fake", "local", "ecs"])
+@pytest.fixture(
+    params=[
+        "fake",
+        pytest.param("local", marks=pytest.mark.e2e),  # real Chroma servers
+        pytest.param("ecs", marks=pytest.mark.e2e),  # moto's server
+    ]
+)
 def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
     if request.param == "fake":
         yield FakeKit(world_name=f"conformance-{uuid.uuid4().hex}")
