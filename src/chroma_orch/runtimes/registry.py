@@ -12,6 +12,8 @@ uses this module, so it sits below it (pyproject [tool.importlinter]).
 
 from __future__ import annotations
 
+import functools
+import sys
 from importlib.metadata import EntryPoint, entry_points
 
 from pydantic_settings import SettingsConfigDict
@@ -24,11 +26,18 @@ class RegistryError(ValueError):
 
 
 def registered() -> dict[str, EntryPoint]:
-    """Every registered runtime's entry point by name, read afresh from the installed
+    """Every registered runtime's entry point by name, from the installed
     distributions (and any ``*.dist-info`` directory on ``sys.path``).
 
     The same name registered twice with the same target counts once (an installed
     and a development copy of one package); with different targets it is refused."""
+    return dict(_registered(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=8)
+def _registered(path: tuple[str, ...]) -> dict[str, EntryPoint]:
+    """Read once per ``sys.path`` (scanning the distributions takes ~10 ms; every
+    ``Settings`` checks its runtime name)."""
     found: dict[str, EntryPoint] = {}
     for point in entry_points(group=GROUP):
         seen = found.setdefault(point.name, point)
