@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import socket
-import sys
 import uuid
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chroma_orch.runtimes import registry
+from chroma_orch.runtimes.ecs.settings import ECS_API_LIMITS as ECS_API_LIMITS
+from chroma_orch.runtimes.ecs.settings import EcsSettings as EcsSettings
+from chroma_orch.runtimes.local.settings import LocalRuntimeSettings as LocalRuntimeSettings
 
 
 def default_data_dir() -> Path:
@@ -25,100 +28,6 @@ def default_data_dir() -> Path:
         return Path("/var/lib/chroma-orch")
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "chroma-orch"
-
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class LocalRuntimeSettings(BaseModel):
-    """The ``local`` runtime: Chroma servers as child processes of the service."""
-
-    host: str = Field(
-        "127.0.0.1",
-        description="Address local Chroma servers listen on. Keep it on loopback: "
-        "Chroma has no authentication, the data plane enforces tokens.",
-    )
-    port_range: str = Field(
-        "30000-30999",
-        description="Inclusive port range (LOW-HIGH) from which instance ports are allocated.",
-    )
-    launcher: Literal["bindings", "chroma-cli"] = Field(
-        "bindings",
-        description="How a server is started: 'bindings' calls chromadb's Rust server from a "
-        "minimal Python process (fast, low memory); 'chroma-cli' runs the `chroma run` "
-        "console script (imports the whole chromadb package first).",
-    )
-    python: str = Field(
-        sys.executable,
-        description="Python interpreter with chromadb installed, used by the 'bindings' launcher.",
-    )
-    chroma_command: str = Field(
-        "chroma",
-        description="The `chroma` console script used by the 'chroma-cli' launcher. A root "
-        "service runs it as system_user, which must be able to run it and its interpreter.",
-    )
-    start_timeout: float = Field(
-        60.0, gt=0, description="Seconds a server may take to answer its heartbeat."
-    )
-    stop_grace: float = Field(
-        10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when stopping a server."
-    )
-    rust_log: str = Field(
-        "warn", description="RUST_LOG for Chroma servers ('info' logs every request)."
-    )
-    niceness: int = Field(
-        10,
-        ge=0,
-        le=19,
-        description="How much lower than the service's the servers' CPU priority is (0: the "
-        "same). The service and its database then come first when CPUs are short, so the "
-        "API stays responsive and a burst of starts is not queued behind servers busy booting.",
-    )
-
-    system_user: str = Field(
-        "chroma-orch-server",
-        description="Unprivileged user that runs the servers when the service runs as root "
-        "(created if missing; servers do not start when it cannot be: no shared fallback "
-        "such as 'nobody'). Must differ from embedded_db.system_user: PostgreSQL's files "
-        "and socket must stay out of its reach.",
-    )
-    server_env: list[str] = Field(
-        [],
-        description="Names of variables of the service's environment also passed to the "
-        'servers (e.g. ["SSL_CERT_FILE"]). Servers otherwise get only PATH, LANG, LC_ALL, '
-        "LC_CTYPE, TZ, HOME (their data directory), RUST_LOG and ANONYMIZED_TELEMETRY; "
-        "CHROMA_ORCH_ variables are refused.",
-    )
-
-    @field_validator("server_env")
-    @classmethod
-    def _check_server_env(cls, names: list[str]) -> list[str]:
-        for name in names:
-            if not _ENV_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not an environment variable name")
-            if name.upper().startswith("CHROMA_ORCH_"):
-                raise ValueError(f"{name}: the service's own settings never go to servers")
-        return names
-
-    @field_validator("port_range")
-    @classmethod
-    def _check_range(cls, value: str) -> str:
-        low, high = _parse_range(value)
-        if not 1024 <= low <= high <= 65535:
-            raise ValueError("port_range must be LOW-HIGH within 1024-65535")
-        return value
-
-    @property
-    def ports(self) -> tuple[int, int]:
-        return _parse_range(self.port_range)
-
-
-def _parse_range(value: str) -> tuple[int, int]:
-    try:
-        low, high = (int(part) for part in value.split("-", 1))
-    except ValueError as exc:
-        raise ValueError("expected LOW-HIGH, e.g. 30000-30999") from exc
-    return low, high
 
 
 class ReconcilerSettings(BaseModel):
@@ -151,125 +60,6 @@ class ReconcilerSettings(BaseModel):
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         description="Name of this replica in leases and logs.",
     )
-
-
-ECS_API_LIMITS: dict[str, tuple[int, float]] = {
-    # category: (burst, refill per second); AWS's published ECS / CloudWatch Logs defaults
-    "run": (100, 40.0),  # RunTask, StopTask
-    "describe": (100, 20.0),  # DescribeTasks, ListTasks, DescribeTaskDefinition
-    "register": (20, 1.0),  # RegisterTaskDefinition
-    "logs": (25, 25.0),  # GetLogEvents (25 TPS per account and region)
-}
-
-
-class EcsSettings(BaseModel):
-    """The ``ecs`` runtime: Chroma servers as AWS ECS Fargate tasks.
-
-    Credentials come from the standard AWS chain (environment, profile, task/instance role).
-    """
-
-    region: str = Field("us-east-1", description="AWS region of the cluster.")
-    cluster: str = Field("chroma-orch", description="ECS cluster name or ARN.")
-    endpoint_url: str | None = Field(
-        None,
-        description="ECS-compatible endpoint (e.g. moto), also used for CloudWatch Logs; "
-        "unset: AWS's own.",
-    )
-    subnets: list[str] = Field(
-        default_factory=list, description="Subnet ids the tasks' network interfaces go in."
-    )
-    security_groups: list[str] = Field(
-        default_factory=list,
-        description="Security group ids of the tasks; must let this service reach the "
-        "container port.",
-    )
-    assign_public_ip: bool = Field(
-        False, description="Give tasks a public IP (only for subnets without a NAT route)."
-    )
-    image: str = Field("chromadb/chroma:1.5.9", description="Chroma 1.x server image (pin a tag).")
-    cpu: int = Field(1024, ge=256, description="Task CPU units (1024 = 1 vCPU).")
-    memory: int = Field(2048, ge=512, description="Task memory (MiB).")
-    container_port: int = Field(8000, ge=1, le=65535, description="Port Chroma listens on.")
-    container_name: str = Field("chroma", description="Name of the Chroma container.")
-    execution_role_arn: str | None = Field(
-        None, description="Task execution role (pulls the image, writes CloudWatch Logs)."
-    )
-    task_role_arn: str | None = Field(
-        None, description="Task role (the server's own AWS identity; EFS IAM authorization)."
-    )
-    family_prefix: str = Field(
-        "chroma-orch",
-        description="Task definition family prefix; the family is PREFIX-<hash of the spec>, "
-        "registered once per distinct spec and reused.",
-    )
-    service_name: str = Field(
-        "chroma-orch",
-        max_length=36,
-        pattern=r"^[A-Za-z0-9_/-]+$",
-        description="startedBy of every task this service launches (ownership: discovery, "
-        "adoption, orphan collection). Several deployments sharing a cluster need "
-        "distinct names.",
-    )
-    log_group: str = Field(
-        "/chroma-orch/instances",
-        description="CloudWatch Logs group of the awslogs driver (must exist).",
-    )
-    log_stream_prefix: str = Field(
-        "chroma",
-        description="awslogs stream prefix; a task's stream is PREFIX/CONTAINER/TASK_ID.",
-    )
-    efs_file_system_id: str | None = Field(
-        None,
-        description="EFS file system for persistent data; unset: data lives and dies with "
-        "the task.",
-    )
-    efs_access_point_id: str | None = Field(
-        None, description="EFS access point (its root becomes the data mount)."
-    )
-    data_mount: str = Field(
-        "/data",
-        description="Where the EFS volume is mounted; each instance's data is DATA_MOUNT/<id>.",
-    )
-    cleanup_image: str = Field(
-        "public.ecr.aws/docker/library/busybox:stable",
-        description="Image of the one-shot task that removes a deleted instance's EFS directory.",
-    )
-    tags: dict[str, str] = Field(
-        default_factory=dict, description="Extra tags put on every task and task definition."
-    )
-    check_heartbeat: bool = Field(
-        True,
-        description="Believe RUNNING only once the task's Chroma heartbeat answers (needs a "
-        "network path from this service to the tasks).",
-    )
-    heartbeat_timeout: float = Field(2.0, gt=0, description="Seconds per heartbeat probe.")
-    start_timeout: float = Field(
-        600.0, gt=0, description="Seconds a task may take from RunTask to running."
-    )
-    api_limits: dict[str, tuple[int, float]] = Field(
-        default_factory=lambda: dict(ECS_API_LIMITS),
-        description="Client-side token buckets per API category (run, describe, register, "
-        "logs): [burst, refill per second]. Unnamed categories keep AWS's defaults.",
-    )
-    retry_attempts: int = Field(
-        8, ge=1, description="Attempts per call on ThrottlingException or a 5xx."
-    )
-    retry_base: float = Field(0.2, gt=0, description="First retry delay (s), doubled per try.")
-    retry_max: float = Field(20.0, gt=0, description="Longest retry delay (s); full jitter.")
-    batch_window: float = Field(
-        0.005,
-        ge=0,
-        description="Seconds concurrent task lookups are gathered into one DescribeTasks.",
-    )
-    max_pool_connections: int = Field(32, ge=1, description="HTTP connections per AWS client.")
-
-    @field_validator("api_limits")
-    @classmethod
-    def _merge_limits(cls, value: dict[str, tuple[int, float]]) -> dict[str, tuple[int, float]]:
-        unknown = set(value) - set(ECS_API_LIMITS)
-        if unknown:
-            raise ValueError(f"unknown API categories: {sorted(unknown)}")
-        return ECS_API_LIMITS | value
 
 
 class EventsSettings(BaseModel):
@@ -572,7 +362,11 @@ class Settings(BaseSettings):
         description="Admin bearer token. Unset: one is generated at first start, printed once "
         "and stored hashed.",
     )
-    runtime: Literal["local", "ecs"] = Field("local", description="Runtime for new instances.")
+    runtime: str = Field(
+        "local",
+        description="Runtime for new instances: a name registered in the chroma_orch.runtimes "
+        'entry point group (built in: local, ecs; README "Runtimes").',
+    )
     log_level: str = Field("INFO", description="Log level of the service.")
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as key=value text, or one JSON object per line."
@@ -598,6 +392,11 @@ class Settings(BaseSettings):
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     culling: CullingSettings = Field(default_factory=CullingSettings)
+
+    @field_validator("runtime")
+    @classmethod
+    def _registered_runtime(cls, value: str) -> str:
+        return registry.check_name(value)
 
     @field_validator("trusted_proxies")
     @classmethod

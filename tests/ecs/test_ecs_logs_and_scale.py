@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from chroma_orch.db.models import Instance
+from chroma_orch.runtimes.base import Handle
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from tests.ecs.conftest import EcsService, aws_client, cluster_tasks, instance_of
 from tests.helpers import bearer, create_tenant, wait_for, wait_phase
@@ -48,7 +49,7 @@ async def test_logs_of_an_ecs_instance(ecs_service: EcsService, moto_url: str) -
     assert logs.status_code == 200, logs.text
     assert logs.json()["lines"] == ["two", "three"]
 
-    handle: dict[str, Any] = {"task_arn": task["taskArn"], "instance_id": instance_id}
+    handle = Handle(None, {"task_arn": task["taskArn"], "instance_id": instance_id})
     follow = ecs_service.runtime.follow_logs(instance_id, handle, 1)
     assert await anext(follow) == ["three"]
     await _put_lines(moto_url, settings.log_group, stream, ["four"])

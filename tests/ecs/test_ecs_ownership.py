@@ -55,13 +55,13 @@ async def test_crash_between_run_task_and_commit_adopts(
     body = (await ecs_service.http.get(f"/v1/instances/{inst['id']}")).json()
     assert body["phase"] == "running"
     (task,) = await cluster_tasks(moto_url)
-    assert task["taskArn"] == launched["task_arn"]
+    assert task["taskArn"] == launched.data["task_arn"]
     assert ecs_service.calls.reached["RunTask"] == 1
     async with ecs_service.app.state.ctx.sessions() as session:
         row = await session.get(Instance, uuid.UUID(inst["id"]))
         assert row is not None
         assert row.handle is not None
-        assert row.handle["task_arn"] == launched["task_arn"]
+        assert row.handle["task_arn"] == launched.data["task_arn"]
 
 
 async def _run_foreign_task(service: EcsService, started_by: str, instance_id: str) -> str:

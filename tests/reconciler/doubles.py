@@ -66,12 +66,7 @@ class FakeRuntime:
         return self._handle(spec.instance_id, server, spec.generation)
 
     def _handle(self, instance_id: str, server: FakeServer, generation: int) -> Handle:
-        return {
-            "id": instance_id,
-            "serial": server.serial,
-            "port": server.port,
-            "generation": generation,
-        }
+        return Handle(generation, {"id": instance_id, "serial": server.serial, "port": server.port})
 
     async def _crash_later(self, instance_id: str, server: FakeServer) -> None:
         await asyncio.sleep(0.1)
@@ -84,8 +79,8 @@ class FakeRuntime:
             callback(instance_id)
 
     def _observe(self, handle: Handle) -> Observation:
-        server = self.servers.get(handle["id"])
-        if server is None or server.serial != handle["serial"] or not server.alive:
+        server = self.servers.get(handle.data["id"])
+        if server is None or server.serial != handle.data["serial"] or not server.alive:
             return Observation(ObservedState.EXITED, reason="ProcessExited", message="exit 1")
         if server.ready_at is None or time.monotonic() < server.ready_at:
             return Observation(ObservedState.STARTING)
@@ -103,14 +98,14 @@ class FakeRuntime:
         return {key: self._observe(handle) for key, handle in handles.items()}
 
     async def stop(self, handle: Handle) -> None:
-        server = self.servers.get(handle["id"])
-        if server is None or server.serial != handle["serial"] or not server.alive:
+        server = self.servers.get(handle.data["id"])
+        if server is None or server.serial != handle.data["serial"] or not server.alive:
             return
-        if server.name.startswith("stubborn") and self.refusals[handle["id"]] < 2:
-            self.refusals[handle["id"]] += 1
+        if server.name.startswith("stubborn") and self.refusals[handle.data["id"]] < 2:
+            self.refusals[handle.data["id"]] += 1
             raise RuntimeUnavailableError("refusing to stop")
         server.alive = False
-        self.stops[handle["id"]] += 1
+        self.stops[handle.data["id"]] += 1
 
     async def delete(self, instance_id: str, handle: Handle | None, keep_data: bool) -> None:
         self.deleted.append(instance_id)

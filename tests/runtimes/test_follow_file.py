@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from chroma_orch.runtimes.local.launch import follow_file
 
 
@@ -39,3 +41,14 @@ async def test_a_missing_file_is_waited_for(tmp_path: Path) -> None:
     log.write_text("hello\n")
     assert await asyncio.wait_for(anext(follower), 5) == ["hello"]
     await follower.aclose()
+
+
+async def test_following_ends_once_the_file_is_removed(tmp_path: Path) -> None:
+    """The instance was deleted (its log with it): nothing more can come."""
+    log = tmp_path / "server.log"
+    log.write_text("one\n")
+    follower = follow_file(log, 10, 0.01)
+    assert await anext(follower) == ["one"]
+    log.unlink()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(follower), 5)

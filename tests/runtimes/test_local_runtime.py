@@ -172,30 +172,30 @@ async def test_lifecycle_persists_data_across_restart(
     t0 = time.monotonic()
     handle = await started(runtime, spec())
     assert time.monotonic() - t0 < 5
-    assert handle["path"] == str(tmp_path / "instances" / "inst-1")
+    assert handle.data["path"] == str(tmp_path / "instances" / "inst-1")
     async with httpx.AsyncClient() as http:
-        beat = await http.get(f"http://127.0.0.1:{handle['port']}/api/v2/heartbeat")
+        beat = await http.get(f"http://127.0.0.1:{handle.data['port']}/api/v2/heartbeat")
     assert beat.status_code == 200
     # the server yields the CPU to the service: its priority is `niceness` lower
     expected = min(os.nice(0) + LocalRuntimeSettings().niceness, 19)
-    assert psutil.Process(handle["pid"]).nice() == expected
-    assert await asyncio.to_thread(use_chroma, handle["port"], True) == (2, [["a"]])
+    assert psutil.Process(handle.data["pid"]).nice() == expected
+    assert await asyncio.to_thread(use_chroma, handle.data["port"], True) == (2, [["a"]])
 
     await runtime.stop(handle)
-    assert gone(handle["pid"])
-    assert port_refuses(handle["port"])
+    assert gone(handle.data["pid"])
+    assert port_refuses(handle.data["port"])
     assert not lock_is_held(tmp_path / "instances" / "inst-1.lock")
 
     second = await started(runtime, spec(port=free_port(), generation=2))
-    assert second["port"] != handle["port"]
-    assert second["pid"] != handle["pid"]
-    assert await asyncio.to_thread(use_chroma, second["port"], False) == (2, [["a"]])
+    assert second.data["port"] != handle.data["port"]
+    assert second.data["pid"] != handle.data["pid"]
+    assert await asyncio.to_thread(use_chroma, second.data["port"], False) == (2, [["a"]])
 
     await runtime.delete("inst-1", second, keep_data=False)
-    assert gone(second["pid"])
-    assert not on_disk(second["path"])
-    assert not on_disk(second["log"])
-    assert not on_disk(second["lock"])
+    assert gone(second.data["pid"])
+    assert not on_disk(second.data["path"])
+    assert not on_disk(second.data["log"])
+    assert not on_disk(second.data["lock"])
     await runtime.delete("inst-1", second, keep_data=False)  # idempotent
 
 
@@ -204,19 +204,22 @@ async def test_never_two_servers_on_one_directory(
 ) -> None:
     first = await started(runtime, spec())
     again = await runtime.start(spec(port=free_port()))
-    assert (again["pid"], again["port"]) == (first["pid"], first["port"])
+    assert (again.data["pid"], again.data["port"]) == (first.data["pid"], first.data["port"])
 
     # A restarted service that lost the handle adopts through the lock file.
     other = LocalRuntime(settings, tmp_path)
     try:
         adopted = await other.start(spec(port=free_port()))
-        assert (adopted["pid"], adopted["port"]) == (first["pid"], first["port"])
-        assert adopted["create_time"] == pytest.approx(first["create_time"])
+        assert (adopted.data["pid"], adopted.data["port"]) == (
+            first.data["pid"],
+            first.data["port"],
+        )
+        assert adopted.data["create_time"] == pytest.approx(first.data["create_time"])
     finally:
         await other.aclose()
 
     # The launcher itself refuses a directory that is already served.
-    path, lock = Path(first["path"]), Path(first["lock"])
+    path, lock = Path(first.data["path"]), Path(first.data["lock"])
     t0 = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         *server_command(settings, path, lock, "127.0.0.1", free_port()),
@@ -228,10 +231,10 @@ async def test_never_two_servers_on_one_directory(
     assert proc.returncode == EXIT_DIR_IN_USE
     assert time.monotonic() - t0 < 2
     assert b"already served by another process" in err
-    assert [p.pid for p in servers_on(path)] == [first["pid"]]
+    assert [p.pid for p in servers_on(path)] == [first.data["pid"]]
     record = read_lock(lock)
     assert record is not None
-    assert record.pid == first["pid"]
+    assert record.pid == first.data["pid"]
 
 
 async def test_port_taken_reports_port_unavailable(runtime: LocalRuntime) -> None:
@@ -249,7 +252,7 @@ async def test_port_taken_reports_port_unavailable(runtime: LocalRuntime) -> Non
 
 async def test_another_server_answering_on_the_port_is_not_ready(runtime: LocalRuntime) -> None:
     squatter = await started(runtime, spec("squatter"))
-    handle = await runtime.start(spec("late", port=squatter["port"]))
+    handle = await runtime.start(spec("late", port=squatter.data["port"]))
     obs = await runtime.wait_ready(handle, READY_TIMEOUT)
     assert obs.state is ObservedState.EXITED
     assert obs.reason == "PortUnavailable"
@@ -269,7 +272,7 @@ async def test_crash_fires_exit_callback(runtime: LocalRuntime) -> None:
     runtime.on_exit(exit_seen)
     handle = await started(runtime, spec())
 
-    os.kill(handle["pid"], signal.SIGKILL)
+    os.kill(handle.data["pid"], signal.SIGKILL)
     await asyncio.wait_for(exited.wait(), 1.0)
     assert seen == ["inst-1"]
     obs = (await runtime.poll({"inst-1": handle}))["inst-1"]
@@ -286,20 +289,23 @@ async def test_new_runtime_reattaches_and_stops_a_non_child(
     first = LocalRuntime(settings, tmp_path)
     handle = await started(first, spec("inst-a"))
     await first.aclose()  # the service goes away; the server must not
-    assert not gone(handle["pid"])
+    assert not gone(handle.data["pid"])
 
     found = await runtime.discover()
     assert set(found) == {"inst-a"}
-    assert (found["inst-a"]["pid"], found["inst-a"]["port"]) == (handle["pid"], handle["port"])
+    assert (found["inst-a"].data["pid"], found["inst-a"].data["port"]) == (
+        handle.data["pid"],
+        handle.data["port"],
+    )
     polled = await runtime.poll(found)
     assert polled["inst-a"].state is ObservedState.RUNNING
     assert polled["inst-a"].endpoint is not None
-    assert polled["inst-a"].endpoint.port == handle["port"]
+    assert polled["inst-a"].endpoint.port == handle.data["port"]
 
     await runtime.stop(found["inst-a"])
-    assert gone(handle["pid"])
-    assert port_refuses(handle["port"])
-    reap(handle["pid"])  # it is still this test process's child
+    assert gone(handle.data["pid"])
+    assert port_refuses(handle.data["port"])
+    reap(handle.data["pid"])  # it is still this test process's child
     assert await runtime.discover() == {}
     obs = (await runtime.poll(found))["inst-a"]
     assert obs.state is ObservedState.EXITED
@@ -318,7 +324,7 @@ async def test_never_ready_then_stop_escalates_to_sigkill(tmp_path: Path, cleanu
     try:
         handle = await rt.start(spec())
         for _ in range(250):  # until the trap is set and the sleep runs
-            if SLEEP in psutil.Process(handle["pid"]).cmdline():
+            if SLEEP in psutil.Process(handle.data["pid"]).cmdline():
                 break
             await asyncio.sleep(0.02)
         obs = await rt.wait_ready(handle, 0.1)
@@ -328,7 +334,7 @@ async def test_never_ready_then_stop_escalates_to_sigkill(tmp_path: Path, cleanu
         t0 = time.monotonic()
         await rt.stop(handle)
         assert 0.2 <= time.monotonic() - t0 < 3
-        assert not psutil.pid_exists(handle["pid"])  # killed and reaped
+        assert not psutil.pid_exists(handle.data["pid"])  # killed and reaped
         obs = (await rt.poll({"inst-1": handle}))["inst-1"]
         assert obs.state is ObservedState.EXITED
         assert obs.message is not None
@@ -348,7 +354,7 @@ async def test_logs_tail(runtime: LocalRuntime, tmp_path: Path) -> None:
     handle = await started(runtime, spec())
     await runtime.stop(handle)
     lines = await runtime.logs("inst-1", handle, 1000)
-    assert lines == (await asyncio.to_thread(Path(handle["log"]).read_text)).splitlines()
+    assert lines == (await asyncio.to_thread(Path(handle.data["log"]).read_text)).splitlines()
     assert any("chroma-orch" in line and "starting generation=1" in line for line in lines)
 
 
@@ -365,15 +371,15 @@ async def test_chroma_cli_launcher_holds_lock_through_exec(tmp_path: Path, clean
             assert failed.state is ObservedState.EXITED
             assert f"cannot run {CHROMA_SCRIPT}" in (failed.message or "")
             assert "Permission denied" in (failed.message or "")
-            assert not lock_is_held(Path(handle["lock"]))
+            assert not lock_is_held(Path(handle.data["lock"]))
             return
         handle = await started(rt, spec())
-        record = read_lock(Path(handle["lock"]))
+        record = read_lock(Path(handle.data["lock"]))
         assert record is not None
-        assert record.pid == handle["pid"]
-        assert lock_is_held(Path(handle["lock"]))
+        assert record.pid == handle.data["pid"]
+        assert lock_is_held(Path(handle.data["lock"]))
         await rt.stop(handle)
-        assert not lock_is_held(Path(handle["lock"]))
+        assert not lock_is_held(Path(handle.data["lock"]))
     finally:
         await rt.aclose()
 
@@ -386,8 +392,8 @@ async def test_edge_cases_of_the_contract(runtime: LocalRuntime, tmp_path: Path)
     await runtime.delete("never-started", None, keep_data=False)
     handle = await started(runtime, spec())
     await runtime.delete("inst-1", None, keep_data=True)  # finds the server by its lock
-    assert gone(handle["pid"])
-    assert on_disk(handle["path"])
+    assert gone(handle.data["pid"])
+    assert on_disk(handle.data["path"])
     await runtime.stop(handle)
     assert (await runtime.poll({"inst-1": handle}))["inst-1"].state is ObservedState.EXITED
 
@@ -443,14 +449,14 @@ async def test_servers_get_a_minimal_environment(
     rt = LocalRuntime(settings, tmp_path)
     try:
         handle = await started(rt, spec())
-        env = environ_of(handle["pid"])
+        env = environ_of(handle.data["pid"])
     finally:
         await rt.delete("inst-1", None, keep_data=False)
         await rt.aclose()
     assert not [name for name in env if name.startswith(("CHROMA_ORCH_", "AWS_"))]
     assert not [value for value in SECRETS.values() if value in str(env)]
     assert env["CO_TEST_PASSED"] == "wanted"
-    assert env["HOME"] == handle["path"]
+    assert env["HOME"] == handle.data["path"]
     assert env["ANONYMIZED_TELEMETRY"] == "False"
     expected = {"PATH", "HOME", "RUST_LOG", "ANONYMIZED_TELEMETRY", "CO_TEST_PASSED"}
     expected |= {"USER", "LOGNAME"} if os.geteuid() == 0 else set()
@@ -466,11 +472,11 @@ def test_the_services_settings_are_never_passed_to_servers() -> None:
 
 async def test_server_files_are_private(runtime: LocalRuntime, tmp_path: Path) -> None:
     handle = await started(runtime, spec())
-    assert await asyncio.to_thread(use_chroma, handle["port"], True) == (2, [["a"]])
-    data = Path(handle["path"])
+    assert await asyncio.to_thread(use_chroma, handle.data["port"], True) == (2, [["a"]])
+    data = Path(handle.data["path"])
     assert mode(data) == 0o700
     assert mode(data / "chroma.sqlite3") == 0o600
-    assert mode(handle["log"]) == 0o600
+    assert mode(handle.data["log"]) == 0o600
     assert mode(tmp_path / "logs") == 0o700
     assert mode(tmp_path / "instances") == (0o711 if os.geteuid() == 0 else 0o700)
     for root, dirs, files in os.walk(data):
@@ -483,13 +489,13 @@ async def test_a_root_service_runs_servers_unprivileged(
     runtime: LocalRuntime, settings: LocalRuntimeSettings, tmp_path: Path
 ) -> None:
     handle = await started(runtime, spec())
-    assert await asyncio.to_thread(use_chroma, handle["port"], True) == (2, [["a"]])
-    ids, uid = ids_of(handle["pid"]), server_uid()
+    assert await asyncio.to_thread(use_chroma, handle.data["port"], True) == (2, [["a"]])
+    ids, uid = ids_of(handle.data["pid"]), server_uid()
     assert ids["Uid"] == [uid] * 4  # real, effective, saved, filesystem
     assert 0 not in ids["Gid"]
     assert ids["Groups"] == []
-    data = Path(handle["path"])
-    for path in (data, data / "chroma.sqlite3", Path(handle["log"])):
+    data = Path(handle.data["path"])
+    for path in (data, data / "chroma.sqlite3", Path(handle.data["log"])):
         assert path.stat().st_uid == uid, path
 
     # the lock keeps working: a restarted service re-attaches, and the data survives
@@ -497,11 +503,11 @@ async def test_a_root_service_runs_servers_unprivileged(
     again = LocalRuntime(settings, tmp_path)
     try:
         found = await again.discover()
-        assert found["inst-1"]["pid"] == handle["pid"]
+        assert found["inst-1"].data["pid"] == handle.data["pid"]
         await again.stop(found["inst-1"])
         restarted = await started(again, spec(generation=2))
-        assert ids_of(restarted["pid"])["Uid"] == [uid] * 4
-        assert await asyncio.to_thread(use_chroma, restarted["port"], False) == (2, [["a"]])
+        assert ids_of(restarted.data["pid"])["Uid"] == [uid] * 4
+        assert await asyncio.to_thread(use_chroma, restarted.data["port"], False) == (2, [["a"]])
         await again.stop(restarted)
     finally:
         await again.aclose()

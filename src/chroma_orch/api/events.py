@@ -24,6 +24,7 @@ from chroma_orch.api.event_sockets import (
     visible_instance,
 )
 from chroma_orch.context import AppContext
+from chroma_orch.domain.logs import log_handle
 from chroma_orch.events.guard import TokenEndedError, TokenLease
 from chroma_orch.events.messages import CLOSE_NOT_FOUND, CLOSE_SLOW_CONSUMER, CLOSE_UNAUTHORIZED
 from chroma_orch.events.queries import Scope
@@ -102,8 +103,7 @@ async def _logs(
     if instance is None:
         await websocket.close(CLOSE_NOT_FOUND, "instance not found")
         return
-    handle = instance.handle or instance.last_handle
-    lines = ctx.runtime.follow_logs(str(instance.id), handle, tail)
+    lines = ctx.runtime.follow_logs(str(instance.id), log_handle(instance), tail)
     send = timed_sender(websocket, ctx.settings.events.send_timeout)
     try:
         await until_disconnect(websocket, follow_logs(lines, send, ctx.settings.events), lease)

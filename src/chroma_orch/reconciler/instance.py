@@ -193,11 +193,16 @@ class InstanceReconciler:
             return await self._stop(observation, final=Phase.STOPPED)
         return await self._run(observation)
 
+    @property
+    def handle(self) -> Handle | None:
+        """The instance's handle, typed (the row keeps its JSON)."""
+        return Handle.load(self.inst.handle)
+
     async def _observe(self) -> Observation | None:
-        if self.inst.handle is None:
+        if (handle := self.handle) is None:
             return None
         key = str(self.inst.id)
-        return (await self.runtime.poll({key: self.inst.handle})).get(key)
+        return (await self.runtime.poll({key: handle})).get(key)
 
     def _live(self, observation: Observation | None) -> bool:
         return observation is not None and observation.state is not ObservedState.EXITED
@@ -207,14 +212,15 @@ class InstanceReconciler:
         answers meanwhile: a requeue while the route drains, or converged while the
         server is still stopping (the liveness pass wakes the instance when it has
         exited)."""
-        if not self._live(observation) or self.inst.handle is None:
+        handle = self.handle
+        if not self._live(observation) or handle is None:
             return None
         if self.inst.phase != Phase.STOPPING:
             await self.write(phase=Phase.STOPPING)
         draining = self._drain_left()
         if draining > 0:
             return Outcome(requeue_after=draining)
-        await self.runtime.stop(self.inst.handle)
+        await self.runtime.stop(handle)
         after = await self._observe()
         if after is not None and after.state is not ObservedState.EXITED:
             return Outcome()
@@ -251,12 +257,13 @@ class InstanceReconciler:
     async def _delete(self, observation: Observation | None) -> Outcome:
         if (pending := await self._halt(observation)) is not None:
             return pending
-        await self.runtime.delete(str(self.inst.id), self.inst.handle, self.inst.keep_data)
+        await self.runtime.delete(str(self.inst.id), self.handle, self.inst.keep_data)
         return await self._stop(None, final=Phase.DELETED)
 
     async def _run(self, observation: Observation | None) -> Outcome:
         inst = self.inst
-        handle_generation = int((inst.handle or {}).get("generation", 0))
+        handle = self.handle
+        handle_generation = (handle.generation if handle is not None else None) or 0
         stopping = inst.phase == Phase.STOPPING  # e.g. started again while it drained
         if self._live(observation) and (stopping or handle_generation < inst.restart_generation):
             # a restart was asked for, or a stop was under way: stop, then start anew
@@ -272,10 +279,10 @@ class InstanceReconciler:
         if observation.state is ObservedState.RUNNING:
             return await self._mark_running(observation)
         if observation.state is ObservedState.STARTING:
-            assert inst.handle is not None
+            assert handle is not None
             deadline = self._start_deadline()
             remaining = max(deadline - time.monotonic(), 0.0)
-            ready = await self.runtime.wait_ready(inst.handle, remaining)
+            ready = await self.runtime.wait_ready(handle, remaining)
             return await self._settle_start(ready, deadline)
         return Outcome()  # stopping: the liveness pass wakes the instance once it exited
 
@@ -347,9 +354,9 @@ class InstanceReconciler:
         quick = min(_QUICK_READY, self.runtime.start_timeout)
         ready = await self.runtime.wait_ready(handle, quick)
         if ready.state is ObservedState.RUNNING:
-            self.inst.handle = handle
+            self.inst.handle = handle.to_json()
             return ready
-        await self.write(handle=handle)
+        await self.write(handle=handle.to_json())
         return ready
 
     async def _settle_start(self, observation: Observation, deadline: float) -> Outcome:
@@ -362,8 +369,9 @@ class InstanceReconciler:
             )
         if time.monotonic() < deadline:
             return Outcome()  # the liveness pass wakes the instance when that changes
-        assert self.inst.handle is not None
-        await self.runtime.stop(self.inst.handle)
+        handle = self.handle
+        assert handle is not None
+        await self.runtime.stop(handle)
         return await self._fail(
             "StartTimeout",
             f"the server did not answer within {self.runtime.start_timeout:g}s",
@@ -403,8 +411,8 @@ class InstanceReconciler:
         inst = self.inst
         limit = self.settings.reconciler.restart_limit
         if inst.restart_count >= limit:
-            if inst.handle is not None:
-                await self.runtime.stop(inst.handle)
+            if (handle := self.handle) is not None:
+                await self.runtime.stop(handle)
             return await self._fail(
                 reason, f"{message} (gave up after {inst.restart_count} restarts)"
             )

@@ -32,7 +32,7 @@ from chroma_orch.reconciler.instance import (
     requeue_time,
 )
 from chroma_orch.reconciler.ports import port_pool
-from chroma_orch.runtimes.base import Observation, ObservedState, Runtime
+from chroma_orch.runtimes.base import Handle, Observation, ObservedState, Runtime
 from chroma_orch.settings import Settings
 from chroma_orch.telemetry.context import bind
 from chroma_orch.telemetry.metrics import RECONCILE_PASSES, RECONCILE_SECONDS
@@ -240,7 +240,7 @@ class Reconciler:
             if not await queue.try_observer_lock(session):
                 return 0  # another replica is observing right now
             live = await queue.live_to_observe(session, limit=5000)
-            handles = {str(i.id): i.handle for i in live if i.handle is not None}
+            handles = {str(i.id): Handle.from_json(i.handle) for i in live if i.handle is not None}
             observed = await self.runtime.poll(handles) if handles else {}
             changed = [i.id for i in live if self._changed(i, observed.get(str(i.id)))]
             if changed:

@@ -2,8 +2,13 @@
 
 A runtime turns an instance spec into a running Chroma server and reports on it.
 It keeps no state of its own that matters: everything needed to find a server
-again lives in the JSON ``handle`` the reconciler stores on the instance row, so
-a restarted service re-attaches instead of launching twice.
+again lives in its ``Handle``, which the reconciler stores on the instance row as
+JSON (``Handle.to_json``/``Handle.from_json``), so a restarted service re-attaches
+instead of launching twice. The reconciler reads only the declared fields of a
+handle (``generation``); ``data`` belongs to the runtime that made it.
+
+Runtimes are found by name through the ``chroma_orch.runtimes`` entry point group
+(``chroma_orch.runtimes.registry``); README "Runtimes" tells how to add one.
 
 Edge cases every driver must honour:
 
@@ -14,6 +19,18 @@ Edge cases every driver must honour:
 - ``start`` for an instance whose server is already running (the service crashed
   between start and saving the handle) returns a handle to *that* server instead
   of starting a second one.
+- ``discover`` on a new runtime object (the service restarted) finds the servers
+  still running, keyed by instance id; the handles it returns may be polled,
+  stopped and deleted like the ones ``start`` returned.
+- ``on_exit`` callbacks are called with the instance id when the runtime notices
+  by itself that a server exited (a runtime that only learns it by polling may
+  never call them); ``poll`` reports the exit either way.
+- ``logs`` and ``follow_logs`` take the handle, or ``None`` (the instance's
+  latest output, or nothing; never an error for an instance never started).
+  ``follow_logs`` yields the last lines, then new ones as they are written, and
+  ends once the output is gone for good: the instance deleted (the local
+  runtime's log spans restarts), or its server gone where output is per server
+  (ECS).
 - Transient failures raise ``RuntimeUnavailableError``; the reconciler retries
   with backoff. ``StartFailedError`` means this attempt is over and counts
   against the restart budget.
@@ -25,14 +42,48 @@ import enum
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 """What a runtime accepts as an instance id (the reconciler passes UUIDs). No dots
 or slashes: ids become file names and tags; "<id>.lock" never names another's data."""
 
-Handle = dict[str, Any]
-"""JSON-serialisable driver state stored on the instance row."""
+_GENERATION = "generation"
+
+
+@dataclass(frozen=True)
+class Handle:
+    """Where a runtime finds one server again; stored on the instance row as JSON.
+
+    The JSON is ``data`` with ``generation`` beside it (one flat object, the shape
+    rows have always had), so every stored handle loads."""
+
+    generation: int | None
+    """The instance generation the server was started for; None when the runtime
+    found the server by itself (``discover``) and cannot tell."""
+    data: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """The runtime's own keys (JSON values): only the runtime that made the handle
+    reads them."""
+
+    def __post_init__(self) -> None:
+        if _GENERATION in self.data:
+            raise ValueError(f"{_GENERATION!r} is a declared field, not runtime data")
+        object.__setattr__(self, "data", MappingProxyType(dict(self.data)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.data, _GENERATION: self.generation}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Handle:
+        data = dict(raw)
+        generation = data.pop(_GENERATION, None)
+        return cls(None if generation is None else int(generation), data)
+
+    @classmethod
+    def load(cls, raw: Mapping[str, Any] | None) -> Handle | None:
+        """``from_json`` for a column that may be NULL."""
+        return None if raw is None else cls.from_json(raw)
 
 
 class ObservedState(enum.StrEnum):

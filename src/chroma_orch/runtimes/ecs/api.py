@@ -17,8 +17,8 @@ from typing import Any
 import aioboto3
 from aiobotocore.config import AioConfig
 
+from chroma_orch.runtimes.ecs.settings import EcsSettings
 from chroma_orch.runtimes.ecs.throttle import RetryPolicy, TokenBucket, is_throttle, retrying
-from chroma_orch.settings import EcsSettings
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from chroma_orch.runtimes.ecs.api import EcsApi
+from chroma_orch.runtimes.ecs.settings import EcsSettings
 from chroma_orch.runtimes.ecs.throttle import error_code
-from chroma_orch.settings import EcsSettings
 
 FOLLOW_INTERVAL = 1.0
 

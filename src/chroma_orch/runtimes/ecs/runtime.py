@@ -14,7 +14,7 @@
   through the container command), so stop keeps it and start brings it back;
   delete runs a one-shot task that removes it.
 
-Handle keys: ``instance_id``, ``task_arn``, ``cluster``, ``generation``.
+Handle data: ``instance_id``, ``task_arn``, ``cluster``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from chroma_orch.runtimes.ecs.batch import TaskLoader
 from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
 from chroma_orch.runtimes.ecs.logs import TaskLogs
 from chroma_orch.runtimes.ecs.owned import OwnedTask, OwnedTasks
+from chroma_orch.runtimes.ecs.settings import EcsSettings
 from chroma_orch.runtimes.ecs.tasks import (
     CLEANUP_CONTAINER,
     cleanup_definition,
@@ -56,7 +57,6 @@ from chroma_orch.runtimes.ecs.tasks import (
     server_definition,
 )
 from chroma_orch.runtimes.ecs.throttle import error_code, is_throttle, is_transient
-from chroma_orch.settings import EcsSettings
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,14 @@ class EcsRuntime:
     async def wait_ready(self, handle: Handle, timeout: float) -> Observation:
         """One observation, at once: Fargate tasks take long to start, the liveness
         pass follows them from here."""
-        key = str(handle.get("instance_id", ""))
+        key = str(handle.data.get("instance_id", ""))
         return (await self.poll({key: handle}))[key]
 
     async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
-        arns = {key: h.get("task_arn") for key, h in handles.items()}
+        arns = {key: h.data.get("task_arn") for key, h in handles.items()}
         tasks = await self._tasks(
             [
-                (str(handles[k].get("cluster") or self.settings.cluster), a)
+                (str(handles[k].data.get("cluster") or self.settings.cluster), a)
                 for k, a in arns.items()
                 if a
             ]
@@ -129,7 +129,7 @@ class EcsRuntime:
 
     async def stop(self, handle: Handle) -> None:
         """StopTask unless the task is already stopped or gone; returns at once."""
-        arn, cluster = handle.get("task_arn"), self._cluster_of(handle)
+        arn, cluster = handle.data.get("task_arn"), self._cluster_of(handle)
         if not arn:
             return
         task = (await self._tasks([(cluster, arn)])).get(arn)
@@ -139,7 +139,7 @@ class EcsRuntime:
             or (task.get("desiredStatus") == "STOPPED")
         ):
             return
-        log.info("stopping task instance=%s task=%s", handle.get("instance_id"), arn)
+        log.info("stopping task instance=%s task=%s", handle.data.get("instance_id"), arn)
         try:
             await self.api.call(
                 "StopTask", cluster=cluster, task=arn, reason="stopped by chroma-orch"
@@ -201,7 +201,7 @@ class EcsRuntime:
     # -- looking tasks up ---------------------------------------------------
 
     def _cluster_of(self, handle: Handle) -> str:
-        return str(handle.get("cluster") or self.settings.cluster)
+        return str(handle.data.get("cluster") or self.settings.cluster)
 
     def _loader(self, cluster: str) -> TaskLoader:
         loader = self._loaders.get(cluster)
@@ -355,7 +355,8 @@ class EcsRuntime:
         )
 
     def _log_task(self, instance_id: str, handle: Handle | None) -> str | None:
-        arn = (handle or {}).get("task_arn") or self.owned.latest(instance_id)
+        own = handle.data.get("task_arn") if handle is not None else None
+        arn = own or self.owned.latest(instance_id)
         return str(arn) if arn else None
 
 

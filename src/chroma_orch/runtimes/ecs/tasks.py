@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chroma_orch.runtimes.base import Endpoint, Handle, InstanceSpec, Observation, ObservedState
-from chroma_orch.settings import EcsSettings
+from chroma_orch.runtimes.ecs.settings import EcsSettings
 
 TAG_INSTANCE = "chroma-orch:instance"
 TAG_TENANT = "chroma-orch:tenant"
@@ -147,12 +147,9 @@ def tags_of(task: Mapping[str, Any]) -> dict[str, str]:
 
 
 def make_handle(cluster: str, task_arn: str, instance_id: str, generation: int | None) -> Handle:
-    return {
-        "instance_id": instance_id,
-        "task_arn": task_arn,
-        "cluster": cluster,
-        "generation": generation,
-    }
+    return Handle(
+        generation, {"instance_id": instance_id, "task_arn": task_arn, "cluster": cluster}
+    )
 
 
 def task_ip(task: Mapping[str, Any]) -> str | None:

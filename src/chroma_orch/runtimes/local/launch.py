@@ -30,7 +30,7 @@ from pathlib import Path
 import psutil
 
 from chroma_orch.runtimes.local import launcher_main
-from chroma_orch.settings import LocalRuntimeSettings
+from chroma_orch.runtimes.local.settings import LocalRuntimeSettings
 from chroma_orch.system_user import RunAs
 
 LAUNCHER = launcher_main.__file__
@@ -296,15 +296,20 @@ def _file_size(path: Path) -> int | None:
 async def follow_file(path: Path, tail: int, interval: float) -> AsyncGenerator[list[str], None]:
     """The last ``tail`` lines of ``path``, then each batch of complete new lines
     appended to it, checked every ``interval`` seconds (a file that does not exist
-    yet is waited for). Runs until cancelled."""
-    position = _file_size(path) or 0
+    yet is waited for). Ends once the file, having existed, is removed (the
+    instance was deleted); else runs until cancelled."""
+    size = _file_size(path)
+    existed, position = size is not None, size or 0
     yield tail_lines(path, tail, end=position)
     pending = b""
     while True:
         await asyncio.sleep(interval)
         size = _file_size(path)
         if size is None:
+            if existed:
+                return
             continue
+        existed = True
         if size < position:  # truncated or replaced: start over
             position, pending = 0, b""
         if size == position:

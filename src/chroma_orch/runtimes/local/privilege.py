@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from chroma_orch.runtimes.base import StartFailedError
-from chroma_orch.settings import LocalRuntimeSettings
+from chroma_orch.runtimes.local.settings import LocalRuntimeSettings
 from chroma_orch.system_user import (
     RunAs,
     SystemUserError,

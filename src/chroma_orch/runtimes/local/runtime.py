@@ -55,7 +55,7 @@ from chroma_orch.runtimes.local.privilege import (
     server_environment,
     tighten_existing,
 )
-from chroma_orch.settings import LocalRuntimeSettings
+from chroma_orch.runtimes.local.settings import LocalRuntimeSettings
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,9 @@ class _Child:
 class LocalRuntime:
     """Chroma servers as local processes; handles are re-attachable after a restart.
 
-    Handle keys: ``instance_id``, ``pid``, ``create_time`` (guards against pid reuse),
-    ``host``, ``port``, ``path``, ``lock``, ``log``, ``log_offset`` (where this run's
-    output starts in the log) and ``generation`` (None for servers ``discover`` found).
+    Handle data: ``instance_id``, ``pid``, ``create_time`` (guards against pid reuse),
+    ``host``, ``port``, ``path``, ``lock``, ``log`` and ``log_offset`` (where this run's
+    output starts in the log); the generation is None for servers ``discover`` found.
     Exit callbacks fire for every exit of a server this object spawned, stops included.
     """
 
@@ -113,7 +113,7 @@ class LocalRuntime:
         if running is None:
             running = await self._find_server(spec.instance_id, spec.generation)
         if running is not None:
-            pid, port = running["pid"], running["port"]
+            pid, port = running.data["pid"], running.data["port"]
             log.info("adopting server instance=%s pid=%s port=%s", spec.instance_id, pid, port)
             return running
         return await self._spawn(spec, spec.port)
@@ -139,7 +139,11 @@ class LocalRuntime:
         """SIGTERM the server's process group, SIGKILL after ``stop_grace``; reap it."""
         if not self._alive(handle):
             return
-        iid, pid, grace = handle.get("instance_id"), handle["pid"], self._settings.stop_grace
+        iid, pid, grace = (
+            handle.data.get("instance_id"),
+            handle.data["pid"],
+            self._settings.stop_grace,
+        )
         log.info("stopping server instance=%s pid=%s", iid, pid)
         self._signal(handle, signal.SIGTERM)
         if await self._wait_gone(handle, grace):
@@ -167,13 +171,13 @@ class LocalRuntime:
         log.info("deleted instance=%s keep_data=%s", instance_id, keep_data)
 
     async def logs(self, instance_id: str, handle: Handle | None, tail: int) -> list[str]:
-        path = Path(handle["log"]) if handle else self._paths(instance_id).log
+        path = Path(handle.data["log"]) if handle is not None else self._paths(instance_id).log
         return tail_lines(path, tail)
 
     async def follow_logs(
         self, instance_id: str, handle: Handle | None, tail: int
     ) -> AsyncIterator[list[str]]:
-        path = Path(handle["log"]) if handle else self._paths(instance_id).log
+        path = Path(handle.data["log"]) if handle is not None else self._paths(instance_id).log
         async for lines in follow_file(path, tail, _FOLLOW_INTERVAL):
             yield lines
 
@@ -269,8 +273,8 @@ class LocalRuntime:
         )
 
     def _own_child(self, handle: Handle) -> _Child | None:
-        child = self._children.get(str(handle.get("instance_id")))
-        return child if child is not None and child.popen.pid == handle["pid"] else None
+        child = self._children.get(str(handle.data.get("instance_id")))
+        return child if child is not None and child.popen.pid == handle.data["pid"] else None
 
     def _own_handle(self, instance_id: str) -> Handle | None:
         child = self._children.get(instance_id)
@@ -297,7 +301,7 @@ class LocalRuntime:
         child = self._own_child(handle)
         if child is not None:
             return child.popen.poll() is None  # also reaps it once it has exited
-        return live_process(handle["pid"], handle["create_time"]) is not None
+        return live_process(handle.data["pid"], handle.data["create_time"]) is not None
 
     def _serves(self, handle: Handle) -> bool:
         """Whether our process holds the data directory's lock and listens on the port.
@@ -307,17 +311,19 @@ class LocalRuntime:
         key = _identity(handle)
         if key in self._serving:
             return True
-        record = read_lock(Path(handle["lock"]))
-        process = live_process(handle["pid"], handle["create_time"])
-        if record is None or record.pid != handle["pid"] or process is None:
+        record = read_lock(Path(handle.data["lock"]))
+        process = live_process(handle.data["pid"], handle.data["create_time"])
+        if record is None or record.pid != handle.data["pid"] or process is None:
             return False
-        if not listens_on(process, handle["port"], handle["host"]):
+        if not listens_on(process, handle.data["port"], handle.data["host"]):
             return False
         self._serving.add(key)
         return True
 
     async def _heartbeat(self, handle: Handle, wait: float = _HEARTBEAT_TIMEOUT) -> bool:
-        status = await http_status(handle["host"], handle["port"], "/api/v2/heartbeat", wait)
+        status = await http_status(
+            handle.data["host"], handle.data["port"], "/api/v2/heartbeat", wait
+        )
         return status == 200
 
     def _observe(self, handle: Handle, answered: bool | None) -> Observation:
@@ -338,7 +344,7 @@ class LocalRuntime:
     def _exited(self, handle: Handle) -> Observation:
         child = self._own_child(handle)
         code = child.popen.returncode if child is not None else None
-        tail = tail_lines(Path(handle["log"]), 20, handle.get("log_offset", 0))
+        tail = tail_lines(Path(handle.data["log"]), 20, handle.data.get("log_offset", 0))
         lines = [line for line in tail if line.strip()]
         text = "\n".join(lines)
         if code == EXIT_DIR_IN_USE or DIR_IN_USE_TEXT in text:
@@ -357,7 +363,7 @@ class LocalRuntime:
     def _signal(self, handle: Handle, sig: signal.Signals) -> None:
         if not self._alive(handle):  # also the pid-reuse guard (create_time)
             return
-        pid = int(handle["pid"])
+        pid = int(handle.data["pid"])
         try:
             if os.getpgid(pid) == pid:
                 os.killpg(pid, sig)
@@ -384,7 +390,7 @@ def _make_handle(
     log_offset: int,
     generation: int | None,
 ) -> Handle:
-    return {
+    data = {
         "instance_id": instance_id,
         "pid": server.pid,
         "create_time": create_time,
@@ -394,16 +400,16 @@ def _make_handle(
         "lock": str(paths.lock),
         "log": str(paths.log),
         "log_offset": log_offset,
-        "generation": generation,
     }
+    return Handle(generation, data)
 
 
 def _identity(handle: Handle) -> tuple[int, float, int]:
-    return int(handle["pid"]), float(handle["create_time"]), int(handle["port"])
+    return int(handle.data["pid"]), float(handle.data["create_time"]), int(handle.data["port"])
 
 
 def _endpoint(handle: Handle) -> Endpoint:
-    return Endpoint(str(handle["host"]), int(handle["port"]))
+    return Endpoint(str(handle.data["host"]), int(handle.data["port"]))
 
 
 def _describe_exit(code: int | None) -> str:

@@ -1,0 +1,12 @@
+"""The ``ecs`` runtime's entry point (``chroma_orch.runtimes``: ``ecs``)."""
+
+from __future__ import annotations
+
+from chroma_orch.runtimes.base import Runtime
+from chroma_orch.settings import Settings
+
+
+def build(settings: Settings) -> Runtime:
+    from chroma_orch.runtimes.ecs.runtime import EcsRuntime  # aioboto3: imported on use
+
+    return EcsRuntime(settings.ecs)

@@ -1,0 +1,105 @@
+"""Settings of the ``local`` runtime (``CHROMA_ORCH_LOCAL__*``), next to its code.
+
+Only pydantic here: ``chroma_orch.settings`` nests this group as ``Settings.local``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class LocalRuntimeSettings(BaseModel):
+    """The ``local`` runtime: Chroma servers as child processes of the service."""
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address local Chroma servers listen on. Keep it on loopback: "
+        "Chroma has no authentication, the data plane enforces tokens.",
+    )
+    port_range: str = Field(
+        "30000-30999",
+        description="Inclusive port range (LOW-HIGH) from which instance ports are allocated.",
+    )
+    launcher: Literal["bindings", "chroma-cli"] = Field(
+        "bindings",
+        description="How a server is started: 'bindings' calls chromadb's Rust server from a "
+        "minimal Python process (fast, low memory); 'chroma-cli' runs the `chroma run` "
+        "console script (imports the whole chromadb package first).",
+    )
+    python: str = Field(
+        sys.executable,
+        description="Python interpreter with chromadb installed, used by the 'bindings' launcher.",
+    )
+    chroma_command: str = Field(
+        "chroma",
+        description="The `chroma` console script used by the 'chroma-cli' launcher. A root "
+        "service runs it as system_user, which must be able to run it and its interpreter.",
+    )
+    start_timeout: float = Field(
+        60.0, gt=0, description="Seconds a server may take to answer its heartbeat."
+    )
+    stop_grace: float = Field(
+        10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when stopping a server."
+    )
+    rust_log: str = Field(
+        "warn", description="RUST_LOG for Chroma servers ('info' logs every request)."
+    )
+    niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How much lower than the service's the servers' CPU priority is (0: the "
+        "same). The service and its database then come first when CPUs are short, so the "
+        "API stays responsive and a burst of starts is not queued behind servers busy booting.",
+    )
+
+    system_user: str = Field(
+        "chroma-orch-server",
+        description="Unprivileged user that runs the servers when the service runs as root "
+        "(created if missing; servers do not start when it cannot be: no shared fallback "
+        "such as 'nobody'). Must differ from embedded_db.system_user: PostgreSQL's files "
+        "and socket must stay out of its reach.",
+    )
+    server_env: list[str] = Field(
+        [],
+        description="Names of variables of the service's environment also passed to the "
+        'servers (e.g. ["SSL_CERT_FILE"]). Servers otherwise get only PATH, LANG, LC_ALL, '
+        "LC_CTYPE, TZ, HOME (their data directory), RUST_LOG and ANONYMIZED_TELEMETRY; "
+        "CHROMA_ORCH_ variables are refused.",
+    )
+
+    @field_validator("server_env")
+    @classmethod
+    def _check_server_env(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if name.upper().startswith("CHROMA_ORCH_"):
+                raise ValueError(f"{name}: the service's own settings never go to servers")
+        return names
+
+    @field_validator("port_range")
+    @classmethod
+    def _check_range(cls, value: str) -> str:
+        low, high = _parse_range(value)
+        if not 1024 <= low <= high <= 65535:
+            raise ValueError("port_range must be LOW-HIGH within 1024-65535")
+        return value
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        return _parse_range(self.port_range)
+
+
+def _parse_range(value: str) -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in value.split("-", 1))
+    except ValueError as exc:
+        raise ValueError("expected LOW-HIGH, e.g. 30000-30999") from exc
+    return low, high

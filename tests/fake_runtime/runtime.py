@@ -1,0 +1,141 @@
+"""The fake runtime's driver, honouring every promise of ``chroma_orch.runtimes.base``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+
+from chroma_orch.runtimes.base import (
+    INSTANCE_ID,
+    Endpoint,
+    ExitCallback,
+    Handle,
+    InstanceSpec,
+    Observation,
+    ObservedState,
+)
+from tests.fake_runtime.settings import FakeRuntimeSettings
+from tests.fake_runtime.world import FakeServer, World, world
+
+_TICK = 0.01
+_FOLLOW_INTERVAL = 0.05
+
+
+class FakeRuntime:
+    """Handle data: ``instance_id``, ``serial`` (which server of the instance), ``port``."""
+
+    name = "fake"
+    allocates_ports = True
+
+    def __init__(self, settings: FakeRuntimeSettings) -> None:
+        self.settings = settings
+        self.start_timeout = settings.start_timeout
+        self.world: World = world(settings.world)
+        self._callbacks: list[ExitCallback] = []
+
+    async def start(self, spec: InstanceSpec) -> Handle:
+        self.world.reach()
+        _check_id(spec.instance_id)
+        current = self.world.servers.get(spec.instance_id)
+        if current is not None and current.alive:
+            return _handle(current, spec.generation)  # adopt: never two servers
+        serial = next(self.world.serials)
+        port = spec.port if spec.port is not None else self.settings.first_port + serial
+        ready_at = time.monotonic() + self.settings.ready_after
+        server = FakeServer(spec.instance_id, serial, spec.generation, port, ready_at)
+        self.world.servers[spec.instance_id] = server
+        self.world.data.add(spec.instance_id)
+        self.world.say(spec.instance_id, f"starting generation={spec.generation} port={port}")
+        return _handle(server, spec.generation)
+
+    async def wait_ready(self, handle: Handle, timeout: float) -> Observation:
+        deadline = time.monotonic() + timeout
+        while True:
+            observation = self._observe(handle)
+            if observation.state is not ObservedState.STARTING or time.monotonic() >= deadline:
+                return observation
+            await asyncio.sleep(_TICK)
+
+    async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
+        self.world.reach()
+        return {key: self._observe(handle) for key, handle in handles.items()}
+
+    async def stop(self, handle: Handle) -> None:
+        self.world.reach()
+        server = self._server(handle)
+        if server is not None:
+            self.world.exit(server, "Stopped", "stopped")
+
+    async def delete(self, instance_id: str, handle: Handle | None, keep_data: bool) -> None:
+        self.world.reach()
+        _check_id(instance_id)
+        server = self.world.servers.pop(instance_id, None)
+        if server is not None:
+            self.world.exit(server, "Stopped", "stopped")
+        if not keep_data:
+            self.world.data.discard(instance_id)
+            self.world.logs.pop(instance_id, None)
+
+    async def logs(self, instance_id: str, handle: Handle | None, tail: int) -> list[str]:
+        return self.world.logs.get(instance_id, [])[-tail:] if tail > 0 else []
+
+    async def follow_logs(
+        self, instance_id: str, handle: Handle | None, tail: int
+    ) -> AsyncIterator[list[str]]:
+        lines = self.world.logs.get(instance_id, [])
+        sent = len(lines)
+        yield lines[-tail:] if tail > 0 else []
+        while True:
+            lines = self.world.logs.get(instance_id, [])
+            if len(lines) > sent:
+                yield lines[sent:]
+                sent = len(lines)
+            server = self._server(handle) if handle is not None else None
+            if server is None:
+                return
+            await asyncio.sleep(_FOLLOW_INTERVAL)
+
+    async def discover(self) -> dict[str, Handle]:
+        self.world.reach()
+        return {
+            key: _handle(server, None) for key, server in self.world.servers.items() if server.alive
+        }
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        self._callbacks.append(callback)
+        self.world.exit_callbacks.append(callback)
+
+    async def aclose(self) -> None:
+        for callback in self._callbacks:
+            self.world.exit_callbacks.remove(callback)
+        self._callbacks.clear()
+
+    def _server(self, handle: Handle) -> FakeServer | None:
+        """The live server the handle names (None once it exited or was replaced)."""
+        server = self.world.servers.get(str(handle.data.get("instance_id")))
+        if server is None or server.serial != handle.data.get("serial") or not server.alive:
+            return None
+        return server
+
+    def _observe(self, handle: Handle) -> Observation:
+        server = self.world.servers.get(str(handle.data.get("instance_id")))
+        if server is None or server.serial != handle.data.get("serial"):
+            return Observation(ObservedState.EXITED, reason="ProcessExited", message="gone")
+        if not server.alive:
+            return Observation(
+                ObservedState.EXITED, reason=server.exit_reason, message=server.exit_message
+            )
+        if time.monotonic() < server.ready_at:
+            return Observation(ObservedState.STARTING)
+        return Observation(ObservedState.RUNNING, endpoint=Endpoint("127.0.0.1", server.port))
+
+
+def _handle(server: FakeServer, generation: int | None) -> Handle:
+    data = {"instance_id": server.instance_id, "serial": server.serial, "port": server.port}
+    return Handle(generation, data)
+
+
+def _check_id(instance_id: str) -> None:
+    if not INSTANCE_ID.fullmatch(instance_id):
+        raise ValueError(f"invalid instance id {instance_id!r}")
