@@ -71,8 +71,11 @@ class LocalRuntimeSettings(BaseModel):
         ge=0,
         le=19,
         description="How much lower than the service's the servers' CPU priority is (0: the "
-        "same). The service and its database then come first when CPUs are short, so the "
-        "API stays responsive and a burst of starts is not queued behind servers busy booting.",
+        "same). All servers get it, tenants' and booting ones alike; when CPUs are short the "
+        "service (its proxy, its starts) and its database come first. Chosen from what "
+        "tenants see (bench/tenant_latency.py, docs/dataplane.md): during launch storms on a "
+        "quiet machine their query p99 through the proxy was half that at 0 and starts were "
+        "faster; on a busy one the two were within noise of each other.",
     )
 
     system_user: str = Field(
