@@ -73,9 +73,9 @@ class LocalRuntimeSettings(BaseModel):
         description="How much lower than the service's the servers' CPU priority is (0: the "
         "same). All servers get it, tenants' and booting ones alike; when CPUs are short the "
         "service (its proxy, its starts) and its database come first. Chosen from what "
-        "tenants see (bench/tenant_latency.py, docs/dataplane.md): during launch storms on a "
-        "quiet machine their query p99 through the proxy was half that at 0 and starts were "
-        "faster; on a busy one the two were within noise of each other.",
+        "tenants see (bench/tenant_latency.py, docs/dataplane.md): while servers boot on "
+        "their own, tenants' queries through the proxy took half as long (p50) as at 0; "
+        "during launch storms through the API, 10 and 0 were within noise of each other.",
     )
 
     system_user: str = Field(
