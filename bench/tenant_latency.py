@@ -62,7 +62,7 @@ from bench.harness import (  # noqa: E402
     workdir,
 )
 from bench.lifecycle import bare_starts, ours_round  # noqa: E402
-from chroma_orch.runtimes.chroma_launch import read_lock, server_command  # noqa: E402
+from chroma_orch.runtimes.local.launch import read_lock, server_command  # noqa: E402
 from chroma_orch.settings import LocalRuntimeSettings  # noqa: E402
 from tests.e2e.service import Service, free_port, kill_chroma_processes  # noqa: E402
 from tests.helpers import create_tenant  # noqa: E402
