@@ -12,6 +12,10 @@ per client, while the budgets here are per API category and the retry decision p
 call (``call_once`` retries throttles only: a call that was throttled did not run,
 one that failed otherwise may have); and ``AWS_ERRORS`` counts every failed
 attempt, which botocore's retries would hide inside one call.
+
+tenacity costs about 30 us of CPU per successful call where the hand-written loop
+cost 1.5 us; an AWS call itself costs milliseconds, and ``bench/api_load.py`` (ECS
+on moto) showed no difference beyond its run-to-run noise.
 """
 
 from __future__ import annotations
