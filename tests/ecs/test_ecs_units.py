@@ -19,8 +19,9 @@ from chroma_orch.runtimes.ecs.tasks import (
     observe_task,
     server_definition,
 )
-from chroma_orch.runtimes.ecs.throttle import RetryPolicy, TokenBucket, retrying
+from chroma_orch.runtimes.ecs.throttle import RetryPolicy, rate_limiter, retrying
 from chroma_orch.settings import EcsSettings
+from chroma_orch.telemetry.metrics import REGISTRY
 
 
 async def test_concurrent_lookups_share_batches_of_at_most_100() -> None:
@@ -97,10 +98,10 @@ def test_client_token_fits_ecs_limit() -> None:
     assert client_token(InstanceSpec("i", "t", "n", 1, start_token="abc-1-0")) == "abc-1-0"
 
 
-async def test_token_bucket_spreads_a_burst() -> None:
-    bucket = TokenBucket(burst=5, rate=100.0)
+async def test_rate_limiter_spreads_a_burst() -> None:
+    limiter = rate_limiter(burst=5, rate=100.0)
     started = time.monotonic()
-    await asyncio.gather(*(bucket.acquire() for _ in range(15)))
+    await asyncio.gather(*(limiter.acquire() for _ in range(15)))
     assert time.monotonic() - started >= 0.09  # 10 tokens beyond the burst at 100/s
 
 
@@ -125,8 +126,12 @@ async def test_retrying_retries_throttles_but_not_rejections() -> None:
         return "ok"
 
     policy = RetryPolicy(attempts=5, base=0.001, cap=0.002)
-    assert await retrying(flaky, policy) == "ok"
+    labels = {"operation": "Flaky", "kind": "throttle"}
+    before = REGISTRY.get_sample_value("chroma_orch_aws_errors_total", labels) or 0.0
+    assert await retrying(flaky, policy, what="Flaky") == "ok"
     assert len(attempts) == 3
+    after = REGISTRY.get_sample_value("chroma_orch_aws_errors_total", labels)
+    assert after == before + 2  # every failed attempt is counted
 
     async def rejected() -> str:
         attempts.append(1)
@@ -135,6 +140,14 @@ async def test_retrying_retries_throttles_but_not_rejections() -> None:
     with pytest.raises(_Rejected):
         await retrying(rejected, policy)
     assert len(attempts) == 4
+
+    async def always_throttled() -> str:
+        attempts.append(1)
+        raise _Throttled
+
+    with pytest.raises(_Throttled):
+        await retrying(always_throttled, policy)
+    assert len(attempts) == 9  # gives up after policy.attempts
 
 
 async def test_heartbeat_gate_believes_running_once_the_server_answers() -> None:

@@ -1,9 +1,10 @@
 """The AWS side of the ``ecs`` runtime: one aioboto3 session, one ECS and one
-CloudWatch Logs client (created on first use, closed by ``aclose``), a token
-bucket per API category and retries with jittered backoff.
+CloudWatch Logs client (created on first use, closed by ``aclose``), a rate
+limiter per API category and retries with jittered backoff.
 
 botocore's own retries are off (``total_max_attempts=1``): ``retrying`` owns the
-backoff, so a throttled call waits in its own coroutine and never ties up others.
+backoff, so a throttled call waits in its own coroutine and never ties up others
+(``throttle`` says why botocore's retry modes do not fit).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import aioboto3
 from aiobotocore.config import AioConfig
 
 from chroma_orch.runtimes.ecs.settings import EcsSettings
-from chroma_orch.runtimes.ecs.throttle import RetryPolicy, TokenBucket, is_throttle, retrying
+from chroma_orch.runtimes.ecs.throttle import RetryPolicy, is_throttle, rate_limiter, retrying
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,8 @@ class EcsApi:
     def __init__(self, settings: EcsSettings, *, config: AioConfig | None = None) -> None:
         self.settings = settings
         self.policy = RetryPolicy(settings.retry_attempts, settings.retry_base, settings.retry_max)
-        self.buckets = {
-            name: TokenBucket(burst, rate) for name, (burst, rate) in settings.api_limits.items()
+        self.limiters = {
+            name: rate_limiter(burst, rate) for name, (burst, rate) in settings.api_limits.items()
         }
         self._config = config or AioConfig(
             retries={"total_max_attempts": 1},
@@ -91,18 +92,18 @@ class EcsApi:
         retry_if: Callable[[BaseException], bool] | None = None,
         **params: Any,
     ) -> dict[str, Any]:
-        """Call ``operation`` (e.g. ``"DescribeTasks"``) under its category's bucket,
+        """Call ``operation`` (e.g. ``"DescribeTasks"``) within its category's rate,
         retrying throttling, 5xx and network errors (or what ``retry_if`` allows)."""
         client = await self.client(service)
         method = getattr(client, _snake(operation))
-        bucket = self.buckets[CATEGORY[operation]]
+        limiter = self.limiters[CATEGORY[operation]]
 
         async def once() -> dict[str, Any]:
             result: dict[str, Any] = await method(**params)
             return result
 
         kwargs = {"retry_if": retry_if} if retry_if is not None else {}
-        return await retrying(once, self.policy, bucket=bucket, what=operation, **kwargs)
+        return await retrying(once, self.policy, limiter=limiter, what=operation, **kwargs)
 
     async def call_once(self, operation: str, **params: Any) -> dict[str, Any]:
         """One ECS call whose failure the caller handles itself (throttles still retried:
