@@ -90,7 +90,6 @@ async def bootstrap_admin(sessions: async_sessionmaker[AsyncSession], settings: 
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with AsyncExitStack() as stack:
-        stack.enter_context(process_tuning.gil_switch_interval())
         url = settings.database_url or await start_embedded_database(settings, stack)
         engine = create_engine(
             url,

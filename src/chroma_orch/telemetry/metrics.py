@@ -5,7 +5,6 @@ database when /metrics is scraped, so every replica reports the same truth."""
 from __future__ import annotations
 
 import gc
-import sys
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -83,12 +82,6 @@ PROXIED_REQUESTS = Counter(
     ["status"],
     registry=REGISTRY,
 )
-PYTHON_SWITCH_INTERVAL = Gauge(
-    "chroma_orch_python_switch_interval_seconds",
-    "The interpreter's GIL switch interval (set by chroma_orch.process_tuning).",
-    registry=REGISTRY,
-)
-PYTHON_SWITCH_INTERVAL.set_function(sys.getswitchinterval)
 PYTHON_GC_FROZEN = Gauge(
     "chroma_orch_python_gc_frozen_objects",
     "Objects frozen out of the garbage collector (start-up's, by chroma_orch.process_tuning).",
