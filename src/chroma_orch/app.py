@@ -23,6 +23,7 @@ from chroma_orch.db.hub import EventHub
 from chroma_orch.db.listener import PgListener
 from chroma_orch.db.migrate import upgrade
 from chroma_orch.db.outbox import EVENTS_CHANNEL, INTENTS_CHANNEL, commit
+from chroma_orch.db.ports import PortReservationsInDb, port_pool
 from chroma_orch.db.retention import Retention
 from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.domain.instances import InstancePolicy
@@ -107,7 +108,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await upgrade(engine)
         sessions = create_session_factory(engine)
         await bootstrap_admin(sessions, settings)
-        runtime = InstrumentedRuntime(build_runtime(settings))
+        ports = PortReservationsInDb(sessions, port_pool(settings))
+        runtime = InstrumentedRuntime(build_runtime(settings, ports))
         stack.push_async_callback(runtime.aclose)
         policy = InstancePolicy(
             runtime=settings.runtime,
