@@ -26,6 +26,7 @@ from chroma_orch.db.outbox import EVENTS_CHANNEL, INTENTS_CHANNEL, commit
 from chroma_orch.db.ports import PortReservationsInDb, port_pool
 from chroma_orch.db.retention import Retention
 from chroma_orch.db.session import create_engine, create_session_factory
+from chroma_orch.db.statements import check_engine
 from chroma_orch.domain.instances import InstancePolicy
 from chroma_orch.domain.limits import AuthFailures, RateLimiter
 from chroma_orch.domain.tenants import ensure_admin_token
@@ -106,6 +107,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(engine.dispose)
         if settings.migrate_on_start:
             await upgrade(engine)
+            await check_engine(engine)  # every statement fits the schema, or fail now
         sessions = create_session_factory(engine)
         await bootstrap_admin(sessions, settings)
         ports = PortReservationsInDb(sessions, port_pool(settings))

@@ -32,13 +32,13 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
-from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus
+from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus, table_of
 from chroma_orch.db.outbox import appending, defer_events, events_json, notify_json
 from chroma_orch.db.ports import ALLOCATED
 from chroma_orch.db.statements import Statement, compiled, one_of
 
-_I = Instance.__table__
-_N = Intent.__table__
+_I = table_of(Instance)
+_N = table_of(Intent)
 _ID = bindparam("id", type_=_I.c.id.type)
 _LEASE_FREED = {"lease_owner": null(), "lease_expires_at": null(), "error_count": 0}
 

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.locks import LockKey
-from chroma_orch.db.models import Event
+from chroma_orch.db.models import Event, table_of
 from chroma_orch.db.statements import Statement, compiled
 
 EVENTS_CHANNEL = "chroma_orch_events"
@@ -180,7 +180,7 @@ def notify_json(notify: Mapping[str, str]) -> str:
     return json.dumps(dict(notify))
 
 
-_E = Event.__table__
+_E = table_of(Event)
 _LOCK_KEY = bindparam("events_lock", int(LockKey.EVENTS), type_=BigInteger)
 _CHANNEL = bindparam("events_channel", EVENTS_CHANNEL, type_=Text)
 

@@ -33,13 +33,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.driver import driver
-from chroma_orch.db.models import AllocatedPort, ReleasedEndpoint
+from chroma_orch.db.models import AllocatedPort, ReleasedEndpoint, table_of
 from chroma_orch.db.statements import compiled
 from chroma_orch.errors import NoPortAvailableError
 from chroma_orch.settings import Settings
 
-ALLOCATED = AllocatedPort.__table__
-RELEASED = ReleasedEndpoint.__table__
+ALLOCATED = table_of(AllocatedPort)
+RELEASED = table_of(ReleasedEndpoint)
 
 
 def recently_released(

@@ -35,12 +35,12 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
-from chroma_orch.db.models import Instance, Intent
+from chroma_orch.db.models import Instance, Intent, table_of
 from chroma_orch.db.outbox import appending, defer_events, events_json, notify_json
 from chroma_orch.db.statements import Statement, compiled
 
-INSTANCES = Instance.__table__
-INTENTS = Intent.__table__
+INSTANCES = table_of(Instance)
+INTENTS = table_of(Intent)
 _INSTANCE_COLUMNS = tuple(INSTANCES.columns.keys())
 
 

@@ -9,7 +9,7 @@ several times the driver's CPU per statement (see ``db/driver.py``).
 A renamed column is caught early: Core names columns through the models, so
 renaming a model attribute breaks at import; and ``check_statements`` prepares
 every registered statement against the live schema (``chroma-orch migrate`` and
-the app's start run it), so a database whose column was renamed under the code
+the app's start run it, after migrating), so a database whose column was renamed under the code
 fails at once, naming the statement, not on the first request that needs it.
 """
 
@@ -22,6 +22,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy import ColumnElement, literal
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 _DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
@@ -84,6 +86,7 @@ def compiled(name: str, statement: ClauseElement) -> Statement:
     if name in REGISTRY:
         raise ValueError(f"statement {name!r} is defined twice")
     result = statement.compile(dialect=_DIALECT)
+    assert isinstance(result, SQLCompiler)
     if "POSTCOMPILE" in result.string:
         raise ValueError(f"{name}: write IN lists with one_of (an expanding IN needs values)")
     order = tuple(result.positiontup or ())
@@ -105,3 +108,10 @@ async def check_statements(con: asyncpg.Connection) -> None:
             raise StatementSchemaError(
                 f"statement {statement.name!r} does not fit the database schema: {exc}"
             ) from exc
+
+
+async def check_engine(engine: AsyncEngine) -> None:
+    """``check_statements`` on a connection of ``engine``."""
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        await check_statements(raw.driver_connection)

@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Integer, and_, bindparam, func, or_, select, text
+from sqlalchemy import Integer, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db import rows
 from chroma_orch.db.hub import EventHub, wait_for_event
 from chroma_orch.db.locks import NamedLock, lock
-from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus
+from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus, Tenant
 from chroma_orch.db.outbox import INTENTS_CHANNEL, event_row
 from chroma_orch.domain.limits import (
     ON_THEIR_WAY_UP,
@@ -424,9 +424,7 @@ class InstanceService:
         return instance, intent
 
     async def _require_tenant(self, tenant_id: uuid.UUID) -> None:
-        found = await self.session.scalar(
-            text("SELECT 1 FROM tenants WHERE id = :id"), {"id": tenant_id}
-        )
+        found = await self.session.scalar(select(Tenant.id).where(Tenant.id == tenant_id))
         if found is None:
             raise NotFoundError(f"tenant {tenant_id} not found")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chroma_orch.db.models import Instance
+from chroma_orch.db.models import Instance, table_of
 from chroma_orch.db.statements import one_of
 from chroma_orch.domain.states import DesiredState, Phase
 from chroma_orch.errors import RateLimitedError, TooManyAuthFailuresError, TooManyStartsError
@@ -99,7 +99,7 @@ def _client_key(client: str) -> str:
 
 
 ON_THEIR_WAY_UP = (Instance.desired_state == DesiredState.RUNNING.value) & one_of(
-    Instance.phase, (Phase.PENDING.value, Phase.STARTING.value)
+    table_of(Instance).c.phase, (Phase.PENDING.value, Phase.STARTING.value)
 )
 """Instances that count against the service-wide cap on concurrent starts."""
 

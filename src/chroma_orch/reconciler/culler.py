@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.locks import LockKey, try_lock
-from chroma_orch.db.models import Instance, Tenant
+from chroma_orch.db.models import Instance, Tenant, table_of
 from chroma_orch.db.outbox import commit, record_event
 from chroma_orch.db.rows import instance_of
 from chroma_orch.domain.instances import InstancePolicy, InstanceService
@@ -49,7 +49,7 @@ async def _idle(session: AsyncSession, default_timeout: int) -> list[tuple[Insta
     )
     last_seen = func.coalesce(Instance.last_activity_at, Instance.phase_changed_at)
     found = await session.execute(
-        select(*Instance.__table__.c, timeout.label("timeout"))
+        select(*table_of(Instance).c, timeout.label("timeout"))
         .join(Tenant, Tenant.id == Instance.tenant_id)
         .where(
             Instance.desired_state == DesiredState.RUNNING,

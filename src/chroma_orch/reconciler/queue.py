@@ -35,14 +35,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.locks import LockKey, try_lock
-from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus
+from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus, table_of
 from chroma_orch.db.rows import instance_of
 from chroma_orch.db.statements import compiled as _compiled
 from chroma_orch.db.statements import one_of
 from chroma_orch.domain.states import Phase
 
-_I = Instance.__table__
-_N = Intent.__table__
+_I = table_of(Instance)
+_N = table_of(Intent)
 _ID = bindparam("id", type_=_I.c.id.type)
 _IDS = bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))
 _OWNER = bindparam("owner", type_=String)
