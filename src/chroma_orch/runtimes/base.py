@@ -71,7 +71,8 @@ class InstanceSpec:
     name: str
     generation: int
     port: int | None = None
-    """Port reserved for the server in the database (runtimes with ``allocates_ports``)."""
+    """A fixed port for the server (tests); else a runtime that chooses ports reserves
+    one itself (the local runtime, through its ``PortReservations``)."""
     options: Mapping[str, Any] = field(default_factory=dict)
     start_token: str = ""
     """Unique per start attempt (instance, generation, restart): an idempotency
@@ -98,7 +99,9 @@ ExitCallback = Callable[[str], None]
 class Runtime(Protocol):
     name: str
     allocates_ports: bool
-    """True when servers need a host port reserved by the reconciler (``spec.port``)."""
+    """True when the runtime chooses its servers' addresses (ports) and keeps them out
+    of reuse for the address quarantine itself; False when a stopped server's address
+    may go to the next one at once (ECS), so the reconciler drains before a stop."""
     start_timeout: float
     """Seconds a server may take from start to running before the start fails."""
 
