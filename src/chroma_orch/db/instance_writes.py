@@ -166,7 +166,7 @@ def fenced_write(
     if frees_port:
         freed = delete(ALLOCATED).where(ALLOCATED.c.instance_id.in_(select(updated.c.id)))
         ctes.append(freed.cte("freed"))
-    events = appending(None, updated)
+    events = appending(updated)
     query = select(*items, *events.items).add_cte(*ctes, *events.ctes)
     statement = compiled(name, query)
     return FencedWrite(name, tuple(columns), settles, frees_port, releases_lease, statement)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,6 @@ from sqlalchemy import (
     BigInteger,
     FromClause,
     Label,
-    Select,
     String,
     TableValuedAlias,
     Text,
@@ -109,32 +108,34 @@ _NOTIFY = bindparam("notify", type_=Text)
 """The notifications to send, a JSON object of channel: payload (``notify_json``)."""
 
 
-def appending(rows: Callable[[CTE], Select[Any]] | None, gate: FromClause | None) -> Appending:
-    """What appends events inside a larger statement, only if ``gate`` (a CTE or
-    subquery), when given, yields a row: the CTEs that take the ordering lock and
-    insert the events, and the select-list items (the last sequence number, the
-    events channel's notification, and the other notifications of ``:notify``).
-    The events are those of ``:events`` (a JSON array), or with ``rows`` those
-    its select (reading the lock's CTE) yields. The lock is held until the
-    transaction ends, which should be soon after."""
+def appending(gate: FromClause | None) -> Appending:
+    """What appends the events of ``:events`` (a JSON array) inside a larger
+    statement and sends the notifications of ``:notify``, only if ``gate`` (a CTE
+    or subquery), when given, yields a row: the CTEs that take the ordering lock
+    (only when there are events) and insert the events, and the select-list items
+    (the last sequence number, the events channel's notification, the others). The
+    lock is held until the transaction ends, which should be soon after."""
     locked_q = select(func.pg_advisory_xact_lock(_LOCK_KEY).label("locked"))
     if gate is not None:
         locked_q = locked_q.select_from(gate)
-    if rows is None:  # no lock when there is nothing to append
-        locked_q = locked_q.where(func.jsonb_array_length(cast(_EVENTS, JSONB)) > 0)
-    locked = locked_q.cte("locked")
-    if rows is None:
-        e = _recordset()
-        source = select(e.c.type, e.c.instance_id, e.c.tenant_id, e.c.before, e.c.after)
-        source = source.select_from(locked).join(e, true())
-    else:
-        source = rows(locked)
+    locked = locked_q.where(func.jsonb_array_length(cast(_EVENTS, JSONB)) > 0).cte("locked")
+    e = _recordset()
+    source = select(e.c.type, e.c.instance_id, e.c.tenant_id, e.c.before, e.c.after)
     appended = (
         insert(_E)
-        .from_select(["type", "instance_id", "tenant_id", "before", "after"], source)
+        .from_select(
+            ["type", "instance_id", "tenant_id", "before", "after"],
+            source.select_from(locked).join(e, true()),
+        )
         .returning(_E.c.seq, _E.c.instance_id, _E.c.after["phase"].astext.label("phase"))
         .cte("appended")
     )
+    return Appending([locked, appended], _notifications(appended, gate))
+
+
+def _notifications(appended: CTE, gate: FromClause | None) -> list[Label[Any]]:
+    """The last sequence number, the events channel's notification of what was
+    appended, and the notifications of ``:notify`` (only if ``gate`` yields a row)."""
     ids = func.string_agg(
         distinct(
             " " + cast(appended.c.instance_id, Text) + func.coalesce("=" + appended.c.phase, "")
@@ -150,7 +151,7 @@ def appending(rows: Callable[[CTE], Select[Any]] | None, gate: FromClause | None
     others = select(func.count(func.pg_notify(pairs.c.key, pairs.c.value))).select_from(pairs)
     if gate is not None:
         others = others.select_from(gate)
-    items = [
+    return [
         select(func.max(appended.c.seq)).scalar_subquery().label("last_seq"),
         select(func.pg_notify(_CHANNEL, payload))
         .select_from(appended)
@@ -159,7 +160,6 @@ def appending(rows: Callable[[CTE], Select[Any]] | None, gate: FromClause | None
         .label("events_notified"),
         others.scalar_subquery().label("notified"),
     ]
-    return Appending([locked, appended], items)
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ _CHANNEL = bindparam("events_channel", EVENTS_CHANNEL, type_=Text)
 
 
 def _append_all() -> Statement:
-    parts = appending(None, None)
+    parts = appending(None)
     return compiled("append_events", select(*parts.items).add_cte(*parts.ctes))
 
 

@@ -112,7 +112,7 @@ def create_instance_statement(name: str, admission: Select[Any]) -> Statement:
         )
         .cte("intent")
     )
-    events = appending(None, instance)
+    events = appending(instance)
     query = (
         select(admitted, instance, intent, *events.items)
         .select_from(admitted)
@@ -139,12 +139,9 @@ async def insert_instance(
     admission row, and the new rows unless refused."""
     intent_values = {"id": uuid.uuid4(), "instance_id": values["id"], **intent}
     params = {**admission, **values, **{f"intent_{k}": v for k, v in intent_values.items()}}
-    async with _with_events(session, events, notify) as extra:
-        row = await statement.fetchrow(await driver(session, begin=False), **params, **extra)
-        assert row is not None
-        if row["id"] is None:
-            extra.clear()  # nothing written: no events to defer
-            return row, None
+    row = await _write_with_events(session, statement, params, events, notify)
+    if row["id"] is None:
+        return row, None
     created = Intent(
         **intent_values,
         created_at=row["intent_created_at"],
@@ -153,28 +150,28 @@ async def insert_instance(
     return row, (instance_of(row), created)
 
 
-class _with_events:  # noqa: N801 (used as a context manager, named for the reader)
-    """The ``events`` and ``notify`` parameters of a statement that appends them,
-    or, inside a longer transaction, empty ones with the events left to
+async def _write_with_events(
+    session: AsyncSession,
+    statement: Statement,
+    params: Mapping[str, Any],
+    events: list[dict[str, Any]],
+    notify: Mapping[str, str],
+) -> asyncpg.Record:
+    """Run ``statement`` (one that appends ``:events`` and sends ``:notify`` when it
+    writes, and answers ``id``), as a unit of its own when nothing began a
+    transaction; inside a longer one, the events and notifications are left to
     ``commit`` once the statement wrote (see ``defer_events``)."""
-
-    def __init__(
-        self, session: AsyncSession, events: list[dict[str, Any]], notify: Mapping[str, str]
-    ) -> None:
-        self.session, self.events, self.notify = session, events, notify
-        self.extra: dict[str, Any] = {}
-        self.deferred = False
-
-    async def __aenter__(self) -> dict[str, Any]:
-        con = await driver(self.session, begin=False)
-        self.deferred = con.is_in_transaction()
-        events, notify = ([], {}) if self.deferred else (self.events, self.notify)
-        self.extra.update(events=events_json(events), notify=notify_json(notify))
-        return self.extra
-
-    async def __aexit__(self, kind: object, *_: object) -> None:
-        if kind is None and self.deferred and self.extra:
-            defer_events(self.session, self.events, self.notify)
+    con = await driver(session, begin=False)
+    deferred = con.is_in_transaction()
+    folded = {
+        "events": events_json([] if deferred else events),
+        "notify": notify_json({} if deferred else notify),
+    }
+    row = await statement.fetchrow(con, **params, **folded)
+    assert row is not None
+    if deferred and row["id"] is not None:
+        defer_events(session, events, notify)
+    return row
 
 
 # -- a new intent for an existing instance -------------------------------------
@@ -239,7 +236,7 @@ def _add_intent_statement(name: str, *, change: bool, touch: bool, reuse: bool) 
     if reused is not None:
         answers = union_all(answers, select(reused))
     intent = answers.cte("intent")
-    events = appending(None, intent)
+    events = appending(intent)
     one = select(literal(1).label("one")).subquery("one")
     query = select(intent, *events.items).select_from(one).outerjoin(intent, true())
     return compiled(name, query.add_cte(*events.ctes))
@@ -281,13 +278,8 @@ async def add_intent(
         params |= change
     else:
         params["reuse"] = list(reuse)
-    async with _with_events(session, events, notify) as extra:
-        row = await statement.fetchrow(await driver(session, begin=False), **params, **extra)
-        assert row is not None
-        if row["id"] is None:
-            extra.clear()
-            return None
-    return _intent_of(row)
+    row = await _write_with_events(session, statement, params, events, notify)
+    return None if row["id"] is None else _intent_of(row)
 
 
 class KEEP:
