@@ -264,7 +264,7 @@ class InstanceReconciler:
             ready = await self._wait_ready(handle)
             if ready.state is not ObservedState.EXITED or ready.reason != "PortUnavailable":
                 return await self._settle_start(ready, self._start_deadline())
-            log.info("port taken, retrying instance=%s handle=%s", inst.id, handle)
+            log.info("port taken, retrying instance=%s port=%s", inst.id, handle.get("port"))
             await self.write(writes.FORGET_SERVER, handle=None)
         return await self._failed_attempt("PortUnavailable", "no usable port after retries")
 
