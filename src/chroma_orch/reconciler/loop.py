@@ -213,11 +213,14 @@ class Reconciler:
 
     async def _release(self, inst: Instance, outcome: Outcome, error: str | None) -> None:
         async with self.sessions() as session:
-            if error is not None:
-                await queue.record_error(session, inst.id, self.owner, error)
             clear = error is None and inst.error_count > 0
             await queue.release(
-                session, inst.id, self.owner, requeue_time(outcome), clear_errors=clear
+                session,
+                inst.id,
+                self.owner,
+                requeue_time(outcome),
+                error=error,
+                clear_errors=clear,
             )
             await session.commit()
 

@@ -1,5 +1,5 @@
 """The reconciler's work queue: claiming due instances under a lease, renewing and
-releasing leases, noting errors. (Its status writes are ``db/instance_writes.py``.)
+releasing leases (noting a failed pass's error). (Its status writes are ``db/instance_writes.py``.)
 
 An instance is the unit of work (keyed like a Kubernetes work queue). A claim
 sets ``lease_owner``/``lease_expires_at`` with ``FOR UPDATE SKIP LOCKED``, so
@@ -17,12 +17,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Integer,
     Select,
     String,
     any_,
     bindparam,
+    case,
     column,
     func,
     or_,
@@ -127,26 +129,45 @@ async def renew_leases(
     session: AsyncSession, owner: str, ids: Sequence[uuid.UUID], lease: timedelta
 ) -> None:
     if ids:
-        await _RENEW.execute(await driver(session), ids=list(ids), owner=owner, lease=lease)
+        con = await driver(session, begin=False)  # one statement: a unit of its own
+        await _RENEW.execute(con, ids=list(ids), owner=owner, lease=lease)
 
 
-_RELEASE = _compiled(
-    "release_lease",
-    update(_I)
-    .where(_I.c.id == _ID, _I.c.lease_owner == _OWNER)
-    .values(
-        lease_owner=None,
-        lease_expires_at=None,
-        next_reconcile_at=func.least(
-            _I.c.next_reconcile_at, bindparam("requeue_at", type_=DateTime(timezone=True))
-        ),
-        updated_at=func.now(),
-    ),
-)
-_CLEAR_ERRORS = _compiled(
-    "clear_errors",
-    update(_I).where(_I.c.id == _ID, _I.c.lease_owner == _OWNER).values(error_count=0),
-)
+_ERROR = bindparam("error", type_=String)
+_CLEAR = bindparam("clear_errors", type_=Boolean)
+
+
+def _release() -> Select[Any]:
+    released = (
+        update(_I)
+        .where(_I.c.id == _ID, _I.c.lease_owner == _OWNER)
+        .values(
+            lease_owner=None,
+            lease_expires_at=None,
+            next_reconcile_at=func.least(
+                _I.c.next_reconcile_at, bindparam("requeue_at", type_=DateTime(timezone=True))
+            ),
+            # a failed pass counts for the backoff; a good one starts it over
+            error_count=case(
+                (_ERROR.is_not(None), _I.c.error_count + 1),
+                (_CLEAR, 0),
+                else_=_I.c.error_count,
+            ),
+            updated_at=func.now(),
+        )
+        .returning(_I.c.id)
+        .cte("released")
+    )
+    noted = (  # the failed pass's error, on the open intents (even if the lease was lost)
+        update(_N)
+        .where(_N.c.instance_id == _ID, _OPEN, _ERROR.is_not(None))
+        .values(error=_ERROR, updated_at=func.now())
+        .cte("noted")
+    )
+    return select(released.c.id).add_cte(noted)
+
+
+_RELEASE = _compiled("release_lease", _release())
 
 
 async def release(
@@ -155,37 +176,22 @@ async def release(
     owner: str,
     requeue_at: datetime | None,
     *,
+    error: str | None = None,
     clear_errors: bool = False,
 ) -> None:
     """Give the lease back; keep an earlier ``next_reconcile_at`` set meanwhile by the
-    API. ``clear_errors``: the pass went well, the backoff starts over."""
-    con = await driver(session)
-    if clear_errors:
-        await _CLEAR_ERRORS.execute(con, id=instance_id, owner=owner)
-    await _RELEASE.execute(con, id=instance_id, owner=owner, requeue_at=requeue_at)
-
-
-_COUNT_ERROR = _compiled(
-    "count_error",
-    update(_I)
-    .where(_I.c.id == _ID, _I.c.lease_owner == _OWNER)
-    .values(error_count=_I.c.error_count + 1, updated_at=func.now()),
-)
-_NOTE_ERROR = _compiled(
-    "note_error",
-    update(_N)
-    .where(_N.c.instance_id == _ID, _OPEN)
-    .values(error=bindparam("error", type_=String), updated_at=func.now()),
-)
-
-
-async def record_error(
-    session: AsyncSession, instance_id: uuid.UUID, owner: str, error: str
-) -> None:
-    """Count a failed pass on the instance (for its backoff) and note it on open intents."""
-    con = await driver(session)
-    await _COUNT_ERROR.execute(con, id=instance_id, owner=owner)
-    await _NOTE_ERROR.execute(con, id=instance_id, error=error)
+    API. ``error``: the pass failed, counted on the instance (for its backoff) and
+    noted on its open intents; ``clear_errors``: it went well, the backoff starts
+    over. One statement, a unit of its own unless the session began a transaction."""
+    con = await driver(session, begin=False)
+    await _RELEASE.fetch(
+        con,
+        id=instance_id,
+        owner=owner,
+        requeue_at=requeue_at,
+        error=error,
+        clear_errors=clear_errors,
+    )
 
 
 OBSERVED_PHASES = (Phase.STARTING, Phase.RUNNING, Phase.STOPPING)
