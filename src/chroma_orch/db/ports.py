@@ -101,7 +101,9 @@ _PICK = (
     .where(
         ~exists(select(_HELD.c.port)),
         _FREE.c.port.not_in(select(ALLOCATED.c.port)),
-        _FREE.c.port.not_in(recently_released(other_than=_INSTANCE)),
+        # none recently released, not even its own: a fresh pick moves away from an
+        # address that may still be in use (the slow path may give its own back)
+        _FREE.c.port.not_in(recently_released()),
     )
     .order_by(func.random())  # replicas allocating at once rarely collide
     .limit(1)
@@ -122,8 +124,8 @@ RESERVE = compiled(
         ).label("port")
     ),
 )
-"""The instance's port, else a random free one of ``:low..:high`` that no other
-instance left within ``:quarantine`` on ``:host``, reserved; NULL when none."""
+"""The instance's port, else a random free one of ``:low..:high`` that no instance
+left within ``:quarantine`` on ``:host``, reserved; NULL when none."""
 
 
 @dataclass(frozen=True)
