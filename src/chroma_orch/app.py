@@ -23,8 +23,10 @@ from chroma_orch.db.hub import EventHub
 from chroma_orch.db.listener import PgListener
 from chroma_orch.db.migrate import upgrade
 from chroma_orch.db.outbox import EVENTS_CHANNEL, INTENTS_CHANNEL, commit
+from chroma_orch.db.ports import PortReservationsInDb, port_pool
 from chroma_orch.db.retention import Retention
 from chroma_orch.db.session import create_engine, create_session_factory
+from chroma_orch.db.statements import check_engine
 from chroma_orch.domain.instances import InstancePolicy
 from chroma_orch.domain.limits import AuthFailures, RateLimiter
 from chroma_orch.domain.tenants import ensure_admin_token
@@ -33,6 +35,7 @@ from chroma_orch.events import guard, stream
 from chroma_orch.loops import Loops
 from chroma_orch.reconciler.culler import cull_idle
 from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.runtimes.base import RuntimeServices
 from chroma_orch.runtimes.factory import build_runtime
 from chroma_orch.runtimes.instrumented import InstrumentedRuntime
 from chroma_orch.settings import Settings
@@ -99,9 +102,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(engine.dispose)
         if settings.migrate_on_start:
             await upgrade(engine)
+            await check_engine(engine)  # every statement fits the schema, or fail now
         sessions = create_session_factory(engine)
         await bootstrap_admin(sessions, settings)
-        runtime = InstrumentedRuntime(build_runtime(settings))
+        ports = PortReservationsInDb(sessions, port_pool(settings))
+        runtime = InstrumentedRuntime(build_runtime(settings, RuntimeServices(ports=ports)))
         stack.push_async_callback(runtime.aclose)
         policy = InstancePolicy(
             runtime=settings.runtime,

@@ -146,6 +146,7 @@ async def _with_database(settings: Settings, action: str) -> str | None:
     from chroma_orch.db.migrate import upgrade
     from chroma_orch.db.outbox import commit
     from chroma_orch.db.session import create_engine, create_session_factory
+    from chroma_orch.db.statements import check_engine
     from chroma_orch.domain.tenants import rotate_admin_token
 
     async with AsyncExitStack() as stack:
@@ -153,6 +154,7 @@ async def _with_database(settings: Settings, action: str) -> str | None:
         engine = create_engine(url)
         stack.push_async_callback(engine.dispose)
         await upgrade(engine)
+        await check_engine(engine)  # every statement of this release fits the schema
         if action == "rotate":
             async with create_session_factory(engine)() as session:
                 secret = await rotate_admin_token(session)

@@ -106,3 +106,15 @@ class TooManyStartsError(TooManyRequestsError):
 
 class ServiceUnavailableError(AppError):
     status, code, title = 503, "unavailable", "Temporarily unavailable"
+
+
+class NoPortAvailableError(Exception):
+    """No host port can be reserved for a local server (not an HTTP error: the
+    reconciler waits and tries again). Raised by ``db.ports.PortReservationsInDb``
+    through the local runtime's ``PortReservations``."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds until a quarantined port of the pool is free again (None: the pool
+        is simply full)."""

@@ -8,7 +8,7 @@ runtime object on the same world finds them again as a restarted service would.
 
 from __future__ import annotations
 
-from chroma_orch.runtimes.base import Runtime
+from chroma_orch.runtimes.base import Runtime, RuntimeServices
 from chroma_orch.settings import Settings
 from tests.fake_runtime.runtime import FakeRuntime
 from tests.fake_runtime.settings import FakeRuntimeSettings
@@ -17,6 +17,6 @@ from tests.fake_runtime.world import World, world
 __all__ = ["FakeRuntime", "FakeRuntimeSettings", "World", "build", "world"]
 
 
-def build(settings: Settings) -> Runtime:
+def build(settings: Settings, services: RuntimeServices) -> Runtime:
     """The entry point: its own settings group, read from ``CHROMA_ORCH_FAKE__*``."""
     return FakeRuntime(FakeRuntimeSettings())

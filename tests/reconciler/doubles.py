@@ -20,6 +20,7 @@ from chroma_orch.runtimes.base import (
     InstanceSpec,
     Observation,
     ObservedState,
+    PortReservations,
     RuntimeUnavailableError,
 )
 
@@ -37,7 +38,9 @@ class FakeRuntime:
     name = "fake"
     allocates_ports = True
 
-    def __init__(self, start_timeout: float = 0.5) -> None:
+    def __init__(self, ports: PortReservations, start_timeout: float = 0.5) -> None:
+        self.ports = ports
+        """Where its servers' ports come from, as for the local runtime."""
         self.start_timeout = start_timeout
         self.servers: dict[str, FakeServer] = {}
         self.starts: Counter[str] = Counter()
@@ -52,12 +55,12 @@ class FakeRuntime:
         current = self.servers.get(spec.instance_id)
         if current is not None and current.alive:
             return self._handle(spec.instance_id, current, spec.generation)
-        assert spec.port is not None
+        port = spec.port or await self.ports.reserve(spec.instance_id, lambda _: True)
         self._serial += 1
         self.starts[spec.instance_id] += 1
         now = time.monotonic()
         ready_at = {"slow": now + 0.3, "never": None}.get(spec.name.split("-")[0], now)
-        server = FakeServer(self._serial, spec.name, spec.port, ready_at)
+        server = FakeServer(self._serial, spec.name, port, ready_at)
         self.servers[spec.instance_id] = server
         if spec.name.startswith("crash"):
             task = asyncio.create_task(self._crash_later(spec.instance_id, server))

@@ -15,25 +15,24 @@ from sqlalchemy import func, select, text
 from chroma_orch.context import AppContext
 from chroma_orch.db import rows
 from chroma_orch.db.models import AllocatedPort, Event, Intent
+from chroma_orch.db.ports import PortReservationsInDb, port_pool
 from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.reconciler import queue
 from chroma_orch.reconciler.loop import Reconciler
-from chroma_orch.reconciler.ports import port_pool
-from chroma_orch.reconciler.views import status_view
 from chroma_orch.settings import ReconcilerSettings, Settings
 from tests.helpers import bearer, converge, create_tenant, wait_for
 from tests.reconciler.doubles import FakeRuntime
 
 
 @pytest.fixture
-def runtime() -> FakeRuntime:
-    return FakeRuntime()
-
-
-@pytest.fixture
 def ctx(api_app: FastAPI) -> AppContext:
     context: AppContext = api_app.state.ctx
     return context
+
+
+@pytest.fixture
+def runtime(ctx: AppContext, api_settings: Settings) -> FakeRuntime:
+    return FakeRuntime(PortReservationsInDb(ctx.sessions, port_pool(api_settings)))
 
 
 @pytest.fixture
@@ -362,15 +361,15 @@ async def test_wait_answers_once_running_and_times_out_otherwise(
     assert bad.status_code == 422
 
 
-async def test_new_instances_get_their_ports_with_the_claim(
+async def test_new_instances_each_get_their_own_port(
     client: httpx.AsyncClient,
     tenant: str,
     reconciler: Reconciler,
     runtime: FakeRuntime,
     ctx: AppContext,
 ) -> None:
-    """The claim reserves a free port for each new instance it hands out (none that
-    another instance holds), so every server starts once, on its reserved port."""
+    """The runtime reserves a free port for each new instance's server (none that
+    another instance holds; ``db.ports``), so every server starts once, on it."""
     ids = [await _launch(client, tenant, f"p{n}") for n in range(6)]
     await converge(reconciler)
     async with ctx.sessions() as session:
@@ -385,34 +384,29 @@ async def test_new_instances_get_their_ports_with_the_claim(
         assert body["endpoint"]["port"] == reserved[uuid.UUID(instance_id)]
 
 
-async def test_the_claim_records_starting_as_the_reconciler_would(
-    client: httpx.AsyncClient,
-    tenant: str,
-    reconciler: Reconciler,
-    ctx: AppContext,
-    api_settings: Settings,
+async def test_the_claim_leases_the_instance_and_starts_its_intents(
+    client: httpx.AsyncClient, tenant: str, ctx: AppContext
 ) -> None:
-    """The claim writes "starting" (and its event) in SQL for the instances it hands
-    out to be started; its before/after views must be ``status_view``'s."""
-    instance_id = await _launch(client, tenant, "never-1")
-    await converge(reconciler)  # fails: a failure reason, and no port any more
-    retried = await client.post(f"/v1/instances/{instance_id}/start", headers=bearer(tenant))
-    assert retried.status_code == 202, retried.text
+    """The claim is one statement: the instance leased to the claimer and no longer
+    due, its open intent in progress with one attempt more; nothing else."""
+    instance_id = await _launch(client, tenant, "claimed-1")
+    owner = ctx.settings.reconciler.replica_id  # its connections are there: a live owner
     async with ctx.sessions() as session:
         before = await rows.fetch_instance(session, uuid.UUID(instance_id))
-        claimed = await queue.claim_due(
-            session, "tester", timedelta(seconds=30), 10, port_pool(api_settings)
+        claimed = await queue.claim_due(session, owner, timedelta(seconds=30), 10)
+        again = await queue.claim_due(session, "other", timedelta(seconds=30), 10)
+        intent = await session.scalar(
+            select(Intent).where(Intent.instance_id == uuid.UUID(instance_id))
         )
-        event = await session.scalar(select(Event).order_by(Event.seq.desc()).limit(1))
     assert before is not None
-    assert before.failure_reason == "StartTimeout"
-    [(after, port)] = claimed
-    assert port is not None
-    assert after.phase == "starting"
-    assert event is not None
-    assert event.type == "instance.phase_changed"
-    assert event.before == status_view(before)
-    assert event.after == status_view(after)
+    [after] = claimed
+    assert again == []  # leased, and no longer due
+    assert after.lease_owner == owner
+    assert after.next_reconcile_at is None
+    assert after.lease_expires_at is not None
+    assert (after.phase, after.handle) == (before.phase, before.handle)
+    assert intent is not None
+    assert (intent.status, intent.attempts) == ("in_progress", 1)
 
 
 async def test_a_request_made_while_the_instance_is_worked_on_is_taken_up_after(

@@ -14,20 +14,35 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import text
+from sqlalchemy import DateTime, bindparam, cast, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chroma_orch.db.models import Instance, table_of
 from chroma_orch.loops import Loops
 
 log = logging.getLogger(__name__)
 
-_UPDATE = text(
-    """
-    UPDATE instances AS i SET last_activity_at = v.at
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:ats AS timestamptz[])) AS v(id, at)
-    WHERE i.id = v.id AND (i.last_activity_at IS NULL OR i.last_activity_at < v.at)
-    """
+_I = table_of(Instance)
+_SEEN = (
+    func.unnest(
+        cast(bindparam("ids"), ARRAY(UUID(as_uuid=True))),
+        cast(bindparam("ats"), ARRAY(DateTime(timezone=True))),
+    )
+    .table_valued("id", "at")
+    .render_derived(name="seen")
 )
+_UPDATE = (
+    update(_I)
+    .where(
+        _I.c.id == _SEEN.c.id,
+        or_(_I.c.last_activity_at.is_(None), _I.c.last_activity_at < _SEEN.c.at),
+    )
+    .values(last_activity_at=_SEEN.c.at)
+)
+"""Each instance's last activity, moved forward only."""
+_LOCK_TIMEOUT = select(func.set_config("lock_timeout", "2s", True))
+"""For this transaction: give up rather than wait behind a long write."""
 
 
 class ActivityRecorder:
@@ -51,7 +66,7 @@ class ActivityRecorder:
         ids = sorted(batch)
         try:
             async with self._sessions() as session:
-                await session.execute(text("SET LOCAL lock_timeout = '2s'"))
+                await session.execute(_LOCK_TIMEOUT)
                 await session.execute(_UPDATE, {"ids": ids, "ats": [batch[i] for i in ids]})
                 await session.commit()
         except BaseException:

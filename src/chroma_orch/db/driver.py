@@ -2,21 +2,23 @@
 
 SQLAlchemy costs about 0.3 ms of CPU per ORM statement and 0.15 ms per ``text()``
 one; the same statement sent with asyncpg costs about 0.05 ms. The statements
-every lifecycle request and every reconcile pass run (see ``db/rows.py``) go
+every lifecycle request and every reconcile pass run (``db/statements.py``) go
 through ``driver(session)``: in the session's own transaction, so they commit or
-roll back with everything else the unit of work did.
+roll back with everything else the unit of work did. Only SQLAlchemy's public
+API is used: ``AsyncSession.connection()``, ``AsyncConnection.get_raw_connection()``
+and ``driver_connection``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-_MISSING = object()
 _KEY = "chroma_orch.driver"
+_BEGIN = "SELECT 1"
+"""Sent through SQLAlchemy when a transaction must begin: SQLAlchemy's asyncpg
+adapter begins its transaction before its first statement (one BEGIN it will
+COMMIT or ROLLBACK), which a statement sent straight to asyncpg would bypass."""
 
 
 async def driver(session: AsyncSession, *, begin: bool = True) -> asyncpg.Connection:
@@ -32,19 +34,12 @@ async def driver(session: AsyncSession, *, begin: bool = True) -> asyncpg.Connec
     known = session.info.get(_KEY)
     if transaction is not None and known is not None and known[0] is transaction:
         cached: asyncpg.Connection = known[1]  # same transaction, so the same connection
-        if known[2] or not begin:
+        if not begin or cached.is_in_transaction():
             return cached
     connection = await session.connection()
     pooled = await connection.get_raw_connection()
-    adapted: Any = pooled.dbapi_connection
-    state = getattr(adapted, "_transaction", _MISSING)
-    if state is None and not begin:
-        pass  # leave it to the next statement that needs one
-    elif state is None and hasattr(adapted, "_start_transaction"):
-        await adapted._start_transaction()  # what SQLAlchemy does before its first statement
-    elif state is _MISSING or state is None:
-        await connection.execute(text("SELECT 1"))  # the public way, should the above change
-    driver_connection: asyncpg.Connection = pooled.driver_connection
-    begun = getattr(adapted, "_transaction", None) is not None
-    session.info[_KEY] = (session.sync_session.get_transaction(), driver_connection, begun)
-    return driver_connection
+    raw: asyncpg.Connection = pooled.driver_connection
+    if begin and not raw.is_in_transaction():
+        await connection.exec_driver_sql(_BEGIN)
+    session.info[_KEY] = (session.sync_session.get_transaction(), raw)
+    return raw

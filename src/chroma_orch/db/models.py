@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     func,
     text,
@@ -213,3 +214,10 @@ class Event(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of ``model``, for statements written against its columns."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table

@@ -11,13 +11,35 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import (
+    CTE,
+    BigInteger,
+    FromClause,
+    Label,
+    String,
+    TableValuedAlias,
+    Text,
+    bindparam,
+    case,
+    cast,
+    column,
+    distinct,
+    func,
+    insert,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.locks import LockKey
+from chroma_orch.db.models import Event, table_of
+from chroma_orch.db.statements import Statement, compiled
 
 EVENTS_CHANNEL = "chroma_orch_events"
 INTENTS_CHANNEL = "chroma_orch_intents"
@@ -65,73 +87,110 @@ def event_row(
     }
 
 
-_EVENT_COLUMNS = "type, instance_id, tenant_id, before, after"
+def _recordset() -> TableValuedAlias:
+    """``jsonb_to_recordset(:events)``: the events of the JSON array ``events``."""
+    return (
+        func.jsonb_to_recordset(cast(_EVENTS, JSONB))
+        .table_valued(
+            column("type", String),
+            column("instance_id", UUID),
+            column("tenant_id", UUID),
+            column("before", JSONB),
+            column("after", JSONB),
+        )
+        .render_derived(name="e", with_types=True)
+    )
 
 
-def _appending(select: str, first: int, gate: str | None) -> tuple[list[str], list[str]]:
-    """The CTEs that take the ordering lock (only if ``gate`` yields a row, when given)
-    and insert the rows of ``select`` (which reads ``locked``), and the select-list
-    items giving the last sequence number and notifying the events channel. The lock
-    key is parameter ``$first`` and the channel ``$first + 1``."""
-    source = f" FROM {gate}" if gate else ""
-    ctes = [
-        f"locked AS (SELECT pg_advisory_xact_lock(${first}){source})",
-        f"appended AS (INSERT INTO events ({_EVENT_COLUMNS}) {select} "
-        "RETURNING seq, instance_id, after->>'phase' AS phase)",
-    ]
-    ids = "string_agg(DISTINCT ' ' || instance_id::text || coalesce('=' || phase, ''), '')"
+_EVENTS = bindparam("events", type_=Text)
+"""The events to append, as JSON text (``events_json``)."""
+_NOTIFY = bindparam("notify", type_=Text)
+"""The notifications to send, a JSON object of channel: payload (``notify_json``)."""
+
+
+def appending(gate: FromClause | None) -> Appending:
+    """What appends the events of ``:events`` (a JSON array) inside a larger
+    statement and sends the notifications of ``:notify``, only if ``gate`` (a CTE
+    or subquery), when given, yields a row: the CTEs that take the ordering lock
+    (only when there are events) and insert the events, and the select-list items
+    (the last sequence number, the events channel's notification, the others). The
+    lock is held until the transaction ends, which should be soon after."""
+    locked_q = select(func.pg_advisory_xact_lock(_LOCK_KEY).label("locked"))
+    if gate is not None:
+        locked_q = locked_q.select_from(gate)
+    locked = locked_q.where(func.jsonb_array_length(cast(_EVENTS, JSONB)) > 0).cte("locked")
+    e = _recordset()
+    source = select(e.c.type, e.c.instance_id, e.c.tenant_id, e.c.before, e.c.after)
+    appended = (
+        insert(_E)
+        .from_select(
+            ["type", "instance_id", "tenant_id", "before", "after"],
+            source.select_from(locked).join(e, true()),
+        )
+        .returning(_E.c.seq, _E.c.instance_id, _E.c.after["phase"].astext.label("phase"))
+        .cte("appended")
+    )
+    return Appending([locked, appended], _notifications(appended, gate))
+
+
+def _notifications(appended: CTE, gate: FromClause | None) -> list[Label[Any]]:
+    """The last sequence number, the events channel's notification of what was
+    appended, and the notifications of ``:notify`` (only if ``gate`` yields a row)."""
+    ids = func.string_agg(
+        distinct(
+            " " + cast(appended.c.instance_id, Text) + func.coalesce("=" + appended.c.phase, "")
+        ),
+        "",
+    )
     # "<last seq> <instance id>[=<phase it went to>] ...", so listeners wake only
     # the waiters concerned; without ids (none, or too many to fit) everyone wakes
-    payload = (
-        f"max(seq)::text || coalesce(CASE WHEN length({ids}) < {_PAYLOAD_IDS_LIMIT} "
-        f"THEN {ids} END, '')"
+    payload = cast(func.max(appended.c.seq), Text) + func.coalesce(
+        case((func.length(ids) < _PAYLOAD_IDS_LIMIT, ids)), ""
     )
-    items = [
-        "(SELECT max(seq) FROM appended)",
-        f"(SELECT pg_notify(${first + 1}, {payload}) FROM appended HAVING count(*) > 0)",
+    pairs = func.jsonb_each_text(cast(_NOTIFY, JSONB)).table_valued("key", "value").alias("n")
+    others = select(func.count(func.pg_notify(pairs.c.key, pairs.c.value))).select_from(pairs)
+    if gate is not None:
+        others = others.select_from(gate)
+    return [
+        select(func.max(appended.c.seq)).scalar_subquery().label("last_seq"),
+        select(func.pg_notify(_CHANNEL, payload))
+        .select_from(appended)
+        .having(func.count() > 0)
+        .scalar_subquery()
+        .label("events_notified"),
+        others.scalar_subquery().label("notified"),
     ]
-    return ctes, items
 
 
-def append_events_sql(
-    events: list[dict[str, Any]],
-    first: int,
-    gate: str | None = None,
-    notify: Mapping[str, str] | None = None,
-) -> tuple[list[str], str, list[Any]]:
-    """What appends ``events`` and sends ``notify`` (channel: payload) inside a
-    larger statement, only if the CTE ``gate``, when given, yields a row: CTEs that
-    take the ordering lock and insert the events, the select-list items (the first
-    gives the last sequence number), and the parameters, numbered from ``$first``.
-    The lock is held until the transaction ends, which should be soon after."""
-    source = f" FROM {gate}" if gate else ""
-    ctes: list[str] = []
-    items = ["NULL::bigint"]
-    params: list[Any] = []
-    if events:
-        select = (
-            f"SELECT e.type, e.instance_id, e.tenant_id, e.before, e.after "
-            f"FROM locked, jsonb_to_recordset(${first + 2}::text::jsonb) "
-            "AS e(type text, instance_id uuid, tenant_id uuid, before jsonb, after jsonb)"
-        )
-        ctes, items = _appending(select, first, gate)
-        params = [int(LockKey.EVENTS), EVENTS_CHANNEL, json.dumps(events, default=str)]
-    for channel, payload in (notify or {}).items():
-        n = first + len(params)
-        items.append(f"(SELECT pg_notify(${n}, ${n + 1}){source})")
-        params += [channel, payload]
-    return ctes, ", ".join(items), params
+@dataclass(frozen=True)
+class Appending:
+    """The CTEs and select-list items of ``appending``."""
+
+    ctes: list[CTE]
+    items: list[Label[Any]]
 
 
-def append_selected_events_sql(
-    select: str, first: int, gate: str
-) -> tuple[list[str], str, list[Any]]:
-    """``append_events_sql`` for events that a query of the same statement yields:
-    ``select`` gives rows of (type, instance_id, tenant_id, before, after) and reads
-    the CTE ``locked`` (the ordering lock, taken only if the CTE ``gate`` yields a
-    row). Returns the CTEs, the select-list items and their parameters."""
-    ctes, items = _appending(select, first, gate)
-    return ctes, ", ".join(items), [int(LockKey.EVENTS), EVENTS_CHANNEL]
+def events_json(events: Sequence[Mapping[str, Any]]) -> str:
+    """The value of ``:events`` for ``events``."""
+    return json.dumps(list(events), default=str)
+
+
+def notify_json(notify: Mapping[str, str]) -> str:
+    """The value of ``:notify`` for ``notify`` (channel: payload)."""
+    return json.dumps(dict(notify))
+
+
+_E = table_of(Event)
+_LOCK_KEY = bindparam("events_lock", int(LockKey.EVENTS), type_=BigInteger)
+_CHANNEL = bindparam("events_channel", EVENTS_CHANNEL, type_=Text)
+
+
+def _append_all() -> Statement:
+    parts = appending(None)
+    return compiled("append_events", select(*parts.items).add_cte(*parts.ctes))
+
+
+_APPEND = _append_all()
 
 
 def defer_events(
@@ -139,7 +198,7 @@ def defer_events(
 ) -> None:
     """Leave a write's events and notifications to ``commit``: for a write inside a
     longer transaction, so the ordering lock is taken last and held only at the end
-    (a statement that commits by itself folds them in with ``append_events_sql``)."""
+    (a statement that commits by itself folds them in with ``appending``)."""
     session.info.setdefault(_PENDING_EVENTS, []).extend(events)
     session.info.setdefault(_PENDING_NOTIFY, {}).update(notify)
 
@@ -154,9 +213,9 @@ async def commit(session: AsyncSession) -> int | None:
     notifications: dict[str, str] = session.info.pop(_PENDING_NOTIFY, {})
     last_seq: int | None = None
     if events or notifications:
-        ctes, items, params = append_events_sql(events, first=1, notify=notifications)
-        sql = (f"WITH {', '.join(ctes)} " if ctes else "") + f"SELECT {items}"
-        last_seq = await (await driver(session)).fetchval(sql, *params)
+        last_seq = await _APPEND.fetchval(
+            await driver(session), events=events_json(events), notify=notify_json(notifications)
+        )
     await session.commit()
     return last_seq
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import Delete, delete, func, select, text, tuple_
+from sqlalchemy import Delete, delete, func, literal_column, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.locks import LockKey, try_lock
@@ -52,7 +52,10 @@ def _instances(older_than: timedelta, batch: int) -> Delete:
     doomed = (
         select(Instance.id)
         # a literal, so the partial index ix_instances_deleted serves it
-        .where(text("phase = 'deleted'"), Instance.phase_changed_at < func.now() - older_than)
+        .where(
+            Instance.phase == literal_column("'deleted'"),
+            Instance.phase_changed_at < func.now() - older_than,
+        )
         .limit(batch)
     )
     return delete(Instance).where(Instance.id.in_(doomed.scalar_subquery()))

@@ -1,102 +1,47 @@
-"""Instance and intent rows read and written with the driver (``db/driver.py``).
+"""Instance and intent rows read and written by lifecycle requests.
 
-These are the statements every lifecycle request and every reconcile pass runs,
-so they skip the ORM, and a request's write travels as one statement with its
-intent, events and notifications (committing by itself when nothing else in the
-unit of work began a transaction). Rows come back as transient ``Instance`` and
-``Intent`` objects (not in the session: changing one changes nothing in the
-database). Column names in the generated SQL come from the callers' code, never
-from input.
+These are the statements every lifecycle request runs, so they are compiled once
+(``db/statements.py``) and sent with the driver (``db/driver.py``), and a
+request's write travels as one statement with its intent, events and
+notifications (committing by itself when nothing else in the unit of work began a
+transaction). Rows come back as transient ``Instance`` and ``Intent`` objects (not
+in the session: changing one changes nothing in the database).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
+from sqlalchemy import (
+    CTE,
+    Boolean,
+    Select,
+    String,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
-from chroma_orch.db.models import Instance, Intent
-from chroma_orch.db.outbox import append_events_sql, defer_events
+from chroma_orch.db.models import Instance, Intent, table_of
+from chroma_orch.db.outbox import appending, defer_events, events_json, notify_json
+from chroma_orch.db.statements import Statement, compiled
 
-NOW = object()
-"""A value that stands for the database's ``now()``."""
-
-_JSONB = frozenset({"spec", "handle", "last_handle"})
-_INTENT_FILLED = "created_at AS intent_created_at, updated_at AS intent_updated_at"
-"""What the database fills in on a new intent, named apart from instance columns."""
-_INTENT_COLUMNS = tuple(Intent.__table__.columns.keys())
-_INTENT_COLUMNS_SQL = ", ".join(_INTENT_COLUMNS)
-_REUSED = (
-    "reused AS (SELECT " + _INTENT_COLUMNS_SQL + " FROM intents "
-    "WHERE instance_id = $1 AND target_generation = ${g} AND status = ANY(${s}) "
-    "AND EXISTS (SELECT FROM current) ORDER BY created_at DESC LIMIT 1)"
-)
-"""The intent a repeated request is answered with (see ``add_intent``)."""
-
-
-def _param(column: str, value: Any) -> Any:
-    return json.dumps(value) if column in _JSONB and value is not None else value
-
-
-def _assignments(values: Mapping[str, Any], first: int) -> tuple[list[str], list[Any]]:
-    """``column = $n`` for each value (``now()`` for ``NOW``), and the parameters."""
-    parts, params = [], []
-    for column, value in values.items():
-        if value is NOW:
-            parts.append(f"{column} = now()")
-            continue
-        params.append(_param(column, value))
-        parts.append(f"{column} = ${first + len(params) - 1}")
-    return parts, params
-
-
-def _insert_sql(
-    table: str, values: Mapping[str, Any], first: int, source: str
-) -> tuple[str, list[Any]]:
-    """``INSERT INTO table ... SELECT <values> FROM source``: one row per row of
-    ``source`` (a CTE, and a condition), so the insert happens only if it yields one."""
-    placeholders = ", ".join(f"${first + n}" for n in range(len(values)))
-    sql = f"INSERT INTO {table} ({', '.join(values)}) SELECT {placeholders} FROM {source}"
-    return sql, [_param(column, value) for column, value in values.items()]
-
-
-_INSTANCE_COLUMNS = tuple(Instance.__table__.columns.keys())
-INSTANCE_COLUMNS_SQL = ", ".join(_INSTANCE_COLUMNS)
-"""The columns this code knows, named (not ``*``): a replica still running the
-previous release keeps working while a newer one adds a column."""
-
-
-def instance_columns_sql(alias: str) -> str:
-    """``INSTANCE_COLUMNS_SQL`` qualified with a table ``alias``."""
-    return ", ".join(f"{alias}.{column}" for column in _INSTANCE_COLUMNS)
-
-
-def update_instance_sql(
-    values: Mapping[str, Any],
-    *,
-    lease_owner: str | None = None,
-    generation: int | None = None,
-    first: int = 1,
-) -> tuple[str, list[Any]]:
-    """``UPDATE instances`` of ``values`` (and ``updated_at``) where ``id = $first``,
-    ``RETURNING id, next_reconcile_at``, and its parameters (those after the id).
-    With ``lease_owner``, only while that replica holds the instance's lease; with
-    ``generation``, only while the instance is still at that generation."""
-    parts, params = _assignments({**values, "updated_at": NOW}, first=first + 1)
-    where = f"id = ${first}"
-    if lease_owner is not None:
-        params.append(lease_owner)
-        where += f" AND lease_owner = ${first + len(params)}"
-    if generation is not None:
-        params.append(generation)
-        where += f" AND generation = ${first + len(params)}"
-    sql = f"UPDATE instances SET {', '.join(parts)} WHERE {where} RETURNING id, next_reconcile_at"
-    return sql, params
+INSTANCES = table_of(Instance)
+INTENTS = table_of(Intent)
+_INSTANCE_COLUMNS = tuple(INSTANCES.columns.keys())
 
 
 def instance_of(row: asyncpg.Record) -> Instance:
@@ -104,87 +49,207 @@ def instance_of(row: asyncpg.Record) -> Instance:
     return Instance(**{column: row[column] for column in _INSTANCE_COLUMNS})
 
 
-def _intent_of(values: Mapping[str, Any], row: asyncpg.Record) -> Intent:
-    return Intent(
-        **values,
-        created_at=row["intent_created_at"],
-        updated_at=row["intent_updated_at"],
-    )
+def _intent_of(row: asyncpg.Record) -> Intent:
+    return Intent(**{column: row[column] for column in INTENTS.columns.keys()})
+
+
+_FETCH = compiled("fetch_instance", select(INSTANCES).where(INSTANCES.c.id == bindparam("id")))
+_FETCH_FOR_UPDATE = compiled(
+    "fetch_instance_for_update",
+    select(INSTANCES).where(INSTANCES.c.id == bindparam("id")).with_for_update(),
+)
 
 
 async def fetch_instance(
     session: AsyncSession, instance_id: uuid.UUID, *, for_update: bool = False
 ) -> Instance | None:
-    lock = " FOR UPDATE" if for_update else ""
     con = await driver(session, begin=for_update)
-    sql = f"SELECT {INSTANCE_COLUMNS_SQL} FROM instances WHERE id = $1{lock}"
-    row = await con.fetchrow(sql, instance_id)
+    statement = _FETCH_FOR_UPDATE if for_update else _FETCH
+    row = await statement.fetchrow(con, id=instance_id)
     return None if row is None else instance_of(row)
 
 
-async def _with_events(
-    session: AsyncSession,
-    params: list[Any],
-    events: list[dict[str, Any]],
-    notify: Mapping[str, str],
-    gate: str,
-) -> tuple[asyncpg.Connection, list[str], str, Callable[[], None]]:
-    """The connection, the CTEs and select items that append ``events`` and send
-    ``notify`` once ``gate`` yields a row (their parameters added to ``params``),
-    and what to call once the write succeeded: inside a longer transaction the
-    events are not folded in but left to ``commit`` (see ``defer_events``)."""
-    con = await driver(session, begin=False)
-    deferred = con.is_in_transaction()
-    appending, items, event_params = append_events_sql(
-        [] if deferred else events, len(params) + 1, gate=gate, notify={} if deferred else notify
+def _values(table: Any, columns: Sequence[str], prefix: str = "") -> list[Any]:
+    """A bind parameter for each of ``columns``, typed as the column."""
+    return [bindparam(prefix + name, type_=table.c[name].type) for name in columns]
+
+
+_NEW_INSTANCE = (
+    "id", "tenant_id", "name", "runtime", "spec", "desired_state", "phase", "generation",
+    "observed_generation", "restart_generation", "restart_count", "error_count",
+    "keep_data", "idle_timeout_seconds", "wake_on_request",
+)  # fmt: skip
+"""The columns a new instance is written with (the others have server defaults)."""
+_NEW_INTENT = (
+    "id", "instance_id", "tenant_id", "action", "target_generation", "status",
+    "completed_at", "idempotency_key", "request_hash", "attempts",
+)  # fmt: skip
+"""The columns a new intent is written with; their parameters are ``intent_<name>``."""
+
+
+def create_instance_statement(name: str, admission: Select[Any]) -> Statement:
+    """The statement writing a new instance, its first intent, its events and
+    notifications, only if ``admission`` (one row with a boolean ``admitted``)
+    admits it. Answers the admission row, and the new rows (NULL if refused)."""
+    admitted = admission.cte("admission")
+    instance = (
+        insert(INSTANCES)
+        .from_select(
+            _NEW_INSTANCE, select(*_values(INSTANCES, _NEW_INSTANCE)).where(admitted.c.admitted)
+        )
+        .returning(*INSTANCES.c)
+        .cte("instance")
     )
-    params += event_params
-
-    def written() -> None:
-        if deferred:
-            defer_events(session, events, notify)
-
-    return con, appending, items, written
+    intent = (
+        insert(INTENTS)
+        .from_select(
+            _NEW_INTENT,
+            select(*_values(INTENTS, _NEW_INTENT, "intent_")).select_from(instance),
+        )
+        .returning(
+            INTENTS.c.created_at.label("intent_created_at"),
+            INTENTS.c.updated_at.label("intent_updated_at"),
+        )
+        .cte("intent")
+    )
+    events = appending(instance)
+    query = (
+        select(admitted, instance, intent, *events.items)
+        .select_from(admitted)
+        .outerjoin(instance, true())
+        .outerjoin(intent, true())
+        .add_cte(*events.ctes)
+    )
+    return compiled(name, query)
 
 
 async def insert_instance(
     session: AsyncSession,
+    statement: Statement,
     values: Mapping[str, Any],
     intent: Mapping[str, Any],
     *,
-    admission: tuple[str, list[Any]],
+    admission: Mapping[str, Any],
     events: list[dict[str, Any]],
     notify: Mapping[str, str],
 ) -> tuple[asyncpg.Record, tuple[Instance, Intent] | None]:
     """A new instance (``values`` with its ``id``) and its first intent (without
-    ``instance_id``), its events and notifications, in one statement, written
-    only if ``admission`` (a query on ``$1``... answering one row with a boolean
-    ``admitted``) admits it. Returns the admission row, and the new rows unless
-    refused."""
-    sql, params = admission
+    ``instance_id``), its events and notifications, in one ``statement``
+    (``create_instance_statement``) with the ``admission`` parameters. Returns the
+    admission row, and the new rows unless refused."""
     intent_values = {"id": uuid.uuid4(), "instance_id": values["id"], **intent}
-    instance_sql, instance_params = _insert_sql(
-        "instances", values, len(params) + 1, "admission WHERE admitted"
-    )
-    params = [*params, *instance_params]
-    intent_sql, intent_params = _insert_sql("intents", intent_values, len(params) + 1, "instance")
-    params += intent_params
-    con, appending, items, written = await _with_events(session, params, events, notify, "instance")
-    ctes = [
-        f"admission AS ({sql})",
-        f"instance AS ({instance_sql} RETURNING {INSTANCE_COLUMNS_SQL})",
-        f"intent AS ({intent_sql} RETURNING {_INTENT_FILLED})",
-        *appending,
-    ]
-    row = await con.fetchrow(
-        f"WITH {', '.join(ctes)} SELECT admission.*, instance.*, intent.*, {items} "
-        "FROM admission LEFT JOIN instance ON true LEFT JOIN intent ON true",
-        *params,
-    )
+    params = {**admission, **values, **{f"intent_{k}": v for k, v in intent_values.items()}}
+    row = await _write_with_events(session, statement, params, events, notify)
     if row["id"] is None:
         return row, None
-    written()
-    return row, (instance_of(row), _intent_of(intent_values, row))
+    created = Intent(
+        **intent_values,
+        created_at=row["intent_created_at"],
+        updated_at=row["intent_updated_at"],
+    )
+    return row, (instance_of(row), created)
+
+
+async def _write_with_events(
+    session: AsyncSession,
+    statement: Statement,
+    params: Mapping[str, Any],
+    events: list[dict[str, Any]],
+    notify: Mapping[str, str],
+) -> asyncpg.Record:
+    """Run ``statement`` (one that appends ``:events`` and sends ``:notify`` when it
+    writes, and answers ``id``), as a unit of its own when nothing began a
+    transaction; inside a longer one, the events and notifications are left to
+    ``commit`` once the statement wrote (see ``defer_events``)."""
+    con = await driver(session, begin=False)
+    deferred = con.is_in_transaction()
+    folded = {
+        "events": events_json([] if deferred else events),
+        "notify": notify_json({} if deferred else notify),
+    }
+    row = await statement.fetchrow(con, **params, **folded)
+    assert row is not None
+    if deferred and row["id"] is not None:
+        defer_events(session, events, notify)
+    return row
+
+
+# -- a new intent for an existing instance -------------------------------------
+
+_AT_GENERATION = and_(
+    INSTANCES.c.id == bindparam("instance_id"), INSTANCES.c.generation == bindparam("generation")
+)
+_CHANGE = {
+    "desired_state": bindparam("desired_state", type_=String),
+    "generation": bindparam("new_generation", type_=INSTANCES.c.generation.type),
+    "culled_at": bindparam("culled_at", type_=INSTANCES.c.culled_at.type),
+    "restart_generation": func.coalesce(
+        bindparam("restart_generation", type_=INSTANCES.c.restart_generation.type),
+        INSTANCES.c.restart_generation,
+    ),
+    "restart_count": func.coalesce(
+        bindparam("restart_count", type_=INSTANCES.c.restart_count.type),
+        INSTANCES.c.restart_count,
+    ),
+    "keep_data": func.coalesce(bindparam("keep_data", type_=Boolean), INSTANCES.c.keep_data),
+}
+"""A desired-state change (``restart_generation``, ``restart_count`` and
+``keep_data`` kept when NULL)."""
+
+
+def _current(change: bool, touch: bool) -> CTE:
+    """The instance, still at ``:generation``: changed (and due), made due, or read."""
+    if not (change or touch):
+        return select(INSTANCES.c.id).where(_AT_GENERATION).cte("current")
+    values: dict[str, Any] = {"next_reconcile_at": func.now(), "updated_at": func.now()}
+    if change:
+        values |= _CHANGE
+    return (update(INSTANCES).where(_AT_GENERATION).values(values).returning(INSTANCES.c.id)).cte(
+        "current"
+    )
+
+
+def _add_intent_statement(name: str, *, change: bool, touch: bool, reuse: bool) -> Statement:
+    """A new intent after ``_current``; with ``reuse``, the instance's latest intent
+    for ``:generation`` in one of ``:reuse`` (statuses) instead, if there is one."""
+    current = _current(change, touch)
+    source = select(*_values(INTENTS, _NEW_INTENT, "intent_")).select_from(current)
+    reused = None
+    if reuse:
+        reused = (
+            select(INTENTS)
+            .where(
+                INTENTS.c.instance_id == bindparam("instance_id"),
+                INTENTS.c.target_generation == bindparam("generation"),
+                INTENTS.c.status == func.any(bindparam("reuse", type_=ARRAY(String))),
+                exists(select(current.c.id)),
+            )
+            .order_by(INTENTS.c.created_at.desc())
+            .limit(1)
+            .cte("reused")
+        )
+        source = source.where(~exists(select(literal(1)).select_from(reused)))
+    inserted = (
+        insert(INTENTS).from_select(_NEW_INTENT, source).returning(*INTENTS.c).cte("inserted")
+    )
+    answers: Any = select(inserted)
+    if reused is not None:
+        answers = union_all(answers, select(reused))
+    intent = answers.cte("intent")
+    events = appending(intent)
+    one = select(literal(1).label("one")).subquery("one")
+    query = select(intent, *events.items).select_from(one).outerjoin(intent, true())
+    return compiled(name, query.add_cte(*events.ctes))
+
+
+_ADD_INTENT = {
+    (True, True): _add_intent_statement("intent_changed", change=True, touch=True, reuse=False),
+    (False, True): _add_intent_statement("intent_repeated", change=False, touch=True, reuse=True),
+    (False, False): _add_intent_statement(
+        "intent_converged", change=False, touch=False, reuse=True
+    ),
+}
+"""(a change, the instance made due) for each kind of request ``add_intent`` writes."""
 
 
 async def add_intent(
@@ -192,50 +257,45 @@ async def add_intent(
     intent: Mapping[str, Any],
     *,
     generation: int,
-    instance_changes: Mapping[str, Any] | None,
+    change: Mapping[str, Any] | None,
+    due: bool,
     events: list[dict[str, Any]],
     notify: Mapping[str, str],
     reuse: Sequence[str] = (),
 ) -> Intent | None:
-    """A new intent (with its instance's changes, events and notifications) in one
-    statement, only while the instance is still at ``generation``: None when it
-    moved on meanwhile (read it again and decide again). With ``reuse`` (statuses),
-    the instance's latest intent for ``generation`` in one of them, if there is one,
-    is the answer instead and nothing is inserted (a repeated request)."""
-    values = {"id": uuid.uuid4(), **intent}
-    if instance_changes is not None:
-        current, params = update_instance_sql(instance_changes, generation=generation)
+    """A new intent (with its instance's desired-state ``change`` — the ``_CHANGE``
+    parameters — or with ``due``, the instance only made due; its events and
+    notifications) in one statement, only while the instance is still at
+    ``generation``: None when it moved on meanwhile (read it again and decide
+    again). Without a change, the instance's latest intent for ``generation`` in
+    one of ``reuse`` (statuses), if there is one, is the answer instead and nothing
+    is inserted (a repeated request)."""
+    statement = _ADD_INTENT[(change is not None, due or change is not None)]
+    params: dict[str, Any] = {"generation": generation, "instance_id": intent["instance_id"]}
+    params |= {f"intent_{k}": v for k, v in {"id": uuid.uuid4(), **intent}.items()}
+    if change is not None:
+        params |= {"restart_generation": None, "restart_count": None, "keep_data": None}
+        params |= change
     else:
-        current, params = "SELECT id FROM instances WHERE id = $1 AND generation = $2", [generation]
-    params = [values["instance_id"], *params]
-    ctes = [f"current AS ({current})"]
-    source = "current"
-    if reuse:
-        params += [generation, list(reuse)]
-        ctes.append(_REUSED.format(g=len(params) - 1, s=len(params)))
-        source = "current WHERE NOT EXISTS (SELECT FROM reused)"
-    intent_sql, intent_params = _insert_sql("intents", values, len(params) + 1, source)
-    params += intent_params
-    ctes.append(f"inserted AS ({intent_sql} RETURNING {_INTENT_COLUMNS_SQL})")
-    union = " UNION ALL SELECT * FROM reused" if reuse else ""
-    ctes.append(f"intent AS (SELECT * FROM inserted{union})")
-    con, appending, items, written = await _with_events(session, params, events, notify, "intent")
-    row = await con.fetchrow(
-        f"WITH {', '.join([*ctes, *appending])} SELECT intent.*, {items} "
-        "FROM (SELECT 1) AS one LEFT JOIN intent ON true",
-        *params,
-    )
-    if row["id"] is None:
-        return None
-    written()
-    return Intent(**{column: row[column] for column in _INTENT_COLUMNS})
+        params["reuse"] = list(reuse)
+    row = await _write_with_events(session, statement, params, events, notify)
+    return None if row["id"] is None else _intent_of(row)
 
 
-async def update_instance(
+class KEEP:
+    """A setting ``update_settings`` leaves as it is."""
+
+
+async def update_settings(
     session: AsyncSession,
     instance_id: uuid.UUID,
-    values: Mapping[str, Any],
-) -> bool:
-    """Set ``values`` (see ``update_instance_sql``). True if the row was updated."""
-    sql, params = update_instance_sql(values)
-    return await (await driver(session)).fetchval(sql, instance_id, *params) is not None
+    idle_timeout_seconds: int | None | type[KEEP] = KEEP,
+    wake_on_request: bool | type[KEEP] = KEEP,
+) -> None:
+    """Change an instance's settings that need no restart (``KEEP``: unchanged)."""
+    values: dict[Any, Any] = {INSTANCES.c.updated_at: func.now()}
+    if idle_timeout_seconds is not KEEP:
+        values[INSTANCES.c.idle_timeout_seconds] = idle_timeout_seconds
+    if wake_on_request is not KEEP:
+        values[INSTANCES.c.wake_on_request] = wake_on_request
+    await session.execute(update(INSTANCES).where(INSTANCES.c.id == instance_id).values(values))

@@ -17,16 +17,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select, text
+from sqlalchemy import Integer, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db import rows
 from chroma_orch.db.hub import EventHub, wait_for_event
 from chroma_orch.db.locks import NamedLock, lock
-from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus
+from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus, Tenant
 from chroma_orch.db.outbox import INTENTS_CHANNEL, event_row
 from chroma_orch.domain.limits import (
-    ON_THEIR_WAY_UP_SQL,
+    ON_THEIR_WAY_UP,
     check_concurrent_starts,
     enforce_start_cap,
 )
@@ -47,6 +47,7 @@ from chroma_orch.domain.states import (
     changes_desired,
     check_action,
 )
+from chroma_orch.domain.status import endpoint_of, failure_of
 from chroma_orch.errors import (
     BadRequestError,
     ConflictError,
@@ -66,15 +67,12 @@ class InstancePolicy:
 
 
 def to_read(instance: Instance, policy: InstancePolicy) -> InstanceRead:
-    endpoint = None
-    if instance.endpoint_host and instance.endpoint_port:
-        url = f"http://{instance.endpoint_host}:{instance.endpoint_port}"
-        endpoint = EndpointRead(host=instance.endpoint_host, port=instance.endpoint_port, url=url)
-    failure = None
-    if instance.failure_reason:
-        failure = FailureRead(
-            reason=instance.failure_reason, message=instance.failure_message or ""
-        )
+    endpoint, failure = None, None
+    if (address := endpoint_of(instance)) is not None:
+        host, port = address
+        endpoint = EndpointRead(host=host, port=port, url=f"http://{host}:{port}")
+    if (failed := failure_of(instance)) is not None:
+        failure = FailureRead(reason=failed[0], message=failed[1])
     return InstanceRead(
         id=instance.id,
         name=instance.name,
@@ -96,6 +94,14 @@ def to_read(instance: Instance, policy: InstancePolicy) -> InstanceRead:
         updated_at=instance.updated_at,
         phase_changed_at=instance.phase_changed_at,
     )
+
+
+def _change_params(changes: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``changes`` (from ``_change``) as ``rows.add_intent``'s change parameters."""
+    if changes is None:
+        return None
+    params = {k: v for k, v in changes.items() if k != "generation"}
+    return params | {"new_generation": changes["generation"]}
 
 
 def desired_snapshot(instance: Instance) -> dict[str, object]:
@@ -128,19 +134,30 @@ def request_fingerprint(data: InstanceCreate, tenant_id: uuid.UUID) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-_LIVE = f"(tenant_id = $1 AND desired_state <> '{DesiredState.DELETED.value}')"
-_ADMIT = f"""
-SELECT tenant_count, same_name, starts,
-       same_name = 0 AND tenant_count < $3 AND starts < $4 AS admitted
-FROM (
-    SELECT count(*) FILTER (WHERE {_LIVE}) AS tenant_count,
-           count(*) FILTER (WHERE {_LIVE} AND name = $2) AS same_name,
-           count(*) FILTER (WHERE {ON_THEIR_WAY_UP_SQL}) AS starts
-    FROM instances WHERE {_LIVE} OR {ON_THEIR_WAY_UP_SQL}
-) AS counts
-"""
-"""A new instance needs a free name, room in the tenant's quota ($3) and room
-under the service-wide cap on starts ($4); one query answers all three."""
+_LIVE = and_(
+    Instance.tenant_id == bindparam("tenant_id"),
+    Instance.desired_state != DesiredState.DELETED.value,
+)
+_COUNTS = (
+    select(
+        func.count().filter(_LIVE).label("tenant_count"),
+        func.count().filter(_LIVE, Instance.name == bindparam("name")).label("same_name"),
+        func.count().filter(ON_THEIR_WAY_UP).label("starts"),
+    )
+    .where(or_(_LIVE, ON_THEIR_WAY_UP))
+    .subquery("counts")
+)
+_ADMIT = select(
+    _COUNTS,
+    and_(
+        _COUNTS.c.same_name == 0,
+        _COUNTS.c.tenant_count < bindparam("max_per_tenant", type_=Integer),
+        _COUNTS.c.starts < bindparam("max_starts", type_=Integer),
+    ).label("admitted"),
+)
+"""A new instance needs a free name, room in the tenant's quota and room under
+the service-wide cap on starts; one query answers all three."""
+_CREATE = rows.create_instance_statement("create_instance", _ADMIT)
 _RACE_RETRIES = 5
 
 
@@ -160,7 +177,7 @@ def _refuse(counts: Mapping[str, Any], name: str, policy: InstancePolicy) -> Non
 
 
 def _change(
-    action: Action, instance: Instance, keep_data: bool
+    action: Action, instance: Instance, keep_data: bool, culled_at: datetime | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Apply a request that changes the desired state to ``instance``: the columns
     it writes, and its event."""
@@ -169,7 +186,7 @@ def _change(
     changes: dict[str, Any] = {
         "desired_state": ACTION_TARGETS[action].value,
         "generation": generation,
-        "culled_at": None,  # a request from a person: not idle any more
+        "culled_at": culled_at,  # None: a request from a person, not idle any more
     }
     if action is Action.RESTART:
         changes["restart_generation"] = generation
@@ -259,6 +276,7 @@ class InstanceService:
         try:
             counts, written = await rows.insert_instance(
                 self.session,
+                _CREATE,
                 {
                     "id": instance_id,
                     "tenant_id": tenant_id,
@@ -276,7 +294,7 @@ class InstanceService:
                     "wake_on_request": data.wake_on_request,
                 },
                 _intent_values(tenant_id, Action.CREATE, 1, False, idempotency_key, fingerprint),
-                admission=(_ADMIT, [tenant_id, data.name, *limits]),
+                admission={"max_per_tenant": limits[0], "max_starts": limits[1]},
                 events=[created],
                 notify={INTENTS_CHANNEL: str(instance_id)},
             )
@@ -301,7 +319,12 @@ class InstanceService:
         raise ConflictError("the instance kept changing while this request was applied")
 
     async def apply(
-        self, instance: Instance, action: Action, *, keep_data: bool = False
+        self,
+        instance: Instance,
+        action: Action,
+        *,
+        keep_data: bool = False,
+        culled_at: datetime | None = None,
     ) -> tuple[Instance, Intent] | None:
         """Write the action's desired state, intent and event, in one statement, if
         ``instance`` is still at the generation it was read at (else None). A repeat
@@ -315,7 +338,7 @@ class InstanceService:
         if changes_desired(action, desired, phase):
             if action in (Action.START, Action.RESTART):
                 await check_concurrent_starts(self.session, self.policy.max_concurrent_starts)
-            changes, event = _change(action, instance, keep_data)
+            changes, event = _change(action, instance, keep_data, culled_at)
             events.append(event)
         converged = changes is None and instance.observed_generation >= instance.generation
         target = instance.generation  # the new one, for a change
@@ -326,9 +349,8 @@ class InstanceService:
             generation=generation,
             # Due again even for a repeat: if the reconciler is finishing this very
             # instance, it must come back for an intent its last write did not see.
-            instance_changes=None
-            if converged
-            else {**(changes or {}), "next_reconcile_at": rows.NOW},
+            change=_change_params(changes),
+            due=not converged,
             events=events,
             notify={} if converged else {INTENTS_CHANNEL: str(instance.id)},
             reuse=() if changes else tuple(IntentStatus) if converged else OPEN_INTENT,
@@ -344,7 +366,12 @@ class InstanceService:
             if not (field == "wake_on_request" and value is None)
         }
         if changes:
-            await rows.update_instance(self.session, instance.id, changes)
+            await rows.update_settings(
+                self.session,
+                instance.id,
+                changes.get("idle_timeout_seconds", rows.KEEP),
+                changes.get("wake_on_request", rows.KEEP),
+            )
             for field, value in changes.items():
                 setattr(instance, field, value)
         return instance
@@ -397,9 +424,7 @@ class InstanceService:
         return instance, intent
 
     async def _require_tenant(self, tenant_id: uuid.UUID) -> None:
-        found = await self.session.scalar(
-            text("SELECT 1 FROM tenants WHERE id = :id"), {"id": tenant_id}
-        )
+        found = await self.session.scalar(select(Tenant.id).where(Tenant.id == tenant_id))
         if found is None:
             raise NotFoundError(f"tenant {tenant_id} not found")
 

@@ -10,10 +10,10 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chroma_orch.db.models import Instance
+from chroma_orch.db.models import Instance, table_of
+from chroma_orch.db.statements import one_of
 from chroma_orch.domain.states import DesiredState, Phase
 from chroma_orch.errors import RateLimitedError, TooManyAuthFailuresError, TooManyStartsError
 
@@ -98,17 +98,10 @@ def _client_key(client: str) -> str:
     return str(address)
 
 
-ON_THEIR_WAY_UP = (Instance.desired_state == DesiredState.RUNNING) & Instance.phase.in_(
-    (Phase.PENDING, Phase.STARTING)
+ON_THEIR_WAY_UP = (Instance.desired_state == DesiredState.RUNNING.value) & one_of(
+    table_of(Instance).c.phase, (Phase.PENDING.value, Phase.STARTING.value)
 )
 """Instances that count against the service-wide cap on concurrent starts."""
-ON_THEIR_WAY_UP_SQL = str(
-    ON_THEIR_WAY_UP.compile(
-        dialect=postgresql.dialect(),  # type: ignore[no-untyped-call]
-        compile_kwargs={"literal_binds": True},
-    )
-)
-"""The same condition as SQL, for statements sent with the driver."""
 
 
 def enforce_start_cap(starting: int, limit: int) -> None:

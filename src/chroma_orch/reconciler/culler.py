@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.locks import LockKey, try_lock
-from chroma_orch.db.models import Instance, Tenant
+from chroma_orch.db.models import Instance, Tenant, table_of
 from chroma_orch.db.outbox import commit, record_event
+from chroma_orch.db.rows import instance_of
 from chroma_orch.domain.instances import InstancePolicy, InstanceService
 from chroma_orch.domain.principal import SYSTEM
 from chroma_orch.domain.states import Action, DesiredState, Phase
@@ -47,8 +48,8 @@ async def _idle(session: AsyncSession, default_timeout: int) -> list[tuple[Insta
         Instance.idle_timeout_seconds, Tenant.idle_timeout_seconds, default_timeout
     )
     last_seen = func.coalesce(Instance.last_activity_at, Instance.phase_changed_at)
-    rows = await session.execute(
-        select(Instance, timeout)
+    found = await session.execute(
+        select(*table_of(Instance).c, timeout.label("timeout"))
         .join(Tenant, Tenant.id == Instance.tenant_id)
         .where(
             Instance.desired_state == DesiredState.RUNNING,
@@ -59,16 +60,18 @@ async def _idle(session: AsyncSession, default_timeout: int) -> list[tuple[Insta
         .with_for_update(of=Instance, skip_locked=True)
         .limit(500)
     )
-    return [(row[0], int(row[1])) for row in rows]
+    # transient rows: the stop below writes them, once
+    return [(instance_of(row._mapping), int(row.timeout)) for row in found]
 
 
 async def _cull(
     session: AsyncSession, policy: InstancePolicy, instance: Instance, timeout: int
 ) -> None:
     last_seen = instance.last_activity_at or instance.phase_changed_at
-    idle = (datetime.now(UTC) - last_seen).total_seconds()
-    await InstanceService(session, SYSTEM, policy).apply(instance, Action.STOP)
-    instance.culled_at = datetime.now(UTC)
+    now = datetime.now(UTC)
+    idle = (now - last_seen).total_seconds()
+    # the stop and culled_at in one write
+    await InstanceService(session, SYSTEM, policy).apply(instance, Action.STOP, culled_at=now)
     record_event(
         session,
         type="instance.culled",
@@ -81,4 +84,3 @@ async def _cull(
             "wake_on_request": instance.wake_on_request,
         },
     )
-    await session.flush()

@@ -15,19 +15,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chroma_orch.db import instance_writes as writes
+from chroma_orch.db.instance_writes import Fence, FencedWrite
 from chroma_orch.db.models import Instance
 from chroma_orch.db.outbox import commit, event_row
 from chroma_orch.domain.states import DesiredState, Phase, check_phase
-from chroma_orch.reconciler import queue
-from chroma_orch.reconciler.ports import (
-    NoPortAvailableError,
-    allocate_port,
-    pick_unused_port,
-    port_is_free,
-    port_pool,
-    reserve_port,
-)
-from chroma_orch.reconciler.views import status_view
+from chroma_orch.domain.status import status_view
+from chroma_orch.errors import NoPortAvailableError
 from chroma_orch.runtimes.base import (
     Endpoint,
     Handle,
@@ -75,16 +69,12 @@ class InstanceReconciler:
         runtime: Runtime,
         sessions: async_sessionmaker[AsyncSession],
         settings: Settings,
-        reserved_port: int | None = None,
     ) -> None:
         self.inst = inst
         self.runtime = runtime
         self.sessions = sessions
         self.settings = settings
         self.owner = settings.reconciler.replica_id
-        self.reserved_port = reserved_port
-        """The port reserved for this pass (by the claim, or when recording
-        "starting"), so recording it again costs nothing."""
         self.due_again = False
         """Whether the write that gave the lease back found the instance due again
         (a request came in while this pass worked on it)."""
@@ -93,22 +83,19 @@ class InstanceReconciler:
 
     async def write(
         self,
+        op: FencedWrite,
         *,
         phase: Phase | None = None,
-        settle: str | bool | None = False,
         event: tuple[str, dict[str, Any]] | None = None,
-        port: str | int | None = None,
-        release: bool = False,
+        error: str | None = None,
         **values: Any,
-    ) -> int | None:
-        """Write reconciler-owned columns (and a phase change with its event) at once.
+    ) -> None:
+        """Record ``op`` (a named status write of ``db.instance_writes``): its columns
+        (``values``; the others it lists keep their current values), a phase change
+        and the events the change makes, at once.
 
-        ``settle``: False leaves intents open; None settles them as succeeded; a
-        string settles them as failed with that error. ``port``: "allocate" reserves
-        a port (the instance's own, else a free one) and returns it,
-        "release" frees the instance's port, an int records exactly that one.
-        ``release``: give the lease back in the same statement (for a write that
-        ends the pass, converged).
+        ``error``: the error an operation that settles the intents fails them with
+        (None: they succeeded).
         """
         inst = self.inst
         before = status_view(inst)
@@ -118,13 +105,29 @@ class InstanceReconciler:
             values.setdefault("phase_changed_at", datetime.now(UTC))
         if "handle" in values and values["handle"] is None and inst.handle is not None:
             values["last_handle"] = inst.handle  # keep where its logs are
-        lease = {"lease_owner": None, "lease_expires_at": None, "error_count": 0}
-        settles = None
-        if settle is not False:
-            error = settle if isinstance(settle, str) else None
-            settles = (values.get("observed_generation", inst.observed_generation), error)
         for key, value in values.items():
             setattr(inst, key, value)
+        columns = {column: getattr(inst, column) for column in op.columns}
+        events = self._events(before, event)
+        async with self.sessions() as session:
+            written = await op.run(
+                session,
+                Fence(inst.id, self.owner),
+                columns,
+                events=events,
+                settle=(inst.observed_generation, error) if op.settles else None,
+            )
+            if written is None:
+                raise LeaseLostError(str(inst.id))
+            if op.releases_lease:
+                self.due_again = written.due
+            await commit(session)  # commits nothing more: the write was one statement
+
+    def _events(
+        self, before: dict[str, Any], event: tuple[str, dict[str, Any]] | None
+    ) -> list[dict[str, Any]]:
+        """The events of a write: the status change from ``before``, and ``event``."""
+        inst = self.inst
         events = []
         if before != status_view(inst):
             changed = "phase_changed" if before["phase"] != inst.phase else "status_changed"
@@ -143,43 +146,7 @@ class InstanceReconciler:
                     type=event[0], instance_id=inst.id, tenant_id=inst.tenant_id, after=event[1]
                 )
             )
-        fenced = values | lease if release else values
-        guess = self._pick_port() if port == "allocate" else None
-        async with self.sessions() as session:
-            written = await queue.fenced_update(
-                session,
-                inst.id,
-                self.owner,
-                fenced,
-                settle=settles,
-                events=events,
-                reserve_port=None if guess is None else (guess, port_pool(self.settings)),
-                free_port=port == "release",
-                alone=not isinstance(port, int),  # one statement: no BEGIN/COMMIT
-            )
-            if written is None:
-                raise LeaseLostError(str(inst.id))
-            if release:
-                self.due_again = bool(written["due"])
-            if isinstance(port, int):
-                await reserve_port(session, inst.id, port)
-            await commit(session)  # appends the events last when they were not folded in
-        allocated = None
-        if port == "allocate":
-            allocated = written["reserved"] if guess is not None else None
-            if allocated is None:  # it held a port, the pick was taken meanwhile, or no pick
-                allocated = await self._allocate_port()
-            self.reserved_port = allocated
-        elif port == "release":
-            self.reserved_port = None
-        return allocated
-
-    async def _allocate_port(self) -> int:
-        """A port for the instance the slow way (its own, if still free, or a scan)."""
-        async with self.sessions() as session:
-            allocated = await allocate_port(session, self.inst.id, port_pool(self.settings))
-            await session.commit()
-        return allocated
+        return events
 
     # -- the decision --------------------------------------------------------
 
@@ -216,7 +183,7 @@ class InstanceReconciler:
         if not self._live(observation) or handle is None:
             return None
         if self.inst.phase != Phase.STOPPING:
-            await self.write(phase=Phase.STOPPING)
+            await self.write(writes.RECORD_STOPPING, phase=Phase.STOPPING)
         draining = self._drain_left()
         if draining > 0:
             return Outcome(requeue_after=draining)
@@ -224,7 +191,7 @@ class InstanceReconciler:
         after = await self._observe()
         if after is not None and after.state is not ObservedState.EXITED:
             return Outcome()
-        await self.write(handle=None, **_endpoint_values(None))
+        await self.write(writes.RECORD_SERVER_GONE, handle=None, **_endpoint_values(None))
         return None
 
     def _drain_left(self) -> float:
@@ -242,14 +209,12 @@ class InstanceReconciler:
         if (pending := await self._halt(observation)) is not None:
             return pending
         await self.write(
+            writes.MARK_STOPPED,
             phase=final,
             handle=None,
             failure_reason=None,
             failure_message=None,
             observed_generation=self.inst.generation,
-            settle=None,
-            port="release",
-            release=True,
             **_endpoint_values(None),
         )
         return Outcome(released=True)
@@ -294,7 +259,7 @@ class InstanceReconciler:
         inst = self.inst
         for _ in range(_PORT_RACE_RETRIES):
             try:
-                port, handle = await self._launch()
+                handle = await self._launch()
             except StartFailedError as exc:
                 return await self._failed_attempt(exc.reason, exc.message)
             except NoPortAvailableError as exc:
@@ -306,44 +271,35 @@ class InstanceReconciler:
             ready = await self._wait_ready(handle)
             if ready.state is not ObservedState.EXITED or ready.reason != "PortUnavailable":
                 return await self._settle_start(ready, self._start_deadline())
-            log.info("port taken, retrying instance=%s port=%s", inst.id, port)
-            await self.write(handle=None, port="release")
+            log.info("port taken, retrying instance=%s detail=%s", inst.id, ready.message)
+            await self.write(writes.FORGET_SERVER, handle=None)
         return await self._failed_attempt("PortUnavailable", "no usable port after retries")
 
-    async def _launch(self) -> tuple[int | None, Handle]:
-        """Record "starting" (reserving a port) and start the server.
+    async def _launch(self) -> Handle:
+        """Record "starting" and start the server (a local one reserves its port:
+        ``NoPortAvailableError`` when there is none yet).
 
-        When the claim reserved a port for this start, it also recorded "starting":
-        the server spawns at once (unless something else listens on that port). A
-        crash or a lost lease after the spawn loses nothing: the next pass, here or
+        A crash or a lost lease after the spawn loses nothing: the next pass, here or
         on another replica, adopts the server through its data directory's lock."""
-        port = self.reserved_port
-        host = self.settings.local.host
-        if port is None or not self.runtime.allocates_ports or not port_is_free(host, port):
-            port = await self.write(
-                phase=Phase.STARTING,
-                phase_changed_at=datetime.now(UTC),
-                handle=None,
-                port="allocate" if self.runtime.allocates_ports else None,
-                **_endpoint_values(None),
-            )
-        return port, await self.runtime.start(self._spec(port))
+        await self.write(
+            writes.RECORD_STARTING,
+            phase=Phase.STARTING,
+            phase_changed_at=datetime.now(UTC),
+            handle=None,
+            **_endpoint_values(None),
+        )
+        return await self.runtime.start(self._spec())
 
-    def _spec(self, port: int | None) -> InstanceSpec:
+    def _spec(self) -> InstanceSpec:
         inst = self.inst
         return InstanceSpec(
             instance_id=str(inst.id),
             tenant_id=str(inst.tenant_id),
             name=inst.name,
             generation=inst.generation,
-            port=port,
             options=inst.spec,
             start_token=f"{inst.id.hex}-{inst.generation}-{inst.restart_count}",
         )
-
-    def _pick_port(self) -> int | None:
-        low, high = self.settings.local.ports
-        return pick_unused_port(self.settings.local.host, low, high)
 
     async def _wait_ready(self, handle: Handle) -> Observation:
         """Give a fresh server ``_QUICK_READY`` seconds. Ready by then: its handle is
@@ -356,7 +312,7 @@ class InstanceReconciler:
         if ready.state is ObservedState.RUNNING:
             self.inst.handle = handle.to_json()
             return ready
-        await self.write(handle=handle.to_json())
+        await self.write(writes.RECORD_HANDLE, handle=handle.to_json())
         return ready
 
     async def _settle_start(self, observation: Observation, deadline: float) -> Outcome:
@@ -384,18 +340,13 @@ class InstanceReconciler:
                 (datetime.now(UTC) - started).total_seconds()
             )
         endpoint = observation.endpoint
-        port = endpoint.port if endpoint and self.runtime.allocates_ports else None
-        if port == self.reserved_port:
-            port = None  # already recorded when it was allocated
         await self.write(
+            writes.MARK_RUNNING,
             phase=Phase.RUNNING,
             handle=self.inst.handle,
             observed_generation=self.inst.generation,
             failure_reason=None,
             failure_message=None,
-            settle=None,
-            port=port,
-            release=True,
             **_endpoint_values(endpoint),
         )
         return Outcome(released=True)
@@ -421,6 +372,7 @@ class InstanceReconciler:
             self.settings.reconciler.backoff_max,
         )
         await self.write(
+            writes.RECORD_CRASH,
             phase=Phase.STARTING,
             handle=None,
             restart_count=inst.restart_count + 1,
@@ -433,15 +385,14 @@ class InstanceReconciler:
 
     async def _fail(self, reason: str, message: str) -> Outcome:
         await self.write(
+            writes.MARK_FAILED,
             phase=Phase.FAILED,
             handle=None,
             failure_reason=reason,
             failure_message=message,
             observed_generation=self.inst.generation,
-            settle=f"{reason}: {message}",
-            port="release",
+            error=f"{reason}: {message}",
             event=("instance.failed", {"reason": reason, "message": message}),
-            release=True,
             **_endpoint_values(None),
         )
         return Outcome(released=True)

@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chroma_orch.db import rows
 from chroma_orch.db.models import Instance
 from chroma_orch.db.outbox import commit
 from chroma_orch.domain.states import DesiredState, Phase
@@ -31,7 +30,6 @@ from chroma_orch.reconciler.instance import (
     Outcome,
     requeue_time,
 )
-from chroma_orch.reconciler.ports import port_pool
 from chroma_orch.runtimes.base import Handle, Observation, ObservedState, Runtime
 from chroma_orch.settings import Settings
 from chroma_orch.telemetry.context import bind
@@ -156,13 +154,12 @@ class Reconciler:
         self._saturated = capacity <= 0
         if capacity <= 0:
             return 0
-        ports = port_pool(self.settings) if self.runtime.allocates_ports else None
         async with self.sessions() as session:
-            claimed = await queue.claim_due(session, self.owner, self.lease, capacity, ports)
+            claimed = await queue.claim_due(session, self.owner, self.lease, capacity)
             await session.commit()
         self._saturated = len(claimed) >= capacity
-        for inst, port in claimed:
-            task = asyncio.create_task(self._reconcile(inst, port), name=f"reconcile-{inst.id}")
+        for inst in claimed:
+            task = asyncio.create_task(self._reconcile(inst), name=f"reconcile-{inst.id}")
             self._inflight[inst.id] = task
             task.add_done_callback(self._done_callback(inst.id))
         return len(claimed)
@@ -185,15 +182,15 @@ class Reconciler:
         while self._inflight:
             await asyncio.gather(*self._inflight.values(), return_exceptions=True)
 
-    async def _reconcile(self, inst: Instance, port: int | None = None) -> bool:
+    async def _reconcile(self, inst: Instance) -> bool:
         """Reconcile ``inst``; True when it may be due again soon."""
         with bind(instance=inst.id, tenant=inst.tenant_id):
             started = time.perf_counter()
-            result, due = await self._reconcile_logged(inst, port)
+            result, due = await self._reconcile_logged(inst)
             RECONCILE_SECONDS.labels(result).observe(time.perf_counter() - started)
         return due
 
-    async def _reconcile_logged(self, inst: Instance, port: int | None) -> tuple[str, bool]:
+    async def _reconcile_logged(self, inst: Instance) -> tuple[str, bool]:
         error: str | None = None
         try:
             worker = InstanceReconciler(
@@ -201,7 +198,6 @@ class Reconciler:
                 runtime=self.runtime,
                 sessions=self.sessions,
                 settings=self.settings,
-                reserved_port=port,
             )
             outcome = await worker.reconcile()
         except LeaseLostError:
@@ -221,11 +217,15 @@ class Reconciler:
 
     async def _release(self, inst: Instance, outcome: Outcome, error: str | None) -> None:
         async with self.sessions() as session:
-            if error is not None:
-                await queue.record_error(session, inst.id, self.owner, error)
-            elif inst.error_count:
-                await rows.update_instance(session, inst.id, {"error_count": 0})
-            await queue.release(session, inst.id, self.owner, requeue_time(outcome))
+            clear = error is None and inst.error_count > 0
+            await queue.release(
+                session,
+                inst.id,
+                self.owner,
+                requeue_time(outcome),
+                error=error,
+                clear_errors=clear,
+            )
             await session.commit()
 
     async def renew_leases(self) -> None:

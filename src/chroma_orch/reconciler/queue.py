@@ -1,5 +1,5 @@
-"""The reconciler's SQL: claiming due instances under a lease, renewing and
-releasing leases, and settling intents. All of it lives here.
+"""The reconciler's work queue: claiming due instances under a lease, renewing and
+releasing leases (noting a failed pass's error). (Its status writes are ``db/instance_writes.py``.)
 
 An instance is the unit of work (keyed like a Kubernetes work queue). A claim
 sets ``lease_owner``/``lease_expires_at`` with ``FOR UPDATE SKIP LOCKED``, so
@@ -16,273 +16,202 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Integer,
+    Select,
+    String,
+    any_,
+    bindparam,
+    case,
+    column,
+    func,
+    or_,
+    select,
+    table,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.locks import LockKey, try_lock
-from chroma_orch.db.models import OPEN_INTENT_SQL, Instance, IntentStatus
-from chroma_orch.db.outbox import append_events_sql, append_selected_events_sql, defer_events
-from chroma_orch.db.rows import (
-    INSTANCE_COLUMNS_SQL,
-    instance_columns_sql,
-    instance_of,
-    update_instance_sql,
-)
+from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus, table_of
+from chroma_orch.db.rows import instance_of
+from chroma_orch.db.statements import compiled as _compiled
+from chroma_orch.db.statements import one_of
 from chroma_orch.domain.states import Phase
-from chroma_orch.reconciler.ports import PortPool, recently_released_sql
-from chroma_orch.reconciler.views import status_view_sql
 
-_LEASE_FREE_SQL = (
-    "(lease_owner IS NULL OR lease_expires_at < now() OR lease_owner NOT IN "
-    "(SELECT application_name FROM pg_stat_activity WHERE application_name <> ''))"
+_I = table_of(Instance)
+_N = table_of(Intent)
+_ID = bindparam("id", type_=_I.c.id.type)
+_IDS = bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))
+_OWNER = bindparam("owner", type_=String)
+
+_PG_STAT_ACTIVITY = table("pg_stat_activity", column("application_name", String))
+_LEASE_FREE = or_(
+    _I.c.lease_owner.is_(None),
+    _I.c.lease_expires_at < func.now(),
+    _I.c.lease_owner.not_in(
+        select(_PG_STAT_ACTIVITY.c.application_name).where(
+            _PG_STAT_ACTIVITY.c.application_name != ""
+        )
+    ),
 )
-
-_DUE = f"""due AS (
-    SELECT {INSTANCE_COLUMNS_SQL} FROM instances
-    -- due, or abandoned mid-work by an owner whose lease lapsed or who is gone
-    WHERE (next_reconcile_at <= now() OR lease_owner IS NOT NULL) AND {_LEASE_FREE_SQL}
-    ORDER BY next_reconcile_at NULLS FIRST
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-)"""
-_LEASED = "lease_owner = $1, lease_expires_at = now() + $2::interval, next_reconcile_at = NULL"
-_INTENTS_STARTED = f"""started AS (
-    UPDATE intents
-    SET status = '{IntentStatus.IN_PROGRESS.value}', attempts = attempts + 1, updated_at = now()
-    WHERE instance_id IN (SELECT id FROM claimed) AND status IN ({OPEN_INTENT_SQL})
-)"""
-_CLAIM_ONLY = f"""WITH {_DUE}, claimed AS (
-    UPDATE instances SET {_LEASED}, updated_at = now()
-    WHERE id IN (SELECT id FROM due)
-    RETURNING {INSTANCE_COLUMNS_SQL}
-), {_INTENTS_STARTED}
-SELECT *, NULL::int AS reserved_port FROM claimed"""
-
-_STARTS_SQL = """desired_state = 'running' AND handle IS NULL
-        AND (phase IN ('pending', 'stopped')
-            OR (phase = 'failed' AND observed_generation < generation))"""
-"""Instances a pass will start (see ``InstanceReconciler._run``)."""
-
-_RESERVING_CTES = f"""starting AS (
-    SELECT id, row_number() OVER (ORDER BY id) AS n FROM due
-    WHERE {_STARTS_SQL}
-        AND NOT EXISTS (SELECT 1 FROM allocated_ports a WHERE a.instance_id = due.id)
-), free AS (
-    -- random free ports, none that a server left within the quarantine
-    SELECT port, row_number() OVER (ORDER BY random()) AS n
-    FROM generate_series($4::int, $5::int) AS port
-    WHERE EXISTS (SELECT 1 FROM starting) AND port NOT IN (SELECT port FROM allocated_ports)
-        AND port NOT IN ({recently_released_sql(6, 7)})
-), reserved AS (
-    INSERT INTO allocated_ports (port, instance_id)
-    SELECT free.port, starting.id FROM starting JOIN free USING (n)
-    ON CONFLICT DO NOTHING
-    RETURNING port, instance_id
-), claimed AS (
-    -- an instance with a reserved port is starting, from this very statement on
-    UPDATE instances i
-    SET {_LEASED}, updated_at = now(),
-        phase = CASE WHEN r.port IS NULL THEN i.phase ELSE 'starting' END,
-        phase_changed_at = CASE WHEN r.port IS NULL THEN i.phase_changed_at ELSE now() END,
-        endpoint_host = CASE WHEN r.port IS NULL THEN i.endpoint_host END,
-        endpoint_port = CASE WHEN r.port IS NULL THEN i.endpoint_port END
-    FROM due LEFT JOIN reserved r ON r.instance_id = due.id
-    WHERE i.id = due.id
-    RETURNING {instance_columns_sql("i")}, r.port AS reserved_port
-), {_INTENTS_STARTED}"""
-_STARTING_EVENTS = f"""SELECT 'instance.phase_changed', due.id, due.tenant_id,
-        {status_view_sql("due")},
-        {status_view_sql("due", phase="'starting'", endpoint=False)}
-    FROM locked, due JOIN reserved ON reserved.instance_id = due.id
-    ORDER BY due.id"""
+"""No replica works on the instance: its lease expired, or no connection of its
+owner (the owner's ``application_name``) remains."""
+_OPEN = one_of(_N.c.status, [status.value for status in OPEN_INTENT])
 
 
-def _claim_reserving() -> tuple[str, list[Any]]:
-    """The claim that also reserves a port for each instance it hands out to be
-    started, and records those as "starting" (with their events) right away."""
-    gate = "(SELECT FROM reserved LIMIT 1) AS gate"  # the lock once, if any starts
-    ctes, items, params = append_selected_events_sql(_STARTING_EVENTS, first=8, gate=gate)
-    sql = f"WITH {_DUE}, {_RESERVING_CTES}, {', '.join(ctes)} SELECT *, {items} FROM claimed"
-    return sql, params
+def _claim() -> Select[Any]:
+    # 1. due instances, or abandoned mid-work by an owner whose lease lapsed or
+    #    who is gone; SKIP LOCKED: replicas claiming at once take different rows
+    due = (
+        select(_I.c.id)
+        .where(or_(_I.c.next_reconcile_at <= func.now(), _I.c.lease_owner.is_not(None)))
+        .where(_LEASE_FREE)
+        .order_by(_I.c.next_reconcile_at.asc().nulls_first())
+        .limit(bindparam("batch", type_=Integer))
+        .with_for_update(skip_locked=True)
+        .cte("due")
+    )
+    # 2. leased to :owner; nothing is due while the lease holds (a request made
+    #    meanwhile sets next_reconcile_at again)
+    claimed = (
+        update(_I)
+        .where(_I.c.id.in_(select(due.c.id)))
+        .values(
+            lease_owner=_OWNER,
+            lease_expires_at=func.now() + bindparam("lease", type_=INTERVAL),
+            next_reconcile_at=None,
+            updated_at=func.now(),
+        )
+        .returning(*_I.c)
+        .cte("claimed")
+    )
+    # 3. their open intents are in progress now, one attempt more
+    started = (
+        update(_N)
+        .where(_N.c.instance_id.in_(select(claimed.c.id)), _OPEN)
+        .values(
+            status=IntentStatus.IN_PROGRESS.value,
+            attempts=_N.c.attempts + 1,
+            updated_at=func.now(),
+        )
+        .cte("started")
+    )
+    return select(claimed).add_cte(started)
 
 
-_CLAIM_RESERVING, _CLAIM_RESERVING_PARAMS = _claim_reserving()
+_CLAIM = _compiled("claim", _claim())
 
 
 async def claim_due(
-    session: AsyncSession,
-    owner: str,
-    lease: timedelta,
-    limit: int,
-    ports: PortPool | None = None,
-) -> list[tuple[Instance, int | None]]:
+    session: AsyncSession, owner: str, lease: timedelta, limit: int
+) -> list[Instance]:
     """Lease up to ``limit`` instances that are due and mark their open intents in
-    progress, in one statement. With ``ports``, the same statement
-    reserves a free port of that pool for each claimed instance about to start
-    that holds none, records it as "starting" (with its event), and answers the
-    port with the instance (else None): its server can be spawned at once, with
-    nothing more to write until it is up."""
+    progress, in one statement."""
     con = await driver(session, begin=False)  # one statement: a transaction of its own
-    if ports is None:
-        claimed = await con.fetch(_CLAIM_ONLY, owner, lease, limit)
-    else:
-        params = [ports.low, ports.high, ports.host, ports.quarantine]
-        params += _CLAIM_RESERVING_PARAMS
-        claimed = await con.fetch(_CLAIM_RESERVING, owner, lease, limit, *params)
-    return [(instance_of(row), row["reserved_port"]) for row in claimed]
+    claimed = await _CLAIM.fetch(con, owner=owner, lease=lease, batch=limit)
+    return [instance_of(row) for row in claimed]
+
+
+_RENEW = _compiled(
+    "renew_leases",
+    update(_I)
+    .where(_I.c.id == any_(_IDS), _I.c.lease_owner == _OWNER)
+    .values(lease_expires_at=func.now() + bindparam("lease", type_=INTERVAL)),
+)
 
 
 async def renew_leases(
     session: AsyncSession, owner: str, ids: Sequence[uuid.UUID], lease: timedelta
 ) -> None:
     if ids:
-        await (await driver(session)).execute(
-            "UPDATE instances SET lease_expires_at = now() + $3::interval "
-            "WHERE id = ANY($1) AND lease_owner = $2",
-            list(ids),
-            owner,
-            lease,
+        con = await driver(session, begin=False)  # one statement: a unit of its own
+        await _RENEW.execute(con, ids=list(ids), owner=owner, lease=lease)
+
+
+_ERROR = bindparam("error", type_=String)
+_CLEAR = bindparam("clear_errors", type_=Boolean)
+
+
+def _release() -> Select[Any]:
+    released = (
+        update(_I)
+        .where(_I.c.id == _ID, _I.c.lease_owner == _OWNER)
+        .values(
+            lease_owner=None,
+            lease_expires_at=None,
+            next_reconcile_at=func.least(
+                _I.c.next_reconcile_at, bindparam("requeue_at", type_=DateTime(timezone=True))
+            ),
+            # a failed pass counts for the backoff; a good one starts it over
+            error_count=case(
+                (_ERROR.is_not(None), _I.c.error_count + 1),
+                (_CLEAR, 0),
+                else_=_I.c.error_count,
+            ),
+            updated_at=func.now(),
         )
+        .returning(_I.c.id)
+        .cte("released")
+    )
+    noted = (  # the failed pass's error, on the open intents (even if the lease was lost)
+        update(_N)
+        .where(_N.c.instance_id == _ID, _OPEN, _ERROR.is_not(None))
+        .values(error=_ERROR, updated_at=func.now())
+        .cte("noted")
+    )
+    return select(released.c.id).add_cte(noted)
+
+
+_RELEASE = _compiled("release_lease", _release())
 
 
 async def release(
-    session: AsyncSession, instance_id: uuid.UUID, owner: str, requeue_at: datetime | None
-) -> None:
-    """Give the lease back; keep an earlier ``next_reconcile_at`` set meanwhile by the API."""
-    await (await driver(session)).execute(
-        "UPDATE instances SET lease_owner = NULL, lease_expires_at = NULL, "
-        "next_reconcile_at = least(next_reconcile_at, $3), updated_at = now() "
-        "WHERE id = $1 AND lease_owner = $2",
-        instance_id,
-        owner,
-        requeue_at,
-    )
-
-
-async def record_error(
-    session: AsyncSession, instance_id: uuid.UUID, owner: str, error: str
-) -> None:
-    """Count a failed pass on the instance (for its backoff) and note it on open intents."""
-    con = await driver(session)
-    await con.execute(
-        "UPDATE instances SET error_count = error_count + 1, updated_at = now() "
-        "WHERE id = $1 AND lease_owner = $2",
-        instance_id,
-        owner,
-    )
-    await con.execute(
-        f"UPDATE intents SET error = $2, updated_at = now() "
-        f"WHERE instance_id = $1 AND status IN ({OPEN_INTENT_SQL})",
-        instance_id,
-        error,
-    )
-
-
-async def fenced_update(
     session: AsyncSession,
     instance_id: uuid.UUID,
     owner: str,
-    values: dict[str, object],
+    requeue_at: datetime | None,
     *,
-    settle: tuple[int, str | None] | None = None,
-    events: Sequence[dict[str, Any]] = (),
-    reserve_port: tuple[int, PortPool] | None = None,
-    free_port: bool = False,
-    alone: bool = False,
-) -> asyncpg.Record | None:
-    """Update columns the reconciler owns, only while it holds the lease (None when
-    it does not). All in one statement, and only if the update happened: with
-    ``settle`` (generation, error), close the open intents up to that generation
-    (the latest succeeded, or failed with ``error``; older ones superseded); with
-    ``events``, append them; with ``reserve_port`` (port, pool), reserve that port
-    for the instance unless it holds one or the port is quarantined (answered as
-    ``reserved``, or ``held``); with
-    ``free_port``, give its port back. ``due`` in the answer: whether the instance
-    is due (someone asked for more while it was leased). ``alone``: the statement
-    is the whole unit of work, so it commits by itself (no BEGIN/COMMIT round trips)
-    unless the session has begun a transaction already; inside a transaction the
-    events are left to ``db.outbox.commit``."""
-    update, params = update_instance_sql(values, lease_owner=owner)
-    ctes = [f"updated AS ({update})"]
-    items = [
-        "(SELECT id FROM updated) AS written",
-        "(SELECT next_reconcile_at IS NOT NULL FROM updated) AS due",
-    ]
-    if settle is not None:
-        generation, error = settle
-        first = len(params) + 2
-        ctes.append(_settled(first))
-        status = IntentStatus.FAILED if error else IntentStatus.SUCCEEDED
-        params += [generation, status.value, error]
-    if reserve_port is not None:
-        port, pool = reserve_port
-        params += [port, pool.host, pool.quarantine]
-        first = len(params) - 1  # $1 is the instance id
-        ctes += _reserved(first, first + 1, first + 2)
-        items += ["(SELECT port FROM reserved) AS reserved", "(SELECT port FROM held) AS held"]
-    if free_port:
-        ctes.append(
-            "freed AS (DELETE FROM allocated_ports WHERE instance_id IN (SELECT id FROM updated))"
-        )
-    con = await driver(session, begin=not alone)
-    deferred = con.is_in_transaction()
-    if events and not deferred:
-        appending, selected, event_params = append_events_sql(
-            list(events), first=len(params) + 2, gate="updated"
-        )
-        ctes += appending
-        items.append(selected)
-        params += event_params
-    sql = f"WITH {', '.join(ctes)} SELECT {', '.join(items)}"
-    row = await con.fetchrow(sql, instance_id, *params)
-    if row["written"] is None:
-        return None
-    if events and deferred:
-        defer_events(session, list(events), {})
-    return row
-
-
-def _reserved(port: int, host: int, quarantine: int) -> list[str]:
-    """The CTEs reserving port ``$port`` for the instance (``$1``) unless it holds one
-    or the port is quarantined on ``$host`` (``$quarantine``) for it."""
-    quarantined = recently_released_sql(host, quarantine, other_than=1)
-    return [
-        "held AS (SELECT port FROM allocated_ports WHERE instance_id = $1)",
-        f"""reserved AS (INSERT INTO allocated_ports (port, instance_id)
-    SELECT ${port}, id FROM updated WHERE NOT EXISTS (SELECT 1 FROM held)
-        AND ${port} NOT IN ({quarantined})
-    ON CONFLICT DO NOTHING RETURNING port)""",
-    ]
-
-
-def _settled(g: int) -> str:
-    """The CTE settling the open intents up to generation ``$g`` (status ``$g+1``,
-    error ``$g+2`` for that generation's own; older ones superseded)."""
-    return f"""settled AS (
-    UPDATE intents
-    SET status = CASE WHEN target_generation = ${g}
-            THEN ${g + 1} ELSE '{IntentStatus.SUPERSEDED.value}' END,
-        error = CASE WHEN target_generation = ${g} THEN ${g + 2} ELSE error END,
-        completed_at = now(), updated_at = now()
-    WHERE instance_id IN (SELECT id FROM updated)
-        AND status IN ({OPEN_INTENT_SQL}) AND target_generation <= ${g}
-)"""
+    error: str | None = None,
+    clear_errors: bool = False,
+) -> None:
+    """Give the lease back; keep an earlier ``next_reconcile_at`` set meanwhile by the
+    API. ``error``: the pass failed, counted on the instance (for its backoff) and
+    noted on its open intents; ``clear_errors``: it went well, the backoff starts
+    over. One statement, a unit of its own unless the session began a transaction."""
+    con = await driver(session, begin=False)
+    await _RELEASE.fetch(
+        con,
+        id=instance_id,
+        owner=owner,
+        requeue_at=requeue_at,
+        error=error,
+        clear_errors=clear_errors,
+    )
 
 
 OBSERVED_PHASES = (Phase.STARTING, Phase.RUNNING, Phase.STOPPING)
 
-_LIVE_TO_OBSERVE = f"""
-SELECT {INSTANCE_COLUMNS_SQL} FROM instances
-WHERE phase = ANY($1) AND handle IS NOT NULL AND next_reconcile_at IS NULL AND {_LEASE_FREE_SQL}
-LIMIT $2
-"""
+_LIVE_TO_OBSERVE = _compiled(
+    "live_to_observe",
+    select(_I)
+    .where(
+        one_of(_I.c.phase, [phase.value for phase in OBSERVED_PHASES]),
+        _I.c.handle.is_not(None),
+        _I.c.next_reconcile_at.is_(None),
+        _LEASE_FREE,
+    )
+    .limit(bindparam("limit", type_=Integer)),
+)
 
 
 async def live_to_observe(session: AsyncSession, limit: int) -> list[Instance]:
     """Instances with a server that nobody is working on: the liveness pass's input."""
-    phases = [phase.value for phase in OBSERVED_PHASES]
-    found = await (await driver(session)).fetch(_LIVE_TO_OBSERVE, phases, limit)
+    found = await _LIVE_TO_OBSERVE.fetch(await driver(session), limit=limit)
     return [instance_of(row) for row in found]
 
 
@@ -291,10 +220,16 @@ async def try_observer_lock(session: AsyncSession) -> bool:
     return await try_lock(session, LockKey.OBSERVER)
 
 
+_MARK_DUE = _compiled(
+    "mark_due",
+    update(_I)
+    .where(_I.c.id == any_(_IDS))
+    .values(
+        next_reconcile_at=func.least(_I.c.next_reconcile_at, func.now()), updated_at=func.now()
+    ),
+)
+
+
 async def mark_due(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
     if ids:
-        await (await driver(session)).execute(
-            "UPDATE instances SET next_reconcile_at = least(next_reconcile_at, now()), "
-            "updated_at = now() WHERE id = ANY($1)",
-            list(ids),
-        )
+        await _MARK_DUE.execute(await driver(session), ids=list(ids))

@@ -122,7 +122,8 @@ class InstanceSpec:
     name: str
     generation: int
     port: int | None = None
-    """Port reserved for the server in the database (runtimes with ``allocates_ports``)."""
+    """A fixed port for the server (tests); else a runtime that chooses ports reserves
+    one itself (the local runtime, through its ``PortReservations``)."""
     options: Mapping[str, Any] = field(default_factory=dict)
     start_token: str = ""
     """Unique per start attempt (instance, generation, restart): an idempotency
@@ -149,7 +150,9 @@ ExitCallback = Callable[[str], None]
 class Runtime(Protocol):
     name: str
     allocates_ports: bool
-    """True when servers need a host port reserved by the reconciler (``spec.port``)."""
+    """True when the runtime chooses its servers' addresses (ports) and keeps them out
+    of reuse for the address quarantine itself; False when a stopped server's address
+    may go to the next one at once (ECS), so the reconciler drains before a stop."""
     start_timeout: float
     """Seconds a server may take from start to running before the start fails."""
 
@@ -198,3 +201,28 @@ class Runtime(Protocol):
 
     async def aclose(self) -> None:
         """Release driver resources (not the servers)."""
+
+
+class PortReservations(Protocol):
+    """Where the local runtime gets its servers' ports."""
+
+    async def reserve(self, instance_id: str, usable: Callable[[int], bool]) -> int:
+        """A port for the instance's server: the one it holds, else a free one of
+        the pool, for which ``usable`` is true. Never a port another instance left
+        within the address quarantine: when only such ports are free, raises
+        ``chroma_orch.errors.NoPortAvailableError`` with ``retry_after`` set."""
+        ...
+
+    async def record(self, instance_id: str, port: int) -> None:
+        """The instance's server listens on ``port`` (an adopted server)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RuntimeServices:
+    """What the control plane offers the runtimes it builds; a runtime's ``build``
+    (its entry point) takes what it needs and ignores the rest."""
+
+    ports: PortReservations | None = None
+    """Host ports reserved in the database, unique across replicas, with the address
+    quarantine (None: the runtime gets ``InstanceSpec.port`` or needs no ports)."""

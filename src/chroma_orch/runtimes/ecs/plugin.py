@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from chroma_orch.runtimes.base import Runtime
+from chroma_orch.runtimes.base import Runtime, RuntimeServices
 from chroma_orch.settings import Settings
 
 
-def build(settings: Settings) -> Runtime:
+def build(settings: Settings, services: RuntimeServices) -> Runtime:
+    """ECS tasks get their own addresses: no ``services`` needed."""
     from chroma_orch.runtimes.ecs.runtime import EcsRuntime  # aioboto3: imported on use
 
     return EcsRuntime(settings.ecs)

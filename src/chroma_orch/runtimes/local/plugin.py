@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from chroma_orch.runtimes.base import Runtime
+from chroma_orch.runtimes.base import Runtime, RuntimeServices
 from chroma_orch.settings import Settings
 
 
-def build(settings: Settings) -> Runtime:
+def build(settings: Settings, services: RuntimeServices) -> Runtime:
     from chroma_orch.runtimes.local.runtime import LocalRuntime  # psutil, subprocesses
 
-    return LocalRuntime(settings.local, settings.data_dir)
+    return LocalRuntime(settings.local, settings.data_dir, services.ports)

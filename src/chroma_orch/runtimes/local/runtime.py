@@ -31,6 +31,7 @@ from chroma_orch.runtimes.base import (
     InstanceSpec,
     Observation,
     ObservedState,
+    PortReservations,
     RuntimeUnavailableError,
     StartFailedError,
 )
@@ -49,6 +50,7 @@ from chroma_orch.runtimes.local.launch import (
     tail_lines,
     watch_exit,
 )
+from chroma_orch.runtimes.local.ports import port_is_free
 from chroma_orch.runtimes.local.privilege import (
     prepare_files,
     server_account,
@@ -91,8 +93,14 @@ class LocalRuntime:
     name = "local"
     allocates_ports = True
 
-    def __init__(self, settings: LocalRuntimeSettings, data_dir: Path) -> None:
+    def __init__(
+        self,
+        settings: LocalRuntimeSettings,
+        data_dir: Path,
+        ports: PortReservations | None = None,
+    ) -> None:
         self.start_timeout = settings.start_timeout
+        self._ports = ports
         self._settings = settings
         self._instances = data_dir / "instances"
         self._logs = data_dir / "logs"
@@ -105,18 +113,27 @@ class LocalRuntime:
     async def start(self, spec: InstanceSpec) -> Handle:
         """Spawn the server, or adopt the one already serving this instance's data.
 
-        An adopted server keeps its own port, which may differ from ``spec.port``.
+        Its port is ``spec.port`` when given, else one ``ports`` reserves (raising
+        ``NoPortAvailableError`` when there is none yet). An adopted server keeps
+        its own port, recorded as the instance's.
         """
-        if spec.port is None:
-            raise ValueError("the local runtime needs spec.port")
+        if spec.port is None and self._ports is None:
+            raise ValueError("the local runtime needs spec.port or port reservations")
         running = self._own_handle(spec.instance_id)
         if running is None:
             running = await self._find_server(spec.instance_id, spec.generation)
         if running is not None:
             pid, port = running.data["pid"], running.data["port"]
             log.info("adopting server instance=%s pid=%s port=%s", spec.instance_id, pid, port)
+            if self._ports is not None:
+                await self._ports.record(spec.instance_id, port)
             return running
-        return await self._spawn(spec, spec.port)
+        port = spec.port
+        if port is None:
+            assert self._ports is not None
+            host = self._settings.host
+            port = await self._ports.reserve(spec.instance_id, lambda p: port_is_free(host, p))
+        return await self._spawn(spec, port)
 
     async def wait_ready(self, handle: Handle, timeout: float) -> Observation:
         loop = asyncio.get_running_loop()

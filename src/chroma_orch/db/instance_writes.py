@@ -1,0 +1,212 @@
+"""The reconciler's status writes: one named, typed operation per thing it records.
+
+Each is one statement, compiled once, fenced on the reconciler's lease (it writes
+nothing unless this replica still holds the instance) and doing everything the
+step records at once: the instance's columns (and ``updated_at``), the events,
+and per operation, settling the open intents, freeing the instance's port,
+reserving a guessed one, giving the lease back. The caller supplies every column
+the operation lists (``FencedWrite.columns``), unchanged ones with their current
+values: the reconciler owns them while it holds the lease.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    CTE,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    case,
+    delete,
+    func,
+    null,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chroma_orch.db.driver import driver
+from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus, table_of
+from chroma_orch.db.outbox import appending, defer_events, events_json, notify_json
+from chroma_orch.db.ports import ALLOCATED
+from chroma_orch.db.statements import Statement, compiled, one_of
+
+_I = table_of(Instance)
+_N = table_of(Intent)
+_ID = bindparam("id", type_=_I.c.id.type)
+_LEASE_FREED = {"lease_owner": null(), "lease_expires_at": null(), "error_count": 0}
+
+_SERVER = ("handle", "last_handle", "endpoint_host", "endpoint_port")
+_PHASE = ("phase", "phase_changed_at")
+_FAILURE = ("failure_reason", "failure_message")
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Who writes: the instance and the replica holding its lease."""
+
+    instance_id: uuid.UUID
+    owner: str
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a fenced write answers (None from ``run`` when the lease was lost)."""
+
+    due: bool
+    """Whether the instance is due (someone asked for more while it was leased)."""
+
+
+@dataclass(frozen=True)
+class FencedWrite:
+    """A named status write; see the module's docstring."""
+
+    name: str
+    columns: tuple[str, ...]
+    settles: bool
+    frees_port: bool
+    releases_lease: bool
+    statement: Statement
+
+    async def run(
+        self,
+        session: AsyncSession,
+        fence: Fence,
+        values: Mapping[str, Any],
+        *,
+        events: Sequence[dict[str, Any]] = (),
+        settle: tuple[int, str | None] | None = None,
+        alone: bool = True,
+    ) -> Written | None:
+        """Write ``values`` (exactly ``columns``) and ``events``; ``settle``
+        (generation, error or None) for an operation that settles. ``alone``: the
+        statement is the whole unit of work, so it commits by itself (no BEGIN /
+        COMMIT round trips) unless the session began a transaction already; inside
+        a transaction the events are left to ``db.outbox.commit``."""
+        if set(values) != set(self.columns):
+            raise TypeError(f"{self.name} writes {self.columns}, not {tuple(values)}")
+        params: dict[str, Any] = {"id": fence.instance_id, "owner": fence.owner, **values}
+        if self.settles:
+            assert settle is not None
+            generation, error = settle
+            status = IntentStatus.FAILED if error else IntentStatus.SUCCEEDED
+            params |= {"settle_generation": generation, "settle_status": status, "error": error}
+        con = await driver(session, begin=not alone)
+        deferred = con.is_in_transaction()
+        params |= {"events": events_json([] if deferred else events), "notify": notify_json({})}
+        row = await self.statement.fetchrow(con, **params)
+        if row is None or row["written"] is None:
+            return None
+        if events and deferred:
+            defer_events(session, list(events), {})
+        return Written(bool(row["due"]))
+
+
+def _updated(columns: Sequence[str], releases_lease: bool) -> CTE:
+    values: dict[str, Any] = {name: bindparam(name, type_=_I.c[name].type) for name in columns}
+    values["updated_at"] = func.now()
+    if releases_lease:
+        values |= _LEASE_FREED
+    return (
+        update(_I)
+        .where(_I.c.id == _ID, _I.c.lease_owner == bindparam("owner", type_=String))
+        .values(values)
+        .returning(_I.c.id, _I.c.next_reconcile_at)
+        .cte("updated")
+    )
+
+
+def _settled(updated: CTE) -> CTE:
+    """Close the open intents up to ``:settle_generation``: that generation's own
+    with ``:settle_status`` (and ``:error``), older ones superseded."""
+    generation = bindparam("settle_generation", type_=Integer)
+    own = _N.c.target_generation == generation
+    return (
+        update(_N)
+        .where(
+            _N.c.instance_id.in_(select(updated.c.id)),
+            one_of(_N.c.status, [status.value for status in OPEN_INTENT]),
+            _N.c.target_generation <= generation,
+        )
+        .values(
+            status=case(
+                (own, bindparam("settle_status", type_=String)),
+                else_=IntentStatus.SUPERSEDED.value,
+            ),
+            error=case((own, bindparam("error", type_=Text)), else_=_N.c.error),
+            completed_at=func.now(),
+            updated_at=func.now(),
+        )
+        .cte("settled")
+    )
+
+
+def fenced_write(
+    name: str,
+    columns: Sequence[str],
+    *,
+    settles: bool = False,
+    frees_port: bool = False,
+    releases_lease: bool = False,
+) -> FencedWrite:
+    updated = _updated(columns, releases_lease)
+    ctes = []
+    items: list[Any] = [
+        select(updated.c.id).scalar_subquery().label("written"),
+        select(updated.c.next_reconcile_at.is_not(None)).scalar_subquery().label("due"),
+    ]
+    if settles:
+        ctes.append(_settled(updated))
+    if frees_port:
+        freed = delete(ALLOCATED).where(ALLOCATED.c.instance_id.in_(select(updated.c.id)))
+        ctes.append(freed.cte("freed"))
+    events = appending(updated)
+    query = select(*items, *events.items).add_cte(*ctes, *events.ctes)
+    statement = compiled(name, query)
+    return FencedWrite(name, tuple(columns), settles, frees_port, releases_lease, statement)
+
+
+# -- the operations ---------------------------------------------------------------
+
+RECORD_STARTING = fenced_write("record_starting", (*_PHASE, *_SERVER))
+"""A start begins: "starting", no server yet (a local one reserves its port as it
+spawns: ``db.ports.PortReservationsInDb``)."""
+RECORD_HANDLE = fenced_write("record_handle", ("handle",))
+"""The server of a start that is not ready yet."""
+FORGET_SERVER = fenced_write("forget_server", _SERVER, frees_port=True)
+"""A server that lost its port to another process: gone, and the port with it."""
+RECORD_STOPPING = fenced_write("record_stopping", _PHASE)
+"""A stop begins: routing ends, the server drains."""
+RECORD_SERVER_GONE = fenced_write("record_server_gone", _SERVER)
+"""The server stopped (the instance's phase is written next)."""
+RECORD_CRASH = fenced_write("record_crash", (*_PHASE, *_SERVER, *_FAILURE, "restart_count"))
+"""A start failed or a server died; it is started again after a backoff."""
+MARK_RUNNING = fenced_write(
+    "mark_running",
+    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation"),
+    settles=True,
+    releases_lease=True,
+)
+"""The server answers: running, the intents settled, converged."""
+MARK_STOPPED = fenced_write(
+    "mark_stopped",
+    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation"),
+    settles=True,
+    frees_port=True,
+    releases_lease=True,
+)
+"""Stopped (or deleted): no server, its port free, the intents settled, converged."""
+MARK_FAILED = fenced_write(
+    "mark_failed",
+    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation"),
+    settles=True,
+    frees_port=True,
+    releases_lease=True,
+)
+"""Failed for good at this generation: the intents failed, converged."""
