@@ -18,6 +18,15 @@ from chroma_orch.db.models import AllocatedPort, Event, Intent
 from chroma_orch.db.ports import PortReservationsInDb, port_pool
 from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.reconciler import queue
+from chroma_orch.reconciler.decisions import (
+    Decision,
+    Done,
+    Failed,
+    RequeueAfter,
+    released,
+    requeue_time,
+)
+from chroma_orch.reconciler.instance import InstanceReconciler
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import ReconcilerSettings, Settings
 from tests.helpers import bearer, converge, create_tenant, wait_for
@@ -446,3 +455,43 @@ async def test_notifications_name_the_phase_so_waiters_wake_only_for_theirs(
         await asyncio.wait_for(running.wait(), timeout=10)
         assert anything.is_set()
         assert not stopped.is_set()
+
+
+async def _one_pass(reconciler: Reconciler, instance_id: str) -> Decision:
+    """Claim the instance and reconcile it once; what the pass decided."""
+    async with reconciler.sessions() as session:
+        claimed = await queue.claim_due(session, reconciler.owner, reconciler.lease, 10)
+        await session.commit()
+    (inst,) = [i for i in claimed if str(i.id) == instance_id]
+    worker = InstanceReconciler(
+        inst, runtime=reconciler.runtime, sessions=reconciler.sessions, settings=reconciler.settings
+    )
+    return await worker.reconcile()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("fine-1", Done(released=True)),  # running: converged, the last write gave the lease back
+        ("never-1", Failed("StartTimeout")),  # terminal for this generation
+    ],
+)
+async def test_a_pass_returns_what_it_decided(
+    client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, name: str, expected: Decision
+) -> None:
+    instance_id = await _launch(client, tenant, name)
+    assert await _one_pass(reconciler, instance_id) == expected
+
+
+async def test_a_crash_within_the_budget_is_requeued_after_a_backoff(
+    client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, runtime: FakeRuntime
+) -> None:
+    instance_id = await _launch(client, tenant, "fine-2")
+    assert await _one_pass(reconciler, instance_id) == Done(released=True)
+    runtime.crash(instance_id)
+    await reconciler.observe_once()  # marks the instance due
+    decision = await _one_pass(reconciler, instance_id)
+    assert isinstance(decision, RequeueAfter)
+    assert decision.seconds > 0
+    assert requeue_time(decision) is not None
+    assert not released(decision)

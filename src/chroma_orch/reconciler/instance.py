@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,6 +21,7 @@ from chroma_orch.db.outbox import commit, event_row
 from chroma_orch.domain.states import DesiredState, Phase, check_phase
 from chroma_orch.domain.status import status_view
 from chroma_orch.errors import NoPortAvailableError
+from chroma_orch.reconciler.decisions import Decision, Done, Failed, RequeueAfter
 from chroma_orch.runtimes.base import (
     Endpoint,
     Handle,
@@ -42,14 +42,6 @@ _QUICK_READY = 2.0
 
 class LeaseLostError(Exception):
     """Another replica owns the instance now; stop working on it."""
-
-
-@dataclass
-class Outcome:
-    requeue_after: float | None = None
-    """Seconds until the next look; None when converged (nothing is due)."""
-    released: bool = False
-    """The final write already gave the lease back."""
 
 
 def _endpoint_values(endpoint: Endpoint | None) -> dict[str, Any]:
@@ -150,7 +142,7 @@ class InstanceReconciler:
 
     # -- the decision --------------------------------------------------------
 
-    async def reconcile(self) -> Outcome:
+    async def reconcile(self) -> Decision:
         inst = self.inst
         observation = await self._observe()
         desired = DesiredState(inst.desired_state)
@@ -174,7 +166,7 @@ class InstanceReconciler:
     def _live(self, observation: Observation | None) -> bool:
         return observation is not None and observation.state is not ObservedState.EXITED
 
-    async def _halt(self, observation: Observation | None) -> Outcome | None:
+    async def _halt(self, observation: Observation | None) -> Decision | None:
         """Stop the server if one is live. None once it is gone; else what the pass
         answers meanwhile: a requeue while the route drains, or converged while the
         server is still stopping (the liveness pass wakes the instance when it has
@@ -186,11 +178,11 @@ class InstanceReconciler:
             await self.write(writes.RECORD_STOPPING, phase=Phase.STOPPING)
         draining = self._drain_left()
         if draining > 0:
-            return Outcome(requeue_after=draining)
+            return RequeueAfter(draining)
         await self.runtime.stop(handle)
         after = await self._observe()
         if after is not None and after.state is not ObservedState.EXITED:
-            return Outcome()
+            return Done()
         await self.write(writes.RECORD_SERVER_GONE, handle=None, **_endpoint_values(None))
         return None
 
@@ -205,7 +197,7 @@ class InstanceReconciler:
         stopping_for = (datetime.now(UTC) - self.inst.phase_changed_at).total_seconds()
         return max(self.settings.proxy.address_quarantine - stopping_for, 0.0)
 
-    async def _stop(self, observation: Observation | None, final: Phase) -> Outcome:
+    async def _stop(self, observation: Observation | None, final: Phase) -> Decision:
         if (pending := await self._halt(observation)) is not None:
             return pending
         await self.write(
@@ -217,15 +209,15 @@ class InstanceReconciler:
             observed_generation=self.inst.generation,
             **_endpoint_values(None),
         )
-        return Outcome(released=True)
+        return Done(released=True)
 
-    async def _delete(self, observation: Observation | None) -> Outcome:
+    async def _delete(self, observation: Observation | None) -> Decision:
         if (pending := await self._halt(observation)) is not None:
             return pending
         await self.runtime.delete(str(self.inst.id), self.handle, self.inst.keep_data)
         return await self._stop(None, final=Phase.DELETED)
 
-    async def _run(self, observation: Observation | None) -> Outcome:
+    async def _run(self, observation: Observation | None) -> Decision:
         inst = self.inst
         handle = self.handle
         handle_generation = (handle.generation if handle is not None else None) or 0
@@ -239,7 +231,7 @@ class InstanceReconciler:
             if observation is not None and inst.phase in (Phase.RUNNING, Phase.STARTING):
                 return await self._crashed(observation)
             if inst.phase == Phase.FAILED and inst.observed_generation == inst.generation:
-                return Outcome()  # failed for this generation: wait for a new request
+                return Done()  # failed for this generation: wait for a new request
             return await self._start()
         if observation.state is ObservedState.RUNNING:
             return await self._mark_running(observation)
@@ -249,13 +241,13 @@ class InstanceReconciler:
             remaining = max(deadline - time.monotonic(), 0.0)
             ready = await self.runtime.wait_ready(handle, remaining)
             return await self._settle_start(ready, deadline)
-        return Outcome()  # stopping: the liveness pass wakes the instance once it exited
+        return Done()  # stopping: the liveness pass wakes the instance once it exited
 
     def _start_deadline(self) -> float:
         elapsed = (datetime.now(UTC) - self.inst.phase_changed_at).total_seconds()
         return time.monotonic() + max(self.runtime.start_timeout - elapsed, 0.0)
 
-    async def _start(self) -> Outcome:
+    async def _start(self) -> Decision:
         inst = self.inst
         for _ in range(_PORT_RACE_RETRIES):
             try:
@@ -267,7 +259,7 @@ class InstanceReconciler:
                     raise  # the pool is full: an error, retried with backoff
                 log.info("waiting for a quarantined port instance=%s seconds=%.1f",
                          inst.id, exc.retry_after)  # fmt: skip
-                return Outcome(requeue_after=exc.retry_after)
+                return RequeueAfter(exc.retry_after)
             ready = await self._wait_ready(handle)
             if ready.state is not ObservedState.EXITED or ready.reason != "PortUnavailable":
                 return await self._settle_start(ready, self._start_deadline())
@@ -315,7 +307,7 @@ class InstanceReconciler:
         await self.write(writes.RECORD_HANDLE, handle=handle.to_json())
         return ready
 
-    async def _settle_start(self, observation: Observation, deadline: float) -> Outcome:
+    async def _settle_start(self, observation: Observation, deadline: float) -> Decision:
         """Act on how a start went: running, exited, or still starting."""
         if observation.state is ObservedState.RUNNING:
             return await self._mark_running(observation)
@@ -324,7 +316,7 @@ class InstanceReconciler:
                 observation.reason or "ProcessExited", observation.message or "server exited"
             )
         if time.monotonic() < deadline:
-            return Outcome()  # the liveness pass wakes the instance when that changes
+            return Done()  # the liveness pass wakes the instance when that changes
         handle = self.handle
         assert handle is not None
         await self.runtime.stop(handle)
@@ -333,7 +325,7 @@ class InstanceReconciler:
             f"the server did not answer within {self.runtime.start_timeout:g}s",
         )
 
-    async def _mark_running(self, observation: Observation) -> Outcome:
+    async def _mark_running(self, observation: Observation) -> Decision:
         if self.inst.phase == Phase.STARTING:
             started = self.inst.phase_changed_at
             LAUNCH_TO_RUNNING.labels(self.runtime.name).observe(
@@ -349,15 +341,15 @@ class InstanceReconciler:
             failure_message=None,
             **_endpoint_values(endpoint),
         )
-        return Outcome(released=True)
+        return Done(released=True)
 
-    async def _crashed(self, observation: Observation) -> Outcome:
+    async def _crashed(self, observation: Observation) -> Decision:
         reason = observation.reason or "ProcessExited"
         message = observation.message or "the server exited"
         log.warning("instance exited instance=%s reason=%s", self.inst.id, reason)
         return await self._failed_attempt(reason, message)
 
-    async def _failed_attempt(self, reason: str, message: str) -> Outcome:
+    async def _failed_attempt(self, reason: str, message: str) -> Decision:
         """A start failed or a server died: restart with backoff, or fail for good."""
         inst = self.inst
         limit = self.settings.reconciler.restart_limit
@@ -381,9 +373,9 @@ class InstanceReconciler:
             event=("instance.crashed", {"reason": reason, "message": message, "retry_in": delay}),
             **_endpoint_values(None),
         )
-        return Outcome(requeue_after=delay)
+        return RequeueAfter(delay)
 
-    async def _fail(self, reason: str, message: str) -> Outcome:
+    async def _fail(self, reason: str, message: str) -> Decision:
         await self.write(
             writes.MARK_FAILED,
             phase=Phase.FAILED,
@@ -395,10 +387,4 @@ class InstanceReconciler:
             event=("instance.failed", {"reason": reason, "message": message}),
             **_endpoint_values(None),
         )
-        return Outcome(released=True)
-
-
-def requeue_time(outcome: Outcome) -> datetime | None:
-    if outcome.requeue_after is None:
-        return None
-    return datetime.now(UTC) + timedelta(seconds=outcome.requeue_after)
+        return Failed(reason)

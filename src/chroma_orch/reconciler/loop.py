@@ -24,12 +24,8 @@ from chroma_orch.db.outbox import commit
 from chroma_orch.domain.states import DesiredState, Phase
 from chroma_orch.loops import Loops
 from chroma_orch.reconciler import queue
-from chroma_orch.reconciler.instance import (
-    InstanceReconciler,
-    LeaseLostError,
-    Outcome,
-    requeue_time,
-)
+from chroma_orch.reconciler.decisions import Decision, RequeueAfter, released, requeue_time
+from chroma_orch.reconciler.instance import InstanceReconciler, LeaseLostError
 from chroma_orch.runtimes.base import Handle, Observation, ObservedState, Runtime
 from chroma_orch.settings import Settings
 from chroma_orch.telemetry.context import bind
@@ -199,7 +195,7 @@ class Reconciler:
                 sessions=self.sessions,
                 settings=self.settings,
             )
-            outcome = await worker.reconcile()
+            decision = await worker.reconcile()
         except LeaseLostError:
             log.warning("lease lost instance=%s", inst.id)
             return "lease_lost", True
@@ -209,20 +205,20 @@ class Reconciler:
             log.exception("reconcile failed instance=%s", inst.id)
             error = f"{type(exc).__name__}: {exc}"[:500]
             delay = min(self.config.backoff_base * 2**inst.error_count, self.config.backoff_max)
-            outcome = Outcome(requeue_after=delay)
-        if error is not None or not outcome.released:
-            await self._release(inst, outcome, error)  # requeued: look again
+            decision = RequeueAfter(delay)
+        if error is not None or not released(decision):
+            await self._release(inst, decision, error)  # requeued: look again
             return ("error" if error else "ok"), True
         return "ok", worker.due_again
 
-    async def _release(self, inst: Instance, outcome: Outcome, error: str | None) -> None:
+    async def _release(self, inst: Instance, decision: Decision, error: str | None) -> None:
         async with self.sessions() as session:
             clear = error is None and inst.error_count > 0
             await queue.release(
                 session,
                 inst.id,
                 self.owner,
-                requeue_time(outcome),
+                requeue_time(decision),
                 error=error,
                 clear_errors=clear,
             )
