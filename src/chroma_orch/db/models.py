@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    column,
     func,
     text,
 )
@@ -144,8 +145,6 @@ class IntentStatus(enum.StrEnum):
 
 OPEN_INTENT = (IntentStatus.PENDING, IntentStatus.IN_PROGRESS)
 """Statuses of an intent the reconciler has yet to settle."""
-OPEN_INTENT_SQL = ", ".join(f"'{status.value}'" for status in OPEN_INTENT)
-"""``OPEN_INTENT`` as SQL literals, for ``status IN (...)`` written into a statement."""
 
 
 class Intent(Base):
@@ -161,7 +160,7 @@ class Intent(Base):
         Index(
             "ix_intents_open",
             "instance_id",
-            postgresql_where=text(f"status IN ({OPEN_INTENT_SQL})"),
+            postgresql_where=column("status").in_([status.value for status in OPEN_INTENT]),
         ),
         Index("ix_intents_instance_generation", "instance_id", "target_generation"),
     )
