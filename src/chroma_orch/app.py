@@ -39,6 +39,7 @@ from chroma_orch.runtimes.base import RuntimeServices
 from chroma_orch.runtimes.factory import build_runtime
 from chroma_orch.runtimes.instrumented import InstrumentedRuntime
 from chroma_orch.settings import Settings
+from chroma_orch.telemetry.log_setup import configure_logging_unless_configured
 from chroma_orch.telemetry.middleware import RequestContextMiddleware
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ async def bootstrap_admin(sessions: async_sessionmaker[AsyncSession], settings: 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    configure_logging_unless_configured(settings.log_level, settings.log_format)
     async with AsyncExitStack() as stack:
         url = settings.database_url or await start_embedded_database(settings, stack)
         engine = create_engine(

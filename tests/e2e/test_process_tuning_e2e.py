@@ -1,5 +1,5 @@
-"""Every way of running the service gets the same process-wide tuning
-(chroma_orch.process_tuning), seen from outside in /metrics."""
+"""Every way of running the service gets the same process-wide set-up: the tuning
+(chroma_orch.process_tuning), seen from outside in /metrics, and the logging."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ async def test_every_entry_point_applies_the_process_tuning(
         for sample in family.samples
     }
     assert values["chroma_orch_python_gc_frozen_objects"] > 0
+    # Logging is set up too (secret masking, the service's format), whoever started it.
+    assert " INFO chroma_orch.app service ready " in service.log_path.read_text()
 
 
 async def test_the_tuning_lasts_as_long_as_the_lifespan(api_settings: Settings) -> None:

@@ -52,6 +52,17 @@ class JsonFormatter(logging.Formatter):
         return mask_secrets(json.dumps(entry, default=str))
 
 
+def configure_logging_unless_configured(level: str, fmt: str = "text") -> bool:
+    """``configure_logging`` for an entry point that set no logging up (uvicorn started
+    directly on ``create_app``), so it masks secrets and formats as ``chroma-orch serve``
+    does; left alone when the root logger has handlers already (``serve``, a test's log
+    capture, an application embedding the service). True when it configured."""
+    if logging.getLogger().handlers:
+        return False
+    configure_logging(level, fmt)
+    return True
+
+
 def configure_logging(level: str, fmt: str = "text") -> None:
     """Install one stderr handler on the root logger (and uvicorn's loggers)."""
     handler = logging.StreamHandler(sys.stderr)
