@@ -135,7 +135,8 @@ async def test_an_expiring_token_closes_its_sockets_when_it_expires(
             await session.commit()
         for code, reason, at in await asyncio.gather(_closed(events), _closed(follow)):
             assert (code, reason) == (4401, "token expired")
-            assert expires_at <= at < expires_at + timedelta(seconds=1)
+            # never before it expires; soon after (a generous bound: CI machines are busy)
+            assert expires_at <= at < expires_at + timedelta(seconds=5)
 
 
 async def test_a_revocation_missed_while_disconnected_closes_on_reconnect(
