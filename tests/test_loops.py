@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -66,3 +67,25 @@ def test_names_are_unique_and_registration_ends_at_start() -> None:
     loops.add("one", asyncio.Event().wait)
     with pytest.raises(ValueError, match="registered already"):
         loops.add("one", asyncio.Event().wait)
+
+
+async def test_some_loops_can_be_cancelled_while_the_others_go_on() -> None:
+    loops = Loops()
+    ticks = {"keep": 0, "stop": 0}
+
+    def counter(name: str) -> Callable[[], Awaitable[None]]:
+        async def tick() -> None:
+            ticks[name] += 1
+
+        return tick
+
+    loops.every("keep", counter("keep"), 0.01)
+    loops.every("stop", counter("stop"), 0.01)
+    async with loops:
+        await asyncio.sleep(0.05)
+        await loops.cancel(["stop"])
+        stopped_at, kept_at = ticks["stop"], ticks["keep"]
+        await asyncio.sleep(0.05)
+        assert ticks["stop"] == stopped_at
+        assert ticks["keep"] > kept_at
+        assert loops.failed is None  # cancelling is not a crash

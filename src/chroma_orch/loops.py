@@ -60,6 +60,7 @@ class Loops:
 
     def __init__(self) -> None:
         self._bodies: dict[str, LoopBody] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._runner: asyncio.Task[None] | None = None
         self.failed: str | None = None
 
@@ -84,6 +85,14 @@ class Loops:
         """Register ``run_once`` to run every ``interval`` seconds (``run_periodically``)."""
         self.add(name, lambda: run_periodically(name, run_once, interval, wake))
 
+    async def cancel(self, names: list[str]) -> None:
+        """Stop these loops, leaving the others running (a part of the service being
+        shut down on its own, e.g. ``Reconciler.stop``)."""
+        tasks = [self._tasks[name] for name in names if name in self._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def __aenter__(self) -> Loops:
         self._runner = asyncio.create_task(self._run_all(), name="loops")
         return self
@@ -98,7 +107,7 @@ class Loops:
         try:
             async with asyncio.TaskGroup() as group:
                 for name, body in self._bodies.items():
-                    group.create_task(self._guarded(name, body), name=name)
+                    self._tasks[name] = group.create_task(self._guarded(name, body), name=name)
         except BaseExceptionGroup:
             pass  # logged by _guarded; the group has cancelled the others
 

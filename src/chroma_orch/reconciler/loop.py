@@ -33,6 +33,8 @@ from chroma_orch.telemetry.metrics import RECONCILE_PASSES, RECONCILE_SECONDS
 
 log = logging.getLogger(__name__)
 
+_LOOPS = ("reconciler-work", "reconciler-observe", "reconciler-leases", "reconciler-orphans")
+
 
 class Reconciler:
     def __init__(
@@ -52,6 +54,7 @@ class Reconciler:
         self._inflight: dict[uuid.UUID, asyncio.Task[bool]] = {}
         self._saturated = False  # the last claim took all the capacity there was
         self._own_loops: Loops | None = None
+        self._registry: Loops | None = None
         self._last_pass = time.monotonic()
         runtime.on_exit(lambda _instance_id: self._observe_wake.set())
 
@@ -68,12 +71,12 @@ class Reconciler:
     def register(self, loops: Loops) -> None:
         """Add the reconciler's loops to ``loops``; ``abandon`` when they have stopped."""
         config = self.config
-        loops.add("reconciler-work", self._work_loop)
-        loops.every(
-            "reconciler-observe", self.observe_once, config.observe_interval, self._observe_wake
-        )
-        loops.every("reconciler-leases", self.renew_leases, config.lease_seconds / 3)
-        loops.every("reconciler-orphans", self.collect_orphans, config.orphan_interval)
+        self._registry = loops
+        work, observe, leases, orphans = _LOOPS
+        loops.add(work, self._work_loop)
+        loops.every(observe, self.observe_once, config.observe_interval, self._observe_wake)
+        loops.every(leases, self.renew_leases, config.lease_seconds / 3)
+        loops.every(orphans, self.collect_orphans, config.orphan_interval)
 
     async def start(self) -> None:
         """Run the loops on a registry of their own (tests and tools; the app registers
@@ -83,10 +86,13 @@ class Reconciler:
         await self._own_loops.__aenter__()
 
     async def stop(self) -> None:
-        """Stop the loops started by ``start``, then ``abandon`` work in flight."""
+        """Stop the reconciler's loops (on its own registry, or on the one it was
+        registered with, whose other loops go on), then ``abandon`` work in flight."""
         own, self._own_loops = self._own_loops, None
         if own is not None:
             await own.__aexit__(None, None, None)
+        elif self._registry is not None:
+            await self._registry.cancel(list(_LOOPS))
         await self.abandon()
 
     async def abandon(self) -> None:
