@@ -585,18 +585,15 @@ async def test_no_capacity_backs_off_growing_with_the_reason_shown_then_starts(
 
 
 async def test_the_budget_refills_after_a_healthy_period(
-    client: httpx.AsyncClient,
-    tenant: str,
-    reconciler: Reconciler,
-    runtime: FakeRuntime,
-    ctx: AppContext,
+    client: httpx.AsyncClient, tenant: str, runtime: FakeRuntime, ctx: AppContext
 ) -> None:
+    period = 600.0
+    reconciler = Reconciler(ctx.sessions, runtime, _fast(ctx.settings, restart_budget_reset=period))
     instance_id = await _launch(client, tenant, "main")
     await converge(reconciler)
     body = await _crash_and_restart(client, tenant, reconciler, runtime, instance_id)
     body = await _crash_and_restart(client, tenant, reconciler, runtime, instance_id)
     assert (body["phase"], body["restart_count"]) == ("running", 2)  # the limit: 2
-    period = reconciler.settings.reconciler.restart_budget_reset
     await _running_since(ctx, instance_id, seconds_ago=period + 1)
     body = await _crash_and_restart(client, tenant, reconciler, runtime, instance_id)
     assert (body["phase"], body["restart_count"]) == ("running", 1)  # a fresh budget
