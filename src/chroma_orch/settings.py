@@ -56,6 +56,22 @@ class ReconcilerSettings(BaseModel):
     restart_limit: int = Field(
         3, ge=0, description="Restarts of a crashed instance before it is marked failed."
     )
+    restart_budget_reset: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a server must have run before a crash starts a fresh restart "
+        "budget (restart_count back to 0): only crashes in quick succession fail an instance.",
+    )
+    capacity_backoff_base: float = Field(
+        15.0,
+        gt=0,
+        description="First wait (s) before starting again when the platform had no capacity "
+        "or the image pull was rate-limited; doubled per further such failure. Not counted "
+        "against restart_limit: retried until it starts.",
+    )
+    capacity_backoff_max: float = Field(
+        300.0, gt=0, description="Longest wait (s) between starts while capacity is unavailable."
+    )
     replica_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         description="Name of this replica in leases and logs.",

@@ -1,8 +1,11 @@
 """A runtime double with one failure mode per instance name (JupyterHub-style):
 
 - ``slow-*``: ready after 0.3 s;  ``never-*``: never answers;
-- ``crash-*``: exits 0.1 s after each start;  ``stubborn-*``: refuses to stop twice.
-Anything else starts at once and runs until stopped.
+- ``crash-*``: exits 0.1 s after each start;  ``stubborn-*``: refuses to stop twice;
+- ``full-*``: the first ``capacity_failures`` starts find no capacity (a
+  ``StartFailedError`` of class ``CAPACITY``, as ECS's "Capacity is unavailable").
+Anything else starts at once and runs until stopped. ``crash`` takes the class of
+the exit (``ExitCause``): an AWS-initiated stop is ``INFRASTRUCTURE``.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from dataclasses import dataclass
 from chroma_orch.runtimes.base import (
     Endpoint,
     ExitCallback,
+    ExitCause,
     Handle,
     InstanceSpec,
     Observation,
     ObservedState,
     PortReservations,
     RuntimeUnavailableError,
+    StartFailedError,
 )
 
 
@@ -32,13 +37,16 @@ class FakeServer:
     port: int
     ready_at: float | None
     alive: bool = True
+    exit_cause: ExitCause = ExitCause.CRASH
 
 
 class FakeRuntime:
     name = "fake"
     allocates_ports = True
 
-    def __init__(self, ports: PortReservations, start_timeout: float = 0.5) -> None:
+    def __init__(
+        self, ports: PortReservations, start_timeout: float = 0.5, capacity_failures: int = 3
+    ) -> None:
         self.ports = ports
         """Where its servers' ports come from, as for the local runtime."""
         self.start_timeout = start_timeout
@@ -47,6 +55,8 @@ class FakeRuntime:
         self.stops: Counter[str] = Counter()
         self.deleted: list[str] = []
         self.refusals: Counter[str] = Counter()
+        self.capacity_failures = capacity_failures
+        self.no_capacity: Counter[str] = Counter()
         self._callbacks: list[ExitCallback] = []
         self._serial = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -55,6 +65,12 @@ class FakeRuntime:
         current = self.servers.get(spec.instance_id)
         if current is not None and current.alive:
             return self._handle(spec.instance_id, current, spec.generation)
+        if (
+            spec.name.startswith("full")
+            and self.no_capacity[spec.instance_id] < self.capacity_failures
+        ):
+            self.no_capacity[spec.instance_id] += 1
+            raise StartFailedError("CapacityUnavailable", "no capacity", ExitCause.CAPACITY)
         port = spec.port or await self.ports.reserve(spec.instance_id, lambda _: True)
         self._serial += 1
         self.starts[spec.instance_id] += 1
@@ -75,16 +91,25 @@ class FakeRuntime:
         await asyncio.sleep(0.1)
         self.crash(instance_id, server)
 
-    def crash(self, instance_id: str, server: FakeServer | None = None) -> None:
+    def crash(
+        self,
+        instance_id: str,
+        server: FakeServer | None = None,
+        cause: ExitCause = ExitCause.CRASH,
+    ) -> None:
         server = server or self.servers[instance_id]
         server.alive = False
+        server.exit_cause = cause
         for callback in self._callbacks:
             callback(instance_id)
 
     def _observe(self, handle: Handle) -> Observation:
         server = self.servers.get(handle.data["id"])
         if server is None or server.serial != handle.data["serial"] or not server.alive:
-            return Observation(ObservedState.EXITED, reason="ProcessExited", message="exit 1")
+            own = server is not None and server.serial == handle.data["serial"]
+            cause = server.exit_cause if server is not None and own else ExitCause.CRASH
+            reason = "ProcessExited" if cause is ExitCause.CRASH else "Retired"
+            return Observation(ObservedState.EXITED, reason=reason, message="exit 1", cause=cause)
         if server.ready_at is None or time.monotonic() < server.ready_at:
             return Observation(ObservedState.STARTING)
         return Observation(ObservedState.RUNNING, endpoint=Endpoint("127.0.0.1", server.port))

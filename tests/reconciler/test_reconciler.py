@@ -28,6 +28,7 @@ from chroma_orch.reconciler.decisions import (
 )
 from chroma_orch.reconciler.instance import InstanceReconciler
 from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.runtimes.base import ExitCause, Handle, InstanceSpec
 from chroma_orch.settings import ReconcilerSettings, Settings
 from tests.helpers import bearer, converge, create_tenant, wait_for
 from tests.reconciler.doubles import FakeRuntime
@@ -495,3 +496,137 @@ async def test_a_crash_within_the_budget_is_requeued_after_a_backoff(
     assert decision.seconds > 0
     assert requeue_time(decision) is not None
     assert not released(decision)
+
+
+# -- failure classes and the restart budget --------------------------------------
+
+
+async def _crash_and_restart(
+    client: httpx.AsyncClient,
+    tenant: str,
+    reconciler: Reconciler,
+    runtime: FakeRuntime,
+    instance_id: str,
+    cause: ExitCause = ExitCause.CRASH,
+) -> dict[str, Any]:
+    """Crash the instance's server (of class ``cause``) and converge again."""
+    runtime.crash(instance_id, cause=cause)
+    assert await reconciler.observe_once() == 1
+    await converge(reconciler)
+    return await _get(client, tenant, instance_id)
+
+
+async def test_platform_initiated_exits_restart_at_once_without_counting(
+    client: httpx.AsyncClient,
+    tenant: str,
+    reconciler: Reconciler,
+    runtime: FakeRuntime,
+    ctx: AppContext,
+) -> None:
+    instance_id = await _launch(client, tenant, "main")
+    await converge(reconciler)
+    for _ in range(4):  # twice the restart limit
+        body = await _crash_and_restart(
+            client, tenant, reconciler, runtime, instance_id, ExitCause.INFRASTRUCTURE
+        )
+        assert (body["phase"], body["restart_count"]) == ("running", 0)
+    assert runtime.starts[instance_id] == 5
+    async with ctx.sessions() as session:
+        events = list(await session.scalars(select(Event).order_by(Event.seq)))
+    interrupted = [e.after for e in events if e.type == "instance.interrupted"]
+    assert [(a or {}).get("retry_in") for a in interrupted] == [0.0] * 4
+    assert not [e for e in events if e.type == "instance.crashed"]
+
+
+async def test_a_fresh_start_token_per_attempt_even_without_counting(
+    client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, runtime: FakeRuntime
+) -> None:
+    tokens: list[str] = []
+    start = runtime.start
+
+    async def recording(spec: InstanceSpec) -> Handle:
+        tokens.append(spec.start_token)
+        return await start(spec)
+
+    runtime.start = recording  # type: ignore[method-assign]
+    instance_id = await _launch(client, tenant, "main")
+    await converge(reconciler)
+    await _crash_and_restart(
+        client, tenant, reconciler, runtime, instance_id, ExitCause.INFRASTRUCTURE
+    )
+    await _crash_and_restart(client, tenant, reconciler, runtime, instance_id)
+    assert len(tokens) == len(set(tokens)) == 3  # ECS would hand back the old task
+
+
+async def test_no_capacity_backs_off_growing_with_the_reason_shown_then_starts(
+    client: httpx.AsyncClient, tenant: str, ctx: AppContext, runtime: FakeRuntime
+) -> None:
+    settings = _fast(ctx.settings, capacity_backoff_base=1.0, capacity_backoff_max=3.0)
+    reconciler = Reconciler(ctx.sessions, runtime, settings)
+    instance_id = await _launch(client, tenant, "full-1")  # 3 refusals > restart_limit 2
+    decisions = []
+    for _ in range(4):
+        decisions.append(await _one_pass(reconciler, instance_id))
+        body = await _get(client, tenant, instance_id)
+        if isinstance(decisions[-1], RequeueAfter):
+            assert body["phase"] == "starting"
+            assert body["failure"]["reason"] == "CapacityUnavailable"
+        await _due_now(ctx, instance_id)
+    assert decisions == [RequeueAfter(1.0), RequeueAfter(2.0), RequeueAfter(3.0), Done(True)]
+    body = await _get(client, tenant, instance_id)
+    assert (body["phase"], body["restart_count"], body["failure"]) == ("running", 0, None)
+    async with ctx.sessions() as session:
+        waits = list(
+            await session.scalars(
+                select(Event).where(Event.type == "instance.waiting_for_capacity")
+            )
+        )
+    assert [(w.after or {}).get("reason") for w in waits] == ["CapacityUnavailable"] * 3
+
+
+async def test_the_budget_refills_after_a_healthy_period(
+    client: httpx.AsyncClient, tenant: str, runtime: FakeRuntime, ctx: AppContext
+) -> None:
+    period = 600.0
+    reconciler = Reconciler(ctx.sessions, runtime, _fast(ctx.settings, restart_budget_reset=period))
+    instance_id = await _launch(client, tenant, "main")
+    await converge(reconciler)
+    body = await _crash_and_restart(client, tenant, reconciler, runtime, instance_id)
+    body = await _crash_and_restart(client, tenant, reconciler, runtime, instance_id)
+    assert (body["phase"], body["restart_count"]) == ("running", 2)  # the limit: 2
+    await _running_since(ctx, instance_id, seconds_ago=period + 1)
+    body = await _crash_and_restart(client, tenant, reconciler, runtime, instance_id)
+    assert (body["phase"], body["restart_count"]) == ("running", 1)  # a fresh budget
+    await _running_since(ctx, instance_id, seconds_ago=period - 60)  # within the period
+    body = await _crash_and_restart(client, tenant, reconciler, runtime, instance_id)
+    assert (body["phase"], body["restart_count"]) == ("running", 2)
+    body = await _crash_and_restart(client, tenant, reconciler, runtime, instance_id)
+    assert body["phase"] == "failed"
+    assert "gave up after 2 restarts" in body["failure"]["message"]
+
+
+async def _due_now(ctx: AppContext, instance_id: str) -> None:
+    """Skip a backoff: the instance is due at once and unleased (what the loop, which
+    ``_one_pass`` bypasses, and the wait would end in)."""
+    async with ctx.sessions() as session:
+        await session.execute(
+            text(
+                "UPDATE instances SET next_reconcile_at = now(), lease_owner = NULL, "
+                "lease_expires_at = NULL WHERE id = :id"
+            ),
+            {"id": uuid.UUID(instance_id)},
+        )
+        await session.commit()
+
+
+async def _running_since(ctx: AppContext, instance_id: str, seconds_ago: float) -> None:
+    """The server has been running for ``seconds_ago`` (instead of waiting that long)."""
+    async with ctx.sessions() as session:
+        await session.execute(
+            text(
+                "UPDATE instances SET phase_changed_at = now() - make_interval(secs => :s) "
+                "WHERE id = :id AND phase = 'running'"
+            ),
+            {"id": uuid.UUID(instance_id), "s": seconds_ago},
+        )
+        await session.commit()

@@ -185,11 +185,15 @@ RECORD_STOPPING = fenced_write("record_stopping", _PHASE)
 """A stop begins: routing ends, the server drains."""
 RECORD_SERVER_GONE = fenced_write("record_server_gone", _SERVER)
 """The server stopped (the instance's phase is written next)."""
-RECORD_CRASH = fenced_write("record_crash", (*_PHASE, *_SERVER, *_FAILURE, "restart_count"))
-"""A start failed or a server died; it is started again after a backoff."""
+RECORD_CRASH = fenced_write(
+    "record_crash",
+    (*_PHASE, *_SERVER, *_FAILURE, "restart_count", "start_attempts", "capacity_waits"),
+)
+"""A start failed or a server died; it is started again after a backoff (the restart
+budget and the capacity backoff as the failure's class says)."""
 MARK_RUNNING = fenced_write(
     "mark_running",
-    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation"),
+    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation", "capacity_waits"),
     settles=True,
     releases_lease=True,
 )

@@ -117,6 +117,14 @@ class Instance(TimestampMixin, Base):
     failure_reason: Mapped[str | None] = mapped_column(String(64))
     failure_message: Mapped[str | None] = mapped_column(Text)
     restart_count: Mapped[int] = mapped_column(Integer, default=0)
+    """Crashes in quick succession (the restart budget): refilled once a server has run
+    for ``reconciler.restart_budget_reset``, reset by a start or restart request."""
+    start_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Start attempts ever made (every kind of failure counts): names each attempt's
+    idempotency token (ECS ``clientToken``), which the budget's refill must not repeat."""
+    capacity_waits: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Starts in a row that found no capacity (or a rate-limited image pull): the
+    exponent of the capacity backoff; 0 once a server runs."""
     error_count: Mapped[int] = mapped_column(Integer, default=0)
     phase_changed_at: Mapped[datetime] = mapped_column(server_default=func.now())
     next_reconcile_at: Mapped[datetime | None] = mapped_column(server_default=func.now())

@@ -24,6 +24,7 @@ from chroma_orch.errors import NoPortAvailableError
 from chroma_orch.reconciler.decisions import Decision, Done, Failed, RequeueAfter
 from chroma_orch.runtimes.base import (
     Endpoint,
+    ExitCause,
     Handle,
     InstanceSpec,
     Observation,
@@ -253,7 +254,7 @@ class InstanceReconciler:
             try:
                 handle = await self._launch()
             except StartFailedError as exc:
-                return await self._failed_attempt(exc.reason, exc.message)
+                return await self._failed_attempt(exc.reason, exc.message, exc.cause)
             except NoPortAvailableError as exc:
                 if exc.retry_after is None:
                     raise  # the pool is full: an error, retried with backoff
@@ -290,7 +291,7 @@ class InstanceReconciler:
             name=inst.name,
             generation=inst.generation,
             options=inst.spec,
-            start_token=f"{inst.id.hex}-{inst.generation}-{inst.restart_count}",
+            start_token=f"{inst.id.hex}-{inst.generation}-{inst.start_attempts}",
         )
 
     async def _wait_ready(self, handle: Handle) -> Observation:
@@ -313,7 +314,9 @@ class InstanceReconciler:
             return await self._mark_running(observation)
         if observation.state is ObservedState.EXITED:
             return await self._failed_attempt(
-                observation.reason or "ProcessExited", observation.message or "server exited"
+                observation.reason or "ProcessExited",
+                observation.message or "server exited",
+                observation.cause,
             )
         if time.monotonic() < deadline:
             return Done()  # the liveness pass wakes the instance when that changes
@@ -339,6 +342,7 @@ class InstanceReconciler:
             observed_generation=self.inst.generation,
             failure_reason=None,
             failure_message=None,
+            capacity_waits=0,
             **_endpoint_values(endpoint),
         )
         return Done(released=True)
@@ -346,34 +350,58 @@ class InstanceReconciler:
     async def _crashed(self, observation: Observation) -> Decision:
         reason = observation.reason or "ProcessExited"
         message = observation.message or "the server exited"
-        log.warning("instance exited instance=%s reason=%s", self.inst.id, reason)
-        return await self._failed_attempt(reason, message)
+        log.warning(
+            "instance exited instance=%s reason=%s cause=%s",
+            self.inst.id, reason, observation.cause,
+        )  # fmt: skip
+        return await self._failed_attempt(reason, message, observation.cause)
 
-    async def _failed_attempt(self, reason: str, message: str) -> Decision:
-        """A start failed or a server died: restart with backoff, or fail for good."""
+    def _budget_used(self) -> int:
+        """Restarts counted so far; none once the server had run healthily for
+        ``restart_budget_reset`` (the phase "running" began that long ago)."""
         inst = self.inst
-        limit = self.settings.reconciler.restart_limit
-        if inst.restart_count >= limit:
+        if inst.phase == Phase.RUNNING:
+            ran = (datetime.now(UTC) - inst.phase_changed_at).total_seconds()
+            if ran >= self.settings.reconciler.restart_budget_reset:
+                return 0
+        return inst.restart_count
+
+    async def _failed_attempt(
+        self, reason: str, message: str, cause: ExitCause = ExitCause.CRASH
+    ) -> Decision:
+        """A start failed or a server died: restart (at once when the platform stopped
+        it, after a capacity backoff when it had no room, else with the crash backoff),
+        or fail for good once crashes used up the budget."""
+        used = self._budget_used()
+        if cause is ExitCause.CRASH and used >= self.settings.reconciler.restart_limit:
             if (handle := self.handle) is not None:
                 await self.runtime.stop(handle)
-            return await self._fail(
-                reason, f"{message} (gave up after {inst.restart_count} restarts)"
-            )
-        delay = min(
-            self.settings.reconciler.backoff_base * 2**inst.restart_count,
-            self.settings.reconciler.backoff_max,
-        )
+            return await self._fail(reason, f"{message} (gave up after {used} restarts)")
+        delay, event = self._retry_plan(cause, used)
         await self.write(
             writes.RECORD_CRASH,
             phase=Phase.STARTING,
             handle=None,
-            restart_count=inst.restart_count + 1,
+            restart_count=used + 1 if cause is ExitCause.CRASH else used,
+            start_attempts=self.inst.start_attempts + 1,
+            capacity_waits=self.inst.capacity_waits + 1 if cause is ExitCause.CAPACITY else 0,
             failure_reason=reason,
             failure_message=message,
-            event=("instance.crashed", {"reason": reason, "message": message, "retry_in": delay}),
+            event=(event, {"reason": reason, "message": message, "retry_in": delay}),
             **_endpoint_values(None),
         )
         return RequeueAfter(delay)
+
+    def _retry_plan(self, cause: ExitCause, used: int) -> tuple[float, str]:
+        """Seconds before the next start, and the event that says so."""
+        config = self.settings.reconciler
+        if cause is ExitCause.INFRASTRUCTURE:
+            return 0.0, "instance.interrupted"
+        if cause is ExitCause.CAPACITY:
+            waits = self.inst.capacity_waits
+            delay = min(config.capacity_backoff_base * 2**waits, config.capacity_backoff_max)
+            return delay, "instance.waiting_for_capacity"
+        return min(config.backoff_base * 2**used, config.backoff_max), "instance.crashed"
 
     async def _fail(self, reason: str, message: str) -> Decision:
         await self.write(

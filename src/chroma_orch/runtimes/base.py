@@ -32,8 +32,9 @@ Edge cases every driver must honour:
   runtime's log spans restarts), or its server gone where output is per server
   (ECS).
 - Transient failures raise ``RuntimeUnavailableError``; the reconciler retries
-  with backoff. ``StartFailedError`` means this attempt is over and counts
-  against the restart budget.
+  with backoff. ``StartFailedError`` means this attempt is over; like an exit,
+  it carries an ``ExitCause`` that says whether it counts against the restart
+  budget (``CRASH``, the default) or not.
 """
 
 from __future__ import annotations
@@ -93,6 +94,20 @@ class ObservedState(enum.StrEnum):
     EXITED = "exited"
 
 
+class ExitCause(enum.StrEnum):
+    """Why a server exited or a start failed, as far as the restart budget goes."""
+
+    CRASH = "crash"
+    """The server (or its start) failed: restarted with backoff, counted against
+    the restart budget. What a runtime reports unless it knows better."""
+    INFRASTRUCTURE = "infrastructure"
+    """The platform stopped a healthy server (ECS task retirement or maintenance, a
+    Spot interruption): restarted at once, not counted."""
+    CAPACITY = "capacity"
+    """The platform could not place or pull the server for now (no capacity, an
+    image-pull rate limit): retried with a longer backoff, not counted."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str
@@ -111,6 +126,8 @@ class Observation:
     """Machine-readable cause when the server exited (e.g. ``ProcessExited``)."""
     message: str | None = None
     """Human explanation: exit code, last log lines."""
+    cause: ExitCause = ExitCause.CRASH
+    """When the server exited: the class of the failure (``ExitCause``)."""
 
 
 @dataclass(frozen=True)
@@ -133,10 +150,11 @@ class InstanceSpec:
 class StartFailedError(Exception):
     """This start attempt failed for a reason the instance should show."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, cause: ExitCause = ExitCause.CRASH) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+        self.cause = cause
 
 
 class RuntimeUnavailableError(Exception):

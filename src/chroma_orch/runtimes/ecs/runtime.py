@@ -43,6 +43,7 @@ from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
 from chroma_orch.runtimes.ecs.logs import TaskLogs
 from chroma_orch.runtimes.ecs.owned import OwnedTask, OwnedTasks
 from chroma_orch.runtimes.ecs.settings import EcsSettings
+from chroma_orch.runtimes.ecs.stops import classify_run_failures
 from chroma_orch.runtimes.ecs.tasks import (
     CLEANUP_CONTAINER,
     cleanup_definition,
@@ -308,7 +309,8 @@ class EcsRuntime:
         if not answer.get("tasks"):
             failures = answer.get("failures") or [{}]
             detail = "; ".join(f"{f.get('reason')}: {f.get('detail', '')}" for f in failures)
-            raise StartFailedError("RunTaskFailed", detail)
+            reason, cause = classify_run_failures(failures)
+            raise StartFailedError(reason, detail, cause)
         return answer
 
     async def _definition(self, params: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from chroma_orch.runtimes.base import Endpoint, Handle, InstanceSpec, Observation, ObservedState
 from chroma_orch.runtimes.ecs.settings import EcsSettings
+from chroma_orch.runtimes.ecs.stops import classify_stop
 
 TAG_INSTANCE = "chroma-orch:instance"
 TAG_TENANT = "chroma-orch:tenant"
@@ -187,11 +188,12 @@ def observe_task(task: Mapping[str, Any] | None, port: int) -> Observation:
 
 
 def _stopped(task: Mapping[str, Any]) -> Observation:
-    reason = str(task.get("stopCode") or "TaskStopped")
+    reason, cause = classify_stop(task)
     parts = [str(task.get("stoppedReason") or "the task stopped")]
     for container in task.get("containers") or []:
         detail = container.get("reason")
         code = container.get("exitCode")
         if detail or code not in (None, 0):
             parts.append(f"container {container.get('name')}: exit code {code} {detail or ''}")
-    return Observation(ObservedState.EXITED, reason=reason, message="; ".join(parts).strip())
+    message = "; ".join(parts).strip()
+    return Observation(ObservedState.EXITED, reason=reason, message=message, cause=cause)
