@@ -24,6 +24,7 @@ from chroma_orch.db.listener import PgListener
 from chroma_orch.db.migrate import upgrade
 from chroma_orch.db.outbox import EVENTS_CHANNEL, INTENTS_CHANNEL, commit
 from chroma_orch.db.ports import PortReservationsInDb, port_pool
+from chroma_orch.db.rate_buckets import AccountRateLimitsInDb
 from chroma_orch.db.retention import Retention
 from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.db.statements import check_engine
@@ -108,7 +109,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sessions = create_session_factory(engine)
         await bootstrap_admin(sessions, settings)
         ports = PortReservationsInDb(sessions, port_pool(settings))
-        runtime = InstrumentedRuntime(build_runtime(settings, RuntimeServices(ports=ports)))
+        services = RuntimeServices(ports=ports, rate_limits=AccountRateLimitsInDb(sessions))
+        runtime = InstrumentedRuntime(build_runtime(settings, services))
         stack.push_async_callback(runtime.aclose)
         policy = InstancePolicy(
             runtime=settings.runtime,

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Double,
     ForeignKey,
     Identity,
     Index,
@@ -209,6 +210,18 @@ class ReleasedEndpoint(Base):
     port: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     instance_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     released_at: Mapped[datetime] = mapped_column(server_default=func.clock_timestamp())
+
+
+class ApiRateBucket(Base):
+    """A token bucket shared by every replica: a cloud API budget that the provider
+    counts per account, not per caller (``db/rate_buckets.py``). ``tokens`` may be
+    negative: callers reserve tokens and wait until the refill has paid them."""
+
+    __tablename__ = "api_rate_buckets"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.clock_timestamp())
 
 
 class Event(Base):

@@ -236,6 +236,17 @@ class PortReservations(Protocol):
         ...
 
 
+class AccountRateLimits(Protocol):
+    """Token buckets shared by every replica of the deployment: a cloud API's
+    budget, which the provider counts per account and region, not per caller."""
+
+    async def acquire(self, bucket: str, burst: int, rate: float, n: int = 1) -> None:
+        """Take ``n`` tokens of ``bucket`` (at most ``burst`` held, ``rate`` more per
+        second), waiting until the bucket has them: every replica's calls together
+        stay within ``burst + rate * seconds``."""
+        ...
+
+
 @dataclass(frozen=True)
 class RuntimeServices:
     """What the control plane offers the runtimes it builds; a runtime's ``build``
@@ -244,3 +255,6 @@ class RuntimeServices:
     ports: PortReservations | None = None
     """Host ports reserved in the database, unique across replicas, with the address
     quarantine (None: the runtime gets ``InstanceSpec.port`` or needs no ports)."""
+    rate_limits: AccountRateLimits | None = None
+    """API rate budgets shared by every replica, kept in the database (None: the
+    runtime limits each replica on its own)."""

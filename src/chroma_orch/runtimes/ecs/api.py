@@ -1,6 +1,7 @@
 """The AWS side of the ``ecs`` runtime: one aioboto3 session, one ECS and one
-CloudWatch Logs client (created on first use, closed by ``aclose``), a rate
-limiter per API category and retries with jittered backoff.
+CloudWatch Logs client (created on first use, closed by ``aclose``), token buckets
+per API category (shared by every replica when the control plane offers them: AWS
+counts per account and region) and retries with jittered backoff.
 
 botocore's own retries are off (``total_max_attempts=1``): ``retrying`` owns the
 backoff, so a throttled call waits in its own coroutine and never ties up others
@@ -18,14 +19,21 @@ from typing import Any
 import aioboto3
 from aiobotocore.config import AioConfig
 
+from chroma_orch.runtimes.base import AccountRateLimits
 from chroma_orch.runtimes.ecs.settings import EcsSettings
-from chroma_orch.runtimes.ecs.throttle import RetryPolicy, is_throttle, rate_limiter, retrying
+from chroma_orch.runtimes.ecs.throttle import (
+    LocalRateLimits,
+    RetryPolicy,
+    is_throttle,
+    is_transient,
+    retrying,
+)
 
 log = logging.getLogger(__name__)
 
 CATEGORY = {
     "RunTask": "run",
-    "StopTask": "run",
+    "StopTask": "stop",
     "DescribeTasks": "describe",
     "ListTasks": "describe",
     "DescribeTaskDefinition": "describe",
@@ -35,6 +43,15 @@ CATEGORY = {
 """API category of every call this runtime makes (the IAM policy in docs/ecs.md lists them)."""
 
 
+def costs(operation: str, params: dict[str, Any]) -> list[tuple[str, int]]:
+    """The tokens a call takes, per category: one call of its category, and for
+    RunTask also one Fargate task launch per task started (``count``)."""
+    spent = [(CATEGORY[operation], 1)]
+    if operation == "RunTask":
+        spent.append(("launch", int(params.get("count", 1))))
+    return spent
+
+
 def _snake(operation: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
 
@@ -42,12 +59,17 @@ def _snake(operation: str) -> str:
 class EcsApi:
     """Rate-limited, retrying access to ECS and CloudWatch Logs."""
 
-    def __init__(self, settings: EcsSettings, *, config: AioConfig | None = None) -> None:
+    def __init__(
+        self,
+        settings: EcsSettings,
+        *,
+        config: AioConfig | None = None,
+        rate_limits: AccountRateLimits | None = None,
+    ) -> None:
         self.settings = settings
         self.policy = RetryPolicy(settings.retry_attempts, settings.retry_base, settings.retry_max)
-        self.limiters = {
-            name: rate_limiter(burst, rate) for name, (burst, rate) in settings.api_limits.items()
-        }
+        self._local = LocalRateLimits()
+        self.rate_limits: AccountRateLimits = rate_limits or self._local
         self._config = config or AioConfig(
             retries={"total_max_attempts": 1},
             max_pool_connections=settings.max_pool_connections,
@@ -96,14 +118,29 @@ class EcsApi:
         retrying throttling, 5xx and network errors (or what ``retry_if`` allows)."""
         client = await self.client(service)
         method = getattr(client, _snake(operation))
-        limiter = self.limiters[CATEGORY[operation]]
 
         async def once() -> dict[str, Any]:
+            await self.within_budget(operation, params)
             result: dict[str, Any] = await method(**params)
             return result
 
-        kwargs = {"retry_if": retry_if} if retry_if is not None else {}
-        return await retrying(once, self.policy, limiter=limiter, what=operation, **kwargs)
+        return await retrying(once, self.policy, retry_if=retry_if or is_transient, what=operation)
+
+    async def within_budget(self, operation: str, params: dict[str, Any]) -> None:
+        """Wait until the account's buckets (every replica's calls together) allow the
+        call; while the shared buckets cannot be reached, this replica's own do."""
+        for category, n in costs(operation, params):
+            burst, rate = self.settings.api_limits[category]
+            bucket = f"aws:{self.settings.region}:{category}"
+            try:
+                await self.rate_limits.acquire(bucket, burst, rate, n)
+            except Exception as exc:  # the database is unreachable: limit this replica
+                if self.rate_limits is self._local:
+                    raise
+                log.warning(
+                    "shared rate limit unavailable bucket=%s error=%s", bucket, type(exc).__name__
+                )
+                await self._local.acquire(bucket, burst, rate, n)
 
     async def call_once(self, operation: str, **params: Any) -> dict[str, Any]:
         """One ECS call whose failure the caller handles itself (throttles still retried:

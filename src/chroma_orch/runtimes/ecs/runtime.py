@@ -29,6 +29,7 @@ from aiobotocore.config import AioConfig
 
 from chroma_orch.runtimes.base import (
     INSTANCE_ID,
+    AccountRateLimits,
     ExitCallback,
     Handle,
     InstanceSpec,
@@ -70,10 +71,16 @@ class EcsRuntime:
     name = "ecs"
     allocates_ports = False
 
-    def __init__(self, settings: EcsSettings, *, client_config: AioConfig | None = None) -> None:
+    def __init__(
+        self,
+        settings: EcsSettings,
+        *,
+        client_config: AioConfig | None = None,
+        rate_limits: AccountRateLimits | None = None,
+    ) -> None:
         self.settings = settings
         self.start_timeout = settings.start_timeout
-        self.api = EcsApi(settings, config=client_config)
+        self.api = EcsApi(settings, config=client_config, rate_limits=rate_limits)
         self._loaders: dict[str, TaskLoader] = {}
         self.owned = OwnedTasks(
             api=self.api,

@@ -8,11 +8,18 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, field_validator
 
 ECS_API_LIMITS: dict[str, tuple[int, float]] = {
-    # category: (burst, refill per second); AWS's published ECS / CloudWatch Logs defaults
-    "run": (100, 40.0),  # RunTask, StopTask
+    # category: (burst, refill per second), AWS's published per-account, per-region
+    # defaults (docs/ecs.md "Rate limits" cites each):
+    # "AWS Fargate throttling quotas" (developerguide/throttling.html): RunTask on
+    # Fargate 20 calls/s, burst and sustained; tasks launched 100 burst, 20/s.
+    "run": (20, 20.0),  # RunTask calls
+    "launch": (100, 20.0),  # tasks launched (a RunTask of `count` tasks takes `count`)
+    # "Request throttling for the Amazon ECS API" (APIReference/request-throttling.html)
+    "stop": (100, 40.0),  # StopTask (task modification actions)
     "describe": (100, 20.0),  # DescribeTasks, ListTasks, DescribeTaskDefinition
     "register": (20, 1.0),  # RegisterTaskDefinition
-    "logs": (25, 25.0),  # GetLogEvents (25 TPS per account and region)
+    # "CloudWatch Logs quotas": GetLogEvents 25 TPS per account and region
+    "logs": (25, 25.0),
 }
 
 
@@ -102,8 +109,12 @@ class EcsSettings(BaseModel):
     )
     api_limits: dict[str, tuple[int, float]] = Field(
         default_factory=lambda: dict(ECS_API_LIMITS),
-        description="Client-side token buckets per API category (run, describe, register, "
-        "logs): [burst, refill per second]. Unnamed categories keep AWS's defaults.",
+        description="Token buckets per API category: [burst, refill per second]; run "
+        "(RunTask calls), launch (tasks launched), stop (StopTask), describe (DescribeTasks, "
+        "ListTasks, DescribeTaskDefinition), register (RegisterTaskDefinition), logs "
+        "(GetLogEvents). Shared by every replica through the database (AWS counts per "
+        "account and region). Defaults: AWS's published Fargate/ECS rates (docs/ecs.md); "
+        "unnamed categories keep them.",
     )
     retry_attempts: int = Field(
         8, ge=1, description="Attempts per call on ThrottlingException or a 5xx."

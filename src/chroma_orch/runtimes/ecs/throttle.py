@@ -1,8 +1,10 @@
 """Client-side rate limiting and retries for cloud APIs.
 
-A ``rate_limiter`` (aiolimiter) per API category keeps calls under the provider's
-published limits (AWS throttles per account and region with token buckets, so
-staying under them avoids most ``ThrottlingException``s). ``retrying`` re-runs a
+Token buckets per API category keep calls under the provider's published limits
+(AWS throttles per account and region with token buckets, so staying under them
+avoids most ``ThrottlingException``s): shared by every replica through the
+database when the control plane offers them (``RuntimeServices.rate_limits``),
+else ``LocalRateLimits`` (an aiolimiter ``rate_limiter`` per bucket). ``retrying`` re-runs a
 call that was throttled or hit a 5xx with full-jitter exponential backoff
 (tenacity); it sleeps in the calling coroutine only, so other instances' work goes
 on meanwhile.
@@ -67,6 +69,21 @@ def rate_limiter(burst: int, rate: float) -> AsyncLimiter:
     return AsyncLimiter(burst, burst / rate)
 
 
+class LocalRateLimits:
+    """``AccountRateLimits`` of this replica alone: an aiolimiter per bucket, made on
+    first use. For a runtime built without the database's shared buckets (tests
+    building it directly) and for calls made while the database is unreachable."""
+
+    def __init__(self) -> None:
+        self._limiters: dict[str, AsyncLimiter] = {}
+
+    async def acquire(self, bucket: str, burst: int, rate: float, n: int = 1) -> None:
+        limiter = self._limiters.get(bucket)
+        if limiter is None:
+            limiter = self._limiters[bucket] = rate_limiter(burst, rate)
+        await limiter.acquire(min(n, burst))
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 8
@@ -120,16 +137,14 @@ async def retrying(
     call: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
     *,
-    limiter: AsyncLimiter | None = None,
     retry_if: Callable[[BaseException], bool] = is_transient,
     what: str = "call",
 ) -> T:
-    """Run ``call`` (within ``limiter``'s rate), retrying while ``retry_if`` says so;
-    every failed attempt counts in ``AWS_ERRORS``."""
+    """Run ``call``, retrying while ``retry_if`` says so (a ``call`` that waits for
+    its rate budget does so on every attempt); every failed attempt counts in
+    ``AWS_ERRORS``."""
 
     async def attempt() -> T:
-        if limiter is not None:
-            await limiter.acquire()
         try:
             return await call()
         except Exception as exc:
