@@ -103,12 +103,7 @@ async def test_many_instances_observed_in_batches(ecs_service: EcsService, moto_
     assert ecs_service.calls.reached["RunTask"] == SCALE
 
     reconciler = ecs_service.reconciler
-    # quiet: no other pass or reconcile runs while counting. The app runs the
-    # reconciler's loops with its others (``reconciler.stop`` stops only loops the
-    # reconciler started itself): a liveness pass of the app's own would hold the
-    # observer lock or share the DescribeTasks batches being counted.
-    await ecs_service.app.state.ctx.loops.__aexit__(None, None, None)
-    await reconciler.abandon()
+    await reconciler.stop()  # quiet: no other pass or reconcile runs while counting
     before = ecs_service.calls.counts["DescribeTasks"]
     assert await reconciler.observe_once() == 0
     used = ecs_service.calls.counts["DescribeTasks"] - before

@@ -6,8 +6,8 @@ rate. One row per bucket (``name``: e.g. ``ecs:us-east-1:run``) holds its tokens
 and when they were last counted; one statement (``db/rate_buckets.py``) refills
 by the time elapsed and takes what a call needs, for every replica alike.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-11-30 22:50:00.000000
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
