@@ -54,6 +54,8 @@ class AwsBehaviour:
     """Seconds a task stays invisible to DescribeTasks after RunTask."""
     seen: Counter[str] = field(default_factory=Counter)
     """ECS operations by name, as the layer received them."""
+    launched: int = 0
+    """RunTask calls that launched a task in moto."""
     replayed: int = 0
     """RunTask calls answered from the idempotency record (no new task)."""
     _launched_at: dict[str, float] = field(default_factory=dict)
@@ -64,6 +66,7 @@ class AwsBehaviour:
         with self._lock:
             self.invisible_for = 0.0
             self.seen.clear()
+            self.launched = 0
             self.replayed = 0
             self._launched_at.clear()
             self._tokens.clear()
@@ -96,6 +99,7 @@ class AwsBehaviour:
                 return self._replay(known, params)
             status, answer = forward(body)
             if status == 200:
+                self.launched += 1
                 now = time.monotonic()
                 for task in answer.get("tasks") or []:
                     self._launched_at[str(task["taskArn"])] = now
