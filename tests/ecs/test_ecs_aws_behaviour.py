@@ -95,13 +95,15 @@ async def test_a_reused_token_with_other_parameters_adopts_the_task(
 ) -> None:
     spec = _spec()
     first = await runtime.start(spec)
+    await runtime.stop(first)  # no live task a listing could find
     changed = _spec(spec.instance_id, image="chromadb/chroma:1.5.8")  # another definition
 
-    second = await runtime.start(changed)
+    second = await runtime.start(changed)  # same token: ConflictException
 
     assert second.data["task_arn"] == first.data["task_arn"]
     assert aws.launched == 1
-    assert len(await cluster_tasks(moto_url)) == 1
+    key = spec.instance_id
+    assert (await runtime.poll({key: second}))[key].state is ObservedState.EXITED
 
 
 async def test_a_start_does_not_list_tasks_and_a_retry_is_idempotent(
