@@ -154,7 +154,8 @@ class CallLog:
     def after(self, model: Any, http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
         """The first RunTask that reached ECS gets a 500 back: it launched, the caller
         does not know it."""
-        if model.name == "RunTask" and self.lose_first_run_task_answer:
+        launched = http_response.status_code == 200  # not one of the injected failures
+        if model.name == "RunTask" and self.lose_first_run_task_answer and launched:
             self.lose_first_run_task_answer = False
             http_response.status_code = 500
             parsed.clear()
