@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from chroma_orch.db.models import Event, Instance
-from chroma_orch.runtimes.base import InstanceSpec, ObservedState
+from chroma_orch.runtimes.base import Handle, InstanceSpec, ObservedState
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.settings import EcsSettings
 from tests.ecs.aws_behaviour import AwsBehaviour
@@ -60,8 +60,8 @@ async def test_a_task_missing_after_the_grace_period_has_exited(
 ) -> None:
     aws.invisible_for = 3600.0
     handle = await runtime.start(_spec())
-    old = handle.data | {"launched_at": time.time() - runtime.settings.visibility_grace - 1}
-    late = type(handle)(handle.generation, old)
+    old = {**handle.data, "launched_at": time.time() - runtime.settings.visibility_grace - 1}
+    late = Handle(handle.generation, old)
 
     key = str(handle.data["instance_id"])
     observed = (await runtime.poll({key: late}))[key]
