@@ -3,8 +3,10 @@
 A task is ours when its ``startedBy`` is the service name; its instance comes from
 its tags. ``live(since)`` lists our live tasks with a listing that *began* at or
 after ``since`` (so a task launched before the caller asked is in it), sharing
-one listing among all callers waiting at once: a burst of hundreds of starts
-costs a handful of ``ListTasks`` pages, not one listing each.
+one listing among all callers waiting at once (discovery, orphan collection,
+deletes): a burst of hundreds of deletes costs a handful of ``ListTasks`` pages,
+not one listing each. Starts list nothing (their ``clientToken`` makes RunTask
+idempotent).
 
 ``ListTasks`` filters on ``startedBy`` alone: the API reference says that when
 ``startedBy`` is the filter it must be the only one. Whether ECS still wants a
