@@ -37,6 +37,8 @@ LIST_FILTERS = ("containerInstance", "family", "serviceName", "desiredStatus", "
 """ListTasks parameters that filter (``cluster`` and paging do not)."""
 
 Reply = tuple[int, dict[str, Any]]
+DEFAULT_INVISIBLE = 0.3
+"""Seconds every test's tasks stay invisible to DescribeTasks unless it sets its own."""
 
 
 @dataclass
@@ -50,8 +52,9 @@ class AwsBehaviour:
     """The state and rules of the layer (one per moto; ``reset`` between tests)."""
 
     upstream: str
-    invisible_for: float = 0.0
-    """Seconds a task stays invisible to DescribeTasks after RunTask."""
+    invisible_for: float = DEFAULT_INVISIBLE
+    """Seconds a task stays invisible to DescribeTasks after RunTask (the whole suite
+    runs with a short delay; tests set their own)."""
     seen: Counter[str] = field(default_factory=Counter)
     """ECS operations by name, as the layer received them."""
     launched: int = 0
@@ -64,7 +67,7 @@ class AwsBehaviour:
 
     def reset(self) -> None:
         with self._lock:
-            self.invisible_for = 0.0
+            self.invisible_for = DEFAULT_INVISIBLE
             self.seen.clear()
             self.launched = 0
             self.replayed = 0

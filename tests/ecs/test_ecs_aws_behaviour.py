@@ -90,6 +90,18 @@ async def test_an_instance_whose_task_shows_late_starts_once(
     assert "instance.crashed" not in events
 
 
+async def test_a_task_stopped_before_it_is_visible_is_stopped(
+    runtime: EcsRuntime, moto_url: str, aws: AwsBehaviour
+) -> None:
+    aws.invisible_for = 3600.0
+    handle = await runtime.start(_spec())
+
+    await runtime.stop(handle)
+
+    assert await cluster_tasks(moto_url) == []  # moto (the truth) wants it stopped
+    assert aws.seen["StopTask"] == 1
+
+
 async def test_a_reused_token_with_other_parameters_adopts_the_task(
     runtime: EcsRuntime, moto_url: str, aws: AwsBehaviour
 ) -> None:
@@ -121,6 +133,7 @@ async def test_a_start_does_not_list_tasks_and_a_retry_is_idempotent(
 async def test_discovery_lists_by_started_by_only_and_skips_stopped_tasks(
     runtime: EcsRuntime, aws: AwsBehaviour
 ) -> None:
+    aws.invisible_for = 0.0  # about listing: tasks visible at once
     kept = await runtime.start(_spec())
     stopped = await runtime.start(_spec())
     await runtime.stop(stopped)

@@ -152,11 +152,15 @@ class EcsRuntime:
         return observed
 
     async def stop(self, handle: Handle) -> None:
-        """StopTask unless the task is already stopped or gone; returns at once."""
+        """StopTask unless the task is already stopped or gone (a task launched within
+        ``VISIBILITY_GRACE`` that DescribeTasks does not know yet is stopped all the
+        same); returns at once."""
         arn, cluster = handle.data.get("task_arn"), self._cluster_of(handle)
         if not arn:
             return
         task = (await self._tasks([(cluster, arn)])).get(arn)
+        if task is None and not_visible_yet(handle, time.time(), self.settings.visibility_grace):
+            task = {}  # launched moments ago, not visible yet: stop it all the same
         if (
             task is None
             or task.get("lastStatus") == "STOPPED"
