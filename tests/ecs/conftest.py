@@ -29,6 +29,7 @@ from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.settings import EcsSettings, ReconcilerSettings
 from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.ecs.aws_behaviour import AwsBehaviour, AwsBehaviourProxy
 
 REGION = "us-east-1"
 CLUSTER = "tenants"
@@ -53,6 +54,24 @@ def moto_url() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def _aws_proxy(moto_url: str) -> Iterator[AwsBehaviourProxy]:
+    proxy = AwsBehaviourProxy(moto_url)
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def aws(_aws_proxy: AwsBehaviourProxy) -> AwsBehaviour:
+    """The AWS-behaviour layer (tests/ecs/aws_behaviour.py) the runtime talks through,
+    reset for the test."""
+    _aws_proxy.behaviour.reset()
+    return _aws_proxy.behaviour
+
+
 @pytest.fixture(autouse=True)
 def _aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name, value in {
@@ -74,8 +93,11 @@ def aws_client(moto_url: str, service: str) -> Any:
 
 
 @pytest.fixture
-async def ecs_settings(moto_url: str) -> EcsSettings:
-    """A fresh moto with a VPC, subnet, security group, cluster and log group."""
+async def ecs_settings(
+    moto_url: str, _aws_proxy: AwsBehaviourProxy, aws: AwsBehaviour
+) -> EcsSettings:
+    """A fresh moto with a VPC, subnet, security group, cluster and log group; the
+    runtime reaches it through the AWS-behaviour layer."""
     _moto_api(moto_url, "/moto-api/reset")
     transition = {"progression": "manual", "times": 1_000_000_000}
     _moto_api(
@@ -95,7 +117,7 @@ async def ecs_settings(moto_url: str) -> EcsSettings:
     return EcsSettings(
         region=REGION,
         cluster=CLUSTER,
-        endpoint_url=moto_url,
+        endpoint_url=_aws_proxy.url,
         subnets=[subnet["SubnetId"]],
         security_groups=[group["GroupId"]],
         execution_role_arn="arn:aws:iam::123456789012:role/exec",
@@ -132,7 +154,8 @@ class CallLog:
     def after(self, model: Any, http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
         """The first RunTask that reached ECS gets a 500 back: it launched, the caller
         does not know it."""
-        if model.name == "RunTask" and self.lose_first_run_task_answer:
+        launched = http_response.status_code == 200  # not one of the injected failures
+        if model.name == "RunTask" and self.lose_first_run_task_answer and launched:
             self.lose_first_run_task_answer = False
             http_response.status_code = 500
             parsed.clear()

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from chroma_orch.db.models import Event
 from chroma_orch.settings import ReconcilerSettings
+from tests.ecs.aws_behaviour import AwsBehaviour
 from tests.ecs.conftest import (
     CLUSTER,
     REGION,
@@ -90,7 +91,7 @@ def calls() -> CallLog:
 
 
 async def test_throttling_and_5xx_converge_with_one_task_each(
-    ecs_service: EcsService, moto_url: str
+    ecs_service: EcsService, moto_url: str, aws: AwsBehaviour
 ) -> None:
     http = ecs_service.http
     _, token = await create_tenant(http, "acme")
@@ -103,9 +104,11 @@ async def test_throttling_and_5xx_converge_with_one_task_each(
     tasks = await cluster_tasks(moto_url)
     assert sorted(instance_of(t) or "" for t in tasks) == sorted(ids)  # one task each
     calls = ecs_service.calls
-    assert calls.reached["RunTask"] == len(ids)  # the lost answer was adopted, not re-run
-    assert calls.counts["RunTask"] == len(ids) + 4  # the injected failures were retried
-    for operation in ("DescribeTasks", "ListTasks", "RegisterTaskDefinition"):
+    assert aws.launched == len(ids)  # the lost answer's retry got its task back
+    assert aws.replayed == 1
+    assert calls.counts["RunTask"] == len(ids) + 4 + 1  # injected failures and the lost answer
+    for operation in ("DescribeTasks", "RegisterTaskDefinition"):
         assert calls.counts[operation] > 4, operation
+    assert calls.counts["ListTasks"] == 0  # a start lists nothing: its clientToken suffices
     instances: list[dict[str, Any]] = [(await http.get(f"/v1/instances/{i}")).json() for i in ids]
     assert {i["endpoint"]["port"] for i in instances} == {8000}

@@ -12,6 +12,7 @@ from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.runtimes.base import InstanceSpec
 from chroma_orch.runtimes.ecs.tasks import server_definition
 from chroma_orch.settings import ReconcilerSettings
+from tests.ecs.aws_behaviour import AwsBehaviour
 from tests.ecs.conftest import CLUSTER, EcsService, aws_client, cluster_tasks, instance_of
 from tests.helpers import bearer, converge, create_tenant
 
@@ -36,7 +37,7 @@ async def _instance(service: EcsService, token: str, name: str) -> dict[str, Any
 
 
 async def test_crash_between_run_task_and_commit_adopts(
-    ecs_service: EcsService, moto_url: str
+    ecs_service: EcsService, moto_url: str, aws: AwsBehaviour
 ) -> None:
     _, token = await create_tenant(ecs_service.http, "acme")
     inst = await _instance(ecs_service, token, "main")
@@ -56,7 +57,7 @@ async def test_crash_between_run_task_and_commit_adopts(
     assert body["phase"] == "running"
     (task,) = await cluster_tasks(moto_url)
     assert task["taskArn"] == launched.data["task_arn"]
-    assert ecs_service.calls.reached["RunTask"] == 1
+    assert aws.launched == 1  # the same clientToken got the launched task back
     async with ecs_service.app.state.ctx.sessions() as session:
         row = await session.get(Instance, uuid.UUID(inst["id"]))
         assert row is not None

@@ -11,11 +11,25 @@ import pytest
 from moto.backends import get_backend
 
 from chroma_orch.runtimes.base import Runtime
-from tests.ecs.conftest import CLUSTER, REGION, _aws_credentials, ecs_settings, moto_url
+from tests.ecs.conftest import (
+    CLUSTER,
+    REGION,
+    _aws_credentials,
+    _aws_proxy,
+    aws,
+    ecs_settings,
+    moto_url,
+)
 from tests.runtimes.conformance.kits import EcsKit, FakeKit, Kit, LocalKit
 from tests.runtimes.test_local_runtime import kill_leftovers, servers_on
 
-__all__ = ["_aws_credentials", "ecs_settings", "moto_url"]  # fixtures, used by name
+__all__ = [
+    "_aws_credentials",
+    "_aws_proxy",
+    "aws",
+    "ecs_settings",
+    "moto_url",
+]  # fixtures, used by name
 
 ACCOUNT = "123456789012"
 

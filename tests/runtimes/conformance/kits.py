@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ def spec(instance_id: str, generation: int = 1) -> InstanceSpec:
         name="db",
         generation=generation,
         port=free_port(),
-        start_token=f"{instance_id}-{generation}-{time.monotonic_ns()}",
+        start_token=f"{uuid.UUID(instance_id).hex}-{generation}-0",  # as the reconciler's
     )
 
 

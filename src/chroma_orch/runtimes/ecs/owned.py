@@ -3,9 +3,16 @@
 A task is ours when its ``startedBy`` is the service name; its instance comes from
 its tags. ``live(since)`` lists our live tasks with a listing that *began* at or
 after ``since`` (so a task launched before the caller asked is in it), sharing
-one listing among all callers waiting at once: a burst of hundreds of starts
-costs a handful of ``ListTasks`` pages, not one listing each. A task's instance
-never changes, so only tasks never seen before are described (for their tags).
+one listing among all callers waiting at once (discovery, orphan collection,
+deletes): a burst of hundreds of deletes costs a handful of ``ListTasks`` pages,
+not one listing each. Starts list nothing (their ``clientToken`` makes RunTask
+idempotent).
+
+``ListTasks`` filters on ``startedBy`` alone: the API reference says that when
+``startedBy`` is the filter it must be the only one. Whether ECS still wants a
+task running is read from ``DescribeTasks`` (which also gives the tags naming the
+instance); a task once desired ``STOPPED`` never runs again, so it is not
+described again while it stays listed.
 """
 
 from __future__ import annotations
@@ -38,8 +45,8 @@ class OwnedTasks:
         self._cluster = cluster
         self._started_by = started_by
         self._describe = describe
-        self._known: dict[str, OwnedTask | None] = {}  # task ARN -> owner (None: not ours)
         self._latest: dict[str, str] = {}  # instance id -> newest task ARN seen
+        self._finished: set[str] = set()  # listed task ARNs ECS wants stopped
         self._listing: asyncio.Task[dict[str, list[OwnedTask]]] | None = None
         self._listing_began = 0.0
 
@@ -53,7 +60,6 @@ class OwnedTasks:
             generation = tags.get(TAG_GENERATION)
             owned = OwnedTask(arn, instance_id, int(generation) if generation else None)
             self._latest[instance_id] = arn
-        self._known[arn] = owned
         return owned
 
     def latest(self, instance_id: str) -> str | None:
@@ -81,15 +87,18 @@ class OwnedTasks:
 
     async def _list(self) -> dict[str, list[OwnedTask]]:
         arns = await self._list_arns()
-        unknown = [arn for arn in arns if arn not in self._known]
-        if unknown:
-            for task in (await self._describe(unknown)).values():
-                if task is not None:
-                    self.remember(task)
+        self._finished &= set(arns)  # what ECS no longer lists needs no memory
+        fresh = [arn for arn in arns if arn not in self._finished]
+        described = await self._describe(fresh) if fresh else {}
         found: dict[str, list[OwnedTask]] = {}
-        for arn in arns:
-            owned = self._known.get(arn)
-            if owned is not None:
+        for arn in fresh:
+            task = described.get(arn)
+            if task is None:
+                continue  # not visible to DescribeTasks (yet, or any more)
+            owned = self.remember(task)
+            if task.get("desiredStatus") != "RUNNING":
+                self._finished.add(arn)
+            elif owned is not None:
                 found.setdefault(owned.instance_id, []).append(owned)
         return found
 
@@ -97,8 +106,7 @@ class OwnedTasks:
         arns: list[str] = []
         params: dict[str, Any] = {
             "cluster": self._cluster,
-            "startedBy": self._started_by,
-            "desiredStatus": "RUNNING",
+            "startedBy": self._started_by,  # the only filter ListTasks allows with it
             "maxResults": 100,
         }
         while True:

@@ -2,11 +2,15 @@
 
 - Task definitions are registered once per distinct spec (family = prefix + hash
   of the spec) and reused by every instance with that spec.
-- ``RunTask`` carries ``clientToken`` (the start attempt's token), ``startedBy``
-  (the service name) and tags naming the instance, tenant and generation. Before
-  launching, ``start`` adopts a live task already launched for the instance (the
-  service died between RunTask and saving the handle): correctness never rests on
-  ``clientToken`` alone.
+- ``RunTask`` carries ``clientToken`` (the start attempt's deterministic token),
+  ``startedBy`` (the service name) and tags naming the instance, tenant and
+  generation. ECS makes RunTask idempotent on the token, so a retry after a lost
+  answer, or the next pass after the service died between RunTask and saving the
+  handle, gets the task already launched back; a ``ConflictException`` (same
+  token, other parameters, e.g. a changed setting) names that task in
+  ``resourceIds`` and it is adopted. No listing precedes a start.
+- The ECS API is eventually consistent: within ``VISIBILITY_GRACE`` seconds of
+  its RunTask a task DescribeTasks does not know yet is starting, not gone.
 - Every lookup goes through one ``TaskLoader`` per cluster, so a liveness pass and
   any number of concurrent single-instance polls cost one ``DescribeTasks`` per
   100 tasks.
@@ -14,7 +18,8 @@
   through the container command), so stop keeps it and start brings it back;
   delete runs a one-shot task that removes it.
 
-Handle data: ``instance_id``, ``task_arn``, ``cluster``.
+Handle data: ``instance_id``, ``task_arn``, ``cluster``, ``launched_at`` (epoch
+seconds, for tasks this service launched).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
@@ -47,6 +53,7 @@ from chroma_orch.runtimes.ecs.settings import EcsSettings
 from chroma_orch.runtimes.ecs.stops import classify_run_failures
 from chroma_orch.runtimes.ecs.tasks import (
     CLEANUP_CONTAINER,
+    INVISIBLE,
     cleanup_definition,
     client_token,
     data_path,
@@ -54,6 +61,7 @@ from chroma_orch.runtimes.ecs.tasks import (
     is_live,
     make_handle,
     network_configuration,
+    not_visible_yet,
     observe_task,
     server_command,
     server_definition,
@@ -63,6 +71,10 @@ from chroma_orch.runtimes.ecs.throttle import error_code, is_throttle, is_transi
 log = logging.getLogger(__name__)
 
 _REJECTED = frozenset({"ClientException", "InvalidParameterException", "AccessDeniedException"})
+_VISIBLE_FIRST_DELAY = 0.25
+_VISIBLE_MAX_DELAY = 5.0
+_VISIBLE_MAX_WAIT = 15.0
+"""wait_ready's backoff on DescribeTasks for a task not visible yet (seconds)."""
 
 
 class EcsRuntime:
@@ -97,13 +109,11 @@ class EcsRuntime:
     # -- the contract ------------------------------------------------------
 
     async def start(self, spec: InstanceSpec) -> Handle:
-        """Adopt the instance's live task, or launch one (retrying transient errors,
-        and looking for a task launched by an attempt whose answer was lost)."""
+        """Launch the instance's task, retrying transient errors with the same
+        ``clientToken`` (RunTask is idempotent on it: a retry after a lost answer, or
+        after a crash before the handle was saved, returns the task already launched)."""
         _check_id(spec.instance_id)
         for attempt in range(self.api.policy.attempts):
-            adopted = await self._adopt(spec.instance_id, since=time.monotonic())
-            if adopted is not None:
-                return adopted
             try:
                 return await self._launch(spec)
             except RuntimeUnavailableError:
@@ -113,12 +123,23 @@ class EcsRuntime:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def wait_ready(self, handle: Handle, timeout: float) -> Observation:
-        """One observation, at once: Fargate tasks take long to start, the liveness
-        pass follows them from here."""
+        """One observation (Fargate tasks take long to start, the liveness pass follows
+        them from here); a task DescribeTasks does not know yet is asked for again with
+        exponential backoff, as the ECS docs advise after RunTask, within ``timeout``."""
         key = str(handle.data.get("instance_id", ""))
-        return (await self.poll({key: handle}))[key]
+        deadline = time.monotonic() + min(timeout, _VISIBLE_MAX_WAIT)
+        delay = _VISIBLE_FIRST_DELAY
+        while True:
+            observed = (await self.poll({key: handle}))[key]
+            remaining = deadline - time.monotonic()
+            if observed is not INVISIBLE or remaining <= 0:
+                return observed
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, _VISIBLE_MAX_DELAY)
 
     async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
+        """What ECS says of each handle's task; a task launched less than
+        ``VISIBILITY_GRACE`` seconds ago that ECS does not know yet is starting."""
         arns = {key: h.data.get("task_arn") for key, h in handles.items()}
         tasks = await self._tasks(
             [
@@ -127,20 +148,27 @@ class EcsRuntime:
                 if a
             ]
         )
-        port = self.settings.container_port
+        port, now, grace = self.settings.container_port, time.time(), self.settings.visibility_grace
         observed = {
-            key: observe_task(tasks.get(arn) if arn else None, port) for key, arn in arns.items()
+            key: INVISIBLE
+            if arn and tasks.get(arn) is None and not_visible_yet(handles[key], now, grace)
+            else observe_task(tasks.get(arn) if arn else None, port)
+            for key, arn in arns.items()
         }
         if self.settings.check_heartbeat:
             await self._heartbeat.confirm(observed, arns)
         return observed
 
     async def stop(self, handle: Handle) -> None:
-        """StopTask unless the task is already stopped or gone; returns at once."""
+        """StopTask unless the task is already stopped or gone (a task launched within
+        ``VISIBILITY_GRACE`` that DescribeTasks does not know yet is stopped all the
+        same); returns at once."""
         arn, cluster = handle.data.get("task_arn"), self._cluster_of(handle)
         if not arn:
             return
         task = (await self._tasks([(cluster, arn)])).get(arn)
+        if task is None and not_visible_yet(handle, time.time(), self.settings.visibility_grace):
+            task = {}  # launched moments ago, not visible yet: stop it all the same
         if (
             task is None
             or task.get("lastStatus") == "STOPPED"
@@ -250,17 +278,6 @@ class EcsRuntime:
 
     # -- starting -----------------------------------------------------------
 
-    async def _adopt(self, instance_id: str, since: float) -> Handle | None:
-        try:
-            tasks = (await self.owned.live(since)).get(instance_id, [])
-        except Exception as exc:
-            raise _unavailable("ListTasks", exc) from exc
-        keep = await self._dedupe(tasks)
-        if keep is None:
-            return None
-        log.info("adopting task instance=%s task=%s", instance_id, keep.task_arn)
-        return self._handle(keep)
-
     async def _dedupe(self, tasks: list[OwnedTask]) -> OwnedTask | None:
         """Keep one live task of an instance; stop any others (never two servers on
         one data directory)."""
@@ -284,18 +301,21 @@ class EcsRuntime:
                 }
             ]
         }
-        answer = await self._run_task(
+        launched_at = time.time()
+        arn = await self._run_task(
             definition, overrides, client_token(spec), instance_tags(self.settings, spec)
         )
-        task = answer["tasks"][0]
-        self.owned.remember(task)
-        arn = str(task["taskArn"])
         log.info("launched task instance=%s task=%s", spec.instance_id, arn)
-        return make_handle(self.settings.cluster, arn, spec.instance_id, spec.generation)
+        return make_handle(
+            self.settings.cluster, arn, spec.instance_id, spec.generation, launched_at
+        )
 
     async def _run_task(
         self, definition: str, overrides: dict[str, Any], token: str, tags: list[dict[str, str]]
-    ) -> dict[str, Any]:
+    ) -> str:
+        """The ARN of the task RunTask launched for ``token``, or of the task it
+        launched earlier for it (a ``ConflictException`` names it in ``resourceIds``:
+        the token is this instance's own, so is the task)."""
         try:
             answer = await self.api.call_once(
                 "RunTask",
@@ -310,6 +330,8 @@ class EcsRuntime:
                 networkConfiguration=network_configuration(self.settings),
             )
         except Exception as exc:
+            if error_code(exc) == "ConflictException":
+                return _conflicting_task(token, exc)
             if error_code(exc) in _REJECTED:
                 raise StartFailedError("RunTaskRejected", str(exc)) from exc
             raise _unavailable("RunTask", exc) from exc
@@ -318,7 +340,9 @@ class EcsRuntime:
             detail = "; ".join(f"{f.get('reason')}: {f.get('detail', '')}" for f in failures)
             reason, cause = classify_run_failures(failures)
             raise StartFailedError(reason, detail, cause)
-        return answer
+        task = answer["tasks"][0]
+        self.owned.remember(task)
+        return str(task["taskArn"])
 
     async def _definition(self, params: dict[str, Any]) -> str:
         """The ARN of the task definition for ``params``, registered on first need."""
@@ -353,12 +377,15 @@ class EcsRuntime:
     # -- data and logs ---------------------------------------------
 
     async def _remove_data(self, instance_id: str) -> None:
-        """Run the one-shot cleanup task for the instance's EFS directory (not awaited)."""
+        """Run the one-shot cleanup task for the instance's EFS directory (not awaited).
+        Its ``clientToken`` is new per attempt: a retried delete must launch a new
+        cleanup task, not get the earlier (failed, stopped) one back."""
         definition = await self._definition(cleanup_definition(self.settings))
         script = f"rm -rf -- '{data_path(self.settings, instance_id)}'"
         overrides = {"containerOverrides": [{"name": CLEANUP_CONTAINER, "command": ["-c", script]}]}
         tags = [{"key": "chroma-orch:cleanup", "value": instance_id}]
-        await self._run_task(definition, overrides, f"delete-{instance_id}"[:64], tags)
+        token = f"delete-{instance_id}-{uuid.uuid4().hex[:16]}"  # 60 of 64 characters
+        await self._run_task(definition, overrides, token, tags)
         log.info(
             "removing data instance=%s path=%s", instance_id, data_path(self.settings, instance_id)
         )
@@ -372,6 +399,14 @@ class EcsRuntime:
 def _check_id(instance_id: str) -> None:
     if not INSTANCE_ID.fullmatch(instance_id):
         raise ValueError(f"invalid instance id {instance_id!r}")
+
+
+def _conflicting_task(token: str, exc: Exception) -> str:
+    ids = getattr(exc, "response", {}).get("resourceIds") or []
+    if not ids:
+        raise StartFailedError("RunTaskConflict", str(exc)) from exc
+    log.info("adopting the task of clientToken=%s task=%s (ConflictException)", token, ids[0])
+    return str(ids[0])
 
 
 def _unavailable(operation: str, exc: Exception) -> RuntimeUnavailableError:

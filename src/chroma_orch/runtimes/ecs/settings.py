@@ -107,6 +107,13 @@ class EcsSettings(BaseModel):
     start_timeout: float = Field(
         600.0, gt=0, description="Seconds a task may take from RunTask to running."
     )
+    visibility_grace: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds after RunTask during which a task DescribeTasks does not know "
+        "yet (reason MISSING: the ECS API is eventually consistent) counts as starting, "
+        "not as gone.",
+    )
     api_limits: dict[str, tuple[int, float]] = Field(
         default_factory=lambda: dict(ECS_API_LIMITS),
         description="Token buckets per API category: [burst, refill per second]; run "

@@ -147,10 +147,31 @@ def tags_of(task: Mapping[str, Any]) -> dict[str, str]:
     return {str(t["key"]): str(t["value"]) for t in task.get("tags") or [] if "key" in t}
 
 
-def make_handle(cluster: str, task_arn: str, instance_id: str, generation: int | None) -> Handle:
-    return Handle(
-        generation, {"instance_id": instance_id, "task_arn": task_arn, "cluster": cluster}
-    )
+def make_handle(
+    cluster: str,
+    task_arn: str,
+    instance_id: str,
+    generation: int | None,
+    launched_at: float | None = None,
+) -> Handle:
+    """``launched_at`` (epoch seconds of the RunTask that answered with the task) lets
+    a poll tell a task not visible yet from one that is gone."""
+    data: dict[str, Any] = {"instance_id": instance_id, "task_arn": task_arn, "cluster": cluster}
+    if launched_at is not None:
+        data["launched_at"] = launched_at
+    return Handle(generation, data)
+
+
+def not_visible_yet(handle: Handle, now: float, grace: float) -> bool:
+    """The handle's task was launched less than ``grace`` seconds ago: DescribeTasks
+    may not know it yet (ECS API eventual consistency)."""
+    launched_at = handle.data.get("launched_at")
+    return isinstance(launched_at, int | float) and now - float(launched_at) < grace
+
+
+INVISIBLE = Observation(
+    ObservedState.STARTING, message="ECS task launched, not visible to DescribeTasks yet"
+)
 
 
 def task_ip(task: Mapping[str, Any]) -> str | None:
