@@ -14,7 +14,7 @@ from chroma_orch.runtimes.ecs.tasks import server_definition
 from chroma_orch.settings import ReconcilerSettings
 from tests.ecs.aws_behaviour import AwsBehaviour
 from tests.ecs.conftest import CLUSTER, EcsService, aws_client, cluster_tasks, instance_of
-from tests.helpers import bearer, converge, create_tenant
+from tests.helpers import bearer, converge, create_tenant, wait_for
 
 
 @pytest.fixture
@@ -101,7 +101,17 @@ async def test_orphans_are_stopped_and_others_left_alone(
     not_wanted = await _run_foreign_task(ecs_service, service_name, stopped["id"])
     foreign = await _run_foreign_task(ecs_service, "someone-else", str(uuid.uuid4()))
 
-    assert await reconciler.collect_orphans() == 2
+    # Tasks just launched may be unknown to DescribeTasks for a moment (eventual
+    # consistency, modelled by the AWS-behaviour layer): a pass leaves those for the next.
+    collected = 0
+
+    async def both_collected() -> bool:
+        nonlocal collected
+        collected += await reconciler.collect_orphans()
+        return collected >= 2
+
+    await wait_for(both_collected, timeout=15, interval=0.2)
+    assert collected == 2
 
     live = {t["taskArn"]: instance_of(t) for t in await cluster_tasks(moto_url)}
     assert unknown not in live
