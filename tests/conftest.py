@@ -55,7 +55,14 @@ TIERS = ("unit", "db", "e2e", "chaos")
 TESTS_DIR = Path(__file__).parent
 TIER_BY_DIRECTORY = {"chaos": "chaos", "e2e": "e2e"}
 STARTS_SERVICES = frozenset(
-    {"running_service", "running_nginx", "async_playwright", "ThreadedMotoServer", "LocalRuntime"}
+    {
+        "running_service",
+        "Service",
+        "running_nginx",
+        "async_playwright",
+        "ThreadedMotoServer",
+        "LocalRuntime",
+    }
 )
 USES_POSTGRES = frozenset({"pg_cluster", "EmbeddedPostgres"})
 
