@@ -14,12 +14,6 @@ pauses that made the long tail of the request latencies in ``bench/api_load.py``
 2-core machine, alternating runs): without it p99 rose from 56-75 ms to 122-177 ms on
 the quiet runs (target: under 100 ms), far beyond the noise, so it stays.
 
-The full collection before the freeze (so start-up's garbage is not frozen with it)
-runs once per process: a service process has one lifespan. A process that runs the
-lifespan again (the test suite, some hundred times) freezes what is there without
-walking its whole heap once more (0.1-0.2 s each time); the unfreeze at the end of that
-lifespan hands all of it, garbage included, back to the collector.
-
 Removed (issue 13): a 1 ms GIL switch interval. Its gain was 3 % of launch-to-running
 (0.2985 s -> 0.2890 s p50, commit ee449f4), within the run-to-run noise of
 ``bench/lifecycle.py``, and ``bench/api_load.py`` showed none (56 vs 56 ms p99).
@@ -31,17 +25,12 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_collected = False  # the one full collection of this process has run
-
 
 @contextmanager
 def frozen_startup_heap() -> Iterator[None]:
-    """Everything alive on entry (after a full collection, the first time in this
-    process) frozen out of the collector while in the block."""
-    global _collected
-    if not _collected:
-        gc.collect()
-        _collected = True
+    """Everything alive on entry (after a full collection) frozen out of the
+    collector while in the block."""
+    gc.collect()
     gc.freeze()
     try:
         yield
