@@ -14,7 +14,6 @@ import random
 import shutil
 import tempfile
 import types
-import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +35,7 @@ from chroma_orch.settings import (
     ReconcilerSettings,
     Settings,
 )
+from tests.databases import DatabasePool
 
 if TYPE_CHECKING:
     from tests.e2e.service import Service
@@ -55,7 +55,14 @@ TIERS = ("unit", "db", "e2e", "chaos")
 TESTS_DIR = Path(__file__).parent
 TIER_BY_DIRECTORY = {"chaos": "chaos", "e2e": "e2e"}
 STARTS_SERVICES = frozenset(
-    {"running_service", "running_nginx", "async_playwright", "ThreadedMotoServer", "LocalRuntime"}
+    {
+        "running_service",
+        "Service",
+        "running_nginx",
+        "async_playwright",
+        "ThreadedMotoServer",
+        "LocalRuntime",
+    }
 )
 USES_POSTGRES = frozenset({"pg_cluster", "EmbeddedPostgres"})
 
@@ -225,13 +232,21 @@ def template_db(pg_admin_url: str) -> Iterator[str]:
     asyncio.run(_admin_execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture(scope="session")
+def test_databases(pg_admin_url: str, template_db: str) -> Iterator[DatabasePool]:
+    pool = DatabasePool(pg_admin_url, template_db)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
 @pytest.fixture
-async def database_url(pg_admin_url: str, template_db: str) -> AsyncIterator[str]:
+async def database_url(pg_admin_url: str, test_databases: DatabasePool) -> AsyncIterator[str]:
     """A fresh, migrated database for this test only."""
-    name = f"co_test_{uuid.uuid4().hex[:12]}"
-    await _admin_execute(pg_admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    name = await test_databases.take()
     yield with_database(pg_admin_url, name)
-    await _admin_execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    test_databases.drop(name)
 
 
 def port_window(size: int = 200) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import tests.domain.test_states as states
+import tests.events.test_event_replicas as event_replicas
 import tests.security.test_refused_tokens as refused_tokens
 from tests.conftest import COLLECTED_TIERS, STARTS_SERVICES, USES_POSTGRES, names_used
 
@@ -22,3 +23,9 @@ def test_a_test_starting_services_in_its_own_body_is_seen() -> None:
     assert {"running_service", "running_nginx"} <= names_used([behind_nginx]) & STARTS_SERVICES
     pure = states.test_every_phase_has_a_row_and_deleted_is_terminal
     assert not names_used([pure]) & (STARTS_SERVICES | USES_POSTGRES)
+
+
+def test_a_fixture_running_the_service_as_child_processes_is_seen() -> None:
+    """The replicas fixture starts two services (tests.e2e.service.Service) itself,
+    and one of them real Chroma servers: e2e, as running_service would be."""
+    assert "Service" in names_used([event_replicas.replicas]) & STARTS_SERVICES
