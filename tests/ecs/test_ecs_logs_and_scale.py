@@ -103,7 +103,10 @@ async def test_many_instances_observed_in_batches(ecs_service: EcsService, moto_
     assert ecs_service.calls.reached["RunTask"] == SCALE
 
     reconciler = ecs_service.reconciler
-    await reconciler.stop()  # quiet: no other pass or reconcile runs while counting
+    # Quiet: every background loop of the app stops (the reconciler's and the others),
+    # so no pass but the counted one calls DescribeTasks.
+    await ecs_service.app.state.ctx.loops.__aexit__(None, None, None)
+    await reconciler.abandon()
 
     async def one_pass() -> int:
         before = ecs_service.calls.counts["DescribeTasks"]
