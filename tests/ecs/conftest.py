@@ -30,6 +30,7 @@ from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.settings import EcsSettings, ReconcilerSettings
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.ecs.aws_behaviour import AwsBehaviour, AwsBehaviourProxy
+from tests.helpers import wait_for
 
 REGION = "us-east-1"
 CLUSTER = "tenants"
@@ -264,3 +265,16 @@ async def cluster_tasks(moto_url: str, desired: str = "RUNNING") -> list[dict[st
 def instance_of(task: dict[str, Any]) -> str | None:
     tags = {t["key"]: t["value"] for t in task.get("tags", [])}
     return tags.get("chroma-orch:instance")
+
+
+async def task_of(moto_url: str, instance_id: str, not_arn: str | None = None) -> str:
+    """The ARN of the instance's task in moto (other than ``not_arn``), once there is one."""
+
+    async def probe() -> str | None:
+        for task in await cluster_tasks(moto_url):
+            if instance_of(task) == instance_id and task["taskArn"] != not_arn:
+                return str(task["taskArn"])
+        return None
+
+    arn: str = await wait_for(probe)
+    return arn

@@ -20,8 +20,9 @@ from tests.ecs.conftest import (
     cluster_tasks,
     instance_of,
     reconciler_settings,
+    task_of,
 )
-from tests.helpers import bearer, create_tenant, wait_for, wait_phase
+from tests.helpers import bearer, create_tenant, wait_phase
 
 ACCOUNT = "123456789012"
 
@@ -41,17 +42,6 @@ def _stop_in_moto(task_arn: str, stop_code: str, reason: str) -> None:
     task.stopped_reason = reason
 
 
-async def _only_task(moto_url: str, instance_id: str, not_arn: str | None = None) -> str:
-    async def probe() -> str | None:
-        for task in await cluster_tasks(moto_url):
-            if instance_of(task) == instance_id and task["taskArn"] != not_arn:
-                return str(task["taskArn"])
-        return None
-
-    arn: str = await wait_for(probe)
-    return arn
-
-
 async def test_task_exits_restart_policy_then_failed(
     ecs_service: EcsService, moto_url: str
 ) -> None:
@@ -60,10 +50,10 @@ async def test_task_exits_restart_policy_then_failed(
     created = await http.post("/v1/instances", json={"name": "main"}, headers=bearer(token))
     instance_id = created.json()["instance"]["id"]
     await wait_phase(http, instance_id, "running")
-    first = await _only_task(moto_url, instance_id)
+    first = await task_of(moto_url, instance_id)
 
     _stop_in_moto(first, "EssentialContainerExited", "Essential container in task exited")
-    second = await _only_task(moto_url, instance_id, not_arn=first)  # restarted (limit 1)
+    second = await task_of(moto_url, instance_id, not_arn=first)  # restarted (limit 1)
     await wait_phase(http, instance_id, "running")
 
     _stop_in_moto(second, "TaskFailedToStart", "CannotPullContainerError: pull access denied")

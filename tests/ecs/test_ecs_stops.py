@@ -14,7 +14,7 @@ from chroma_orch.runtimes.base import ExitCause
 from chroma_orch.runtimes.ecs.stops import classify_run_failures, classify_stop
 from chroma_orch.settings import ReconcilerSettings
 from tests.ecs import aws_stops
-from tests.ecs.conftest import CLUSTER, REGION, EcsService, cluster_tasks, instance_of
+from tests.ecs.conftest import CLUSTER, REGION, EcsService, cluster_tasks, task_of
 from tests.helpers import bearer, create_tenant, wait_for, wait_phase
 
 
@@ -25,17 +25,6 @@ def reconciler_config() -> ReconcilerSettings:
     return reconciler_settings(
         restart_limit=1, capacity_backoff_base=0.05, capacity_backoff_max=0.2
     )
-
-
-async def _task_of(moto_url: str, instance_id: str, not_arn: str | None = None) -> str:
-    async def probe() -> str | None:
-        for task in await cluster_tasks(moto_url):
-            if instance_of(task) == instance_id and task["taskArn"] != not_arn:
-                return str(task["taskArn"])
-        return None
-
-    arn: str = await wait_for(probe)
-    return arn
 
 
 async def _events(service: EcsService, instance_id: str) -> list[Event]:
@@ -56,11 +45,11 @@ async def test_aws_initiated_stops_restart_without_using_the_budget(
     ecs_service: EcsService, moto_url: str
 ) -> None:
     instance_id = await _running(ecs_service, "main")
-    task = await _task_of(moto_url, instance_id)
+    task = await task_of(moto_url, instance_id)
     # restart_limit is 1: three AWS-initiated stops would fail a counting reconciler
     for stop in (aws_stops.retire, aws_stops.spot_interrupt, aws_stops.retire):
         stop(REGION, CLUSTER, task)
-        task = await _task_of(moto_url, instance_id, not_arn=task)
+        task = await task_of(moto_url, instance_id, not_arn=task)
         body = await wait_phase(ecs_service.http, instance_id, "running")
     assert body["restart_count"] == 0
     interrupted = [e.after for e in await _events(ecs_service, instance_id)
@@ -73,10 +62,10 @@ async def test_a_pull_rate_limit_waits_with_a_visible_reason_and_does_not_count(
     ecs_service: EcsService, moto_url: str
 ) -> None:
     instance_id = await _running(ecs_service, "main")
-    task = await _task_of(moto_url, instance_id)
+    task = await task_of(moto_url, instance_id)
     for _ in range(3):  # more than restart_limit
         aws_stops.pull_throttled(REGION, CLUSTER, task)
-        task = await _task_of(moto_url, instance_id, not_arn=task)
+        task = await task_of(moto_url, instance_id, not_arn=task)
     body = await wait_phase(ecs_service.http, instance_id, "running")
     assert body["restart_count"] == 0
     waits = [e.after or {} for e in await _events(ecs_service, instance_id)
