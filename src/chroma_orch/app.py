@@ -36,7 +36,7 @@ from chroma_orch.events import guard, stream
 from chroma_orch.loops import Loops
 from chroma_orch.reconciler.culler import cull_idle
 from chroma_orch.reconciler.loop import Reconciler
-from chroma_orch.runtimes.base import RuntimeServices
+from chroma_orch.runtimes.base import Preflight, RuntimeServices
 from chroma_orch.runtimes.factory import build_runtime
 from chroma_orch.runtimes.instrumented import InstrumentedRuntime
 from chroma_orch.settings import Settings
@@ -112,6 +112,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = RuntimeServices(ports=ports, rate_limits=AccountRateLimitsInDb(sessions))
         runtime = InstrumentedRuntime(build_runtime(settings, services))
         stack.push_async_callback(runtime.aclose)
+        if isinstance(runtime.inner, Preflight):
+            await runtime.inner.preflight()  # e.g. the ECS start-up check
         policy = InstancePolicy(
             runtime=settings.runtime,
             max_per_tenant=settings.max_instances_per_tenant,

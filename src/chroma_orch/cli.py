@@ -110,6 +110,31 @@ def settings_command() -> int:
     return 0
 
 
+ecs_app = typer.Typer(
+    help="the ECS runtime's AWS side (docs/ecs.md)",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(ecs_app, name="ecs")
+
+
+@ecs_app.command(
+    "check",
+    help="check the cluster, subnets, security groups, log group, roles, task size and "
+    "image the CHROMA_ORCH_ECS__* settings name; one line per problem, exit 1 on errors",
+)
+def ecs_check_command() -> int:
+    from chroma_orch.runtimes.ecs.checks import check
+
+    settings = Settings()
+    problems = asyncio.run(check(settings.ecs))
+    for problem in problems:
+        sys.stdout.write(problem.line() + "\n")
+    if not problems:
+        sys.stdout.write(f"ecs check passed (cluster {settings.ecs.cluster})\n")
+    return 1 if any(p.severity == "error" for p in problems) else 0
+
+
 def _configure_logging(settings: Settings) -> None:
     from chroma_orch.telemetry.log_setup import configure_logging
 

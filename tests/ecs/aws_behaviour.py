@@ -61,6 +61,9 @@ class AwsBehaviour:
     """RunTask calls that launched a task in moto."""
     replayed: int = 0
     """RunTask calls answered from the idempotency record (no new task)."""
+    run_task_requests: list[dict[str, Any]] = field(default_factory=list)
+    """Every RunTask request body as ECS received it (what the runtime asked for:
+    launchType or capacityProviderStrategy, overrides, tags...)."""
     _launched_at: dict[str, float] = field(default_factory=dict)
     _tokens: dict[str, _Launch] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -71,6 +74,7 @@ class AwsBehaviour:
             self.seen.clear()
             self.launched = 0
             self.replayed = 0
+            self.run_task_requests.clear()
             self._launched_at.clear()
             self._tokens.clear()
 
@@ -97,6 +101,7 @@ class AwsBehaviour:
         token = body.get("clientToken")
         params = {k: v for k, v in body.items() if k != "clientToken"}
         with self._lock:
+            self.run_task_requests.append(body)
             known = self._tokens.get(token) if token else None
             if known is not None:
                 return self._replay(known, params)

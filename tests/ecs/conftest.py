@@ -35,6 +35,18 @@ from tests.helpers import wait_for
 REGION = "us-east-1"
 CLUSTER = "tenants"
 LOG_GROUP = "/chroma-orch/test"
+TASK_TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
 
 
 def _moto_api(url: str, path: str, body: dict[str, Any] | None = None) -> None:
@@ -97,8 +109,10 @@ def aws_client(moto_url: str, service: str) -> Any:
 async def ecs_settings(
     moto_url: str, _aws_proxy: AwsBehaviourProxy, aws: AwsBehaviour
 ) -> EcsSettings:
-    """A fresh moto with a VPC, subnet, security group, cluster and log group; the
-    runtime reaches it through the AWS-behaviour layer."""
+    """A fresh moto with a VPC, subnet, the tasks' security group (admitting the
+    service's group on the Chroma port), cluster, log group and execution role:
+    everything the start-up check asks for. The runtime reaches it through the
+    AWS-behaviour layer."""
     _moto_api(moto_url, "/moto-api/reset")
     transition = {"progression": "manual", "times": 1_000_000_000}
     _moto_api(
@@ -111,6 +125,20 @@ async def ecs_settings(
         await ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
         subnet = (await ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/18"))["Subnet"]
         group = await ec2.create_security_group(GroupName="chroma", Description="x", VpcId=vpc)
+        service = await ec2.create_security_group(GroupName="svc", Description="x", VpcId=vpc)
+        await ec2.authorize_security_group_ingress(  # the layout of docs/ecs.md
+            GroupId=group["GroupId"],
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 8000,
+                    "ToPort": 8000,
+                    "UserIdGroupPairs": [{"GroupId": service["GroupId"]}],
+                }
+            ],
+        )
+    async with aws_client(moto_url, "iam") as iam:
+        await iam.create_role(RoleName="exec", AssumeRolePolicyDocument=TASK_TRUST)
     async with aws_client(moto_url, "ecs") as ecs:
         await ecs.create_cluster(clusterName=CLUSTER)
     async with aws_client(moto_url, "logs") as logs:

@@ -44,7 +44,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 """What a runtime accepts as an instance id (the reconciler passes UUIDs). No dots
@@ -159,6 +159,20 @@ class StartFailedError(Exception):
 
 class RuntimeUnavailableError(Exception):
     """The runtime could not be reached or refused for now; retry later."""
+
+
+class RuntimeMisconfiguredError(Exception):
+    """The runtime's start-up check found errors (one line each): the service must
+    not start with it."""
+
+
+@runtime_checkable
+class Preflight(Protocol):
+    """A runtime that checks its environment before the service starts (optional;
+    the control plane awaits ``preflight`` once, right after building it)."""
+
+    async def preflight(self) -> None:
+        """Raise ``RuntimeMisconfiguredError`` naming every problem, or return."""
 
 
 ExitCallback = Callable[[str], None]

@@ -46,6 +46,7 @@ from chroma_orch.runtimes.base import (
 )
 from chroma_orch.runtimes.ecs.api import EcsApi
 from chroma_orch.runtimes.ecs.batch import TaskLoader
+from chroma_orch.runtimes.ecs.checks import enforce
 from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
 from chroma_orch.runtimes.ecs.logs import TaskLogs
 from chroma_orch.runtimes.ecs.owned import OwnedTask, OwnedTasks
@@ -63,6 +64,7 @@ from chroma_orch.runtimes.ecs.tasks import (
     network_configuration,
     not_visible_yet,
     observe_task,
+    placement,
     server_command,
     server_definition,
 )
@@ -107,6 +109,10 @@ class EcsRuntime:
         self._callbacks: list[ExitCallback] = []
 
     # -- the contract ------------------------------------------------------
+
+    async def preflight(self) -> None:
+        """The start-up check (``checks``), as ``STARTUP_CHECK`` says."""
+        await enforce(self.api, self.settings)
 
     async def start(self, spec: InstanceSpec) -> Handle:
         """Launch the instance's task, retrying transient errors with the same
@@ -321,13 +327,13 @@ class EcsRuntime:
                 "RunTask",
                 cluster=self.settings.cluster,
                 taskDefinition=definition,
-                launchType="FARGATE",
                 count=1,
                 clientToken=token,
                 startedBy=self.settings.service_name,
                 tags=tags,
                 overrides=overrides,
                 networkConfiguration=network_configuration(self.settings),
+                **placement(self.settings),
             )
         except Exception as exc:
             if error_code(exc) == "ConflictException":

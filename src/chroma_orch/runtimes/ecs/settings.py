@@ -5,6 +5,8 @@ Only pydantic here: ``chroma_orch.settings`` nests this group as ``Settings.ecs`
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, field_validator
 
 ECS_API_LIMITS: dict[str, tuple[int, float]] = {
@@ -21,6 +23,16 @@ ECS_API_LIMITS: dict[str, tuple[int, float]] = {
     # "CloudWatch Logs quotas": GetLogEvents 25 TPS per account and region
     "logs": (25, 25.0),
 }
+
+
+class CapacityProviderItem(BaseModel):
+    """One item of RunTask's ``capacityProviderStrategy``."""
+
+    capacity_provider: Literal["FARGATE", "FARGATE_SPOT"] = Field(
+        description="Fargate capacity provider (the cluster must have it)."
+    )
+    weight: int = Field(1, ge=0, le=1000, description="Relative share of tasks.")
+    base: int = Field(0, ge=0, le=100000, description="Tasks placed here before weights apply.")
 
 
 class EcsSettings(BaseModel):
@@ -47,7 +59,11 @@ class EcsSettings(BaseModel):
     assign_public_ip: bool = Field(
         False, description="Give tasks a public IP (only for subnets without a NAT route)."
     )
-    image: str = Field("chromadb/chroma:1.5.9", description="Chroma 1.x server image (pin a tag).")
+    image: str | None = Field(
+        None,
+        description="Full Chroma 1.x image URI (pin a tag); unset: built from IMAGE_REGISTRY, "
+        'IMAGE_REPOSITORY and IMAGE_TAG (docs/ecs.md "Images").',
+    )
     cpu: int = Field(1024, ge=256, description="Task CPU units (1024 = 1 vCPU).")
     memory: int = Field(2048, ge=512, description="Task memory (MiB).")
     container_port: int = Field(8000, ge=1, le=65535, description="Port Chroma listens on.")
@@ -134,6 +150,55 @@ class EcsSettings(BaseModel):
         description="Seconds concurrent task lookups are gathered into one DescribeTasks.",
     )
     max_pool_connections: int = Field(32, ge=1, description="HTTP connections per AWS client.")
+
+    # -- images, capacity and start-up checks (docs/ecs.md "Images", "Capacity") --
+    image_registry: str | None = Field(
+        None,
+        description="Registry host (and path prefix) of the Chroma image; unset: the ECR "
+        "pull-through cache ACCOUNT.dkr.ecr.REGION.amazonaws.com/PULL_THROUGH_PREFIX when "
+        "the account is known (ACCOUNT_ID, else EXECUTION_ROLE_ARN's), else Docker Hub.",
+    )
+    image_repository: str = Field("chromadb/chroma", description="Repository of the image.")
+    image_tag: str = Field("1.5.9", description="Tag of the image (pin one).")
+    account_id: str | None = Field(
+        None, pattern=r"^[0-9]{12}$", description="AWS account of the ECR pull-through cache."
+    )
+    pull_through_prefix: str = Field(
+        "docker-hub",
+        description="ECR repository prefix of the pull-through cache rule for Docker Hub.",
+    )
+    cpu_architecture: Literal["X86_64", "ARM64"] = Field(
+        "X86_64", description="runtimePlatform cpuArchitecture (ARM64: Graviton, ~20% cheaper)."
+    )
+    capacity_providers: list[CapacityProviderItem] = Field(
+        default_factory=list,
+        description='RunTask capacityProviderStrategy, e.g. [{"capacity_provider": '
+        '"FARGATE_SPOT", "weight": 1}]; empty: launchType FARGATE (on demand).',
+    )
+    stop_timeout: int = Field(
+        30,
+        ge=2,
+        le=120,
+        description="Seconds between SIGTERM and SIGKILL on a stop (container stopTimeout; "
+        "Fargate allows up to 120), so Chroma can flush.",
+    )
+    ephemeral_storage: int | None = Field(
+        None,
+        ge=21,
+        le=200,
+        description="Task ephemeral storage in GiB (21-200); unset: Fargate's 20 GiB.",
+    )
+    create_log_group: bool = Field(
+        False,
+        description="Let the awslogs driver create LOG_GROUP (awslogs-create-group; the "
+        "execution role then needs logs:CreateLogGroup).",
+    )
+    startup_check: Literal["fail", "warn", "off"] = Field(
+        "fail",
+        description="The start-up check of cluster, subnets, security groups, log group, "
+        "roles, task size and image (`chroma-orch ecs check`): fail (errors stop the "
+        "service), warn (only logged) or off.",
+    )
 
     @field_validator("api_limits")
     @classmethod

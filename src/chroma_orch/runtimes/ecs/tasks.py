@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chroma_orch.runtimes.base import Endpoint, Handle, InstanceSpec, Observation, ObservedState
+from chroma_orch.runtimes.ecs.images import server_image
 from chroma_orch.runtimes.ecs.settings import EcsSettings
 from chroma_orch.runtimes.ecs.stops import classify_stop
 
@@ -69,7 +70,8 @@ def _definition(
                 "awslogs-group": settings.log_group,
                 "awslogs-region": settings.region,
                 "awslogs-stream-prefix": settings.log_stream_prefix,
-            },
+            }
+            | ({"awslogs-create-group": "true"} if settings.create_log_group else {}),
         },
     }
     params: dict[str, Any] = {
@@ -79,6 +81,10 @@ def _definition(
         "memory": str(memory),
         "containerDefinitions": [container],
         "volumes": volumes,
+        "runtimePlatform": {
+            "cpuArchitecture": settings.cpu_architecture,
+            "operatingSystemFamily": "LINUX",
+        },
     }
     if settings.execution_role_arn:
         params["executionRoleArn"] = settings.execution_role_arn
@@ -91,7 +97,7 @@ def _definition(
 
 def server_definition(settings: EcsSettings, options: Mapping[str, Any]) -> dict[str, Any]:
     """RegisterTaskDefinition parameters (``family`` included) for a server spec."""
-    image = str(options.get("image") or settings.image)
+    image = str(options.get("image") or server_image(settings).uri)
     cpu = int(options.get("cpu") or settings.cpu)
     memory = int(options.get("memory") or settings.memory)
     container = {
@@ -99,8 +105,12 @@ def server_definition(settings: EcsSettings, options: Mapping[str, Any]) -> dict
         "image": image,
         "portMappings": [{"containerPort": settings.container_port, "protocol": "tcp"}],
         "environment": [{"name": "ANONYMIZED_TELEMETRY", "value": "False"}],
+        "stopTimeout": settings.stop_timeout,  # SIGTERM to SIGKILL: Chroma flushes
     }
-    return _with_family(settings, _definition(settings, container, cpu, memory))
+    params = _definition(settings, container, cpu, memory)
+    if settings.ephemeral_storage is not None:
+        params["ephemeralStorage"] = {"sizeInGiB": settings.ephemeral_storage}
+    return _with_family(settings, params)
 
 
 def cleanup_definition(settings: EcsSettings) -> dict[str, Any]:
@@ -114,6 +124,18 @@ def _with_family(settings: EcsSettings, params: dict[str, Any], kind: str = "") 
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     middle = f"-{kind}" if kind else ""
     return params | {"family": f"{settings.family_prefix}{middle}-{digest}"}
+
+
+def placement(settings: EcsSettings) -> dict[str, Any]:
+    """RunTask's ``launchType`` FARGATE, or the ``capacityProviderStrategy`` (Fargate
+    Spot) when CAPACITY_PROVIDERS names one (RunTask takes one or the other)."""
+    if not settings.capacity_providers:
+        return {"launchType": "FARGATE"}
+    strategy = [
+        {"capacityProvider": item.capacity_provider, "weight": item.weight, "base": item.base}
+        for item in settings.capacity_providers
+    ]
+    return {"capacityProviderStrategy": strategy}
 
 
 def network_configuration(settings: EcsSettings) -> dict[str, Any]:
