@@ -19,6 +19,8 @@ forwarded to moto unchanged. Each behaviour cites the AWS documentation it follo
   the filter, it must be the only filter that you use"
   (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ListTasks.html);
   combined with another filter the proxy answers ``InvalidParameterException``.
+- EFS access points (``efs``, tests/ecs/aws_efs.py): ``ClientToken`` idempotency
+  of CreateAccessPoint (``AccessPointAlreadyExists``) and the ``creating`` state.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import urllib3
+
+from tests.ecs.aws_efs import PATH as EFS_ACCESS_POINTS
+from tests.ecs.aws_efs import EfsBehaviour
 
 LIST_FILTERS = ("containerInstance", "family", "serviceName", "desiredStatus", "launchType")
 """ListTasks parameters that filter (``cluster`` and paging do not)."""
@@ -64,6 +69,8 @@ class AwsBehaviour:
     run_task_requests: list[dict[str, Any]] = field(default_factory=list)
     """Every RunTask request body as ECS received it (what the runtime asked for:
     launchType or capacityProviderStrategy, overrides, tags...)."""
+    efs: EfsBehaviour = field(default_factory=EfsBehaviour)
+    """EFS access point behaviour (tests/ecs/aws_efs.py)."""
     _launched_at: dict[str, float] = field(default_factory=dict)
     _tokens: dict[str, _Launch] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -77,6 +84,7 @@ class AwsBehaviour:
             self.run_task_requests.clear()
             self._launched_at.clear()
             self._tokens.clear()
+        self.efs.reset()
 
     def handle(self, target: str, body: dict[str, Any], forward: Any) -> Reply:
         """Answer one ECS JSON call (``forward(body)`` asks moto)."""
@@ -153,6 +161,13 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length)
         target = self.headers.get("X-Amz-Target") or ""
         headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
+        if self.path.startswith(EFS_ACCESS_POINTS):
+
+            def forward_efs(data: bytes) -> tuple[int, dict[str, str], bytes]:
+                return self.server.forward(self.command, self.path, headers, data)
+
+            self._send(*self.server.behaviour.efs.handle(self.command, raw, forward_efs))
+            return
         if not target.startswith("AmazonEC2ContainerServiceV20141113."):
             self._send(*self.server.forward(self.command, self.path, headers, raw))
             return

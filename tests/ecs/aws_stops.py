@@ -47,6 +47,18 @@ def stop_as_aws(region: str, cluster: str, task_arn: str, stop_code: str, reason
     task.stopped_reason = reason
 
 
+def exit_as_aws(region: str, cluster: str, task_arn: str, exit_code: int) -> None:
+    """A task whose essential container ran to its end: ``EssentialContainerExited``
+    with the container's exit code (what a one-shot task, e.g. the data removal,
+    ends as; "Amazon ECS stopped tasks error codes"). moto never runs it."""
+    stop_as_aws(
+        region, cluster, task_arn, "EssentialContainerExited", "Essential container in task exited"
+    )
+    task = get_backend("ecs")[ACCOUNT][region].tasks[cluster][task_arn]
+    for container in task.containers:
+        container.exitCode = exit_code
+
+
 def retire(region: str, cluster: str, task_arn: str) -> None:
     """Fargate task retirement / maintenance: AWS stops a healthy task."""
     stop_as_aws(region, cluster, task_arn, "ServiceSchedulerInitiated", MAINTENANCE)

@@ -1,6 +1,6 @@
 """The runtime against AWS behaviour moto lacks (tests/ecs/aws_behaviour.py):
 eventual consistency after RunTask, clientToken idempotency and ConflictException,
-ListTasks with startedBy as its only filter, and per-attempt cleanup tokens."""
+ListTasks with startedBy as its only filter (per-attempt cleanup tokens: test_ecs_efs.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from chroma_orch.runtimes.base import Handle, InstanceSpec, ObservedState
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.settings import EcsSettings
 from tests.ecs.aws_behaviour import AwsBehaviour
-from tests.ecs.conftest import CLUSTER, EcsService, aws_client, cluster_tasks, instance_of
+from tests.ecs.conftest import EcsService, cluster_tasks, instance_of
 from tests.helpers import bearer, create_tenant, wait_phase
 
 
@@ -144,28 +144,3 @@ async def test_discovery_lists_by_started_by_only_and_skips_stopped_tasks(
         kept.data["instance_id"]: kept.data["task_arn"]
     }
     assert aws.seen["ListTasks"] >= 1
-
-
-async def test_a_retried_cleanup_launches_a_new_task(
-    ecs_settings: EcsSettings, moto_url: str, aws: AwsBehaviour
-) -> None:
-    settings = ecs_settings.model_copy(update={"efs_file_system_id": "fs-0123456789abcdef0"})
-    runtime = EcsRuntime(settings)
-    instance_id = str(uuid.uuid4())
-    try:
-        await runtime.delete(instance_id, None, keep_data=False)
-        (first,) = await cluster_tasks(moto_url)
-        async with aws_client(moto_url, "ecs") as ecs:  # it failed and stopped
-            await ecs.stop_task(cluster=CLUSTER, task=first["taskArn"], reason="failed")
-        await runtime.delete(instance_id, None, keep_data=False)  # the delete is retried
-    finally:
-        await runtime.aclose()
-
-    cleanups = [
-        t
-        for t in await cluster_tasks(moto_url)
-        if {"key": "chroma-orch:cleanup", "value": instance_id} in t.get("tags", [])
-    ]
-    assert len(cleanups) == 1
-    assert cleanups[0]["taskArn"] != first["taskArn"]
-    assert aws.launched == 2

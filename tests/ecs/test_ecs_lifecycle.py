@@ -44,7 +44,7 @@ async def test_full_lifecycle_through_the_api(ecs_service: EcsService, moto_url:
     assert tags["chroma-orch:tenant"] == tenant_id
     assert task["startedBy"] == ecs_service.settings.service_name
     (override,) = task["overrides"]["containerOverrides"]
-    assert override["command"][:3] == ["run", "--path", f"/data/{instance_id}"]
+    assert override["command"][:3] == ["run", "--path", "/data"]
     first_arn = task["taskArn"]
 
     assert (await http.post(f"/v1/instances/{instance_id}/stop")).status_code == 202

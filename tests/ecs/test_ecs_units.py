@@ -179,10 +179,11 @@ def test_task_definitions_carry_none_of_the_services_environment(
     secrets = {"CHROMA_ORCH_ADMIN_TOKEN": "co_admin-secret", "AWS_SECRET_ACCESS_KEY": "aws-s3cret"}
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
-    settings = EcsSettings()
-    server = server_definition(settings, {"image": "chromadb/chroma:1.5.9", "cpu": 512})
+    settings = EcsSettings(efs_file_system_id="fs-0123456789abcdef0")
+    options = {"image": "chromadb/chroma:1.5.9", "cpu": 512}
+    server = server_definition(settings, options, "fsap-0123456789abcdef0")
     (container,) = server["containerDefinitions"]
     assert container["environment"] == [{"name": "ANONYMIZED_TELEMETRY", "value": "False"}]
-    for definition in (server, cleanup_definition(settings)):
+    for definition in (server, cleanup_definition(settings, "fsap-0123456789abcdef0")):
         text = json.dumps(definition)
         assert not [value for value in secrets.values() if value in text]

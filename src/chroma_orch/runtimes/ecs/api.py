@@ -37,8 +37,14 @@ CATEGORY = {
     "DescribeTasks": "describe",
     "ListTasks": "describe",
     "DescribeTaskDefinition": "describe",
+    "ListTaskDefinitionFamilies": "describe",
+    "ListTaskDefinitions": "describe",
     "RegisterTaskDefinition": "register",
+    "DeregisterTaskDefinition": "register",
     "GetLogEvents": "logs",
+    "CreateAccessPoint": "efs",
+    "DescribeAccessPoints": "efs",
+    "DeleteAccessPoint": "efs",
 }
 """API category of every call this runtime makes (the IAM policy in docs/ecs.md lists them)."""
 
@@ -90,7 +96,7 @@ class EcsApi:
             hook(service, client)
 
     async def client(self, service: str) -> Any:
-        """The shared ``ecs`` or ``logs`` client, created on first use."""
+        """The shared ``ecs``, ``logs`` or ``efs`` client, created on first use."""
         existing = self._clients.get(service)
         if existing is not None:
             return existing

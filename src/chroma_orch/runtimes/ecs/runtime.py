@@ -14,9 +14,12 @@
 - Every lookup goes through one ``TaskLoader`` per cluster, so a liveness pass and
   any number of concurrent single-instance polls cost one ``DescribeTasks`` per
   100 tasks.
-- With EFS, an instance's data lives in ``DATA_MOUNT/<instance id>`` (chosen
-  through the container command), so stop keeps it and start brings it back;
-  delete runs a one-shot task that removes it.
+- With EFS, each instance has an access point of its own (``efs``) and a task
+  definition mounting only it: its server sees its own directory at
+  ``DATA_MOUNT`` and no other instance's. Stop keeps the data, start brings it
+  back; delete runs a one-shot task through the same access point that empties
+  it, waits for it, then deletes the access point (unless ``keep_data``) and
+  deregisters the instance's task definitions.
 
 Handle data: ``instance_id``, ``task_arn``, ``cluster``, ``launched_at`` (epoch
 seconds, for tasks this service launched).
@@ -47,6 +50,7 @@ from chroma_orch.runtimes.base import (
 from chroma_orch.runtimes.ecs.api import EcsApi
 from chroma_orch.runtimes.ecs.batch import TaskLoader
 from chroma_orch.runtimes.ecs.checks import enforce
+from chroma_orch.runtimes.ecs.efs import AccessPoints
 from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
 from chroma_orch.runtimes.ecs.logs import TaskLogs
 from chroma_orch.runtimes.ecs.owned import OwnedTask, OwnedTasks
@@ -55,9 +59,10 @@ from chroma_orch.runtimes.ecs.stops import classify_run_failures
 from chroma_orch.runtimes.ecs.tasks import (
     CLEANUP_CONTAINER,
     INVISIBLE,
+    cleanup_command,
     cleanup_definition,
     client_token,
-    data_path,
+    family_scope,
     instance_tags,
     is_live,
     make_handle,
@@ -68,7 +73,8 @@ from chroma_orch.runtimes.ecs.tasks import (
     server_command,
     server_definition,
 )
-from chroma_orch.runtimes.ecs.throttle import error_code, is_throttle, is_transient
+from chroma_orch.runtimes.ecs.throttle import error_code
+from chroma_orch.runtimes.ecs.throttle import unavailable as _unavailable
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +109,9 @@ class EcsRuntime:
             describe=self._describe_own,
         )
         self._logs = TaskLogs(self.api, settings)
+        self.access_points = AccessPoints(self.api, settings)
+        if settings.efs_access_point_id:
+            log.warning("EFS_ACCESS_POINT_ID is ignored: each instance gets an access point")
         self._definitions: dict[str, str] = {}  # family -> task definition ARN
         self._definition_locks: dict[str, asyncio.Lock] = {}
         self._heartbeat = HeartbeatGate(settings.heartbeat_timeout)
@@ -195,8 +204,8 @@ class EcsRuntime:
             await self.stop(handle)
         for task in (await self.owned.live(time.monotonic())).get(instance_id, []):
             await self.stop(self._handle(task))
-        if self.settings.efs_file_system_id and not keep_data:
-            await self._remove_data(instance_id)
+        if self.settings.efs_file_system_id:
+            await self._delete_storage(instance_id, keep_data)
         log.info("deleted instance=%s keep_data=%s", instance_id, keep_data)
 
     async def logs(self, instance_id: str, handle: Handle | None, tail: int) -> list[str]:
@@ -298,14 +307,14 @@ class EcsRuntime:
         return live[0] if live else None
 
     async def _launch(self, spec: InstanceSpec) -> Handle:
-        definition = await self._definition(server_definition(self.settings, spec.options))
+        access_point = None
+        if self.settings.efs_file_system_id:
+            access_point = await self.access_points.ensure(spec.tenant_id, spec.instance_id)
+        params = server_definition(self.settings, spec.options, access_point)
+        definition = await self._definition(params)
+        command = server_command(self.settings)
         overrides = {
-            "containerOverrides": [
-                {
-                    "name": self.settings.container_name,
-                    "command": server_command(self.settings, spec.instance_id),
-                }
-            ]
+            "containerOverrides": [{"name": self.settings.container_name, "command": command}]
         }
         launched_at = time.time()
         arn = await self._run_task(
@@ -382,19 +391,69 @@ class EcsRuntime:
 
     # -- data and logs ---------------------------------------------
 
-    async def _remove_data(self, instance_id: str) -> None:
-        """Run the one-shot cleanup task for the instance's EFS directory (not awaited).
-        Its ``clientToken`` is new per attempt: a retried delete must launch a new
-        cleanup task, not get the earlier (failed, stopped) one back."""
-        definition = await self._definition(cleanup_definition(self.settings))
-        script = f"rm -rf -- '{data_path(self.settings, instance_id)}'"
-        overrides = {"containerOverrides": [{"name": CLEANUP_CONTAINER, "command": ["-c", script]}]}
+    async def _delete_storage(self, instance_id: str, keep_data: bool) -> None:
+        """Empty the instance's access point and delete it (unless ``keep_data``), then
+        deregister the task definitions that mount it."""
+        access_point = await self.access_points.find(instance_id)
+        if access_point is None:
+            return  # never started: no access point, no data
+        if not keep_data:
+            await self._remove_data(instance_id, access_point)
+            await self.access_points.delete(instance_id, access_point)
+        await self._deregister(family_scope(self.settings, access_point))
+
+    async def _remove_data(self, instance_id: str, access_point: str) -> None:
+        """Run the one-shot task that empties the access point and wait until it has
+        exited 0 (else the delete fails and is retried). Its ``clientToken`` is new per
+        attempt: a retried delete must launch a new task, not get the earlier (failed,
+        stopped) one back."""
+        definition = await self._definition(cleanup_definition(self.settings, access_point))
+        command = cleanup_command(self.settings)
+        overrides = {"containerOverrides": [{"name": CLEANUP_CONTAINER, "command": command}]}
         tags = [{"key": "chroma-orch:cleanup", "value": instance_id}]
         token = f"delete-{instance_id}-{uuid.uuid4().hex[:16]}"  # 60 of 64 characters
-        await self._run_task(definition, overrides, token, tags)
-        log.info(
-            "removing data instance=%s path=%s", instance_id, data_path(self.settings, instance_id)
-        )
+        launched_at = time.time()
+        arn = await self._run_task(definition, overrides, token, tags)
+        log.info("removing data instance=%s access_point=%s", instance_id, access_point)
+        await self._until_exited(arn, launched_at)
+
+    async def _until_exited(self, arn: str, launched_at: float) -> None:
+        """Wait (backing off) for a one-shot task to stop; its container must exit 0."""
+        deadline = time.monotonic() + self.settings.cleanup_timeout
+        delay = _VISIBLE_FIRST_DELAY
+        handle = make_handle(self.settings.cluster, arn, "", None, launched_at)
+        while time.monotonic() < deadline:
+            task = (await self._tasks([(self.settings.cluster, arn)])).get(arn)
+            if task is None and not not_visible_yet(
+                handle, time.time(), self.settings.visibility_grace
+            ):
+                raise RuntimeUnavailableError(f"cleanup task {arn} is gone")
+            if task is not None and task.get("lastStatus") == "STOPPED":
+                codes = [c.get("exitCode") for c in task.get("containers") or []]
+                if codes and all(code == 0 for code in codes):
+                    return
+                raise RuntimeUnavailableError(f"cleanup task failed: {task.get('stoppedReason')}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _VISIBLE_MAX_DELAY)
+        raise RuntimeUnavailableError(f"cleanup task {arn} still running")
+
+    async def _deregister(self, prefix: str) -> None:
+        """Deregister every active task definition whose family begins with ``prefix``
+        (an instance's own; running tasks are not affected)."""
+        try:
+            families = await self.api.call(
+                "ListTaskDefinitionFamilies", familyPrefix=prefix, status="ACTIVE"
+            )
+            for family in families.get("families") or []:
+                self._definitions.pop(family, None)
+                listed = await self.api.call(
+                    "ListTaskDefinitions", familyPrefix=family, status="ACTIVE"
+                )
+                for arn in listed.get("taskDefinitionArns") or []:
+                    await self.api.call("DeregisterTaskDefinition", taskDefinition=arn)
+                    log.info("deregistered task definition arn=%s", arn)
+        except Exception as exc:
+            raise _unavailable("DeregisterTaskDefinition", exc) from exc
 
     def _log_task(self, instance_id: str, handle: Handle | None) -> str | None:
         own = handle.data.get("task_arn") if handle is not None else None
@@ -413,10 +472,3 @@ def _conflicting_task(token: str, exc: Exception) -> str:
         raise StartFailedError("RunTaskConflict", str(exc)) from exc
     log.info("adopting the task of clientToken=%s task=%s (ConflictException)", token, ids[0])
     return str(ids[0])
-
-
-def _unavailable(operation: str, exc: Exception) -> RuntimeUnavailableError:
-    if isinstance(exc, RuntimeUnavailableError):
-        return exc
-    kind = "throttled" if is_throttle(exc) else "transient" if is_transient(exc) else "failed"
-    return RuntimeUnavailableError(f"{operation} {kind}: {error_code(exc) or type(exc).__name__}")

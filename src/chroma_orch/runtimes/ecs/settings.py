@@ -22,6 +22,9 @@ ECS_API_LIMITS: dict[str, tuple[int, float]] = {
     "register": (20, 1.0),  # RegisterTaskDefinition
     # "CloudWatch Logs quotas": GetLogEvents 25 TPS per account and region
     "logs": (25, 25.0),
+    # EFS access points (Create/Describe/DeleteAccessPoint): AWS publishes no rate;
+    # a modest bucket, the calls are rare (one per instance, docs/ecs.md "EFS").
+    "efs": (10, 5.0),
 }
 
 
@@ -101,15 +104,36 @@ class EcsSettings(BaseModel):
         "the task.",
     )
     efs_access_point_id: str | None = Field(
-        None, description="EFS access point (its root becomes the data mount)."
+        None,
+        description="Deprecated and ignored: the service creates an access point per "
+        "instance (one shared access point let every server read every tenant's data).",
+    )
+    efs_root: str = Field(
+        "/chroma-orch",
+        pattern=r"^/[A-Za-z0-9_./-]*$",
+        description="Directory of the EFS file system under which each instance's access "
+        "point is rooted: EFS_ROOT/<tenant id>/<instance id>.",
+    )
+    efs_posix_uid: int = Field(
+        1000, ge=0, description="POSIX user id the instances' access points enforce and own."
+    )
+    efs_posix_gid: int = Field(
+        1000, ge=0, description="POSIX group id the instances' access points enforce and own."
     )
     data_mount: str = Field(
         "/data",
-        description="Where the EFS volume is mounted; each instance's data is DATA_MOUNT/<id>.",
+        description="Where the instance's storage is mounted in its container (with EFS: the "
+        "root of its own access point); Chroma runs with --path DATA_MOUNT.",
     )
     cleanup_image: str = Field(
         "public.ecr.aws/docker/library/busybox:stable",
-        description="Image of the one-shot task that removes a deleted instance's EFS directory.",
+        description="Image of the one-shot task that empties a deleted instance's access point.",
+    )
+    cleanup_timeout: float = Field(
+        900.0,
+        gt=0,
+        description="Seconds a delete waits for the data-removal task to finish before it "
+        "is retried (with a new task) and the access point is kept meanwhile.",
     )
     tags: dict[str, str] = Field(
         default_factory=dict, description="Extra tags put on every task and task definition."
@@ -135,9 +159,9 @@ class EcsSettings(BaseModel):
         description="Token buckets per API category: [burst, refill per second]; run "
         "(RunTask calls), launch (tasks launched), stop (StopTask), describe (DescribeTasks, "
         "ListTasks, DescribeTaskDefinition), register (RegisterTaskDefinition), logs "
-        "(GetLogEvents). Shared by every replica through the database (AWS counts per "
-        "account and region). Defaults: AWS's published Fargate/ECS rates (docs/ecs.md); "
-        "unnamed categories keep them.",
+        "(GetLogEvents), efs (EFS access point calls). Shared by every replica through "
+        "the database (AWS counts per account and region). Defaults: AWS's published "
+        "Fargate/ECS rates (docs/ecs.md); unnamed categories keep them.",
     )
     retry_attempts: int = Field(
         8, ge=1, description="Attempts per call on ThrottlingException or a 5xx."

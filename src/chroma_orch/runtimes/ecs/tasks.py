@@ -28,38 +28,40 @@ def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"key": key, "value": value} for key, value in sorted(tags.items())]
 
 
-def data_path(settings: EcsSettings, instance_id: str) -> str:
-    return f"{settings.data_mount.rstrip('/')}/{instance_id}"
-
-
-def server_command(settings: EcsSettings, instance_id: str) -> list[str]:
-    """The Chroma image's entrypoint is ``chroma``; the command picks the data directory."""
+def server_command(settings: EcsSettings) -> list[str]:
+    """The Chroma image's entrypoint is ``chroma``; its data directory is the mount
+    itself (with EFS, the root of the instance's own access point)."""
     port = str(settings.container_port)
-    path = data_path(settings, instance_id)
-    return ["run", "--path", path, "--host", "0.0.0.0", "--port", port]  # noqa: S104
+    return ["run", "--path", settings.data_mount, "--host", "0.0.0.0", "--port", port]  # noqa: S104
 
 
-def _volumes(settings: EcsSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _volumes(
+    settings: EcsSettings, access_point_id: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The EFS volume, only ever through the instance's own access point (IAM
+    authorization on, so the file system policy can insist on access points)."""
     if not settings.efs_file_system_id:
         return [], []
+    if not access_point_id:
+        raise ValueError("an EFS volume needs the instance's access point")
     efs: dict[str, Any] = {
         "fileSystemId": settings.efs_file_system_id,
         "transitEncryption": "ENABLED",
+        "authorizationConfig": {"accessPointId": access_point_id, "iam": "ENABLED"},
     }
-    if settings.efs_access_point_id:
-        efs["authorizationConfig"] = {
-            "accessPointId": settings.efs_access_point_id,
-            "iam": "ENABLED",
-        }
     volumes = [{"name": "data", "efsVolumeConfiguration": efs}]
     mounts = [{"sourceVolume": "data", "containerPath": settings.data_mount, "readOnly": False}]
     return volumes, mounts
 
 
 def _definition(
-    settings: EcsSettings, container: dict[str, Any], cpu: int, memory: int
+    settings: EcsSettings,
+    container: dict[str, Any],
+    cpu: int,
+    memory: int,
+    access_point_id: str | None,
 ) -> dict[str, Any]:
-    volumes, mounts = _volumes(settings)
+    volumes, mounts = _volumes(settings, access_point_id)
     container = container | {
         "essential": True,
         "memory": memory,  # also needed by moto's Fargate
@@ -95,8 +97,11 @@ def _definition(
     return params
 
 
-def server_definition(settings: EcsSettings, options: Mapping[str, Any]) -> dict[str, Any]:
-    """RegisterTaskDefinition parameters (``family`` included) for a server spec."""
+def server_definition(
+    settings: EcsSettings, options: Mapping[str, Any], access_point_id: str | None = None
+) -> dict[str, Any]:
+    """RegisterTaskDefinition parameters (``family`` included) for a server spec; with
+    EFS, for one instance's access point (a definition of its own)."""
     image = str(options.get("image") or server_image(settings).uri)
     cpu = int(options.get("cpu") or settings.cpu)
     memory = int(options.get("memory") or settings.memory)
@@ -107,20 +112,35 @@ def server_definition(settings: EcsSettings, options: Mapping[str, Any]) -> dict
         "environment": [{"name": "ANONYMIZED_TELEMETRY", "value": "False"}],
         "stopTimeout": settings.stop_timeout,  # SIGTERM to SIGKILL: Chroma flushes
     }
-    params = _definition(settings, container, cpu, memory)
+    params = _definition(settings, container, cpu, memory, access_point_id)
     if settings.ephemeral_storage is not None:
         params["ephemeralStorage"] = {"sizeInGiB": settings.ephemeral_storage}
-    return _with_family(settings, params)
+    return _with_family(settings, params, access_point_id or "")
 
 
-def cleanup_definition(settings: EcsSettings) -> dict[str, Any]:
-    """A one-shot task that removes a deleted instance's EFS directory."""
+def cleanup_definition(settings: EcsSettings, access_point_id: str) -> dict[str, Any]:
+    """A one-shot task that empties a deleted instance's access point."""
     container = {"name": CLEANUP_CONTAINER, "image": settings.cleanup_image, "entryPoint": ["sh"]}
-    return _with_family(settings, _definition(settings, container, 256, 512), "cleanup")
+    params = _definition(settings, container, 256, 512, access_point_id)
+    return _with_family(settings, params, f"{access_point_id}-cleanup")
+
+
+def cleanup_command(settings: EcsSettings) -> list[str]:
+    """``sh`` arguments that remove everything below the mount (the access point's
+    root itself cannot be removed through it, and stays, empty)."""
+    mount = settings.data_mount.rstrip("/") or "/"
+    script = f"cd '{mount}' && rm -rf -- ./* ./.[!.]* ./..?*"
+    return ["-c", script]
+
+
+def family_scope(settings: EcsSettings, access_point_id: str) -> str:
+    """The prefix of every task definition family that mounts ``access_point_id``."""
+    return f"{settings.family_prefix}-{access_point_id}-"
 
 
 def _with_family(settings: EcsSettings, params: dict[str, Any], kind: str = "") -> dict[str, Any]:
-    """Family = prefix + hash of everything registered: equal specs share one definition."""
+    """Family = prefix + hash of everything registered: equal specs share one definition
+    (``kind`` scopes it, e.g. to an access point)."""
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     middle = f"-{kind}" if kind else ""
     return params | {"family": f"{settings.family_prefix}{middle}-{digest}"}

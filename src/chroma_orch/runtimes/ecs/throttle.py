@@ -39,6 +39,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from chroma_orch.runtimes.base import RuntimeUnavailableError
 from chroma_orch.telemetry.metrics import AWS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -175,3 +176,11 @@ def _log_retry(what: str, state: RetryCallState) -> None:
 def describe_error(exc: BaseException) -> dict[str, Any]:
     """Loggable summary of an AWS error (code and status only: no request data)."""
     return {"code": error_code(exc), "status": http_status(exc), "type": type(exc).__name__}
+
+
+def unavailable(operation: str, exc: Exception) -> RuntimeUnavailableError:
+    """The runtime's "try again later" error for a failed AWS call (code only)."""
+    if isinstance(exc, RuntimeUnavailableError):
+        return exc
+    kind = "throttled" if is_throttle(exc) else "transient" if is_transient(exc) else "failed"
+    return RuntimeUnavailableError(f"{operation} {kind}: {error_code(exc) or type(exc).__name__}")
