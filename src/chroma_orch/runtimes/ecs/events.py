@@ -49,8 +49,10 @@ def task_state(body: str, cluster: str, started_by: str) -> tuple[str, int, dict
         event = json.loads(body)
     except ValueError:
         return None
-    detail = event.get("detail") if isinstance(event, dict) else None
-    if event.get("detail-type") != DETAIL_TYPE or not isinstance(detail, dict):
+    if not isinstance(event, dict) or event.get("detail-type") != DETAIL_TYPE:
+        return None
+    detail = event.get("detail")
+    if not isinstance(detail, dict):
         return None
     if detail.get("startedBy") != started_by or not detail.get("taskArn"):
         return None
