@@ -107,7 +107,7 @@ async def test_duplicate_and_late_events_do_not_take_a_task_back(
     await task_of(moto_url, instance_id, not_arn=task)
     old = [d for d in aws.published if d["taskArn"] == task]
     assert [d["lastStatus"] for d in old][-1] == "STOPPED"
-    aws.put_events(old[::-1] + old)  # the stop again, and the earlier states after it
+    aws.put_events(old[-1:] + old[:-1])  # the stop again, then the earlier states
     url = str(ecs_service.settings.events_queue_url)
     await wait_for(lambda: queue_drained(moto_url, url))
     described = aws.described[task]
