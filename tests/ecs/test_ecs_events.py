@@ -5,7 +5,9 @@ from a DescribeTasks per task per liveness pass."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,24 @@ async def test_steady_state_spends_no_describe_per_pass(
     for _ in range(20):  # 20 liveness passes over three running instances
         await ecs_service.reconciler.observe_once()
     assert aws.seen["DescribeTasks"] == before
+
+
+async def test_the_safety_sweep_describes_each_task_once_per_interval(
+    ecs_service: EcsService, aws: AwsBehaviour, moto_url: str
+) -> None:
+    ids = await _running(ecs_service, ["a", "b"])
+    tasks = [await task_of(moto_url, i) for i in ids]
+    ecs_service.runtime.settings.events_sweep_interval = 1.0
+    before = {t: aws.described[t] for t in tasks}
+    passes, window = 0, 3.0
+    deadline = time.monotonic() + window
+    while time.monotonic() < deadline:  # a liveness pass every 20 ms for 3 s
+        await ecs_service.reconciler.observe_once()
+        passes += 1
+        await asyncio.sleep(0.02)
+    swept = [aws.described[t] - before[t] for t in tasks]
+    assert passes >= 20
+    assert all(1 <= n <= window / 1.0 + 1 for n in swept), swept
 
 
 async def test_a_task_stopped_by_aws_is_noticed_through_its_event(

@@ -104,7 +104,11 @@ class TaskEvents:
         await sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
         return len(messages)
 
-
-def described(tasks: Iterable[Mapping[str, Any]]) -> list[tuple[str, int, Mapping[str, Any]]]:
-    """DescribeTasks answers as states to record (their ``version`` orders them)."""
-    return [(str(t["taskArn"]), version_of(t), t) for t in tasks if t.get("taskArn")]
+    async def record_described(self, tasks: Iterable[Mapping[str, Any]]) -> None:
+        """Record DescribeTasks answers (their ``version`` orders them among the
+        events); a database that cannot be written only costs a describe later."""
+        states = [(str(t["taskArn"]), version_of(t), t) for t in tasks if t.get("taskArn")]
+        try:
+            await self.states.record(states)
+        except Exception as exc:
+            log.warning("recording task states failed error=%s", type(exc).__name__)

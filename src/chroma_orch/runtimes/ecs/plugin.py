@@ -8,7 +8,7 @@ from chroma_orch.settings import Settings
 
 def build(settings: Settings, services: RuntimeServices) -> Runtime:
     """ECS tasks get their own addresses (no ports); the AWS API budgets are shared
-        by every replica through ``services.rate_limits`` when given; with an events queue,
+    by every replica through ``services.rate_limits`` when given; with an events queue,
     task states are shared through ``services.task_states`` and the queue is consumed
     by a loop registered through ``services.background``."""
     from chroma_orch.runtimes.ecs.runtime import EcsRuntime  # aioboto3: imported on use

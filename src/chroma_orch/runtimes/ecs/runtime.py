@@ -51,7 +51,7 @@ from chroma_orch.runtimes.base import (
 )
 from chroma_orch.runtimes.ecs.api import EcsApi
 from chroma_orch.runtimes.ecs.batch import TaskLoader
-from chroma_orch.runtimes.ecs.events import TaskEvents, described
+from chroma_orch.runtimes.ecs.events import TaskEvents
 from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
 from chroma_orch.runtimes.ecs.logs import TaskLogs
 from chroma_orch.runtimes.ecs.owned import OwnedTask, OwnedTasks
@@ -295,7 +295,7 @@ class EcsRuntime:
         for task in tasks.values():
             self.owned.remember(task)
         if self.events is not None and tasks:
-            await self.events.states.record(described(tasks.values()))
+            await self.events.record_described(tasks.values())
         return tasks
 
     async def _describe_own(self, arns: Iterable[str]) -> dict[str, Any]:
