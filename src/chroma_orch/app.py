@@ -28,6 +28,7 @@ from chroma_orch.db.rate_buckets import AccountRateLimitsInDb
 from chroma_orch.db.retention import Retention
 from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.db.statements import check_engine
+from chroma_orch.db.task_states import TaskStatesInDb
 from chroma_orch.domain.instances import InstancePolicy
 from chroma_orch.domain.limits import AuthFailures, RateLimiter
 from chroma_orch.domain.tenants import ensure_admin_token
@@ -109,7 +110,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sessions = create_session_factory(engine)
         await bootstrap_admin(sessions, settings)
         ports = PortReservationsInDb(sessions, port_pool(settings))
-        services = RuntimeServices(ports=ports, rate_limits=AccountRateLimitsInDb(sessions))
+        loops = Loops()
+        services = RuntimeServices(
+            ports=ports,
+            rate_limits=AccountRateLimitsInDb(sessions),
+            task_states=TaskStatesInDb(sessions),
+            background=loops.add,
+        )
         runtime = InstrumentedRuntime(build_runtime(settings, services))
         stack.push_async_callback(runtime.aclose)
         if isinstance(runtime.inner, Preflight):
@@ -132,7 +139,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         failures = AuthFailures(settings.limits.auth_failures, settings.limits.auth_failure_window)
         listener.subscribe(TOKENS_CHANNEL, tokens.on_notify)
         listener.subscribe(EVENTS_CHANNEL, hub.notify)
-        loops = Loops()
         ctx = AppContext(
             settings,
             engine,

@@ -21,6 +21,16 @@ forwarded to moto unchanged. Each behaviour cites the AWS documentation it follo
   combined with another filter the proxy answers ``InvalidParameterException``.
 - EFS access points (``efs``, tests/ecs/aws_efs.py): ``ClientToken`` idempotency
   of CreateAccessPoint (``AccessPointAlreadyExists``) and the ``creating`` state.
+- "ECS Task State Change" events: every task state change the layer sees (RunTask,
+  StopTask, and the stops ``aws_stops`` injects) is put on the default event bus
+  through EventBridge ``PutEvents`` (source ``aws.ecs``, ``detail`` = the task as
+  DescribeTasks shows it), so a rule sending them to an SQS queue really runs
+  ("Amazon ECS task state change events",
+  https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs_task_events.html).
+  Each change raises the task's ``version`` ("Every time a task experiences a change
+  that starts a CloudWatch event, the version counter is incremented", Task in the
+  API reference: https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Task.html),
+  which DescribeTasks answers carry too. moto emits no ECS events itself.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import boto3
 import urllib3
 
 from tests.ecs.aws_efs import PATH as EFS_ACCESS_POINTS
@@ -71,6 +82,15 @@ class AwsBehaviour:
     launchType or capacityProviderStrategy, overrides, tags...)."""
     efs: EfsBehaviour = field(default_factory=EfsBehaviour)
     """EFS access point behaviour (tests/ecs/aws_efs.py)."""
+    described: Counter[str] = field(default_factory=Counter)
+    """DescribeTasks lookups by task ARN, as the layer received them."""
+    published: list[dict[str, Any]] = field(default_factory=list)
+    """The ``detail`` of every task state change event put on the bus, in order."""
+    versions: Counter[str] = field(default_factory=Counter)
+    """Each task's ``version``: its state changes so far."""
+    drop_events: bool = False
+    """Lose the events of the next changes (EventBridge delivery is at least once,
+    but a queue can lose messages: a purge, an expired retention, a full DLQ...)."""
     _launched_at: dict[str, float] = field(default_factory=dict)
     _tokens: dict[str, _Launch] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -82,6 +102,10 @@ class AwsBehaviour:
             self.launched = 0
             self.replayed = 0
             self.run_task_requests.clear()
+            self.described.clear()
+            self.drop_events = False
+            self.published.clear()
+            self.versions.clear()
             self._launched_at.clear()
             self._tokens.clear()
         self.efs.reset()
@@ -91,6 +115,8 @@ class AwsBehaviour:
         operation = target.rsplit(".", 1)[-1]
         with self._lock:
             self.seen[operation] += 1
+            if operation == "DescribeTasks":
+                self.described.update(str(arn) for arn in body.get("tasks") or [])
         if operation == "RunTask":
             return self._run_task(body, forward)
         if operation == "ListTasks" and body.get("startedBy"):
@@ -103,7 +129,46 @@ class AwsBehaviour:
         status, answer = forward(body)
         if operation == "DescribeTasks" and status == 200:
             self._hide_fresh(answer)
+            for task in answer.get("tasks") or []:
+                task["version"] = self.versions[str(task["taskArn"])]
+        if operation == "StopTask" and status == 200 and answer.get("task"):
+            self.task_changed(answer["task"])
         return status, answer
+
+    def task_changed(self, task: dict[str, Any]) -> None:
+        """Put an "ECS Task State Change" event for ``task`` (as DescribeTasks shows
+        it) on the default bus, with the task's next ``version``."""
+        arn = str(task["taskArn"])
+        with self._lock:
+            self.versions[arn] += 1
+            detail = task | {"version": self.versions[arn]}
+            if self.drop_events:
+                return
+            self.published.append(detail)
+        self.put_events([detail])
+
+    def put_events(self, details: list[dict[str, Any]]) -> None:
+        """PutEvents of these task details as ECS would send them (tests replay old
+        ones to show duplicates and late events)."""
+        region = str(details[0]["taskArn"]).split(":")[3] if details else "us-east-1"
+        entries = [
+            {
+                "Source": "aws.ecs",
+                "DetailType": "ECS Task State Change",
+                "Resources": [str(d["taskArn"])],
+                "Detail": json.dumps(d, default=str),
+            }
+            for d in details
+        ]
+        events = boto3.client("events", region_name=region, endpoint_url=self.upstream)
+        for start in range(0, len(entries), 10):
+            events.put_events(Entries=entries[start : start + 10])
+
+    def describe_changed(self, region: str, cluster: str, task_arn: str) -> None:
+        """A task changed behind the API (``aws_stops``): describe it in moto, publish."""
+        ecs = boto3.client("ecs", region_name=region, endpoint_url=self.upstream)
+        task = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])["tasks"][0]
+        self.task_changed(json.loads(json.dumps(task, default=str)))
 
     def _run_task(self, body: dict[str, Any], forward: Any) -> Reply:
         token = body.get("clientToken")
@@ -121,7 +186,10 @@ class AwsBehaviour:
                     self._launched_at[str(task["taskArn"])] = now
                 if token:
                     self._tokens[token] = _Launch(params, answer)
-            return status, answer
+        if status == 200:
+            for task in answer.get("tasks") or []:
+                self.task_changed(task)
+        return status, answer
 
     def _replay(self, known: _Launch, params: dict[str, Any]) -> Reply:
         arns = [str(t["taskArn"]) for t in known.answer.get("tasks") or []]
@@ -150,6 +218,10 @@ class AwsBehaviour:
 
 def _error(code: str, message: str, **members: Any) -> Reply:
     return 400, {"__type": code, "message": message, **members}
+
+
+LAYER: AwsBehaviour | None = None
+"""The running layer (``aws_stops`` tells it of the stops it injects)."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -190,7 +262,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client left (a long poll cancelled at shutdown)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         return
@@ -222,7 +297,8 @@ class AwsBehaviourProxy:
     """Runs the layer's HTTP server in a thread; ``url`` is the endpoint to use."""
 
     def __init__(self, upstream: str) -> None:
-        self.behaviour = AwsBehaviour(upstream)
+        global LAYER
+        self.behaviour = LAYER = AwsBehaviour(upstream)
         self._server = _ProxyServer(self.behaviour)
         host, port = self._server.server_address[:2]
         self.url = f"http://{host!s}:{port}"

@@ -14,6 +14,8 @@ from moto.backends import get_backend
 from moto.core.responses import ActionResult
 from moto.ecs.responses import EC2ContainerServiceResponse
 
+from tests.ecs import aws_behaviour
+
 ACCOUNT = "123456789012"
 
 NO_CAPACITY = (
@@ -45,6 +47,8 @@ def stop_as_aws(region: str, cluster: str, task_arn: str, stop_code: str, reason
     task.desired_status = "STOPPED"
     task.__dict__["stop_code"] = stop_code
     task.stopped_reason = reason
+    if aws_behaviour.LAYER is not None:  # ECS sends a task state change event
+        aws_behaviour.LAYER.describe_changed(region, cluster, task_arn)
 
 
 def exit_as_aws(region: str, cluster: str, task_arn: str, exit_code: int) -> None:

@@ -224,6 +224,20 @@ class ApiRateBucket(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.clock_timestamp())
 
 
+class TaskState(Base):
+    """The latest known state of one cloud task (an ECS task, by ARN), shared by every
+    replica (``db/task_states.py``): written from state-change events and from
+    describes, replaced only by a state of a higher or equal ``version``."""
+
+    __tablename__ = "task_states"
+    __table_args__ = (Index("ix_task_states_checked_at", "checked_at"),)
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    doc: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    checked_at: Mapped[datetime] = mapped_column(server_default=func.clock_timestamp())
+
+
 class Event(Base):
     __tablename__ = "events"
 

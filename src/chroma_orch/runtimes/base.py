@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
@@ -261,6 +261,28 @@ class AccountRateLimits(Protocol):
         ...
 
 
+class TaskStates(Protocol):
+    """The latest known state of each cloud task, shared by every replica (a runtime
+    observing by events records what any replica received; every replica reads it)."""
+
+    async def record(self, states: Iterable[tuple[str, int, Mapping[str, Any]]]) -> None:
+        """Keep ``(key, version, state)`` unless a state of a higher version is known;
+        marks each as checked now."""
+        ...
+
+    async def fresh(self, keys: Iterable[str], max_age: float) -> dict[str, dict[str, Any]]:
+        """The known states of ``keys`` checked within ``max_age`` seconds."""
+        ...
+
+    async def prune(self, older_than: float) -> None:
+        """Forget states not checked for ``older_than`` seconds."""
+        ...
+
+
+BackgroundLoop = Callable[[str, Callable[[], Awaitable[object]]], None]
+"""Registers a named body that runs while the service runs (cancelled at shutdown)."""
+
+
 @dataclass(frozen=True)
 class RuntimeServices:
     """What the control plane offers the runtimes it builds; a runtime's ``build``
@@ -272,3 +294,9 @@ class RuntimeServices:
     rate_limits: AccountRateLimits | None = None
     """API rate budgets shared by every replica, kept in the database (None: the
     runtime limits each replica on its own)."""
+    task_states: TaskStates | None = None
+    """Cloud task states shared by every replica, kept in the database (None: a
+    runtime that needs them observes by polling)."""
+    background: BackgroundLoop | None = None
+    """Where a runtime registers a loop of its own (e.g. consuming a queue); None: none
+    runs."""

@@ -14,6 +14,10 @@
 - Every lookup goes through one ``TaskLoader`` per cluster, so a liveness pass and
   any number of concurrent single-instance polls cost one ``DescribeTasks`` per
   100 tasks.
+- With an events queue (``events_queue_url``), task states come from "ECS Task
+  State Change" events recorded in the shared ``TaskStates`` (``events``); a task
+  with no state there yet, or one not checked for ``events_sweep_interval``
+  seconds (the safety sweep), is described as without the queue.
 - With EFS, each instance has an access point of its own (``efs``) and a task
   definition mounting only it: its server sees its own directory at
   ``DATA_MOUNT`` and no other instance's. Stop keeps the data, start brings it
@@ -46,11 +50,13 @@ from chroma_orch.runtimes.base import (
     ObservedState,
     RuntimeUnavailableError,
     StartFailedError,
+    TaskStates,
 )
 from chroma_orch.runtimes.ecs.api import EcsApi
 from chroma_orch.runtimes.ecs.batch import TaskLoader
 from chroma_orch.runtimes.ecs.checks import enforce
 from chroma_orch.runtimes.ecs.efs import AccessPoints
+from chroma_orch.runtimes.ecs.events import TaskEvents
 from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
 from chroma_orch.runtimes.ecs.logs import TaskLogs
 from chroma_orch.runtimes.ecs.owned import OwnedTask, OwnedTasks
@@ -97,6 +103,7 @@ class EcsRuntime:
         *,
         client_config: AioConfig | None = None,
         rate_limits: AccountRateLimits | None = None,
+        task_states: TaskStates | None = None,
     ) -> None:
         self.settings = settings
         self.start_timeout = settings.start_timeout
@@ -116,6 +123,11 @@ class EcsRuntime:
         self._definition_locks: dict[str, asyncio.Lock] = {}
         self._heartbeat = HeartbeatGate(settings.heartbeat_timeout)
         self._callbacks: list[ExitCallback] = []
+        self.events = (
+            TaskEvents(self.api, settings, task_states)
+            if settings.events_queue_url and task_states is not None
+            else None
+        )
 
     # -- the contract ------------------------------------------------------
 
@@ -156,7 +168,7 @@ class EcsRuntime:
         """What ECS says of each handle's task; a task launched less than
         ``VISIBILITY_GRACE`` seconds ago that ECS does not know yet is starting."""
         arns = {key: h.data.get("task_arn") for key, h in handles.items()}
-        tasks = await self._tasks(
+        tasks = await self._known(
             [
                 (str(handles[k].data.get("cluster") or self.settings.cluster), a)
                 for k, a in arns.items()
@@ -181,7 +193,7 @@ class EcsRuntime:
         arn, cluster = handle.data.get("task_arn"), self._cluster_of(handle)
         if not arn:
             return
-        task = (await self._tasks([(cluster, arn)])).get(arn)
+        task = (await self._known([(cluster, arn)])).get(arn)
         if task is None and not_visible_yet(handle, time.time(), self.settings.visibility_grace):
             task = {}  # launched moments ago, not visible yet: stop it all the same
         if (
@@ -265,6 +277,20 @@ class EcsRuntime:
             self._loaders[cluster] = loader
         return loader
 
+    async def _known(self, keys: Iterable[tuple[str, str]]) -> dict[str, Any]:
+        """``_tasks``, answered from the event-known states where there are fresh ones."""
+        wanted = list(keys)
+        if self.events is None:
+            return await self._tasks(wanted)
+        max_age = self.settings.events_sweep_interval
+        try:
+            known = await self.events.states.fresh((arn for _, arn in wanted), max_age)
+        except Exception as exc:  # the database is unreachable: describe them all
+            log.warning("task states unavailable error=%s", type(exc).__name__)
+            known = {}
+        rest = await self._tasks(k for k in wanted if k[1] not in known)
+        return known | rest
+
     async def _tasks(self, keys: Iterable[tuple[str, str]]) -> dict[str, Any]:
         """Described tasks by ARN (None when ECS does not know it), batched per cluster."""
         by_cluster: dict[str, list[str]] = {}
@@ -283,6 +309,8 @@ class EcsRuntime:
         tasks = {str(task["taskArn"]): task for task in answer.get("tasks", [])}
         for task in tasks.values():
             self.owned.remember(task)
+        if self.events is not None and tasks:
+            await self.events.record_described(tasks.values())
         return tasks
 
     async def _describe_own(self, arns: Iterable[str]) -> dict[str, Any]:

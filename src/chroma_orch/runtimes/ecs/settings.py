@@ -173,6 +173,22 @@ class EcsSettings(BaseModel):
         ge=0,
         description="Seconds concurrent task lookups are gathered into one DescribeTasks.",
     )
+    events_queue_url: str | None = Field(
+        None,
+        description="SQS queue an EventBridge rule feeds with this cluster's \"ECS Task State "
+        'Change" events (docs/ecs.md "Event-driven observation"); set: task states come '
+        "from the events, DescribeTasks only for new tasks and the safety sweep; unset: "
+        "every liveness pass describes every task.",
+    )
+    events_sweep_interval: float = Field(
+        300.0,
+        gt=0,
+        description="With the events queue: seconds after which a task's event-known state "
+        "is described again (repairs lost events).",
+    )
+    events_wait_seconds: int = Field(
+        20, ge=0, le=20, description="SQS long-polling wait per ReceiveMessage (seconds)."
+    )
     max_pool_connections: int = Field(32, ge=1, description="HTTP connections per AWS client.")
 
     # -- images, capacity and start-up checks (docs/ecs.md "Images", "Capacity") --
