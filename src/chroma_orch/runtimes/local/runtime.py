@@ -34,6 +34,7 @@ from chroma_orch.runtimes.base import (
     PortReservations,
     RuntimeUnavailableError,
     StartFailedError,
+    StartPhase,
 )
 from chroma_orch.runtimes.local.launch import (
     DIR_IN_USE_TEXT,
@@ -353,10 +354,23 @@ class LocalRuntime:
         if answered is None:
             self._serving.discard(_identity(handle))
             return self._exited(handle)
-        if answered and self._serves(handle):
-            return Observation(ObservedState.RUNNING, endpoint=_endpoint(handle))
-        message = "process alive, not serving its heartbeat yet"
-        return Observation(ObservedState.STARTING, endpoint=_endpoint(handle), message=message)
+        serves = self._serves(handle)
+        if answered and serves:
+            phase = StartPhase.HEARTBEAT_ANSWERED
+            return Observation(
+                ObservedState.RUNNING,
+                endpoint=_endpoint(handle),
+                phase=phase,
+                phase_times=_phase_times(handle, serves),
+            )
+        phase = StartPhase.LISTENING if serves else StartPhase.RUNNING
+        return Observation(
+            ObservedState.STARTING,
+            endpoint=_endpoint(handle),
+            message="process alive, not serving its heartbeat yet",
+            phase=phase,
+            phase_times=_phase_times(handle, serves),
+        )
 
     def _exited(self, handle: Handle) -> Observation:
         child = self._own_child(handle)
@@ -419,6 +433,17 @@ def _make_handle(
         "log_offset": log_offset,
     }
     return Handle(generation, data)
+
+
+def _phase_times(handle: Handle, listening: bool) -> dict[StartPhase, datetime]:
+    """When a live server reached its start phases, as far as this runtime sees: the
+    process was spawned at its create time ("running"); one proven to listen has been
+    listening since now at the latest (the reconciler keeps the first time it saw)."""
+    spawned = datetime.fromtimestamp(float(handle.data["create_time"]), UTC)
+    times = {StartPhase.RUNNING: spawned}
+    if listening:
+        times[StartPhase.LISTENING] = datetime.now(UTC)
+    return times
 
 
 def _identity(handle: Handle) -> tuple[int, float, int]:
