@@ -24,12 +24,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column(
         "instances",
-        sa.Column(
-            "start_phases",
-            postgresql.JSONB(astext_type=sa.Text()),
-            nullable=False,
-            server_default=sa.text("'{}'::jsonb"),
-        ),
+        sa.Column("start_phases", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
     )
 
 

@@ -19,6 +19,10 @@ forwarded to moto unchanged. Each behaviour cites the AWS documentation it follo
   the filter, it must be the only filter that you use"
   (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ListTasks.html);
   combined with another filter the proxy answers ``InvalidParameterException``.
+- ``lifecycle`` (a task takes its time to start): tasks launched while it is set go
+  through PROVISIONING, PENDING (with the image pull) and RUNNING as the test moves
+  them on, with their timestamps (``tests/ecs/aws_lifecycle.py``, developer guide
+  "Amazon ECS task lifecycle").
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import urllib3
+
+from tests.ecs.aws_lifecycle import TaskLifecycle
 
 LIST_FILTERS = ("containerInstance", "family", "serviceName", "desiredStatus", "launchType")
 """ListTasks parameters that filter (``cluster`` and paging do not)."""
@@ -61,6 +67,8 @@ class AwsBehaviour:
     """RunTask calls that launched a task in moto."""
     replayed: int = 0
     """RunTask calls answered from the idempotency record (no new task)."""
+    lifecycle: TaskLifecycle | None = None
+    """Set: the tasks launched from then on start as slowly as the test says."""
     _launched_at: dict[str, float] = field(default_factory=dict)
     _tokens: dict[str, _Launch] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -71,6 +79,7 @@ class AwsBehaviour:
             self.seen.clear()
             self.launched = 0
             self.replayed = 0
+            self.lifecycle = None
             self._launched_at.clear()
             self._tokens.clear()
 
@@ -91,6 +100,8 @@ class AwsBehaviour:
         status, answer = forward(body)
         if operation == "DescribeTasks" and status == 200:
             self._hide_fresh(answer)
+            if self.lifecycle is not None:
+                self.lifecycle.describe(answer)
         return status, answer
 
     def _run_task(self, body: dict[str, Any], forward: Any) -> Reply:
@@ -106,6 +117,8 @@ class AwsBehaviour:
                 now = time.monotonic()
                 for task in answer.get("tasks") or []:
                     self._launched_at[str(task["taskArn"])] = now
+                if self.lifecycle is not None:
+                    self.lifecycle.launched(answer)
                 if token:
                     self._tokens[token] = _Launch(params, answer)
             return status, answer
