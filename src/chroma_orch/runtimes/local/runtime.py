@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -86,8 +87,10 @@ class LocalRuntime:
     """Chroma servers as local processes; handles are re-attachable after a restart.
 
     Handle data: ``instance_id``, ``pid``, ``create_time`` (guards against pid reuse),
-    ``host``, ``port``, ``path``, ``lock``, ``log`` and ``log_offset`` (where this run's
-    output starts in the log); the generation is None for servers ``discover`` found.
+    ``host``, ``port``, ``path``, ``lock``, ``log``, ``log_offset`` (where this run's
+    output starts in the log) and, for a server this runtime spawned, ``spawned_at``
+    (epoch seconds: its start phase "running"); the generation is None for servers
+    ``discover`` found.
     Exit callbacks fire for every exit of a server this object spawned, stops included.
     """
 
@@ -249,7 +252,7 @@ class LocalRuntime:
             f"generation={spec.generation} port={port} launcher={settings.launcher}"
         )
 
-        def start() -> tuple[subprocess.Popen[bytes], int, float]:
+        def start() -> tuple[subprocess.Popen[bytes], int, float, float]:
             run_as = server_account(settings.system_user)
             prepare_files(paths.data, paths.log, run_as)
             argv = server_command(settings, paths.data, paths.lock, host, port, run_as)
@@ -258,11 +261,13 @@ class LocalRuntime:
                 popen, offset = spawn(argv, paths.log, env, header, paths.data)
             except OSError as exc:
                 raise StartFailedError("SpawnFailed", f"cannot run {argv[0]}: {exc}") from exc
-            return popen, offset, psutil.Process(popen.pid).create_time()
+            spawned_at = time.time()
+            return popen, offset, psutil.Process(popen.pid).create_time(), spawned_at
 
-        popen, offset, create_time = await asyncio.to_thread(start)
+        popen, offset, create_time, spawned_at = await asyncio.to_thread(start)
         record = LockRecord(popen.pid, host, port)
         handle = _make_handle(spec.instance_id, paths, record, create_time, offset, spec.generation)
+        handle = Handle(handle.generation, {**handle.data, "spawned_at": spawned_at})
         self._children[spec.instance_id] = _Child(popen, handle)
         self._unwatch[popen.pid] = watch_exit(
             popen, lambda code: self._child_exited(spec.instance_id, popen.pid, code)
@@ -437,9 +442,12 @@ def _make_handle(
 
 def _phase_times(handle: Handle, listening: bool) -> dict[StartPhase, datetime]:
     """When a live server reached its start phases, as far as this runtime sees: the
-    process was spawned at its create time ("running"); one proven to listen has been
-    listening since now at the latest (the reconciler keeps the first time it saw)."""
-    spawned = datetime.fromtimestamp(float(handle.data["create_time"]), UTC)
+    process runs since its spawn ("running"; for a server found, not spawned, since
+    its create time, which the kernel keeps to within a second); one proven to listen
+    has been listening since now at the latest (the reconciler keeps the first time
+    it saw)."""
+    spawned_at = handle.data.get("spawned_at", handle.data["create_time"])
+    spawned = datetime.fromtimestamp(float(spawned_at), UTC)
     times = {StartPhase.RUNNING: spawned}
     if listening:
         times[StartPhase.LISTENING] = datetime.now(UTC)
