@@ -40,7 +40,15 @@ async def _launch_and_list(url: str, token: str) -> str:
     launched = await run_cli("instances", "launch", "main", "--wait", url=url, token=token)
     assert launched.code == 0, launched.stderr
     assert "is running at http://127.0.0.1:" in launched.stdout
-    assert "main: running" in launched.stderr  # progress
+    assert "main: running" in launched.stderr, launched.stderr  # progress
+    # the start phases a local server goes through, in order, with the time taken
+    lines = launched.stderr
+    assert "main: start phase heartbeat_answered at +" in lines, lines
+    spawned, listening, answered = (
+        lines.index(f"main: start phase {phase} at +")
+        for phase in ("running", "listening", "heartbeat_answered")
+    )
+    assert spawned < listening < answered < lines.index("main: running\n")
     table = await run_cli("instances", "ls", url=url, token=token)
     assert table.code == 0
     header, row = table.stdout.splitlines()

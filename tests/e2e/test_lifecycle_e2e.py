@@ -43,6 +43,11 @@ async def test_full_lifecycle_with_a_real_chroma_client(service: Service) -> Non
         instance_id = created.json()["instance"]["id"]
         running = await wait_phase(http, instance_id, "running")
         host, port = running["endpoint"]["host"], running["endpoint"]["port"]
+        # the local runtime's start phases, each with its time, in order
+        assert running["start_phase"] == "heartbeat_answered"
+        phases = running["start_phases"]
+        assert list(phases) == ["running", "listening", "heartbeat_answered"]
+        assert list(phases.values()) == sorted(phases.values())
         assert await asyncio.to_thread(_write_and_query, host, port) == ["b"]
         assert len(chroma_processes(service.data_dir)[instance_id]) == 1
 

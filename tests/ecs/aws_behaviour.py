@@ -31,6 +31,10 @@ forwarded to moto unchanged. Each behaviour cites the AWS documentation it follo
   that starts a CloudWatch event, the version counter is incremented", Task in the
   API reference: https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Task.html),
   which DescribeTasks answers carry too. moto emits no ECS events itself.
+- ``lifecycle`` (a task takes its time to start): tasks launched while it is set go
+  through PROVISIONING, PENDING (with the image pull) and RUNNING as the test moves
+  them on, with their timestamps (``tests/ecs/aws_lifecycle.py``, developer guide
+  "Amazon ECS task lifecycle").
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import urllib3
 
 from tests.ecs.aws_efs import PATH as EFS_ACCESS_POINTS
 from tests.ecs.aws_efs import EfsBehaviour
+from tests.ecs.aws_lifecycle import TaskLifecycle
 
 LIST_FILTERS = ("containerInstance", "family", "serviceName", "desiredStatus", "launchType")
 """ListTasks parameters that filter (``cluster`` and paging do not)."""
@@ -91,6 +96,8 @@ class AwsBehaviour:
     drop_events: bool = False
     """Lose the events of the next changes (EventBridge delivery is at least once,
     but a queue can lose messages: a purge, an expired retention, a full DLQ...)."""
+    lifecycle: TaskLifecycle | None = None
+    """Set: the tasks launched from then on start as slowly as the test says."""
     _launched_at: dict[str, float] = field(default_factory=dict)
     _tokens: dict[str, _Launch] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -106,6 +113,7 @@ class AwsBehaviour:
             self.drop_events = False
             self.published.clear()
             self.versions.clear()
+            self.lifecycle = None
             self._launched_at.clear()
             self._tokens.clear()
         self.efs.reset()
@@ -129,6 +137,8 @@ class AwsBehaviour:
         status, answer = forward(body)
         if operation == "DescribeTasks" and status == 200:
             self._hide_fresh(answer)
+            if self.lifecycle is not None:
+                self.lifecycle.describe(answer)
             for task in answer.get("tasks") or []:
                 task["version"] = self.versions[str(task["taskArn"])]
         if operation == "StopTask" and status == 200 and answer.get("task"):
@@ -184,6 +194,8 @@ class AwsBehaviour:
                 now = time.monotonic()
                 for task in answer.get("tasks") or []:
                     self._launched_at[str(task["taskArn"])] = now
+                if self.lifecycle is not None:
+                    self.lifecycle.launched(answer)
                 if token:
                     self._tokens[token] = _Launch(params, answer)
         if status == 200:

@@ -6,11 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from chroma_orch.runtimes.base import Endpoint, InstanceSpec, Observation, ObservedState
+from chroma_orch.runtimes.base import (
+    Endpoint,
+    InstanceSpec,
+    Observation,
+    ObservedState,
+    StartPhase,
+)
 from chroma_orch.runtimes.ecs.batch import TaskLoader
 from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
 from chroma_orch.runtimes.ecs.tasks import (
@@ -164,13 +171,47 @@ async def test_heartbeat_gate_believes_running_once_the_server_answers() -> None
     observed = {"a": up}
     await gate.confirm(observed, {"a": "arn-a"})
     assert observed["a"].state is ObservedState.RUNNING
+    assert observed["a"].phase is StartPhase.HEARTBEAT_ANSWERED
+    answered_at = observed["a"].phase_times[StartPhase.HEARTBEAT_ANSWERED]
     server.close()
     await server.wait_closed()
+    observed = {"a": up}
     await gate.confirm(observed, {"a": "arn-a"})  # confirmed once: a blip is no crash
     assert observed["a"].state is ObservedState.RUNNING
+    assert observed["a"].phase_times[StartPhase.HEARTBEAT_ANSWERED] == answered_at
     silent = {"b": Observation(ObservedState.RUNNING, endpoint=Endpoint("127.0.0.1", port))}
     await gate.confirm(silent, {"b": "arn-b"})
     assert silent["b"].state is ObservedState.STARTING
+    assert silent["b"].phase is None  # what ECS said (nothing here), no heartbeat
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+@pytest.mark.parametrize(
+    ("fields", "phase"),
+    [
+        ({"lastStatus": "PROVISIONING", "createdAt": _at(1)}, StartPhase.PROVISIONING),
+        ({"lastStatus": "PENDING", "connectivityAt": _at(2)}, StartPhase.PENDING),
+        ({"lastStatus": "PENDING", "pullStartedAt": _at(3)}, StartPhase.PULLING),
+        (
+            {"lastStatus": "PENDING", "pullStartedAt": _at(3), "pullStoppedAt": _at(4)},
+            StartPhase.PULLED,
+        ),
+        ({"lastStatus": "ACTIVATING", "pullStoppedAt": _at(4)}, StartPhase.PULLED),
+        ({"lastStatus": "RUNNING", "startedAt": _at(5)}, StartPhase.RUNNING),
+        ({"lastStatus": "RUNNING"}, StartPhase.RUNNING),  # moto: no timestamps
+    ],
+)
+def test_start_phases_come_from_the_task_status_and_timestamps(
+    fields: dict[str, Any], phase: StartPhase
+) -> None:
+    """Developer guide "Amazon ECS task lifecycle"; the times are the task's own."""
+    observation = observe_task(_task(**fields), 8000)
+    assert observation.phase is phase
+    stamps = {k: v for k, v in fields.items() if k != "lastStatus"}
+    assert sorted(observation.phase_times.values()) == sorted(stamps.values())
 
 
 def test_task_definitions_carry_none_of_the_services_environment(

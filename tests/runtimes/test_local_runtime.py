@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,13 @@ import psutil
 import pytest
 from pydantic import ValidationError
 
-from chroma_orch.runtimes.base import Handle, InstanceSpec, ObservedState, StartFailedError
+from chroma_orch.runtimes.base import (
+    Handle,
+    InstanceSpec,
+    ObservedState,
+    StartFailedError,
+    StartPhase,
+)
 from chroma_orch.runtimes.local.launch import (
     EXIT_DIR_IN_USE,
     lock_is_held,
@@ -197,6 +204,31 @@ async def test_lifecycle_persists_data_across_restart(
     assert not on_disk(second.data["log"])
     assert not on_disk(second.data["lock"])
     await runtime.delete("inst-1", second, keep_data=False)  # idempotent
+
+
+async def test_a_start_reports_spawned_listening_and_heartbeat_answered(
+    runtime: LocalRuntime,
+) -> None:
+    """The local runtime's start phases: the process runs from its spawn, then listens
+    on its port, then Chroma answers its heartbeat."""
+    before = datetime.now(UTC)
+    handle = await runtime.start(spec(port=free_port()))
+    spawned = datetime.fromtimestamp(handle.data["spawned_at"], UTC)
+    assert before <= spawned <= datetime.now(UTC)
+    first = (await runtime.poll({"inst-1": handle}))["inst-1"]
+    assert first.phase_times[StartPhase.RUNNING] == spawned
+    if first.state is ObservedState.STARTING:
+        assert first.phase in (StartPhase.RUNNING, StartPhase.LISTENING)
+    ready = await runtime.wait_ready(handle, READY_TIMEOUT)
+    assert ready.state is ObservedState.RUNNING, ready
+    assert ready.phase is StartPhase.HEARTBEAT_ANSWERED
+    assert ready.phase_times[StartPhase.RUNNING] == spawned
+    assert spawned <= ready.phase_times[StartPhase.LISTENING]
+    assert ready.phase_times.keys() <= {StartPhase.RUNNING, StartPhase.LISTENING}
+    await runtime.stop(handle)
+    gone = (await runtime.poll({"inst-1": handle}))["inst-1"]
+    assert gone.state is ObservedState.EXITED
+    assert gone.phase is None
 
 
 async def test_never_two_servers_on_one_directory(

@@ -4,13 +4,16 @@ Both prefer the service's WebSockets (``streams``). Without them, waiting uses
 the long poll ``GET /v1/instances/{id}/wait`` (the service answers as soon as the
 instance is in the phase for its current generation or failed, else after
 ``POLL_SECONDS``), and following logs polls ``GET /v1/instances/{id}/logs``.
-Every new phase seen is reported as progress.
+Every new phase seen is reported as progress; waiting for "running", so is every
+start phase (provisioning, pulling, ..., ``start_phases``) with the seconds from
+the request to reaching it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from chroma_orch.cli_client import streams
@@ -33,9 +36,13 @@ class _Waiter:
         self.deadline = time.monotonic() + timeout
         self.seen = ""
         self.last: dict[str, Any] = {}
+        self.since: datetime | None = None
+        self.start_seen: set[tuple[str, str]] = set()
 
     def settled(self, instance: dict[str, Any]) -> bool:
         self.last = instance
+        if self.phase == "running":
+            self._start_phases(instance)
         current = _settled_phase(instance)
         if current != self.seen:
             self.progress(current)
@@ -43,6 +50,22 @@ class _Waiter:
         if current == "failed":
             raise CliError(FAILED, _failure_text(instance), instance)
         return current == self.phase
+
+    def _start_phases(self, instance: dict[str, Any]) -> None:
+        """Report the start phases this request's start reached that are new, each
+        with the seconds from the request (the instance's ``updated_at`` as the
+        request answered: the service's clock, as the phases' times are)."""
+        if self.since is None:
+            self.since = _time(instance.get("updated_at"))
+        for phase, at in (instance.get("start_phases") or {}).items():
+            reached = _time(at)
+            if (phase, at) in self.start_seen or reached is None or self.since is None:
+                continue
+            if reached < self.since:
+                continue  # an earlier start's
+            self.start_seen.add((phase, at))
+            seconds = (reached - self.since).total_seconds()
+            self.progress(f"start phase {phase} at +{seconds:.1f}s")
 
     def remaining(self) -> float:
         left = self.deadline - time.monotonic()
@@ -82,6 +105,13 @@ def _settled_phase(instance: dict[str, Any]) -> str:
     if instance.get("observed_generation") == instance.get("generation"):
         return phase
     return f"{phase} (working on it)" if phase in ("running", "stopped", "failed") else phase
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _failure_text(instance: dict[str, Any]) -> str:

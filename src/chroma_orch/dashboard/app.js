@@ -97,12 +97,18 @@ function apply(ev) {
     inst.endpoint = ep ? { ...ep, url: `http://${ep.host}:${ep.port}` } : null;
   }
   if ("failure" in after) inst.failure = after.failure;
+  if (ev.event === "instance.start_phase") {
+    // how far the start got (each start phase is one event, in order)
+    inst.start_phases = { ...(inst.start_phases || {}), [after.start_phase]: after.at };
+    inst.start_phase = after.start_phase;
+  }
   if (ev.event === "instance.crashed" || ev.event === "instance.failed") {
     inst.failure = { reason: after.reason, message: after.message };
   }
   if ("phase" in after && after.phase !== inst.phase) {
     inst.phase = after.phase;
     inst.phase_changed_at = ev.created_at;
+    if (inst.phase === "starting") { inst.start_phase = null; inst.start_phases = {}; }
   }
   inst.last_event = { name: ev.event.replace("instance.", ""), at: ev.created_at };
   if (inst.phase === "deleted") state.instances.delete(inst.id);
@@ -139,6 +145,16 @@ function button(label, enabled, run, extra = "") {
   return el("button", { class: `small ${extra}`, disabled: !enabled, "data-action": label, onclick: run }, label);
 }
 
+function startPhase(inst) {
+  // while starting: the start's furthest phase, and how far into the start it came
+  if (inst.phase !== "starting" || !inst.start_phase) return null;
+  const at = (inst.start_phases || {})[inst.start_phase];
+  const into = at && inst.phase_changed_at
+    ? ` +${Math.max(0, (Date.parse(at) - Date.parse(inst.phase_changed_at)) / 1000).toFixed(1)}s` : "";
+  return el("div", { class: "muted start-phase", "data-start-phase": inst.start_phase },
+    `${inst.start_phase.replace("_", " ")}${into}`);
+}
+
 function row(inst) {
   const phase = inst.phase;
   const settled = inst.observed_generation === inst.generation;
@@ -151,6 +167,7 @@ function row(inst) {
     el("td", {}, state.tenants.get(inst.tenant_id) || inst.tenant_id.slice(0, 8)),
     el("td", {},
       el("span", { class: `phase phase-${phase}` }, phase),
+      startPhase(inst),
       settled ? null : el("div", { class: "muted" }, `→ ${inst.desired_state}`),
       inst.failure ? el("div", { class: "failure" }, `${inst.failure.reason}: ${inst.failure.message}`) : null),
     el("td", { class: "mono" }, inst.endpoint ? inst.endpoint.url : "—"),

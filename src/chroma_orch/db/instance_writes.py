@@ -174,11 +174,13 @@ def fenced_write(
 
 # -- the operations ---------------------------------------------------------------
 
-RECORD_STARTING = fenced_write("record_starting", (*_PHASE, *_SERVER))
+RECORD_STARTING = fenced_write("record_starting", (*_PHASE, *_SERVER, "start_phases"))
 """A start begins: "starting", no server yet (a local one reserves its port as it
 spawns: ``db.ports.PortReservationsInDb``)."""
 RECORD_HANDLE = fenced_write("record_handle", ("handle",))
 """The server of a start that is not ready yet."""
+RECORD_START_PHASES = fenced_write("record_start_phases", ("start_phases",))
+"""A start got further (a new start phase; its event goes with it)."""
 FORGET_SERVER = fenced_write("forget_server", _SERVER, frees_port=True)
 """A server that lost its port to another process: gone, and the port with it."""
 RECORD_STOPPING = fenced_write("record_stopping", _PHASE)
@@ -193,7 +195,7 @@ RECORD_CRASH = fenced_write(
 budget and the capacity backoff as the failure's class says)."""
 MARK_RUNNING = fenced_write(
     "mark_running",
-    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation", "capacity_waits"),
+    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation", "capacity_waits", "start_phases"),
     settles=True,
     releases_lease=True,
 )

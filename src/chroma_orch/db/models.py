@@ -126,6 +126,9 @@ class Instance(TimestampMixin, Base):
     capacity_waits: Mapped[int] = mapped_column(Integer, server_default="0")
     """Starts in a row that found no capacity (or a rate-limited image pull): the
     exponent of the capacity backoff; 0 once a server runs."""
+    start_phases: Mapped[dict[str, str] | None] = mapped_column(JSONB)
+    """How far the latest start got: each start phase reached (``runtimes.base.StartPhase``)
+    with when, as ISO 8601 times; emptied as a start attempt begins (NULL: none yet)."""
     error_count: Mapped[int] = mapped_column(Integer, default=0)
     phase_changed_at: Mapped[datetime] = mapped_column(server_default=func.now())
     next_reconcile_at: Mapped[datetime | None] = mapped_column(server_default=func.now())

@@ -47,7 +47,7 @@ from chroma_orch.domain.states import (
     changes_desired,
     check_action,
 )
-from chroma_orch.domain.status import endpoint_of, failure_of
+from chroma_orch.domain.status import endpoint_of, failure_of, start_phase_of, start_phases_of
 from chroma_orch.errors import (
     BadRequestError,
     ConflictError,
@@ -93,6 +93,8 @@ def to_read(instance: Instance, policy: InstancePolicy) -> InstanceRead:
         created_at=instance.created_at,
         updated_at=instance.updated_at,
         phase_changed_at=instance.phase_changed_at,
+        start_phase=start_phase_of(instance),
+        start_phases=start_phases_of(instance),
     )
 
 

@@ -19,6 +19,7 @@ from pydantic import (
 
 from chroma_orch.db.models import IntentStatus
 from chroma_orch.domain.states import Action, DesiredState, Phase
+from chroma_orch.runtimes.base import StartPhase
 
 InstanceName = Annotated[
     str,
@@ -204,6 +205,17 @@ class InstanceRead(BaseModel):
     created_at: datetime
     updated_at: datetime
     phase_changed_at: datetime
+    start_phase: StartPhase | None = Field(
+        None,
+        description="How far the latest start got (while `phase` is `starting`, where it "
+        "is now): provisioning, pending, pulling, pulled, running, listening, "
+        "heartbeat_answered. Each runtime reports the phases it can see.",
+    )
+    start_phases: dict[StartPhase, datetime] = Field(
+        default_factory=dict,
+        description="When the latest start reached each of its phases; a new start "
+        "attempt begins empty.",
+    )
 
 
 class IntentRead(_Output):

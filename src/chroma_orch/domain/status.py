@@ -3,9 +3,11 @@ the parts the API shows (``domain/instances.py``): one definition of both."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from chroma_orch.db.models import Instance
+from chroma_orch.runtimes.base import StartPhase
 
 
 def endpoint_of(inst: Instance) -> tuple[str, int] | None:
@@ -20,6 +22,22 @@ def failure_of(inst: Instance) -> tuple[str, str] | None:
     if inst.failure_reason:
         return inst.failure_reason, inst.failure_message or ""
     return None
+
+
+def start_phases_of(inst: Instance) -> dict[StartPhase, datetime]:
+    """The start phases the instance's latest start reached, in order, with when."""
+    recorded = inst.start_phases or {}
+    return {
+        phase: datetime.fromisoformat(recorded[phase.value])
+        for phase in StartPhase
+        if phase.value in recorded
+    }
+
+
+def start_phase_of(inst: Instance) -> StartPhase | None:
+    """How far the instance's latest start got (the furthest phase it reached)."""
+    phases = start_phases_of(inst)
+    return max(phases, key=lambda phase: phase.rank) if phases else None
 
 
 def status_view(inst: Instance) -> dict[str, Any]:

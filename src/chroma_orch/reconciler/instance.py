@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from chroma_orch.db.outbox import commit, event_row
 from chroma_orch.domain.states import DesiredState, Phase, check_phase
 from chroma_orch.domain.status import status_view
 from chroma_orch.errors import NoPortAvailableError
+from chroma_orch.reconciler import start_phases
 from chroma_orch.reconciler.decisions import Decision, Done, Failed, RequeueAfter
 from chroma_orch.runtimes.base import (
     Endpoint,
@@ -31,6 +33,7 @@ from chroma_orch.runtimes.base import (
     ObservedState,
     Runtime,
     StartFailedError,
+    StartPhase,
 )
 from chroma_orch.settings import Settings
 from chroma_orch.telemetry.metrics import LAUNCH_TO_RUNNING
@@ -81,6 +84,7 @@ class InstanceReconciler:
         phase: Phase | None = None,
         event: tuple[str, dict[str, Any]] | None = None,
         error: str | None = None,
+        more_events: Sequence[tuple[str, dict[str, Any]]] = (),
         **values: Any,
     ) -> None:
         """Record ``op`` (a named status write of ``db.instance_writes``): its columns
@@ -88,7 +92,7 @@ class InstanceReconciler:
         and the events the change makes, at once.
 
         ``error``: the error an operation that settles the intents fails them with
-        (None: they succeeded).
+        (None: they succeeded). ``more_events``: further events (type, after).
         """
         inst = self.inst
         before = status_view(inst)
@@ -101,7 +105,7 @@ class InstanceReconciler:
         for key, value in values.items():
             setattr(inst, key, value)
         columns = {column: getattr(inst, column) for column in op.columns}
-        events = self._events(before, event)
+        events = self._events(before, event, more_events)
         async with self.sessions() as session:
             written = await op.run(
                 session,
@@ -117,9 +121,13 @@ class InstanceReconciler:
             await commit(session)  # commits nothing more: the write was one statement
 
     def _events(
-        self, before: dict[str, Any], event: tuple[str, dict[str, Any]] | None
+        self,
+        before: dict[str, Any],
+        event: tuple[str, dict[str, Any]] | None,
+        more: Sequence[tuple[str, dict[str, Any]]] = (),
     ) -> list[dict[str, Any]]:
-        """The events of a write: the status change from ``before``, and ``event``."""
+        """The events of a write: the status change from ``before``, ``event``, and
+        the ``more`` events."""
         inst = self.inst
         events = []
         if before != status_view(inst):
@@ -133,11 +141,9 @@ class InstanceReconciler:
                     after=status_view(inst),
                 )
             )
-        if event is not None:
+        for kind, after in ([event] if event is not None else []) + list(more):
             events.append(
-                event_row(
-                    type=event[0], instance_id=inst.id, tenant_id=inst.tenant_id, after=event[1]
-                )
+                event_row(type=kind, instance_id=inst.id, tenant_id=inst.tenant_id, after=after)
             )
         return events
 
@@ -279,6 +285,7 @@ class InstanceReconciler:
             phase=Phase.STARTING,
             phase_changed_at=datetime.now(UTC),
             handle=None,
+            start_phases={},
             **_endpoint_values(None),
         )
         return await self.runtime.start(self._spec())
@@ -319,6 +326,7 @@ class InstanceReconciler:
                 observation.cause,
             )
         if time.monotonic() < deadline:
+            await self._record_start_phases(observation)
             return Done()  # the liveness pass wakes the instance when that changes
         handle = self.handle
         assert handle is not None
@@ -328,12 +336,28 @@ class InstanceReconciler:
             f"the server did not answer within {self.runtime.start_timeout:g}s",
         )
 
+    async def _record_start_phases(self, observation: Observation) -> None:
+        """Record the start phases ``observation`` reached that are new, each with
+        its event (a start that got no further writes nothing)."""
+        phases = start_phases.new_phases(self.inst, observation)
+        if not phases:
+            return
+        started = self.inst.phase_changed_at
+        await self.write(
+            writes.RECORD_START_PHASES,
+            start_phases=start_phases.merged(self.inst, phases),
+            more_events=start_phases.events(started, phases),
+        )
+        start_phases.observe(self.runtime.name, started, phases)
+
     async def _mark_running(self, observation: Observation) -> Decision:
+        phases: dict[StartPhase, datetime] = {}
+        started = self.inst.phase_changed_at
         if self.inst.phase == Phase.STARTING:
-            started = self.inst.phase_changed_at
             LAUNCH_TO_RUNNING.labels(self.runtime.name).observe(
                 (datetime.now(UTC) - started).total_seconds()
             )
+            phases = start_phases.new_phases(self.inst, observation)
         endpoint = observation.endpoint
         await self.write(
             writes.MARK_RUNNING,
@@ -343,8 +367,11 @@ class InstanceReconciler:
             failure_reason=None,
             failure_message=None,
             capacity_waits=0,
+            start_phases=start_phases.merged(self.inst, phases),
+            more_events=start_phases.events(started, phases),
             **_endpoint_values(endpoint),
         )
+        start_phases.observe(self.runtime.name, started, phases)
         return Done(released=True)
 
     async def _crashed(self, observation: Observation) -> Decision:

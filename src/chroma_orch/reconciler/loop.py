@@ -23,7 +23,7 @@ from chroma_orch.db.models import Instance
 from chroma_orch.db.outbox import commit
 from chroma_orch.domain.states import DesiredState, Phase
 from chroma_orch.loops import Loops
-from chroma_orch.reconciler import queue
+from chroma_orch.reconciler import queue, start_phases
 from chroma_orch.reconciler.decisions import Decision, RequeueAfter, released, requeue_time
 from chroma_orch.reconciler.instance import InstanceReconciler, LeaseLostError
 from chroma_orch.runtimes.base import Handle, Observation, ObservedState, Runtime
@@ -259,6 +259,8 @@ class Reconciler:
             return state is not ObservedState.RUNNING
         if inst.phase == Phase.STARTING:
             elapsed = (datetime.now(UTC) - inst.phase_changed_at).total_seconds()
+            if start_phases.unrecorded(inst, observation):
+                return True  # the start got further: record the new phase
             return state is not ObservedState.STARTING or elapsed > self.runtime.start_timeout
         return state is ObservedState.EXITED  # stopping: done once it is gone
 

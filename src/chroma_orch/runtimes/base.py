@@ -31,6 +31,10 @@ Edge cases every driver must honour:
   ends once the output is gone for good: the instance deleted (the local
   runtime's log spans restarts), or its server gone where output is per server
   (ECS).
+- ``poll`` and ``wait_ready`` of a server that is starting say how far its start got
+  (``Observation.phase``, a ``StartPhase``) and, where the platform tells, when each
+  phase was reached (``Observation.phase_times``); a runtime reports only the phases
+  it can see, and the reconciler records each new one as an event.
 - Transient failures raise ``RuntimeUnavailableError``; the reconciler retries
   with backoff. ``StartFailedError`` means this attempt is over; like an exit,
   it carries an ``ExitCause`` that says whether it counts against the restart
@@ -43,6 +47,7 @@ import enum
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
@@ -108,6 +113,34 @@ class ExitCause(enum.StrEnum):
     image-pull rate limit): retried with a longer backoff, not counted."""
 
 
+class StartPhase(enum.StrEnum):
+    """How far a server's start got: the one vocabulary every runtime reports in, in
+    the order a start goes through it. A runtime reports the phases it can see and
+    skips the others (ECS has no "listening"; a local process has no provisioning,
+    pending or pull)."""
+
+    PROVISIONING = "provisioning"
+    """The platform acquires what the server needs (ECS: ``PROVISIONING``, the
+    task's network interface)."""
+    PENDING = "pending"
+    """Placed, waiting for the platform to start it (ECS: ``PENDING``)."""
+    PULLING = "pulling"
+    """The server's image is being pulled (ECS: ``pullStartedAt``)."""
+    PULLED = "pulled"
+    """The image pull ended (ECS: ``pullStoppedAt``)."""
+    RUNNING = "running"
+    """The server's process runs (ECS: ``RUNNING``, ``startedAt``; local: spawned)."""
+    LISTENING = "listening"
+    """The server's process listens on its port (local)."""
+    HEARTBEAT_ANSWERED = "heartbeat_answered"
+    """Chroma answers ``/api/v2/heartbeat``: the server is ready."""
+
+    @property
+    def rank(self) -> int:
+        """Its place in the order a start goes through."""
+        return list(StartPhase).index(self)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str
@@ -128,6 +161,12 @@ class Observation:
     """Human explanation: exit code, last log lines."""
     cause: ExitCause = ExitCause.CRASH
     """When the server exited: the class of the failure (``ExitCause``)."""
+    phase: StartPhase | None = None
+    """While it starts (and once it runs): the furthest start phase reached, as far as
+    the runtime can see; None when it cannot tell."""
+    phase_times: Mapping[StartPhase, datetime] = field(default_factory=dict, hash=False)
+    """When start phases were reached (timezone-aware), where the runtime knows it
+    (ECS task timestamps); the reconciler takes the time it first saw the others."""
 
 
 @dataclass(frozen=True)

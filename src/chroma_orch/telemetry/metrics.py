@@ -41,6 +41,14 @@ LAUNCH_TO_RUNNING = Histogram(
     registry=REGISTRY,
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
 )
+START_PHASE_SECONDS = Histogram(
+    "chroma_orch_start_phase_seconds",
+    "From the start of a start attempt to reaching each start phase (provisioning, "
+    "pending, pulling, pulled, running, listening, heartbeat_answered), by runtime.",
+    ["runtime", "phase"],
+    registry=REGISTRY,
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 300, 600),
+)
 RECONCILE_SECONDS = Histogram(
     "chroma_orch_reconcile_seconds",
     "Duration of one instance's reconcile pass, by result.",

@@ -1,13 +1,17 @@
 """RUNNING is believed when ECS says RUNNING and the task's Chroma heartbeat has
-answered (once per task: a later network blip does not turn a server into a crash)."""
+answered (once per task: a later network blip does not turn a server into a crash).
+A confirmed task's observation says so: start phase ``heartbeat_answered``, with
+the time its heartbeat first answered."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from chroma_orch.runtimes.base import Observation, ObservedState
+from chroma_orch.runtimes.base import Observation, ObservedState, StartPhase
 from chroma_orch.runtimes.local.launch import http_status
 
 HEARTBEAT_PATH = "/api/v2/heartbeat"
@@ -17,7 +21,7 @@ _CONCURRENCY = 64
 class HeartbeatGate:
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
-        self._answered: set[str] = set()  # task ARNs whose heartbeat answered
+        self._answered: dict[str, datetime] = {}  # task ARN: when its heartbeat answered
         self._probes = asyncio.Semaphore(_CONCURRENCY)
 
     async def confirm(self, observed: dict[str, Observation], arns: Mapping[str, Any]) -> None:
@@ -31,16 +35,18 @@ class HeartbeatGate:
         answers = await asyncio.gather(*(self._probe(observed[k]) for k in unconfirmed))
         for key, answered in zip(unconfirmed, answers, strict=True):
             if answered:
-                self._answered.add(str(arns[key]))
+                self._answered[str(arns[key])] = datetime.now(UTC)
             else:
-                observed[key] = Observation(
-                    ObservedState.STARTING,
-                    endpoint=observed[key].endpoint,
+                observed[key] = dataclasses.replace(
+                    observed[key],
+                    state=ObservedState.STARTING,
                     message="ECS task RUNNING, heartbeat not answering yet",
                 )
         for key, observation in observed.items():
             if observation.state is ObservedState.EXITED:
-                self._answered.discard(str(arns[key]))
+                self._answered.pop(str(arns[key]), None)
+            elif observation.state is ObservedState.RUNNING:
+                observed[key] = _answered(observation, self._answered[str(arns[key])])
 
     async def _probe(self, observation: Observation) -> bool:
         endpoint = observation.endpoint
@@ -49,3 +55,8 @@ class HeartbeatGate:
         async with self._probes:
             status = await http_status(endpoint.host, endpoint.port, HEARTBEAT_PATH, self._timeout)
         return status == 200
+
+
+def _answered(observation: Observation, at: datetime) -> Observation:
+    times = {**observation.phase_times, StartPhase.HEARTBEAT_ANSWERED: at}
+    return dataclasses.replace(observation, phase=StartPhase.HEARTBEAT_ANSWERED, phase_times=times)

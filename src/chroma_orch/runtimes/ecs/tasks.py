@@ -8,8 +8,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from chroma_orch.runtimes.base import Endpoint, Handle, InstanceSpec, Observation, ObservedState
+from chroma_orch.runtimes.base import (
+    Endpoint,
+    Handle,
+    InstanceSpec,
+    Observation,
+    ObservedState,
+    StartPhase,
+)
 from chroma_orch.runtimes.ecs.images import server_image
+from chroma_orch.runtimes.ecs.phases import phase_times, start_phase
 from chroma_orch.runtimes.ecs.settings import EcsSettings
 from chroma_orch.runtimes.ecs.stops import classify_stop
 
@@ -212,7 +220,9 @@ def not_visible_yet(handle: Handle, now: float, grace: float) -> bool:
 
 
 INVISIBLE = Observation(
-    ObservedState.STARTING, message="ECS task launched, not visible to DescribeTasks yet"
+    ObservedState.STARTING,
+    message="ECS task launched, not visible to DescribeTasks yet",
+    phase=StartPhase.PROVISIONING,  # RunTask answered: every task begins there
 )
 
 
@@ -245,9 +255,16 @@ def observe_task(task: Mapping[str, Any] | None, port: int) -> Observation:
         return _stopped(task)
     if status in STOPPING_STATUSES or task.get("desiredStatus") == "STOPPED":
         return Observation(ObservedState.STOPPING, endpoint=endpoint, message=status)
+    phase, times = start_phase(task), phase_times(task)
     if status == "RUNNING" and endpoint is not None:
-        return Observation(ObservedState.RUNNING, endpoint=endpoint)
-    return Observation(ObservedState.STARTING, endpoint=endpoint, message=f"ECS task {status}")
+        return Observation(ObservedState.RUNNING, endpoint=endpoint, phase=phase, phase_times=times)
+    return Observation(
+        ObservedState.STARTING,
+        endpoint=endpoint,
+        message=f"ECS task {status}",
+        phase=phase,
+        phase_times=times,
+    )
 
 
 def _stopped(task: Mapping[str, Any]) -> Observation:

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from chroma_orch.runtimes.base import (
     PortReservations,
     RuntimeUnavailableError,
     StartFailedError,
+    StartPhase,
 )
 from chroma_orch.runtimes.local.launch import (
     DIR_IN_USE_TEXT,
@@ -85,8 +87,10 @@ class LocalRuntime:
     """Chroma servers as local processes; handles are re-attachable after a restart.
 
     Handle data: ``instance_id``, ``pid``, ``create_time`` (guards against pid reuse),
-    ``host``, ``port``, ``path``, ``lock``, ``log`` and ``log_offset`` (where this run's
-    output starts in the log); the generation is None for servers ``discover`` found.
+    ``host``, ``port``, ``path``, ``lock``, ``log``, ``log_offset`` (where this run's
+    output starts in the log) and, for a server this runtime spawned, ``spawned_at``
+    (epoch seconds: its start phase "running"); the generation is None for servers
+    ``discover`` found.
     Exit callbacks fire for every exit of a server this object spawned, stops included.
     """
 
@@ -248,7 +252,7 @@ class LocalRuntime:
             f"generation={spec.generation} port={port} launcher={settings.launcher}"
         )
 
-        def start() -> tuple[subprocess.Popen[bytes], int, float]:
+        def start() -> tuple[subprocess.Popen[bytes], int, float, float]:
             run_as = server_account(settings.system_user)
             prepare_files(paths.data, paths.log, run_as)
             argv = server_command(settings, paths.data, paths.lock, host, port, run_as)
@@ -257,11 +261,13 @@ class LocalRuntime:
                 popen, offset = spawn(argv, paths.log, env, header, paths.data)
             except OSError as exc:
                 raise StartFailedError("SpawnFailed", f"cannot run {argv[0]}: {exc}") from exc
-            return popen, offset, psutil.Process(popen.pid).create_time()
+            spawned_at = time.time()
+            return popen, offset, psutil.Process(popen.pid).create_time(), spawned_at
 
-        popen, offset, create_time = await asyncio.to_thread(start)
+        popen, offset, create_time, spawned_at = await asyncio.to_thread(start)
         record = LockRecord(popen.pid, host, port)
         handle = _make_handle(spec.instance_id, paths, record, create_time, offset, spec.generation)
+        handle = Handle(handle.generation, {**handle.data, "spawned_at": spawned_at})
         self._children[spec.instance_id] = _Child(popen, handle)
         self._unwatch[popen.pid] = watch_exit(
             popen, lambda code: self._child_exited(spec.instance_id, popen.pid, code)
@@ -353,10 +359,23 @@ class LocalRuntime:
         if answered is None:
             self._serving.discard(_identity(handle))
             return self._exited(handle)
-        if answered and self._serves(handle):
-            return Observation(ObservedState.RUNNING, endpoint=_endpoint(handle))
-        message = "process alive, not serving its heartbeat yet"
-        return Observation(ObservedState.STARTING, endpoint=_endpoint(handle), message=message)
+        serves = self._serves(handle)
+        if answered and serves:
+            phase = StartPhase.HEARTBEAT_ANSWERED
+            return Observation(
+                ObservedState.RUNNING,
+                endpoint=_endpoint(handle),
+                phase=phase,
+                phase_times=_phase_times(handle, serves),
+            )
+        phase = StartPhase.LISTENING if serves else StartPhase.RUNNING
+        return Observation(
+            ObservedState.STARTING,
+            endpoint=_endpoint(handle),
+            message="process alive, not serving its heartbeat yet",
+            phase=phase,
+            phase_times=_phase_times(handle, serves),
+        )
 
     def _exited(self, handle: Handle) -> Observation:
         child = self._own_child(handle)
@@ -419,6 +438,20 @@ def _make_handle(
         "log_offset": log_offset,
     }
     return Handle(generation, data)
+
+
+def _phase_times(handle: Handle, listening: bool) -> dict[StartPhase, datetime]:
+    """When a live server reached its start phases, as far as this runtime sees: the
+    process runs since its spawn ("running"; for a server found, not spawned, since
+    its create time, which the kernel keeps to within a second); one proven to listen
+    has been listening since now at the latest (the reconciler keeps the first time
+    it saw)."""
+    spawned_at = handle.data.get("spawned_at", handle.data["create_time"])
+    spawned = datetime.fromtimestamp(float(spawned_at), UTC)
+    times = {StartPhase.RUNNING: spawned}
+    if listening:
+        times[StartPhase.LISTENING] = datetime.now(UTC)
+    return times
 
 
 def _identity(handle: Handle) -> tuple[int, float, int]:
