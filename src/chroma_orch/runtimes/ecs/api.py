@@ -39,6 +39,11 @@ CATEGORY = {
     "DescribeTaskDefinition": "describe",
     "RegisterTaskDefinition": "register",
     "GetLogEvents": "logs",
+    "DescribeVolumes": "ec2_describe",
+    "DescribeSnapshots": "ec2_describe",
+    "CreateSnapshot": "ec2_change",
+    "DeleteVolume": "ec2_change",
+    "DeleteSnapshot": "ec2_change",
 }
 """API category of every call this runtime makes (the IAM policy in docs/ecs.md lists them)."""
 
@@ -90,7 +95,7 @@ class EcsApi:
             hook(service, client)
 
     async def client(self, service: str) -> Any:
-        """The shared ``ecs`` or ``logs`` client, created on first use."""
+        """The shared ``ecs``, ``logs`` or ``ec2`` client, created on first use."""
         existing = self._clients.get(service)
         if existing is not None:
             return existing

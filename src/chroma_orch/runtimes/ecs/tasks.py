@@ -16,6 +16,7 @@ TAG_INSTANCE = "chroma-orch:instance"
 TAG_TENANT = "chroma-orch:tenant"
 TAG_GENERATION = "chroma-orch:generation"
 CLEANUP_CONTAINER = "cleanup"
+VOLUME_NAME = "data"
 
 STARTING_STATUSES = frozenset({"PROVISIONING", "PENDING", "ACTIVATING"})
 STOPPING_STATUSES = frozenset({"DEACTIVATING", "STOPPING", "DEPROVISIONING"})
@@ -39,7 +40,11 @@ def server_command(settings: EcsSettings, instance_id: str) -> list[str]:
 
 
 def _volumes(settings: EcsSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    if not settings.efs_file_system_id:
+    mount = {"sourceVolume": VOLUME_NAME, "containerPath": settings.data_mount, "readOnly": False}
+    mounts = [mount]
+    if settings.storage_mode == "ebs":  # the volume is given by RunTask (volumes.py)
+        return [{"name": VOLUME_NAME, "configuredAtLaunch": True}], mounts
+    if settings.storage_mode != "efs" or not settings.efs_file_system_id:
         return [], []
     efs: dict[str, Any] = {
         "fileSystemId": settings.efs_file_system_id,
@@ -50,9 +55,7 @@ def _volumes(settings: EcsSettings) -> tuple[list[dict[str, Any]], list[dict[str
             "accessPointId": settings.efs_access_point_id,
             "iam": "ENABLED",
         }
-    volumes = [{"name": "data", "efsVolumeConfiguration": efs}]
-    mounts = [{"sourceVolume": "data", "containerPath": settings.data_mount, "readOnly": False}]
-    return volumes, mounts
+    return [{"name": VOLUME_NAME, "efsVolumeConfiguration": efs}], mounts
 
 
 def _definition(
