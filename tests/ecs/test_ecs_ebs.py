@@ -11,6 +11,7 @@ import pytest
 
 from chroma_orch.runtimes.base import InstanceSpec, RuntimeUnavailableError
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
+from chroma_orch.runtimes.ecs.tasks import server_definition
 from chroma_orch.settings import EcsSettings
 from tests.ecs.aws_behaviour import AwsBehaviour
 from tests.ecs.aws_stops import stop_as_aws
@@ -199,3 +200,22 @@ async def test_a_service_dying_between_stop_task_and_the_snapshot_is_healed(
     volumes = await _volumes(ecs_settings, instance_id)
     assert [v["SnapshotId"] for v in volumes] == [pending["SnapshotId"]]
     assert unsaved["VolumeId"] not in {v["VolumeId"] for v in volumes}
+
+
+def test_the_task_definition_defers_the_volume_to_launch() -> None:
+    settings = EcsSettings(ebs_role_arn="arn:aws:iam::123456789012:role/infra")
+    definition = server_definition(settings, {})
+    assert definition["volumes"] == [{"name": "data", "configuredAtLaunch": True}]
+    (container,) = definition["containerDefinitions"]
+    assert container["mountPoints"] == [
+        {"sourceVolume": "data", "containerPath": "/data", "readOnly": False}
+    ]
+    efs = EcsSettings(efs_file_system_id="fs-1")  # an EFS deployment keeps EFS
+    assert efs.storage_mode == "efs"
+    assert "efsVolumeConfiguration" in server_definition(efs, {})["volumes"][0]
+    assert server_definition(EcsSettings(storage="ephemeral"), {})["volumes"] == []
+
+
+def test_ebs_storage_without_the_infrastructure_role_is_refused() -> None:
+    with pytest.raises(ValueError, match="EBS_ROLE_ARN"):
+        EcsRuntime(EcsSettings())
