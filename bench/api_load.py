@@ -100,6 +100,7 @@ async def aws_setup(url: str) -> dict[str, str]:
         "CHROMA_ORCH_ECS__SUBNETS": json.dumps([subnet["SubnetId"]]),
         "CHROMA_ORCH_ECS__SECURITY_GROUPS": json.dumps([group["GroupId"]]),
         "CHROMA_ORCH_ECS__EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/exec",
+        "CHROMA_ORCH_ECS__STORAGE": "ephemeral",  # plain moto creates no EBS volumes
         "CHROMA_ORCH_ECS__LOG_GROUP": "/chroma-orch/bench",
         "CHROMA_ORCH_ECS__CHECK_HEARTBEAT": "false",
         "CHROMA_ORCH_LIMITS__MAX_CONCURRENT_STARTS": "100000",

@@ -35,11 +35,14 @@ forwarded to moto unchanged. Each behaviour cites the AWS documentation it follo
   through PROVISIONING, PENDING (with the image pull) and RUNNING as the test moves
   them on, with their timestamps (``tests/ecs/aws_lifecycle.py``, developer guide
   "Amazon ECS task lifecycle").
+- ECS-managed EBS volumes (RunTask ``volumeConfigurations``) and snapshots that
+  take a while: ``aws_volumes.py`` (``volumes``), which says what AWS documents.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -53,11 +56,13 @@ import urllib3
 from tests.ecs.aws_efs import PATH as EFS_ACCESS_POINTS
 from tests.ecs.aws_efs import EfsBehaviour
 from tests.ecs.aws_lifecycle import TaskLifecycle
+from tests.ecs.aws_volumes import ManagedVolumes
 
 LIST_FILTERS = ("containerInstance", "family", "serviceName", "desiredStatus", "launchType")
 """ListTasks parameters that filter (``cluster`` and paging do not)."""
 
 Reply = tuple[int, dict[str, Any]]
+_REGION = re.compile(r"Credential=[^/]+/[^/]+/([^/]+)/")
 DEFAULT_INVISIBLE = 0.3
 """Seconds every test's tasks stay invisible to DescribeTasks unless it sets its own."""
 
@@ -98,6 +103,8 @@ class AwsBehaviour:
     but a queue can lose messages: a purge, an expired retention, a full DLQ...)."""
     lifecycle: TaskLifecycle | None = None
     """Set: the tasks launched from then on start as slowly as the test says."""
+    volumes: ManagedVolumes = field(default_factory=ManagedVolumes)
+    """ECS-managed EBS volumes and EC2 snapshots (``aws_volumes.py``)."""
     _launched_at: dict[str, float] = field(default_factory=dict)
     _tokens: dict[str, _Launch] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -116,17 +123,21 @@ class AwsBehaviour:
             self.lifecycle = None
             self._launched_at.clear()
             self._tokens.clear()
+            self.volumes.reset()
         self.efs.reset()
 
-    def handle(self, target: str, body: dict[str, Any], forward: Any) -> Reply:
+    def handle(
+        self, target: str, body: dict[str, Any], forward: Any, region: str = "us-east-1"
+    ) -> Reply:
         """Answer one ECS JSON call (``forward(body)`` asks moto)."""
         operation = target.rsplit(".", 1)[-1]
         with self._lock:
             self.seen[operation] += 1
             if operation == "DescribeTasks":
                 self.described.update(str(arn) for arn in body.get("tasks") or [])
+            self.volumes.sync()
         if operation == "RunTask":
-            return self._run_task(body, forward)
+            return self._run_task(body, forward, region)
         if operation == "ListTasks" and body.get("startedBy"):
             others = [name for name in LIST_FILTERS if body.get(name)]
             if others:
@@ -141,6 +152,8 @@ class AwsBehaviour:
                 self.lifecycle.describe(answer)
             for task in answer.get("tasks") or []:
                 task["version"] = self.versions[str(task["taskArn"])]
+            with self._lock:
+                self.volumes.annotate(answer)
         if operation == "StopTask" and status == 200 and answer.get("task"):
             self.task_changed(answer["task"])
         return status, answer
@@ -180,7 +193,18 @@ class AwsBehaviour:
         task = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])["tasks"][0]
         self.task_changed(json.loads(json.dumps(task, default=str)))
 
-    def _run_task(self, body: dict[str, Any], forward: Any) -> Reply:
+    def ec2(self, region: str, body: bytes, forward: Any) -> tuple[int, dict[str, str], bytes]:
+        """Answer one EC2 (query protocol) call: moto's answer, with the volumes of
+        stopped tasks detached and snapshots pending for a while."""
+        with self._lock:
+            self.volumes.sync()
+        status, headers, payload = forward(body)
+        if status == 200 and b"Action=CreateSnapshot&" in body + b"&":
+            with self._lock:
+                payload = self.volumes.snapshot_created(region, payload)
+        return status, headers, payload
+
+    def _run_task(self, body: dict[str, Any], forward: Any, region: str) -> Reply:
         token = body.get("clientToken")
         params = {k: v for k, v in body.items() if k != "clientToken"}
         with self._lock:
@@ -188,8 +212,12 @@ class AwsBehaviour:
             known = self._tokens.get(token) if token else None
             if known is not None:
                 return self._replay(known, params)
+            refused = self.volumes.check(body, region)
+            if refused is not None:
+                return _error("InvalidParameterException", refused)
             status, answer = forward(body)
             if status == 200:
+                self.volumes.launched(body, answer)
                 self.launched += 1
                 now = time.monotonic()
                 for task in answer.get("tasks") or []:
@@ -252,6 +280,15 @@ class _Handler(BaseHTTPRequestHandler):
 
             self._send(*self.server.behaviour.efs.handle(self.command, raw, forward_efs))
             return
+        region_match = _REGION.search(self.headers.get("Authorization") or "")
+        region = region_match.group(1) if region_match else "us-east-1"
+        if region_match and "/ec2/" in (self.headers.get("Authorization") or ""):
+
+            def forward_ec2(body: bytes) -> tuple[int, dict[str, str], bytes]:
+                return self.server.forward(self.command, self.path, headers, body)
+
+            self._send(*self.server.behaviour.ec2(region, raw, forward_ec2))
+            return
         if not target.startswith("AmazonEC2ContainerServiceV20141113."):
             self._send(*self.server.forward(self.command, self.path, headers, raw))
             return
@@ -261,7 +298,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, _, payload = self.server.forward(self.command, self.path, headers, data)
             return status, json.loads(payload or b"{}")
 
-        status, answer = self.server.behaviour.handle(target, json.loads(raw or b"{}"), forward)
+        status, answer = self.server.behaviour.handle(
+            target, json.loads(raw or b"{}"), forward, region
+        )
         content = {"Content-Type": "application/x-amz-json-1.1"}
         self._send(status, content, json.dumps(answer).encode())
 

@@ -150,6 +150,7 @@ async def ecs_settings(
         subnets=[subnet["SubnetId"]],
         security_groups=[group["GroupId"]],
         execution_role_arn="arn:aws:iam::123456789012:role/exec",
+        ebs_role_arn="arn:aws:iam::123456789012:role/ecs-infrastructure",
         log_group=LOG_GROUP,
         check_heartbeat=False,  # moto's task IPs are not reachable
         start_timeout=30,

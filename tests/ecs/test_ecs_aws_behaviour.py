@@ -18,7 +18,7 @@ from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.settings import EcsSettings
 from tests.ecs.aws_behaviour import AwsBehaviour
 from tests.ecs.conftest import EcsService, cluster_tasks, instance_of
-from tests.helpers import bearer, create_tenant, wait_phase
+from tests.helpers import bearer, create_tenant, wait_for, wait_phase
 
 
 @pytest.fixture
@@ -56,17 +56,35 @@ async def test_a_task_not_visible_yet_is_starting_then_found(
 
 
 async def test_a_task_missing_after_the_grace_period_has_exited(
+    ecs_settings: EcsSettings, aws: AwsBehaviour
+) -> None:
+    aws.invisible_for = 3600.0
+    runtime = EcsRuntime(ecs_settings.model_copy(update={"storage": "ephemeral"}))
+    try:
+        handle = await runtime.start(_spec())
+        old = {**handle.data, "launched_at": time.time() - runtime.settings.visibility_grace - 1}
+        late = Handle(handle.generation, old)
+
+        key = str(handle.data["instance_id"])
+        observed = (await runtime.poll({key: late}))[key]
+        assert observed.state is ObservedState.EXITED
+        assert observed.reason == "TaskMissing"
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_missing_task_whose_volume_is_attached_is_not_gone(
     runtime: EcsRuntime, aws: AwsBehaviour
 ) -> None:
+    """With EBS, a task DescribeTasks does not know whose volume is still attached
+    may still be writing to it: stopping, not exited (no restart on older data)."""
     aws.invisible_for = 3600.0
     handle = await runtime.start(_spec())
     old = {**handle.data, "launched_at": time.time() - runtime.settings.visibility_grace - 1}
-    late = Handle(handle.generation, old)
-
     key = str(handle.data["instance_id"])
-    observed = (await runtime.poll({key: late}))[key]
-    assert observed.state is ObservedState.EXITED
-    assert observed.reason == "TaskMissing"
+    observed = (await runtime.poll({key: Handle(handle.generation, old)}))[key]
+    assert observed.state is ObservedState.STOPPING
+    assert "in-use" in (observed.message or "")
 
 
 async def test_an_instance_whose_task_shows_late_starts_once(
@@ -115,7 +133,11 @@ async def test_a_reused_token_with_other_parameters_adopts_the_task(
     assert second.data["task_arn"] == first.data["task_arn"]
     assert aws.launched == 1
     key = spec.instance_id
-    assert (await runtime.poll({key: second}))[key].state is ObservedState.EXITED
+
+    async def exited() -> bool:  # stopping until its volume is saved (storage=ebs)
+        return (await runtime.poll({key: second}))[key].state is ObservedState.EXITED
+
+    await wait_for(exited)
 
 
 async def test_a_start_does_not_list_tasks_and_a_retry_is_idempotent(

@@ -54,7 +54,14 @@ async def queue_drained(moto_url: str, url: str) -> bool:
 @pytest.fixture
 async def ecs_settings(ecs_settings: EcsSettings, moto_url: str) -> EcsSettings:
     url = await events_queue(moto_url)
-    changes = {"events_queue_url": url, "events_sweep_interval": 3600, "events_wait_seconds": 1}
+    changes = {
+        "events_queue_url": url,
+        "events_sweep_interval": 3600,
+        "events_wait_seconds": 1,
+        # Observation only: with EBS a stopped task shows "stopping" while its volume is
+        # saved (test_ecs_ebs.py), which would stand between these tests and the states.
+        "storage": "ephemeral",
+    }
     return ecs_settings.model_copy(update=changes)
 
 

@@ -45,6 +45,11 @@ CATEGORY = {
     "CreateAccessPoint": "efs",
     "DescribeAccessPoints": "efs",
     "DeleteAccessPoint": "efs",
+    "DescribeVolumes": "ec2_describe",
+    "DescribeSnapshots": "ec2_describe",
+    "CreateSnapshot": "ec2_change",
+    "DeleteVolume": "ec2_change",
+    "DeleteSnapshot": "ec2_change",
 }
 """API category of every call this runtime makes (the IAM policy in docs/ecs.md lists them)."""
 
@@ -96,7 +101,7 @@ class EcsApi:
             hook(service, client)
 
     async def client(self, service: str) -> Any:
-        """The shared ``ecs``, ``logs`` or ``efs`` client, created on first use."""
+        """The shared ``ecs``, ``logs``, ``efs`` or ``ec2`` client, created on first use."""
         existing = self._clients.get(service)
         if existing is not None:
             return existing

@@ -18,6 +18,9 @@
   State Change" events recorded in the shared ``TaskStates`` (``events``); a task
   with no state there yet, or one not checked for ``events_sweep_interval``
   seconds (the safety sweep), is described as without the queue.
+- With EBS (``storage=ebs``, ``volumes.py``), each task gets an ECS-managed volume
+  restored from the instance's newest snapshot; a stopped task counts as stopping
+  until its volume is snapshotted and deleted.
 - With EFS, each instance has an access point of its own (``efs``) and a task
   definition mounting only it: its server sees its own directory at
   ``DATA_MOUNT`` and no other instance's. Stop keeps the data, start brings it
@@ -81,6 +84,7 @@ from chroma_orch.runtimes.ecs.tasks import (
 )
 from chroma_orch.runtimes.ecs.throttle import error_code
 from chroma_orch.runtimes.ecs.throttle import unavailable as _unavailable
+from chroma_orch.runtimes.ecs.volumes import EbsVolumes
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,11 @@ class EcsRuntime:
         rate_limits: AccountRateLimits | None = None,
         task_states: TaskStates | None = None,
     ) -> None:
+        if settings.storage_mode == "ebs" and not settings.ebs_role_arn:
+            raise ValueError(
+                "storage=ebs needs CHROMA_ORCH_ECS__EBS_ROLE_ARN (the ECS infrastructure role); "
+                "set it, or choose CHROMA_ORCH_ECS__STORAGE=efs or ephemeral"
+            )
         self.settings = settings
         self.start_timeout = settings.start_timeout
         self.api = EcsApi(settings, config=client_config, rate_limits=rate_limits)
@@ -119,6 +128,7 @@ class EcsRuntime:
         self.access_points = AccessPoints(self.api, settings)
         if settings.efs_access_point_id:
             log.warning("EFS_ACCESS_POINT_ID is ignored: each instance gets an access point")
+        self.volumes = EbsVolumes(self.api, settings) if settings.storage_mode == "ebs" else None
         self._definitions: dict[str, str] = {}  # family -> task definition ARN
         self._definition_locks: dict[str, asyncio.Lock] = {}
         self._heartbeat = HeartbeatGate(settings.heartbeat_timeout)
@@ -184,7 +194,32 @@ class EcsRuntime:
         }
         if self.settings.check_heartbeat:
             await self._heartbeat.confirm(observed, arns)
+        if self.volumes is not None:
+            await self._saving(observed, handles)
         return observed
+
+    async def _saving(
+        self, observed: dict[str, Observation], handles: Mapping[str, Handle]
+    ) -> None:
+        """A stopped task with storage=ebs is stopping until its volume is saved
+        (snapshot completed, volume deleted): a restart or a stop then finds the data
+        in the newest snapshot. A failure to save says so and is tried again."""
+        assert self.volumes is not None
+        volumes = self.volumes
+
+        async def save(key: str) -> None:
+            instance_id = str(handles[key].data.get("instance_id") or key)
+            try:
+                waiting = await volumes.save(instance_id)
+            except Exception as exc:
+                waiting = f"saving failed for now ({_unavailable('EC2', exc)})"
+            if waiting is not None:
+                observed[key] = Observation(
+                    ObservedState.STOPPING, message=f"saving the data: {waiting}"
+                )
+
+        exited = [k for k, o in observed.items() if o.state is ObservedState.EXITED]
+        await asyncio.gather(*(save(key) for key in exited))
 
     async def stop(self, handle: Handle) -> None:
         """StopTask unless the task is already stopped or gone (a task launched within
@@ -216,7 +251,9 @@ class EcsRuntime:
             await self.stop(handle)
         for task in (await self.owned.live(time.monotonic())).get(instance_id, []):
             await self.stop(self._handle(task))
-        if self.settings.efs_file_system_id:
+        if self.volumes is not None:
+            await self._release_volumes(instance_id, keep_data)
+        elif self.settings.storage_mode == "efs" and self.settings.efs_file_system_id:
             await self._delete_storage(instance_id, keep_data)
         log.info("deleted instance=%s keep_data=%s", instance_id, keep_data)
 
@@ -336,7 +373,7 @@ class EcsRuntime:
 
     async def _launch(self, spec: InstanceSpec) -> Handle:
         access_point = None
-        if self.settings.efs_file_system_id:
+        if self.settings.storage_mode == "efs" and self.settings.efs_file_system_id:
             access_point = await self.access_points.ensure(spec.tenant_id, spec.instance_id)
         params = server_definition(self.settings, spec.options, access_point)
         definition = await self._definition(params)
@@ -344,9 +381,15 @@ class EcsRuntime:
         overrides = {
             "containerOverrides": [{"name": self.settings.container_name, "command": command}]
         }
+        token = client_token(spec)
+        extra: dict[str, Any] = {}
+        if self.volumes is not None:
+            snapshot = await self.volumes.prepare(spec.instance_id, token)
+            extra["volumeConfigurations"] = self.volumes.configuration(spec, token, snapshot)
+            log.info("restoring instance=%s snapshot=%s", spec.instance_id, snapshot)
         launched_at = time.time()
         arn = await self._run_task(
-            definition, overrides, client_token(spec), instance_tags(self.settings, spec)
+            definition, overrides, token, instance_tags(self.settings, spec), **extra
         )
         log.info("launched task instance=%s task=%s", spec.instance_id, arn)
         return make_handle(
@@ -354,7 +397,12 @@ class EcsRuntime:
         )
 
     async def _run_task(
-        self, definition: str, overrides: dict[str, Any], token: str, tags: list[dict[str, str]]
+        self,
+        definition: str,
+        overrides: dict[str, Any],
+        token: str,
+        tags: list[dict[str, str]],
+        **extra: Any,
     ) -> str:
         """The ARN of the task RunTask launched for ``token``, or of the task it
         launched earlier for it (a ``ConflictException`` names it in ``resourceIds``:
@@ -371,6 +419,7 @@ class EcsRuntime:
                 overrides=overrides,
                 networkConfiguration=network_configuration(self.settings),
                 **placement(self.settings),
+                **extra,
             )
         except Exception as exc:
             if error_code(exc) == "ConflictException":
@@ -418,6 +467,17 @@ class EcsRuntime:
         return arn
 
     # -- data and logs ---------------------------------------------
+
+    async def _release_volumes(self, instance_id: str, keep_data: bool) -> None:
+        """A deleted instance's EBS data: kept as its newest snapshot (a volume not
+        saved yet is saved first), or every volume and snapshot removed."""
+        assert self.volumes is not None
+        if not keep_data:
+            await self.volumes.remove(instance_id)
+            return
+        waiting = await self.volumes.save(instance_id)
+        if waiting is not None:
+            raise RuntimeUnavailableError(f"saving the data before the delete: {waiting}")
 
     async def _delete_storage(self, instance_id: str, keep_data: bool) -> None:
         """Empty the instance's access point and delete it (unless ``keep_data``), then

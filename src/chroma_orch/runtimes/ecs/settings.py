@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+Storage = Literal["ebs", "efs", "ephemeral"]
+
 ECS_API_LIMITS: dict[str, tuple[int, float]] = {
     # category: (burst, refill per second), AWS's published per-account, per-region
     # defaults (docs/ecs.md "Rate limits" cites each):
@@ -25,6 +27,11 @@ ECS_API_LIMITS: dict[str, tuple[int, float]] = {
     # EFS access points (Create/Describe/DeleteAccessPoint): AWS publishes no rate;
     # a modest bucket, the calls are rare (one per instance, docs/ecs.md "EFS").
     "efs": (10, 5.0),
+    # "Request throttling for the Amazon EC2 API" (ec2/latest/devguide/ec2-api-throttling.html):
+    # per-API buckets; non-mutating (Describe*) 100 burst / 20/s, mutating (CreateSnapshot,
+    # DeleteVolume, DeleteSnapshot) taken at the lower mutating figure.
+    "ec2_describe": (100, 20.0),
+    "ec2_change": (50, 5.0),
 }
 
 
@@ -124,6 +131,31 @@ class EcsSettings(BaseModel):
         "/data",
         description="Where the instance's storage is mounted in its container (with EFS: the "
         "root of its own access point); Chroma runs with --path DATA_MOUNT.",
+    )
+    storage: Storage | None = Field(
+        None,
+        description="Where instance data lives: ebs (an ECS-managed EBS volume per task, "
+        "snapshotted on stop and restored on start; SQLite-safe, one tenant per volume), "
+        "efs (EFS_FILE_SYSTEM_ID) or ephemeral (dies with the task). Unset: efs when "
+        'EFS_FILE_SYSTEM_ID is set, else ebs (docs/ecs.md "Storage").',
+    )
+    ebs_role_arn: str | None = Field(
+        None,
+        description="ECS infrastructure role that creates and attaches the EBS volumes "
+        "(AmazonECSInfrastructureRolePolicyForVolumes); required with storage=ebs.",
+    )
+    ebs_size_gib: int = Field(20, ge=1, le=16384, description="Size of each EBS volume (GiB).")
+    ebs_volume_type: str = Field("gp3", description="EBS volume type of the data volumes.")
+    ebs_filesystem_type: Literal["ext3", "ext4", "xfs"] = Field(
+        "ext4",
+        description="File system of the data volumes (a volume restored from a snapshot "
+        "must keep the type it was made with).",
+    )
+    ebs_keep_snapshots: int = Field(
+        2,
+        ge=1,
+        description="Stop snapshots kept per instance (the newest; older ones are deleted "
+        "once a newer one completed).",
     )
     cleanup_image: str = Field(
         "public.ecr.aws/docker/library/busybox:stable",
@@ -239,6 +271,13 @@ class EcsSettings(BaseModel):
         "roles, task size and image (`chroma-orch ecs check`): fail (errors stop the "
         "service), warn (only logged) or off.",
     )
+
+    @property
+    def storage_mode(self) -> Storage:
+        """``storage``, or what an unset one means (efs with a file system, else ebs)."""
+        if self.storage is not None:
+            return self.storage
+        return "efs" if self.efs_file_system_id else "ebs"
 
     @field_validator("api_limits")
     @classmethod

@@ -25,6 +25,7 @@ TAG_INSTANCE = "chroma-orch:instance"
 TAG_TENANT = "chroma-orch:tenant"
 TAG_GENERATION = "chroma-orch:generation"
 CLEANUP_CONTAINER = "cleanup"
+VOLUME_NAME = "data"
 
 STARTING_STATUSES = frozenset({"PROVISIONING", "PENDING", "ACTIVATING"})
 STOPPING_STATUSES = frozenset({"DEACTIVATING", "STOPPING", "DEPROVISIONING"})
@@ -46,9 +47,14 @@ def server_command(settings: EcsSettings) -> list[str]:
 def _volumes(
     settings: EcsSettings, access_point_id: str | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The EFS volume, only ever through the instance's own access point (IAM
-    authorization on, so the file system policy can insist on access points)."""
-    if not settings.efs_file_system_id:
+    """The data volume: with EBS, one given by RunTask (``volumes.py``); with EFS,
+    only ever through the instance's own access point (IAM authorization on, so the
+    file system policy can insist on access points)."""
+    mount = {"sourceVolume": VOLUME_NAME, "containerPath": settings.data_mount, "readOnly": False}
+    mounts = [mount]
+    if settings.storage_mode == "ebs":
+        return [{"name": VOLUME_NAME, "configuredAtLaunch": True}], mounts
+    if settings.storage_mode != "efs" or not settings.efs_file_system_id:
         return [], []
     if not access_point_id:
         raise ValueError("an EFS volume needs the instance's access point")
@@ -57,9 +63,7 @@ def _volumes(
         "transitEncryption": "ENABLED",
         "authorizationConfig": {"accessPointId": access_point_id, "iam": "ENABLED"},
     }
-    volumes = [{"name": "data", "efsVolumeConfiguration": efs}]
-    mounts = [{"sourceVolume": "data", "containerPath": settings.data_mount, "readOnly": False}]
-    return volumes, mounts
+    return [{"name": VOLUME_NAME, "efsVolumeConfiguration": efs}], mounts
 
 
 def _definition(

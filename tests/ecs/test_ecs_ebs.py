@@ -1,0 +1,221 @@
+"""Instance data on ECS-managed EBS volumes (storage=ebs, the default): each task
+gets a volume restored from the instance's newest snapshot, a stopped task's
+volume is snapshotted and deleted, and delete removes (or keeps) the data. The
+AWS-behaviour layer (tests/ecs/aws_volumes.py) creates the volumes moto does not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chroma_orch.runtimes.base import InstanceSpec, RuntimeUnavailableError
+from chroma_orch.runtimes.ecs.runtime import EcsRuntime
+from chroma_orch.runtimes.ecs.tasks import server_definition
+from chroma_orch.settings import EcsSettings
+from tests.ecs.aws_behaviour import AwsBehaviour
+from tests.ecs.aws_stops import stop_as_aws
+from tests.ecs.conftest import CLUSTER, REGION, EcsService, aws_client, task_of
+from tests.helpers import bearer, create_tenant, wait_for, wait_phase
+
+INSTANCE_TAG = "chroma-orch:instance"
+
+
+async def _ec2(settings: EcsSettings, operation: str, **params: Any) -> dict[str, Any]:
+    """An EC2 call through the AWS-behaviour layer (so its clock has moved on)."""
+    async with aws_client(str(settings.endpoint_url), "ec2") as ec2:
+        answer: dict[str, Any] = await getattr(ec2, operation)(**params)
+        return answer
+
+
+async def _volumes(settings: EcsSettings, instance_id: str) -> list[dict[str, Any]]:
+    filters = [{"Name": f"tag:{INSTANCE_TAG}", "Values": [instance_id]}]
+    answer = await _ec2(settings, "describe_volumes", Filters=filters)
+    return list(answer["Volumes"])
+
+
+async def _snapshots(settings: EcsSettings, instance_id: str) -> list[dict[str, Any]]:
+    filters = [{"Name": f"tag:{INSTANCE_TAG}", "Values": [instance_id]}]
+    answer = await _ec2(settings, "describe_snapshots", Filters=filters, OwnerIds=["self"])
+    return list(answer["Snapshots"])
+
+
+async def _task_volume(service: EcsService, task_arn: str) -> dict[str, Any]:
+    """The task's EBS attachment (DescribeTasks, as the runtime sees it) and its volume."""
+    async with aws_client(str(service.settings.endpoint_url), "ecs") as ecs:
+        (task,) = (await ecs.describe_tasks(cluster=CLUSTER, tasks=[task_arn]))["tasks"]
+    (ebs,) = [a for a in task["attachments"] if a["type"] == "AmazonElasticBlockStorage"]
+    details = {d["name"]: d["value"] for d in ebs["details"]}
+    answer = await _ec2(service.settings, "describe_volumes", VolumeIds=[details["volumeId"]])
+    (volume,) = answer["Volumes"]
+    return dict(volume)
+
+
+async def _running_instance(service: EcsService, name: str = "main") -> tuple[str, str]:
+    _, token = await create_tenant(service.http, f"t-{name}")
+    created = await service.http.post("/v1/instances", json={"name": name}, headers=bearer(token))
+    assert created.status_code == 202, created.text
+    instance_id = str(created.json()["instance"]["id"])
+    await wait_phase(service.http, instance_id, "running")
+    return instance_id, await task_of(str(service.settings.endpoint_url), instance_id)
+
+
+async def test_stop_snapshots_the_volume_and_start_restores_it(
+    ecs_service: EcsService, aws: AwsBehaviour
+) -> None:
+    http, settings = ecs_service.http, ecs_service.settings
+    instance_id, first_arn = await _running_instance(ecs_service)
+    first = await _task_volume(ecs_service, first_arn)
+    assert first["State"] == "in-use"
+    assert not first.get("SnapshotId")  # a new instance starts empty
+    tags = {t["Key"]: t["Value"] for t in first["Tags"]}
+    assert tags[INSTANCE_TAG] == instance_id
+    assert tags["chroma-orch:tenant"]
+
+    assert (await http.post(f"/v1/instances/{instance_id}/stop")).status_code == 202
+    await wait_phase(http, instance_id, "stopped")
+    (snapshot,) = await _snapshots(settings, instance_id)
+    assert snapshot["VolumeId"] == first["VolumeId"]
+    assert snapshot["State"] == "completed"
+    assert await _volumes(settings, instance_id) == []  # saved, then deleted
+
+    assert (await http.post(f"/v1/instances/{instance_id}/start")).status_code == 202
+    await wait_phase(http, instance_id, "running")
+    second_arn = await task_of(str(settings.endpoint_url), instance_id, not_arn=first_arn)
+    second = await _task_volume(ecs_service, second_arn)
+    assert second["SnapshotId"] == snapshot["SnapshotId"]
+    assert second["VolumeId"] != first["VolumeId"]
+
+
+async def test_a_crashed_task_is_snapshotted_before_the_restart(
+    ecs_service: EcsService, aws: AwsBehaviour
+) -> None:
+    settings = ecs_service.settings
+    instance_id, first_arn = await _running_instance(ecs_service)
+    first = await _task_volume(ecs_service, first_arn)
+    aws.volumes.hold_snapshots = True
+    stop_as_aws(REGION, CLUSTER, first_arn, "EssentialContainerExited", "exit code 1")
+
+    async def snapshot_pending() -> list[dict[str, Any]]:
+        return [s for s in await _snapshots(settings, instance_id) if s["State"] == "pending"]
+
+    (pending,) = await wait_for(snapshot_pending)
+    assert pending["VolumeId"] == first["VolumeId"]
+    assert len(aws.volumes.created) == 1  # no restart while the snapshot is pending
+    aws.volumes.hold_snapshots = False
+
+    second_arn = await task_of(str(settings.endpoint_url), instance_id, not_arn=first_arn)
+    second = await _task_volume(ecs_service, second_arn)
+    assert second["SnapshotId"] == pending["SnapshotId"]
+    await wait_phase(ecs_service.http, instance_id, "running")
+    assert [v["VolumeId"] for v in await _volumes(settings, instance_id)] == [second["VolumeId"]]
+
+
+async def test_delete_removes_volumes_and_snapshots(ecs_service: EcsService) -> None:
+    http, settings = ecs_service.http, ecs_service.settings
+    instance_id, _ = await _running_instance(ecs_service)
+    assert (await http.post(f"/v1/instances/{instance_id}/stop")).status_code == 202
+    await wait_phase(http, instance_id, "stopped")
+    assert (await http.post(f"/v1/instances/{instance_id}/start")).status_code == 202
+    await wait_phase(http, instance_id, "running")
+    assert len(await _snapshots(settings, instance_id)) == 1
+
+    assert (await http.delete(f"/v1/instances/{instance_id}")).status_code == 202
+
+    async def gone() -> bool:
+        return (await http.get(f"/v1/instances/{instance_id}")).status_code == 404
+
+    await wait_for(gone)
+    assert await _volumes(settings, instance_id) == []
+    assert await _snapshots(settings, instance_id) == []
+
+
+async def test_delete_with_keep_data_keeps_the_snapshot(ecs_service: EcsService) -> None:
+    http, settings = ecs_service.http, ecs_service.settings
+    instance_id, first_arn = await _running_instance(ecs_service)
+    volume = await _task_volume(ecs_service, first_arn)
+
+    deleted = await http.delete(f"/v1/instances/{instance_id}", params={"keep_data": "true"})
+    assert deleted.status_code == 202
+
+    async def gone() -> bool:
+        return (await http.get(f"/v1/instances/{instance_id}")).status_code == 404
+
+    await wait_for(gone)
+    assert await _volumes(settings, instance_id) == []
+    (kept,) = await _snapshots(settings, instance_id)
+    assert kept["VolumeId"] == volume["VolumeId"]
+    assert kept["State"] == "completed"
+
+
+def _spec(instance_id: str, attempt: int) -> InstanceSpec:
+    return InstanceSpec(
+        instance_id=instance_id,
+        tenant_id="tenant-1",
+        name="main",
+        generation=1,
+        start_token=f"{instance_id}-1-{attempt}",
+    )
+
+
+async def test_a_service_dying_between_stop_task_and_the_snapshot_is_healed(
+    ecs_settings: EcsSettings, aws: AwsBehaviour
+) -> None:
+    """The service sent StopTask and died: the restarted service finds the unsaved
+    volume, snapshots it and starts from that snapshot, never from an older one
+    (or from nothing) while the snapshot is pending."""
+    instance_id = "inst-0123456789"
+    dying = EcsRuntime(ecs_settings)
+    try:
+        handle = await dying.start(_spec(instance_id, 0))
+        await task_of(str(ecs_settings.endpoint_url), instance_id)
+        await dying.stop(handle)
+    finally:
+        await dying.aclose()
+    (unsaved,) = await _volumes(ecs_settings, instance_id)
+    assert unsaved["State"] == "available"
+    assert await _snapshots(ecs_settings, instance_id) == []
+
+    aws.volumes.hold_snapshots = True
+    restarted = EcsRuntime(ecs_settings)
+    try:
+        with pytest.raises(RuntimeUnavailableError, match="pending"):
+            await restarted.start(_spec(instance_id, 1))
+        assert len(aws.volumes.created) == 1  # no task on other data meanwhile
+        (pending,) = await _snapshots(ecs_settings, instance_id)
+        assert pending["VolumeId"] == unsaved["VolumeId"]
+
+        aws.volumes.hold_snapshots = False
+
+        async def started() -> bool:
+            try:
+                await restarted.start(_spec(instance_id, 1))
+            except RuntimeUnavailableError:
+                return False
+            return True
+
+        await wait_for(started)
+    finally:
+        await restarted.aclose()
+    volumes = await _volumes(ecs_settings, instance_id)
+    assert [v["SnapshotId"] for v in volumes] == [pending["SnapshotId"]]
+    assert unsaved["VolumeId"] not in {v["VolumeId"] for v in volumes}
+
+
+def test_the_task_definition_defers_the_volume_to_launch() -> None:
+    settings = EcsSettings(ebs_role_arn="arn:aws:iam::123456789012:role/infra")
+    definition = server_definition(settings, {})
+    assert definition["volumes"] == [{"name": "data", "configuredAtLaunch": True}]
+    (container,) = definition["containerDefinitions"]
+    assert container["mountPoints"] == [
+        {"sourceVolume": "data", "containerPath": "/data", "readOnly": False}
+    ]
+    efs = EcsSettings(efs_file_system_id="fs-1")  # an EFS deployment keeps EFS
+    assert efs.storage_mode == "efs"
+    assert "efsVolumeConfiguration" in server_definition(efs, {}, "fsap-1")["volumes"][0]
+    assert server_definition(EcsSettings(storage="ephemeral"), {})["volumes"] == []
+
+
+def test_ebs_storage_without_the_infrastructure_role_is_refused() -> None:
+    with pytest.raises(ValueError, match="EBS_ROLE_ARN"):
+        EcsRuntime(EcsSettings())
