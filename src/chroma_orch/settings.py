@@ -78,6 +78,23 @@ class ReconcilerSettings(BaseModel):
     )
 
 
+class HeartbeatSettings(BaseModel):
+    """Liveness after start: every running server's health check (Chroma's heartbeat),
+    asked periodically; a server that misses ``failures`` in a row is restarted with
+    reason ``Unresponsive`` (a crash: it counts against ``reconciler.restart_limit``)."""
+
+    enabled: bool = Field(True, description="Ask running servers for their heartbeat.")
+    interval: float = Field(15.0, gt=0, description="Seconds between heartbeats of a server.")
+    timeout: float = Field(
+        5.0, gt=0, description="Seconds a heartbeat may take before it counts as missed."
+    )
+    failures: int = Field(
+        3,
+        ge=1,
+        description="Heartbeats missed in a row before the server is restarted as Unresponsive.",
+    )
+
+
 class EventsSettings(BaseModel):
     """The event stream (WebSocket /v1/events) and the event log's retention."""
 
@@ -401,6 +418,7 @@ class Settings(BaseSettings):
     )
     local: LocalRuntimeSettings = Field(default_factory=LocalRuntimeSettings)
     reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
+    heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
     embedded_db: EmbeddedDatabaseSettings = Field(default_factory=EmbeddedDatabaseSettings)
     ecs: EcsSettings = Field(default_factory=EcsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)

@@ -61,6 +61,14 @@ class FakeRuntime:
         self.world.reach()
         return {key: self._observe(handle) for key, handle in handles.items()}
 
+    async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
+        self.world.reach()
+        answers = {}
+        for key, endpoint in servers.items():
+            server = self.world.servers.get(key)
+            answers[key] = server is not None and server.alive and server.port == endpoint.port
+        return answers
+
     async def stop(self, handle: Handle) -> None:
         self.world.reach()
         server = self._server(handle)

@@ -45,6 +45,7 @@ _LEASE_FREED = {"lease_owner": null(), "lease_expires_at": null(), "error_count"
 _SERVER = ("handle", "last_handle", "endpoint_host", "endpoint_port")
 _PHASE = ("phase", "phase_changed_at")
 _FAILURE = ("failure_reason", "failure_message")
+_HEARTBEAT = ("heartbeat_failures", "heartbeat_failed_at")
 
 
 @dataclass(frozen=True)
@@ -193,11 +194,11 @@ RECORD_CRASH = fenced_write(
 budget and the capacity backoff as the failure's class says)."""
 MARK_RUNNING = fenced_write(
     "mark_running",
-    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation", "capacity_waits"),
+    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation", "capacity_waits", *_HEARTBEAT),
     settles=True,
     releases_lease=True,
 )
-"""The server answers: running, the intents settled, converged."""
+"""The server answers: running (no heartbeat missed yet), the intents settled, converged."""
 MARK_STOPPED = fenced_write(
     "mark_stopped",
     (*_PHASE, *_SERVER, *_FAILURE, "observed_generation"),

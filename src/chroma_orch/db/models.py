@@ -126,6 +126,12 @@ class Instance(TimestampMixin, Base):
     capacity_waits: Mapped[int] = mapped_column(Integer, server_default="0")
     """Starts in a row that found no capacity (or a rate-limited image pull): the
     exponent of the capacity backoff; 0 once a server runs."""
+    heartbeat_failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Heartbeats the running server missed in a row (``reconciler/heartbeat.py``); at
+    ``heartbeat.failures`` the server is restarted as Unresponsive. 0 once one answers
+    and whenever a server becomes running."""
+    heartbeat_failed_at: Mapped[datetime | None]
+    """When the last missed heartbeat was counted."""
     error_count: Mapped[int] = mapped_column(Integer, default=0)
     phase_changed_at: Mapped[datetime] = mapped_column(server_default=func.now())
     next_reconcile_at: Mapped[datetime | None] = mapped_column(server_default=func.now())

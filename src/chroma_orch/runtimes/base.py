@@ -22,6 +22,7 @@ Edge cases every driver must honour:
 - ``discover`` on a new runtime object (the service restarted) finds the servers
   still running, keyed by instance id; the handles it returns may be polled,
   stopped and deleted like the ones ``start`` returned.
+- ``heartbeat`` never raises for a server that does not answer: it answers False.
 - ``on_exit`` callbacks are called with the instance id when the runtime notices
   by itself that a server exited (a runtime that only learns it by polling may
   never call them); ``poll`` reports the exit either way.
@@ -190,6 +191,14 @@ class Runtime(Protocol):
 
     async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
         """Observe many servers at once, keyed as ``handles`` is (instance id)."""
+
+    async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
+        """Whether each running server answers its health check within ``timeout``
+        (``servers``: the address its instance records, keyed by instance id). The
+        reconciler's heartbeat pass asks this periodically; a server that misses
+        several in a row is restarted as ``Unresponsive``. A runtime that cannot reach
+        its servers answers True (not checked). ``chroma_orch.runtimes.heartbeat`` asks
+        Chroma's own heartbeat."""
 
     async def stop(self, handle: Handle) -> None:
         """Stop the server; idempotent. May return before it is gone (``poll``

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TypeVar
 
 from chroma_orch.runtimes.base import (
+    Endpoint,
     ExitCallback,
     Handle,
     InstanceSpec,
@@ -48,6 +49,9 @@ class InstrumentedRuntime:
 
     async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
         return await self._call("poll", self.inner.poll(handles))
+
+    async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
+        return await self._call("heartbeat", self.inner.heartbeat(servers, timeout))
 
     async def stop(self, handle: Handle) -> None:
         await self._call("stop", self.inner.stop(handle))

@@ -1,5 +1,7 @@
 """RUNNING is believed when ECS says RUNNING and the task's Chroma heartbeat has
-answered (once per task: a later network blip does not turn a server into a crash)."""
+answered (once per task: a later network blip does not turn a server into a crash;
+that a running task still answers is the reconciler's heartbeat pass's question,
+asked with a failure threshold: ``EcsRuntime.heartbeat``)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from chroma_orch.runtimes.base import Observation, ObservedState
-from chroma_orch.runtimes.local.launch import http_status
+from chroma_orch.runtimes.heartbeat import answers
 
-HEARTBEAT_PATH = "/api/v2/heartbeat"
 _CONCURRENCY = 64
 
 
@@ -47,5 +48,4 @@ class HeartbeatGate:
         if endpoint is None:
             return False
         async with self._probes:
-            status = await http_status(endpoint.host, endpoint.port, HEARTBEAT_PATH, self._timeout)
-        return status == 200
+            return await answers(endpoint, self._timeout)

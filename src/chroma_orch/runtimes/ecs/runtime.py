@@ -36,6 +36,7 @@ from aiobotocore.config import AioConfig
 from chroma_orch.runtimes.base import (
     INSTANCE_ID,
     AccountRateLimits,
+    Endpoint,
     ExitCallback,
     Handle,
     InstanceSpec,
@@ -67,6 +68,7 @@ from chroma_orch.runtimes.ecs.tasks import (
     server_definition,
 )
 from chroma_orch.runtimes.ecs.throttle import error_code, is_throttle, is_transient
+from chroma_orch.runtimes.heartbeat import heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +160,13 @@ class EcsRuntime:
         if self.settings.check_heartbeat:
             await self._heartbeat.confirm(observed, arns)
         return observed
+
+    async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
+        """Chroma's heartbeat at each task's address; without a network path to the tasks
+        (``check_heartbeat`` off) nothing is checked here (docs/ecs.md "Liveness")."""
+        if not self.settings.check_heartbeat:
+            return dict.fromkeys(servers, True)
+        return await heartbeats(servers, timeout)
 
     async def stop(self, handle: Handle) -> None:
         """StopTask unless the task is already stopped or gone (a task launched within
