@@ -279,11 +279,13 @@ class CullingSettings(BaseModel):
         "its tenant or the instance sets its own; 0 = never (the default).",
     )
     interval: float = Field(30.0, gt=0, description="Seconds between culling passes.")
-    wake_timeout: float = Field(
-        30.0,
+    wake_timeout: float | None = Field(
+        None,
         ge=0,
         description="How long a proxied request to a culled wake-on-request instance is "
-        "held while it starts; past that it answers 503 with Retry-After.",
+        "held while it starts; past that it answers 503 with Retry-After. Unset: the "
+        "runtime's own (local.wake_timeout, 30 s; ecs.wake_timeout, 120 s). A request whose "
+        "instance will not start within it (waiting out a backoff) is answered at once.",
     )
 
 

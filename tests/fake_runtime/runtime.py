@@ -31,6 +31,7 @@ class FakeRuntime:
     def __init__(self, settings: FakeRuntimeSettings) -> None:
         self.settings = settings
         self.start_timeout = settings.start_timeout
+        self.wake_timeout = 5.0
         self.world: World = world(settings.world)
         self._callbacks: list[ExitCallback] = []
 

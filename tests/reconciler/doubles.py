@@ -51,6 +51,7 @@ class FakeRuntime:
         self.ports = ports
         """Where its servers' ports come from, as for the local runtime."""
         self.start_timeout = start_timeout
+        self.wake_timeout = 5.0
         self.servers: dict[str, FakeServer] = {}
         self.starts: Counter[str] = Counter()
         self.stops: Counter[str] = Counter()

@@ -174,6 +174,10 @@ class Runtime(Protocol):
     may go to the next one at once (ECS), so the reconciler drains before a stop."""
     start_timeout: float
     """Seconds a server may take from start to running before the start fails."""
+    wake_timeout: float
+    """Seconds a proxied request that wakes a stopped instance may be held while its
+    server starts: the runtime's start time with margin (seconds for local processes,
+    minutes for Fargate tasks); ``culling.wake_timeout`` overrides it."""
 
     async def start(self, spec: InstanceSpec) -> Handle:
         """Start (or adopt an already running) server; return once it is launched.

@@ -26,6 +26,7 @@ class InstrumentedRuntime:
         self.name = inner.name
         self.allocates_ports = inner.allocates_ports
         self.start_timeout = inner.start_timeout
+        self.wake_timeout = inner.wake_timeout
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         RUNTIME_CALLS.labels(self.name, operation).inc()

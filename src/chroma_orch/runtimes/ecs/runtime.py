@@ -94,6 +94,7 @@ class EcsRuntime:
     ) -> None:
         self.settings = settings
         self.start_timeout = settings.start_timeout
+        self.wake_timeout = settings.wake_timeout
         self.api = EcsApi(settings, config=client_config, rate_limits=rate_limits)
         self._loaders: dict[str, TaskLoader] = {}
         self.owned = OwnedTasks(

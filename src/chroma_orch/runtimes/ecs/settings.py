@@ -107,6 +107,13 @@ class EcsSettings(BaseModel):
     start_timeout: float = Field(
         600.0, gt=0, description="Seconds a task may take from RunTask to running."
     )
+    wake_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds a proxied request to a culled wake-on-request instance is held "
+        "while its task starts: a Fargate cold start (image pull, ENI) takes 30-90 s "
+        "(culling.wake_timeout overrides it).",
+    )
     visibility_grace: float = Field(
         60.0,
         ge=0,

@@ -100,6 +100,7 @@ class LocalRuntime:
         ports: PortReservations | None = None,
     ) -> None:
         self.start_timeout = settings.start_timeout
+        self.wake_timeout = settings.wake_timeout
         self._ports = ports
         self._settings = settings
         self._instances = data_dir / "instances"
