@@ -108,6 +108,7 @@ class EcsRuntime:
         self._definition_locks: dict[str, asyncio.Lock] = {}
         self._heartbeat = HeartbeatGate(settings.heartbeat_timeout)
         self._callbacks: list[ExitCallback] = []
+        self._health: dict[str, str] = {}  # instance id -> the task's last healthStatus
 
     # -- the contract ------------------------------------------------------
 
@@ -158,15 +159,23 @@ class EcsRuntime:
             else observe_task(tasks.get(arn) if arn else None, port)
             for key, arn in arns.items()
         }
+        for key, arn in arns.items():
+            task = tasks.get(arn) if arn else None
+            if task is None or observed[key].state is ObservedState.EXITED:
+                self._health.pop(key, None)
+            else:
+                self._health[key] = str(task.get("healthStatus") or "UNKNOWN")
         if self.settings.check_heartbeat:
             await self._heartbeat.confirm(observed, arns)
         return observed
 
     async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
         """Chroma's heartbeat at each task's address; without a network path to the tasks
-        (``check_heartbeat`` off) nothing is checked here (docs/ecs.md "Liveness")."""
+        (``check_heartbeat`` off), the container health check's verdict as ECS last
+        reported it (``healthStatus``, read by ``poll``): only UNHEALTHY is a miss
+        (docs/ecs.md "Liveness")."""
         if not self.settings.check_heartbeat:
-            return dict.fromkeys(servers, True)
+            return {key: self._health.get(key) != "UNHEALTHY" for key in servers}
         return await heartbeats(servers, timeout)
 
     async def stop(self, handle: Handle) -> None:

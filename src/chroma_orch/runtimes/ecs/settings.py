@@ -104,6 +104,13 @@ class EcsSettings(BaseModel):
         "network path from this service to the tasks).",
     )
     heartbeat_timeout: float = Field(2.0, gt=0, description="Seconds per heartbeat probe.")
+    container_health_check: bool = Field(
+        True,
+        description="Give the Chroma container an ECS healthCheck (bash's /dev/tcp asks "
+        "Chroma's heartbeat: the image has no curl). ECS does not stop an unhealthy "
+        "standalone task; without check_heartbeat, a task ECS reports UNHEALTHY counts "
+        'as a missed heartbeat (docs/ecs.md "Liveness").',
+    )
     start_timeout: float = Field(
         600.0, gt=0, description="Seconds a task may take from RunTask to running."
     )
