@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from chroma_orch.context import AppContext
 from chroma_orch.db.models import Event, Instance
@@ -159,3 +159,32 @@ async def test_disabled_asks_nothing(
     for _ in range(FAILURES):
         assert await reconciler.heartbeat_once() == 0
     assert runtime.heartbeats[instance_id] == 0
+
+
+async def test_a_hang_after_a_healthy_period_starts_a_fresh_budget(
+    client: httpx.AsyncClient,
+    tenant: str,
+    reconciler: Reconciler,
+    runtime: FakeRuntime,
+    ctx: AppContext,
+) -> None:
+    """Two crashes long ago (the limit: 2), then the server ran for longer than
+    restart_budget_reset: a hang is the first restart of a fresh budget, not the end."""
+    instance_id = await _running(client, tenant, reconciler)
+    reset = reconciler.settings.reconciler.restart_budget_reset
+    async with ctx.sessions() as session:
+        await session.execute(
+            text(
+                "UPDATE instances SET restart_count = 2, "
+                "phase_changed_at = now() - make_interval(secs => :s) WHERE id = :id"
+            ),
+            {"id": uuid.UUID(instance_id), "s": reset + 1},
+        )
+        await session.commit()
+    runtime.hung.add(instance_id)
+    for _ in range(FAILURES):
+        await reconciler.heartbeat_once()
+    runtime.hung.clear()
+    await converge(reconciler)
+    body = await _get(client, tenant, instance_id)
+    assert (body["phase"], body["restart_count"]) == ("running", 1)

@@ -182,8 +182,10 @@ RECORD_HANDLE = fenced_write("record_handle", ("handle",))
 """The server of a start that is not ready yet."""
 FORGET_SERVER = fenced_write("forget_server", _SERVER, frees_port=True)
 """A server that lost its port to another process: gone, and the port with it."""
-RECORD_STOPPING = fenced_write("record_stopping", _PHASE)
-"""A stop begins: routing ends, the server drains."""
+RECORD_STOPPING = fenced_write("record_stopping", (*_PHASE, "restart_count"))
+"""A stop begins: routing ends, the server drains. (The restart budget as it stands
+when the server stops running: refilled if it ran long enough, for a restart of an
+unresponsive server.)"""
 RECORD_SERVER_GONE = fenced_write("record_server_gone", _SERVER)
 """The server stopped (the instance's phase is written next)."""
 RECORD_CRASH = fenced_write(

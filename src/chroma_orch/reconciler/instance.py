@@ -229,6 +229,8 @@ class InstanceReconciler:
         if self._live(observation) and restart:
             # a restart was asked for, a stop was under way, or the server stopped
             # answering: stop (drained, as any stop), then start anew
+            if hung and inst.phase == Phase.RUNNING:
+                inst.restart_count = self._budget_used()  # written with "stopping"
             if (pending := await self._halt(observation)) is not None:
                 return pending
             if hung:
