@@ -78,6 +78,23 @@ class ReconcilerSettings(BaseModel):
     )
 
 
+class HeartbeatSettings(BaseModel):
+    """Liveness after start: every running server's health check (Chroma's heartbeat),
+    asked periodically; a server that misses ``failures`` in a row is restarted with
+    reason ``Unresponsive`` (a crash: it counts against ``reconciler.restart_limit``)."""
+
+    enabled: bool = Field(True, description="Ask running servers for their heartbeat.")
+    interval: float = Field(15.0, gt=0, description="Seconds between heartbeats of a server.")
+    timeout: float = Field(
+        5.0, gt=0, description="Seconds a heartbeat may take before it counts as missed."
+    )
+    failures: int = Field(
+        3,
+        ge=1,
+        description="Heartbeats missed in a row before the server is restarted as Unresponsive.",
+    )
+
+
 class EventsSettings(BaseModel):
     """The event stream (WebSocket /v1/events) and the event log's retention."""
 
@@ -262,11 +279,13 @@ class CullingSettings(BaseModel):
         "its tenant or the instance sets its own; 0 = never (the default).",
     )
     interval: float = Field(30.0, gt=0, description="Seconds between culling passes.")
-    wake_timeout: float = Field(
-        30.0,
+    wake_timeout: float | None = Field(
+        None,
         ge=0,
         description="How long a proxied request to a culled wake-on-request instance is "
-        "held while it starts; past that it answers 503 with Retry-After.",
+        "held while it starts; past that it answers 503 with Retry-After. Unset: the "
+        "runtime's own (local.wake_timeout, 30 s; ecs.wake_timeout, 120 s). A request whose "
+        "instance will not start within it (waiting out a backoff) is answered at once.",
     )
 
 
@@ -401,6 +420,7 @@ class Settings(BaseSettings):
     )
     local: LocalRuntimeSettings = Field(default_factory=LocalRuntimeSettings)
     reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
+    heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
     embedded_db: EmbeddedDatabaseSettings = Field(default_factory=EmbeddedDatabaseSettings)
     ecs: EcsSettings = Field(default_factory=EcsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)

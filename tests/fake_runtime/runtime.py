@@ -31,6 +31,7 @@ class FakeRuntime:
     def __init__(self, settings: FakeRuntimeSettings) -> None:
         self.settings = settings
         self.start_timeout = settings.start_timeout
+        self.wake_timeout = 5.0
         self.world: World = world(settings.world)
         self._callbacks: list[ExitCallback] = []
 
@@ -60,6 +61,14 @@ class FakeRuntime:
     async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
         self.world.reach()
         return {key: self._observe(handle) for key, handle in handles.items()}
+
+    async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
+        self.world.reach()
+        answers = {}
+        for key, endpoint in servers.items():
+            server = self.world.servers.get(key)
+            answers[key] = server is not None and server.alive and server.port == endpoint.port
+        return answers
 
     async def stop(self, handle: Handle) -> None:
         self.world.reach()

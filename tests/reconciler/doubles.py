@@ -2,6 +2,7 @@
 
 - ``slow-*``: ready after 0.3 s;  ``never-*``: never answers;
 - ``crash-*``: exits 0.1 s after each start;  ``stubborn-*``: refuses to stop twice;
+- ``hung``: instances whose server lives and answers no heartbeat;
 - ``full-*``: the first ``capacity_failures`` starts find no capacity (a
   ``StartFailedError`` of class ``CAPACITY``, as ECS's "Capacity is unavailable").
 Anything else starts at once and runs until stopped. ``crash`` takes the class of
@@ -50,6 +51,7 @@ class FakeRuntime:
         self.ports = ports
         """Where its servers' ports come from, as for the local runtime."""
         self.start_timeout = start_timeout
+        self.wake_timeout = 5.0
         self.servers: dict[str, FakeServer] = {}
         self.starts: Counter[str] = Counter()
         self.stops: Counter[str] = Counter()
@@ -57,6 +59,9 @@ class FakeRuntime:
         self.refusals: Counter[str] = Counter()
         self.capacity_failures = capacity_failures
         self.no_capacity: Counter[str] = Counter()
+        self.hung: set[str] = set()
+        """Instances whose server lives but answers no heartbeat."""
+        self.heartbeats: Counter[str] = Counter()
         self._callbacks: list[ExitCallback] = []
         self._serial = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -124,6 +129,15 @@ class FakeRuntime:
 
     async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
         return {key: self._observe(handle) for key, handle in handles.items()}
+
+    async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
+        self.heartbeats.update(list(servers))
+        answers = {}
+        for key, endpoint in servers.items():
+            server = self.servers.get(key)
+            serving = server is not None and server.alive and server.port == endpoint.port
+            answers[key] = serving and key not in self.hung
+        return answers
 
     async def stop(self, handle: Handle) -> None:
         server = self.servers.get(handle.data["id"])

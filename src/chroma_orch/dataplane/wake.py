@@ -1,16 +1,26 @@
 """Wake-on-request: a proxied request to an instance the idle culler stopped starts
-it again and is held until the server runs (bounded by ``culling.wake_timeout``)."""
+it again and is held until the server runs, for at most the wake timeout (the
+runtime's ``wake_timeout``: seconds for local servers, minutes for Fargate tasks;
+``culling.wake_timeout`` overrides it). A request whose instance will not start
+within what is left of it (it waits out a crash or capacity backoff first) is not
+held: it is answered at once, 503 with ``Retry-After`` saying when to come back.
+Nginx hands its 503s to the built-in proxy, so both doors behave alike."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select
 
 from chroma_orch.context import AppContext
 from chroma_orch.dataplane.access import Access, InstanceNotRunningError, Route
 from chroma_orch.db.hub import wait_for_event
+from chroma_orch.db.models import Instance
 from chroma_orch.db.outbox import commit
 from chroma_orch.domain.instances import InstanceService
 from chroma_orch.domain.principal import SYSTEM, Principal
@@ -24,7 +34,8 @@ class Waker:
     def __init__(self, ctx: AppContext, access: Access) -> None:
         self.ctx = ctx
         self.access = access
-        self.timeout = ctx.settings.culling.wake_timeout
+        override = ctx.settings.culling.wake_timeout
+        self.timeout = ctx.runtime.wake_timeout if override is None else override
         self.retry_after = ctx.settings.proxy.retry_after
 
     async def wake(self, principal: Principal, instance_id: uuid.UUID) -> Route:
@@ -61,4 +72,21 @@ class Waker:
                     f"instance {instance_id} is {phase}; it was started, retry shortly",
                     self.retry_after,
                 )
+            if (start_in := await self._next_start_in(instance_id)) > remaining:
+                raise InstanceNotRunningError(
+                    f"instance {instance_id} is {route.phase}; its next start is in "
+                    f"{start_in:.0f}s, longer than a request is held",
+                    max(math.ceil(start_in), self.retry_after),
+                )
             await wait_for_event(changed, remaining)
+
+    async def _next_start_in(self, instance_id: uuid.UUID) -> float:
+        """Seconds before the reconciler looks at the instance again: a backoff after a
+        failed start (crash, no capacity); 0 when it is due or being worked on."""
+        async with self.ctx.sessions() as session:
+            due = await session.scalar(
+                select(Instance.next_reconcile_at).where(Instance.id == instance_id)
+            )
+        if due is None:
+            return 0.0
+        return max((due - datetime.now(UTC)).total_seconds(), 0.0)

@@ -45,6 +45,7 @@ _LEASE_FREED = {"lease_owner": null(), "lease_expires_at": null(), "error_count"
 _SERVER = ("handle", "last_handle", "endpoint_host", "endpoint_port")
 _PHASE = ("phase", "phase_changed_at")
 _FAILURE = ("failure_reason", "failure_message")
+_HEARTBEAT = ("heartbeat_failures", "heartbeat_failed_at")
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,10 @@ RECORD_START_PHASES = fenced_write("record_start_phases", ("start_phases",))
 """A start got further (a new start phase; its event goes with it)."""
 FORGET_SERVER = fenced_write("forget_server", _SERVER, frees_port=True)
 """A server that lost its port to another process: gone, and the port with it."""
-RECORD_STOPPING = fenced_write("record_stopping", _PHASE)
-"""A stop begins: routing ends, the server drains."""
+RECORD_STOPPING = fenced_write("record_stopping", (*_PHASE, "restart_count"))
+"""A stop begins: routing ends, the server drains. (The restart budget as it stands
+when the server stops running: refilled if it ran long enough, for a restart of an
+unresponsive server.)"""
 RECORD_SERVER_GONE = fenced_write("record_server_gone", _SERVER)
 """The server stopped (the instance's phase is written next)."""
 RECORD_CRASH = fenced_write(
@@ -195,11 +198,19 @@ RECORD_CRASH = fenced_write(
 budget and the capacity backoff as the failure's class says)."""
 MARK_RUNNING = fenced_write(
     "mark_running",
-    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation", "capacity_waits", "start_phases"),
+    (
+        *_PHASE,
+        *_SERVER,
+        *_FAILURE,
+        "observed_generation",
+        "capacity_waits",
+        "start_phases",
+        *_HEARTBEAT,
+    ),
     settles=True,
     releases_lease=True,
 )
-"""The server answers: running, the intents settled, converged."""
+"""The server answers: running (no heartbeat missed yet), the intents settled, converged."""
 MARK_STOPPED = fenced_write(
     "mark_stopped",
     (*_PHASE, *_SERVER, *_FAILURE, "observed_generation"),

@@ -27,6 +27,8 @@ class LockKey(enum.IntEnum):
     waiting for it), so sequence numbers become visible in commit order."""
     OBSERVER = 0x63686F6F62737276
     """"choobsrv": the reconciler's liveness pass (``reconciler/loop.py``)."""
+    HEARTBEAT = 0x63686F6872746274
+    """"chohrtbt": the reconciler's heartbeat pass (``reconciler/heartbeat.py``)."""
     CULLER = 0x63686F63756C6C72
     """"chocullr": the idle culler's pass (``reconciler/culler.py``)."""
     RETENTION = 0x63686F7075726765

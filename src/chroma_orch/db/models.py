@@ -129,6 +129,12 @@ class Instance(TimestampMixin, Base):
     start_phases: Mapped[dict[str, str] | None] = mapped_column(JSONB)
     """How far the latest start got: each start phase reached (``runtimes.base.StartPhase``)
     with when, as ISO 8601 times; emptied as a start attempt begins (NULL: none yet)."""
+    heartbeat_failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Heartbeats the running server missed in a row (``reconciler/heartbeat.py``); at
+    ``heartbeat.failures`` the server is restarted as Unresponsive. 0 once one answers
+    and whenever a server becomes running."""
+    heartbeat_failed_at: Mapped[datetime | None]
+    """When the last missed heartbeat was counted."""
     error_count: Mapped[int] = mapped_column(Integer, default=0)
     phase_changed_at: Mapped[datetime] = mapped_column(server_default=func.now())
     next_reconcile_at: Mapped[datetime | None] = mapped_column(server_default=func.now())

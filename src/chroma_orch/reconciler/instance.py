@@ -24,6 +24,7 @@ from chroma_orch.domain.status import status_view
 from chroma_orch.errors import NoPortAvailableError
 from chroma_orch.reconciler import start_phases
 from chroma_orch.reconciler.decisions import Decision, Done, Failed, RequeueAfter
+from chroma_orch.reconciler.heartbeat import UNRESPONSIVE, unresponsive, unresponsive_message
 from chroma_orch.runtimes.base import (
     Endpoint,
     ExitCause,
@@ -229,10 +230,20 @@ class InstanceReconciler:
         handle = self.handle
         handle_generation = (handle.generation if handle is not None else None) or 0
         stopping = inst.phase == Phase.STOPPING  # e.g. started again while it drained
-        if self._live(observation) and (stopping or handle_generation < inst.restart_generation):
-            # a restart was asked for, or a stop was under way: stop, then start anew
+        hung = self._unresponsive()
+        restart = stopping or hung or handle_generation < inst.restart_generation
+        if restart and (self._live(observation) or hung):
+            # a restart was asked for, a stop was under way, or the server stopped
+            # answering: stop (drained, as any stop), then start anew. A hung server
+            # may be gone by now (a runtime that reports "stopping" while it saves the
+            # server's data, as ECS with EBS does): its restart is still Unresponsive,
+            # a new start attempt with a token of its own, never a replay of the old one.
+            if hung and inst.phase == Phase.RUNNING:
+                inst.restart_count = self._budget_used()  # written with "stopping"
             if (pending := await self._halt(observation)) is not None:
                 return pending
+            if hung:
+                return await self._failed_attempt(UNRESPONSIVE, self._hung_message())
             observation = None
         if observation is None or observation.state is ObservedState.EXITED:
             if observation is not None and inst.phase in (Phase.RUNNING, Phase.STARTING):
@@ -242,6 +253,8 @@ class InstanceReconciler:
             return await self._start()
         if observation.state is ObservedState.RUNNING:
             return await self._mark_running(observation)
+        if observation.state is ObservedState.STARTING and inst.phase == Phase.RUNNING:
+            return Done()  # alive, not answering here (yet): the heartbeat pass decides
         if observation.state is ObservedState.STARTING:
             assert handle is not None
             deadline = self._start_deadline()
@@ -249,6 +262,15 @@ class InstanceReconciler:
             ready = await self.runtime.wait_ready(handle, remaining)
             return await self._settle_start(ready, deadline)
         return Done()  # stopping: the liveness pass wakes the instance once it exited
+
+    def _unresponsive(self) -> bool:
+        """The running server missed its heartbeats (``reconciler/heartbeat.py``); the
+        count outlives the drain ("stopping") that precedes the restart."""
+        running = self.inst.phase in (Phase.RUNNING, Phase.STOPPING)
+        return running and unresponsive(self.inst, self.settings.heartbeat)
+
+    def _hung_message(self) -> str:
+        return unresponsive_message(self.settings.heartbeat)
 
     def _start_deadline(self) -> float:
         elapsed = (datetime.now(UTC) - self.inst.phase_changed_at).total_seconds()
@@ -369,6 +391,8 @@ class InstanceReconciler:
             capacity_waits=0,
             start_phases=start_phases.merged(self.inst, phases),
             more_events=start_phases.events(started, phases),
+            heartbeat_failures=0,
+            heartbeat_failed_at=None,
             **_endpoint_values(endpoint),
         )
         start_phases.observe(self.runtime.name, started, phases)

@@ -1,10 +1,12 @@
 """The reconciler: claims due instances and reconciles them concurrently.
 
-Three loops run in every replica: the work loop (woken by NOTIFY on intents,
-by finished work, or by its interval), the liveness loop (observes running
-servers in batches and marks the ones that changed as due; woken at once when
-the runtime sees a server exit), and the lease loop (renews leases of work in
-flight). Tests call ``run_once``, ``observe_once`` and ``collect_orphans`` directly.
+Loops in every replica: the work loop (woken by NOTIFY on intents, by finished
+work, or by its interval), the liveness loop (observes running servers in
+batches and marks the ones that changed as due; woken at once when the runtime
+sees a server exit), the heartbeat loop (asks running servers whether they still
+answer: ``reconciler/heartbeat.py``), the lease loop (renews leases of work in
+flight) and the orphan sweep. Tests call ``run_once``, ``observe_once``,
+``heartbeat_once`` and ``collect_orphans`` directly.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from chroma_orch.domain.states import DesiredState, Phase
 from chroma_orch.loops import Loops
 from chroma_orch.reconciler import queue, start_phases
 from chroma_orch.reconciler.decisions import Decision, RequeueAfter, released, requeue_time
+from chroma_orch.reconciler.heartbeat import heartbeat_once
 from chroma_orch.reconciler.instance import InstanceReconciler, LeaseLostError
 from chroma_orch.runtimes.base import Handle, Observation, ObservedState, Runtime
 from chroma_orch.settings import Settings
@@ -33,7 +36,13 @@ from chroma_orch.telemetry.metrics import RECONCILE_PASSES, RECONCILE_SECONDS
 
 log = logging.getLogger(__name__)
 
-_LOOPS = ("reconciler-work", "reconciler-observe", "reconciler-leases", "reconciler-orphans")
+_LOOPS = (
+    "reconciler-work",
+    "reconciler-observe",
+    "reconciler-leases",
+    "reconciler-orphans",
+    "reconciler-heartbeat",
+)
 
 
 class Reconciler:
@@ -72,11 +81,12 @@ class Reconciler:
         """Add the reconciler's loops to ``loops``; ``abandon`` when they have stopped."""
         config = self.config
         self._registry = loops
-        work, observe, leases, orphans = _LOOPS
+        work, observe, leases, orphans, heartbeat = _LOOPS
         loops.add(work, self._work_loop)
         loops.every(observe, self.observe_once, config.observe_interval, self._observe_wake)
         loops.every(leases, self.renew_leases, config.lease_seconds / 3)
         loops.every(orphans, self.collect_orphans, config.orphan_interval)
+        loops.every(heartbeat, self.heartbeat_once, self.settings.heartbeat.interval)
 
     async def start(self) -> None:
         """Run the loops on a registry of their own (tests and tools; the app registers
@@ -253,10 +263,18 @@ class Reconciler:
             self._work_wake.set()
         return len(changed)
 
+    async def heartbeat_once(self) -> int:
+        """Ask running servers for their heartbeat; restart the unresponsive ones."""
+        due = await heartbeat_once(self.sessions, self.runtime, self.settings.heartbeat)
+        if due:
+            self._work_wake.set()
+        return len(due)
+
     def _changed(self, inst: Instance, observation: Observation | None) -> bool:
         state = observation.state if observation else ObservedState.EXITED
         if inst.phase == Phase.RUNNING:
-            return state is not ObservedState.RUNNING
+            # alive but not (yet) answering here: the heartbeat pass's question
+            return state not in (ObservedState.RUNNING, ObservedState.STARTING)
         if inst.phase == Phase.STARTING:
             elapsed = (datetime.now(UTC) - inst.phase_changed_at).total_seconds()
             if start_phases.unrecorded(inst, observation):

@@ -22,6 +22,7 @@ Edge cases every driver must honour:
 - ``discover`` on a new runtime object (the service restarted) finds the servers
   still running, keyed by instance id; the handles it returns may be polled,
   stopped and deleted like the ones ``start`` returned.
+- ``heartbeat`` never raises for a server that does not answer: it answers False.
 - ``on_exit`` callbacks are called with the instance id when the runtime notices
   by itself that a server exited (a runtime that only learns it by polling may
   never call them); ``poll`` reports the exit either way.
@@ -226,6 +227,10 @@ class Runtime(Protocol):
     may go to the next one at once (ECS), so the reconciler drains before a stop."""
     start_timeout: float
     """Seconds a server may take from start to running before the start fails."""
+    wake_timeout: float
+    """Seconds a proxied request that wakes a stopped instance may be held while its
+    server starts: the runtime's start time with margin (seconds for local processes,
+    minutes for Fargate tasks); ``culling.wake_timeout`` overrides it."""
 
     async def start(self, spec: InstanceSpec) -> Handle:
         """Start (or adopt an already running) server; return once it is launched.
@@ -243,6 +248,14 @@ class Runtime(Protocol):
 
     async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
         """Observe many servers at once, keyed as ``handles`` is (instance id)."""
+
+    async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
+        """Whether each running server answers its health check within ``timeout``
+        (``servers``: the address its instance records, keyed by instance id). The
+        reconciler's heartbeat pass asks this periodically; a server that misses
+        several in a row is restarted as ``Unresponsive``. A runtime that cannot reach
+        its servers answers True (not checked). ``chroma_orch.runtimes.heartbeat`` asks
+        Chroma's own heartbeat."""
 
     async def stop(self, handle: Handle) -> None:
         """Stop the server; idempotent. May return before it is gone (``poll``

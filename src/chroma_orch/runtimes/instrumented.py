@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TypeVar
 
 from chroma_orch.runtimes.base import (
+    Endpoint,
     ExitCallback,
     Handle,
     InstanceSpec,
@@ -25,6 +26,7 @@ class InstrumentedRuntime:
         self.name = inner.name
         self.allocates_ports = inner.allocates_ports
         self.start_timeout = inner.start_timeout
+        self.wake_timeout = inner.wake_timeout
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         RUNTIME_CALLS.labels(self.name, operation).inc()
@@ -48,6 +50,9 @@ class InstrumentedRuntime:
 
     async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
         return await self._call("poll", self.inner.poll(handles))
+
+    async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
+        return await self._call("heartbeat", self.inner.heartbeat(servers, timeout))
 
     async def stop(self, handle: Handle) -> None:
         await self._call("stop", self.inner.stop(handle))

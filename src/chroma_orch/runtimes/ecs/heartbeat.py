@@ -1,7 +1,9 @@
 """RUNNING is believed when ECS says RUNNING and the task's Chroma heartbeat has
-answered (once per task: a later network blip does not turn a server into a crash).
-A confirmed task's observation says so: start phase ``heartbeat_answered``, with
-the time its heartbeat first answered."""
+answered (once per task: a later network blip does not turn a server into a crash;
+that a running task still answers is the reconciler's heartbeat pass's question,
+asked with a failure threshold: ``EcsRuntime.heartbeat``). A confirmed task's
+observation says so: start phase ``heartbeat_answered``, with the time its heartbeat
+first answered."""
 
 from __future__ import annotations
 
@@ -12,9 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chroma_orch.runtimes.base import Observation, ObservedState, StartPhase
-from chroma_orch.runtimes.local.launch import http_status
+from chroma_orch.runtimes.heartbeat import answers
 
-HEARTBEAT_PATH = "/api/v2/heartbeat"
 _CONCURRENCY = 64
 
 
@@ -32,8 +33,8 @@ class HeartbeatGate:
             for key, o in observed.items()
             if o.state is ObservedState.RUNNING and arns[key] not in self._answered
         ]
-        answers = await asyncio.gather(*(self._probe(observed[k]) for k in unconfirmed))
-        for key, answered in zip(unconfirmed, answers, strict=True):
+        results = await asyncio.gather(*(self._probe(observed[k]) for k in unconfirmed))
+        for key, answered in zip(unconfirmed, results, strict=True):
             if answered:
                 self._answered[str(arns[key])] = datetime.now(UTC)
             else:
@@ -53,8 +54,7 @@ class HeartbeatGate:
         if endpoint is None:
             return False
         async with self._probes:
-            status = await http_status(endpoint.host, endpoint.port, HEARTBEAT_PATH, self._timeout)
-        return status == 200
+            return await answers(endpoint, self._timeout)
 
 
 def _answered(observation: Observation, at: datetime) -> Observation:

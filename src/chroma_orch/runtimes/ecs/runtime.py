@@ -46,6 +46,7 @@ from aiobotocore.config import AioConfig
 from chroma_orch.runtimes.base import (
     INSTANCE_ID,
     AccountRateLimits,
+    Endpoint,
     ExitCallback,
     Handle,
     InstanceSpec,
@@ -85,6 +86,7 @@ from chroma_orch.runtimes.ecs.tasks import (
 from chroma_orch.runtimes.ecs.throttle import error_code
 from chroma_orch.runtimes.ecs.throttle import unavailable as _unavailable
 from chroma_orch.runtimes.ecs.volumes import EbsVolumes
+from chroma_orch.runtimes.heartbeat import heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,7 @@ class EcsRuntime:
             )
         self.settings = settings
         self.start_timeout = settings.start_timeout
+        self.wake_timeout = settings.wake_timeout
         self.api = EcsApi(settings, config=client_config, rate_limits=rate_limits)
         self._loaders: dict[str, TaskLoader] = {}
         self.owned = OwnedTasks(
@@ -138,6 +141,7 @@ class EcsRuntime:
             if settings.events_queue_url and task_states is not None
             else None
         )
+        self._health: dict[str, str] = {}  # instance id -> the task's last healthStatus
 
     # -- the contract ------------------------------------------------------
 
@@ -192,6 +196,12 @@ class EcsRuntime:
             else observe_task(tasks.get(arn) if arn else None, port)
             for key, arn in arns.items()
         }
+        for key, arn in arns.items():
+            task = tasks.get(arn) if arn else None
+            if task is None or observed[key].state is ObservedState.EXITED:
+                self._health.pop(key, None)
+            else:
+                self._health[key] = str(task.get("healthStatus") or "UNKNOWN")
         if self.settings.check_heartbeat:
             await self._heartbeat.confirm(observed, arns)
         if self.volumes is not None:
@@ -220,6 +230,15 @@ class EcsRuntime:
 
         exited = [k for k, o in observed.items() if o.state is ObservedState.EXITED]
         await asyncio.gather(*(save(key) for key in exited))
+
+    async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
+        """Chroma's heartbeat at each task's address; without a network path to the tasks
+        (``check_heartbeat`` off), the container health check's verdict as ECS last
+        reported it (``healthStatus``, read by ``poll``): only UNHEALTHY is a miss
+        (docs/ecs.md "Liveness")."""
+        if not self.settings.check_heartbeat:
+            return {key: self._health.get(key) != "UNHEALTHY" for key in servers}
+        return await heartbeats(servers, timeout)
 
     async def stop(self, handle: Handle) -> None:
         """StopTask unless the task is already stopped or gone (a task launched within

@@ -176,8 +176,22 @@ class EcsSettings(BaseModel):
         "network path from this service to the tasks).",
     )
     heartbeat_timeout: float = Field(2.0, gt=0, description="Seconds per heartbeat probe.")
+    container_health_check: bool = Field(
+        True,
+        description="Give the Chroma container an ECS healthCheck (bash's /dev/tcp asks "
+        "Chroma's heartbeat: the image has no curl). ECS does not stop an unhealthy "
+        "standalone task; without check_heartbeat, a task ECS reports UNHEALTHY counts "
+        'as a missed heartbeat (docs/ecs.md "Liveness").',
+    )
     start_timeout: float = Field(
         600.0, gt=0, description="Seconds a task may take from RunTask to running."
+    )
+    wake_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds a proxied request to a culled wake-on-request instance is held "
+        "while its task starts: a Fargate cold start (image pull, ENI) takes 30-90 s "
+        "(culling.wake_timeout overrides it).",
     )
     visibility_grace: float = Field(
         60.0,

@@ -109,6 +109,26 @@ def _definition(
     return params
 
 
+def health_check(settings: EcsSettings) -> dict[str, Any]:
+    """The container's ECS healthCheck: Chroma's heartbeat asked with bash's /dev/tcp
+    and ``read`` builtins, as the image (debian-slim) has bash but no curl or wget.
+    Intervals as AWS allows them (interval 5-300 s, timeout 2-60 s, retries 1-10,
+    startPeriod 0-300 s: the HealthCheck API reference)."""
+    port = settings.container_port
+    probe = (
+        f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
+        "printf 'GET /api/v2/heartbeat HTTP/1.0\\r\\n\\r\\n' >&3 && "
+        "read -r -t 4 status <&3 && [[ $status == *' 200 '* ]]"
+    )
+    return {
+        "command": ["CMD", "bash", "-c", probe],
+        "interval": 15,
+        "timeout": 5,
+        "retries": 3,
+        "startPeriod": 60,
+    }
+
+
 def server_definition(
     settings: EcsSettings, options: Mapping[str, Any], access_point_id: str | None = None
 ) -> dict[str, Any]:
@@ -117,13 +137,15 @@ def server_definition(
     image = str(options.get("image") or server_image(settings).uri)
     cpu = int(options.get("cpu") or settings.cpu)
     memory = int(options.get("memory") or settings.memory)
-    container = {
+    container: dict[str, Any] = {
         "name": settings.container_name,
         "image": image,
         "portMappings": [{"containerPort": settings.container_port, "protocol": "tcp"}],
         "environment": [{"name": "ANONYMIZED_TELEMETRY", "value": "False"}],
         "stopTimeout": settings.stop_timeout,  # SIGTERM to SIGKILL: Chroma flushes
     }
+    if settings.container_health_check:
+        container["healthCheck"] = health_check(settings)
     params = _definition(settings, container, cpu, memory, access_point_id)
     if settings.ephemeral_storage is not None:
         params["ephemeralStorage"] = {"sizeInGiB": settings.ephemeral_storage}

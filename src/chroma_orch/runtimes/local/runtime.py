@@ -37,12 +37,12 @@ from chroma_orch.runtimes.base import (
     StartFailedError,
     StartPhase,
 )
+from chroma_orch.runtimes.heartbeat import answers, heartbeats
 from chroma_orch.runtimes.local.launch import (
     DIR_IN_USE_TEXT,
     EXIT_DIR_IN_USE,
     LockRecord,
     follow_file,
-    http_status,
     listens_on,
     live_process,
     lock_is_held,
@@ -104,6 +104,7 @@ class LocalRuntime:
         ports: PortReservations | None = None,
     ) -> None:
         self.start_timeout = settings.start_timeout
+        self.wake_timeout = settings.wake_timeout
         self._ports = ports
         self._settings = settings
         self._instances = data_dir / "instances"
@@ -151,10 +152,18 @@ class LocalRuntime:
             await asyncio.sleep(_TICK)
 
     async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
+        """Whether each server lives; one not yet proven to serve (``_serves``) is asked
+        for its heartbeat. A proven server stays RUNNING while its process lives: that
+        it still answers is the reconciler's heartbeat pass's question (``heartbeat``),
+        asked with a failure threshold instead of at every poll."""
         live = [iid for iid, handle in handles.items() if self._alive(handle)]
-        answers = await asyncio.gather(*(self._heartbeat(handles[iid]) for iid in live))
-        answered = dict(zip(live, answers, strict=True))
+        unproven = [iid for iid in live if _identity(handles[iid]) not in self._serving]
+        answers = await asyncio.gather(*(self._heartbeat(handles[iid]) for iid in unproven))
+        answered = dict.fromkeys(live, True) | dict(zip(unproven, answers, strict=True))
         return {iid: self._observe(handle, answered.get(iid)) for iid, handle in handles.items()}
+
+    async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
+        return await heartbeats(servers, timeout)
 
     async def stop(self, handle: Handle) -> None:
         """SIGTERM the server's process group, SIGKILL after ``stop_grace``; reap it."""
@@ -167,6 +176,7 @@ class LocalRuntime:
         )
         log.info("stopping server instance=%s pid=%s", iid, pid)
         self._signal(handle, signal.SIGTERM)
+        self._signal(handle, signal.SIGCONT)  # a stopped (hung) server gets its SIGTERM now
         if await self._wait_gone(handle, grace):
             return
         log.warning("server ignored SIGTERM, killing instance=%s pid=%s grace=%s", iid, pid, grace)
@@ -344,10 +354,7 @@ class LocalRuntime:
         return True
 
     async def _heartbeat(self, handle: Handle, wait: float = _HEARTBEAT_TIMEOUT) -> bool:
-        status = await http_status(
-            handle.data["host"], handle.data["port"], "/api/v2/heartbeat", wait
-        )
-        return status == 200
+        return await answers(_endpoint(handle), wait)
 
     def _observe(self, handle: Handle, answered: bool | None) -> Observation:
         """``answered``: None when the process is gone, else whether the heartbeat answered.

@@ -44,6 +44,13 @@ class LocalRuntimeSettings(BaseModel):
     start_timeout: float = Field(
         60.0, gt=0, description="Seconds a server may take to answer its heartbeat."
     )
+    wake_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a proxied request to a culled wake-on-request instance is held "
+        "while its server starts (a local server is up in well under a second; "
+        "culling.wake_timeout overrides it).",
+    )
     stop_grace: float = Field(
         10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when stopping a server."
     )
