@@ -19,6 +19,19 @@ forwarded to moto unchanged. Each behaviour cites the AWS documentation it follo
   the filter, it must be the only filter that you use"
   (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ListTasks.html);
   combined with another filter the proxy answers ``InvalidParameterException``.
+- ``rates`` (request throttling): every call draws on the account's token bucket of
+  its kind and, when it is empty, fails with ``ThrottlingException`` / "Rate
+  exceeded" (HTTP 400); a RunTask that launches also draws one token per task on
+  Fargate's task-launch bucket. Figures and references: ``aws_rates.py``.
+  ``rates.storm(seconds)`` throttles every call for a while.
+- ``task_quota`` (Fargate's concurrent-task quota, "Amazon ECS service quotas":
+  "Fargate On-Demand resource count"): a RunTask that would run more tasks than that
+  fails with ``ClientException`` "You've reached the limit on the number of tasks you
+  can run concurrently" (the wording ECS reports when it cannot place a task for
+  that quota). Counts the tasks launched through the layer and not stopped through it.
+
+RunTask calls run concurrently (AWS serves them so); only calls with the same
+``clientToken`` are taken one at a time, so the idempotency record stays exact.
 """
 
 from __future__ import annotations
@@ -33,10 +46,16 @@ from typing import Any
 
 import urllib3
 
+from tests.ecs.aws_rates import AccountRates
+
 LIST_FILTERS = ("containerInstance", "family", "serviceName", "desiredStatus", "launchType")
 """ListTasks parameters that filter (``cluster`` and paging do not)."""
 
 Reply = tuple[int, dict[str, Any]]
+TASK_QUOTA_REACHED = (
+    "You've reached the limit on the number of tasks you can run concurrently. "
+    "For more information, see the Troubleshooting section."
+)
 DEFAULT_INVISIBLE = 0.3
 """Seconds every test's tasks stay invisible to DescribeTasks unless it sets its own."""
 
@@ -61,26 +80,44 @@ class AwsBehaviour:
     """RunTask calls that launched a task in moto."""
     replayed: int = 0
     """RunTask calls answered from the idempotency record (no new task)."""
+    rates: AccountRates = field(default_factory=AccountRates)
+    """The account's request buckets (on at AWS's rates; ``rates.on = False`` to lift)."""
+    throttled: Counter[str] = field(default_factory=Counter)
+    """Calls answered ``ThrottlingException``, by operation."""
+    task_quota: int | None = None
+    """Tasks the account may run at once (None: no limit)."""
+    _running: set[str] = field(default_factory=set)
     _launched_at: dict[str, float] = field(default_factory=dict)
     _tokens: dict[str, _Launch] = field(default_factory=dict)
+    _token_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
         with self._lock:
             self.invisible_for = DEFAULT_INVISIBLE
             self.seen.clear()
+            self.throttled.clear()
             self.launched = 0
             self.replayed = 0
+            self.task_quota = None
+            self._running.clear()
             self._launched_at.clear()
             self._tokens.clear()
+            self._token_locks.clear()
+        self.rates.reset()
 
     def handle(self, target: str, body: dict[str, Any], forward: Any) -> Reply:
         """Answer one ECS JSON call (``forward(body)`` asks moto)."""
         operation = target.rsplit(".", 1)[-1]
         with self._lock:
             self.seen[operation] += 1
+        if not self.rates.allow(operation):
+            return self._throttle(operation)
         if operation == "RunTask":
             return self._run_task(body, forward)
+        if operation == "StopTask":
+            with self._lock:
+                self._running.discard(str(body.get("task")))
         if operation == "ListTasks" and body.get("startedBy"):
             others = [name for name in LIST_FILTERS if body.get(name)]
             if others:
@@ -93,22 +130,46 @@ class AwsBehaviour:
             self._hide_fresh(answer)
         return status, answer
 
+    def _throttle(self, operation: str) -> Reply:
+        with self._lock:
+            self.throttled[operation] += 1
+        return _error("ThrottlingException", "Rate exceeded")
+
     def _run_task(self, body: dict[str, Any], forward: Any) -> Reply:
         token = body.get("clientToken")
-        params = {k: v for k, v in body.items() if k != "clientToken"}
+        if not token:
+            return self._launch(body, forward, None)
         with self._lock:
-            known = self._tokens.get(token) if token else None
-            if known is not None:
-                return self._replay(known, params)
-            status, answer = forward(body)
-            if status == 200:
-                self.launched += 1
-                now = time.monotonic()
-                for task in answer.get("tasks") or []:
-                    self._launched_at[str(task["taskArn"])] = now
-                if token:
-                    self._tokens[token] = _Launch(params, answer)
+            lock = self._token_locks.setdefault(str(token), threading.Lock())
+        with lock:  # one call per token at a time; other tokens go on
+            with self._lock:
+                known = self._tokens.get(token)
+                if known is not None:
+                    return self._replay(
+                        known, {k: v for k, v in body.items() if k != "clientToken"}
+                    )
+            return self._launch(body, forward, str(token))
+
+    def _launch(self, body: dict[str, Any], forward: Any, token: str | None) -> Reply:
+        count = int(body.get("count", 1))
+        with self._lock:
+            if self.task_quota is not None and len(self._running) + count > self.task_quota:
+                return _error("ClientException", TASK_QUOTA_REACHED)
+        if not self.rates.launch(count):
+            return self._throttle("RunTask")
+        status, answer = forward(body)
+        if status != 200:
             return status, answer
+        now = time.monotonic()
+        with self._lock:
+            self.launched += 1
+            for task in answer.get("tasks") or []:
+                self._launched_at[str(task["taskArn"])] = now
+                self._running.add(str(task["taskArn"]))
+            if token:
+                params = {k: v for k, v in body.items() if k != "clientToken"}
+                self._tokens[token] = _Launch(params, answer)
+        return status, answer
 
     def _replay(self, known: _Launch, params: dict[str, Any]) -> Reply:
         arns = [str(t["taskArn"]) for t in known.answer.get("tasks") or []]
@@ -118,7 +179,7 @@ class AwsBehaviour:
                 "the clientToken was used with other parameters",
                 resourceIds=arns,
             )
-        self.replayed += 1
+        self.replayed += 1  # (under the layer's lock)
         return 200, known.answer
 
     def _hide_fresh(self, answer: dict[str, Any]) -> None:
