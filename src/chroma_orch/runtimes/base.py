@@ -173,6 +173,11 @@ class Runtime(Protocol):
     may go to the next one at once (ECS), so the reconciler drains before a stop."""
     start_timeout: float
     """Seconds a server may take from start to running before the start fails."""
+    visibility_grace: float
+    """Seconds after a start during which the runtime's own listings may not show the
+    server yet (ECS is eventually consistent); 0 where a listing is exact. A delete of
+    an instance whose start may have launched a server it never recorded waits that
+    long before trusting the listing."""
 
     async def start(self, spec: InstanceSpec) -> Handle:
         """Start (or adopt an already running) server; return once it is launched.
