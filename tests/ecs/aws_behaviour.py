@@ -216,7 +216,10 @@ class _Handler(BaseHTTPRequestHandler):
         def forward(body: dict[str, Any]) -> Reply:
             data = json.dumps(body).encode()
             status, _, payload = self.server.forward(self.command, self.path, headers, data)
-            return status, json.loads(payload or b"{}")
+            try:
+                return status, json.loads(payload or b"{}")
+            except ValueError:  # moto failed with a page of its own: a 5xx to the caller
+                return 500, {"__type": "InternalFailure", "message": payload[:200].decode()}
 
         status, answer = self.server.behaviour.handle(target, json.loads(raw or b"{}"), forward)
         content = {"Content-Type": "application/x-amz-json-1.1"}

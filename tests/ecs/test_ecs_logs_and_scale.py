@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from chroma_orch.db.models import Instance
 from chroma_orch.runtimes.base import Handle
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
+from tests.ecs.aws_behaviour import AwsBehaviour
 from tests.ecs.conftest import EcsService, aws_client, cluster_tasks, instance_of
 from tests.helpers import bearer, create_tenant, wait_for, wait_phase
 
@@ -79,7 +80,9 @@ def service_overrides() -> dict[str, Any]:
     return {"max_instances_per_tenant": SCALE}
 
 
-async def test_many_instances_observed_in_batches(ecs_service: EcsService, moto_url: str) -> None:
+async def test_many_instances_observed_in_batches(
+    ecs_service: EcsService, moto_url: str, aws: AwsBehaviour
+) -> None:
     http = ecs_service.http
     _, token = await create_tenant(http, "big")
 
@@ -100,7 +103,9 @@ async def test_many_instances_observed_in_batches(ecs_service: EcsService, moto_
     await wait_for(all_running, timeout=120, interval=0.5)
     tasks = await cluster_tasks(moto_url)
     assert sorted(instance_of(t) or "" for t in tasks) == sorted(ids)
-    assert ecs_service.calls.reached["RunTask"] == SCALE
+    assert aws.launched == SCALE
+    # every RunTask launched, but those AWS refused at its rate (retried)
+    assert ecs_service.calls.reached["RunTask"] == SCALE + aws.throttled["RunTask"]
 
     reconciler = ecs_service.reconciler
     # Quiet: every background loop of the app stops (the reconciler's and the others),
