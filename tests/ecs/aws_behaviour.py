@@ -37,6 +37,19 @@ forwarded to moto unchanged. Each behaviour cites the AWS documentation it follo
   "Amazon ECS task lifecycle").
 - ECS-managed EBS volumes (RunTask ``volumeConfigurations``) and snapshots that
   take a while: ``aws_volumes.py`` (``volumes``), which says what AWS documents.
+- ``rates`` (request throttling): every call draws on the account's token bucket of
+  its kind and, when it is empty, fails with ``ThrottlingException`` / "Rate
+  exceeded" (HTTP 400); a RunTask that launches also draws one token per task on
+  Fargate's task-launch bucket. Figures and references: ``aws_rates.py``.
+  ``rates.storm(seconds)`` throttles every call for a while.
+- ``task_quota`` (Fargate's concurrent-task quota, "Amazon ECS service quotas":
+  "Fargate On-Demand resource count"): a RunTask that would run more tasks than that
+  fails with ``ClientException`` "You've reached the limit on the number of tasks you
+  can run concurrently" (the wording ECS reports when it cannot place a task for
+  that quota). Counts the tasks launched through the layer and not stopped through it.
+
+RunTask calls run concurrently (AWS serves them so); only calls with the same
+``clientToken`` are taken one at a time, so the idempotency record stays exact.
 """
 
 from __future__ import annotations
@@ -56,6 +69,7 @@ import urllib3
 from tests.ecs.aws_efs import PATH as EFS_ACCESS_POINTS
 from tests.ecs.aws_efs import EfsBehaviour
 from tests.ecs.aws_lifecycle import TaskLifecycle
+from tests.ecs.aws_rates import AccountRates
 from tests.ecs.aws_volumes import ManagedVolumes
 
 LIST_FILTERS = ("containerInstance", "family", "serviceName", "desiredStatus", "launchType")
@@ -63,6 +77,10 @@ LIST_FILTERS = ("containerInstance", "family", "serviceName", "desiredStatus", "
 
 Reply = tuple[int, dict[str, Any]]
 _REGION = re.compile(r"Credential=[^/]+/[^/]+/([^/]+)/")
+TASK_QUOTA_REACHED = (
+    "You've reached the limit on the number of tasks you can run concurrently. "
+    "For more information, see the Troubleshooting section."
+)
 DEFAULT_INVISIBLE = 0.3
 """Seconds every test's tasks stay invisible to DescribeTasks unless it sets its own."""
 
@@ -105,14 +123,23 @@ class AwsBehaviour:
     """Set: the tasks launched from then on start as slowly as the test says."""
     volumes: ManagedVolumes = field(default_factory=ManagedVolumes)
     """ECS-managed EBS volumes and EC2 snapshots (``aws_volumes.py``)."""
+    rates: AccountRates = field(default_factory=AccountRates)
+    """The account's request buckets (on at AWS's rates; ``rates.on = False`` to lift)."""
+    throttled: Counter[str] = field(default_factory=Counter)
+    """Calls answered ``ThrottlingException``, by operation."""
+    task_quota: int | None = None
+    """Tasks the account may run at once (None: no limit)."""
+    _running: set[str] = field(default_factory=set)
     _launched_at: dict[str, float] = field(default_factory=dict)
     _tokens: dict[str, _Launch] = field(default_factory=dict)
+    _token_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
         with self._lock:
             self.invisible_for = DEFAULT_INVISIBLE
             self.seen.clear()
+            self.throttled.clear()
             self.launched = 0
             self.replayed = 0
             self.run_task_requests.clear()
@@ -121,10 +148,14 @@ class AwsBehaviour:
             self.published.clear()
             self.versions.clear()
             self.lifecycle = None
+            self.task_quota = None
+            self._running.clear()
             self._launched_at.clear()
             self._tokens.clear()
+            self._token_locks.clear()
             self.volumes.reset()
         self.efs.reset()
+        self.rates.reset()
 
     def handle(
         self, target: str, body: dict[str, Any], forward: Any, region: str = "us-east-1"
@@ -136,8 +167,13 @@ class AwsBehaviour:
             if operation == "DescribeTasks":
                 self.described.update(str(arn) for arn in body.get("tasks") or [])
             self.volumes.sync()
+        if not self.rates.allow(operation):
+            return self._throttle(operation)
         if operation == "RunTask":
             return self._run_task(body, forward, region)
+        if operation == "StopTask":
+            with self._lock:
+                self._running.discard(str(body.get("task")))
         if operation == "ListTasks" and body.get("startedBy"):
             others = [name for name in LIST_FILTERS if body.get(name)]
             if others:
@@ -204,31 +240,55 @@ class AwsBehaviour:
                 payload = self.volumes.snapshot_created(region, payload)
         return status, headers, payload
 
+    def _throttle(self, operation: str) -> Reply:
+        with self._lock:
+            self.throttled[operation] += 1
+        return _error("ThrottlingException", "Rate exceeded")
+
     def _run_task(self, body: dict[str, Any], forward: Any, region: str) -> Reply:
         token = body.get("clientToken")
-        params = {k: v for k, v in body.items() if k != "clientToken"}
         with self._lock:
             self.run_task_requests.append(body)
-            known = self._tokens.get(token) if token else None
-            if known is not None:
-                return self._replay(known, params)
+        if not token:
+            return self._launch(body, forward, None, region)
+        with self._lock:
+            lock = self._token_locks.setdefault(str(token), threading.Lock())
+        with lock:  # one call per token at a time; other tokens go on
+            with self._lock:
+                known = self._tokens.get(token)
+                if known is not None:
+                    return self._replay(
+                        known, {k: v for k, v in body.items() if k != "clientToken"}
+                    )
+            return self._launch(body, forward, str(token), region)
+
+    def _launch(self, body: dict[str, Any], forward: Any, token: str | None, region: str) -> Reply:
+        count = int(body.get("count", 1))
+        with self._lock:
+            if self.task_quota is not None and len(self._running) + count > self.task_quota:
+                return _error("ClientException", TASK_QUOTA_REACHED)
             refused = self.volumes.check(body, region)
             if refused is not None:
                 return _error("InvalidParameterException", refused)
-            status, answer = forward(body)
-            if status == 200:
-                self.volumes.launched(body, answer)
-                self.launched += 1
-                now = time.monotonic()
-                for task in answer.get("tasks") or []:
-                    self._launched_at[str(task["taskArn"])] = now
-                if self.lifecycle is not None:
-                    self.lifecycle.launched(answer)
-                if token:
-                    self._tokens[token] = _Launch(params, answer)
-        if status == 200:
+        if not self.rates.launch(count):
+            return self._throttle("RunTask")
+        status, answer = forward(body)
+        if status != 200:
+            return status, answer
+        now = time.monotonic()
+        with self._lock:
+            self.volumes.launched(body, answer)
+            self.launched += 1
             for task in answer.get("tasks") or []:
-                self.task_changed(task)
+                self._launched_at[str(task["taskArn"])] = now
+                self._running.add(str(task["taskArn"]))
+            if self.lifecycle is not None:
+                self.lifecycle.launched(answer)
+            if token:
+                params = {k: v for k, v in body.items() if k != "clientToken"}
+                self._tokens[token] = _Launch(params, answer)
+        for task in answer.get("tasks") or []:
+            self.task_changed(task)
         return status, answer
 
     def _replay(self, known: _Launch, params: dict[str, Any]) -> Reply:
@@ -239,7 +299,7 @@ class AwsBehaviour:
                 "the clientToken was used with other parameters",
                 resourceIds=arns,
             )
-        self.replayed += 1
+        self.replayed += 1  # (under the layer's lock)
         return 200, known.answer
 
     def _hide_fresh(self, answer: dict[str, Any]) -> None:
@@ -296,7 +356,10 @@ class _Handler(BaseHTTPRequestHandler):
         def forward(body: dict[str, Any]) -> Reply:
             data = json.dumps(body).encode()
             status, _, payload = self.server.forward(self.command, self.path, headers, data)
-            return status, json.loads(payload or b"{}")
+            try:
+                return status, json.loads(payload or b"{}")
+            except ValueError:  # moto failed with a page of its own: a 5xx to the caller
+                return 500, {"__type": "InternalFailure", "message": payload[:200].decode()}
 
         status, answer = self.server.behaviour.handle(
             target, json.loads(raw or b"{}"), forward, region

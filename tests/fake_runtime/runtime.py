@@ -27,6 +27,7 @@ class FakeRuntime:
 
     name = "fake"
     allocates_ports = True
+    visibility_grace = 0.0
 
     def __init__(self, settings: FakeRuntimeSettings) -> None:
         self.settings = settings

@@ -44,6 +44,7 @@ class FakeServer:
 class FakeRuntime:
     name = "fake"
     allocates_ports = True
+    visibility_grace = 0.0
 
     def __init__(
         self, ports: PortReservations, start_timeout: float = 0.5, capacity_failures: int = 3

@@ -124,8 +124,10 @@ class Instance(TimestampMixin, Base):
     """Start attempts ever made (every kind of failure counts): names each attempt's
     idempotency token (ECS ``clientToken``), which the budget's refill must not repeat."""
     capacity_waits: Mapped[int] = mapped_column(Integer, server_default="0")
-    """Starts in a row that found no capacity (or a rate-limited image pull): the
-    exponent of the capacity backoff; 0 once a server runs."""
+    """Starts in a row that waited on the platform: found no capacity (or a
+    rate-limited image pull), or had their task stopped by AWS before it ever ran. The
+    exponent of the capacity backoff (and of the short backoff of those AWS stops); 0
+    once a server runs."""
     start_phases: Mapped[dict[str, str] | None] = mapped_column(JSONB)
     """How far the latest start got: each start phase reached (``runtimes.base.StartPhase``)
     with when, as ISO 8601 times; emptied as a start attempt begins (NULL: none yet)."""

@@ -222,8 +222,22 @@ class InstanceReconciler:
     async def _delete(self, observation: Observation | None) -> Decision:
         if (pending := await self._halt(observation)) is not None:
             return pending
+        if (unsure := self._unrecorded_launch_window()) > 0:
+            return RequeueAfter(unsure)
         await self.runtime.delete(str(self.inst.id), self.handle, self.inst.keep_data)
         return await self._stop(None, final=Phase.DELETED)
+
+    def _unrecorded_launch_window(self) -> float:
+        """Seconds before a delete may trust the runtime's listing. A start records
+        "starting" before it launches and the handle after: with no handle, a launch
+        of the last ``visibility_grace`` seconds (a replica that died or lost its lease
+        in between) may have a server the listing does not show yet (ECS's eventual
+        consistency); it shows once that much time has passed since the attempt."""
+        inst = self.inst
+        if self.handle is not None or inst.phase != Phase.STARTING:
+            return 0.0
+        since = (datetime.now(UTC) - inst.phase_changed_at).total_seconds()
+        return max(self.runtime.visibility_grace - since, 0.0)
 
     async def _run(self, observation: Observation | None) -> Decision:
         inst = self.inst
@@ -435,7 +449,7 @@ class InstanceReconciler:
             handle=None,
             restart_count=used + 1 if cause is ExitCause.CRASH else used,
             start_attempts=self.inst.start_attempts + 1,
-            capacity_waits=self.inst.capacity_waits + 1 if cause is ExitCause.CAPACITY else 0,
+            capacity_waits=self.inst.capacity_waits + 1 if self._waits(cause) else 0,
             failure_reason=reason,
             failure_message=message,
             event=(event, {"reason": reason, "message": message, "retry_in": delay}),
@@ -443,11 +457,22 @@ class InstanceReconciler:
         )
         return RequeueAfter(delay)
 
+    def _waits(self, cause: ExitCause) -> bool:
+        """Whether the attempt ends a start that is waiting on the platform rather than
+        crashing: no capacity, or a task the platform stopped before it ever ran (an
+        interruption of a running server restarts at once)."""
+        if cause is ExitCause.CAPACITY:
+            return True
+        return cause is ExitCause.INFRASTRUCTURE and self.inst.phase != Phase.RUNNING
+
     def _retry_plan(self, cause: ExitCause, used: int) -> tuple[float, str]:
         """Seconds before the next start, and the event that says so."""
         config = self.settings.reconciler
         if cause is ExitCause.INFRASTRUCTURE:
-            return 0.0, "instance.interrupted"
+            if not self._waits(cause):
+                return 0.0, "instance.interrupted"
+            waits = self.inst.capacity_waits  # stopped again and again before it ran
+            return min(config.backoff_base * 2**waits, config.backoff_max), "instance.interrupted"
         if cause is ExitCause.CAPACITY:
             waits = self.inst.capacity_waits
             delay = min(config.capacity_backoff_base * 2**waits, config.capacity_backoff_max)

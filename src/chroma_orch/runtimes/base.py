@@ -231,6 +231,11 @@ class Runtime(Protocol):
     """Seconds a proxied request that wakes a stopped instance may be held while its
     server starts: the runtime's start time with margin (seconds for local processes,
     minutes for Fargate tasks); ``culling.wake_timeout`` overrides it."""
+    visibility_grace: float
+    """Seconds after a start during which the runtime's own listings may not show the
+    server yet (ECS is eventually consistent); 0 where a listing is exact. A delete of
+    an instance whose start may have launched a server it never recorded waits that
+    long before trusting the listing."""
 
     async def start(self, spec: InstanceSpec) -> Handle:
         """Start (or adopt an already running) server; return once it is launched.

@@ -27,6 +27,7 @@ class InstrumentedRuntime:
         self.allocates_ports = inner.allocates_ports
         self.start_timeout = inner.start_timeout
         self.wake_timeout = inner.wake_timeout
+        self.visibility_grace = inner.visibility_grace
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         RUNTIME_CALLS.labels(self.name, operation).inc()

@@ -48,6 +48,7 @@ from chroma_orch.runtimes.base import (
     AccountRateLimits,
     Endpoint,
     ExitCallback,
+    ExitCause,
     Handle,
     InstanceSpec,
     Observation,
@@ -65,7 +66,7 @@ from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
 from chroma_orch.runtimes.ecs.logs import TaskLogs
 from chroma_orch.runtimes.ecs.owned import OwnedTask, OwnedTasks
 from chroma_orch.runtimes.ecs.settings import EcsSettings
-from chroma_orch.runtimes.ecs.stops import classify_run_failures
+from chroma_orch.runtimes.ecs.stops import classify_run_failures, classify_run_rejection
 from chroma_orch.runtimes.ecs.tasks import (
     CLEANUP_CONTAINER,
     INVISIBLE,
@@ -119,6 +120,7 @@ class EcsRuntime:
         self.settings = settings
         self.start_timeout = settings.start_timeout
         self.wake_timeout = settings.wake_timeout
+        self.visibility_grace = settings.visibility_grace
         self.api = EcsApi(settings, config=client_config, rate_limits=rate_limits)
         self._loaders: dict[str, TaskLoader] = {}
         self.owned = OwnedTasks(
@@ -444,7 +446,7 @@ class EcsRuntime:
             if error_code(exc) == "ConflictException":
                 return _conflicting_task(token, exc)
             if error_code(exc) in _REJECTED:
-                raise StartFailedError("RunTaskRejected", str(exc)) from exc
+                raise StartFailedError(*_rejection(exc)) from exc
             raise _unavailable("RunTask", exc) from exc
         if not answer.get("tasks"):
             failures = answer.get("failures") or [{}]
@@ -579,3 +581,8 @@ def _conflicting_task(token: str, exc: Exception) -> str:
         raise StartFailedError("RunTaskConflict", str(exc)) from exc
     log.info("adopting the task of clientToken=%s task=%s (ConflictException)", token, ids[0])
     return str(ids[0])
+
+
+def _rejection(exc: Exception) -> tuple[str, str, ExitCause]:
+    reason, cause = classify_run_rejection(str(exc))
+    return reason, str(exc), cause

@@ -15,6 +15,10 @@ The classes follow AWS's own documentation:
   (``toomanyrequests``, HTTP 429; Docker Hub's anonymous pull limit) are
   transient: CAPACITY. ECS's own service scheduler retries such tasks for ever,
   with its delay growing to minutes ("Amazon ECS service throttle logic").
+- "You've reached the limit on the number of tasks you can run concurrently" (a
+  ``RunTask`` refused with ``ClientException``, or a ``failures[].reason``: the
+  account's Fargate concurrent-task quota, "Amazon ECS service quotas") lasts until
+  other tasks stop or the quota is raised: CAPACITY, reason ``TaskQuotaReached``.
 - Everything else (``EssentialContainerExited``, other ``TaskFailedToStart``
   errors, a ``UserInitiated`` stop by someone else than this service) is a CRASH.
 """
@@ -33,9 +37,11 @@ INFRASTRUCTURE_CODES = frozenset(
 MAINTENANCE = re.compile(r"performing maintenance on the underlying infrastructure", re.I)
 NO_CAPACITY = re.compile(r"capacity is unavailable", re.I)
 PULL_THROTTLED = re.compile(r"toomanyrequests|rate limit|\b429\b", re.I)
+TASK_QUOTA = re.compile(r"reached the limit on the number of tasks you can run concurrently", re.I)
 
 CAPACITY_UNAVAILABLE = "CapacityUnavailable"
 PULL_THROTTLED_REASON = "ImagePullThrottled"
+TASK_QUOTA_REASON = "TaskQuotaReached"
 
 
 def classify_stop(task: Mapping[str, Any]) -> tuple[str, ExitCause]:
@@ -58,4 +64,14 @@ def classify_run_failures(failures: list[Mapping[str, Any]]) -> tuple[str, ExitC
     said = " ".join(f"{f.get('reason') or ''} {f.get('detail') or ''}" for f in failures)
     if NO_CAPACITY.search(said):
         return CAPACITY_UNAVAILABLE, ExitCause.CAPACITY
+    if TASK_QUOTA.search(said):
+        return TASK_QUOTA_REASON, ExitCause.CAPACITY
     return "RunTaskFailed", ExitCause.CRASH
+
+
+def classify_run_rejection(message: str) -> tuple[str, ExitCause]:
+    """The reason and class of a ``RunTask`` ECS refused outright (``ClientException``
+    and the like): the task quota waits, anything else is a crash."""
+    if TASK_QUOTA.search(message):
+        return TASK_QUOTA_REASON, ExitCause.CAPACITY
+    return "RunTaskRejected", ExitCause.CRASH

@@ -96,6 +96,7 @@ class LocalRuntime:
 
     name = "local"
     allocates_ports = True
+    visibility_grace = 0.0  # its listing (the data directories' locks) is exact
 
     def __init__(
         self,
