@@ -43,7 +43,8 @@ from chroma_orch.db.listener import asyncpg_dsn  # noqa: E402
 from chroma_orch.settings import EcsSettings, ReconcilerSettings  # noqa: E402
 from tests.conftest import ADMIN_TOKEN, make_settings  # noqa: E402
 from tests.ecs.aws_behaviour import AwsBehaviourProxy  # noqa: E402
-from tests.ecs.conftest import CLUSTER, LOG_GROUP, REGION, _moto_api, aws_client  # noqa: E402
+from tests.ecs.conftest import aws_account as ecs_account  # noqa: E402
+from tests.ecs.conftest import events_queue  # noqa: E402
 from tests.helpers import bearer, create_tenant  # noqa: E402
 
 FARGATE_LAUNCHES_PER_SECOND = 20.0
@@ -51,46 +52,16 @@ FARGATE_LAUNCHES_PER_SECOND = 20.0
 PER_TENANT = 100  # the default max_instances_per_tenant
 
 
-def events_setting() -> str | None:
-    """The runtime's events-queue setting, if this version has one."""
-    names = [name for name in EcsSettings.model_fields if "queue" in name]
-    return names[0] if names else None
-
-
 async def aws_account(moto_url: str, proxy_url: str, events: bool) -> EcsSettings:
-    """A VPC, subnet, security group, cluster and log group in moto (as the ECS tests
-    make them); the runtime talks to moto through the layer."""
-    _moto_api(moto_url, "/moto-api/reset")
-    transition = {"progression": "manual", "times": 1_000_000_000}
-    _moto_api(moto_url, "/moto-api/state-manager/set-transition",
-              {"model_name": "ecs::task", "transition": transition})  # fmt: skip
-    async with aws_client(moto_url, "ec2") as ec2:
-        vpc = (await ec2.create_vpc(CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
-        await ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
-        subnet = (await ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/17"))["Subnet"]
-        group = await ec2.create_security_group(GroupName="chroma", Description="x", VpcId=vpc)
-    async with aws_client(moto_url, "ecs") as ecs:
-        await ecs.create_cluster(clusterName=CLUSTER)
-    async with aws_client(moto_url, "logs") as logs:
-        await logs.create_log_group(logGroupName=LOG_GROUP)
-    values: dict[str, Any] = {
-        "region": REGION,
-        "cluster": CLUSTER,
-        "endpoint_url": proxy_url,
-        "subnets": [subnet["SubnetId"]],
-        "security_groups": [group["GroupId"]],
-        "execution_role_arn": "arn:aws:iam::123456789012:role/exec",
-        "log_group": LOG_GROUP,
-        "check_heartbeat": False,  # moto's task IPs answer nothing
-    }
+    """The ECS tests' account in moto (tests/ecs/conftest.py), reached through the
+    layer; with ``events``, the EventBridge rule and SQS queue of docs/ecs.md
+    "Event-driven observation". Storage is ephemeral: the bench measures the control
+    plane's ECS calls, and EBS volumes in moto would measure moto."""
+    settings = await ecs_account(moto_url, proxy_url)
+    values: dict[str, Any] = {"storage": "ephemeral"}
     if events:
-        values[str(events_setting())] = await _events_queue(moto_url)
-    return EcsSettings(**values)
-
-
-async def _events_queue(moto_url: str) -> str:
-    async with aws_client(moto_url, "sqs") as sqs:
-        return str((await sqs.create_queue(QueueName="chroma-orch-ecs-events"))["QueueUrl"])
+        values["events_queue_url"] = await events_queue(moto_url)
+    return settings.model_copy(update=values)
 
 
 async def _count(database_url: str, phase: str) -> int:
@@ -136,6 +107,9 @@ async def launch_all(http: httpx.AsyncClient, n: int) -> list[str]:
 
 
 async def run(n: int, steady: float, events: bool) -> dict[str, Any]:
+    # moto's account: never the caller's real credentials or profile
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    os.environ.pop("AWS_PROFILE", None)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()
@@ -201,6 +175,4 @@ if __name__ == "__main__":
     parser.add_argument("--steady", type=float, default=60.0, help="seconds of steady state")
     parser.add_argument("--events", action="store_true", help="observe through the events queue")
     args = parser.parse_args()
-    if args.events and events_setting() is None:
-        parser.error("--events: this version of the ECS runtime has no events-queue setting")
     print(json.dumps(asyncio.run(run(args.instances, args.steady, args.events)), indent=2))

@@ -109,10 +109,15 @@ def aws_client(moto_url: str, service: str) -> Any:
 async def ecs_settings(
     moto_url: str, _aws_proxy: AwsBehaviourProxy, aws: AwsBehaviour
 ) -> EcsSettings:
+    """A fresh account (``aws_account``) reached through the AWS-behaviour layer."""
+    return await aws_account(moto_url, _aws_proxy.url)
+
+
+async def aws_account(moto_url: str, endpoint_url: str) -> EcsSettings:
     """A fresh moto with a VPC, subnet, the tasks' security group (admitting the
     service's group on the Chroma port), cluster, log group and execution role:
-    everything the start-up check asks for. The runtime reaches it through the
-    AWS-behaviour layer."""
+    everything the start-up check asks for; settings for a runtime that reaches it at
+    ``endpoint_url`` (the AWS-behaviour layer)."""
     _moto_api(moto_url, "/moto-api/reset")
     transition = {"progression": "manual", "times": 1_000_000_000}
     _moto_api(
@@ -146,7 +151,7 @@ async def ecs_settings(
     return EcsSettings(
         region=REGION,
         cluster=CLUSTER,
-        endpoint_url=_aws_proxy.url,
+        endpoint_url=endpoint_url,
         subnets=[subnet["SubnetId"]],
         security_groups=[group["GroupId"]],
         execution_role_arn="arn:aws:iam::123456789012:role/exec",
@@ -307,3 +312,29 @@ async def task_of(moto_url: str, instance_id: str, not_arn: str | None = None) -
 
     arn: str = await wait_for(probe)
     return arn
+
+
+ECS_EVENTS = {"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"]}
+
+
+async def events_queue(moto_url: str, name: str = "chroma-orch-ecs-events") -> str:
+    """The queue and rule of docs/ecs.md "Event-driven observation", in moto."""
+    async with aws_client(moto_url, "ecs") as ecs:
+        clusters = await ecs.describe_clusters(clusters=[CLUSTER])
+        cluster_arn = clusters["clusters"][0]["clusterArn"]
+    async with aws_client(moto_url, "sqs") as sqs:
+        url = (await sqs.create_queue(QueueName=name))["QueueUrl"]
+        attributes = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        queue_arn = attributes["Attributes"]["QueueArn"]
+    pattern = ECS_EVENTS | {"detail": {"clusterArn": [cluster_arn]}}
+    async with aws_client(moto_url, "events") as events:
+        await events.put_rule(Name=name, EventPattern=json.dumps(pattern))
+        await events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    return str(url)
+
+
+async def queue_drained(moto_url: str, url: str) -> bool:
+    async with aws_client(moto_url, "sqs") as sqs:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        found = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)
+    return all(found["Attributes"][n] == "0" for n in names)

@@ -22,33 +22,15 @@ from chroma_orch.settings import EcsSettings, ReconcilerSettings
 from tests.conftest import make_settings
 from tests.ecs import aws_stops
 from tests.ecs.aws_behaviour import AwsBehaviour
-from tests.ecs.conftest import CLUSTER, REGION, EcsService, aws_client, task_of
+from tests.ecs.conftest import (
+    CLUSTER,
+    REGION,
+    EcsService,
+    events_queue,
+    queue_drained,
+    task_of,
+)
 from tests.helpers import bearer, create_tenant, wait_for, wait_phase
-
-ECS_EVENTS = {"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"]}
-
-
-async def events_queue(moto_url: str, name: str = "chroma-orch-ecs-events") -> str:
-    """The queue and rule of docs/ecs.md "Event-driven observation", in moto."""
-    async with aws_client(moto_url, "ecs") as ecs:
-        clusters = await ecs.describe_clusters(clusters=[CLUSTER])
-        cluster_arn = clusters["clusters"][0]["clusterArn"]
-    async with aws_client(moto_url, "sqs") as sqs:
-        url = (await sqs.create_queue(QueueName=name))["QueueUrl"]
-        attributes = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-        queue_arn = attributes["Attributes"]["QueueArn"]
-    pattern = ECS_EVENTS | {"detail": {"clusterArn": [cluster_arn]}}
-    async with aws_client(moto_url, "events") as events:
-        await events.put_rule(Name=name, EventPattern=json.dumps(pattern))
-        await events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": queue_arn}])
-    return str(url)
-
-
-async def queue_drained(moto_url: str, url: str) -> bool:
-    async with aws_client(moto_url, "sqs") as sqs:
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        found = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)
-    return all(found["Attributes"][n] == "0" for n in names)
 
 
 @pytest.fixture

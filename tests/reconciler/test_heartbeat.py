@@ -9,29 +9,17 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import select, text
 
 from chroma_orch.context import AppContext
 from chroma_orch.db.models import Event, Instance
-from chroma_orch.db.ports import PortReservationsInDb, port_pool
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import HeartbeatSettings, Settings
-from tests.helpers import bearer, converge, create_tenant
+from tests.helpers import bearer, converge
+from tests.reconciler.conftest import instance_body
 from tests.reconciler.doubles import FakeRuntime
 
 FAILURES = 3
-
-
-@pytest.fixture
-def ctx(api_app: FastAPI) -> AppContext:
-    context: AppContext = api_app.state.ctx
-    return context
-
-
-@pytest.fixture
-def runtime(ctx: AppContext, api_settings: Settings) -> FakeRuntime:
-    return FakeRuntime(PortReservationsInDb(ctx.sessions, port_pool(api_settings)))
 
 
 def _settings(settings: Settings, interval: float = 0.001, **changes: Any) -> Settings:
@@ -47,24 +35,11 @@ def reconciler(ctx: AppContext, runtime: FakeRuntime, api_settings: Settings) ->
     return Reconciler(ctx.sessions, runtime, _settings(api_settings))
 
 
-@pytest.fixture
-async def tenant(client: httpx.AsyncClient) -> str:
-    _, token = await create_tenant(client, "acme")
-    return token
-
-
 async def _running(client: httpx.AsyncClient, token: str, reconciler: Reconciler) -> str:
     response = await client.post("/v1/instances", json={"name": "main"}, headers=bearer(token))
     instance_id: str = response.json()["instance"]["id"]
     await converge(reconciler)
     return instance_id
-
-
-async def _get(client: httpx.AsyncClient, token: str, instance_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = (
-        await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))
-    ).json()
-    return body
 
 
 async def _misses(ctx: AppContext, instance_id: str) -> int:
@@ -94,7 +69,7 @@ async def test_a_hung_server_is_restarted_as_unresponsive_after_the_threshold(
     for missed in range(1, FAILURES):
         assert await reconciler.heartbeat_once() == 0
         assert await _misses(ctx, instance_id) == missed
-        assert (await _get(client, tenant, instance_id))["phase"] == "running"
+        assert (await instance_body(client, tenant, instance_id))["phase"] == "running"
     assert await reconciler.observe_once() == 0  # alive: nothing for the liveness pass
     first = runtime.servers[instance_id].serial
     runtime.hung.clear()
@@ -107,7 +82,7 @@ async def test_a_hung_server_is_restarted_as_unresponsive_after_the_threshold(
     assert await reconciler.heartbeat_once() == 1  # the third miss in a row: due
     runtime.hung.clear()  # the next server answers
     await converge(reconciler)
-    body = await _get(client, tenant, instance_id)
+    body = await instance_body(client, tenant, instance_id)
     assert body["phase"] == "running"
     assert body["restart_count"] == 1  # a crash of the server: it counts
     assert runtime.servers[instance_id].serial != first
@@ -127,7 +102,7 @@ async def test_unresponsive_restarts_use_up_the_restart_budget(
         for _ in range(FAILURES):
             await reconciler.heartbeat_once()
         await converge(reconciler)
-    body = await _get(client, tenant, instance_id)
+    body = await instance_body(client, tenant, instance_id)
     assert body["phase"] == "failed"
     assert body["failure"]["reason"] == "Unresponsive"
     assert "gave up after 2 restarts" in body["failure"]["message"]
@@ -186,5 +161,5 @@ async def test_a_hang_after_a_healthy_period_starts_a_fresh_budget(
         await reconciler.heartbeat_once()
     runtime.hung.clear()
     await converge(reconciler)
-    body = await _get(client, tenant, instance_id)
+    body = await instance_body(client, tenant, instance_id)
     assert (body["phase"], body["restart_count"]) == ("running", 1)

@@ -9,13 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
 from chroma_orch.context import AppContext
 from chroma_orch.db import rows
 from chroma_orch.db.models import AllocatedPort, Event, Intent
-from chroma_orch.db.ports import PortReservationsInDb, port_pool
 from chroma_orch.db.session import create_engine, create_session_factory
 from chroma_orch.reconciler import queue
 from chroma_orch.reconciler.decisions import (
@@ -30,19 +28,9 @@ from chroma_orch.reconciler.instance import InstanceReconciler
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.runtimes.base import ExitCause, Handle, InstanceSpec
 from chroma_orch.settings import ReconcilerSettings, Settings
-from tests.helpers import bearer, converge, create_tenant, wait_for
+from tests.helpers import bearer, converge, wait_for
+from tests.reconciler.conftest import instance_body
 from tests.reconciler.doubles import FakeRuntime
-
-
-@pytest.fixture
-def ctx(api_app: FastAPI) -> AppContext:
-    context: AppContext = api_app.state.ctx
-    return context
-
-
-@pytest.fixture
-def runtime(ctx: AppContext, api_settings: Settings) -> FakeRuntime:
-    return FakeRuntime(PortReservationsInDb(ctx.sessions, port_pool(api_settings)))
 
 
 @pytest.fixture
@@ -65,13 +53,6 @@ async def _launch(client: httpx.AsyncClient, token: str, name: str) -> str:
     return instance_id
 
 
-async def _get(client: httpx.AsyncClient, token: str, instance_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = (
-        await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))
-    ).json()
-    return body
-
-
 async def _until_phase(
     client: httpx.AsyncClient,
     token: str,
@@ -83,17 +64,11 @@ async def _until_phase(
     """Wait until the instance is in ``phase`` (for ``generation``, when given)."""
 
     async def reached() -> bool:
-        body = await _get(client, token, instance_id)
+        body = await instance_body(client, token, instance_id)
         settled = generation is None or body["observed_generation"] == generation
         return bool(body["phase"] == phase and settled)
 
     await wait_for(reached, timeout=timeout)
-
-
-@pytest.fixture
-async def tenant(client: httpx.AsyncClient) -> str:
-    _, token = await create_tenant(client, "acme")
-    return token
 
 
 async def test_launch_converges_to_running_with_events_and_port(
@@ -105,7 +80,7 @@ async def test_launch_converges_to_running_with_events_and_port(
 ) -> None:
     instance_id = await _launch(client, tenant, "main")
     await converge(reconciler)
-    body = await _get(client, tenant, instance_id)
+    body = await instance_body(client, tenant, instance_id)
     assert body["phase"] == "running"
     assert body["observed_generation"] == body["generation"] == 1
     assert body["endpoint"]["port"] > 0
@@ -134,12 +109,12 @@ async def test_stop_start_delete_free_the_port(
     await converge(reconciler)
     await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(tenant))
     await converge(reconciler)
-    body = await _get(client, tenant, instance_id)
+    body = await instance_body(client, tenant, instance_id)
     assert (body["phase"], body["endpoint"]) == ("stopped", None)
     assert runtime.stops[instance_id] == 1
     await client.post(f"/v1/instances/{instance_id}/start", headers=bearer(tenant))
     await converge(reconciler)
-    assert (await _get(client, tenant, instance_id))["phase"] == "running"
+    assert (await instance_body(client, tenant, instance_id))["phase"] == "running"
     await client.delete(f"/v1/instances/{instance_id}", headers=bearer(tenant))
     await converge(reconciler)
     assert (
@@ -161,7 +136,7 @@ async def test_slow_start_still_converges(
 ) -> None:
     instance_id = await _launch(client, tenant, "slow-1")
     await converge(reconciler)
-    assert (await _get(client, tenant, instance_id))["phase"] == "running"
+    assert (await instance_body(client, tenant, instance_id))["phase"] == "running"
     assert runtime.starts[instance_id] == 1
 
 
@@ -170,7 +145,7 @@ async def test_never_ready_fails_with_start_timeout(
 ) -> None:
     instance_id = await _launch(client, tenant, "never-1")
     await converge(reconciler)
-    body = await _get(client, tenant, instance_id)
+    body = await instance_body(client, tenant, instance_id)
     assert body["phase"] == "failed"
     assert body["failure"]["reason"] == "StartTimeout"
     assert not runtime.servers[instance_id].alive  # the half-started server was stopped
@@ -187,10 +162,10 @@ async def test_crash_loop_restarts_then_fails_with_reason(
     for _ in range(40):
         await converge(reconciler)
         await reconciler.observe_once()
-        if (await _get(client, tenant, instance_id))["phase"] == "failed":
+        if (await instance_body(client, tenant, instance_id))["phase"] == "failed":
             break
         await asyncio.sleep(0.05)
-    body = await _get(client, tenant, instance_id)
+    body = await instance_body(client, tenant, instance_id)
     assert body["phase"] == "failed", body
     assert body["failure"]["reason"] == "ProcessExited"
     assert "gave up after 2 restarts" in body["failure"]["message"]
@@ -220,7 +195,7 @@ async def test_refusing_to_stop_is_retried_until_stopped(
     await converge(reconciler)
     await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(tenant))
     await converge(reconciler)
-    assert (await _get(client, tenant, instance_id))["phase"] == "stopped"
+    assert (await instance_body(client, tenant, instance_id))["phase"] == "stopped"
     assert runtime.refusals[instance_id] == 2
     async with ctx.sessions() as session:
         intents = {i.action: i for i in await session.scalars(select(Intent))}
@@ -236,7 +211,7 @@ async def test_a_crash_is_noticed_and_restarted(
     runtime.crash(instance_id)
     assert await reconciler.observe_once() == 1
     await converge(reconciler)
-    body = await _get(client, tenant, instance_id)
+    body = await instance_body(client, tenant, instance_id)
     assert body["phase"] == "running"
     assert body["restart_count"] == 1
     assert runtime.starts[instance_id] == 2
@@ -251,7 +226,7 @@ async def test_restart_replaces_the_server(
     await client.post(f"/v1/instances/{instance_id}/restart", headers=bearer(tenant))
     await converge(reconciler)
     assert runtime.servers[instance_id].serial != first
-    assert (await _get(client, tenant, instance_id))["phase"] == "running"
+    assert (await instance_body(client, tenant, instance_id))["phase"] == "running"
     assert runtime.starts[instance_id] == 2
 
 
@@ -276,7 +251,7 @@ async def test_two_replicas_launch_each_instance_once(
     try:
         await asyncio.gather(*(converge(r) for r in replicas))
         for instance_id in ids:
-            assert (await _get(client, tenant, instance_id))["phase"] == "running"
+            assert (await instance_body(client, tenant, instance_id))["phase"] == "running"
     finally:
         for engine in engines:
             await engine.dispose()
@@ -293,7 +268,7 @@ async def test_a_dead_owners_lease_is_taken_over_at_once(
             "lease_expires_at = now() + interval '1 hour', next_reconcile_at = NULL"
         )
     await converge(reconciler)
-    assert (await _get(client, tenant, instance_id))["phase"] == "running"
+    assert (await instance_body(client, tenant, instance_id))["phase"] == "running"
 
 
 async def test_a_live_owners_lease_is_respected(
@@ -388,7 +363,7 @@ async def test_new_instances_each_get_their_own_port(
         )
     assert len(set(reserved.values())) == len(reserved) == 6
     for instance_id in ids:
-        body = await _get(client, tenant, instance_id)
+        body = await instance_body(client, tenant, instance_id)
         assert body["phase"] == "running"
         assert runtime.starts[instance_id] == 1
         assert body["endpoint"]["port"] == reserved[uuid.UUID(instance_id)]
@@ -513,7 +488,7 @@ async def _crash_and_restart(
     runtime.crash(instance_id, cause=cause)
     assert await reconciler.observe_once() == 1
     await converge(reconciler)
-    return await _get(client, tenant, instance_id)
+    return await instance_body(client, tenant, instance_id)
 
 
 async def test_platform_initiated_exits_restart_at_once_without_counting(
@@ -567,13 +542,13 @@ async def test_no_capacity_backs_off_growing_with_the_reason_shown_then_starts(
     decisions = []
     for _ in range(4):
         decisions.append(await _one_pass(reconciler, instance_id))
-        body = await _get(client, tenant, instance_id)
+        body = await instance_body(client, tenant, instance_id)
         if isinstance(decisions[-1], RequeueAfter):
             assert body["phase"] == "starting"
             assert body["failure"]["reason"] == "CapacityUnavailable"
         await _due_now(ctx, instance_id)
     assert decisions == [RequeueAfter(1.0), RequeueAfter(2.0), RequeueAfter(3.0), Done(True)]
-    body = await _get(client, tenant, instance_id)
+    body = await instance_body(client, tenant, instance_id)
     assert (body["phase"], body["restart_count"], body["failure"]) == ("running", 0, None)
     async with ctx.sessions() as session:
         waits = list(

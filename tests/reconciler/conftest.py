@@ -1,0 +1,41 @@
+"""Fixtures of the reconciler tests: the app's context, a fake runtime on the app's
+port reservations, and a tenant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from chroma_orch.context import AppContext
+from chroma_orch.db.ports import PortReservationsInDb, port_pool
+from chroma_orch.settings import Settings
+from tests.helpers import bearer, create_tenant
+from tests.reconciler.doubles import FakeRuntime
+
+
+@pytest.fixture
+def ctx(api_app: FastAPI) -> AppContext:
+    context: AppContext = api_app.state.ctx
+    return context
+
+
+@pytest.fixture
+def runtime(ctx: AppContext, api_settings: Settings) -> FakeRuntime:
+    return FakeRuntime(PortReservationsInDb(ctx.sessions, port_pool(api_settings)))
+
+
+@pytest.fixture
+async def tenant(client: httpx.AsyncClient) -> str:
+    _, token = await create_tenant(client, "acme")
+    return token
+
+
+async def instance_body(client: httpx.AsyncClient, token: str, instance_id: str) -> dict[str, Any]:
+    """The instance as its tenant's GET shows it."""
+    body: dict[str, Any] = (
+        await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))
+    ).json()
+    return body
