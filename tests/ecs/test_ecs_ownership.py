@@ -119,3 +119,18 @@ async def test_orphans_are_stopped_and_others_left_alone(
     assert foreign in live
     assert wanted["id"] in live.values()
     assert await reconciler.collect_orphans() == 0
+
+
+async def test_discovery_describes_in_batches_not_once_per_instance(
+    ecs_service: EcsService, aws: AwsBehaviour
+) -> None:
+    """An orphan pass (discovery) over instances of one task each costs the listing's
+    batched DescribeTasks (100 tasks a call), not one more call per instance."""
+    _, token = await create_tenant(ecs_service.http, "acme")
+    for k in range(5):
+        await _instance(ecs_service, token, f"i{k}")
+    await converge(_reconciler(ecs_service))
+    aws.seen.clear()
+    found = await ecs_service.runtime.discover()
+    assert len(found) == 5
+    assert aws.seen["DescribeTasks"] == 1

@@ -381,7 +381,11 @@ class EcsRuntime:
 
     async def _dedupe(self, tasks: list[OwnedTask]) -> OwnedTask | None:
         """Keep one live task of an instance; stop any others (never two servers on
-        one data directory)."""
+        one data directory). A lone task is kept as the listing described it (ECS
+        wants it running): describing it again, one instance after another, cost a
+        DescribeTasks per instance on every orphan pass."""
+        if len(tasks) == 1:
+            return tasks[0]
         described = await self._tasks((self.settings.cluster, t.task_arn) for t in tasks)
         live = [t for t in tasks if described.get(t.task_arn) and is_live(described[t.task_arn])]
         live.sort(key=lambda t: str(described[t.task_arn].get("createdAt") or ""))
