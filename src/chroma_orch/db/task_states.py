@@ -13,26 +13,71 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    String,
+    Text,
+    bindparam,
+    case,
+    cast,
+    delete,
+    extract,
+    func,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.driver import driver
+from chroma_orch.db.models import TaskState, table_of
+from chroma_orch.db.statements import compiled
 
-_RECORD = """
-INSERT INTO task_states AS t (key, version, doc, checked_at)
-SELECT u.key, u.version, u.doc::jsonb, clock_timestamp()
-FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(key, version, doc)
-ON CONFLICT (key) DO UPDATE SET
-    doc = CASE WHEN excluded.version >= t.version THEN excluded.doc ELSE t.doc END,
-    version = greatest(t.version, excluded.version),
-    checked_at = clock_timestamp()
-"""
-_FRESH = """
-SELECT key, doc::text AS doc FROM task_states
-WHERE key = any($1::text[]) AND checked_at > clock_timestamp() - make_interval(secs => $2)
-"""
-_PRUNE = """
-DELETE FROM task_states WHERE checked_at < clock_timestamp() - make_interval(secs => $1)
-"""
+STATES = table_of(TaskState)
+_NOW = func.clock_timestamp()
+_AGE = cast(extract("epoch", _NOW - STATES.c.checked_at), Float)
+"""Seconds since a state was stamped (the database's clock is the only clock)."""
+_MAX_AGE = bindparam("max_age", type_=Float)
+_GIVEN = (
+    func.unnest(
+        bindparam("keys", type_=ARRAY(String)),
+        bindparam("versions", type_=ARRAY(BigInteger)),
+        bindparam("docs", type_=ARRAY(Text)),
+    )
+    .table_valued("key", "version", "doc")
+    .render_derived(name="u")
+)
+_INSERTED = pg_insert(STATES).from_select(
+    ["key", "version", "doc", "checked_at"],
+    select(_GIVEN.c.key, _GIVEN.c.version, cast(_GIVEN.c.doc, JSONB), _NOW),
+)
+RECORD = compiled(
+    "record_task_states",
+    _INSERTED.on_conflict_do_update(
+        index_elements=[STATES.c.key],
+        set_={
+            "doc": case(
+                (_INSERTED.excluded.version >= STATES.c.version, _INSERTED.excluded.doc),
+                else_=STATES.c.doc,
+            ),
+            "version": func.greatest(STATES.c.version, _INSERTED.excluded.version),
+            "checked_at": _NOW,
+        },
+    ),
+)
+"""Record ``:keys``' states (``:versions``, ``:docs`` as JSON text, one each, in one
+order): a state of a lower version than the stored one changes nothing but the stamp."""
+FRESH = compiled(
+    "fresh_task_states",
+    select(STATES.c.key, cast(STATES.c.doc, Text).label("doc")).where(
+        STATES.c.key == func.any(bindparam("keys", type_=ARRAY(String))),
+        _AGE < _MAX_AGE,
+    ),
+)
+"""The states of ``:keys`` stamped within ``:max_age`` seconds."""
+PRUNE = compiled("prune_task_states", delete(STATES).where(_AGE > _MAX_AGE))
+"""Forget states not stamped for ``:max_age`` seconds."""
 
 
 class TaskStatesInDb:
@@ -53,7 +98,7 @@ class TaskStatesInDb:
         docs = [json.dumps(latest[k][1], default=str) for k in keys]
         async with self.sessions() as session:
             con = await driver(session, begin=False)
-            await con.execute(_RECORD, keys, versions, docs)
+            await RECORD.execute(con, keys=keys, versions=versions, docs=docs)
             await session.commit()
 
     async def fresh(self, keys: Iterable[str], max_age: float) -> dict[str, dict[str, Any]]:
@@ -62,12 +107,12 @@ class TaskStatesInDb:
             return {}
         async with self.sessions() as session:
             con = await driver(session, begin=False)
-            rows = await con.fetch(_FRESH, wanted, float(max_age))
+            rows = await FRESH.fetch(con, keys=wanted, max_age=float(max_age))
             await session.commit()
         return {str(row["key"]): json.loads(row["doc"]) for row in rows}
 
     async def prune(self, older_than: float) -> None:
         async with self.sessions() as session:
             con = await driver(session, begin=False)
-            await con.execute(_PRUNE, float(older_than))
+            await PRUNE.execute(con, max_age=float(older_than))
             await session.commit()
