@@ -28,35 +28,14 @@ import httpx
 import pytest
 import uvicorn
 
-from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.settings import EcsSettings, ProxySettings
 from tests.dataplane.nginx_proc import running_nginx
 from tests.e2e.service import free_port
 from tests.ecs.conftest import EcsService
+from tests.ecs.one_address import QUARANTINE, SHARED_IP, OneAddressEcs
 from tests.helpers import bearer, create_tenant, wait_for, wait_phase
 
-SHARED_IP = "127.0.0.1"
-QUARANTINE = 8.0  # the least the settings accept: route cache 2 s + Nginx's 5 s + 1 s
 PATH = "/api/v2/heartbeat"
-
-
-class OneAddressEcs:
-    """The test layer: every task ECS describes has the same private IP."""
-
-    def attach(self, runtime: EcsRuntime) -> None:
-        def hook(service: str, client: Any) -> None:
-            if service == "ecs":
-                client.meta.events.register("after-call.ecs", self._rewrite)
-
-        runtime.api.on_client(hook)
-
-    @staticmethod
-    def _rewrite(parsed: dict[str, Any], **_: Any) -> None:
-        for task in parsed.get("tasks") or []:
-            for attachment in task.get("attachments") or []:
-                for detail in attachment.get("details") or []:
-                    if detail.get("name") == "privateIPv4Address":
-                        detail["value"] = SHARED_IP
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 
 from chroma_orch.settings import HeartbeatSettings, ProxySettings
 from tests.ecs.conftest import EcsService, cluster_tasks
-from tests.ecs.test_ecs_address_reuse import QUARANTINE
+from tests.ecs.one_address import QUARANTINE
 from tests.helpers import bearer, create_tenant, wait_for, wait_phase
 
 

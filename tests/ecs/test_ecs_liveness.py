@@ -19,7 +19,7 @@ from chroma_orch.db.models import Event
 from chroma_orch.settings import EcsSettings, HeartbeatSettings, ProxySettings
 from tests.e2e.service import free_port
 from tests.ecs.conftest import EcsService, cluster_tasks
-from tests.ecs.test_ecs_address_reuse import QUARANTINE, SHARED_IP, OneAddressEcs
+from tests.ecs.one_address import QUARANTINE, SHARED_IP, OneAddressEcs
 from tests.helpers import bearer, create_tenant, wait_for, wait_phase
 
 
