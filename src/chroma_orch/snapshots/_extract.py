@@ -31,7 +31,7 @@ def extract(reader: QueueReader, into: Path, expected_sha256: str | None) -> Man
     digest = hashlib.sha256()
     reader.observers.append(digest.update)
     decompressed = zstandard.ZstdDecompressor().stream_reader(
-        reader, read_size=CHUNK, read_across_frames=True
+        cast(IO[bytes], reader), read_size=CHUNK, read_across_frames=True
     )
     try:
         manifest = _extract_all(cast(IO[bytes], decompressed), into)
@@ -71,7 +71,7 @@ def _extract_all(decompressed: IO[bytes], into: Path) -> Manifest:
     tar, manifest = _open_tar(decompressed)
     files = total = 0
     try:
-        for member in tar:
+        while (member := tar.next()) is not None:  # (iterating would restart at the manifest)
             target = _target(member, into)
             if member.isdir():
                 target.mkdir(mode=0o755, parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import stat
 import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import IO, cast
 
 import zstandard
 
@@ -91,9 +92,14 @@ def write_archive(
     """The whole archive into ``writer``; blocking, for a worker thread."""
     compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     with (
-        compressor.stream_writer(writer, write_size=CHUNK, closefd=False) as compressed,
-        tarfile.open(
-            fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
+        compressor.stream_writer(
+            cast(IO[bytes], writer), write_size=CHUNK, closefd=False
+        ) as compressed,
+        tarfile.TarFile(
+            fileobj=cast(IO[bytes], compressed),
+            mode="w",
+            format=tarfile.PAX_FORMAT,
+            copybufsize=CHUNK,
         ) as tar,
     ):
         raw = manifest.to_json()

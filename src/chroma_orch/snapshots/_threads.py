@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 Emit = Callable[[bytes], None]
@@ -146,6 +146,7 @@ async def _put_unless_done(
     queue: asyncio.Queue[bytes | None], item: bytes | None, worker: asyncio.Future[T]
 ) -> None:
     putter = asyncio.ensure_future(queue.put(item))
-    await asyncio.wait({putter, worker}, return_when=asyncio.FIRST_COMPLETED)
+    either: set[asyncio.Future[Any]] = {putter, worker}
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     if not putter.done():
         putter.cancel()
