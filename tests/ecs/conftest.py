@@ -22,7 +22,6 @@ import httpx
 import pytest
 from aiobotocore.config import AioConfig
 from fastapi import FastAPI
-from moto.server import ThreadedMotoServer
 
 from chroma_orch.app import create_app
 from chroma_orch.reconciler.loop import Reconciler
@@ -31,6 +30,7 @@ from chroma_orch.settings import EcsSettings, ReconcilerSettings
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.ecs.aws_behaviour import AwsBehaviour, AwsBehaviourProxy
 from tests.helpers import wait_for
+from tests.moto_server import run_moto_server
 
 REGION = "us-east-1"
 CLUSTER = "tenants"
@@ -49,22 +49,14 @@ TASK_TRUST = json.dumps(
 )
 
 
+moto_url = pytest.fixture(scope="session", name="moto_url")(run_moto_server)
+
+
 def _moto_api(url: str, path: str, body: dict[str, Any] | None = None) -> None:
     data = json.dumps(body or {}).encode()
     request = urllib.request.Request(url + path, data=data, method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
         response.read()
-
-
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
