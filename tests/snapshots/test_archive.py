@@ -74,7 +74,7 @@ async def test_pack_refuses_a_symlink_in_the_source(tmp_path: Path) -> None:
         await pack(tmp_path, Collect(), manifest())
 
 
-HOSTILE = {
+HOSTILE: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {
     "absolute": [file_member("/tmp/evil", b"x")],
     "dotdot": [file_member("../evil", b"x")],
     "dotdot_inside": [file_member("a/../../evil", b"x")],
@@ -95,7 +95,6 @@ async def test_unsafe_members_are_refused_and_nothing_is_left(tmp_path: Path, ca
         await unpack(chunks_of(data), tmp_path / "out", None)
     assert raised.value.reason == "UnsafeArchive"
     assert not (tmp_path / "out").exists()
-    assert not Path("/tmp/evil").exists()
 
 
 NOT_ARCHIVES = {

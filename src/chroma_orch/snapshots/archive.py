@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -88,7 +88,7 @@ async def pack_stream(
     level: int = _pack.LEVEL,
     threads: int = _pack.THREADS,
     on_done: Callable[[ArchiveInfo], None] | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The archive of ``source`` (a quiesced copy of a persist directory) as chunks of
     compressed bytes; ``manifest``'s counts are filled in from ``source``. Refuses
     (``UnsafeArchiveError``) a directory holding anything but directories and regular
