@@ -15,7 +15,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from chroma_orch import __version__, dashboard, dataplane, process_tuning
 from chroma_orch.api import dataplane as dataplane_api
 from chroma_orch.api import events as events_api
-from chroma_orch.api import health, instances, metrics, seed, tenants
+from chroma_orch.api import health, instances, metrics, seed, snapshots, tenants
 from chroma_orch.api.problems import install_error_handlers
 from chroma_orch.context import AppContext
 from chroma_orch.db.embedded import EmbeddedPostgres
@@ -31,6 +31,8 @@ from chroma_orch.db.statements import check_engine
 from chroma_orch.db.task_states import TaskStatesInDb
 from chroma_orch.domain.instances import InstancePolicy
 from chroma_orch.domain.limits import AuthFailures, RateLimiter
+from chroma_orch.domain.snapshot_store import build_store
+from chroma_orch.domain.snapshots import snapshot_policy
 from chroma_orch.domain.tenants import ensure_admin_token
 from chroma_orch.domain.token_cache import TOKENS_CHANNEL, TokenCache
 from chroma_orch.events import guard, stream
@@ -127,6 +129,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             public_url=settings.base_url if settings.proxy.enabled else None,
             max_concurrent_starts=settings.limits.max_concurrent_starts,
         )
+        store = build_store(settings)
         hub = EventHub()
         limiter = RateLimiter(settings.limits.requests_per_second, settings.limits.burst)
         listener = PgListener(url, settings.reconciler.replica_id)
@@ -152,6 +155,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             loops,
             stream=await stream.start(sessions, settings.events, loops, listener),
             guard=guard.start(sessions, settings.events.max_sockets_per_token, loops, listener),
+            snapshot_policy=snapshot_policy(settings),
+            store=store,
         )
         ctx.migrations_at_head = settings.migrate_on_start
         app.state.ctx = ctx
@@ -167,7 +172,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 pre_ping=False,
             )
             stack.push_async_callback(work_engine.dispose)
-            reconciler = Reconciler(create_session_factory(work_engine), runtime, settings)
+            reconciler = Reconciler(
+                create_session_factory(work_engine), runtime, settings, store=store
+            )
             listener.subscribe(INTENTS_CHANNEL, reconciler.wake)
             reconciler.register(loops)
             stack.push_async_callback(reconciler.abandon)
@@ -201,7 +208,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     # The data plane first: /i/... is the hot path and is matched before anything else.
-    for module in (dataplane_api, instances, tenants, seed, health, metrics, events_api):
+    routers = (dataplane_api, instances, snapshots, tenants, seed, health, metrics, events_api)
+    for module in routers:
         app.include_router(module.router)
     dashboard.mount(app)
     app.add_middleware(RequestContextMiddleware)

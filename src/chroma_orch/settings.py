@@ -314,6 +314,53 @@ class LimitsSettings(BaseModel):
     )
 
 
+class SnapshotSettings(BaseModel):
+    """Where instances' snapshots are kept, and how hard storing one is tried
+    (docs/data.md)."""
+
+    store: Literal["local", "s3"] = Field(
+        "local",
+        description="Where snapshot archives are kept: 'local', a directory on this host "
+        "(the local runtime's default), or 's3', a bucket (s3_bucket).",
+    )
+    dir: Path | None = Field(
+        None, description="The local store's directory; default: DATA_DIR/snapshots."
+    )
+    s3_bucket: str | None = Field(None, description="The S3 store's bucket (store 's3').")
+    s3_prefix: str = Field(
+        "chroma-orch/", description="Key prefix of every archive in the S3 store's bucket."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint to use instead of AWS's own (an S3-compatible store)."
+    )
+    s3_region: str | None = Field(
+        None, description="The bucket's region; default: the AWS configuration's."
+    )
+    max_per_tenant: int = Field(
+        100,
+        ge=0,
+        description="Snapshots a tenant may keep; a manual or scheduled snapshot past it "
+        "is refused with 429 (quota_exceeded). Safety snapshots (pre_delete, pre_restore, "
+        "pre_upgrade) are never refused, but count.",
+    )
+    max_bytes_per_tenant: int = Field(
+        100 * 2**30,
+        ge=0,
+        description="Bytes of archives a tenant may keep; past it, as max_per_tenant.",
+    )
+    attempts: int = Field(
+        5,
+        ge=1,
+        le=50,
+        description="Tries of a snapshot (or a restore's read) while the store is "
+        "unavailable, with exponential backoff, before it fails with StoreUnavailable.",
+    )
+
+    def directory(self, data_dir: Path) -> Path:
+        """The local store's directory."""
+        return (self.dir or data_dir / "snapshots").expanduser().resolve()
+
+
 class EmbeddedDatabaseSettings(BaseModel):
     """The PostgreSQL cluster started when no database URL is given."""
 
@@ -428,6 +475,7 @@ class Settings(BaseSettings):
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     culling: CullingSettings = Field(default_factory=CullingSettings)
+    snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
 
     @field_validator("runtime")
     @classmethod
@@ -448,6 +496,12 @@ class Settings(BaseSettings):
                 "local.system_user must differ from embedded_db.system_user: a tenant's "
                 "server must not reach PostgreSQL's files and socket"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _s3_store_has_bucket(self) -> Settings:
+        if self.snapshots.store == "s3" and not self.snapshots.s3_bucket:
+            raise ValueError("snapshots.store 's3' needs snapshots.s3_bucket")
         return self
 
     @model_validator(mode="after")

@@ -440,7 +440,11 @@ async def _one_pass(reconciler: Reconciler, instance_id: str) -> Decision:
         await session.commit()
     (inst,) = [i for i in claimed if str(i.id) == instance_id]
     worker = InstanceReconciler(
-        inst, runtime=reconciler.runtime, sessions=reconciler.sessions, settings=reconciler.settings
+        inst,
+        runtime=reconciler.runtime,
+        sessions=reconciler.sessions,
+        settings=reconciler.settings,
+        store=reconciler.store,
     )
     return await worker.reconcile()
 

@@ -26,7 +26,13 @@ async def _victim(client: httpx.AsyncClient) -> dict[str, str]:
         "/v1/instances", json={"name": "secret-name"}, headers=bearer(token)
     )
     instance = created.json()["instance"]
-    return {"tenant_id": tenant_id, "instance_id": instance["id"], "token": token}
+    snapshot = await client.post(f"/v1/instances/{instance['id']}/snapshots", headers=bearer(token))
+    return {
+        "tenant_id": tenant_id,
+        "instance_id": instance["id"],
+        "snapshot_id": snapshot.json()["id"],
+        "token": token,
+    }
 
 
 async def _tokens(client: httpx.AsyncClient, app: FastAPI) -> dict[str, str | None]:
@@ -62,6 +68,7 @@ def _body(method: str, template: str, victim: dict[str, str]) -> dict[str, Any] 
         ("POST", "/launch"): {"user_id": "victim"},
         ("PATCH", "/v1/instances/{instance_id}"): {"idle_timeout_seconds": 60},
         ("PATCH", "/v1/tenants/{tenant_id}"): {"idle_timeout_seconds": 60},
+        ("POST", "/v1/instances/{instance_id}/restore"): {"snapshot_id": victim["snapshot_id"]},
     }
     return bodies.get((method, template))
 
@@ -76,6 +83,7 @@ def _operations(
         path = (
             template.replace("{instance_id}", victim["instance_id"])
             .replace("{tenant_id}", victim["tenant_id"])
+            .replace("{snapshot_id}", victim["snapshot_id"])
             .replace("{token_id}", str(uuid.uuid4()))
             .replace("{user_id}", "victim")
             .replace("{path}", "api/v2/heartbeat")

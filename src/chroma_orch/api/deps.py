@@ -18,6 +18,7 @@ from chroma_orch.db.outbox import commit, discard_pending
 from chroma_orch.domain.auth import authenticate
 from chroma_orch.domain.instances import InstanceService
 from chroma_orch.domain.principal import Principal
+from chroma_orch.domain.snapshots import SnapshotService
 from chroma_orch.domain.tenants import TenantService
 from chroma_orch.telemetry.context import log_context
 
@@ -93,4 +94,13 @@ async def get_tenants(session: Session, principal: CurrentPrincipal, ctx: Contex
 
 
 Instances = Annotated[InstanceService, Depends(get_instances)]
+
+
+async def get_snapshots(
+    session: Session, principal: CurrentPrincipal, ctx: Context, instances: Instances
+) -> SnapshotService:
+    return SnapshotService(session, principal, instances, ctx.snapshot_policy)
+
+
+Snapshots = Annotated[SnapshotService, Depends(get_snapshots)]
 Tenants = Annotated[TenantService, Depends(get_tenants)]

@@ -227,3 +227,14 @@ MARK_FAILED = fenced_write(
     releases_lease=True,
 )
 """Failed for good at this generation: the intents failed, converged."""
+RECORD_DATA_LOADED = fenced_write("record_data_loaded", ("restore_snapshot_id",))
+"""The data a restore (clone, import, undelete) named is in place; the start follows."""
+MARK_RESTORE_FAILED = fenced_write(
+    "mark_restore_failed",
+    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation", "restore_snapshot_id"),
+    settles=True,
+    frees_port=True,
+    releases_lease=True,
+)
+"""The data a restore named could not be loaded (the instance kept its own): failed
+at this generation, the restore given up, the intents failed."""

@@ -149,6 +149,12 @@ class Instance(TimestampMixin, Base):
     wake_on_request: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     culled_at: Mapped[datetime | None]
     """Set when the culler stopped the instance for idleness; cleared by any request."""
+    restore_snapshot_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("snapshots.id", use_alter=True)
+    )
+    """Data to load before the next start (a restore, a clone, an import, an undelete);
+    the reconciler clears it once the data is in place. A snapshot named here cannot
+    be deleted."""
 
 
 class IntentStatus(enum.StrEnum):
@@ -247,6 +253,77 @@ class TaskState(Base):
     version: Mapped[int] = mapped_column(BigInteger)
     doc: Mapped[dict[str, Any]] = mapped_column(JSONB)
     checked_at: Mapped[datetime] = mapped_column(server_default=func.clock_timestamp())
+
+
+class SnapshotKind(enum.StrEnum):
+    """Why a snapshot was taken."""
+
+    MANUAL = "manual"
+    """Asked for through the API."""
+    SCHEDULED = "scheduled"
+    """Taken by a snapshot schedule; pruned by its ``keep``."""
+    PRE_DELETE = "pre_delete"
+    """Taken as the instance was deleted: what an undelete restores."""
+    PRE_UPGRADE = "pre_upgrade"
+    """Taken before an upgrade of the instance's server."""
+    PRE_RESTORE = "pre_restore"
+    """The data a restore replaced: restoring it undoes the restore."""
+    IMPORT = "import"
+    """An archive uploaded to create an instance from."""
+
+
+class SnapshotPhase(enum.StrEnum):
+    """Where a snapshot stands (``domain/snapshot_states.py`` has the transitions)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    READY = "ready"
+    FAILED = "failed"
+    DELETING = "deleting"
+
+
+OPEN_SNAPSHOT = (SnapshotPhase.PENDING, SnapshotPhase.RUNNING, SnapshotPhase.DELETING)
+"""Phases the reconciler has yet to carry out (the partial index ``ix_snapshots_open``)."""
+
+
+class Snapshot(Base):
+    """An instance's data at one moment, as an archive in the snapshot store (or a
+    runtime's own snapshot, e.g. of an EBS volume). Written ``pending`` by the API,
+    carried out by the reconciler under its instance's lease (``domain/snapshot_states.py``)."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (
+        Index("ix_snapshots_instance_created", "instance_id", "created_at"),
+        Index(
+            "ix_snapshots_open",
+            "instance_id",
+            "created_at",
+            postgresql_where=text("phase IN ('pending', 'running', 'deleting')"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    instance_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    phase: Mapped[str] = mapped_column(String(16))
+    failure_reason: Mapped[str | None] = mapped_column(String(64))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    checksum: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 (hex) of the archive as stored."""
+    chroma_version: Mapped[str | None] = mapped_column(String(32))
+    store: Mapped[str] = mapped_column(String(16))
+    """Where it lives: ``local`` or ``s3`` (an archive), ``ebs`` (an EBS snapshot)."""
+    location: Mapped[str | None] = mapped_column(Text)
+    """The store's key of the archive, or the runtime's snapshot id."""
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
 class Event(Base):

@@ -77,7 +77,7 @@ def _values(table: Any, columns: Sequence[str], prefix: str = "") -> list[Any]:
 _NEW_INSTANCE = (
     "id", "tenant_id", "name", "runtime", "spec", "desired_state", "phase", "generation",
     "observed_generation", "restart_generation", "restart_count", "error_count",
-    "keep_data", "idle_timeout_seconds", "wake_on_request",
+    "keep_data", "idle_timeout_seconds", "wake_on_request", "restore_snapshot_id",
 )  # fmt: skip
 """The columns a new instance is written with (the others have server defaults)."""
 _NEW_INTENT = (
@@ -192,9 +192,13 @@ _CHANGE = {
         INSTANCES.c.restart_count,
     ),
     "keep_data": func.coalesce(bindparam("keep_data", type_=Boolean), INSTANCES.c.keep_data),
+    "restore_snapshot_id": func.coalesce(
+        bindparam("restore_snapshot_id", type_=INSTANCES.c.restore_snapshot_id.type),
+        INSTANCES.c.restore_snapshot_id,
+    ),
 }
-"""A desired-state change (``restart_generation``, ``restart_count`` and
-``keep_data`` kept when NULL)."""
+"""A desired-state change (``restart_generation``, ``restart_count``, ``keep_data``
+and ``restore_snapshot_id`` kept when NULL)."""
 
 
 def _current(change: bool, touch: bool) -> CTE:
@@ -274,7 +278,12 @@ async def add_intent(
     params: dict[str, Any] = {"generation": generation, "instance_id": intent["instance_id"]}
     params |= {f"intent_{k}": v for k, v in {"id": uuid.uuid4(), **intent}.items()}
     if change is not None:
-        params |= {"restart_generation": None, "restart_count": None, "keep_data": None}
+        params |= {
+            "restart_generation": None,
+            "restart_count": None,
+            "keep_data": None,
+            "restore_snapshot_id": None,
+        }
         params |= change
     else:
         params["reuse"] = list(reuse)

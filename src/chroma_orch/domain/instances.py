@@ -39,6 +39,7 @@ from chroma_orch.domain.schemas import (
     InstanceRead,
     InstanceUpdate,
 )
+from chroma_orch.domain.snapshot_access import restorable_snapshot
 from chroma_orch.domain.states import (
     ACTION_TARGETS,
     Action,
@@ -179,7 +180,11 @@ def _refuse(counts: Mapping[str, Any], name: str, policy: InstancePolicy) -> Non
 
 
 def _change(
-    action: Action, instance: Instance, keep_data: bool, culled_at: datetime | None = None
+    action: Action,
+    instance: Instance,
+    keep_data: bool,
+    culled_at: datetime | None = None,
+    restore_from: uuid.UUID | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Apply a request that changes the desired state to ``instance``: the columns
     it writes, and its event."""
@@ -190,10 +195,12 @@ def _change(
         "generation": generation,
         "culled_at": culled_at,  # None: a request from a person, not idle any more
     }
-    if action is Action.RESTART:
+    if action in (Action.RESTART, Action.RESTORE):
         changes["restart_generation"] = generation
-    if action in (Action.START, Action.RESTART):
+    if action in (Action.START, Action.RESTART, Action.RESTORE):
         changes["restart_count"] = 0
+    if action is Action.RESTORE:
+        changes["restore_snapshot_id"] = restore_from
     if action is Action.DELETE:
         changes["keep_data"] = keep_data
     for column, value in changes.items():
@@ -266,6 +273,12 @@ class InstanceService:
             replay = await self._replay(tenant_id, idempotency_key, fingerprint)
             if replay is not None:
                 return replay
+        restore_from = None
+        if data.from_snapshot is not None:  # a clone: the snapshot's data, then a start
+            source = await restorable_snapshot(
+                self.session, self.principal, data.from_snapshot, tenant_id
+            )
+            restore_from = source.id
         instance_id = uuid.uuid4()
         desired = {"desired_state": DesiredState.RUNNING.value, "generation": 1}
         created = event_row(
@@ -294,6 +307,7 @@ class InstanceService:
                     "keep_data": False,
                     "idle_timeout_seconds": data.idle_timeout_seconds,
                     "wake_on_request": data.wake_on_request,
+                    "restore_snapshot_id": restore_from,
                 },
                 _intent_values(tenant_id, Action.CREATE, 1, False, idempotency_key, fingerprint),
                 admission={"max_per_tenant": limits[0], "max_starts": limits[1]},
@@ -327,6 +341,7 @@ class InstanceService:
         *,
         keep_data: bool = False,
         culled_at: datetime | None = None,
+        restore_from: uuid.UUID | None = None,
     ) -> tuple[Instance, Intent] | None:
         """Write the action's desired state, intent and event, in one statement, if
         ``instance`` is still at the generation it was read at (else None). A repeat
@@ -340,7 +355,7 @@ class InstanceService:
         if changes_desired(action, desired, phase):
             if action in (Action.START, Action.RESTART):
                 await check_concurrent_starts(self.session, self.policy.max_concurrent_starts)
-            changes, event = _change(action, instance, keep_data, culled_at)
+            changes, event = _change(action, instance, keep_data, culled_at, restore_from)
             events.append(event)
         converged = changes is None and instance.observed_generation >= instance.generation
         target = instance.generation  # the new one, for a change

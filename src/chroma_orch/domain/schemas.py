@@ -17,7 +17,7 @@ from pydantic import (
     field_validator,
 )
 
-from chroma_orch.db.models import IntentStatus
+from chroma_orch.db.models import IntentStatus, SnapshotKind, SnapshotPhase
 from chroma_orch.domain.states import Action, DesiredState, Phase
 from chroma_orch.runtimes.base import StartPhase
 
@@ -130,6 +130,11 @@ class InstanceCreate(_Input):
         False,
         description="A proxied request to the instance after it was culled starts it again "
         "and is held until it runs.",
+    )
+    from_snapshot: uuid.UUID | None = Field(
+        None,
+        description="Start from a copy of this ready snapshot's data (a clone): one of the "
+        "tenant's own, or any for an admin token.",
     )
 
 
@@ -271,3 +276,41 @@ def seed_view(instance: InstanceRead, user_id: str) -> dict[str, Any]:
         "status": instance.phase.value,
         "port": instance.endpoint.port if instance.endpoint else None,
     }
+
+
+class SnapshotCreate(_Input):
+    """A snapshot request (nothing to choose yet: the body may be empty)."""
+
+
+class SnapshotRead(_Output):
+    id: uuid.UUID
+    instance_id: uuid.UUID
+    tenant_id: uuid.UUID
+    kind: SnapshotKind = Field(
+        description="Why it was taken: manual, scheduled, pre_delete (an undelete restores "
+        "it), pre_upgrade, pre_restore (restoring it undoes a restore), import."
+    )
+    phase: SnapshotPhase = Field(
+        description="pending, then running, then ready or failed; deleting while a DELETE "
+        "removes it."
+    )
+    failure: FailureRead | None = None
+    size_bytes: int | None = Field(None, description="Size of the archive as stored.")
+    checksum: str | None = Field(None, description="SHA-256 (hex) of the archive as stored.")
+    chroma_version: str | None = Field(None, description="Chroma version that wrote the data.")
+    store: str = Field(description="Where it is kept: local, s3 (an archive) or ebs.")
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class SnapshotPage(BaseModel):
+    items: list[SnapshotRead]
+
+
+class RestoreRequest(_Input):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"snapshot_id": "0b6f9c1e-8a4e-4a57-9f4e-3f1c2a7d9b10"}]}
+    )
+
+    snapshot_id: uuid.UUID = Field(description="The ready snapshot whose data to restore.")

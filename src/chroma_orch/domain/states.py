@@ -33,6 +33,7 @@ class Action(enum.StrEnum):
     STOP = "stop"
     RESTART = "restart"
     DELETE = "delete"
+    RESTORE = "restore"
 
 
 _P = Phase
@@ -56,14 +57,17 @@ ACTION_TARGETS: dict[Action, DesiredState] = {
     Action.STOP: _D.STOPPED,
     Action.RESTART: _D.RUNNING,
     Action.DELETE: _D.DELETED,
+    Action.RESTORE: _D.RUNNING,
 }
 
 # Which actions are allowed, by the instance's current desired state and phase.
 # Restart needs a server that should be running; nothing but a repeated delete
 # may touch an instance that is being deleted.
 _ACTIONS_BY_DESIRED: dict[DesiredState, frozenset[Action]] = {
-    _D.RUNNING: frozenset({Action.START, Action.STOP, Action.RESTART, Action.DELETE}),
-    _D.STOPPED: frozenset({Action.START, Action.STOP, Action.DELETE}),
+    _D.RUNNING: frozenset(
+        {Action.START, Action.STOP, Action.RESTART, Action.DELETE, Action.RESTORE}
+    ),
+    _D.STOPPED: frozenset({Action.START, Action.STOP, Action.DELETE, Action.RESTORE}),
     _D.DELETED: frozenset({Action.DELETE}),
 }
 
@@ -87,9 +91,9 @@ def check_phase(current: Phase, new: Phase) -> None:
 def changes_desired(action: Action, desired: DesiredState, phase: Phase) -> bool:
     """Whether ``action`` is a new request (bumps the generation) or a repeat of one.
 
-    Starting a failed instance is a new request (a retry); restart always is.
+    Starting a failed instance is a new request (a retry); restart and restore always are.
     """
-    if action is Action.RESTART:
+    if action in (Action.RESTART, Action.RESTORE):
         return True
     if action is Action.START and phase is Phase.FAILED:
         return True

@@ -35,6 +35,10 @@ class Failed:
 Decision = Done | RequeueAfter | Failed
 
 
+class LeaseLostError(Exception):
+    """Another replica owns the instance now; stop working on it."""
+
+
 def released(decision: Decision) -> bool:
     """Whether the pass's last write gave the lease back (else the loop does)."""
     return isinstance(decision, Failed) or (isinstance(decision, Done) and decision.released)

@@ -17,14 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db import instance_writes as writes
 from chroma_orch.db.instance_writes import Fence, FencedWrite
-from chroma_orch.db.models import Instance
+from chroma_orch.db.models import Instance, Snapshot, SnapshotKind, SnapshotPhase
 from chroma_orch.db.outbox import commit, event_row
 from chroma_orch.domain.states import DesiredState, Phase, check_phase
 from chroma_orch.domain.status import status_view
 from chroma_orch.errors import NoPortAvailableError
-from chroma_orch.reconciler import start_phases
-from chroma_orch.reconciler.decisions import Decision, Done, Failed, RequeueAfter
+from chroma_orch.reconciler import queue, start_phases
+from chroma_orch.reconciler.decisions import Decision, Done, Failed, LeaseLostError, RequeueAfter
 from chroma_orch.reconciler.heartbeat import UNRESPONSIVE, unresponsive, unresponsive_message
+from chroma_orch.reconciler.snapshots import DataWork, RestoreFailure
 from chroma_orch.runtimes.base import (
     Endpoint,
     ExitCause,
@@ -35,18 +36,17 @@ from chroma_orch.runtimes.base import (
     Runtime,
     StartFailedError,
     StartPhase,
+    data_directories,
 )
 from chroma_orch.settings import Settings
+from chroma_orch.snapshots.store import SnapshotStore
 from chroma_orch.telemetry.metrics import LAUNCH_TO_RUNNING
 
 log = logging.getLogger(__name__)
 
 _PORT_RACE_RETRIES = 3
 _QUICK_READY = 2.0
-
-
-class LeaseLostError(Exception):
-    """Another replica owns the instance now; stop working on it."""
+_QUIESCE_POLL = 0.2
 
 
 def _endpoint_values(endpoint: Endpoint | None) -> dict[str, Any]:
@@ -66,12 +66,22 @@ class InstanceReconciler:
         runtime: Runtime,
         sessions: async_sessionmaker[AsyncSession],
         settings: Settings,
+        store: SnapshotStore,
     ) -> None:
         self.inst = inst
         self.runtime = runtime
         self.sessions = sessions
         self.settings = settings
         self.owner = settings.reconciler.replica_id
+        self.data = DataWork(
+            inst,
+            Fence(inst.id, self.owner),
+            files=data_directories(runtime),
+            store=store,
+            sessions=sessions,
+            settings=settings.snapshots,
+            work_root=settings.data_dir,
+        )
         self.due_again = False
         """Whether the write that gave the lease back found the instance due again
         (a request came in while this pass worked on it)."""
@@ -158,7 +168,89 @@ class InstanceReconciler:
             return await self._delete(observation)
         if desired is DesiredState.STOPPED:
             return await self._stop(observation, final=Phase.STOPPED)
+        if inst.restore_snapshot_id is not None:
+            if (pending := await self._halt(observation)) is not None:
+                return pending
+            if (pending := await self._restore()) is not None:
+                return pending
+            return await self._run(None)
+        if (pending := await self._snapshots(observation)) is not None:
+            return pending
         return await self._run(observation)
+
+    # -- data: snapshots and restores (``reconciler/snapshots.py``) ------------------
+
+    async def _snapshots(self, observation: Observation | None) -> Decision | None:
+        """Carry out the open snapshots; a decision when the pass ends here (a server
+        was quiesced for a copy, or a snapshot waits for the store)."""
+        data = self.data
+        while (snapshot := await data.next_open()) is not None:
+            if snapshot.phase == SnapshotPhase.DELETING:
+                if not await data.delete(snapshot):
+                    break
+            elif data.files is None:
+                await data.fail_unsupported(snapshot, self.runtime.name)
+            elif data.copy_of(snapshot) is None and self._live(observation):
+                return await self._quiesce(snapshot)
+            elif not await data.store_data(snapshot):
+                break
+        if data.retry_in is not None:
+            return RequeueAfter(data.retry_in)
+        return None
+
+    async def _quiesce(self, snapshot: Snapshot) -> Decision:
+        """Stop the live server, copy its data for ``snapshot`` and start it again at
+        once (the pause clients see); the next pass packs the copy."""
+        handle = self.handle
+        assert handle is not None
+        await self.runtime.stop(handle)
+        after = await self._observe()
+        if after is not None and after.state is not ObservedState.EXITED:
+            return RequeueAfter(_QUIESCE_POLL)  # still stopping
+        await self.write(writes.RECORD_SERVER_GONE, handle=None, **_endpoint_values(None))
+        await self.data.capture(snapshot)
+        async with self.sessions() as session:  # the copy is packed by the next pass
+            await queue.mark_due(session, [self.inst.id])
+            await session.commit()
+        return await self._start()
+
+    async def _restore(self) -> Decision | None:
+        """Load the data the instance's restore names (its server gone), after its
+        ``pre_restore`` snapshot; None once loaded, else the pass's decision."""
+        inst = self.inst
+        if (pending := await self._snapshots(None)) is not None:
+            return pending
+        failure: RestoreFailure | None = None
+        if await self.data.latest_failed(SnapshotKind.PRE_RESTORE):
+            failure = RestoreFailure(
+                "PreRestoreSnapshotFailed",
+                "the snapshot of the data a restore would replace failed; the data is kept",
+            )
+        if failure is None and inst.restore_snapshot_id is not None:
+            failure = await self.data.load(inst.restore_snapshot_id)
+        if failure is not None:
+            return await self._restore_failed(failure)
+        loaded = {"snapshot_id": str(inst.restore_snapshot_id)}
+        await self.write(
+            writes.RECORD_DATA_LOADED, restore_snapshot_id=None, event=("instance.restored", loaded)
+        )
+        return None
+
+    async def _restore_failed(self, failure: RestoreFailure) -> Decision:
+        message = f"{failure.message} (the instance kept its data)"
+        await self.write(
+            writes.MARK_RESTORE_FAILED,
+            phase=Phase.FAILED,
+            handle=None,
+            failure_reason=failure.reason,
+            failure_message=message,
+            observed_generation=self.inst.generation,
+            restore_snapshot_id=None,
+            error=f"{failure.reason}: {message}",
+            event=("instance.restore_failed", {"reason": failure.reason, "message": message}),
+            **_endpoint_values(None),
+        )
+        return Failed(failure.reason)
 
     @property
     def handle(self) -> Handle | None:
@@ -208,6 +300,15 @@ class InstanceReconciler:
     async def _stop(self, observation: Observation | None, final: Phase) -> Decision:
         if (pending := await self._halt(observation)) is not None:
             return pending
+        if self.inst.restore_snapshot_id is not None:  # stopped meanwhile: load the data
+            pending = await self._restore()
+        else:
+            pending = await self._snapshots(None)
+        if pending is not None:
+            return pending
+        return await self._mark_stopped(final)
+
+    async def _mark_stopped(self, final: Phase) -> Decision:
         await self.write(
             writes.MARK_STOPPED,
             phase=final,
@@ -224,8 +325,13 @@ class InstanceReconciler:
             return pending
         if (unsure := self._unrecorded_launch_window()) > 0:
             return RequeueAfter(unsure)
-        await self.runtime.delete(str(self.inst.id), self.handle, self.inst.keep_data)
-        return await self._stop(None, final=Phase.DELETED)
+        if (pending := await self._snapshots(None)) is not None:
+            return pending  # the pre_delete snapshot first
+        if self.inst.restore_snapshot_id is not None:
+            await self.write(writes.RECORD_DATA_LOADED, restore_snapshot_id=None)  # given up
+        keep = self.inst.keep_data or await self.data.latest_failed(SnapshotKind.PRE_DELETE)
+        await self.runtime.delete(str(self.inst.id), self.handle, keep)
+        return await self._mark_stopped(Phase.DELETED)
 
     def _unrecorded_launch_window(self) -> float:
         """Seconds before a delete may trust the runtime's listing. A start records

@@ -23,14 +23,22 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.models import Instance
 from chroma_orch.db.outbox import commit
+from chroma_orch.domain.snapshot_store import build_store
 from chroma_orch.domain.states import DesiredState, Phase
 from chroma_orch.loops import Loops
 from chroma_orch.reconciler import queue, start_phases
-from chroma_orch.reconciler.decisions import Decision, RequeueAfter, released, requeue_time
+from chroma_orch.reconciler.decisions import (
+    Decision,
+    LeaseLostError,
+    RequeueAfter,
+    released,
+    requeue_time,
+)
 from chroma_orch.reconciler.heartbeat import heartbeat_once
-from chroma_orch.reconciler.instance import InstanceReconciler, LeaseLostError
+from chroma_orch.reconciler.instance import InstanceReconciler
 from chroma_orch.runtimes.base import Handle, Observation, ObservedState, Runtime
 from chroma_orch.settings import Settings
+from chroma_orch.snapshots.store import SnapshotStore
 from chroma_orch.telemetry.context import bind
 from chroma_orch.telemetry.metrics import RECONCILE_PASSES, RECONCILE_SECONDS
 
@@ -51,10 +59,13 @@ class Reconciler:
         sessions: async_sessionmaker[AsyncSession],
         runtime: Runtime,
         settings: Settings,
+        store: SnapshotStore | None = None,
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
         self.settings = settings
+        self.store = store if store is not None else build_store(settings)
+        """Where the instances' snapshots are kept (default: as the settings say)."""
         self.config = settings.reconciler
         self.owner = self.config.replica_id
         self.lease = timedelta(seconds=self.config.lease_seconds)
@@ -210,6 +221,7 @@ class Reconciler:
                 runtime=self.runtime,
                 sessions=self.sessions,
                 settings=self.settings,
+                store=self.store,
             )
             decision = await worker.reconcile()
         except LeaseLostError:

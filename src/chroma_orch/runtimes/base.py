@@ -49,6 +49,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
@@ -213,6 +214,31 @@ class Preflight(Protocol):
 
     async def preflight(self) -> None:
         """Raise ``RuntimeMisconfiguredError`` naming every problem, or return."""
+
+
+@runtime_checkable
+class DataDirectories(Protocol):
+    """A runtime whose servers keep their data in a directory this host can read (the
+    local runtime; optional). Snapshots are archives of that directory, made while the
+    instance's server does not run, and a restore replaces it (docs/data.md)."""
+
+    def data_path(self, instance_id: str) -> Path:
+        """The instance's data directory (it may not exist yet). Read it only while the
+        instance's server does not run: Chroma writes its files in place."""
+
+    async def replace_data(self, instance_id: str, fill: Callable[[Path], Awaitable[None]]) -> None:
+        """Make the instance's data what ``fill`` writes into a new directory (given
+        to it, not existing yet, on the data's own filesystem), atomically: when
+        ``fill`` raises, the data is untouched and nothing it wrote is left; a crash at
+        any point leaves the old data or the new, never a mix (the next call, or the
+        next start, finishes or undoes a swap a crash interrupted). The instance's
+        server must not run."""
+
+
+def data_directories(runtime: object) -> DataDirectories | None:
+    """``runtime`` as ``DataDirectories`` (through a wrapper's ``inner``), or None."""
+    inner = getattr(runtime, "inner", runtime)
+    return inner if isinstance(inner, DataDirectories) else None
 
 
 ExitCallback = Callable[[str], None]

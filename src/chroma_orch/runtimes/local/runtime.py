@@ -1,7 +1,9 @@
 """The ``local`` runtime: each instance is a Chroma server process on this host.
 
 Layout under ``data_dir``: ``instances/<id>/`` (server data), ``instances/<id>.lock``
-(held by the server for its lifetime, see ``chroma_launch``) and ``logs/<id>.log``.
+(held by the server for its lifetime, see ``chroma_launch``), ``logs/<id>.log``, and
+while a restore replaces the data, ``instances/<id>.incoming`` and ``.previous``
+(``data_swap``).
 Servers run in their own session and outlive the service; a restarted service finds
 them through their lock files (``discover``, or ``start`` adopting them). What a
 server may see and touch (environment, account, file modes): ``local_privilege``.
@@ -17,7 +19,7 @@ import signal
 import subprocess
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +40,7 @@ from chroma_orch.runtimes.base import (
     StartPhase,
 )
 from chroma_orch.runtimes.heartbeat import answers, heartbeats
+from chroma_orch.runtimes.local.data_swap import finish_swap, swap_in
 from chroma_orch.runtimes.local.launch import (
     DIR_IN_USE_TEXT,
     EXIT_DIR_IN_USE,
@@ -75,6 +78,11 @@ class _Paths:
     data: Path
     lock: Path
     log: Path
+
+    @property
+    def incoming(self) -> Path:
+        """Where a restore writes the data that replaces ``data``."""
+        return self.data.with_name(f"{self.data.name}.incoming")
 
 
 @dataclass
@@ -197,10 +205,30 @@ class LocalRuntime:
             await self.stop(found)
         self._children.pop(instance_id, None)
         paths.lock.unlink(missing_ok=True)
+        await asyncio.to_thread(finish_swap, paths.data)
+        await asyncio.to_thread(shutil.rmtree, paths.incoming, ignore_errors=True)
         if not keep_data:
             await asyncio.to_thread(shutil.rmtree, paths.data, ignore_errors=True)
             paths.log.unlink(missing_ok=True)
         log.info("deleted instance=%s keep_data=%s", instance_id, keep_data)
+
+    def data_path(self, instance_id: str) -> Path:
+        return self._paths(instance_id).data
+
+    async def replace_data(self, instance_id: str, fill: Callable[[Path], Awaitable[None]]) -> None:
+        """``fill`` writes ``instances/<id>.incoming``; then two renames swap it in
+        (the old data moves to ``instances/<id>.previous`` and is removed after): see
+        ``finish_swap`` for a crash between them."""
+        paths = self._paths(instance_id)
+        await asyncio.to_thread(finish_swap, paths.data)
+        await asyncio.to_thread(shutil.rmtree, paths.incoming, ignore_errors=True)
+        try:
+            await fill(paths.incoming)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, paths.incoming, ignore_errors=True)
+            raise
+        await asyncio.to_thread(swap_in, paths.incoming, paths.data)
+        log.info("replaced data instance=%s", instance_id)
 
     async def logs(self, instance_id: str, handle: Handle | None, tail: int) -> list[str]:
         path = Path(handle.data["log"]) if handle is not None else self._paths(instance_id).log
@@ -265,6 +293,7 @@ class LocalRuntime:
 
         def start() -> tuple[subprocess.Popen[bytes], int, float, float]:
             run_as = server_account(settings.system_user)
+            finish_swap(paths.data)  # before anything creates the data directory
             prepare_files(paths.data, paths.log, run_as)
             argv = server_command(settings, paths.data, paths.lock, host, port, run_as)
             env = server_environment(settings, paths.data, run_as)

@@ -1,0 +1,114 @@
+"""Snapshot rows: what the API writes, and the reconciler's fenced writes.
+
+The reconciler changes a snapshot only while it holds the lease of the snapshot's
+instance (``Fence``): a replica that lost the lease writes nothing, like its
+instance writes (``db/instance_writes.py``). Each write queues its event; the
+caller commits through ``db.outbox.commit``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, exists, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chroma_orch.db.instance_writes import Fence
+from chroma_orch.db.models import OPEN_SNAPSHOT, Instance, Snapshot, SnapshotPhase
+from chroma_orch.db.outbox import record_event
+
+
+def snapshot_view(snapshot: Snapshot) -> dict[str, Any]:
+    """What events say of a snapshot (its phase and what it became)."""
+    return {
+        "id": str(snapshot.id),
+        "kind": snapshot.kind,
+        "phase": snapshot.phase,
+        "failure_reason": snapshot.failure_reason,
+        "size_bytes": snapshot.size_bytes,
+        "checksum": snapshot.checksum,
+    }
+
+
+def _fenced(fence: Fence) -> ColumnElement[bool]:
+    return exists().where(Instance.id == fence.instance_id, Instance.lease_owner == fence.owner)
+
+
+async def next_open(session: AsyncSession, instance_id: uuid.UUID) -> Snapshot | None:
+    """The instance's oldest snapshot the reconciler has yet to carry out."""
+    query = (
+        select(Snapshot)
+        .where(Snapshot.instance_id == instance_id, Snapshot.phase.in_(OPEN_SNAPSHOT))
+        .order_by(Snapshot.created_at, Snapshot.id)
+        .limit(1)
+    )
+    return (await session.scalars(query)).first()
+
+
+async def add(session: AsyncSession, snapshot: Snapshot) -> Snapshot:
+    """A new snapshot row and its ``snapshot.created`` event."""
+    session.add(snapshot)
+    await session.flush()
+    record_event(
+        session,
+        type="snapshot.created",
+        instance_id=snapshot.instance_id,
+        tenant_id=snapshot.tenant_id,
+        after=snapshot_view(snapshot),
+    )
+    return snapshot
+
+
+async def mark_deleting(session: AsyncSession, snapshot: Snapshot) -> None:
+    """A DELETE: the reconciler removes the archive, then the row."""
+    await change(session, snapshot, {"phase": SnapshotPhase.DELETING.value})
+
+
+async def change(
+    session: AsyncSession,
+    snapshot: Snapshot,
+    values: Mapping[str, Any],
+    fence: Fence | None = None,
+) -> bool:
+    """Write ``values`` to ``snapshot`` (fenced on ``fence`` when given) with its
+    ``snapshot.phase_changed`` event; False when the fence was lost."""
+    before = snapshot_view(snapshot)
+    statement = update(Snapshot).where(Snapshot.id == snapshot.id)
+    if fence is not None:
+        statement = statement.where(_fenced(fence))
+    result = await session.execute(
+        statement.values(**values, updated_at=func.now()).returning(Snapshot.id)
+    )
+    if result.scalar_one_or_none() is None:
+        return False
+    for key, value in values.items():
+        setattr(snapshot, key, value)
+    if before != snapshot_view(snapshot):
+        record_event(
+            session,
+            type="snapshot.phase_changed",
+            instance_id=snapshot.instance_id,
+            tenant_id=snapshot.tenant_id,
+            before=before,
+            after=snapshot_view(snapshot),
+        )
+    return True
+
+
+async def remove(session: AsyncSession, snapshot: Snapshot, fence: Fence) -> bool:
+    """Delete the row (its archive is gone) with its ``snapshot.deleted`` event."""
+    result = await session.execute(
+        delete(Snapshot).where(Snapshot.id == snapshot.id, _fenced(fence)).returning(Snapshot.id)
+    )
+    if result.scalar_one_or_none() is None:
+        return False
+    record_event(
+        session,
+        type="snapshot.deleted",
+        instance_id=snapshot.instance_id,
+        tenant_id=snapshot.tenant_id,
+        before=snapshot_view(snapshot),
+    )
+    return True

@@ -1,0 +1,276 @@
+"""An instance's data operations, carried out in its reconcile pass under its lease:
+its open snapshots (oldest first) and the data a restore names.
+
+Never two at once per instance (one pass holds the lease), and every step can be
+redone after a crash:
+
+- a snapshot is captured from the instance's data directory while no server runs
+  (Chroma's SQLite and HNSW files change in place: no online copy of them is provably
+  consistent). A stopped instance's directory is packed as it is. A live server is
+  quiesced: stopped, its directory copied to ``<data_dir>/snapshot-work/<id>`` (the
+  copy is complete once renamed there), and started again at once; the next pass
+  packs the copy into the store. A crash before the rename captures again; after it,
+  the copy is packed.
+- a snapshot that is ``deleting`` has its archive removed, then its row.
+- a restore loads the archive into a new directory (checked against its checksum
+  before it becomes the data) and swaps it in (``DataDirectories.replace_data``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chroma_orch.db import snapshot_rows
+from chroma_orch.db.instance_writes import Fence
+from chroma_orch.db.models import Instance, Snapshot, SnapshotKind
+from chroma_orch.db.outbox import commit
+from chroma_orch.domain.snapshot_archives import (
+    archive_key,
+    check_server_compatible,
+    manifest_for,
+)
+from chroma_orch.domain.snapshot_states import SnapshotPhase, check_snapshot_phase
+from chroma_orch.reconciler.decisions import LeaseLostError
+from chroma_orch.runtimes.base import DataDirectories
+from chroma_orch.settings import SnapshotSettings
+from chroma_orch.snapshots.archive import ArchiveError, pack_stream, unpack
+from chroma_orch.snapshots.store import SnapshotStore, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = "snapshot-work"
+_BACKOFF_BASE = 1.0
+_BACKOFF_MAX = 60.0
+
+
+@dataclass(frozen=True)
+class RestoreFailure:
+    """Why the data a restore named could not be loaded (the instance keeps its own)."""
+
+    reason: str
+    message: str
+
+
+class DataWork:
+    """The data operations of one instance, for one pass (see the module docstring)."""
+
+    def __init__(
+        self,
+        inst: Instance,
+        fence: Fence,
+        *,
+        files: DataDirectories | None,
+        store: SnapshotStore,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: SnapshotSettings,
+        work_root: Path,
+    ) -> None:
+        self.inst = inst
+        self.fence = fence
+        self.files = files
+        self.store = store
+        self.sessions = sessions
+        self.settings = settings
+        self.work_root = work_root
+        self.retry_in: float | None = None
+        """Seconds until a snapshot that met an unavailable store is tried again."""
+
+    # -- snapshots ----------------------------------------------------------------
+
+    async def next_open(self) -> Snapshot | None:
+        async with self.sessions() as session:
+            return await snapshot_rows.next_open(session, self.inst.id)
+
+    def copy_of(self, snapshot: Snapshot) -> Path | None:
+        """The complete copy a quiesced capture left for ``snapshot``, if any."""
+        copy = self._work(snapshot)
+        return copy if copy.is_dir() else None
+
+    async def capture(self, snapshot: Snapshot) -> None:
+        """Copy the instance's data directory (its server stopped) for ``snapshot``."""
+        files = self._files()
+        await self._begin(snapshot)
+        work = self._work(snapshot)
+        partial = work.with_name(f"{work.name}.partial")
+        source = files.data_path(str(self.inst.id))
+        await asyncio.to_thread(_copy_tree, source, partial, work)
+
+    async def store_data(self, snapshot: Snapshot) -> bool:
+        """Pack the copy of ``snapshot`` (or, with none, the data directory of the
+        stopped instance) into the store; ``ready`` with its size and checksum, or
+        ``failed``. False when the store is unavailable and it will be tried again
+        (``retry_in``)."""
+        await self._begin(snapshot)
+        copy = self.copy_of(snapshot)
+        source = copy if copy is not None else self._files().data_path(str(self.inst.id))
+        try:
+            done = await self._pack(snapshot, source)
+        except StoreUnavailableError as exc:
+            return await self._store_failed(snapshot, str(exc))
+        except (ArchiveError, OSError) as exc:
+            await self._fail(snapshot, "SnapshotFailed", str(exc))
+            return True
+        await self._change(snapshot, done)
+        await self._drop_copy(snapshot)
+        log.info("snapshot ready snapshot=%s instance=%s bytes=%s",
+                 snapshot.id, self.inst.id, done["size_bytes"])  # fmt: skip
+        return True
+
+    async def delete(self, snapshot: Snapshot) -> bool:
+        """Remove ``snapshot``'s archive, then its row; False when the store is
+        unavailable (tried again later)."""
+        try:
+            if snapshot.location is not None:
+                await self.store.delete(snapshot.location)
+        except StoreUnavailableError as exc:
+            log.warning("snapshot store unavailable snapshot=%s error=%s", snapshot.id, exc)
+            self.retry_in = _BACKOFF_BASE
+            return False
+        await self._drop_copy(snapshot)
+        async with self.sessions() as session:
+            if not await snapshot_rows.remove(session, snapshot, self.fence):
+                raise LeaseLostError(str(self.inst.id))
+            await commit(session)
+        return True
+
+    async def latest_failed(self, kind: SnapshotKind) -> bool:
+        """Whether the instance's newest snapshot of ``kind`` failed: a delete then
+        keeps the data (``pre_delete``), a restore does not replace it
+        (``pre_restore``), rather than lose it."""
+        async with self.sessions() as session:
+            phase = await session.scalar(
+                select(Snapshot.phase)
+                .where(Snapshot.instance_id == self.inst.id, Snapshot.kind == kind.value)
+                .order_by(Snapshot.created_at.desc())
+                .limit(1)
+            )
+        return phase == SnapshotPhase.FAILED
+
+    # -- restores -----------------------------------------------------------------
+
+    async def load(self, snapshot_id: uuid.UUID) -> RestoreFailure | None:
+        """Replace the instance's data with ``snapshot_id``'s (its server stopped);
+        a failure says why, and the instance's own data is untouched."""
+        async with self.sessions() as session:
+            snapshot = await session.get(Snapshot, snapshot_id)
+        if snapshot is None or snapshot.phase != SnapshotPhase.READY or not snapshot.location:
+            return RestoreFailure("SnapshotUnavailable", f"snapshot {snapshot_id} is not ready")
+        location, checksum = snapshot.location, snapshot.checksum
+
+        async def fill(into: Path) -> None:
+            manifest = await unpack(self.store.get(location), into, checksum)
+            check_server_compatible(manifest.chroma_version)
+
+        for attempt in range(self.settings.attempts):
+            try:
+                await self._files().replace_data(str(self.inst.id), fill)
+                return None
+            except ArchiveError as exc:
+                return RestoreFailure(exc.reason, exc.message)
+            except StoreUnavailableError as exc:
+                if attempt + 1 == self.settings.attempts:
+                    return RestoreFailure("StoreUnavailable", str(exc))
+                await asyncio.sleep(min(_BACKOFF_BASE * 2**attempt, _BACKOFF_MAX))
+        raise AssertionError("unreachable")
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _files(self) -> DataDirectories:
+        assert self.files is not None, "callers check DataWork.files first"
+        return self.files
+
+    def _work(self, snapshot: Snapshot) -> Path:
+        return self.work_root / WORK_DIR / str(snapshot.id)
+
+    async def _pack(self, snapshot: Snapshot, source: Path) -> dict[str, Any]:
+        key = archive_key(snapshot)
+        manifest = manifest_for(snapshot, source)
+        stored = await self.store.put(key, pack_stream(source, manifest))
+        return {
+            "phase": SnapshotPhase.READY.value,
+            "size_bytes": stored.size,
+            "checksum": stored.sha256,
+            "chroma_version": manifest.chroma_version,
+            "store": self.store.name,
+            "location": key,
+            "failure_reason": None,
+            "failure_message": None,
+            "completed_at": datetime.now(UTC),
+        }
+
+    async def _begin(self, snapshot: Snapshot) -> None:
+        if snapshot.phase == SnapshotPhase.PENDING:
+            await self._change(
+                snapshot,
+                {
+                    "phase": SnapshotPhase.RUNNING.value,
+                    "started_at": datetime.now(UTC),
+                    "attempts": snapshot.attempts + 1,
+                },
+            )
+
+    async def _store_failed(self, snapshot: Snapshot, message: str) -> bool:
+        attempts = snapshot.attempts + 1
+        if attempts >= self.settings.attempts:
+            await self._fail(snapshot, "StoreUnavailable", f"{message} (after {attempts} tries)")
+            return True
+        await self._change(snapshot, {"attempts": attempts})
+        self.retry_in = min(_BACKOFF_BASE * 2**attempts, _BACKOFF_MAX)
+        log.warning("snapshot store unavailable snapshot=%s attempt=%d error=%s",
+                    snapshot.id, attempts, message)  # fmt: skip
+        return False
+
+    async def _fail(self, snapshot: Snapshot, reason: str, message: str) -> None:
+        log.warning("snapshot failed snapshot=%s reason=%s message=%s",
+                    snapshot.id, reason, message)  # fmt: skip
+        await self._change(
+            snapshot,
+            {
+                "phase": SnapshotPhase.FAILED.value,
+                "failure_reason": reason,
+                "failure_message": message[:2000],
+                "completed_at": datetime.now(UTC),
+            },
+        )
+        await self._drop_copy(snapshot)
+
+    async def fail_unsupported(self, snapshot: Snapshot, runtime: str) -> None:
+        await self._fail(
+            snapshot, "Unsupported", f"the {runtime} runtime cannot snapshot this instance's data"
+        )
+
+    async def _change(self, snapshot: Snapshot, values: dict[str, Any]) -> None:
+        if "phase" in values:
+            check_snapshot_phase(SnapshotPhase(snapshot.phase), SnapshotPhase(values["phase"]))
+        async with self.sessions() as session:
+            if not await snapshot_rows.change(session, snapshot, values, self.fence):
+                raise LeaseLostError(str(self.inst.id))
+            await commit(session)
+
+    async def _drop_copy(self, snapshot: Snapshot) -> None:
+        work = self._work(snapshot)
+        for path in (work, work.with_name(f"{work.name}.partial")):
+            await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+
+
+def _copy_tree(source: Path, partial: Path, done: Path) -> None:
+    """Copy ``source`` to ``partial`` and rename it ``done`` (complete only then)."""
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(done, ignore_errors=True)
+    partial.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, partial, symlinks=True)
+    else:
+        partial.mkdir(mode=0o700)
+    partial.chmod(0o700)
+    partial.rename(done)

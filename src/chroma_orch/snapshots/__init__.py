@@ -1,0 +1,1 @@
+"""Snapshot archives and the stores that keep them (docs/data.md)."""
