@@ -174,6 +174,13 @@ class InstanceReconciler:
             if (pending := await self._restore()) is not None:
                 return pending
             return await self._run(None)
+        if self._launch_unrecorded():
+            # a start that recorded no server yet may have one writing the data: the
+            # start goes first, and the snapshots are taken on the next pass
+            decision = await self._run(observation)
+            if not isinstance(decision, RequeueAfter):  # (a requeue comes back anyway)
+                await self._due_if_snapshots_wait()
+            return decision
         if (pending := await self._snapshots(observation)) is not None:
             return pending
         return await self._run(observation)
@@ -198,6 +205,19 @@ class InstanceReconciler:
             return RequeueAfter(data.retry_in)
         return None
 
+    def _launch_unrecorded(self) -> bool:
+        return self.inst.phase == Phase.STARTING and self.handle is None
+
+    async def _due_if_snapshots_wait(self) -> None:
+        if await self.data.next_open() is not None:
+            await self._mark_due()
+
+    async def _mark_due(self) -> None:
+        """Due again at once, whatever this pass decides (its release keeps it)."""
+        async with self.sessions() as session:
+            await queue.mark_due(session, [self.inst.id])
+            await session.commit()
+
     async def _quiesce(self, snapshot: Snapshot) -> Decision:
         """Stop the live server, copy its data for ``snapshot`` and start it again at
         once (the pause clients see); the next pass packs the copy."""
@@ -209,9 +229,7 @@ class InstanceReconciler:
             return RequeueAfter(_QUIESCE_POLL)  # still stopping
         await self.write(writes.RECORD_SERVER_GONE, handle=None, **_endpoint_values(None))
         await self.data.capture(snapshot)
-        async with self.sessions() as session:  # the copy is packed by the next pass
-            await queue.mark_due(session, [self.inst.id])
-            await session.commit()
+        await self._mark_due()  # the next pass packs the copy
         return await self._start()
 
     async def _restore(self) -> Decision | None:
