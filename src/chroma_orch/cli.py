@@ -14,7 +14,9 @@ import typer
 from pydantic import BaseModel
 from rich.markup import escape
 
+from chroma_orch import cli_import
 from chroma_orch.cli_client import app as client
+from chroma_orch.cli_client import instance_commands
 from chroma_orch.cli_client.exits import EXIT_CODES
 from chroma_orch.settings import Settings
 
@@ -60,6 +62,7 @@ app = typer.Typer(
     result_callback=client.finished,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+cli_import.register(instance_commands.app)
 client.add_client_commands(app)
 
 

@@ -79,6 +79,26 @@ class IdempotencyKeyReusedError(ConflictError):
     code, title = "idempotency_key_reused", "Idempotency-Key was used with another request"
 
 
+class PayloadTooLargeError(AppError):
+    status, code, title = 413, "payload_too_large", "Request body too large"
+
+
+class UnsupportedMediaTypeError(AppError):
+    status, code, title = 415, "unsupported_media_type", "Unsupported request body type"
+
+
+class InvalidArchiveError(AppError):
+    """An upload that is not a readable, safe snapshot archive."""
+
+    status, code, title = 422, "invalid_archive", "Not a valid snapshot archive"
+
+
+class IncompatibleArchiveVersionError(AppError):
+    """Data another Chroma major version wrote than the servers here run."""
+
+    status, code, title = 422, "incompatible_chroma_version", "Archive of another Chroma major"
+
+
 class QuotaExceededError(AppError):
     status, code, title = 429, "quota_exceeded", "Quota exceeded"
 

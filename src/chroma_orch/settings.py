@@ -348,6 +348,12 @@ class SnapshotSettings(BaseModel):
         ge=0,
         description="Bytes of archives a tenant may keep; past it, as max_per_tenant.",
     )
+    max_import_bytes: int = Field(
+        20 * 2**30,
+        ge=1,
+        description="Largest archive POST /v1/instances/import takes (bytes); a larger "
+        "upload is refused with 413 and nothing of it is kept.",
+    )
     attempts: int = Field(
         5,
         ge=1,

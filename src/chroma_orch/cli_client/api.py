@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -68,6 +70,18 @@ class Api:
         if retry_after:
             message += f"; retry after {retry_after}s"
         raise CliError(_exit_code(response.status_code), message)
+
+    @contextmanager
+    def download(self, path: str) -> Iterator[httpx.Response]:
+        """A streamed 2xx answer (read it with ``iter_bytes``); ``CliError`` otherwise."""
+        try:
+            with self._http.stream("GET", path, timeout=httpx.Timeout(None, connect=5.0)) as got:
+                if not got.is_success:
+                    got.read()
+                    raise CliError(_exit_code(got.status_code), problem_message(got))
+                yield got
+        except httpx.TransportError as exc:
+            raise CliError(UNREACHABLE, f"cannot reach {self.url}: {exc}") from exc
 
     def _json(self, response: httpx.Response) -> Any:
         try:

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 import typer
 from typer.core import TyperGroup
 
-from chroma_orch.cli_client import admin_commands, instance_commands
+from chroma_orch.cli_client import admin_commands, instance_commands, transfer
 from chroma_orch.cli_client.options import add_global_options
 
 CLIENT_GROUPS = {
     "instances": instance_commands.app,
     "tenants": admin_commands.tenants,
     "tokens": admin_commands.tokens,
+    "snapshots": transfer.snapshots,
 }
 
 

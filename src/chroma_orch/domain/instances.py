@@ -132,8 +132,14 @@ def _intent_values(
     }
 
 
-def request_fingerprint(data: InstanceCreate, tenant_id: uuid.UUID) -> str:
+def request_fingerprint(
+    data: InstanceCreate, tenant_id: uuid.UUID, upload_sha256: str | None = None
+) -> str:
+    """What an Idempotency-Key is bound to: the request's body (an import's archive by
+    its checksum) and the tenant."""
     body = {**data.model_dump(mode="json"), "tenant_id": str(tenant_id)}
+    if upload_sha256 is not None:
+        body["upload_sha256"] = upload_sha256
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -263,12 +269,19 @@ class InstanceService:
         )
 
     async def create(
-        self, data: InstanceCreate, idempotency_key: str | None = None
+        self,
+        data: InstanceCreate,
+        idempotency_key: str | None = None,
+        *,
+        instance_id: uuid.UUID | None = None,
+        upload_sha256: str | None = None,
     ) -> tuple[Instance, Intent]:
+        """A new instance (``instance_id`` when given: an import names its archive by it
+        first), or the one an earlier request with ``idempotency_key`` created."""
         tenant_id = self.principal.tenant_scope(data.tenant_id)
         if self.principal.is_admin:  # a tenant token's own tenant exists (tokens cascade)
             await self._require_tenant(tenant_id)
-        fingerprint = request_fingerprint(data, tenant_id)
+        fingerprint = request_fingerprint(data, tenant_id, upload_sha256)
         if idempotency_key is not None:
             replay = await self._replay(tenant_id, idempotency_key, fingerprint)
             if replay is not None:
@@ -279,7 +292,7 @@ class InstanceService:
                 self.session, self.principal, data.from_snapshot, tenant_id
             )
             restore_from = source.id
-        instance_id = uuid.uuid4()
+        instance_id = instance_id or uuid.uuid4()
         desired = {"desired_state": DesiredState.RUNNING.value, "generation": 1}
         created = event_row(
             type="instance.created",

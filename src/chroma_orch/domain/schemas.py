@@ -138,6 +138,24 @@ class InstanceCreate(_Input):
     )
 
 
+class InstanceImport(BaseModel):
+    """The query of ``POST /v1/instances/import`` (its body is the archive)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: InstanceName
+    tenant_id: uuid.UUID | None = Field(
+        None, description="Tenant that owns the instance: required for admin tokens."
+    )
+    idle_timeout_seconds: IdleTimeout = None
+    wake_on_request: bool = Field(
+        False, description="Start the instance again on a proxied request once culled."
+    )
+
+    def to_create(self) -> InstanceCreate:
+        return InstanceCreate.model_validate(self.model_dump())
+
+
 class InstanceUpdate(_Input):
     idle_timeout_seconds: IdleTimeout = None
     wake_on_request: StrictBool | None = None

@@ -34,11 +34,15 @@ class SnapshotPolicy:
     """The store new snapshots go to (``snapshots.store``)."""
     max_per_tenant: int
     max_bytes_per_tenant: int
+    max_import_bytes: int = 20 * 2**30
+    """The largest archive an import takes."""
 
 
 def snapshot_policy(settings: Settings) -> SnapshotPolicy:
     config = settings.snapshots
-    return SnapshotPolicy(config.store, config.max_per_tenant, config.max_bytes_per_tenant)
+    return SnapshotPolicy(
+        config.store, config.max_per_tenant, config.max_bytes_per_tenant, config.max_import_bytes
+    )
 
 
 def to_read(snapshot: Snapshot) -> SnapshotRead:
@@ -73,7 +77,7 @@ class SnapshotService:
         if instance.desired_state == DesiredState.DELETED:
             raise NotFoundError(f"instance {instance_id} not found")
         if kind in QUOTA_KINDS:
-            await self._check_quota(instance.tenant_id)
+            await self.check_quota(instance.tenant_id)
         return await self.add(instance, kind)
 
     async def add(self, instance: Instance, kind: SnapshotKind) -> Snapshot:
@@ -147,7 +151,8 @@ class SnapshotService:
         )
         notify_on_commit(self.session, INTENTS_CHANNEL, str(instance_id))
 
-    async def _check_quota(self, tenant_id: uuid.UUID) -> None:
+    async def check_quota(self, tenant_id: uuid.UUID) -> None:
+        """``QuotaExceededError`` when the tenant may keep no further snapshot."""
         count, size = (
             await self.session.execute(
                 select(func.count(), func.coalesce(func.sum(Snapshot.size_bytes), 0)).where(

@@ -25,9 +25,10 @@ CHUNK = 1024 * 1024
 _SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT)
 
 
-def extract(reader: QueueReader, into: Path, expected_sha256: str | None) -> Manifest:
+def extract(reader: QueueReader, into: Path | None, expected_sha256: str | None) -> Manifest:
     """Extract the archive ``reader`` gives into the existing, empty ``into``; blocking.
-    Leaves cleaning up to the caller."""
+    Leaves cleaning up to the caller. With ``into`` None, only read it through, with
+    every check extraction makes (manifest, member names and types, counts, checksum)."""
     digest = hashlib.sha256()
     reader.observers.append(digest.update)
     decompressed = zstandard.ZstdDecompressor().stream_reader(
@@ -67,17 +68,20 @@ def _open_tar(decompressed: IO[bytes]) -> tuple[tarfile.TarFile, Manifest]:
     return tar, Manifest.from_json(content.read())
 
 
-def _extract_all(decompressed: IO[bytes], into: Path) -> Manifest:
+def _extract_all(decompressed: IO[bytes], into: Path | None) -> Manifest:
     tar, manifest = _open_tar(decompressed)
     files = total = 0
+    seen: tuple[set[PurePosixPath], set[PurePosixPath]] = (set(), set())  # files, dirs
     try:
         while (member := tar.next()) is not None:  # (iterating would restart at the manifest)
-            target = _target(member, into)
-            if member.isdir():
-                target.mkdir(mode=0o755, parents=True, exist_ok=True)
-                continue
-            _write_file(tar, member, target)
-            files, total = files + 1, total + member.size
+            if into is None:
+                _check_only(member, seen)
+            elif member.isdir():
+                _target(member, into).mkdir(mode=0o755, parents=True, exist_ok=True)
+            else:
+                _write_file(tar, member, _target(member, into))
+            if member.isreg():
+                files, total = files + 1, total + member.size
     except tarfile.TarError as error:
         raise CorruptArchiveError(f"the archive's tar stream is damaged: {error}") from None
     if (files, total) != (manifest.file_count, manifest.total_bytes):
@@ -88,9 +92,32 @@ def _extract_all(decompressed: IO[bytes], into: Path) -> Manifest:
     return manifest
 
 
+def _check_only(
+    member: tarfile.TarInfo, seen: tuple[set[PurePosixPath], set[PurePosixPath]]
+) -> None:
+    """What extracting ``member`` would refuse, without writing it: also a file named
+    twice, or a name under a file (``seen``: the files and directories so far). The
+    tar stream skips the content."""
+    name, (files, dirs) = _safe_name(member), seen
+    parents = set(name.parents)
+    if name in files or parents & files or (member.isreg() and name in dirs):
+        raise UnsafeArchiveError(f"the archive holds {member.name!r} twice")
+    (files if member.isreg() else dirs).add(name)
+    dirs.update(parents)
+
+
 def _target(member: tarfile.TarInfo, into: Path) -> Path:
     """Where ``member`` goes under ``into``; ``UnsafeArchiveError`` for anything but a
     plain file or directory with a relative name inside ``into``."""
+    target = into.joinpath(*_safe_name(member).parts)
+    if not target.resolve().is_relative_to(into.resolve()):
+        raise UnsafeArchiveError(f"{member.name!r} would land outside the target")
+    return target
+
+
+def _safe_name(member: tarfile.TarInfo) -> PurePosixPath:
+    """``member``'s relative name; ``UnsafeArchiveError`` for a link, a device or fifo,
+    an absolute name, ``..``, or a second manifest."""
     if member.issym() or member.islnk():
         raise UnsafeArchiveError(f"the archive holds a link: {member.name!r}")
     if not (member.isreg() or member.isdir()):
@@ -100,10 +127,7 @@ def _target(member: tarfile.TarInfo, into: Path) -> Path:
         raise UnsafeArchiveError(f"the archive holds an unsafe name: {member.name!r}")
     if name.parts == (MANIFEST_NAME,):
         raise UnsafeArchiveError(f"the archive holds a second {MANIFEST_NAME}")
-    target = into.joinpath(*name.parts)
-    if not target.resolve().is_relative_to(into.resolve()):
-        raise UnsafeArchiveError(f"{member.name!r} would land outside the target")
-    return target
+    return name
 
 
 def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:

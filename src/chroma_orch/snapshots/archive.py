@@ -16,8 +16,9 @@ written::
     info = await pack(copy_dir, lambda chunks: store.put(key, chunks), manifest)
 
 ``unpack(chunks, into, expected_sha256)`` reads such a stream (``store.get(key)``)
-into a new directory. The tar writing and reading and the zstd work run in worker
-threads (zstd itself on all CPUs); the event loop only passes chunks along.
+into a new directory; ``verify(chunks, expected_sha256)`` only checks it. The tar
+writing and reading and the zstd work run in worker threads (zstd itself on all
+CPUs); the event loop only passes chunks along.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ __all__ = [
     "pack",
     "pack_stream",
     "unpack",
+    "verify",
 ]
 
 Sink = Callable[[AsyncIterator[bytes]], Awaitable[object]]
@@ -133,3 +135,10 @@ async def unpack(chunks: AsyncIterator[bytes], into: Path, expected_sha256: str 
     except BaseException:
         await asyncio.shield(asyncio.to_thread(shutil.rmtree, into, ignore_errors=True))
         raise
+
+
+async def verify(chunks: AsyncIterator[bytes], expected_sha256: str | None) -> Manifest:
+    """Read the archive ``chunks`` carries to its end with every check ``unpack`` makes
+    (the same errors), writing nothing; its manifest. An upload is checked so before
+    anything refers to it."""
+    return await feed_thread(chunks, partial(extract, into=None, expected_sha256=expected_sha256))
