@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import update
 
 from chroma_orch.db import snapshot_rows
+from chroma_orch.db.driver import driver
 from chroma_orch.db.models import Instance, Intent, Snapshot
 from chroma_orch.domain.schemas import InstanceCreate
 from chroma_orch.domain.snapshot_archives import check_server_compatible
@@ -116,6 +117,9 @@ class ArchiveImports:
         stored = await self._put(key, limited(body, limit))
         try:
             manifest = await self._verify(key, stored)
+            # one transaction: the reconciler must not see the instance before it is
+            # told to load the archive (its NOTIFY goes out with the commit)
+            await driver(self.snapshots.session)
             created = await self.snapshots.instances.create(
                 data, idempotency_key, instance_id=instance_id, upload_sha256=stored.sha256
             )
