@@ -14,7 +14,6 @@ from chroma_orch.snapshots.store import (
     CHUNK,
     Digest,
     StoredObject,
-    StoreError,
     StoreObjectMissingError,
     StoreUnavailableError,
     validate_key,
@@ -48,9 +47,7 @@ def _mapped(key: str) -> Iterator[None]:
         if status >= 500 or code in _THROTTLING:
             raise StoreUnavailableError(f"S3 is unavailable ({code or status})") from error
         raise
-    except (BotoCoreError, HttpClientError, OSError) as error:
-        if isinstance(error, StoreError):
-            raise
+    except (BotoCoreError, HttpClientError) as error:  # not OSError: the chunks' own
         raise StoreUnavailableError(f"S3 cannot be reached: {error}") from error
 
 
@@ -141,7 +138,8 @@ class S3Store:
         with _mapped(key):
             async with self._client() as s3:
                 answer = await s3.get_object(Bucket=self.bucket, Key=name)
-                async with answer["Body"] as body:
+                body = answer["Body"]
+                async with body:
                     async for chunk in body.iter_chunks(CHUNK):
                         yield chunk
 
