@@ -75,6 +75,13 @@ def prepare_files(data: Path, log_file: Path, run_as: RunAs | None) -> None:
     _own_log(log_file, run_as, _LOG_FLAGS | os.O_CREAT)
 
 
+def prepare_instances_dir(instances: Path, run_as: RunAs | None) -> None:
+    """Create (or tighten) ``<data dir>/instances`` as ``prepare_files`` does, for what
+    is written there before any server starts (a restore's new data directory).
+    Blocks: call it from a worker thread."""
+    _service_dir(instances, 0o711 if run_as is not None else 0o700)
+
+
 def tighten_existing(instances: Path, logs: Path, run_as: RunAs | None) -> None:
     """Every data directory and log under ``instances`` and ``logs`` made private to
     ``run_as``, as ``prepare_files`` makes one: after an upgrade, also those of servers

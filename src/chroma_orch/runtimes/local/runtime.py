@@ -58,6 +58,7 @@ from chroma_orch.runtimes.local.launch import (
 from chroma_orch.runtimes.local.ports import port_is_free
 from chroma_orch.runtimes.local.privilege import (
     prepare_files,
+    prepare_instances_dir,
     server_account,
     server_environment,
     tighten_existing,
@@ -220,6 +221,8 @@ class LocalRuntime:
         (the old data moves to ``instances/<id>.previous`` and is removed after): see
         ``finish_swap`` for a crash between them."""
         paths = self._paths(instance_id)
+        run_as = server_account(self._settings.system_user)
+        await asyncio.to_thread(prepare_instances_dir, self._instances, run_as)
         await asyncio.to_thread(finish_swap, paths.data)
         await asyncio.to_thread(shutil.rmtree, paths.incoming, ignore_errors=True)
         try:
