@@ -147,3 +147,114 @@ async def test_a_generated_client_parses_problems(service: Service, tmp_path: Pa
     assert missing.status_code == 404
     assert isinstance(missing.parsed, sdk.models.Problem), missing.parsed
     assert missing.parsed.code == "not_found"
+
+
+async def _snapshot_ready(sdk: Sdk, client: Any, instance_id: uuid.UUID) -> Any:
+    """createSnapshot, then getSnapshot until it is ready."""
+    m = sdk.models
+    created = await sdk.op("snapshots", "create_snapshot").asyncio(instance_id, client=client)
+    assert isinstance(created, m.SnapshotRead), created
+    assert (created.kind, created.phase) == (m.SnapshotKind.MANUAL, m.SnapshotPhase.PENDING)
+    get = sdk.op("snapshots", "get_snapshot")
+    for _ in range(600):
+        snapshot = await get.asyncio(created.id, client=client)
+        assert isinstance(snapshot, m.SnapshotRead), snapshot
+        assert snapshot.phase != m.SnapshotPhase.FAILED, snapshot.failure
+        if snapshot.phase == m.SnapshotPhase.READY:
+            return snapshot
+        await asyncio.sleep(0.1)
+    raise AssertionError("the snapshot was not ready within 60 s")
+
+
+async def _restored(sdk: Sdk, client: Any, instance_id: uuid.UUID, snapshot_id: Any) -> None:
+    """restoreInstance: a new generation, running again, a pre_restore snapshot kept."""
+    m = sdk.models
+    accepted = await sdk.op("snapshots", "restore_instance").asyncio(
+        instance_id, client=client, body=m.RestoreRequest(snapshot_id=snapshot_id)
+    )
+    assert isinstance(accepted, m.InstanceAccepted), accepted
+    assert accepted.intent.action == m.Action.RESTORE
+    await _wait(sdk, client, instance_id, m.Phase.RUNNING)
+    page = await sdk.op("snapshots", "list_instance_snapshots").asyncio(instance_id, client=client)
+    assert isinstance(page, m.SnapshotPage), page
+    assert [s.kind for s in page.items] == [m.SnapshotKind.PRE_RESTORE, m.SnapshotKind.MANUAL]
+
+
+async def _problems(sdk: Sdk, client: Any, instance_id: uuid.UUID) -> None:
+    """Refusals arrive as Problem models with their codes."""
+    m = sdk.models
+    missing = await sdk.op("snapshots", "get_snapshot").asyncio(uuid.uuid4(), client=client)
+    assert isinstance(missing, m.Problem), missing
+    assert missing.code == "not_found"
+    restore = await sdk.op("snapshots", "restore_instance").asyncio_detailed(
+        instance_id, client=client, body=m.RestoreRequest(snapshot_id=uuid.uuid4())
+    )
+    assert restore.status_code == 404
+    assert isinstance(restore.parsed, m.Problem), restore.parsed
+    clone = await sdk.op("instances", "create_instance").asyncio(
+        client=client, body=m.InstanceCreate(name="nope", from_snapshot=uuid.uuid4())
+    )
+    assert isinstance(clone, m.Problem), clone
+    assert clone.code == "not_found"
+
+
+@pytest.mark.usefixtures("sdk_modules")
+async def test_a_generated_client_snapshots_restores_and_clones(
+    service: Service, tmp_path: Path
+) -> None:
+    sdk = await _generate(service, tmp_path)
+    m = sdk.models
+    async with _client(sdk, service.url, ADMIN_TOKEN) as admin:
+        token = await _tenant_token(sdk, admin)
+    async with _client(sdk, service.url, token) as client:
+        accepted = await sdk.op("instances", "create_instance").asyncio(
+            client=client, body=m.InstanceCreate(name="main")
+        )
+        instance_id = accepted.instance.id
+        await _wait(sdk, client, instance_id, m.Phase.RUNNING)
+        snapshot = await _snapshot_ready(sdk, client, instance_id)
+        assert snapshot.size_bytes > 0
+        assert len(snapshot.checksum) == 64
+        assert snapshot.chroma_version
+        cloned = await sdk.op("instances", "create_instance").asyncio(
+            client=client, body=m.InstanceCreate(name="copy", from_snapshot=snapshot.id)
+        )
+        assert isinstance(cloned, m.InstanceAccepted), cloned
+        await _wait(sdk, client, cloned.instance.id, m.Phase.RUNNING)
+        await _restored(sdk, client, instance_id, snapshot.id)
+        deleting = await sdk.op("snapshots", "delete_snapshot").asyncio(snapshot.id, client=client)
+        assert isinstance(deleting, m.SnapshotRead), deleting
+        assert deleting.phase == m.SnapshotPhase.DELETING
+        await _problems(sdk, client, instance_id)
+
+
+SNAPSHOT_OPERATIONS = (
+    ("snapshots", "create_snapshot"),
+    ("snapshots", "list_instance_snapshots"),
+    ("snapshots", "get_snapshot"),
+    ("snapshots", "delete_snapshot"),
+    ("snapshots", "restore_instance"),
+)
+
+
+def _undocumented(docstring: str) -> list[str]:
+    """Attribute lines of a generated model's docstring with nothing after the colon."""
+    lines = docstring.split("Attributes:", 1)[1].splitlines()
+    return [line.strip() for line in lines if line.strip().endswith(":")]
+
+
+@pytest.mark.usefixtures("sdk_modules")
+async def test_the_snapshot_operations_and_models_are_documented(
+    service: Service, tmp_path: Path
+) -> None:
+    """A programmer reading the generated SDK sees what each snapshot operation does
+    and what every field of its models means."""
+    sdk = await _generate(service, tmp_path)
+    for tag, operation in SNAPSHOT_OPERATIONS:
+        doc = sdk.op(tag, operation).asyncio.__doc__ or ""
+        assert doc.strip().splitlines()[0].strip(), (operation, doc)
+        assert "Problem" in doc, (operation, doc)  # refusals are typed, not bare errors
+    for model in ("SnapshotRead", "SnapshotPage", "RestoreRequest"):
+        assert _undocumented(getattr(sdk.models, model).__doc__) == [], model
+    create = sdk.models.InstanceCreate.__doc__
+    assert "from_snapshot (None | Unset | UUID): Start from a copy" in create, create

@@ -10,6 +10,7 @@ PAGE_AND_ASSETS = {
     "/dashboard/": "text/html",
     "/dashboard/index.html": "text/html",
     "/dashboard/app.js": "javascript",
+    "/dashboard/snapshots.js": "javascript",
     "/dashboard/style.css": "text/css",
 }
 

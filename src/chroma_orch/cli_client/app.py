@@ -10,15 +10,17 @@ from collections.abc import Sequence
 import typer
 from typer.core import TyperGroup
 
-from chroma_orch.cli_client import admin_commands, instance_commands, transfer
+from chroma_orch.cli_client import admin_commands, instance_commands, snapshot_commands, transfer
 from chroma_orch.cli_client.options import add_global_options
 
 CLIENT_GROUPS = {
     "instances": instance_commands.app,
     "tenants": admin_commands.tenants,
     "tokens": admin_commands.tokens,
-    "snapshots": transfer.snapshots,
+    "snapshots": snapshot_commands.app,
 }
+snapshot_commands.add_clone(instance_commands.app)
+transfer.add_export(snapshot_commands.app)
 
 
 class Finished(Exception):
@@ -35,7 +37,7 @@ def finished(code: int) -> None:
 
 
 def add_client_commands(root: typer.Typer) -> None:
-    """Add ``instances``, ``tenants`` and ``tokens`` to the ``chroma-orch`` app."""
+    """Add ``instances``, ``tenants``, ``tokens`` and ``snapshots`` to the ``chroma-orch`` app."""
     for name, group in CLIENT_GROUPS.items():
         root.add_typer(group, name=name)
 

@@ -50,7 +50,7 @@ def launch(api: Api, options: Globals, name: str, tenant: str | None, wait: Wait
     if wait.enabled:
         with progress.phases(name, quiet=options.json) as report:
             instance = follow.wait_for_phase(api, instance, "running", wait.timeout, report)
-    _show(options, instance, None if wait.enabled else "launch")
+    show(options, instance, None if wait.enabled else "launch")
     return OK
 
 
@@ -67,7 +67,7 @@ def ls(api: Api, options: Globals, tenant: str | None) -> int:
 
 def get(api: Api, options: Globals, ref: str, tenant: str | None) -> int:
     instance_id = resolve(api, ref, tenant)
-    _show(options, api.get(f"/v1/instances/{instance_id}"))
+    show(options, api.get(f"/v1/instances/{instance_id}"))
     return OK
 
 
@@ -79,7 +79,7 @@ def act(api: Api, options: Globals, action: str, ref: str, tenant: str | None, w
         with progress.phases(instance["name"], quiet=options.json) as report:
             target = _WAIT_FOR[action]
             instance = follow.wait_for_phase(api, instance, target, wait.timeout, report)
-    _show(options, instance, None if wait.enabled else action)
+    show(options, instance, None if wait.enabled else action)
     return OK
 
 
@@ -93,7 +93,7 @@ def delete(
         with progress.phases(instance["name"], quiet=options.json) as report:
             follow.wait_until_gone(api, instance_id, wait.timeout, report)
         instance = {**instance, "phase": "deleted"}
-    _show(options, instance, None if wait.enabled else "delete")
+    show(options, instance, None if wait.enabled else "delete")
     return OK
 
 
@@ -117,7 +117,7 @@ def logs(
     return OK
 
 
-def _show(options: Globals, instance: dict[str, Any], action: str | None = None) -> None:
+def show(options: Globals, instance: dict[str, Any], action: str | None = None) -> None:
     """The instance as JSON, else one line: where it stands, or what was asked."""
     if options.json:
         render.emit_json(instance)

@@ -1,5 +1,6 @@
 """The service's WebSockets, used when it offers them: ``/v1/events`` to wait for
-a phase, ``/v1/instances/{id}/logs/stream`` to follow logs (see docs/events.md).
+a phase (of an instance or of one of its snapshots), ``/v1/instances/{id}/logs/stream``
+to follow logs (see docs/events.md).
 
 Every function returns ``None`` when the socket cannot be opened (an older
 service, a proxy without WebSocket support): the caller then polls instead.
@@ -55,13 +56,29 @@ def wait(
     """Re-read the instance on every event about it until ``settled`` says so.
 
     ``None``: the stream is not available, or dropped; poll for the rest."""
+    return watch(
+        api, instance_id, lambda: api.get(f"/v1/instances/{instance_id}"), settled, remaining
+    )
+
+
+def watch(
+    api: Api,
+    instance_id: str,
+    read: Callable[[], dict[str, Any]],
+    settled: Settled,
+    remaining: Remaining,
+) -> dict[str, Any] | None:
+    """Call ``read`` (the instance, or one of its snapshots) again on every event
+    about the instance until ``settled`` says so.
+
+    ``None``: the stream is not available, or dropped; poll for the rest."""
     ws = _open(api, f"/v1/events?instance_id={instance_id}")
     if ws is None:
         return None
     with ws:
         # subscribed: nothing that happens from now on can be missed
-        instance: dict[str, Any] = api.get(f"/v1/instances/{instance_id}")
-        while not settled(instance):
+        current = read()
+        while not settled(current):
             try:
                 message = json.loads(ws.recv(timeout=remaining()))
             except TimeoutError:
@@ -69,8 +86,8 @@ def wait(
             except ConnectionClosed:
                 return None
             if message.get("type") in ("event", "snapshot", "resync"):
-                instance = api.get(f"/v1/instances/{instance_id}")
-        return instance
+                current = read()
+        return current
 
 
 def follow_logs(api: Api, instance_id: str, tail: int, emit: Callable[[str], None]) -> bool:

@@ -19,10 +19,14 @@ from chroma_orch.cli_client.runner import run
 UPLOAD_TIMEOUT = 3600.0
 """Seconds an upload (and the server's check of it) may take."""
 
-snapshots = typer.Typer(help="instances' snapshots", no_args_is_help=True)
+
+def add_export(snapshots: typer.Typer) -> None:
+    """Add ``export`` to the ``snapshots`` command group."""
+    snapshots.command("export", help="download a ready snapshot's archive", epilog=EXIT_CODES)(
+        export_command
+    )
 
 
-@snapshots.command("export", help="download a ready snapshot's archive", epilog=EXIT_CODES)
 def export_command(
     ctx: typer.Context,
     snapshot_id: Annotated[str, typer.Argument(metavar="SID", help="snapshot id")],

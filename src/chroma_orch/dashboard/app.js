@@ -64,9 +64,11 @@ function handle(message) {
     case "resync":
       state.instances = new Map(message.instances.map((i) => [i.id, i]));
       state.lastSeq = message.seq;
+      snapshotsResynced();
       break;
     case "event":
-      apply(message);
+      if (isSnapshotEvent(message)) applySnapshotEvent(message);  // snapshots.js
+      else apply(message);
       state.lastSeq = message.seq;
       break;
     case "heartbeat":
@@ -179,6 +181,8 @@ function row(inst) {
       button("stop", inst.desired_state === "running",
              () => act("stop", () => api("POST", `${path}/stop`))),
       button("logs", true, () => openLogs(inst)),
+      button("snapshot", inst.desired_state !== "deleted", () => takeSnapshot(inst)),
+      button("snapshots", true, () => openSnapshots(inst)),
       button("delete", true, () => {
         if (confirm(`Delete ${inst.name} and its data?`)) act("delete", () => api("DELETE", path));
       }, "danger")));
@@ -189,6 +193,7 @@ function render() {
     .sort((a, b) => (a.created_at < b.created_at ? -1 : 1)).map(row);
   $("instances").replaceChildren(...rows);
   $("empty").hidden = rows.length > 0;
+  renderSnapshots();
 }
 
 // ---- logs ---------------------------------------------------------------------------
@@ -249,6 +254,7 @@ function signOut(reason) {
   state.socket = null;
   if (socket) socket.close();
   closeLogs();
+  closeSnapshots();
   state.instances.clear();
   state.lastSeq = null;
   $("app").hidden = true;

@@ -256,7 +256,8 @@ class TaskState(Base):
 
 
 class SnapshotKind(enum.StrEnum):
-    """Why a snapshot was taken."""
+    """Why a snapshot was taken: manual (asked for), scheduled, pre_delete (an undelete
+    restores it), pre_upgrade, pre_restore (restoring it undoes a restore), import."""
 
     MANUAL = "manual"
     """Asked for through the API."""
@@ -273,7 +274,10 @@ class SnapshotKind(enum.StrEnum):
 
 
 class SnapshotPhase(enum.StrEnum):
-    """Where a snapshot stands (``domain/snapshot_states.py`` has the transitions)."""
+    """Where a snapshot stands: pending, then running, then ready or failed; deleting
+    while a DELETE removes it."""
+
+    # the allowed changes: domain/snapshot_states.py
 
     PENDING = "pending"
     RUNNING = "running"

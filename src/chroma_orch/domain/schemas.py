@@ -301,9 +301,9 @@ class SnapshotCreate(_Input):
 
 
 class SnapshotRead(_Output):
-    id: uuid.UUID
-    instance_id: uuid.UUID
-    tenant_id: uuid.UUID
+    id: uuid.UUID = Field(description="The snapshot's id.")
+    instance_id: uuid.UUID = Field(description="The instance whose data it holds.")
+    tenant_id: uuid.UUID = Field(description="The tenant that owns it.")
     kind: SnapshotKind = Field(
         description="Why it was taken: manual, scheduled, pre_delete (an undelete restores "
         "it), pre_upgrade, pre_restore (restoring it undoes a restore), import."
@@ -312,18 +312,20 @@ class SnapshotRead(_Output):
         description="pending, then running, then ready or failed; deleting while a DELETE "
         "removes it."
     )
-    failure: FailureRead | None = None
+    failure: FailureRead | None = Field(
+        None, description="Why it failed (phase failed), e.g. StoreUnavailable."
+    )
     size_bytes: int | None = Field(None, description="Size of the archive as stored.")
     checksum: str | None = Field(None, description="SHA-256 (hex) of the archive as stored.")
     chroma_version: str | None = Field(None, description="Chroma version that wrote the data.")
     store: str = Field(description="Where it is kept: local, s3 (an archive) or ebs.")
-    created_at: datetime
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
+    created_at: datetime = Field(description="When it was requested.")
+    started_at: datetime | None = Field(None, description="When it was last begun.")
+    completed_at: datetime | None = Field(None, description="When it became ready or failed.")
 
 
 class SnapshotPage(BaseModel):
-    items: list[SnapshotRead]
+    items: list[SnapshotRead] = Field(description="Every snapshot of the instance, newest first.")
 
 
 class RestoreRequest(_Input):
