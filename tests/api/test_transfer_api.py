@@ -80,7 +80,7 @@ async def test_import_creates_an_instance_loading_a_ready_import_snapshot(
     exported = await client.get(f"/v1/snapshots/{snapshot.id}/archive", headers=bearer(token))
     assert exported.status_code == 200, exported.text
     assert exported.content == data
-    assert exported.headers["content-type"] == "application/zstd"
+    assert exported.headers["content-type"] == "application/octet-stream"
     assert exported.headers["content-length"] == str(len(data))
     assert exported.headers["x-checksum-sha256"] == snapshot.checksum
     assert exported.headers["repr-digest"].startswith("sha-256=:")
