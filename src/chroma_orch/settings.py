@@ -355,6 +355,19 @@ class SnapshotSettings(BaseModel):
         description="Tries of a snapshot (or a restore's read) while the store is "
         "unavailable, with exponential backoff, before it fails with StoreUnavailable.",
     )
+    schedule_interval: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds between passes of the snapshot scheduler (one replica at a "
+        "time), which requests the scheduled snapshots that are due and prunes old ones.",
+    )
+    schedule_batch: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="Due instances the snapshot scheduler handles per transaction.",
+    )
 
     def directory(self, data_dir: Path) -> Path:
         """The local store's directory."""

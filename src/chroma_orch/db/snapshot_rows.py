@@ -61,6 +61,25 @@ async def add(session: AsyncSession, snapshot: Snapshot) -> Snapshot:
     return snapshot
 
 
+async def purgeable(session: AsyncSession, instance_ids: list[uuid.UUID]) -> list[Snapshot]:
+    """The snapshots of these instances a purge marks ``deleting``: all not already
+    so, but those an instance is restoring (its restore holds them)."""
+    restoring = select(Instance.restore_snapshot_id).where(
+        Instance.restore_snapshot_id.is_not(None)
+    )
+    found = await session.scalars(
+        select(Snapshot)
+        .where(
+            Snapshot.instance_id.in_(instance_ids),
+            Snapshot.phase != SnapshotPhase.DELETING.value,
+            Snapshot.id.not_in(restoring),
+        )
+        .order_by(Snapshot.created_at)
+        .with_for_update(skip_locked=True)
+    )
+    return list(found)
+
+
 async def mark_deleting(session: AsyncSession, snapshot: Snapshot) -> None:
     """A DELETE: the reconciler removes the archive, then the row."""
     await change(session, snapshot, {"phase": SnapshotPhase.DELETING.value})

@@ -73,7 +73,7 @@ class SnapshotService:
         if instance.desired_state == DesiredState.DELETED:
             raise NotFoundError(f"instance {instance_id} not found")
         if kind in QUOTA_KINDS:
-            await self._check_quota(instance.tenant_id)
+            await self.check_quota(instance.tenant_id)
         return await self.add(instance, kind)
 
     async def add(self, instance: Instance, kind: SnapshotKind) -> Snapshot:
@@ -89,7 +89,7 @@ class SnapshotService:
             attempts=0,
         )
         await snapshot_rows.add(self.session, snapshot)
-        await self._make_due(instance.id)
+        await self.make_due(instance.id)
         return snapshot
 
     async def get(self, snapshot_id: uuid.UUID) -> Snapshot:
@@ -121,7 +121,7 @@ class SnapshotService:
         if restoring is not None:
             raise ConflictError(f"instance {restoring} is restoring snapshot {snapshot_id}")
         await snapshot_rows.mark_deleting(self.session, snapshot)
-        await self._make_due(snapshot.instance_id)
+        await self.make_due(snapshot.instance_id)
         return snapshot
 
     async def restore(
@@ -138,7 +138,7 @@ class SnapshotService:
         assert applied is not None, "the instance is locked: its generation cannot move"
         return applied
 
-    async def _make_due(self, instance_id: uuid.UUID) -> None:
+    async def make_due(self, instance_id: uuid.UUID) -> None:
         """The reconciler looks at the instance now (on whichever replica)."""
         await self.session.execute(
             update(Instance)
@@ -147,7 +147,7 @@ class SnapshotService:
         )
         notify_on_commit(self.session, INTENTS_CHANNEL, str(instance_id))
 
-    async def _check_quota(self, tenant_id: uuid.UUID) -> None:
+    async def check_quota(self, tenant_id: uuid.UUID) -> None:
         count, size = (
             await self.session.execute(
                 select(func.count(), func.coalesce(func.sum(Snapshot.size_bytes), 0)).where(

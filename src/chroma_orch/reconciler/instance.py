@@ -194,6 +194,8 @@ class InstanceReconciler:
                 return await self._quiesce(snapshot)
             elif not await data.store_data(snapshot):
                 break
+            elif snapshot.kind == SnapshotKind.SCHEDULED:
+                await data.prune_scheduled()  # its schedule's keep, now it is done
         if data.retry_in is not None:
             return RequeueAfter(data.retry_in)
         return None
