@@ -9,10 +9,10 @@ caller commits through ``db.outbox.commit``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, exists, func, select, update
+from sqlalchemy import ColumnElement, Select, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.instance_writes import Fence
@@ -61,9 +61,14 @@ async def add(session: AsyncSession, snapshot: Snapshot) -> Snapshot:
     return snapshot
 
 
-async def purgeable(session: AsyncSession, instance_ids: list[uuid.UUID]) -> list[Snapshot]:
-    """The snapshots of these instances a purge marks ``deleting``: all not already
-    so, but those an instance is restoring (its restore holds them)."""
+async def purgeable(
+    session: AsyncSession,
+    instance_ids: Sequence[uuid.UUID] | Select[Any],
+    limit: int | None = None,
+) -> list[Snapshot]:
+    """The snapshots of these instances a purge marks ``deleting`` (locked; those
+    another transaction holds are left for later): all not already so, but those an
+    instance is restoring (its restore holds them)."""
     restoring = select(Instance.restore_snapshot_id).where(
         Instance.restore_snapshot_id.is_not(None)
     )
@@ -75,6 +80,7 @@ async def purgeable(session: AsyncSession, instance_ids: list[uuid.UUID]) -> lis
             Snapshot.id.not_in(restoring),
         )
         .order_by(Snapshot.created_at)
+        .limit(limit)
         .with_for_update(skip_locked=True)
     )
     return list(found)
