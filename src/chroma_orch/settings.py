@@ -151,7 +151,8 @@ class RetentionSettings(BaseModel):
         168.0,
         gt=0,
         description="A deleted instance's row (with its intents) is purged this long after "
-        "it was deleted; until then a repeated DELETE still answers 202.",
+        "it was deleted, once its snapshots' archives are removed; until then it can be "
+        "undeleted and a repeated DELETE still answers 202.",
     )
 
 
