@@ -59,6 +59,8 @@ class FakeRuntime:
         self.starts: Counter[str] = Counter()
         self.stops: Counter[str] = Counter()
         self.deleted: list[str] = []
+        self.kept: list[str] = []
+        """Instances deleted with their data kept."""
         self.refusals: Counter[str] = Counter()
         self.capacity_failures = capacity_failures
         self.no_capacity: Counter[str] = Counter()
@@ -154,6 +156,8 @@ class FakeRuntime:
 
     async def delete(self, instance_id: str, handle: Handle | None, keep_data: bool) -> None:
         self.deleted.append(instance_id)
+        if keep_data:
+            self.kept.append(instance_id)
 
     async def logs(self, instance_id: str, handle: Handle | None, tail: int) -> list[str]:
         return ["fake"][-tail:]

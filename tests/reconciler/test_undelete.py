@@ -15,9 +15,9 @@ from chroma_orch.context import AppContext
 from chroma_orch.db.models import Event, Instance, Snapshot
 from chroma_orch.db.retention import Retention
 from chroma_orch.reconciler.loop import Reconciler
-from chroma_orch.settings import RetentionSettings
+from chroma_orch.settings import RetentionSettings, Settings
 from tests.helpers import bearer, converge, create_tenant
-from tests.reconciler.doubles import DataFakeRuntime
+from tests.reconciler.doubles import DataFakeRuntime, FakeRuntime
 
 _PURGE = {"purge": "true"}
 
@@ -211,3 +211,38 @@ async def test_retention_removes_the_archives_before_the_instance(
     undelete = await client.post(f"/v1/instances/{old}/undelete", headers=bearer(token))
     assert undelete.status_code == 404
     assert await _snapshots(ctx, recent) == [("pre_delete", "ready")]
+
+
+async def test_a_runtime_that_cannot_snapshot_still_removes_the_data(
+    client: httpx.AsyncClient, ctx: AppContext, runtime: FakeRuntime, api_settings: Settings
+) -> None:
+    """Its pre_delete snapshot fails Unsupported: no undelete, and the delete removes
+    the data as before (keeping it would leave every deleted instance's data behind).
+    A failed snapshot where the runtime can snapshot keeps it (see below)."""
+    reconciler = Reconciler(ctx.sessions, runtime, api_settings, store=ctx.store)
+    _, token = await create_tenant(client, "acme")
+    created = await client.post("/v1/instances", json={"name": "main"}, headers=bearer(token))
+    instance_id = created.json()["instance"]["id"]
+    await converge(reconciler)
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(reconciler)
+    assert await _snapshots(ctx, instance_id) == [("pre_delete", "failed")]
+    assert runtime.deleted == [instance_id]
+    assert runtime.kept == []
+
+
+async def test_a_failed_pre_delete_snapshot_keeps_the_data(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    _, token = await create_tenant(client, "acme")
+    instance_id = await _running(client, token, "main", data_runtime, data_reconciler)
+    # a symlink: no archive takes one (UnsafeArchiveError), so the snapshot fails
+    (data_runtime.data_path(instance_id) / "link").symlink_to("chroma.sqlite3")
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(data_reconciler)
+    assert await _snapshots(ctx, instance_id) == [("pre_delete", "failed")]
+    assert data_runtime.kept == [instance_id]
+    assert (data_runtime.data_path(instance_id) / "chroma.sqlite3").exists()
