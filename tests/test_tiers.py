@@ -21,7 +21,7 @@ def test_a_test_starting_services_in_its_own_body_is_seen() -> None:
     """No fixture says so: the test calls running_service and running_nginx itself."""
     behind_nginx = refused_tokens.test_behind_nginx_one_guesser_does_not_lock_out_its_neighbours
     assert {"running_service", "running_nginx"} <= names_used([behind_nginx]) & STARTS_SERVICES
-    pure = states.test_every_phase_has_a_row_and_deleted_is_terminal
+    pure = states.test_every_phase_has_a_row_and_deleted_is_left_only_by_an_undelete
     assert not names_used([pure]) & (STARTS_SERVICES | USES_POSTGRES)
 
 

@@ -15,7 +15,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from chroma_orch import __version__, dashboard, dataplane, process_tuning
 from chroma_orch.api import dataplane as dataplane_api
 from chroma_orch.api import events as events_api
-from chroma_orch.api import health, instances, metrics, seed, snapshots, tenants
+from chroma_orch.api import health, instances, metrics, seed, snapshot_schedules, snapshots, tenants
 from chroma_orch.api.problems import install_error_handlers
 from chroma_orch.context import AppContext
 from chroma_orch.db.embedded import EmbeddedPostgres
@@ -39,6 +39,7 @@ from chroma_orch.events import guard, stream
 from chroma_orch.loops import Loops
 from chroma_orch.reconciler.culler import cull_idle
 from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.reconciler.snapshot_scheduler import SnapshotScheduler
 from chroma_orch.runtimes.base import Preflight, RuntimeServices
 from chroma_orch.runtimes.factory import build_runtime
 from chroma_orch.runtimes.instrumented import InstrumentedRuntime
@@ -185,6 +186,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await cull_idle(sessions, policy, culling.default_idle_timeout)
 
             loops.every("culler", cull, culling.interval)
+            scheduler = SnapshotScheduler(
+                sessions, policy, ctx.snapshot_policy, settings.snapshots.schedule_batch
+            )
+            loops.every(
+                "snapshot_scheduler", scheduler.run_once, settings.snapshots.schedule_interval
+            )
         loops.add("listener", listener.run)
         await stack.enter_async_context(loops)  # left first: every loop stops before the rest
         await asyncio.wait_for(listener.connected.wait(), timeout=30)
@@ -208,7 +215,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     # The data plane first: /i/... is the hot path and is matched before anything else.
-    routers = (dataplane_api, instances, snapshots, tenants, seed, health, metrics, events_api)
+    routers = (
+        dataplane_api,
+        instances,
+        snapshots,
+        snapshot_schedules,
+        tenants,
+        seed,
+        health,
+        metrics,
+        events_api,
+    )
     for module in routers:
         app.include_router(module.router)
     dashboard.mount(app)

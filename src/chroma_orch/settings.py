@@ -151,7 +151,8 @@ class RetentionSettings(BaseModel):
         168.0,
         gt=0,
         description="A deleted instance's row (with its intents) is purged this long after "
-        "it was deleted; until then a repeated DELETE still answers 202.",
+        "it was deleted, once its snapshots' archives are removed; until then it can be "
+        "undeleted and a repeated DELETE still answers 202.",
     )
 
 
@@ -360,6 +361,19 @@ class SnapshotSettings(BaseModel):
         le=50,
         description="Tries of a snapshot (or a restore's read) while the store is "
         "unavailable, with exponential backoff, before it fails with StoreUnavailable.",
+    )
+    schedule_interval: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds between passes of the snapshot scheduler (one replica at a "
+        "time), which requests the scheduled snapshots that are due and prunes old ones.",
+    )
+    schedule_batch: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="Due instances the snapshot scheduler handles per transaction.",
     )
 
     def directory(self, data_dir: Path) -> Path:

@@ -16,7 +16,8 @@ from chroma_orch.settings import RetentionSettings
 from tests.helpers import bearer, create_tenant, settle, wait_for
 
 _OLD = "now() - interval '400 hours'"
-NOTHING = {"events": 0, "intents": 0, "instances": 0, "released_endpoints": 0}
+_PURGE = {"purge": "true"}
+NOTHING = {"snapshots": 0, "events": 0, "intents": 0, "instances": 0, "released_endpoints": 0}
 
 
 async def _backdate(engine: AsyncEngine, instance_id: str) -> None:
@@ -55,8 +56,8 @@ async def test_purges_deleted_instances_and_settled_intents_past_retention(
     engine: AsyncEngine = api_app.state.ctx.engine
     _, token = await create_tenant(client, "acme")
     gone, recent, live, fresh = [await _launch(client, token, n) for n in ("a", "b", "c", "d")]
-    for deleted in (gone, recent):
-        await client.delete(f"/v1/instances/{deleted}", headers=bearer(token))
+    for deleted in (gone, recent):  # purged: no snapshot (tests/reconciler/test_undelete.py)
+        await client.delete(f"/v1/instances/{deleted}", params=_PURGE, headers=bearer(token))
         await settle(engine, deleted, "deleted")
     await settle(engine, live, "running")
     await settle(engine, fresh, "running")
@@ -87,7 +88,7 @@ async def test_one_replica_purges_at_a_time(client: httpx.AsyncClient, api_app: 
     engine: AsyncEngine = api_app.state.ctx.engine
     _, token = await create_tenant(client, "acme")
     gone = await _launch(client, token, "a")
-    await client.delete(f"/v1/instances/{gone}", headers=bearer(token))
+    await client.delete(f"/v1/instances/{gone}", params=_PURGE, headers=bearer(token))
     await settle(engine, gone, "deleted")
     await _backdate(engine, gone)
     retention = Retention(api_app.state.ctx.sessions, RetentionSettings(), 168)

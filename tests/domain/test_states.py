@@ -12,9 +12,10 @@ from chroma_orch.domain.states import (
 from chroma_orch.errors import InvalidTransitionError
 
 
-def test_every_phase_has_a_row_and_deleted_is_terminal() -> None:
+def test_every_phase_has_a_row_and_deleted_is_left_only_by_an_undelete() -> None:
     assert set(PHASE_TRANSITIONS) == set(Phase)
-    assert PHASE_TRANSITIONS[Phase.DELETED] == frozenset()
+    # an undelete loads the data, then starts (or fails to load): nothing else
+    assert PHASE_TRANSITIONS[Phase.DELETED] == frozenset({Phase.STARTING, Phase.FAILED})
     for phase in Phase:
         if phase is not Phase.DELETED:
             assert Phase.DELETED in PHASE_TRANSITIONS[phase], phase
@@ -30,6 +31,7 @@ def test_every_phase_has_a_row_and_deleted_is_terminal() -> None:
         (Phase.STOPPED, Phase.STARTING),
         (Phase.FAILED, Phase.STARTING),
         (Phase.RUNNING, Phase.RUNNING),
+        (Phase.DELETED, Phase.STARTING),
     ],
 )
 def test_allowed_phase_changes(current: Phase, new: Phase) -> None:
@@ -39,7 +41,8 @@ def test_allowed_phase_changes(current: Phase, new: Phase) -> None:
 @pytest.mark.parametrize(
     ("current", "new"),
     [
-        (Phase.DELETED, Phase.STARTING),
+        (Phase.DELETED, Phase.RUNNING),
+        (Phase.DELETED, Phase.STOPPED),
         (Phase.STOPPED, Phase.RUNNING),
         (Phase.PENDING, Phase.RUNNING),
         (Phase.STOPPED, Phase.FAILED),
@@ -56,11 +59,28 @@ def test_restart_needs_a_running_desire() -> None:
         check_action(Action.RESTART, DesiredState.STOPPED, Phase.STOPPED)
 
 
-@pytest.mark.parametrize("action", [Action.START, Action.STOP, Action.RESTART])
+@pytest.mark.parametrize(
+    "action", [Action.START, Action.STOP, Action.RESTART, Action.RESTORE, Action.UNDELETE]
+)
 def test_only_delete_touches_a_deleting_instance(action: Action) -> None:
     with pytest.raises(InvalidTransitionError):
         check_action(action, DesiredState.DELETED, Phase.STOPPING)
     check_action(Action.DELETE, DesiredState.DELETED, Phase.STOPPING)
+
+
+@pytest.mark.parametrize("action", [Action.START, Action.STOP, Action.RESTART, Action.RESTORE])
+def test_a_deleted_instance_is_undeleted_or_deleted_again_only(action: Action) -> None:
+    check_action(Action.UNDELETE, DesiredState.DELETED, Phase.DELETED)
+    check_action(Action.DELETE, DesiredState.DELETED, Phase.DELETED)
+    assert changes_desired(Action.UNDELETE, DesiredState.DELETED, Phase.DELETED)
+    with pytest.raises(InvalidTransitionError):
+        check_action(action, DesiredState.DELETED, Phase.DELETED)
+
+
+def test_a_live_instance_cannot_be_undeleted() -> None:
+    for desired in (DesiredState.RUNNING, DesiredState.STOPPED):
+        with pytest.raises(InvalidTransitionError):
+            check_action(Action.UNDELETE, desired, Phase.RUNNING)
 
 
 def test_repeats_do_not_bump_the_generation_but_retries_do() -> None:

@@ -3,6 +3,7 @@ port reservations, and a tenant."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,9 +12,10 @@ from fastapi import FastAPI
 
 from chroma_orch.context import AppContext
 from chroma_orch.db.ports import PortReservationsInDb, port_pool
+from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import Settings
 from tests.helpers import bearer, create_tenant
-from tests.reconciler.doubles import FakeRuntime
+from tests.reconciler.doubles import DataFakeRuntime, FakeRuntime
 
 
 @pytest.fixture
@@ -25,6 +27,20 @@ def ctx(api_app: FastAPI) -> AppContext:
 @pytest.fixture
 def runtime(ctx: AppContext, api_settings: Settings) -> FakeRuntime:
     return FakeRuntime(PortReservationsInDb(ctx.sessions, port_pool(api_settings)))
+
+
+@pytest.fixture
+def data_runtime(ctx: AppContext, api_settings: Settings, tmp_path: Path) -> DataFakeRuntime:
+    """A fake runtime whose instances keep real data directories (under ``tmp_path``)."""
+    return DataFakeRuntime(PortReservationsInDb(ctx.sessions, port_pool(api_settings)), tmp_path)
+
+
+@pytest.fixture
+def data_reconciler(
+    ctx: AppContext, data_runtime: DataFakeRuntime, api_settings: Settings
+) -> Reconciler:
+    """A reconciler on ``data_runtime`` and the app's snapshot store."""
+    return Reconciler(ctx.sessions, data_runtime, api_settings, store=ctx.store)
 
 
 @pytest.fixture

@@ -12,10 +12,12 @@ the exit (``ExitCause``): an AWS-initiated stop is ``INFRASTRUCTURE``.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from chroma_orch.runtimes.base import (
     Endpoint,
@@ -57,6 +59,8 @@ class FakeRuntime:
         self.starts: Counter[str] = Counter()
         self.stops: Counter[str] = Counter()
         self.deleted: list[str] = []
+        self.kept: list[str] = []
+        """Instances deleted with their data kept."""
         self.refusals: Counter[str] = Counter()
         self.capacity_failures = capacity_failures
         self.no_capacity: Counter[str] = Counter()
@@ -152,6 +156,8 @@ class FakeRuntime:
 
     async def delete(self, instance_id: str, handle: Handle | None, keep_data: bool) -> None:
         self.deleted.append(instance_id)
+        if keep_data:
+            self.kept.append(instance_id)
 
     async def logs(self, instance_id: str, handle: Handle | None, tail: int) -> list[str]:
         return ["fake"][-tail:]
@@ -174,3 +180,32 @@ class FakeRuntime:
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
+
+
+class DataFakeRuntime(FakeRuntime):
+    """A ``FakeRuntime`` whose instances keep their data in directories under ``root``
+    (``runtimes.base.DataDirectories``), so the reconciler's snapshots, restores and
+    deletes work on real files, through the real store and archive format."""
+
+    def __init__(self, ports: PortReservations, root: Path) -> None:
+        super().__init__(ports)
+        self.root = root
+
+    def data_path(self, instance_id: str) -> Path:
+        return self.root / instance_id
+
+    async def replace_data(self, instance_id: str, fill: Callable[[Path], Awaitable[None]]) -> None:
+        staging = self.root / f".{instance_id}.staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            await fill(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        shutil.rmtree(self.data_path(instance_id), ignore_errors=True)
+        staging.rename(self.data_path(instance_id))
+
+    async def delete(self, instance_id: str, handle: Handle | None, keep_data: bool) -> None:
+        await super().delete(instance_id, handle, keep_data)
+        if not keep_data:
+            shutil.rmtree(self.data_path(instance_id), ignore_errors=True)

@@ -69,6 +69,8 @@ def _body(method: str, template: str, victim: dict[str, str]) -> dict[str, Any] 
         ("PATCH", "/v1/instances/{instance_id}"): {"idle_timeout_seconds": 60},
         ("PATCH", "/v1/tenants/{tenant_id}"): {"idle_timeout_seconds": 60},
         ("POST", "/v1/instances/{instance_id}/restore"): {"snapshot_id": victim["snapshot_id"]},
+        ("PUT", "/v1/instances/{instance_id}/snapshot-schedule"): {"every": 3600, "keep": 1},
+        ("PUT", "/v1/tenants/{tenant_id}/snapshot-schedule"): {"every": 3600, "keep": 1},
     }
     return bodies.get((method, template))
 

@@ -16,8 +16,10 @@ from starlette.requests import HTTPConnection
 from chroma_orch.context import AppContext
 from chroma_orch.db.outbox import commit, discard_pending
 from chroma_orch.domain.auth import authenticate
+from chroma_orch.domain.deletion import DeletionService
 from chroma_orch.domain.instances import InstanceService
 from chroma_orch.domain.principal import Principal
+from chroma_orch.domain.snapshot_schedules import ScheduleService
 from chroma_orch.domain.snapshots import SnapshotService
 from chroma_orch.domain.tenants import TenantService
 from chroma_orch.telemetry.context import log_context
@@ -103,4 +105,20 @@ async def get_snapshots(
 
 
 Snapshots = Annotated[SnapshotService, Depends(get_snapshots)]
+
+
+async def get_schedules(
+    session: Session, principal: CurrentPrincipal, instances: Instances
+) -> ScheduleService:
+    return ScheduleService(session, principal, instances)
+
+
+Schedules = Annotated[ScheduleService, Depends(get_schedules)]
+
+
+async def get_deletions(snapshots: Snapshots) -> DeletionService:
+    return DeletionService(snapshots)
+
+
+Deletions = Annotated[DeletionService, Depends(get_deletions)]
 Tenants = Annotated[TenantService, Depends(get_tenants)]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, status
 
-from chroma_orch.api.deps import Context, Instances
+from chroma_orch.api.deps import Context, Deletions, Instances
 from chroma_orch.api.problems import problem_responses
 from chroma_orch.db.models import Instance, Intent
 from chroma_orch.domain.instances import InstancePolicy, to_read
@@ -88,8 +88,17 @@ async def list_instances(
     tenant_id: Annotated[uuid.UUID | None, Query(description="Admin only: one tenant.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    deleted: Annotated[
+        bool,
+        Query(
+            description="List the deleted instances instead (those that can still be "
+            "undeleted, until the retention of deleted instances has passed)."
+        ),
+    ] = False,
 ) -> InstancePage:
-    return await instances.list(phase=phase, tenant_id=tenant_id, limit=limit, cursor=cursor)
+    return await instances.list(
+        phase=phase, tenant_id=tenant_id, limit=limit, cursor=cursor, deleted=deleted
+    )
 
 
 @router.get("/{instance_id}", operation_id="getInstance", summary="Get an instance", responses=_ONE)
@@ -155,16 +164,48 @@ _action_route(Action.RESTART, "Restart a running instance")
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="deleteInstance",
     summary="Delete an instance: stop it, free its port, remove its data",
-    responses=_ACTION,
+    description="Unless `purge=true`, the instance's data is first kept as a pre_delete "
+    "snapshot, and the deleted instance can be undeleted (POST /v1/instances/{id}/undelete) "
+    "until the retention of deleted instances has passed; then it and its snapshots are "
+    "purged. `purge=true` (needs `keep_data=false`) takes no snapshot and deletes every "
+    "snapshot of the instance at once: nothing of its data is left. A repeated delete "
+    "answers like the first one (with `purge=true`, it purges a deleted instance).",
+    responses=problem_responses(NotFoundError, InvalidTransitionError, ValidationFailedError),
 )
 async def delete_instance(
     instance_id: uuid.UUID,
-    instances: Instances,
+    deletions: Deletions,
     ctx: Context,
     keep_data: Annotated[bool, Query(description="Keep the data directory.")] = False,
+    purge: Annotated[
+        bool,
+        Query(
+            description="Take no pre_delete snapshot and delete the instance's snapshots too: "
+            "it cannot be undeleted. Not with keep_data=true (422)."
+        ),
+    ] = False,
 ) -> InstanceAccepted:
-    pair = await instances.act(instance_id, Action.DELETE, keep_data=keep_data)
+    pair = await deletions.delete(instance_id, keep_data=keep_data, purge=purge)
     return _accepted(ctx.policy, pair)
+
+
+@router.post(
+    "/{instance_id}/undelete",
+    status_code=status.HTTP_202_ACCEPTED,
+    operation_id="undeleteInstance",
+    summary="Bring a deleted instance back with its data",
+    description="Its data comes from its newest ready pre_delete snapshot, and it starts "
+    "again (a new generation). 409 while the delete is still under way, when it has no "
+    "ready pre_delete snapshot (deleted with purge=true, or the snapshot failed), or when "
+    "a live instance of the tenant has its name; 404 once it was purged.",
+    responses=problem_responses(
+        NotFoundError, ConflictError, InvalidTransitionError, QuotaExceededError
+    ),
+)
+async def undelete_instance(
+    instance_id: uuid.UUID, deletions: Deletions, ctx: Context
+) -> InstanceAccepted:
+    return _accepted(ctx.policy, await deletions.undelete(instance_id))
 
 
 @router.get(

@@ -33,6 +33,8 @@ class LockKey(enum.IntEnum):
     """"chocullr": the idle culler's pass (``reconciler/culler.py``)."""
     RETENTION = 0x63686F7075726765
     """"chopurge": each batch of the retention pass (``db/retention.py``)."""
+    SCHEDULER = 0x63686F7363686564
+    """"chosched": each batch of the snapshot scheduler (``reconciler/snapshot_scheduler.py``)."""
 
 
 @enum.unique

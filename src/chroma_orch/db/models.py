@@ -94,6 +94,16 @@ class Instance(TimestampMixin, Base):
             "phase_changed_at",
             postgresql_where=text("phase = 'deleted'"),
         ),
+        Index(
+            "ix_instances_snapshot_due",
+            "next_snapshot_at",
+            postgresql_where=text("next_snapshot_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_instances_unscheduled",
+            "tenant_id",
+            postgresql_where=text("next_snapshot_at IS NULL AND desired_state <> 'deleted'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
@@ -155,6 +165,9 @@ class Instance(TimestampMixin, Base):
     """Data to load before the next start (a restore, a clone, an import, an undelete);
     the reconciler clears it once the data is in place. A snapshot named here cannot
     be deleted."""
+    next_snapshot_at: Mapped[datetime | None]
+    """When the instance's snapshot schedule (its own, else its tenant's) takes its next
+    ``scheduled`` snapshot; NULL while no schedule applies (``db/snapshot_schedules.py``)."""
 
 
 class IntentStatus(enum.StrEnum):
@@ -327,6 +340,38 @@ class Snapshot(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class SnapshotSchedule(Base):
+    """Scheduled snapshots of a tenant's instances (``instance_id`` NULL) or of one
+    instance (which overrides its tenant's): one every ``every_seconds``, the newest
+    ``keep`` ready ones kept."""
+
+    __tablename__ = "snapshot_schedules"
+    __table_args__ = (
+        Index(
+            "uq_snapshot_schedules_tenant",
+            "tenant_id",
+            unique=True,
+            postgresql_where=text("instance_id IS NULL"),
+        ),
+        Index(
+            "uq_snapshot_schedules_instance",
+            "instance_id",
+            unique=True,
+            postgresql_where=text("instance_id IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    instance_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE")
+    )
+    every_seconds: Mapped[int] = mapped_column(Integer)
+    keep: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 

@@ -1,6 +1,11 @@
 """Rows past their retention: old events, settled intents, deleted instances, and
 released addresses older than any quarantine.
 
+A deleted instance's snapshots have archives in the snapshot store, which a row
+deleted by cascade would leave behind: past retention, its snapshots are marked
+``deleting`` first (the reconciler removes each archive, then its row), and the
+instance's row goes only once it has no snapshot left.
+
 One pass (``Retention.run_once``) purges each kind in batches, each batch its own
 short transaction, and one replica at a time: every batch first takes a
 transaction-level advisory lock, and a replica that finds it held leaves the
@@ -13,11 +18,30 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import Delete, delete, func, literal_column, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    and_,
+    delete,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chroma_orch.db import snapshot_rows
 from chroma_orch.db.locks import LockKey, try_lock
-from chroma_orch.db.models import OPEN_INTENT, Event, Instance, Intent, ReleasedEndpoint
+from chroma_orch.db.models import (
+    OPEN_INTENT,
+    Event,
+    Instance,
+    Intent,
+    ReleasedEndpoint,
+    Snapshot,
+)
+from chroma_orch.db.outbox import INTENTS_CHANNEL, commit, notify_on_commit
 from chroma_orch.settings import MAX_ADDRESS_QUARANTINE_SECONDS, RetentionSettings
 
 log = logging.getLogger(__name__)
@@ -46,18 +70,19 @@ def _intents(older_than: timedelta, batch: int) -> Delete:
     return delete(Intent).where(Intent.id.in_(doomed.scalar_subquery()))
 
 
-def _instances(older_than: timedelta, batch: int) -> Delete:
-    """Instances deleted longer than ``older_than`` ago; their intents and port go
-    with them (foreign keys cascade)."""
-    doomed = (
-        select(Instance.id)
+def _past_retention(older_than: timedelta) -> ColumnElement[bool]:
+    return and_(
         # a literal, so the partial index ix_instances_deleted serves it
-        .where(
-            Instance.phase == literal_column("'deleted'"),
-            Instance.phase_changed_at < func.now() - older_than,
-        )
-        .limit(batch)
+        Instance.phase == literal_column("'deleted'"),
+        Instance.phase_changed_at < func.now() - older_than,
     )
+
+
+def _instances(older_than: timedelta, batch: int) -> Delete:
+    """Instances deleted longer than ``older_than`` ago and with no snapshot left;
+    their intents and port go with them (foreign keys cascade)."""
+    snapshots = select(Snapshot.id).where(Snapshot.instance_id == Instance.id).exists()
+    doomed = select(Instance.id).where(_past_retention(older_than), ~snapshots).limit(batch)
     return delete(Instance).where(Instance.id.in_(doomed.scalar_subquery()))
 
 
@@ -98,7 +123,14 @@ class Retention:
     async def run_once(self) -> dict[str, int]:
         """One pass over every kind; how many rows of each were purged (none when
         another replica holds the pass)."""
-        purged = dict.fromkeys(self.kinds, 0)
+        purged = dict.fromkeys(["snapshots", *self.kinds], 0)
+        while True:
+            marked = await self._mark_snapshots()
+            if marked is None:
+                return purged
+            purged["snapshots"] += marked
+            if marked < self.batch:
+                break
         for kind, (statement, older_than) in self.kinds.items():
             while True:
                 deleted = await self._batch(statement(older_than, self.batch))
@@ -111,6 +143,28 @@ class Retention:
             counts = " ".join(f"{kind}={count}" for kind, count in purged.items())
             log.info("purged rows past retention %s", counts)
         return purged
+
+    async def _mark_snapshots(self) -> int | None:
+        """One batch of the snapshots of instances past retention marked ``deleting``,
+        and their instances due for the reconciler; None if the lock is held."""
+        older_than = self.kinds["instances"][1]
+        async with self.sessions() as session:
+            if not await try_lock(session, LockKey.RETENTION):
+                return None
+            gone = select(Instance.id).where(_past_retention(older_than))
+            doomed = await snapshot_rows.purgeable(session, gone, limit=self.batch)
+            for snapshot in doomed:
+                await snapshot_rows.mark_deleting(session, snapshot)
+            instance_ids = {snapshot.instance_id for snapshot in doomed}
+            if instance_ids:
+                await session.execute(
+                    update(Instance)
+                    .where(Instance.id.in_(instance_ids))
+                    .values(next_reconcile_at=func.least(Instance.next_reconcile_at, func.now()))
+                )
+                notify_on_commit(session, INTENTS_CHANNEL, str(next(iter(instance_ids))))
+            await commit(session)
+        return len(doomed)
 
     async def _batch(self, statement: Delete) -> int | None:
         """Run one batch under the lock: rows deleted, or None if the lock is held."""

@@ -9,10 +9,10 @@ caller commits through ``db.outbox.commit``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, exists, func, select, update
+from sqlalchemy import ColumnElement, Select, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.instance_writes import Fence
@@ -59,6 +59,31 @@ async def add(session: AsyncSession, snapshot: Snapshot) -> Snapshot:
         after=snapshot_view(snapshot),
     )
     return snapshot
+
+
+async def purgeable(
+    session: AsyncSession,
+    instance_ids: Sequence[uuid.UUID] | Select[Any],
+    limit: int | None = None,
+) -> list[Snapshot]:
+    """The snapshots of these instances a purge marks ``deleting`` (locked; those
+    another transaction holds are left for later): all not already so, but those an
+    instance is restoring (its restore holds them)."""
+    restoring = select(Instance.restore_snapshot_id).where(
+        Instance.restore_snapshot_id.is_not(None)
+    )
+    found = await session.scalars(
+        select(Snapshot)
+        .where(
+            Snapshot.instance_id.in_(instance_ids),
+            Snapshot.phase != SnapshotPhase.DELETING.value,
+            Snapshot.id.not_in(restoring),
+        )
+        .order_by(Snapshot.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(found)
 
 
 async def mark_deleting(session: AsyncSession, snapshot: Snapshot) -> None:

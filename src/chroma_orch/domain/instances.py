@@ -201,11 +201,11 @@ def _change(
         "generation": generation,
         "culled_at": culled_at,  # None: a request from a person, not idle any more
     }
-    if action in (Action.RESTART, Action.RESTORE):
+    if action in (Action.RESTART, Action.RESTORE, Action.UNDELETE):
         changes["restart_generation"] = generation
-    if action in (Action.START, Action.RESTART, Action.RESTORE):
+    if action in (Action.START, Action.RESTART, Action.RESTORE, Action.UNDELETE):
         changes["restart_count"] = 0
-    if action is Action.RESTORE:
+    if action in (Action.RESTORE, Action.UNDELETE):
         changes["restore_snapshot_id"] = restore_from
     if action is Action.DELETE:
         changes["keep_data"] = keep_data
@@ -366,7 +366,7 @@ class InstanceService:
         changes: dict[str, Any] | None = None
         events = []
         if changes_desired(action, desired, phase):
-            if action in (Action.START, Action.RESTART):
+            if action in (Action.START, Action.RESTART, Action.UNDELETE):
                 await check_concurrent_starts(self.session, self.policy.max_concurrent_starts)
             changes, event = _change(action, instance, keep_data, culled_at, restore_from)
             events.append(event)
@@ -413,8 +413,11 @@ class InstanceService:
         tenant_id: uuid.UUID | None,
         limit: int,
         cursor: str | None,
+        deleted: bool = False,
     ) -> InstancePage:
-        query = select(Instance).where(Instance.phase != Phase.DELETED)
+        """The live instances (``deleted``: the deleted ones, still undeletable)."""
+        gone = Instance.phase == Phase.DELETED
+        query = select(Instance).where(gone if deleted else ~gone)
         if not self.principal.is_admin:
             query = query.where(Instance.tenant_id == self.principal.tenant_id)
         elif tenant_id is not None:

@@ -334,3 +334,36 @@ class RestoreRequest(_Input):
     )
 
     snapshot_id: uuid.UUID = Field(description="The ready snapshot whose data to restore.")
+
+
+MAX_SCHEDULE_SECONDS = 366 * 86400
+
+
+class SnapshotScheduleWrite(_Input):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"every": 86400, "keep": 7}]})
+
+    every: int = Field(
+        ge=60,
+        le=MAX_SCHEDULE_SECONDS,
+        description="Seconds between scheduled snapshots (e.g. 86400: daily).",
+    )
+    keep: int = Field(
+        ge=1, le=1000, description="Ready scheduled snapshots kept; older ones are deleted."
+    )
+
+
+class SnapshotScheduleRead(BaseModel):
+    tenant_id: uuid.UUID
+    instance_id: uuid.UUID | None = Field(
+        description="The instance whose own schedule this is; null: the tenant's schedule, "
+        "which applies to every instance of the tenant without a schedule of its own."
+    )
+    every: int = Field(description="Seconds between scheduled snapshots.")
+    keep: int = Field(description="Ready scheduled snapshots kept.")
+    next_snapshot_at: datetime | None = Field(
+        None,
+        description="For an instance: when its next scheduled snapshot is due (null until "
+        "the scheduler has covered it: at its next pass).",
+    )
+    created_at: datetime
+    updated_at: datetime

@@ -93,7 +93,7 @@ class SnapshotService:
             attempts=0,
         )
         await snapshot_rows.add(self.session, snapshot)
-        await self._make_due(instance.id)
+        await self.make_due(instance.id)
         return snapshot
 
     async def get(self, snapshot_id: uuid.UUID) -> Snapshot:
@@ -125,7 +125,7 @@ class SnapshotService:
         if restoring is not None:
             raise ConflictError(f"instance {restoring} is restoring snapshot {snapshot_id}")
         await snapshot_rows.mark_deleting(self.session, snapshot)
-        await self._make_due(snapshot.instance_id)
+        await self.make_due(snapshot.instance_id)
         return snapshot
 
     async def restore(
@@ -142,7 +142,7 @@ class SnapshotService:
         assert applied is not None, "the instance is locked: its generation cannot move"
         return applied
 
-    async def _make_due(self, instance_id: uuid.UUID) -> None:
+    async def make_due(self, instance_id: uuid.UUID) -> None:
         """The reconciler looks at the instance now (on whichever replica)."""
         await self.session.execute(
             update(Instance)

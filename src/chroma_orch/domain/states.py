@@ -34,6 +34,7 @@ class Action(enum.StrEnum):
     RESTART = "restart"
     DELETE = "delete"
     RESTORE = "restore"
+    UNDELETE = "undelete"
 
 
 _P = Phase
@@ -45,7 +46,8 @@ PHASE_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     _P.STOPPING: frozenset({_P.STARTING, _P.STOPPED, _P.FAILED, _P.DELETED}),
     _P.STOPPED: frozenset({_P.STARTING, _P.STOPPING, _P.DELETED}),
     _P.FAILED: frozenset({_P.STARTING, _P.STOPPING, _P.STOPPED, _P.DELETED}),
-    _P.DELETED: frozenset(),
+    # the way out is an undelete: its data loaded, then started (or failed to load)
+    _P.DELETED: frozenset({_P.STARTING, _P.FAILED}),
 }
 """Observed phase changes the reconciler may make; staying in a phase is always allowed."""
 
@@ -58,23 +60,25 @@ ACTION_TARGETS: dict[Action, DesiredState] = {
     Action.RESTART: _D.RUNNING,
     Action.DELETE: _D.DELETED,
     Action.RESTORE: _D.RUNNING,
+    Action.UNDELETE: _D.RUNNING,
 }
 
 # Which actions are allowed, by the instance's current desired state and phase.
-# Restart needs a server that should be running; nothing but a repeated delete
-# may touch an instance that is being deleted.
+# Restart needs a server that should be running; nothing but a repeated delete or
+# an undelete may touch a deleted instance (an undelete only once it is deleted).
 _ACTIONS_BY_DESIRED: dict[DesiredState, frozenset[Action]] = {
     _D.RUNNING: frozenset(
         {Action.START, Action.STOP, Action.RESTART, Action.DELETE, Action.RESTORE}
     ),
     _D.STOPPED: frozenset({Action.START, Action.STOP, Action.DELETE, Action.RESTORE}),
-    _D.DELETED: frozenset({Action.DELETE}),
+    _D.DELETED: frozenset({Action.DELETE, Action.UNDELETE}),
 }
 
 
 def check_action(action: Action, desired: DesiredState, phase: Phase) -> None:
     """Raise ``InvalidTransitionError`` when ``action`` is not allowed now."""
-    if action is Action.CREATE or action in _ACTIONS_BY_DESIRED[desired]:
+    allowed = action is Action.CREATE or action in _ACTIONS_BY_DESIRED[desired]
+    if allowed and not (action is Action.UNDELETE and phase is not Phase.DELETED):
         return
     raise InvalidTransitionError(
         f"cannot {action.value} an instance whose desired state is {desired.value} "
@@ -91,9 +95,10 @@ def check_phase(current: Phase, new: Phase) -> None:
 def changes_desired(action: Action, desired: DesiredState, phase: Phase) -> bool:
     """Whether ``action`` is a new request (bumps the generation) or a repeat of one.
 
-    Starting a failed instance is a new request (a retry); restart and restore always are.
+    Starting a failed instance is a new request (a retry); restart, restore and
+    undelete always are.
     """
-    if action in (Action.RESTART, Action.RESTORE):
+    if action in (Action.RESTART, Action.RESTORE, Action.UNDELETE):
         return True
     if action is Action.START and phase is Phase.FAILED:
         return True

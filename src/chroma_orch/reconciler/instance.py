@@ -201,6 +201,8 @@ class InstanceReconciler:
                 return await self._quiesce(snapshot)
             elif not await data.store_data(snapshot):
                 break
+            elif snapshot.kind == SnapshotKind.SCHEDULED:
+                await data.prune_scheduled()  # its schedule's keep, now it is done
         if data.retry_in is not None:
             return RequeueAfter(data.retry_in)
         return None
@@ -347,9 +349,17 @@ class InstanceReconciler:
             return pending  # the pre_delete snapshot first
         if self.inst.restore_snapshot_id is not None:
             await self.write(writes.RECORD_DATA_LOADED, restore_snapshot_id=None)  # given up
-        keep = self.inst.keep_data or await self.data.latest_failed(SnapshotKind.PRE_DELETE)
+        keep = self.inst.keep_data or await self._pre_delete_failed()
         await self.runtime.delete(str(self.inst.id), self.handle, keep)
         return await self._mark_stopped(Phase.DELETED)
+
+    async def _pre_delete_failed(self) -> bool:
+        """Whether the data must outlive the delete: its ``pre_delete`` snapshot failed.
+        Not where the runtime cannot snapshot at all (every one fails ``Unsupported``):
+        its deletes remove the data as they always did."""
+        return self.data.files is not None and await self.data.latest_failed(
+            SnapshotKind.PRE_DELETE
+        )
 
     def _unrecorded_launch_window(self) -> float:
         """Seconds before a delete may trust the runtime's listing. A start records

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chroma_orch.db import snapshot_rows
+from chroma_orch.db import snapshot_rows, snapshot_schedules
 from chroma_orch.db.instance_writes import Fence
 from chroma_orch.db.models import Instance, Snapshot, SnapshotKind
 from chroma_orch.db.outbox import commit
@@ -142,6 +142,22 @@ class DataWork:
                 raise LeaseLostError(str(self.inst.id))
             await commit(session)
         return True
+
+    async def prune_scheduled(self) -> None:
+        """After a scheduled snapshot: the instance's ready scheduled snapshots past its
+        schedule's ``keep`` become ``deleting`` (removed next, in this pass)."""
+        async with self.sessions() as session:
+            keep = await snapshot_schedules.keep_of(session, self.inst.tenant_id, self.inst.id)
+            doomed = (
+                []
+                if keep is None
+                else await snapshot_schedules.beyond_keep(session, self.inst.id, keep)
+            )
+            for old in doomed:
+                deleting = {"phase": SnapshotPhase.DELETING.value}
+                if not await snapshot_rows.change(session, old, deleting, self.fence):
+                    raise LeaseLostError(str(self.inst.id))
+            await commit(session)
 
     async def latest_failed(self, kind: SnapshotKind) -> bool:
         """Whether the instance's newest snapshot of ``kind`` failed: a delete then

@@ -1,0 +1,105 @@
+"""Deleting an instance with its data kept for an undelete, purging, undeleting.
+
+A delete writes, in the transaction of its intent, a ``pre_delete`` snapshot (the
+reconciler takes it after the server stopped and before the runtime removes the
+data). ``purge`` instead takes none and marks every snapshot of the instance
+``deleting``: nothing of its data is left. An undelete brings a deleted instance
+back with the data of its newest ready ``pre_delete`` snapshot, as a new generation.
+Services only flush; the caller commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+from sqlalchemy import func, select
+
+from chroma_orch.db import snapshot_rows
+from chroma_orch.db.models import Instance, Intent, Snapshot
+from chroma_orch.domain.snapshot_states import SnapshotKind, SnapshotPhase
+from chroma_orch.domain.snapshots import SnapshotService
+from chroma_orch.domain.states import Action, DesiredState, Phase, check_action
+from chroma_orch.errors import ConflictError, QuotaExceededError, ValidationFailedError
+
+
+class DeletionService:
+    def __init__(self, snapshots: SnapshotService) -> None:
+        self.snapshots = snapshots
+        self.instances = snapshots.instances
+        self.session = snapshots.session
+
+    async def delete(
+        self, instance_id: uuid.UUID, *, keep_data: bool, purge: bool
+    ) -> tuple[Instance, Intent]:
+        """Delete (repeatable): a ``pre_delete`` snapshot with a new delete, or with
+        ``purge`` none, and every snapshot of the instance purged."""
+        if purge and keep_data:
+            raise ValidationFailedError("purge=true removes the data: it cannot go with keep_data")
+        instance = await self.instances.get(instance_id, for_update=True, deleted=True)
+        generation = instance.generation
+        applied = await self.instances.apply(instance, Action.DELETE, keep_data=keep_data)
+        assert applied is not None, "the instance is locked: its generation cannot move"
+        if purge:
+            await self._purge(instance)
+        elif instance.generation != generation:  # a new delete, not a repeat
+            await self.snapshots.add(instance, SnapshotKind.PRE_DELETE)
+        return applied
+
+    async def undelete(self, instance_id: uuid.UUID) -> tuple[Instance, Intent]:
+        """The deleted instance back with the data of its newest ready ``pre_delete``
+        snapshot (409 while it is being deleted, without one, or when its name was
+        taken meanwhile)."""
+        instance = await self.instances.get(instance_id, for_update=True, deleted=True)
+        check_action(Action.UNDELETE, DesiredState(instance.desired_state), Phase(instance.phase))
+        source = await self._restorable(instance.id)
+        if await self.instances.find_live(instance.tenant_id, instance.name) is not None:
+            raise ConflictError(
+                f"the tenant has a live instance named {instance.name!r}; delete or rename it "
+                "before undeleting this one"
+            )
+        await self._check_quota(instance.tenant_id)
+        try:
+            applied = await self.instances.apply(instance, Action.UNDELETE, restore_from=source)
+        except asyncpg.UniqueViolationError as exc:  # a same-named one created at once
+            raise ConflictError(f"the tenant has a live instance named {instance.name!r}") from exc
+        assert applied is not None, "the instance is locked: its generation cannot move"
+        return applied
+
+    async def _restorable(self, instance_id: uuid.UUID) -> uuid.UUID:
+        found = await self.session.scalar(
+            select(Snapshot.id)
+            .where(
+                Snapshot.instance_id == instance_id,
+                Snapshot.kind == SnapshotKind.PRE_DELETE.value,
+                Snapshot.phase == SnapshotPhase.READY.value,
+            )
+            .order_by(Snapshot.created_at.desc())
+            .limit(1)
+        )
+        if found is None:
+            raise ConflictError(
+                f"instance {instance_id} has no ready pre_delete snapshot to undelete from "
+                "(deleted with purge, or its snapshot failed)"
+            )
+        return found
+
+    async def _check_quota(self, tenant_id: uuid.UUID) -> None:
+        limit = self.instances.policy.max_per_tenant
+        live = await self.session.scalar(
+            select(func.count()).where(
+                Instance.tenant_id == tenant_id, Instance.desired_state != DesiredState.DELETED
+            )
+        )
+        if (live or 0) >= limit:
+            raise QuotaExceededError(f"tenant has {live} instances; the limit is {limit}")
+
+    async def _purge(self, instance: Instance) -> None:
+        """Every snapshot of the instance to ``deleting`` (the reconciler removes their
+        archives, then their rows), but one an instance is restoring (retention purges
+        it later)."""
+        doomed = await snapshot_rows.purgeable(self.session, [instance.id])
+        for snapshot in doomed:
+            await snapshot_rows.mark_deleting(self.session, snapshot)
+        if doomed:
+            await self.snapshots.make_due(instance.id)

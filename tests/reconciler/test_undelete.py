@@ -1,0 +1,248 @@
+"""Delete with a pre_delete snapshot, undelete, purge, and the purge after retention,
+against real PostgreSQL with a reconciler whose runtime keeps real data directories
+(archives through the real directory store)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select, text
+
+from chroma_orch.context import AppContext
+from chroma_orch.db.models import Event, Instance, Snapshot
+from chroma_orch.db.retention import Retention
+from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.settings import RetentionSettings, Settings
+from tests.helpers import bearer, converge, create_tenant
+from tests.reconciler.doubles import DataFakeRuntime, FakeRuntime
+
+_PURGE = {"purge": "true"}
+
+
+async def _running(
+    client: httpx.AsyncClient,
+    token: str,
+    name: str,
+    runtime: DataFakeRuntime,
+    reconciler: Reconciler,
+) -> str:
+    """A running instance whose data directory holds a file naming it."""
+    created = await client.post("/v1/instances", json={"name": name}, headers=bearer(token))
+    assert created.status_code == 202, created.text
+    instance_id: str = created.json()["instance"]["id"]
+    await converge(reconciler)
+    runtime.data_path(instance_id).mkdir(exist_ok=True)
+    (runtime.data_path(instance_id) / "chroma.sqlite3").write_text(f"data of {name}")
+    return instance_id
+
+
+async def _snapshots(ctx: AppContext, instance_id: str) -> list[tuple[str, str]]:
+    async with ctx.engine.connect() as conn:
+        found = await conn.execute(
+            select(Snapshot.kind, Snapshot.phase)
+            .where(Snapshot.instance_id == uuid.UUID(instance_id))
+            .order_by(Snapshot.created_at)
+        )
+        return [(kind, phase) for kind, phase in found]
+
+
+def _archives(ctx: AppContext) -> list[Path]:
+    return list(ctx.settings.snapshots.directory(ctx.settings.data_dir).rglob("*.tar.zst"))
+
+
+async def _get(client: httpx.AsyncClient, token: str, instance_id: str) -> httpx.Response:
+    return await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))
+
+
+async def test_a_deleted_instance_is_undeleted_with_its_data(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    _, token = await create_tenant(client, "acme")
+    instance_id = await _running(client, token, "main", data_runtime, data_reconciler)
+    deleted = await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    assert deleted.status_code == 202, deleted.text
+    generation = deleted.json()["instance"]["generation"]
+    assert await _snapshots(ctx, instance_id) == [("pre_delete", "pending")]  # same transaction
+    await converge(data_reconciler)
+    assert await _snapshots(ctx, instance_id) == [("pre_delete", "ready")]
+    assert not data_runtime.data_path(instance_id).exists()  # the runtime removed it
+    assert (await _get(client, token, instance_id)).status_code == 404
+    listed = await client.get("/v1/instances", params={"deleted": "true"}, headers=bearer(token))
+    assert [item["id"] for item in listed.json()["items"]] == [instance_id]
+    live = await client.get("/v1/instances", headers=bearer(token))
+    assert live.json()["items"] == []
+
+    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undeleted.status_code == 202, undeleted.text
+    body = undeleted.json()
+    assert body["instance"]["desired_state"] == "running"
+    assert body["instance"]["generation"] == generation + 1
+    assert body["intent"]["action"] == "undelete"
+    await converge(data_reconciler)
+    back = (await _get(client, token, instance_id)).json()
+    assert (back["phase"], back["observed_generation"]) == ("running", generation + 1)
+    data = data_runtime.data_path(instance_id) / "chroma.sqlite3"
+    assert data.read_text() == "data of main"
+    async with ctx.engine.connect() as conn:
+        restore = await conn.scalar(
+            select(Instance.restore_snapshot_id).where(Instance.id == uuid.UUID(instance_id))
+        )
+        types = set(await conn.scalars(select(Event.type)))
+    assert restore is None
+    assert {"instance.restored", "snapshot.created"} <= types
+
+
+async def test_undelete_refusals_change_nothing(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    _, token = await create_tenant(client, "acme")
+    _, other = await create_tenant(client, "other")
+    first = await _running(client, token, "main", data_runtime, data_reconciler)
+    purged = await _running(client, token, "purged", data_runtime, data_reconciler)
+
+    def undelete(instance_id: str, as_token: str = token) -> Any:
+        return client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(as_token))
+
+    assert (await undelete(first)).status_code == 409  # live
+    await client.delete(f"/v1/instances/{first}", headers=bearer(token))
+    assert (await undelete(first)).status_code == 409  # still being deleted
+    both = await client.delete(
+        f"/v1/instances/{purged}", params={**_PURGE, "keep_data": "true"}, headers=bearer(token)
+    )
+    assert both.status_code == 422
+    assert both.headers["content-type"].startswith("application/problem+json")
+    assert (await _get(client, token, purged)).json()["desired_state"] == "running"
+    await client.delete(f"/v1/instances/{purged}", params=_PURGE, headers=bearer(token))
+    await converge(data_reconciler)
+    assert (await undelete(first, other)).status_code == 404
+    assert (await undelete(str(uuid.uuid4()))).status_code == 404
+    no_snapshot = await undelete(purged)
+    assert no_snapshot.status_code == 409
+    assert "pre_delete" in no_snapshot.json()["detail"]
+    again = await client.post("/v1/instances", json={"name": "main"}, headers=bearer(token))
+    assert again.status_code == 202
+    taken = await undelete(first)
+    assert taken.status_code == 409
+    assert "main" in taken.json()["detail"]
+    listed = await client.get("/v1/instances", params={"deleted": "true"}, headers=bearer(token))
+    assert {item["phase"] for item in listed.json()["items"]} == {"deleted"}
+    assert await _snapshots(ctx, first) == [("pre_delete", "ready")]
+
+
+async def test_a_purge_removes_every_snapshot_and_its_archive(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    _, token = await create_tenant(client, "acme")
+    instance_id = await _running(client, token, "main", data_runtime, data_reconciler)
+    await client.post(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
+    await converge(data_reconciler)
+    assert len(_archives(ctx)) == 1
+    await client.delete(f"/v1/instances/{instance_id}", params=_PURGE, headers=bearer(token))
+    await converge(data_reconciler)
+    assert await _snapshots(ctx, instance_id) == []
+    assert _archives(ctx) == []
+    assert not data_runtime.data_path(instance_id).exists()
+
+
+async def test_purging_a_deleted_instance_later_removes_its_snapshots(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    """A second pass on an instance already deleted carries out the purge."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await _running(client, token, "main", data_runtime, data_reconciler)
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(data_reconciler)
+    assert len(_archives(ctx)) == 1
+    again = await client.delete(
+        f"/v1/instances/{instance_id}", params=_PURGE, headers=bearer(token)
+    )
+    assert again.status_code == 202, again.text
+    await converge(data_reconciler)
+    assert await _snapshots(ctx, instance_id) == []
+    assert _archives(ctx) == []
+    undelete = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undelete.status_code == 409
+
+
+async def test_retention_removes_the_archives_before_the_instance(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    _, token = await create_tenant(client, "acme")
+    old = await _running(client, token, "old", data_runtime, data_reconciler)
+    recent = await _running(client, token, "recent", data_runtime, data_reconciler)
+    await client.post(f"/v1/instances/{old}/snapshots", headers=bearer(token))
+    for instance_id in (old, recent):
+        await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(data_reconciler)
+    assert len(_archives(ctx)) == 3
+    async with ctx.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE instances SET phase_changed_at = now() - interval '400 hours' "
+                 "WHERE id = :id"),
+            {"id": uuid.UUID(old)},
+        )  # fmt: skip
+    retention = Retention(ctx.sessions, RetentionSettings(batch=1), 168)
+    first = await retention.run_once()
+    assert first["snapshots"] == 2
+    assert first["instances"] == 0  # its archives first
+    assert {phase for _, phase in await _snapshots(ctx, old)} == {"deleting"}
+    await converge(data_reconciler)
+    assert await _snapshots(ctx, old) == []
+    assert len(_archives(ctx)) == 1  # recent's pre_delete stays, restorable
+    assert (await retention.run_once())["instances"] == 1
+    undelete = await client.post(f"/v1/instances/{old}/undelete", headers=bearer(token))
+    assert undelete.status_code == 404
+    assert await _snapshots(ctx, recent) == [("pre_delete", "ready")]
+
+
+async def test_a_runtime_that_cannot_snapshot_still_removes_the_data(
+    client: httpx.AsyncClient, ctx: AppContext, runtime: FakeRuntime, api_settings: Settings
+) -> None:
+    """Its pre_delete snapshot fails Unsupported: no undelete, and the delete removes
+    the data as before (keeping it would leave every deleted instance's data behind).
+    A failed snapshot where the runtime can snapshot keeps it (see below)."""
+    reconciler = Reconciler(ctx.sessions, runtime, api_settings, store=ctx.store)
+    _, token = await create_tenant(client, "acme")
+    created = await client.post("/v1/instances", json={"name": "main"}, headers=bearer(token))
+    instance_id = created.json()["instance"]["id"]
+    await converge(reconciler)
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(reconciler)
+    assert await _snapshots(ctx, instance_id) == [("pre_delete", "failed")]
+    assert runtime.deleted == [instance_id]
+    assert runtime.kept == []
+
+
+async def test_a_failed_pre_delete_snapshot_keeps_the_data(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    _, token = await create_tenant(client, "acme")
+    instance_id = await _running(client, token, "main", data_runtime, data_reconciler)
+    # a symlink: no archive takes one (UnsafeArchiveError), so the snapshot fails
+    (data_runtime.data_path(instance_id) / "link").symlink_to("chroma.sqlite3")
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(data_reconciler)
+    assert await _snapshots(ctx, instance_id) == [("pre_delete", "failed")]
+    assert data_runtime.kept == [instance_id]
+    assert (data_runtime.data_path(instance_id) / "chroma.sqlite3").exists()
