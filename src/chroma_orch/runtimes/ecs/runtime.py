@@ -86,6 +86,7 @@ from chroma_orch.runtimes.ecs.tasks import (
 )
 from chroma_orch.runtimes.ecs.throttle import error_code
 from chroma_orch.runtimes.ecs.throttle import unavailable as _unavailable
+from chroma_orch.runtimes.ecs.ebs_snapshots import EbsSnapshots
 from chroma_orch.runtimes.ecs.volumes import EbsVolumes
 from chroma_orch.runtimes.heartbeat import heartbeats
 
@@ -134,6 +135,9 @@ class EcsRuntime:
         if settings.efs_access_point_id:
             log.warning("EFS_ACCESS_POINT_ID is ignored: each instance gets an access point")
         self.volumes = EbsVolumes(self.api, settings) if settings.storage_mode == "ebs" else None
+        self.native_snapshots = (  # chroma-orch snapshots as EBS snapshots (docs/data.md)
+            EbsSnapshots(self.api, settings, self.volumes) if self.volumes is not None else None
+        )
         self._definitions: dict[str, str] = {}  # family -> task definition ARN
         self._definition_locks: dict[str, asyncio.Lock] = {}
         self._heartbeat = HeartbeatGate(settings.heartbeat_timeout)
