@@ -60,6 +60,7 @@ from chroma_orch.runtimes.base import (
 from chroma_orch.runtimes.ecs.api import EcsApi
 from chroma_orch.runtimes.ecs.batch import TaskLoader
 from chroma_orch.runtimes.ecs.checks import enforce
+from chroma_orch.runtimes.ecs.ebs_snapshots import EbsSnapshots
 from chroma_orch.runtimes.ecs.efs import AccessPoints
 from chroma_orch.runtimes.ecs.events import TaskEvents
 from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
@@ -86,7 +87,6 @@ from chroma_orch.runtimes.ecs.tasks import (
 )
 from chroma_orch.runtimes.ecs.throttle import error_code
 from chroma_orch.runtimes.ecs.throttle import unavailable as _unavailable
-from chroma_orch.runtimes.ecs.ebs_snapshots import EbsSnapshots
 from chroma_orch.runtimes.ecs.volumes import EbsVolumes
 from chroma_orch.runtimes.heartbeat import heartbeats
 
@@ -137,6 +137,12 @@ class EcsRuntime:
         self.volumes = EbsVolumes(self.api, settings) if settings.storage_mode == "ebs" else None
         self.native_snapshots = (  # chroma-orch snapshots as EBS snapshots (docs/data.md)
             EbsSnapshots(self.api, settings, self.volumes) if self.volumes is not None else None
+        )
+        self.snapshots_unsupported = (
+            None
+            if self.native_snapshots is not None
+            else f"storage={settings.storage_mode} has no volume snapshots; chroma-orch "
+            'snapshots on ECS need CHROMA_ORCH_ECS__STORAGE=ebs (docs/data.md "ECS")'
         )
         self._definitions: dict[str, str] = {}  # family -> task definition ARN
         self._definition_locks: dict[str, asyncio.Lock] = {}
