@@ -119,6 +119,7 @@ async def test_restore_starts_from_the_snapshot_and_keeps_the_data_it_replaced(
     snapshot = await _take(http, instance_id)
     chosen = (await _owned(ecs_service, snapshot["id"]))["SnapshotId"]
     before_arn = await task_of(endpoint, instance_id)  # runs on data newer than the snapshot
+    before = await _task_volume(ecs_service, before_arn)
 
     restored = await http.post(
         f"/v1/instances/{instance_id}/restore", json={"snapshot_id": snapshot["id"]}
@@ -136,7 +137,6 @@ async def test_restore_starts_from_the_snapshot_and_keeps_the_data_it_replaced(
     (kept,) = [s for s in listed if s["kind"] == "pre_restore"]
     assert kept["phase"] == "ready"
     assert kept["store"] == "ebs"
-    before = await _task_volume(ecs_service, before_arn)
     kept_source = aws.volumes.copied[(await _owned(ecs_service, kept["id"]))["SnapshotId"]]
     assert (await _ec2_snapshot(ecs_service, kept_source))["VolumeId"] == before["VolumeId"]
 
