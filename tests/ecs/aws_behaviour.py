@@ -238,6 +238,9 @@ class AwsBehaviour:
         if status == 200 and b"Action=CreateSnapshot&" in body + b"&":
             with self._lock:
                 payload = self.volumes.snapshot_created(region, payload)
+        elif status == 200 and b"Action=CopySnapshot&" in body + b"&":
+            with self._lock:
+                payload = self.volumes.snapshot_copied(region, body, payload)
         return status, headers, payload
 
     def _throttle(self, operation: str) -> Reply:

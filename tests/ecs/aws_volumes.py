@@ -31,6 +31,12 @@ process), with the documentation each point follows:
   https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateSnapshot.html);
   moto completes them at once. Here they complete ``snapshot_seconds`` after
   creation (``hold_snapshots`` keeps them pending).
+- ``CopySnapshot`` is asynchronous as well: the copy is ``pending`` until it
+  completes (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CopySnapshot.html;
+  a copy within one account and Region copies no data,
+  https://docs.aws.amazon.com/ebs/latest/userguide/ebs-copy-snapshot.html). moto
+  completes it at once; here it is pending like a new snapshot, and the layer
+  records each copy's source (``copied``) for tests to follow the data.
 - The layer refuses a RunTask whose ``snapshotId`` is unknown or not completed
   yet (``InvalidParameterException``): a runtime that restored from a snapshot
   not finished would be caught.
@@ -46,6 +52,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from moto.backends import get_backend
 
@@ -103,6 +110,8 @@ class ManagedVolumes:
         self.by_task: dict[str, list[ManagedVolume]] = {}
         self.created: list[str] = []
         """Volume ids in creation order."""
+        self.copied: dict[str, str] = {}
+        """Snapshot copies: copy id -> source snapshot id."""
         self._pending: dict[tuple[str, str], float] = {}  # (region, snapshot id) -> created
 
     def reset(self) -> None:
@@ -110,6 +119,7 @@ class ManagedVolumes:
         self.hold_snapshots = False
         self.by_task.clear()
         self.created.clear()
+        self.copied.clear()
         self._pending.clear()
 
     # -- RunTask ---------------------------------------------------------------
@@ -200,6 +210,14 @@ class ManagedVolumes:
             snapshot.status = "pending"
             self._pending[(region, snapshot_id)] = time.monotonic()
         return re.sub(rb"<status>completed</status>", b"<status>pending</status>", payload)
+
+    def snapshot_copied(self, region: str, body: bytes, payload: bytes) -> bytes:
+        """A CopySnapshot moto answered: the copy is pending, its source recorded."""
+        source = parse_qs(body.decode()).get("SourceSnapshotId", [""])[0]
+        match = _SNAPSHOT_ID.search(payload)
+        if match is not None:
+            self.copied[match.group(1).decode()] = source
+        return self.snapshot_created(region, payload)
 
     # -- DescribeTasks -------------------------------------------------------------
 

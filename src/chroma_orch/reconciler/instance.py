@@ -25,6 +25,7 @@ from chroma_orch.errors import NoPortAvailableError
 from chroma_orch.reconciler import queue, start_phases
 from chroma_orch.reconciler.decisions import Decision, Done, Failed, LeaseLostError, RequeueAfter
 from chroma_orch.reconciler.heartbeat import UNRESPONSIVE, unresponsive, unresponsive_message
+from chroma_orch.reconciler.native_snapshots import NATIVE_POLL, NativeData, unsupported_detail
 from chroma_orch.reconciler.snapshots import DataWork, RestoreFailure
 from chroma_orch.runtimes.base import (
     Endpoint,
@@ -37,6 +38,7 @@ from chroma_orch.runtimes.base import (
     StartFailedError,
     StartPhase,
     data_directories,
+    native_snapshots,
 )
 from chroma_orch.settings import Settings
 from chroma_orch.snapshots.store import SnapshotStore
@@ -82,6 +84,9 @@ class InstanceReconciler:
             settings=settings.snapshots,
             work_root=settings.data_dir,
         )
+        native = native_snapshots(runtime)
+        self.native = NativeData(self.data, native) if native is not None else None
+        """Snapshots the runtime takes natively (ECS: EBS), else None."""
         self.due_again = False
         """Whether the write that gave the lease back found the instance due again
         (a request came in while this pass worked on it)."""
@@ -181,27 +186,35 @@ class InstanceReconciler:
             if not isinstance(decision, RequeueAfter):  # (a requeue comes back anyway)
                 await self._due_if_snapshots_wait()
             return decision
-        if (pending := await self._snapshots(observation)) is not None:
+        if (pending := await self._snapshots(observation, resume=True)) is not None:
             return pending
         return await self._run(observation)
 
     # -- data: snapshots and restores (``reconciler/snapshots.py``) ------------------
 
-    async def _snapshots(self, observation: Observation | None) -> Decision | None:
+    async def _snapshots(
+        self, observation: Observation | None, *, resume: bool = False
+    ) -> Decision | None:
         """Carry out the open snapshots; a decision when the pass ends here (a server
-        was quiesced for a copy, or a snapshot waits for the store)."""
+        was quiesced for a copy, or a snapshot waits for the store). ``resume``: the
+        instance should run (native snapshots: ``reconciler/native_snapshots.py``)."""
         data = self.data
         while (snapshot := await data.next_open()) is not None:
-            if snapshot.phase == SnapshotPhase.DELETING:
+            if self.native is not None and self.native.handles(snapshot):
+                step = await self.native.step(self, snapshot, observation, resume=resume)
+                if step is not True:
+                    return None if step is False else step
+            elif snapshot.phase == SnapshotPhase.DELETING:
                 if not await data.delete(snapshot):
                     break
             elif data.files is None:
-                await data.fail_unsupported(snapshot, self.runtime.name)
+                detail = unsupported_detail(self.runtime)
+                await data.fail_unsupported(snapshot, self.runtime.name, detail)
             elif data.copy_of(snapshot) is None and self._live(observation):
                 return await self._quiesce(snapshot)
             elif not await data.store_data(snapshot):
                 break
-            elif snapshot.kind == SnapshotKind.SCHEDULED:
+            if snapshot.kind == SnapshotKind.SCHEDULED and snapshot.phase == SnapshotPhase.READY:
                 await data.prune_scheduled()  # its schedule's keep, now it is done
         if data.retry_in is not None:
             return RequeueAfter(data.retry_in)
@@ -246,7 +259,12 @@ class InstanceReconciler:
                 "PreRestoreSnapshotFailed",
                 "the snapshot of the data a restore would replace failed; the data is kept",
             )
-        if failure is None and inst.restore_snapshot_id is not None:
+        if failure is None and inst.restore_snapshot_id is not None and self.native is not None:
+            native_load = await self.native.load(inst.restore_snapshot_id)
+            if isinstance(native_load, str):
+                return RequeueAfter(NATIVE_POLL)  # the runtime still loads it
+            failure = native_load
+        elif failure is None and inst.restore_snapshot_id is not None:
             failure = await self.data.load(inst.restore_snapshot_id)
         if failure is not None:
             return await self._restore_failed(failure)
@@ -357,9 +375,8 @@ class InstanceReconciler:
         """Whether the data must outlive the delete: its ``pre_delete`` snapshot failed.
         Not where the runtime cannot snapshot at all (every one fails ``Unsupported``):
         its deletes remove the data as they always did."""
-        return self.data.files is not None and await self.data.latest_failed(
-            SnapshotKind.PRE_DELETE
-        )
+        can_snapshot = self.data.files is not None or self.native is not None
+        return can_snapshot and await self.data.latest_failed(SnapshotKind.PRE_DELETE)
 
     def _unrecorded_launch_window(self) -> float:
         """Seconds before a delete may trust the runtime's listing. A start records

@@ -137,11 +137,15 @@ class DataWork:
             self.retry_in = _BACKOFF_BASE
             return False
         await self._drop_copy(snapshot)
+        await self.remove_row(snapshot)
+        return True
+
+    async def remove_row(self, snapshot: Snapshot) -> None:
+        """Remove ``snapshot``'s row (its data is gone)."""
         async with self.sessions() as session:
             if not await snapshot_rows.remove(session, snapshot, self.fence):
                 raise LeaseLostError(str(self.inst.id))
             await commit(session)
-        return True
 
     async def prune_scheduled(self) -> None:
         """After a scheduled snapshot: the instance's ready scheduled snapshots past its
@@ -260,10 +264,9 @@ class DataWork:
         )
         await self._drop_copy(snapshot)
 
-    async def fail_unsupported(self, snapshot: Snapshot, runtime: str) -> None:
-        await self._fail(
-            snapshot, "Unsupported", f"the {runtime} runtime cannot snapshot this instance's data"
-        )
+    async def fail_unsupported(self, snapshot: Snapshot, runtime: str, detail: str = "") -> None:
+        message = f"the {runtime} runtime cannot snapshot this instance's data"
+        await self._fail(snapshot, "Unsupported", f"{message}: {detail}" if detail else message)
 
     async def _change(self, snapshot: Snapshot, values: dict[str, Any]) -> None:
         if "phase" in values:

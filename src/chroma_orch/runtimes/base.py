@@ -241,6 +241,59 @@ def data_directories(runtime: object) -> DataDirectories | None:
     return inner if isinstance(inner, DataDirectories) else None
 
 
+@dataclass(frozen=True)
+class NativeSnapshot:
+    """A snapshot a runtime keeps in its platform's own snapshot service (ECS: EBS)."""
+
+    location: str | None
+    """The platform's id of it (an EBS snapshot id); None: the instance had no data
+    yet (a snapshot of nothing: restoring it empties the instance)."""
+    state: str
+    """``pending`` (being made), ``completed`` (restorable) or ``error``."""
+    size_bytes: int | None = None
+    message: str = ""
+
+
+@runtime_checkable
+class NativeSnapshots(Protocol):
+    """Snapshots a runtime takes with its platform's own means (optional; ECS with
+    ``storage=ebs``: EBS snapshots). The runtime's own data lifecycle never deletes a
+    snapshot taken here: only ``delete_snapshot`` does (docs/data.md "ECS")."""
+
+    store: str
+    """What snapshot rows record as their ``store`` (``"ebs"``)."""
+
+    async def take_snapshot(
+        self, instance_id: str, tenant_id: str, snapshot_id: str
+    ) -> NativeSnapshot | str:
+        """Keep the instance's data as it is now (its server must not run) as a
+        snapshot of its own, tagged with ``snapshot_id``; idempotent (a second call
+        finds the first one's). A str: what is awaited first (the data of the last
+        server is still being saved); ask again."""
+
+    async def snapshot_state(self, location: str) -> NativeSnapshot:
+        """How the snapshot at ``location`` is (``error`` when it is gone)."""
+
+    async def load_snapshot(
+        self, instance_id: str, tenant_id: str, location: str | None, restore_id: str
+    ) -> str | None:
+        """Make ``location`` the data the instance's next start gets (its server must
+        not run; None: no data); idempotent per ``restore_id``. None once done, else
+        what is awaited; ask again."""
+
+    async def delete_snapshot(self, location: str) -> None:
+        """Delete the snapshot at ``location``; idempotent."""
+
+
+def native_snapshots(runtime: object) -> NativeSnapshots | None:
+    """The runtime's ``NativeSnapshots`` (its ``native_snapshots`` attribute, through
+    a wrapper's ``inner``), or None where it has none (ECS with EFS or ephemeral
+    storage, the local runtime)."""
+    inner = getattr(runtime, "inner", runtime)
+    found = getattr(inner, "native_snapshots", None)
+    return found if isinstance(found, NativeSnapshots) else None
+
+
 ExitCallback = Callable[[str], None]
 """Called with the instance id when a runtime notices a server exit by itself."""
 

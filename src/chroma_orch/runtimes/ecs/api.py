@@ -48,6 +48,7 @@ CATEGORY = {
     "DescribeVolumes": "ec2_describe",
     "DescribeSnapshots": "ec2_describe",
     "CreateSnapshot": "ec2_change",
+    "CopySnapshot": "ec2_change",
     "DeleteVolume": "ec2_change",
     "DeleteSnapshot": "ec2_change",
 }

@@ -60,6 +60,7 @@ from chroma_orch.runtimes.base import (
 from chroma_orch.runtimes.ecs.api import EcsApi
 from chroma_orch.runtimes.ecs.batch import TaskLoader
 from chroma_orch.runtimes.ecs.checks import enforce
+from chroma_orch.runtimes.ecs.ebs_snapshots import EbsSnapshots
 from chroma_orch.runtimes.ecs.efs import AccessPoints
 from chroma_orch.runtimes.ecs.events import TaskEvents
 from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
@@ -134,6 +135,15 @@ class EcsRuntime:
         if settings.efs_access_point_id:
             log.warning("EFS_ACCESS_POINT_ID is ignored: each instance gets an access point")
         self.volumes = EbsVolumes(self.api, settings) if settings.storage_mode == "ebs" else None
+        self.native_snapshots = (  # chroma-orch snapshots as EBS snapshots (docs/data.md)
+            EbsSnapshots(self.api, settings, self.volumes) if self.volumes is not None else None
+        )
+        self.snapshots_unsupported = (
+            None
+            if self.native_snapshots is not None
+            else f"storage={settings.storage_mode} has no volume snapshots; chroma-orch "
+            'snapshots on ECS need CHROMA_ORCH_ECS__STORAGE=ebs (docs/data.md "ECS")'
+        )
         self._definitions: dict[str, str] = {}  # family -> task definition ARN
         self._definition_locks: dict[str, asyncio.Lock] = {}
         self._heartbeat = HeartbeatGate(settings.heartbeat_timeout)

@@ -26,7 +26,11 @@ after CreateSnapshot, before DeleteVolume) resumes on the next pass:
   retried (same token: RunTask returns that task again);
 - a pending newest snapshot is waited for, never skipped for an older one;
 - the newest snapshot is never pruned; ``remove`` (delete without keep_data)
-  is the only thing that deletes it.
+  is the only thing that deletes it;
+- snapshots a chroma-orch snapshot owns (tag ``chroma-orch:snapshot``,
+  ``ebs_snapshots.py``) are not the instance's lineage: nothing here lists, prunes
+  or deletes them. A restore puts a copy of one into the lineage (kind
+  ``restore``), which then ages like a stop snapshot.
 """
 
 from __future__ import annotations
@@ -53,7 +57,12 @@ log = logging.getLogger(__name__)
 TAG_START = "chroma-orch:start"
 TAG_SEQUENCE = "chroma-orch:sequence"
 TAG_KIND = "chroma-orch:kind"
+TAG_OWNER = "chroma-orch:snapshot"
+"""On an EBS snapshot a snapshot row owns: that row's id."""
 STOP_KIND = "stop"
+RESTORE_KIND = "restore"
+TAG_RESTORE = "chroma-orch:restore"
+"""On a restore's copy: the snapshot row it restored (``ebs_snapshots.py``)."""
 _GONE = frozenset({"InvalidVolume.NotFound", "InvalidSnapshot.NotFound"})
 
 
@@ -64,6 +73,7 @@ class Snapshot:
     volume_id: str
     sequence: int
     kind: str
+    restore: str = ""
 
 
 def _tags(item: Mapping[str, Any]) -> dict[str, str]:
@@ -79,6 +89,7 @@ def _snapshot(raw: Mapping[str, Any]) -> Snapshot:
         volume_id=str(raw.get("VolumeId") or ""),
         sequence=int(sequence) if sequence.isdigit() else 0,
         kind=tags.get(TAG_KIND, ""),
+        restore=tags.get(TAG_RESTORE, ""),
     )
 
 
@@ -191,7 +202,8 @@ class EbsVolumes:
         """Delete completed stop snapshots beyond the newest ``EBS_KEEP_SNAPSHOTS``
         (never the instance's newest snapshot)."""
         ranked = sorted(snapshots, key=lambda s: s.sequence, reverse=True)
-        stops = [s for s in ranked[1:] if s.kind == STOP_KIND and s.state == "completed"]
+        aged = (STOP_KIND, RESTORE_KIND)
+        stops = [s for s in ranked[1:] if s.kind in aged and s.state == "completed"]
         for old in stops[max(self._settings.ebs_keep_snapshots - 1, 0) :]:
             await self._delete("DeleteSnapshot", SnapshotId=old.id)
 
@@ -207,9 +219,14 @@ class EbsVolumes:
         volumes = await self._describe("DescribeVolumes", "Volumes", instance_id)
         return [v for v in volumes if v.get("State") not in ("deleting", "deleted")]
 
+    async def lineage(self, instance_id: str) -> list[Snapshot]:
+        """The instance's own snapshots (stop and restore ones, never those a snapshot
+        row owns)."""
+        return await self._snapshots(instance_id)
+
     async def _snapshots(self, instance_id: str) -> list[Snapshot]:
         raw = await self._describe("DescribeSnapshots", "Snapshots", instance_id, OwnerIds=["self"])
-        return [_snapshot(s) for s in raw]
+        return [_snapshot(s) for s in raw if TAG_OWNER not in _tags(s)]
 
     async def _describe(
         self, operation: str, key: str, instance_id: str, **extra: Any
