@@ -90,6 +90,8 @@ def _operations(
             .replace("{user_id}", "victim")
             .replace("{path}", "api/v2/heartbeat")
         )
+        if template == "/v1/instances/import":  # its parameters are in the query
+            path += f"?name=intruder&tenant_id={victim['tenant_id']}"
         operations += [
             (method.upper(), path, _body(method.upper(), template, victim)) for method in methods
         ]

@@ -111,11 +111,9 @@ async def restore_instance(
     )
 
 
-ARCHIVE_TYPE = "application/zstd"
 DOWNLOAD_TYPE = "application/octet-stream"
 """The archive's media type in the OpenAPI document (and an export's): generated clients
 (openapi-python-client) read it as a file, and ``application/zstd`` as nothing."""
-ARCHIVE_TYPES = (ARCHIVE_TYPE, "application/x-zstd", DOWNLOAD_TYPE)
 _BINARY: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
 _EXPORT_HEADERS = {
     "Content-Length": {
@@ -208,13 +206,11 @@ async def import_instance(
     ] = None,
 ) -> InstanceAccepted:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in ARCHIVE_TYPES:
-        raise UnsupportedMediaTypeError(f"send the archive as {ARCHIVE_TYPE}, not {media!r}")
     length = request.headers.get("content-length")
     declared = int(length) if length and length.isdigit() else None
     imports = ArchiveImports(snapshots, ctx.store)
     instance, intent = await imports.create(
-        params.to_create(), request.stream(), declared, idempotency_key
+        params.to_create(), media, request.stream(), declared, idempotency_key
     )
     return InstanceAccepted(
         instance=instance_read(instance, ctx.policy), intent=IntentRead.model_validate(intent)

@@ -30,6 +30,7 @@ from chroma_orch.errors import (
     NotFoundError,
     PayloadTooLargeError,
     ServiceUnavailableError,
+    UnsupportedMediaTypeError,
 )
 from chroma_orch.snapshots.archive import (
     ArchiveError,
@@ -90,6 +91,10 @@ async def limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
         yield chunk
 
 
+ARCHIVE_TYPES = ("application/octet-stream", "application/zstd", "application/x-zstd")
+"""Media types an uploaded archive may be sent as."""
+
+
 class ArchiveImports:
     """Instances created from an uploaded archive (``POST /v1/instances/import``)."""
 
@@ -100,6 +105,7 @@ class ArchiveImports:
     async def create(
         self,
         data: InstanceCreate,
+        media_type: str,
         body: AsyncIterator[bytes],
         declared_size: int | None,
         idempotency_key: str | None = None,
@@ -110,6 +116,10 @@ class ArchiveImports:
         if declared_size is not None and declared_size > limit:
             raise PayloadTooLargeError(f"the archive is larger than {limit} bytes")
         tenant_id = self.snapshots.principal.tenant_scope(data.tenant_id)
+        if media_type not in ARCHIVE_TYPES:
+            raise UnsupportedMediaTypeError(
+                f"send the archive as application/octet-stream, not {media_type!r}"
+            )
         await self.snapshots.check_quota(tenant_id)
         await self.snapshots.session.commit()  # hold no transaction during the upload
         instance_id, snapshot_id = uuid.uuid4(), uuid.uuid4()
