@@ -153,3 +153,15 @@ async def test_a_directory_that_cannot_be_written_is_store_unavailable(tmp_path:
     store = DirectoryStore(blocker / "store")
     with pytest.raises(StoreUnavailableError):
         await store.put("t/i/s.tar.zst", chunks_of(b"data"))
+
+
+async def test_a_put_removes_the_part_file_a_crashed_put_of_its_key_left(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path)
+    target = store.path_of("t/i/s.tar.zst")
+    target.parent.mkdir(parents=True)
+    crashed = target.with_name(f"{target.name}.0123456789ab.part")
+    crashed.write_bytes(b"half an archive")
+    other = target.with_name("other.tar.zst.0123456789ab.part")  # another key's: kept
+    other.write_bytes(b"")
+    await store.put("t/i/s.tar.zst", chunks_of(b"data"))
+    assert sorted(p.name for p in target.parent.iterdir()) == [other.name, target.name]

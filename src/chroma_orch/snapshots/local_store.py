@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -36,8 +37,9 @@ class DirectoryStore:
     """Archives as files under ``root`` (created on first ``put``). ``put`` writes
     ``<key>.<random>.part``, fsyncs it, renames it over ``<key>`` and fsyncs the
     directory: an object is either absent or complete, also after a crash (a crash
-    can leave a ``.part`` file behind; keys never end in ``.part``). File I/O runs in
-    worker threads."""
+    can leave a ``.part`` file behind, removed by the next ``put`` of the same key:
+    callers never put one key twice at once; keys never end in ``.part``). File I/O
+    runs in worker threads."""
 
     name = "local"
 
@@ -52,6 +54,7 @@ class DirectoryStore:
         target = self.path_of(key)
         part = target.with_name(f"{target.name}.{secrets.token_hex(6)}.part")
         await _io(_make_dir, target.parent)
+        await _io(_discard_parts, target)
         file = await _io(part.open, "xb")
         digest = Digest()
         try:
@@ -91,6 +94,12 @@ class DirectoryStore:
 
 def _make_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
+
+
+def _discard_parts(target: Path) -> None:
+    """The ``.part`` files interrupted puts of ``target`` left."""
+    for part in target.parent.glob(f"{glob.escape(target.name)}.*.part"):
+        _discard(part)
 
 
 def _discard(part: Path) -> None:
