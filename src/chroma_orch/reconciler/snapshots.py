@@ -44,7 +44,11 @@ from chroma_orch.reconciler.decisions import LeaseLostError
 from chroma_orch.runtimes.base import DataDirectories
 from chroma_orch.settings import SnapshotSettings
 from chroma_orch.snapshots.archive import ArchiveError, pack_stream, unpack
-from chroma_orch.snapshots.store import SnapshotStore, StoreUnavailableError
+from chroma_orch.snapshots.store import (
+    SnapshotStore,
+    StoreObjectMissingError,
+    StoreUnavailableError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +181,8 @@ class DataWork:
                 return None
             except ArchiveError as exc:
                 return RestoreFailure(exc.reason, exc.message)
+            except StoreObjectMissingError as exc:
+                return RestoreFailure("ArchiveMissing", f"{exc} in the {self.store.name} store")
             except StoreUnavailableError as exc:
                 if attempt + 1 == self.settings.attempts:
                     return RestoreFailure("StoreUnavailable", str(exc))
