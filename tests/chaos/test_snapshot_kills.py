@@ -1,6 +1,7 @@
 """``kill -9`` of the service in the middle of a snapshot and of a restore, at moments
 made observable on disk (``snapshot-work/<id>.partial`` while the quiesced server's
-data is copied, ``snapshot-work/<id>`` while the copy is packed,
+data is copied, ``snapshot-work/<id>`` once it is copied, ``<id>.tar.zst.<random>.part`` in the
+store while the archive is written,
 ``instances/<id>.incoming`` while an archive is unpacked). A new service resumes:
 the snapshot ends ready (and restores) or failed with a reason, the restore
 completes, and the instance runs with its old or its new data, never a mix
@@ -9,7 +10,7 @@ completes, and the instance runs with its old or its new data, never a mix
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -35,11 +36,22 @@ def _pad(data_dir: Path, instance_id: str) -> None:
             file.write(os.urandom(16 * 1024 * 1024))
 
 
-async def _appears(path: Callable[[], Path]) -> None:
+def _found(directory: Path, pattern: str) -> bool:
+    return directory.exists() and any(directory.rglob(pattern))
+
+
+async def _appears(directory: Path, pattern: str) -> None:
     async def probe() -> bool:
-        return path().exists()
+        return _found(directory, pattern)  # a few stat calls: polled fast, inline
 
     await wait_for(probe, timeout=60, interval=0.002)
+
+
+MOMENTS = {  # where to look, for what
+    "copying": ("snapshot-work", "{snapshot}.partial"),  # the quiesced server's data
+    "copied": ("snapshot-work", "{snapshot}"),  # the copy complete, the server restarting
+    "storing": ("snapshots", "{snapshot}.tar.zst.*.part"),  # the archive being written
+}
 
 
 async def _restarted(first: Service) -> Service:
@@ -63,7 +75,7 @@ def _leftovers(data_dir: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("moment", ["copying", "packing"])
+@pytest.mark.parametrize("moment", sorted(MOMENTS))
 async def test_kill_9_mid_snapshot_resumes(database_url: str, data_dir: Path, moment: str) -> None:
     first = Service(database_url, data_dir)
     await first.start()
@@ -74,10 +86,8 @@ async def test_kill_9_mid_snapshot_resumes(database_url: str, data_dir: Path, mo
         _pad(data_dir, instance_id)
         async with first.client(token) as http:
             snapshot_id = await request_snapshot(http, instance_id)
-        work = data_dir / "snapshot-work" / snapshot_id
-        await _appears(
-            lambda: work.with_name(f"{snapshot_id}.partial") if moment == "copying" else work
-        )
+        where, pattern = MOMENTS[moment]
+        await _appears(data_dir / where, pattern.format(snapshot=snapshot_id))
         second = await _restarted(first)
         async with second.client(token) as http:
             snapshot = await settled(http, snapshot_id)
@@ -109,7 +119,7 @@ async def test_kill_9_mid_restore_resumes(database_url: str, data_dir: Path) -> 
             await wait_phase(http, instance_id, "running")
             await add(first, instance_id, token, ["c"])
             await restore(http, instance_id, snapshot["id"])
-        await _appears(lambda: data_dir / "instances" / f"{instance_id}.incoming")
+        await _appears(data_dir / "instances", f"{instance_id}.incoming")
         second = await _restarted(first)
         async with second.client(token) as http:
             running = await wait_phase(http, instance_id, "running", timeout=120)
