@@ -19,8 +19,10 @@ from tests.e2e.snapshot_faults import (
     contents,
     request_snapshot,
     restore,
+    restore_failed,
     settled,
     snapshot_row,
+    start_again,
 )
 from tests.helpers import wait_phase
 
@@ -157,3 +159,24 @@ async def test_unwritable_directory_store_fails_the_snapshot_and_keeps_the_insta
     ) as service:
         await _unavailable_then_back(service, database_url, lambda: None, back)
     shutil.rmtree(blocker, ignore_errors=True)
+
+
+async def test_s3_down_during_a_restore_fails_it_and_keeps_the_data(
+    s3_service: tuple[Service, str], moto: Moto
+) -> None:
+    service = s3_service[0]
+    token, instance_id = await running_instance(service)
+    await add(service, instance_id, token, ["a", "b"])
+    async with service.client(token) as http:
+        snapshot = await settled(http, await request_snapshot(http, instance_id))
+        assert snapshot["phase"] == "ready", snapshot
+        await wait_phase(http, instance_id, "running")
+        await add(service, instance_id, token, ["c"])
+        moto.stop()
+        await restore(http, instance_id, snapshot["id"])
+        failed = await restore_failed(http, instance_id)
+        # the data it would replace could not be kept first: it is not replaced
+        assert failed["failure"]["reason"] == "PreRestoreSnapshotFailed", failed
+        moto.start()
+        await start_again(http, instance_id)
+    assert await contents(service, instance_id, token) == ({"a", "b", "c"}, "b")
