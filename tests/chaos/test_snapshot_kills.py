@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.service import Service, kill_chroma_processes, running_instance
-from tests.e2e.snapshot_faults import add, contents, request_snapshot, restore, settled
+from tests.e2e.snapshot_faults import (
+    add,
+    contents,
+    request_snapshot,
+    restore,
+    settled,
+    start_again,
+    store_path,
+)
 from tests.helpers import wait_for, wait_phase
 
 FILLER = 160 * 1024 * 1024  # incompressible: copying and packing it take a while
@@ -55,7 +63,8 @@ MOMENTS = {  # where to look, for what
 
 
 async def _restarted(first: Service) -> Service:
-    await first.kill9()
+    if first.process is not None and first.process.returncode is None:
+        await first.kill9()
     second = Service(
         first.env["CHROMA_ORCH_DATABASE_URL"],
         first.data_dir,
@@ -105,7 +114,22 @@ async def test_kill_9_mid_snapshot_resumes(database_url: str, data_dir: Path, mo
             await second.stop()
 
 
-async def test_kill_9_mid_restore_resumes(database_url: str, data_dir: Path) -> None:
+def _as_if_killed_between_the_renames(data_dir: Path, instance_id: str) -> None:
+    """The state a kill between the swap's two renames leaves: the old data moved to
+    ``<id>.previous``, no ``<id>`` (the server is stopped for the restore)."""
+    data = data_dir / "instances" / instance_id
+    data.rename(data.with_name(f"{instance_id}.previous"))
+
+
+@pytest.mark.parametrize(
+    ("moment", "archive_gone"),
+    [("unpacking", False), ("between_renames", False), ("between_renames", True)],
+)
+async def test_kill_9_mid_restore_resumes(
+    database_url: str, data_dir: Path, moment: str, archive_gone: bool
+) -> None:
+    """Resumed, the restore completes (the snapshot's data); when it cannot any more
+    (its archive gone), it fails and the instance starts with its old data."""
     first = Service(database_url, data_dir)
     await first.start()
     second: Service | None = None
@@ -120,11 +144,21 @@ async def test_kill_9_mid_restore_resumes(database_url: str, data_dir: Path) -> 
             await add(first, instance_id, token, ["c"])
             await restore(http, instance_id, snapshot["id"])
         await _appears(data_dir / "instances", f"{instance_id}.incoming")
+        await first.kill9()
+        if moment == "between_renames":
+            _as_if_killed_between_the_renames(data_dir, instance_id)
+        if archive_gone:
+            store_path(first, snapshot).unlink()
         second = await _restarted(first)
         async with second.client(token) as http:
-            running = await wait_phase(http, instance_id, "running", timeout=120)
-            assert running["phase"] == "running"
-        assert await contents(second, instance_id, token) == ({"a", "b"}, "b")
+            if archive_gone:
+                failed = await wait_phase(http, instance_id, "failed", timeout=120)
+                assert failed["failure"]["reason"] == "ArchiveMissing", failed
+                await start_again(http, instance_id)
+            else:
+                await wait_phase(http, instance_id, "running", timeout=120)
+        expected = {"a", "b", "c"} if archive_gone else {"a", "b"}
+        assert await contents(second, instance_id, token) == (expected, "b")
         assert _leftovers(data_dir) == []
     finally:
         await first.stop()
