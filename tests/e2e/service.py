@@ -50,6 +50,7 @@ SERVE = ("-m", "chroma_orch.cli", "serve")
 class Service:
     def __init__(self, database_url: str, data_dir: Path, **env: str) -> None:
         self.command: Sequence[str] = SERVE  # the interpreter's arguments
+        self.wrapper: Sequence[str] = ()  # a command the interpreter runs under
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -73,6 +74,7 @@ class Service:
     async def start(self, timeout: float = 30.0) -> None:
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
+                *self.wrapper,
                 sys.executable,
                 *self.command,
                 env=self.env,

@@ -184,3 +184,20 @@ def test_every_refusal_is_an_archive_error_with_a_reason() -> None:
         assert isinstance(error, ArchiveError)
         assert error.message == "m"
         assert error.reason
+
+
+@pytest.mark.parametrize("expected", [True, False])
+async def test_damage_before_the_first_member_is_corrupt_not_foreign(
+    tmp_path: Path, expected: bool
+) -> None:
+    """A small archive is one zstd block: damage anywhere breaks reading the manifest.
+    It is still a damaged archive of ours (a zstd stream), not something else."""
+    data = build_archive([file_member("chroma.sqlite3", os.urandom(2000))])
+    middle = len(data) // 2
+    damaged = (
+        data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 8]) + data[middle + 8 :]
+    )
+    checksum = hashlib.sha256(data).hexdigest() if expected else None
+    with pytest.raises(CorruptArchiveError):
+        await unpack(chunks_of(damaged), tmp_path / "out", checksum)
+    assert not (tmp_path / "out").exists()

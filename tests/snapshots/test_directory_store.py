@@ -23,7 +23,11 @@ from chroma_orch.snapshots.archive import (
     unpack,
 )
 from chroma_orch.snapshots.local_store import DirectoryStore
-from chroma_orch.snapshots.store import InvalidKeyError, StoreObjectMissingError
+from chroma_orch.snapshots.store import (
+    InvalidKeyError,
+    StoreObjectMissingError,
+    StoreUnavailableError,
+)
 from tests.snapshots.helpers import chunks_of
 
 KEY = "tenant-1/instance-1/snap-1.tar.zst"
@@ -141,3 +145,23 @@ def test_an_older_schema_is_chroma_major_0(tmp_path: Path) -> None:
         connection.executemany("INSERT INTO migrations VALUES (?, ?, ?)", rows)
         connection.commit()
     assert chroma_version_of(tmp_path) == "0"
+
+
+async def test_a_directory_that_cannot_be_written_is_store_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"  # a file where a directory should be: even root fails
+    blocker.write_text("")
+    store = DirectoryStore(blocker / "store")
+    with pytest.raises(StoreUnavailableError):
+        await store.put("t/i/s.tar.zst", chunks_of(b"data"))
+
+
+async def test_a_put_removes_the_part_file_a_crashed_put_of_its_key_left(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path)
+    target = store.path_of("t/i/s.tar.zst")
+    target.parent.mkdir(parents=True)
+    crashed = target.with_name(f"{target.name}.0123456789ab.part")
+    crashed.write_bytes(b"half an archive")
+    other = target.with_name("other.tar.zst.0123456789ab.part")  # another key's: kept
+    other.write_bytes(b"")
+    await store.put("t/i/s.tar.zst", chunks_of(b"data"))
+    assert sorted(p.name for p in target.parent.iterdir()) == [other.name, target.name]

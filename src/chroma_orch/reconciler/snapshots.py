@@ -44,7 +44,11 @@ from chroma_orch.reconciler.decisions import LeaseLostError
 from chroma_orch.runtimes.base import DataDirectories
 from chroma_orch.settings import SnapshotSettings
 from chroma_orch.snapshots.archive import ArchiveError, pack_stream, unpack
-from chroma_orch.snapshots.store import SnapshotStore, StoreUnavailableError
+from chroma_orch.snapshots.store import (
+    SnapshotStore,
+    StoreObjectMissingError,
+    StoreUnavailableError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +201,8 @@ class DataWork:
                 return None
             except ArchiveError as exc:
                 return RestoreFailure(exc.reason, exc.message)
+            except StoreObjectMissingError as exc:
+                return RestoreFailure("ArchiveMissing", f"{exc} in the {self.store.name} store")
             except StoreUnavailableError as exc:
                 if attempt + 1 == self.settings.attempts:
                     return RestoreFailure("StoreUnavailable", str(exc))
@@ -240,14 +246,16 @@ class DataWork:
             )
 
     async def _store_failed(self, snapshot: Snapshot, message: str) -> bool:
-        attempts = snapshot.attempts + 1
-        if attempts >= self.settings.attempts:
-            await self._fail(snapshot, "StoreUnavailable", f"{message} (after {attempts} tries)")
+        """The try ``snapshot.attempts`` (counted when it began) met an unavailable
+        store: the next one begins after a backoff, or, that was the last, it fails."""
+        tried = snapshot.attempts
+        if tried >= self.settings.attempts:
+            await self._fail(snapshot, "StoreUnavailable", f"{message} (after {tried} tries)")
             return True
-        await self._change(snapshot, {"attempts": attempts})
-        self.retry_in = min(_BACKOFF_BASE * 2**attempts, _BACKOFF_MAX)
+        await self._change(snapshot, {"attempts": tried + 1})
+        self.retry_in = min(_BACKOFF_BASE * 2**tried, _BACKOFF_MAX)
         log.warning("snapshot store unavailable snapshot=%s attempt=%d error=%s",
-                    snapshot.id, attempts, message)  # fmt: skip
+                    snapshot.id, tried, message)  # fmt: skip
         return False
 
     async def _fail(self, snapshot: Snapshot, reason: str, message: str) -> None:

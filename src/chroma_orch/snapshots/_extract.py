@@ -29,8 +29,8 @@ def extract(reader: QueueReader, into: Path | None, expected_sha256: str | None)
     """Extract the archive ``reader`` gives into the existing, empty ``into``; blocking.
     Leaves cleaning up to the caller. With ``into`` None, only read it through, with
     every check extraction makes (manifest, member names and types, counts, checksum)."""
-    digest = hashlib.sha256()
-    reader.observers.append(digest.update)
+    digest, head = hashlib.sha256(), _Head()
+    reader.observers += [digest.update, head.update]
     decompressed = zstandard.ZstdDecompressor().stream_reader(
         cast(IO[bytes], reader), read_size=CHUNK, read_across_frames=True
     )
@@ -41,6 +41,8 @@ def extract(reader: QueueReader, into: Path | None, expected_sha256: str | None)
         while reader.read(CHUNK):  # anything after it still counts in the checksum
             pass
     except zstandard.ZstdError as error:
+        if not head.is_zstd():
+            raise NotAnArchiveError(f"not a chroma-orch snapshot archive: {error}") from None
         raise CorruptArchiveError(f"the archive's compression is damaged: {error}") from None
     except OSError as error:
         if error.errno in _SPACE_ERRORS:
@@ -53,11 +55,29 @@ def extract(reader: QueueReader, into: Path | None, expected_sha256: str | None)
     return manifest
 
 
+class _Head:
+    """The first bytes of the archive: whether it is a zstd stream at all, so that a
+    decompression error says damaged (ours) or not an archive (anything else)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def update(self, chunk: bytes) -> None:
+        if len(self.data) < len(_ZSTD_MAGIC):
+            self.data += bytes(chunk[: len(_ZSTD_MAGIC) - len(self.data)])
+
+    def is_zstd(self) -> bool:
+        return self.data == _ZSTD_MAGIC
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
 def _open_tar(decompressed: IO[bytes]) -> tuple[tarfile.TarFile, Manifest]:
     try:
         tar = tarfile.open(fileobj=decompressed, mode="r|", bufsize=CHUNK)
         first = tar.next()
-    except (tarfile.TarError, zstandard.ZstdError, EOFError) as error:
+    except (tarfile.TarError, EOFError) as error:  # ZstdError: damaged, or not zstd
         raise NotAnArchiveError(f"not a chroma-orch snapshot archive: {error}") from None
     if first is None or first.name != MANIFEST_NAME or not first.isreg():
         raise NotAnArchiveError(f"not a chroma-orch snapshot archive: no {MANIFEST_NAME} first")

@@ -3,27 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import glob
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from chroma_orch.snapshots.store import (
     CHUNK,
     Digest,
     StoredObject,
     StoreObjectMissingError,
+    StoreUnavailableError,
     validate_key,
 )
+
+_T = TypeVar("_T")
+
+
+async def _io(call: Callable[..., _T], *args: Any) -> _T:
+    """``call(*args)`` in a worker thread; the store's directory failing (not
+    writable, not a directory, full, gone) is ``StoreUnavailableError``: a snapshot
+    is tried again, then fails with StoreUnavailable."""
+    try:
+        return await asyncio.to_thread(call, *args)
+    except OSError as error:
+        raise StoreUnavailableError(f"the snapshot directory cannot be used: {error}") from error
 
 
 class DirectoryStore:
     """Archives as files under ``root`` (created on first ``put``). ``put`` writes
     ``<key>.<random>.part``, fsyncs it, renames it over ``<key>`` and fsyncs the
     directory: an object is either absent or complete, also after a crash (a crash
-    can leave a ``.part`` file behind; keys never end in ``.part``). File I/O runs in
-    worker threads."""
+    can leave a ``.part`` file behind, removed by the next ``put`` of the same key:
+    callers never put one key twice at once; keys never end in ``.part``). File I/O
+    runs in worker threads."""
 
     name = "local"
 
@@ -37,40 +53,58 @@ class DirectoryStore:
     async def put(self, key: str, chunks: AsyncIterator[bytes]) -> StoredObject:
         target = self.path_of(key)
         part = target.with_name(f"{target.name}.{secrets.token_hex(6)}.part")
-        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
-        file = await asyncio.to_thread(part.open, "xb")
+        await _io(_make_dir, target.parent)
+        await _io(_discard_parts, target)
+        file = await _io(part.open, "xb")
         digest = Digest()
         try:
             try:
-                async for chunk in chunks:
+                async for chunk in chunks:  # the source's failures are not the store's
                     digest.update(chunk)
-                    await asyncio.to_thread(file.write, chunk)
-                await asyncio.to_thread(_sync, file)
+                    await _io(file.write, chunk)
+                await _io(_sync, file)
             finally:
-                await asyncio.shield(asyncio.to_thread(file.close))
-            await asyncio.to_thread(_publish, part, target)
+                await asyncio.shield(_io(file.close))
+            await _io(_publish, part, target)
         except BaseException:
-            await asyncio.shield(asyncio.to_thread(part.unlink, missing_ok=True))
+            await asyncio.shield(asyncio.to_thread(_discard, part))
             raise
         return digest.stored()
 
     async def get(self, key: str) -> AsyncIterator[bytes]:
         path = self.path_of(key)
         try:
-            file = await asyncio.to_thread(path.open, "rb")
-        except FileNotFoundError:
-            raise StoreObjectMissingError(f"no snapshot archive {key!r}") from None
+            file: BinaryIO = await _io(path.open, "rb")
+        except StoreUnavailableError as error:
+            if isinstance(error.__cause__, FileNotFoundError):
+                raise StoreObjectMissingError(f"no snapshot archive {key!r}") from None
+            raise
         try:
-            while chunk := await asyncio.to_thread(file.read, CHUNK):
+            while chunk := await _io(file.read, CHUNK):
                 yield chunk
         finally:
             await asyncio.shield(asyncio.to_thread(file.close))
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self.path_of(key).unlink, missing_ok=True)
+        await _io(self.path_of(key).unlink, True)
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path_of(key).is_file)
+
+
+def _make_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _discard_parts(target: Path) -> None:
+    """The ``.part`` files interrupted puts of ``target`` left."""
+    for part in target.parent.glob(f"{glob.escape(target.name)}.*.part"):
+        _discard(part)
+
+
+def _discard(part: Path) -> None:
+    with contextlib.suppress(OSError):
+        part.unlink(missing_ok=True)
 
 
 def _sync(file: BinaryIO) -> None:

@@ -138,7 +138,7 @@ class S3Store:
         with _mapped(key):
             async with self._client() as s3:
                 answer = await s3.get_object(Bucket=self.bucket, Key=name)
-                body = answer["Body"]
+                body = answer["Body"]  # its ``async with`` gives the bare HTTP response
                 async with body:
                     async for chunk in body.iter_chunks(CHUNK):
                         yield chunk
