@@ -32,7 +32,7 @@ import chromadb
 import httpx
 from chromadb.config import Settings
 
-from tests.e2e.service import Service, running_instance
+from tests.e2e.service import Service, chroma_processes, running_instance
 from tests.helpers import bearer, wait_for, wait_phase
 
 DIM = 16
@@ -136,7 +136,7 @@ async def _take(http: httpx.AsyncClient, instance_id: str, writer: Writer) -> Ta
     async def ready() -> bool:
         body: dict[str, Any] = (await http.get(f"/v1/snapshots/{snapshot_id}")).json()
         assert body["phase"] != "failed", body
-        return body["phase"] == "ready"
+        return bool(body["phase"] == "ready")
 
     await wait_for(ready, timeout=90)
     return Taken(snapshot_id, acked, writer.counts()[0])
@@ -181,3 +181,34 @@ async def test_snapshot_holds_every_write_acknowledged_before_it_was_requested(
     sent, acked = writer.counts()
     k = await asyncio.to_thread(_present_writes, base, token)
     assert acked <= k <= sent
+
+
+def _server_pid(service: Service, instance_id: str) -> int:
+    pid: int = chroma_processes(service.data_dir)[instance_id][0].pid
+    return pid
+
+
+async def test_a_writer_sees_a_pause_not_errors_while_the_server_is_copied(
+    service: Service,
+) -> None:
+    """The built-in proxy holds requests to an instance whose server is stopped for a
+    snapshot's copy until it runs again (as it holds them for a culled instance that
+    wakes), so a client writing meanwhile sees a slower answer, never a 502/503."""
+    token, instance_id = await running_instance(service)
+    base = f"{service.url}/i/{instance_id}"
+    writer = Writer(base, token)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    try:
+        async with service.client(token) as http:
+            before = _server_pid(service, instance_id)
+            for _ in range(2):
+                await _wait_acked(writer, writer.counts()[1] + WRITES_BETWEEN)
+                await _take(http, instance_id, writer)
+            await _wait_acked(writer, writer.counts()[1] + WRITES_BETWEEN)
+            after = _server_pid(service, instance_id)
+    finally:
+        writer.stop.set()
+        thread.join(30)
+    assert after != before  # the server was stopped and started
+    assert writer.failures == 0
