@@ -50,7 +50,7 @@ from chroma_orch.settings import LocalRuntimeSettings  # noqa: E402
 from tests.e2e.service import Service, free_port, kill_chroma_processes  # noqa: E402
 from tests.helpers import create_tenant  # noqa: E402
 
-POLL = 0.02
+POLL = 0.05
 COLLECTION = "bench"
 
 
@@ -70,6 +70,21 @@ def build_data(path: Path, vectors: int, dim: int) -> None:
             embeddings=rng.random((n, dim), dtype=np.float32),
         )
     del docs, client
+
+
+def fill_data(data: Path, args: argparse.Namespace) -> None:
+    """Build the data in ``data``, or copy it from ``--data-cache`` (built there the
+    first time: building 100k vectors takes minutes on a small machine)."""
+    cache: Path | None = args.data_cache
+    if cache is None:
+        build_data(data, args.vectors, args.dim)
+        return
+    cache = cache / f"{args.vectors}x{args.dim}"
+    if not cache.is_dir():
+        build_data(cache.with_suffix(".partial"), args.vectors, args.dim)
+        cache.with_suffix(".partial").rename(cache)
+    shutil.rmtree(data, ignore_errors=True)
+    shutil.copytree(cache, data)
 
 
 def du(path: Path) -> int:
@@ -220,7 +235,7 @@ async def measure(service: Service, base: Path, args: argparse.Namespace) -> dic
         await _until(http, f"/v1/instances/{instance_id}", "phase", "stopped")
         data = service.data_dir / "instances" / instance_id
         built = time.monotonic()
-        await asyncio.to_thread(build_data, data, args.vectors, args.dim)
+        await asyncio.to_thread(fill_data, data, args)
         build_seconds = time.monotonic() - built
         started = (await http.post(f"/v1/instances/{instance_id}/start")).json()
         await _running(http, instance_id, started["instance"]["generation"])
@@ -310,4 +325,7 @@ if __name__ == "__main__":
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--data-cache", type=Path, default=None, help="keep the built data here for later runs"
+    )
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))
