@@ -20,6 +20,10 @@ restore: POST .../restore -> running      tar|zstd of the current data (what res
 clone: POST /v1/instances                 zstd -d | tar -x of FILE + a bare server
   {"from_snapshot"} -> running              start on it
 
+The pause floor stops at the bare server's heartbeat, while the writer's next
+acknowledgement after our pause also waits for Chroma's first write after its start
+(it loads the HNSW index): the pause ratio overstates what is ours.
+
 Ratios are ours / floor, medians over ``rounds``. The machine may be shared: the
 floors run in the same run, interleaved with ours, so both see the same load.
 """
