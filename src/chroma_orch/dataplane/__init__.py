@@ -107,7 +107,8 @@ class DataPlane:
 
         A refused connection means the cached route may be stale (the instance
         stopped or moved): the route is read again, a stopped instance answers
-        503, a moved one gets the request (nothing was sent yet), else 502.
+        503, a moved one gets the request (nothing was sent yet), else 502. One
+        whose server is paused for a snapshot's copy is waited for (``Waker.hold``).
         """
         try:
             return await self._send(route, request, prefix_len)
@@ -116,9 +117,14 @@ class DataPlane:
         fresh = await self.access.route(route.instance_id, fresh=True)
         if fresh is None or fresh.tenant_id != route.tenant_id:
             raise UpstreamError("the instance is gone")
-        fresh = self.access.require_running(fresh)
-        if fresh.address == route.address:
-            raise UpstreamError(f"the instance's server refused the connection ({route.address})")
+        if fresh.address in (None, route.address):
+            held = await self.waker.hold(fresh, refused=route.address)
+            if held is None:
+                self.access.require_running(fresh)  # 503 when it stopped
+                raise UpstreamError(
+                    f"the instance's server refused the connection ({route.address})"
+                )
+            fresh = held
         try:
             return await self._send(fresh, request, prefix_len)
         except httpx.ConnectError as exc:

@@ -47,6 +47,16 @@ async def next_open(session: AsyncSession, instance_id: uuid.UUID) -> Snapshot |
     return (await session.scalars(query)).first()
 
 
+async def capture_open(session: AsyncSession, instance_id: uuid.UUID) -> bool:
+    """Whether a snapshot of the instance waits for its capture or is being captured
+    (its server may be stopped for the copy, and started again at once)."""
+    capturing = (SnapshotPhase.PENDING, SnapshotPhase.RUNNING)
+    query = select(
+        exists().where(Snapshot.instance_id == instance_id, Snapshot.phase.in_(capturing))
+    )
+    return bool(await session.scalar(query))
+
+
 async def add(session: AsyncSession, snapshot: Snapshot) -> Snapshot:
     """A new snapshot row and its ``snapshot.created`` event."""
     session.add(snapshot)
