@@ -115,7 +115,10 @@ async def test_culling_wake_timeout_overrides_the_runtimes(
     database_url: str, tmp_path: Path
 ) -> None:
     settings = _settings(
-        database_url, tmp_path / "data", local=_local(600), culling=CullingSettings(wake_timeout=0.5)
+        database_url,
+        tmp_path / "data",
+        local=_local(600),
+        culling=CullingSettings(wake_timeout=0.5),
     )
     async with _client(settings) as http:
         token, instance_id = await _instance(http, database_url, CULLED)

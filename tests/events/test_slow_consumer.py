@@ -3,7 +3,6 @@ or closed with 4429, and what it did get is still in order without gaps."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from typing import Any
