@@ -215,6 +215,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     # The data plane first: /i/... is the hot path and is matched before anything else.
+    # The routers' routes are complete where they are declared (prefix, tags, responses
+    # applied), so the app takes them as they are: include_router would wrap them in
+    # per-app copies whose models FastAPI builds again on each new app's first request.
+    # (So app.dependency_overrides does not reach them; nothing here overrides one.)
     routers = (
         dataplane_api,
         instances,
@@ -227,7 +231,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events_api,
     )
     for module in routers:
-        app.include_router(module.router)
+        app.router.routes.extend(module.router.routes)
     dashboard.mount(app)
     app.add_middleware(RequestContextMiddleware)
     if settings.trusted_proxies:  # the client a trusted proxy forwards for, else the peer

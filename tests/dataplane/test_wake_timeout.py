@@ -93,8 +93,8 @@ async def _timed(http: httpx.AsyncClient, token: str, instance_id: str) -> tuple
 
 @pytest.fixture
 async def quick_local(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """The local runtime with a 1 s wake_timeout (and culling.wake_timeout unset)."""
-    async with _client(_settings(database_url, tmp_path / "data", local=_local(1))) as http:
+    """The local runtime with a 0.5 s wake_timeout (and culling.wake_timeout unset)."""
+    async with _client(_settings(database_url, tmp_path / "data", local=_local(0.5))) as http:
         yield http
 
 
@@ -106,7 +106,7 @@ async def test_the_hold_is_the_runtimes_wake_timeout(
     assert answer.status_code == 503, answer.text
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert int(answer.headers["retry-after"]) >= 1
-    assert 1.0 <= took < HOLD_BOUND  # held for local.wake_timeout, not 30 s
+    assert 0.5 <= took < HOLD_BOUND  # held for local.wake_timeout, not 30 s
     woken = (await quick_local.get(f"/v1/instances/{instance_id}")).json()
     assert woken["desired_state"] == "running"  # the wake started it
 
@@ -115,7 +115,10 @@ async def test_culling_wake_timeout_overrides_the_runtimes(
     database_url: str, tmp_path: Path
 ) -> None:
     settings = _settings(
-        database_url, tmp_path / "data", local=_local(600), culling=CullingSettings(wake_timeout=1)
+        database_url,
+        tmp_path / "data",
+        local=_local(600),
+        culling=CullingSettings(wake_timeout=0.5),
     )
     async with _client(settings) as http:
         token, instance_id = await _instance(http, database_url, CULLED)
