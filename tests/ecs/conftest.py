@@ -30,9 +30,9 @@ from chroma_orch.settings import EcsSettings, ReconcilerSettings
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.ecs.aws_behaviour import AwsBehaviour, AwsBehaviourProxy
 from tests.helpers import wait_for
-from tests.moto_server import run_moto_server
+from tests.moto_server import REGION as REGION
+from tests.moto_server import fake_aws_credentials, run_moto_server
 
-REGION = "us-east-1"
 CLUSTER = "tenants"
 LOG_GROUP = "/chroma-orch/test"
 TASK_TRUST = json.dumps(
@@ -79,15 +79,7 @@ def aws(_aws_proxy: AwsBehaviourProxy) -> AwsBehaviour:
 
 @pytest.fixture(autouse=True)
 def _aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    fake_aws_credentials(monkeypatch, tmp_path)
 
 
 def aws_client(moto_url: str, service: str) -> Any:

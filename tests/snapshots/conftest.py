@@ -8,24 +8,15 @@ from pathlib import Path
 import aioboto3
 import pytest
 
-from tests.moto_server import run_moto_server
-
-REGION = "us-east-1"
+from tests.moto_server import REGION as REGION
+from tests.moto_server import fake_aws_credentials, run_moto_server
 
 moto_url = pytest.fixture(scope="session", name="moto_url")(run_moto_server)
 
 
 @pytest.fixture
 def aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    fake_aws_credentials(monkeypatch, tmp_path)
 
 
 @pytest.fixture
