@@ -174,7 +174,7 @@ class InstanceReconciler:
         if desired is DesiredState.STOPPED:
             return await self._stop(observation, final=Phase.STOPPED)
         if inst.restore_snapshot_id is not None:
-            if (pending := await self._halt(observation)) is not None:
+            if (pending := await self.halt(observation)) is not None:
                 return pending
             if (pending := await self._restore()) is not None:
                 return pending
@@ -244,7 +244,12 @@ class InstanceReconciler:
             return RequeueAfter(_QUIESCE_POLL)  # still stopping
         await self.write(writes.RECORD_SERVER_GONE, handle=None, **_endpoint_values(None))
         await self.data.capture(snapshot)
-        await self._mark_due()  # the next pass packs the copy
+        return await self.start_again()  # the next pass packs the copy
+
+    async def start_again(self) -> Decision:
+        """Start the server at once (after a stop for a snapshot's copy); the instance
+        is due again after this pass, which may give its lease back running."""
+        await self._mark_due()
         return await self._start()
 
     async def _restore(self) -> Decision | None:
@@ -302,9 +307,9 @@ class InstanceReconciler:
         return (await self.runtime.poll({key: handle})).get(key)
 
     def _live(self, observation: Observation | None) -> bool:
-        return observation is not None and observation.state is not ObservedState.EXITED
+        return observation is not None and observation.live
 
-    async def _halt(self, observation: Observation | None) -> Decision | None:
+    async def halt(self, observation: Observation | None) -> Decision | None:
         """Stop the server if one is live. None once it is gone; else what the pass
         answers meanwhile: a requeue while the route drains, or converged while the
         server is still stopping (the liveness pass wakes the instance when it has
@@ -336,7 +341,7 @@ class InstanceReconciler:
         return max(self.settings.proxy.address_quarantine - stopping_for, 0.0)
 
     async def _stop(self, observation: Observation | None, final: Phase) -> Decision:
-        if (pending := await self._halt(observation)) is not None:
+        if (pending := await self.halt(observation)) is not None:
             return pending
         if self.inst.restore_snapshot_id is not None:  # stopped meanwhile: load the data
             pending = await self._restore()
@@ -359,7 +364,7 @@ class InstanceReconciler:
         return Done(released=True)
 
     async def _delete(self, observation: Observation | None) -> Decision:
-        if (pending := await self._halt(observation)) is not None:
+        if (pending := await self.halt(observation)) is not None:
             return pending
         if (unsure := self._unrecorded_launch_window()) > 0:
             return RequeueAfter(unsure)
@@ -405,7 +410,7 @@ class InstanceReconciler:
             # a new start attempt with a token of its own, never a replay of the old one.
             if hung and inst.phase == Phase.RUNNING:
                 inst.restart_count = self._budget_used()  # written with "stopping"
-            if (pending := await self._halt(observation)) is not None:
+            if (pending := await self.halt(observation)) is not None:
                 return pending
             if hung:
                 return await self._failed_attempt(UNRESPONSIVE, self._hung_message())

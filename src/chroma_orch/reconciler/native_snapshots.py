@@ -19,17 +19,27 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from chroma_orch.db.models import Snapshot
 from chroma_orch.domain.snapshot_states import SnapshotPhase
-from chroma_orch.reconciler import queue
 from chroma_orch.reconciler.decisions import Decision, RequeueAfter
 from chroma_orch.reconciler.snapshots import DataWork, RestoreFailure
 from chroma_orch.runtimes.base import NativeSnapshot, NativeSnapshots, Observation
 
-if TYPE_CHECKING:
-    from chroma_orch.reconciler.instance import InstanceReconciler
+
+class InstanceServer(Protocol):
+    """What a native snapshot needs of the instance's pass (``InstanceReconciler``):
+    its server stopped as any stop is (drained), and started again."""
+
+    async def halt(self, observation: Observation | None) -> Decision | None:
+        """Stop the live server; None once it is gone, else the pass's decision."""
+        ...
+
+    async def start_again(self) -> Decision:
+        """Start the server at once; the instance is due again after this pass."""
+        ...
+
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +60,7 @@ class NativeData:
 
     async def step(
         self,
-        r: InstanceReconciler,
+        r: InstanceServer,
         snapshot: Snapshot,
         observation: Observation | None,
         *,
@@ -64,8 +74,8 @@ class NativeData:
             return True
         if snapshot.store == self.native.store and snapshot.location is not None:
             return True if await self._settle(snapshot) else RequeueAfter(NATIVE_POLL)
-        halted = r._live(observation)
-        if halted and (pending := await r._halt(observation)) is not None:
+        halted = observation is not None and observation.live
+        if halted and (pending := await r.halt(observation)) is not None:
             return pending
         if not await self._capture(snapshot):
             return RequeueAfter(NATIVE_POLL)
@@ -73,10 +83,7 @@ class NativeData:
             return True
         if not halted:
             return False  # no server ran: the pass starts one as it would have
-        async with r.sessions() as session:  # the next pass sees the snapshot through
-            await queue.mark_due(session, [r.inst.id])
-            await session.commit()
-        return await r._start()
+        return await r.start_again()  # the next pass sees the snapshot through
 
     async def load(self, snapshot_id: uuid.UUID) -> RestoreFailure | str | None:
         """Make ``snapshot_id``'s data the instance's (its server gone): None once
@@ -99,7 +106,7 @@ class NativeData:
     async def _capture(self, snapshot: Snapshot) -> bool:
         """Start ``snapshot`` of the data at rest; False while it is still saved."""
         data, inst = self.data, self.data.inst
-        await data._begin(snapshot)
+        await data.begin(snapshot)
         taken = await self.native.take_snapshot(str(inst.id), str(inst.tenant_id), str(snapshot.id))
         if isinstance(taken, str):
             log.info("snapshot waits snapshot=%s instance=%s for=%s", snapshot.id, inst.id, taken)
@@ -107,7 +114,7 @@ class NativeData:
         if taken.location is None:
             await self._ready(snapshot, taken)
         else:
-            await data._change(snapshot, {"store": self.native.store, "location": taken.location})
+            await data.change(snapshot, {"store": self.native.store, "location": taken.location})
         return True
 
     async def _settle(self, snapshot: Snapshot) -> bool:
@@ -117,13 +124,13 @@ class NativeData:
         if state.state == "completed":
             await self._ready(snapshot, state)
         elif state.state == "error":
-            await self.data._fail(snapshot, "SnapshotFailed", state.message or "EBS error")
+            await self.data.fail(snapshot, "SnapshotFailed", state.message or "EBS error")
         else:
             return False
         return True
 
     async def _ready(self, snapshot: Snapshot, state: NativeSnapshot) -> None:
-        await self.data._change(
+        await self.data.change(
             snapshot,
             {
                 "phase": SnapshotPhase.READY.value,

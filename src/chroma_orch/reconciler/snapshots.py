@@ -103,7 +103,7 @@ class DataWork:
     async def capture(self, snapshot: Snapshot) -> None:
         """Copy the instance's data directory (its server stopped) for ``snapshot``."""
         files = self._files()
-        await self._begin(snapshot)
+        await self.begin(snapshot)
         work = self._work(snapshot)
         partial = work.with_name(f"{work.name}.partial")
         source = files.data_path(str(self.inst.id))
@@ -114,7 +114,7 @@ class DataWork:
         stopped instance) into the store; ``ready`` with its size and checksum, or
         ``failed``. False when the store is unavailable and it will be tried again
         (``retry_in``)."""
-        await self._begin(snapshot)
+        await self.begin(snapshot)
         copy = self.copy_of(snapshot)
         source = copy if copy is not None else self._files().data_path(str(self.inst.id))
         try:
@@ -122,9 +122,9 @@ class DataWork:
         except StoreUnavailableError as exc:
             return await self._store_failed(snapshot, str(exc))
         except (ArchiveError, OSError) as exc:
-            await self._fail(snapshot, "SnapshotFailed", str(exc))
+            await self.fail(snapshot, "SnapshotFailed", str(exc))
             return True
-        await self._change(snapshot, done)
+        await self.change(snapshot, done)
         await self._drop_copy(snapshot)
         log.info("snapshot ready snapshot=%s instance=%s bytes=%s",
                  snapshot.id, self.inst.id, done["size_bytes"])  # fmt: skip
@@ -234,9 +234,9 @@ class DataWork:
             "completed_at": datetime.now(UTC),
         }
 
-    async def _begin(self, snapshot: Snapshot) -> None:
+    async def begin(self, snapshot: Snapshot) -> None:
         if snapshot.phase == SnapshotPhase.PENDING:
-            await self._change(
+            await self.change(
                 snapshot,
                 {
                     "phase": SnapshotPhase.RUNNING.value,
@@ -250,18 +250,18 @@ class DataWork:
         store: the next one begins after a backoff, or, that was the last, it fails."""
         tried = snapshot.attempts
         if tried >= self.settings.attempts:
-            await self._fail(snapshot, "StoreUnavailable", f"{message} (after {tried} tries)")
+            await self.fail(snapshot, "StoreUnavailable", f"{message} (after {tried} tries)")
             return True
-        await self._change(snapshot, {"attempts": tried + 1})
+        await self.change(snapshot, {"attempts": tried + 1})
         self.retry_in = min(_BACKOFF_BASE * 2**tried, _BACKOFF_MAX)
         log.warning("snapshot store unavailable snapshot=%s attempt=%d error=%s",
                     snapshot.id, tried, message)  # fmt: skip
         return False
 
-    async def _fail(self, snapshot: Snapshot, reason: str, message: str) -> None:
+    async def fail(self, snapshot: Snapshot, reason: str, message: str) -> None:
         log.warning("snapshot failed snapshot=%s reason=%s message=%s",
                     snapshot.id, reason, message)  # fmt: skip
-        await self._change(
+        await self.change(
             snapshot,
             {
                 "phase": SnapshotPhase.FAILED.value,
@@ -274,9 +274,9 @@ class DataWork:
 
     async def fail_unsupported(self, snapshot: Snapshot, runtime: str, detail: str = "") -> None:
         message = f"the {runtime} runtime cannot snapshot this instance's data"
-        await self._fail(snapshot, "Unsupported", f"{message}: {detail}" if detail else message)
+        await self.fail(snapshot, "Unsupported", f"{message}: {detail}" if detail else message)
 
-    async def _change(self, snapshot: Snapshot, values: dict[str, Any]) -> None:
+    async def change(self, snapshot: Snapshot, values: dict[str, Any]) -> None:
         if "phase" in values:
             check_snapshot_phase(SnapshotPhase(snapshot.phase), SnapshotPhase(values["phase"]))
         async with self.sessions() as session:

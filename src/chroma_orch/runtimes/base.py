@@ -170,6 +170,11 @@ class Observation:
     """When start phases were reached (timezone-aware), where the runtime knows it
     (ECS task timestamps); the reconciler takes the time it first saw the others."""
 
+    @property
+    def live(self) -> bool:
+        """Whether a server is there (starting, running or stopping), not gone."""
+        return self.state is not ObservedState.EXITED
+
 
 @dataclass(frozen=True)
 class InstanceSpec:
