@@ -57,7 +57,7 @@ def round_trip(base: str) -> None:
     collection.add(ids=["a"], documents=["hello"], embeddings=[[0.1, 0.2, 0.3]])
     got = collection.get(ids=["a"])
     assert got["documents"] == ["hello"], got
-    print(f"smoke test: instance {instance_id} served a Chroma round trip at {url}")
+    print(f"smoke test: instance {instance_id} served a Chroma round trip at {url}")  # noqa: T201
 
 
 def main() -> int:

@@ -90,7 +90,8 @@ async def test_pgserver_16_cluster_is_upgraded_and_keeps_tenants_and_instances(
 
     assert (pg_dir / "data" / "PG_VERSION").read_text().strip() == "18"
     kept = list(pg_dir.glob("data.pg16-*"))
-    assert len(kept) == 1 and (kept[0] / "PG_VERSION").read_text().strip() == "16"
+    assert len(kept) == 1
+    assert (kept[0] / "PG_VERSION").read_text().strip() == "16"
     messages = "\n".join(caplog.messages)
     assert "upgrading embedded PostgreSQL cluster from 16 to 18 with pg_upgrade" in messages
     assert f"kept the PostgreSQL 16 data directory as {kept[0]}" in messages

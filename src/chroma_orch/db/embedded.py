@@ -34,12 +34,12 @@ from chroma_orch.db.pg_host import (
     EmbeddedDatabaseError,
     PidFile,
     conf_string,
-    upgrade_source_candidates,
     find_pg_bin_dir,
     is_executable,
     is_our_postmaster,
     quote_ident,
     read_pid_file,
+    upgrade_source_candidates,
 )
 from chroma_orch.db.pg_upgrade import MajorUpgrade, finish_interrupted_upgrade
 from chroma_orch.system_user import (

@@ -50,7 +50,8 @@ class MajorUpgrade:
             self.old_major, self.new_major, cluster.data_dir, self.old_bin, cluster.bin_dir,
         )  # fmt: skip
         started = time.monotonic()
-        for directory, name in ((cluster.bin_dir, "pg_upgrade"), (self.old_bin, "pg_controldata")):
+        needed = ((cluster.bin_dir, "pg_upgrade"), (self.old_bin, "pg_controldata"))
+        for directory, name in needed:
             if not is_executable(directory / name):
                 raise EmbeddedDatabaseError(f"cannot upgrade {cluster.data_dir}: no {name} in "
                                             f"{directory}; the cluster is left untouched")  # fmt: skip
