@@ -53,8 +53,10 @@ class MajorUpgrade:
         needed = ((cluster.bin_dir, "pg_upgrade"), (self.old_bin, "pg_controldata"))
         for directory, name in needed:
             if not is_executable(directory / name):
-                raise EmbeddedDatabaseError(f"cannot upgrade {cluster.data_dir}: no {name} in "
-                                            f"{directory}; the cluster is left untouched")  # fmt: skip
+                raise EmbeddedDatabaseError(
+                    f"cannot upgrade {cluster.data_dir}: no {name} in {directory}; "
+                    "the cluster is left untouched"
+                )
         checksums = self._shut_down_cleanly()
         staging = cluster.cluster_dir / STAGING
         cluster._initdb_at(staging, *([] if checksums else ["--no-data-checksums"]))
