@@ -1,6 +1,9 @@
 # chroma-orch: `make serve` runs the service on the embedded defaults; `make test` passes the tests;
 # `make test-fast` runs ruff and the unit and db tiers only (README: Development).
-PYTHON ?= python3
+# The first supported interpreter (CPython 3.11-3.14) among python3, python3.14 ... python3.11,
+# unless PYTHON is given; `make` says which it chose.
+SUPPORTED_PYTHON := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 14))
+PYTHON ?= $(firstword $(foreach p,python3 python3.14 python3.13 python3.12 python3.11,$(if $(shell command -v $(p) >/dev/null 2>&1 && $(p) -c '$(SUPPORTED_PYTHON)' 2>/dev/null && echo ok),$(p))))
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -8,7 +11,9 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: serve test test-fast lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml setup.py
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "chroma-orch needs Python >= 3.11 (set PYTHON=python3.11)")'
+	@test -n "$(PYTHON)" || { echo "chroma-orch needs CPython 3.11-3.14: none of python3, python3.14, python3.13, python3.12, python3.11 is one (set PYTHON=...)" >&2; exit 1; }
+	@$(PYTHON) -c '$(SUPPORTED_PYTHON)' || { echo "chroma-orch needs CPython 3.11-3.14; $(PYTHON) is $$($(PYTHON) -V 2>&1)" >&2; exit 1; }
+	@echo "using $(PYTHON) ($$($(PYTHON) -V 2>&1)) for $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[local,dev]'
 	touch $(STAMP)

@@ -64,6 +64,7 @@ async def start_embedded_database(settings: Settings, stack: AsyncExitStack) -> 
         bin_dir=settings.embedded_db.bin_dir,
         system_user=settings.embedded_db.system_user,
         database=settings.embedded_db.database,
+        upgrade_from_bin_dir=settings.embedded_db.upgrade_from_bin_dir,
     )
     await asyncio.to_thread(cluster.start)
     stack.push_async_callback(asyncio.to_thread, cluster.stop)

