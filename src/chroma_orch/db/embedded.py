@@ -58,6 +58,8 @@ class EmbeddedPostgres:
 
     When the process is root, the cluster runs as ``system_user`` (created if missing,
     ``nobody`` if it cannot be). ``database`` is the database ``url`` points at.
+    ``durable_init=False`` lets initdb skip its final fsync of the new cluster's files:
+    for throwaway clusters (tests) that need not survive a machine crash.
     """
 
     def __init__(
@@ -67,11 +69,13 @@ class EmbeddedPostgres:
         bin_dir: Path | None = None,
         system_user: str = "chroma-orch",
         database: str = "chroma_orch",
+        durable_init: bool = True,
     ) -> None:
         self.cluster_dir = Path(os.path.realpath(Path(cluster_dir).expanduser()))
         self.bin_dir = find_pg_bin_dir(bin_dir)
         self.system_user = system_user
         self.database = database
+        self.durable_init = durable_init
         self.data_dir = self.cluster_dir / "data"
         self.log_file = self.cluster_dir / "postgres.log"
         self.socket_dir = self._choose_socket_dir()
@@ -280,7 +284,7 @@ class EmbeddedPostgres:
         started = time.monotonic()
         proc = self._run([
             str(self.bin_dir / "initdb"), "-D", str(staging), "--auth=trust", "-U", "postgres",
-            "--encoding=UTF8", "--locale=C",
+            "--encoding=UTF8", "--locale=C", *([] if self.durable_init else ["--no-sync"]),
         ])  # fmt: skip
         if proc.returncode != 0:
             raise self._failure("initdb", proc)
