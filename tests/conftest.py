@@ -186,10 +186,10 @@ def pg_cluster() -> Iterator[EmbeddedPostgres | None]:
         return
     root = Path(tempfile.mkdtemp(prefix="co-test-pg-", dir="/tmp"))
     root.chmod(0o711)
-    cluster = EmbeddedPostgres(root / "cluster", database="postgres")
+    # A throwaway cluster need not survive a machine crash: without fsync, initdb,
+    # creating each test's database from the template and every commit stop waiting on disk.
+    cluster = EmbeddedPostgres(root / "cluster", database="postgres", durable_init=False)
     cluster.start()
-    # A throwaway cluster need not survive a machine crash: without fsync, creating
-    # each test's database from the template and every commit stop waiting on disk.
     asyncio.run(
         _admin_execute(
             cluster.admin_url,

@@ -32,7 +32,7 @@ CHILD_SCRIPT = """
 import sys, time
 from pathlib import Path
 from chroma_orch.db.embedded import EmbeddedPostgres
-EmbeddedPostgres(Path(sys.argv[1])).start()
+EmbeddedPostgres(Path(sys.argv[1]), durable_init=False).start()
 print("ready", flush=True)
 time.sleep(600)
 """
@@ -51,10 +51,14 @@ def base_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def make_cluster(base_dir: Path) -> Iterator[MakeCluster]:
-    """Build EmbeddedPostgres objects under base_dir; every one is stopped at teardown."""
+    """Build EmbeddedPostgres objects under base_dir; every one is stopped at teardown.
+    Their initdb skips its final fsync (``durable_init=False``) unless a test asks:
+    a throwaway cluster need not survive a machine crash, and the fsync of a fresh
+    cluster takes seconds on a busy disk."""
     created: list[EmbeddedPostgres] = []
 
     def make(relative: str = "pg", **kwargs: object) -> EmbeddedPostgres:
+        kwargs.setdefault("durable_init", False)
         pg = EmbeddedPostgres(base_dir / relative, **kwargs)  # type: ignore[arg-type]
         created.append(pg)
         return pg
@@ -104,7 +108,7 @@ def query(pg: EmbeddedPostgres, sql: str, database: str = "postgres") -> object:
 
 
 def test_start_query_ensure_database_and_restart_keeps_data(make_cluster: MakeCluster) -> None:
-    pg = make_cluster("new/nested/pg")
+    pg = make_cluster("new/nested/pg", durable_init=True)  # the service's default
     pg.start()
     assert query(pg, "SELECT 1") == 1
     assert query(pg, "SHOW listen_addresses") == ""
@@ -287,7 +291,9 @@ def test_minimal_bin_dir_uses_asyncpg_and_pid_file_readiness(
 
 @needs_pg15
 def test_system_postgresql_15_binaries(base_dir: Path) -> None:
-    with EmbeddedPostgres(base_dir / "pg15", bin_dir=PG15_BIN, database="db15") as pg:
+    with EmbeddedPostgres(
+        base_dir / "pg15", bin_dir=PG15_BIN, database="db15", durable_init=False
+    ) as pg:
         pg.ensure_database("db15")
         assert str(query(pg, "SHOW server_version_num", database="db15")).startswith("15")
     assert postmasters(pg.data_dir) == []

@@ -63,6 +63,8 @@ class EmbeddedPostgres:
     of an older major version is upgraded in place (``pg_upgrade``) with that version's
     binaries from ``upgrade_from_bin_dir`` or the places ``upgrade_source_candidates``
     lists; one of a newer version, or with no such binaries, is refused untouched.
+    ``durable_init=False`` lets initdb skip its final fsync of the new cluster's files:
+    for throwaway clusters (tests) that need not survive a machine crash.
     """
 
     def __init__(
@@ -73,12 +75,14 @@ class EmbeddedPostgres:
         system_user: str = "chroma-orch",
         database: str = "chroma_orch",
         upgrade_from_bin_dir: Path | None = None,
+        durable_init: bool = True,
     ) -> None:
         self.cluster_dir = Path(os.path.realpath(Path(cluster_dir).expanduser()))
         self.bin_dir = find_pg_bin_dir(bin_dir)
         self.system_user = system_user
         self.database = database
         self.upgrade_from_bin_dir = upgrade_from_bin_dir
+        self.durable_init = durable_init
         self.data_dir = self.cluster_dir / "data"
         self.log_file = self.cluster_dir / "postgres.log"
         self.socket_dir = self._choose_socket_dir()
@@ -311,7 +315,7 @@ class EmbeddedPostgres:
     def _initdb(self, major: str) -> None:
         staging = self.cluster_dir / "data.initdb"  # renamed into place only when complete
         started = time.monotonic()
-        self._initdb_at(staging)
+        self._initdb_at(staging, *([] if self.durable_init else ["--no-sync"]))
         os.rename(staging, self.data_dir)
         elapsed = time.monotonic() - started
         logger.info(

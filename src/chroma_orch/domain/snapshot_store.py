@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from chroma_orch.settings import Settings
 from chroma_orch.snapshots.local_store import DirectoryStore
-from chroma_orch.snapshots.s3_store import S3Store
 from chroma_orch.snapshots.store import SnapshotStore
 
 
@@ -12,6 +11,8 @@ def build_store(settings: Settings) -> SnapshotStore:
     config = settings.snapshots
     if config.store == "s3":
         assert config.s3_bucket is not None  # Settings checks it
+        from chroma_orch.snapshots.s3_store import S3Store  # aioboto3: imported on use
+
         region = {"region_name": config.s3_region} if config.s3_region else {}
         return S3Store(
             config.s3_bucket,
