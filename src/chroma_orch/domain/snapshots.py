@@ -162,7 +162,7 @@ class SnapshotService:
             raise SnapshotsUnsupportedError(
                 f"the {self.instances.policy.runtime!r} runtime as configured keeps no copy of "
                 "its instances' data (ECS with EFS or ephemeral storage): snapshots, restores "
-                "and undeletes need ECS with managed EBS volumes or the local runtime"
+                "and undeletes need ECS with managed EBS volumes (STORAGE=ebs) or the local runtime"
             )
 
     async def make_due(self, instance_id: uuid.UUID) -> None:
