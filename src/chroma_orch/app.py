@@ -40,7 +40,7 @@ from chroma_orch.loops import Loops
 from chroma_orch.reconciler.culler import cull_idle
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.reconciler.snapshot_scheduler import SnapshotScheduler
-from chroma_orch.runtimes.base import Preflight, RuntimeServices
+from chroma_orch.runtimes.base import Preflight, RuntimeServices, can_snapshot
 from chroma_orch.runtimes.factory import build_runtime
 from chroma_orch.runtimes.instrumented import InstrumentedRuntime
 from chroma_orch.settings import Settings
@@ -157,7 +157,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             loops,
             stream=await stream.start(sessions, settings.events, loops, listener),
             guard=guard.start(sessions, settings.events.max_sockets_per_token, loops, listener),
-            snapshot_policy=snapshot_policy(settings),
+            snapshot_policy=snapshot_policy(settings, can_snapshot=can_snapshot(runtime)),
             store=store,
         )
         ctx.migrations_at_head = settings.migrate_on_start

@@ -79,6 +79,12 @@ class IdempotencyKeyReusedError(ConflictError):
     code, title = "idempotency_key_reused", "Idempotency-Key was used with another request"
 
 
+class SnapshotsUnsupportedError(ConflictError):
+    """The runtime keeps no copy of its instances' data (ECS with EFS or ephemeral storage)."""
+
+    code, title = "snapshots_unsupported", "This runtime cannot snapshot instances"
+
+
 class PayloadTooLargeError(AppError):
     status, code, title = 413, "payload_too_large", "Request body too large"
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import sys
 import uuid
@@ -28,6 +29,7 @@ class Sdk:
     def __init__(self, package: str) -> None:
         self.client: Any = importlib.import_module(f"{package}.client")
         self.models: Any = importlib.import_module(f"{package}.models")
+        self.types: Any = importlib.import_module(f"{package}.types")
         self._package = package
 
     def op(self, tag: str, operation: str) -> Any:
@@ -73,6 +75,11 @@ def _client(sdk: Sdk, url: str, token: str) -> Any:
 
 
 async def _tenant_token(sdk: Sdk, admin: Any) -> str:
+    return (await _tenant(sdk, admin))[1]
+
+
+async def _tenant(sdk: Sdk, admin: Any) -> tuple[Any, str]:
+    """A new tenant's id and a token of it."""
     m = sdk.models
     tenant = await sdk.op("tenants", "create_tenant").asyncio(
         client=admin, body=m.TenantCreate(name="acme")
@@ -84,7 +91,7 @@ async def _tenant_token(sdk: Sdk, admin: Any) -> str:
     assert isinstance(issued, m.TokenCreated), issued
     assert issued.tenant_id == tenant.id
     token: str = issued.token
-    return token
+    return tenant.id, token
 
 
 async def _act_and_wait(sdk: Sdk, client: Any, instance_id: uuid.UUID, action: str) -> Any:
@@ -258,3 +265,132 @@ async def test_the_snapshot_operations_and_models_are_documented(
         assert _undocumented(getattr(sdk.models, model).__doc__) == [], model
     create = sdk.models.InstanceCreate.__doc__
     assert "from_snapshot (None | Unset | UUID): Start from a copy" in create, create
+
+
+async def _schedules(sdk: Sdk, admin: Any, client: Any, tenant_id: Any, instance_id: Any) -> None:
+    """The tenant's schedule (admin), an instance's own over it, then cleared."""
+    m, op = sdk.models, sdk.op
+    tenant = await op("snapshots", "set_tenant_snapshot_schedule").asyncio(
+        tenant_id, client=admin, body=m.SnapshotScheduleWrite(every=86400, keep=7)
+    )
+    assert isinstance(tenant, m.SnapshotScheduleRead), tenant
+    assert tenant.instance_id is None
+    got = await op("snapshots", "get_tenant_snapshot_schedule").asyncio(tenant_id, client=admin)
+    assert (got.every, got.keep) == (86400, 7)
+    own = await op("snapshots", "set_instance_snapshot_schedule").asyncio(
+        instance_id, client=client, body=m.SnapshotScheduleWrite(every=3600, keep=2)
+    )
+    assert isinstance(own, m.SnapshotScheduleRead), own
+    assert (own.instance_id, own.every) == (instance_id, 3600)
+    cleared = await op("snapshots", "clear_instance_snapshot_schedule").asyncio_detailed(
+        instance_id, client=client
+    )
+    assert cleared.status_code == 204
+    applies = await op("snapshots", "get_instance_snapshot_schedule").asyncio(
+        instance_id, client=client
+    )
+    assert (applies.instance_id, applies.every) == (None, 86400)  # the tenant's again
+    gone = await op("snapshots", "clear_tenant_snapshot_schedule").asyncio_detailed(
+        tenant_id, client=admin
+    )
+    assert gone.status_code == 204
+    none = await op("snapshots", "get_instance_snapshot_schedule").asyncio(
+        instance_id, client=client
+    )
+    assert isinstance(none, m.Problem), none
+    assert none.code == "not_found"
+
+
+async def _export_import(sdk: Sdk, client: Any, snapshot: Any) -> uuid.UUID:
+    """exportSnapshot gives the archive its checksum names; importInstance takes it
+    back as a new instance. Returns the new instance's id."""
+    m = sdk.models
+    exported = await sdk.op("snapshots", "export_snapshot").asyncio_detailed(
+        snapshot.id, client=client
+    )
+    assert exported.status_code == 200
+    data = exported.content
+    assert hashlib.sha256(data).hexdigest() == snapshot.checksum
+    # bytes, not a BytesIO: the async client cannot send a synchronous stream
+    file = sdk.types.File(payload=data, file_name="a.tar.zst")
+    imported = await sdk.op("snapshots", "import_instance").asyncio(
+        client=client, body=file, name="moved"
+    )
+    assert isinstance(imported, m.InstanceAccepted), imported
+    page = await sdk.op("snapshots", "list_instance_snapshots").asyncio(
+        imported.instance.id, client=client
+    )
+    assert [(s.kind, s.checksum) for s in page.items] == [
+        (m.SnapshotKind.IMPORT, snapshot.checksum)
+    ]
+    instance_id: uuid.UUID = imported.instance.id
+    return instance_id
+
+
+async def _undeleted(sdk: Sdk, client: Any, instance_id: uuid.UUID) -> None:
+    """A deleted instance is listed with deleted=true and comes back running."""
+    m = sdk.models
+    await _deleted(sdk, client, instance_id)
+    page = await sdk.op("instances", "list_instances").asyncio(client=client, deleted=True)
+    assert [i.id for i in page.items] == [instance_id]
+    accepted = await sdk.op("instances", "undelete_instance").asyncio(instance_id, client=client)
+    assert isinstance(accepted, m.InstanceAccepted), accepted
+    assert accepted.intent.action == m.Action.UNDELETE
+    await _wait(sdk, client, instance_id, m.Phase.RUNNING)
+    again = await sdk.op("instances", "undelete_instance").asyncio(instance_id, client=client)
+    assert isinstance(again, m.Problem), again  # not deleted any more: 409
+
+
+@pytest.mark.usefixtures("sdk_modules")
+async def test_a_generated_client_schedules_transfers_and_undeletes(
+    service: Service, tmp_path: Path
+) -> None:
+    sdk = await _generate(service, tmp_path)
+    m = sdk.models
+    async with _client(sdk, service.url, ADMIN_TOKEN) as admin:
+        tenant_id, token = await _tenant(sdk, admin)
+        async with _client(sdk, service.url, token) as client:
+            accepted = await sdk.op("instances", "create_instance").asyncio(
+                client=client, body=m.InstanceCreate(name="main")
+            )
+            instance_id = accepted.instance.id
+            await _wait(sdk, client, instance_id, m.Phase.RUNNING)
+            await _schedules(sdk, admin, client, tenant_id, instance_id)
+            snapshot = await _snapshot_ready(sdk, client, instance_id)
+            moved = await _export_import(sdk, client, snapshot)
+            await _wait(sdk, client, moved, m.Phase.RUNNING)
+            await _undeleted(sdk, client, instance_id)
+
+
+NEW_OPERATIONS = (
+    ("instances", "undelete_instance"),
+    ("snapshots", "import_instance"),  # its router's tag comes first
+    ("snapshots", "export_snapshot"),
+    ("snapshots", "set_instance_snapshot_schedule"),
+    ("snapshots", "get_instance_snapshot_schedule"),
+    ("snapshots", "clear_instance_snapshot_schedule"),
+    ("snapshots", "set_tenant_snapshot_schedule"),
+    ("snapshots", "get_tenant_snapshot_schedule"),
+    ("snapshots", "clear_tenant_snapshot_schedule"),
+)
+
+
+@pytest.mark.usefixtures("sdk_modules")
+async def test_the_newer_operations_and_models_are_documented(
+    service: Service, tmp_path: Path
+) -> None:
+    """Undelete, import/export and schedules: each operation says what it does and
+    that refusals are Problems; every field of their models is described."""
+    sdk = await _generate(service, tmp_path)
+    for tag, operation in NEW_OPERATIONS:
+        doc = sdk.op(tag, operation).asyncio_detailed.__doc__ or ""
+        assert doc.strip().splitlines()[0].strip(), (operation, doc)
+        assert "Problem" in (sdk.op(tag, operation).asyncio.__doc__ or ""), operation
+    for model in ("SnapshotScheduleRead", "SnapshotScheduleWrite"):
+        assert _undocumented(getattr(sdk.models, model).__doc__) == [], model
+    listing = sdk.op("instances", "list_instances").asyncio.__doc__ or ""
+    assert "deleted (bool | Unset" in listing, listing
+    assert "undeleted" in listing, listing
+    deleting = sdk.op("instances", "delete_instance").asyncio.__doc__ or ""
+    assert "purge (bool | Unset" in deleting, deleting
+    assert "pre_delete" in deleting, deleting

@@ -38,9 +38,10 @@ class Nginx:
 
 
 @asynccontextmanager
-async def running_nginx(backend_port: int) -> AsyncIterator[Nginx]:
+async def running_nginx(backend_port: int, source: Path | None = None) -> AsyncIterator[Nginx]:
     """Nginx in front of the service on ``backend_port``; skips without nginx (or
-    its njs module)."""
+    its njs module). ``source``: another configuration than deploy/nginx.conf (with
+    chroma-orch.js beside it)."""
     program = require_program("nginx")
     try:
         find_js_module()
@@ -50,7 +51,11 @@ async def running_nginx(backend_port: int) -> AsyncIterator[Nginx]:
     os.chmod(prefix, 0o755)  # workers run as an unprivileged user when the master is root
     port = free_port()
     config = render(
-        prefix, backends=[f"127.0.0.1:{backend_port}"], listen=[f"127.0.0.1:{port}"], user=WORKERS
+        prefix,
+        backends=[f"127.0.0.1:{backend_port}"],
+        listen=[f"127.0.0.1:{port}"],
+        user=WORKERS,
+        source=source,
     )
     process = await asyncio.create_subprocess_exec(
         program, "-c", str(config), "-p", f"{prefix}/", "-g", "daemon off;",

@@ -1,6 +1,6 @@
 """An ECS deployment without EBS volumes (storage=ephemeral or efs) has no volume
-snapshots: a snapshot fails at once with reason Unsupported, saying what would
-work, and the instance keeps running."""
+snapshots: a snapshot is refused with 409 ``snapshots_unsupported``, saying what
+would work, the instance keeps running, and a delete takes no pre_delete snapshot."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.settings import EcsSettings
 from tests.ecs.conftest import EcsService
 from tests.ecs.test_ecs_ebs import _running_instance
-from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -19,23 +18,24 @@ def ecs_settings(ecs_settings: EcsSettings) -> EcsSettings:
     return ecs_settings.model_copy(update={"storage": "ephemeral"})
 
 
-async def test_a_snapshot_without_ebs_fails_as_unsupported(ecs_service: EcsService) -> None:
+async def test_a_snapshot_without_ebs_is_refused_and_delete_takes_none(
+    ecs_service: EcsService,
+) -> None:
+    """Refused up front (409 snapshots_unsupported, nothing written) rather than
+    accepted to fail Unsupported; a delete takes no pre_delete snapshot."""
     http = ecs_service.http
     instance_id, _ = await _running_instance(ecs_service)
     asked = await http.post(f"/v1/instances/{instance_id}/snapshots")
-    assert asked.status_code == 202, asked.text
-
-    async def failed() -> dict[str, object] | None:
-        body: dict[str, object] = (await http.get(f"/v1/snapshots/{asked.json()['id']}")).json()
-        return body if body["phase"] == "failed" else None
-
-    snapshot = await wait_for(failed)
-    failure = snapshot["failure"]
-    assert isinstance(failure, dict)
-    assert failure["reason"] == "Unsupported"
-    assert "storage=ephemeral" in failure["message"]
-    assert "STORAGE=ebs" in failure["message"]
+    assert asked.status_code == 409, asked.text
+    problem = asked.json()
+    assert problem["code"] == "snapshots_unsupported"
+    assert "'ecs' runtime" in problem["detail"]
+    assert "STORAGE=ebs" in problem["detail"]
     assert (await http.get(f"/v1/instances/{instance_id}")).json()["phase"] == "running"
+    deleted = await http.delete(f"/v1/instances/{instance_id}")
+    assert deleted.status_code == 202, deleted.text
+    listed = await http.get(f"/v1/instances/{instance_id}/snapshots")
+    assert listed.json()["items"] == []
 
 
 def test_only_ebs_storage_offers_native_snapshots() -> None:

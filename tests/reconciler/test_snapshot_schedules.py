@@ -5,6 +5,7 @@ directory store and archive format)."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,21 @@ async def test_an_instances_schedule_overrides_its_tenants_and_a_lower_keep_prun
     await scheduler.run_once()
     await converge(reconciler)
     assert [phase for phase, _ in await _scheduled(ctx, instance_id)] == ["ready"]
+
+
+async def test_no_scheduled_snapshot_where_the_runtime_cannot_snapshot(
+    client: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """A policy saying the runtime cannot copy data (ECS with EFS or ephemeral
+    storage): a due instance is passed over, with no snapshot row that would fail."""
+    policy = replace(ctx.snapshot_policy, can_snapshot=False)
+    scheduler = SnapshotScheduler(ctx.sessions, ctx.policy, policy, batch=2)
+    tenant_id, token = await create_tenant(client, "acme")
+    instance_id = await _launch(client, token, "main")
+    schedule = {"every": 3600, "keep": 2}
+    await client.put(f"/v1/tenants/{tenant_id}/snapshot-schedule", json=schedule,
+                     headers=bearer(token))  # fmt: skip
+    assert await scheduler.run_once() == []
+    await _missed(ctx, 1)
+    assert await scheduler.run_once() == []
+    assert await _scheduled(ctx, instance_id) == []

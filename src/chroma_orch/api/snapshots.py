@@ -34,6 +34,7 @@ from chroma_orch.errors import (
     PayloadTooLargeError,
     QuotaExceededError,
     ServiceUnavailableError,
+    SnapshotsUnsupportedError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
     ValidationFailedError,
@@ -55,8 +56,10 @@ router = APIRouter(
     summary="Snapshot an instance's data",
     description="Answers at once with the pending snapshot; the reconciler takes it (a "
     "running server pauses for the copy, a stopped instance is not started). Follow its "
-    "phase with GET /v1/snapshots/{snapshot_id} or the event stream.",
-    responses=problem_responses(NotFoundError, QuotaExceededError),
+    "phase with GET /v1/snapshots/{snapshot_id} or the event stream. 409 "
+    "`snapshots_unsupported` where the runtime cannot copy its instances' data (ECS with "
+    "EFS or ephemeral storage).",
+    responses=problem_responses(NotFoundError, QuotaExceededError, SnapshotsUnsupportedError),
 )
 async def create_snapshot(instance_id: uuid.UUID, snapshots: Snapshots) -> SnapshotRead:
     return to_read(await snapshots.request(instance_id))

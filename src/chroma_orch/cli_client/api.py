@@ -84,6 +84,8 @@ class Api:
             raise CliError(UNREACHABLE, f"cannot reach {self.url}: {exc}") from exc
 
     def _json(self, response: httpx.Response) -> Any:
+        if response.status_code == 204:
+            return None
         try:
             return response.json()
         except ValueError as exc:
@@ -96,6 +98,9 @@ class Api:
 
     def post(self, path: str, **kwargs: Any) -> Any:
         return self.call("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Any:
+        return self.call("PUT", path, **kwargs)
 
     def delete(self, path: str, **kwargs: Any) -> Any:
         return self.call("DELETE", path, **kwargs)

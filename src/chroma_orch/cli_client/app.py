@@ -10,7 +10,13 @@ from collections.abc import Sequence
 import typer
 from typer.core import TyperGroup
 
-from chroma_orch.cli_client import admin_commands, instance_commands, snapshot_commands, transfer
+from chroma_orch.cli_client import (
+    admin_commands,
+    instance_commands,
+    schedule_commands,
+    snapshot_commands,
+    transfer,
+)
 from chroma_orch.cli_client.options import add_global_options
 
 CLIENT_GROUPS = {
@@ -21,6 +27,7 @@ CLIENT_GROUPS = {
 }
 snapshot_commands.add_clone(instance_commands.app)
 transfer.add_export(snapshot_commands.app)
+snapshot_commands.app.add_typer(schedule_commands.app, name="schedule")
 
 
 class Finished(Exception):

@@ -34,8 +34,14 @@ def launch(
 def ls(
     ctx: typer.Context,
     tenant: Annotated[str | None, tenant_option("only this tenant's instances (admin)")] = None,
+    deleted: Annotated[
+        bool,
+        typer.Option(
+            "--deleted", help="list the deleted instances that can still be undeleted instead"
+        ),
+    ] = False,
 ) -> int:
-    return run(ctx, lambda api, o: instances.ls(api, o, tenant))
+    return run(ctx, lambda api, o: instances.ls(api, o, tenant, deleted))
 
 
 @app.command("get", help="show one instance", epilog=EXIT_CODES)
@@ -65,17 +71,52 @@ _action("stop", "stop an instance (its data is kept)", "it is stopped")
 _action("restart", "restart a running instance", "it is running")
 
 
-@app.command("delete", help="delete an instance and its data", epilog=EXIT_CODES)
+@app.command(
+    "delete",
+    help="delete an instance: its data is kept as a pre_delete snapshot, and it can be "
+    "undeleted until the retention of deleted instances has passed (--purge: at once and "
+    "for good)",
+    epilog=EXIT_CODES,
+)
 def delete(
     ctx: typer.Context,
     instance: Ref,
     tenant: LookupTenant = None,
     keep_data: Annotated[bool, typer.Option("--keep-data", help="keep the data directory")] = False,
+    purge: Annotated[
+        bool,
+        typer.Option(
+            "--purge",
+            help="take no pre_delete snapshot and delete every snapshot of the instance: it "
+            "cannot be undeleted (also purges an already deleted instance); not with --keep-data",
+        ),
+    ] = False,
     wait: Annotated[bool, wait_flag("it is gone")] = False,
     timeout: Timeout = WAIT_TIMEOUT,
 ) -> int:
+    if purge and keep_data:
+        raise typer.BadParameter("it removes the data: not with --keep-data", param_hint="--purge")
+    how = instances.Deletion(keep_data, purge, Wait(wait, timeout))
+    return run(ctx, lambda api, o: instances.delete(api, o, instance, tenant, how))
+
+
+@app.command(
+    "undelete",
+    help="bring a deleted instance back with the data of its pre_delete snapshot",
+    epilog=EXIT_CODES,
+)
+def undelete(
+    ctx: typer.Context,
+    instance: Annotated[
+        str,
+        typer.Argument(metavar="INSTANCE", help="deleted instance's id (or its name, if unique)"),
+    ],
+    tenant: LookupTenant = None,
+    wait: Annotated[bool, wait_flag("it is running")] = False,
+    timeout: Timeout = WAIT_TIMEOUT,
+) -> int:
     wanted = Wait(wait, timeout)
-    return run(ctx, lambda api, o: instances.delete(api, o, instance, tenant, keep_data, wanted))
+    return run(ctx, lambda api, o: instances.undelete(api, o, instance, tenant, wanted))
 
 
 @app.command("logs", help="print the instance's server output", epilog=EXIT_CODES)

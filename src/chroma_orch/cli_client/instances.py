@@ -1,8 +1,10 @@
-"""``chroma-orch instances ...``: launch, ls, start, stop, restart, delete, logs."""
+"""``chroma-orch instances ...``: launch, ls, start, stop, restart, delete, undelete,
+logs."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from chroma_orch.cli_client import admin, follow, progress, render, streams
@@ -10,13 +12,26 @@ from chroma_orch.cli_client.api import Api
 from chroma_orch.cli_client.exits import NOT_FOUND, OK, USAGE, CliError
 from chroma_orch.cli_client.options import Globals, Wait
 
+
+@dataclass(frozen=True)
+class Deletion:
+    """How ``instances delete`` deletes."""
+
+    keep_data: bool
+    purge: bool
+    wait: Wait
+
+
 _WAIT_FOR = {"start": "running", "restart": "running", "stop": "stopped"}
 
 
-def list_all(api: Api, tenant: str | None = None) -> list[dict[str, Any]]:
-    """Every instance the token can see (all pages)."""
+def list_all(api: Api, tenant: str | None = None, deleted: bool = False) -> list[dict[str, Any]]:
+    """Every instance the token can see (all pages); with ``deleted``, the deleted
+    ones that can still be undeleted instead."""
     items: list[dict[str, Any]] = []
     params: dict[str, Any] = {"limit": 200}
+    if deleted:
+        params["deleted"] = "true"
     if tenant:
         params["tenant_id"] = admin.tenant_id(api, tenant)
     while True:
@@ -27,13 +42,16 @@ def list_all(api: Api, tenant: str | None = None) -> list[dict[str, Any]]:
         params["cursor"] = page["next_cursor"]
 
 
-def resolve(api: Api, ref: str, tenant: str | None = None) -> str:
-    """An instance id from an id, or from a name that only one visible instance has."""
+def resolve(api: Api, ref: str, tenant: str | None = None, deleted: bool | None = False) -> str:
+    """An instance id from an id, or from a name that only one visible instance has:
+    a live one (``deleted`` False), a deleted one (True), or live, else deleted (None)."""
     try:
         return str(uuid.UUID(ref))
     except ValueError:
         pass
-    matches = [i for i in list_all(api, tenant) if i["name"] == ref]
+    matches = [i for i in list_all(api, tenant, deleted is True) if i["name"] == ref]
+    if not matches and deleted is None:
+        matches = [i for i in list_all(api, tenant, True) if i["name"] == ref]
     if not matches:
         raise CliError(NOT_FOUND, f"no instance named {ref!r}")
     if len(matches) > 1:
@@ -54,14 +72,14 @@ def launch(api: Api, options: Globals, name: str, tenant: str | None, wait: Wait
     return OK
 
 
-def ls(api: Api, options: Globals, tenant: str | None) -> int:
-    instances = list_all(api, tenant)
+def ls(api: Api, options: Globals, tenant: str | None, deleted: bool = False) -> int:
+    instances = list_all(api, tenant, deleted)
     if options.json:
         render.emit_json(instances)
     elif instances:
         render.print_instances(instances)
     else:
-        render.err("no instances")
+        render.err("no deleted instances" if deleted else "no instances")
     return OK
 
 
@@ -83,17 +101,29 @@ def act(api: Api, options: Globals, action: str, ref: str, tenant: str | None, w
     return OK
 
 
-def delete(
-    api: Api, options: Globals, ref: str, tenant: str | None, keep_data: bool, wait: Wait
-) -> int:
-    instance_id = resolve(api, ref, tenant)
-    params = {"keep_data": "true"} if keep_data else None
+def delete(api: Api, options: Globals, ref: str, tenant: str | None, how: Deletion) -> int:
+    """Delete (kept for an undelete unless ``purge``); ``--purge`` also purges an
+    instance that is already deleted."""
+    instance_id = resolve(api, ref, tenant, None if how.purge else False)
+    params = {"keep_data": str(how.keep_data).lower(), "purge": str(how.purge).lower()}
+    wait = how.wait
     instance = api.delete(f"/v1/instances/{instance_id}", params=params)["instance"]
     if wait.enabled:
         with progress.phases(instance["name"], quiet=options.json) as report:
             follow.wait_until_gone(api, instance_id, wait.timeout, report)
         instance = {**instance, "phase": "deleted"}
     show(options, instance, None if wait.enabled else "delete")
+    return OK
+
+
+def undelete(api: Api, options: Globals, ref: str, tenant: str | None, wait: Wait) -> int:
+    """Bring a deleted instance back with its data; with --wait, until it runs."""
+    instance_id = resolve(api, ref, tenant, deleted=True)
+    instance = api.post(f"/v1/instances/{instance_id}/undelete")["instance"]
+    if wait.enabled:
+        with progress.phases(instance["name"], quiet=options.json) as report:
+            instance = follow.wait_for_phase(api, instance, "running", wait.timeout, report)
+    show(options, instance, None if wait.enabled else "undelete")
     return OK
 
 

@@ -42,7 +42,8 @@ class DeletionService:
         assert applied is not None, "the instance is locked: its generation cannot move"
         if purge:
             await self._purge(instance)
-        elif instance.generation != generation:  # a new delete, not a repeat
+        elif instance.generation != generation and self.snapshots.policy.can_snapshot:
+            # a new delete, not a repeat; none where the runtime cannot copy data
             await self.snapshots.add(instance, SnapshotKind.PRE_DELETE)
         return applied
 

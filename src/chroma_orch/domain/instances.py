@@ -67,6 +67,12 @@ class InstancePolicy:
     """Base URL of the data plane; None while no data plane serves instances."""
 
 
+def is_gone(instance: Instance) -> bool:
+    """Deleted and meant to stay so: hidden unless asked for. An undeleted instance
+    (desired running, phase still deleted until the reconciler brings it back) is live."""
+    return instance.phase == Phase.DELETED and instance.desired_state == DesiredState.DELETED
+
+
 def to_read(instance: Instance, policy: InstancePolicy) -> InstanceRead:
     endpoint, failure = None, None
     if (address := endpoint_of(instance)) is not None:
@@ -236,7 +242,7 @@ class InstanceService:
         if (
             instance is None
             or not self.principal.can_see(instance.tenant_id)
-            or (instance.phase == Phase.DELETED and not deleted)
+            or (is_gone(instance) and not deleted)
         ):
             raise NotFoundError(f"instance {instance_id} not found")
         return instance
@@ -416,7 +422,7 @@ class InstanceService:
         deleted: bool = False,
     ) -> InstancePage:
         """The live instances (``deleted``: the deleted ones, still undeletable)."""
-        gone = Instance.phase == Phase.DELETED
+        gone = (Instance.phase == Phase.DELETED) & (Instance.desired_state == DesiredState.DELETED)
         query = select(Instance).where(gone if deleted else ~gone)
         if not self.principal.is_admin:
             query = query.where(Instance.tenant_id == self.principal.tenant_id)

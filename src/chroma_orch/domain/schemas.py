@@ -353,7 +353,7 @@ class SnapshotScheduleWrite(_Input):
 
 
 class SnapshotScheduleRead(BaseModel):
-    tenant_id: uuid.UUID
+    tenant_id: uuid.UUID = Field(description="The tenant the schedule belongs to.")
     instance_id: uuid.UUID | None = Field(
         description="The instance whose own schedule this is; null: the tenant's schedule, "
         "which applies to every instance of the tenant without a schedule of its own."
@@ -365,5 +365,5 @@ class SnapshotScheduleRead(BaseModel):
         description="For an instance: when its next scheduled snapshot is due (null until "
         "the scheduler has covered it: at its next pass).",
     )
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = Field(description="When the schedule was first set.")
+    updated_at: datetime = Field(description="When the schedule was last changed.")

@@ -20,7 +20,12 @@ from chroma_orch.domain.schemas import FailureRead, SnapshotRead
 from chroma_orch.domain.snapshot_access import restorable_snapshot, visible_snapshot
 from chroma_orch.domain.snapshot_states import SnapshotKind, SnapshotPhase
 from chroma_orch.domain.states import Action, DesiredState
-from chroma_orch.errors import ConflictError, NotFoundError, QuotaExceededError
+from chroma_orch.errors import (
+    ConflictError,
+    NotFoundError,
+    QuotaExceededError,
+    SnapshotsUnsupportedError,
+)
 from chroma_orch.settings import Settings
 
 QUOTA_KINDS = (SnapshotKind.MANUAL, SnapshotKind.SCHEDULED, SnapshotKind.IMPORT)
@@ -36,12 +41,19 @@ class SnapshotPolicy:
     max_bytes_per_tenant: int
     max_import_bytes: int = 20 * 2**30
     """The largest archive an import takes."""
+    can_snapshot: bool = True
+    """Whether the runtime can copy its instances' data at all (False: ECS with EFS or
+    ephemeral storage): without, no snapshot is taken or accepted."""
 
 
-def snapshot_policy(settings: Settings) -> SnapshotPolicy:
+def snapshot_policy(settings: Settings, *, can_snapshot: bool = True) -> SnapshotPolicy:
     config = settings.snapshots
     return SnapshotPolicy(
-        config.store, config.max_per_tenant, config.max_bytes_per_tenant, config.max_import_bytes
+        config.store,
+        config.max_per_tenant,
+        config.max_bytes_per_tenant,
+        config.max_import_bytes,
+        can_snapshot,
     )
 
 
@@ -76,6 +88,7 @@ class SnapshotService:
         instance = await self.instances.get(instance_id, for_update=True)
         if instance.desired_state == DesiredState.DELETED:
             raise NotFoundError(f"instance {instance_id} not found")
+        self.require_capable()
         if kind in QUOTA_KINDS:
             await self.check_quota(instance.tenant_id)
         return await self.add(instance, kind)
@@ -134,6 +147,7 @@ class SnapshotService:
         """Replace the instance's data with the snapshot's: a new generation; its
         current data is kept first as a ``pre_restore`` snapshot."""
         instance = await self.instances.get(instance_id, for_update=True)
+        self.require_capable()
         await restorable_snapshot(self.session, self.principal, snapshot_id, instance.tenant_id)
         if instance.restore_snapshot_id is not None:
             raise ConflictError(f"instance {instance_id} is already being restored")
@@ -141,6 +155,15 @@ class SnapshotService:
         applied = await self.instances.apply(instance, Action.RESTORE, restore_from=snapshot_id)
         assert applied is not None, "the instance is locked: its generation cannot move"
         return applied
+
+    def require_capable(self) -> None:
+        """``SnapshotsUnsupportedError`` (409) where the runtime cannot copy data."""
+        if not self.policy.can_snapshot:
+            raise SnapshotsUnsupportedError(
+                f"the {self.instances.policy.runtime!r} runtime as configured keeps no copy of "
+                "its instances' data (ECS with EFS or ephemeral storage): snapshots, restores "
+                "and undeletes need ECS with managed EBS volumes (STORAGE=ebs) or the local runtime"
+            )
 
     async def make_due(self, instance_id: uuid.UUID) -> None:
         """The reconciler looks at the instance now (on whichever replica)."""

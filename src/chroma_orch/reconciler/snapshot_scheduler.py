@@ -85,6 +85,7 @@ async def _run(service: SnapshotService, item: schedules.Due) -> bool:
         item.every_seconds is None
         or item.keep is None
         or (instance.desired_state == DesiredState.DELETED)
+        or not service.policy.can_snapshot
     ):
         await schedules.advance(session, instance.id, None)  # nothing applies any more
         return False

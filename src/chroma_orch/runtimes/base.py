@@ -299,6 +299,12 @@ def native_snapshots(runtime: object) -> NativeSnapshots | None:
     return found if isinstance(found, NativeSnapshots) else None
 
 
+def can_snapshot(runtime: object) -> bool:
+    """Whether ``runtime`` can copy its instances' data at all: natively (EBS) or
+    through their data directories."""
+    return native_snapshots(runtime) is not None or data_directories(runtime) is not None
+
+
 ExitCallback = Callable[[str], None]
 """Called with the instance id when a runtime notices a server exit by itself."""
 
