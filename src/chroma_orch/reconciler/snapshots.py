@@ -43,8 +43,9 @@ from chroma_orch.domain.snapshot_states import SnapshotPhase, check_snapshot_pha
 from chroma_orch.reconciler.decisions import LeaseLostError
 from chroma_orch.runtimes.base import DataDirectories
 from chroma_orch.settings import SnapshotSettings
-from chroma_orch.snapshots.archive import ArchiveError, pack_stream, unpack
+from chroma_orch.snapshots.archive import ArchiveError, Manifest, pack_stream, unpack, unpack_file
 from chroma_orch.snapshots.store import (
+    LocalFiles,
     SnapshotStore,
     StoreObjectMissingError,
     StoreUnavailableError,
@@ -192,7 +193,7 @@ class DataWork:
         location, checksum = snapshot.location, snapshot.checksum
 
         async def fill(into: Path) -> None:
-            manifest = await unpack(self.store.get(location), into, checksum)
+            manifest = await self._unpack(location, into, checksum)
             check_server_compatible(manifest.chroma_version)
 
         for attempt in range(self.settings.attempts):
@@ -208,6 +209,13 @@ class DataWork:
                     return RestoreFailure("StoreUnavailable", str(exc))
                 await asyncio.sleep(min(_BACKOFF_BASE * 2**attempt, _BACKOFF_MAX))
         raise AssertionError("unreachable")
+
+    async def _unpack(self, location: str, into: Path, checksum: str | None) -> Manifest:
+        """The archive at ``location`` extracted into ``into``: from a local file in
+        worker threads where the store has one, else streamed from the store."""
+        if isinstance(self.store, LocalFiles):
+            return await unpack_file(await self.store.open_file(location), into, checksum)
+        return await unpack(self.store.get(location), into, checksum)
 
     # -- helpers ------------------------------------------------------------------
 

@@ -71,14 +71,16 @@ class DirectoryStore:
             raise
         return digest.stored()
 
-    async def get(self, key: str) -> AsyncIterator[bytes]:
-        path = self.path_of(key)
+    async def open_file(self, key: str) -> BinaryIO:
         try:
-            file: BinaryIO = await _io(path.open, "rb")
+            return await _io(self.path_of(key).open, "rb")
         except StoreUnavailableError as error:
             if isinstance(error.__cause__, FileNotFoundError):
                 raise StoreObjectMissingError(f"no snapshot archive {key!r}") from None
             raise
+
+    async def get(self, key: str) -> AsyncIterator[bytes]:
+        file = await self.open_file(key)
         try:
             while chunk := await _io(file.read, CHUNK):
                 yield chunk
