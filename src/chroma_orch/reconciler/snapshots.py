@@ -22,6 +22,7 @@ import asyncio
 import logging
 import shutil
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,9 +184,15 @@ class DataWork:
 
     # -- restores -----------------------------------------------------------------
 
-    async def load(self, snapshot_id: uuid.UUID) -> RestoreFailure | None:
+    async def load(
+        self,
+        snapshot_id: uuid.UUID,
+        before_swap: Callable[[], Awaitable[None]] | None = None,
+    ) -> RestoreFailure | None:
         """Replace the instance's data with ``snapshot_id``'s (its server stopped);
-        a failure says why, and the instance's own data is untouched."""
+        a failure says why, and the instance's own data is untouched. ``before_swap``
+        is awaited once the new data is extracted and checked, before it goes live:
+        raising there keeps the old data (the error is raised here)."""
         async with self.sessions() as session:
             snapshot = await session.get(Snapshot, snapshot_id)
         if snapshot is None or snapshot.phase != SnapshotPhase.READY or not snapshot.location:
@@ -195,6 +202,8 @@ class DataWork:
         async def fill(into: Path) -> None:
             manifest = await self._unpack(location, into, checksum)
             check_server_compatible(manifest.chroma_version)
+            if before_swap is not None:
+                await before_swap()
 
         for attempt in range(self.settings.attempts):
             try:
