@@ -142,11 +142,13 @@ def _target(member: tarfile.TarInfo, into: Path) -> Path:
 
 def _safe_name(member: tarfile.TarInfo) -> PurePosixPath:
     """``member``'s relative name; ``UnsafeArchiveError`` for a link, a device or fifo,
-    an absolute name, ``..``, or a second manifest."""
+    a sparse file, an absolute name, ``..``, or a second manifest."""
     if member.issym() or member.islnk():
         raise UnsafeArchiveError(f"the archive holds a link: {member.name!r}")
     if not (member.isreg() or member.isdir()):
         raise UnsafeArchiveError(f"the archive holds a device or fifo: {member.name!r}")
+    if member.issparse():  # (never written by ``pack``; its content is copied as it is)
+        raise UnsafeArchiveError(f"the archive holds a sparse file: {member.name!r}")
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts or not name.parts or "\\" in member.name:
         raise UnsafeArchiveError(f"the archive holds an unsafe name: {member.name!r}")
@@ -165,10 +167,7 @@ def _write_file(
     except (FileExistsError, NotADirectoryError):
         raise UnsafeArchiveError(f"the archive holds {member.name!r} twice") from None
     try:
-        if member.sparse is not None:  # (never ours) tarfile maps its holes
-            _copy_sparse(tar, member, descriptor)
-        else:
-            _copy_content(cast(_Source, tar.fileobj), member, descriptor, buffer)
+        _copy_content(cast(_Source, tar.fileobj), member, descriptor, buffer)
     finally:
         os.close(descriptor)
     os.utime(target, (member.mtime, member.mtime))
@@ -187,13 +186,6 @@ def _copy_content(
             raise tarfile.ReadError("unexpected end of data")
         _write_all(descriptor, buffer[:read])
         left -= read
-
-
-def _copy_sparse(tar: tarfile.TarFile, member: tarfile.TarInfo, descriptor: int) -> None:
-    source = tar.extractfile(member)
-    assert source is not None  # a regular file
-    while chunk := source.read(CHUNK):
-        _write_all(descriptor, memoryview(chunk))
 
 
 def _write_all(descriptor: int, data: memoryview) -> None:

@@ -61,6 +61,8 @@ class ReadAhead(ChunkReader):
             self._put(StoreUnavailableError(f"the snapshot archive cannot be read: {error}"))
         except BaseException as error:  # handed to the consumer, raised there
             self._put(error)
+        finally:
+            self._file.close()
 
     def _put(self, item: _Item) -> bool:
         while not self._closed.is_set():
@@ -76,17 +78,17 @@ class ReadAhead(ChunkReader):
         self._closed.set()
 
     def close(self) -> None:
-        """Stop the reading thread and close the file (from the consumer's thread)."""
+        """Stop reading: the thread closes the file once its current read returns (not
+        waited for: a read that hangs holds no one up), or at once if none started."""
         self._closed.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._file.close()
+        if self._thread is None:
+            self._file.close()
 
 
-async def consume_file(file: BinaryIO, consume: Callable[[ReadAhead], T]) -> T:
-    """Run ``consume(reader)`` in a worker thread, ``reader`` reading ``file`` ahead in
-    another; returns what it returns. ``file`` is closed in the end; on cancellation
-    the threads stop at their next chunk and are waited for."""
+async def consume_in_thread(reader: ReadAhead, consume: Callable[[ReadAhead], T]) -> T:
+    """Run ``consume(reader)`` in a worker thread (``reader`` reading its file ahead in
+    another); returns what it returns. On cancellation the consumer stops at its next
+    read and is waited for; the reading thread ends after its current read."""
 
     def run() -> T:
         try:
@@ -94,7 +96,6 @@ async def consume_file(file: BinaryIO, consume: Callable[[ReadAhead], T]) -> T:
         finally:
             reader.close()
 
-    reader = ReadAhead(file)
     worker = asyncio.ensure_future(asyncio.to_thread(run))
     try:
         return await asyncio.shield(worker)

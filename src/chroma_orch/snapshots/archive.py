@@ -33,7 +33,7 @@ from typing import BinaryIO
 
 from chroma_orch.snapshots import _pack
 from chroma_orch.snapshots._extract import extract
-from chroma_orch.snapshots._readahead import consume_file
+from chroma_orch.snapshots._readahead import ReadAhead, consume_in_thread
 from chroma_orch.snapshots._threads import Emit, feed_thread, stream_from_thread
 from chroma_orch.snapshots.errors import (
     ArchiveError,
@@ -140,10 +140,11 @@ async def unpack_file(file: BinaryIO, into: Path, expected_sha256: str | None) -
     checks and errors (an error reading ``file`` is ``StoreUnavailableError``).
     Closes ``file``."""
     extract_into = partial(extract, into=into, expected_sha256=expected_sha256)
+    reader = ReadAhead(file)
     try:
-        return await _filling(into, lambda: consume_file(file, extract_into))
+        return await _filling(into, lambda: consume_in_thread(reader, extract_into))
     finally:
-        file.close()  # (already closed once the extraction ran)
+        reader.close()  # (closes ``file`` here if its thread never started)
 
 
 async def _filling(into: Path, fill: Callable[[], Awaitable[Manifest]]) -> Manifest:
