@@ -97,13 +97,14 @@ async def pack_stream(
     """The archive of ``source`` (a quiesced copy of a persist directory) as chunks of
     compressed bytes; ``manifest``'s counts are filled in from ``source``. Refuses
     (``UnsafeArchiveError``) a directory holding anything but directories and regular
-    files. ``on_done`` gets the ``ArchiveInfo`` once the last chunk was yielded."""
+    files. ``on_done`` gets the ``ArchiveInfo`` once the last chunk was yielded (the
+    SHA-256 is computed only for it: a store hashes what it receives anyway)."""
     entries = await asyncio.to_thread(_pack.scan, source)
     manifest = _pack.fill_counts(manifest, entries)
     writers: list[_pack.HashingWriter] = []
 
     def produce(emit: Emit) -> None:
-        writers.append(_pack.HashingWriter(emit))
+        writers.append(_pack.HashingWriter(emit, hashing=on_done is not None))
         _pack.write_archive(manifest, entries, writers[0], level, threads)
 
     async for chunk in stream_from_thread(produce):

@@ -60,8 +60,7 @@ class DirectoryStore:
         try:
             try:
                 async for chunk in chunks:  # the source's failures are not the store's
-                    digest.update(chunk)
-                    await _io(file.write, chunk)
+                    await _io(_append, file, digest, chunk)
                 await _io(_sync, file)
             finally:
                 await asyncio.shield(_io(file.close))
@@ -107,6 +106,13 @@ def _discard_parts(target: Path) -> None:
 def _discard(part: Path) -> None:
     with contextlib.suppress(OSError):
         part.unlink(missing_ok=True)
+
+
+def _append(file: BinaryIO, digest: Digest, chunk: bytes) -> None:
+    """Hash and write ``chunk`` (in a worker thread: hashing a chunk on the event loop
+    would hold it for milliseconds)."""
+    digest.update(chunk)
+    file.write(chunk)
 
 
 def _sync(file: BinaryIO) -> None:
