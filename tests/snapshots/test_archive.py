@@ -85,6 +85,8 @@ HOSTILE: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {
     "duplicate": [file_member("a", b"x"), file_member("a", b"y")],
     "second_manifest": [file_member("chroma-orch-snapshot.json", b"{}")],
     "file_then_under_it": [file_member("a", b"x"), file_member("a/b", b"y")],
+    # a GNU sparse file (never written by ``pack``): extraction copies content as is
+    "sparse": [special_member("holes", tarfile.GNUTYPE_SPARSE)],
 }
 
 

@@ -26,6 +26,7 @@ from chroma_orch.reconciler import queue, start_phases
 from chroma_orch.reconciler.decisions import Decision, Done, Failed, LeaseLostError, RequeueAfter
 from chroma_orch.reconciler.heartbeat import UNRESPONSIVE, unresponsive, unresponsive_message
 from chroma_orch.reconciler.native_snapshots import NATIVE_POLL, NativeData, unsupported_detail
+from chroma_orch.reconciler.restores import PRE_RESTORE_FAILED, load_beside_pre_restore
 from chroma_orch.reconciler.snapshots import DataWork, RestoreFailure
 from chroma_orch.runtimes.base import (
     Endpoint,
@@ -254,29 +255,38 @@ class InstanceReconciler:
 
     async def _restore(self) -> Decision | None:
         """Load the data the instance's restore names (its server gone), after its
-        ``pre_restore`` snapshot; None once loaded, else the pass's decision."""
-        inst = self.inst
-        if (pending := await self._snapshots(None)) is not None:
-            return pending
-        failure: RestoreFailure | None = None
-        if await self.data.latest_failed(SnapshotKind.PRE_RESTORE):
-            failure = RestoreFailure(
-                "PreRestoreSnapshotFailed",
-                "the snapshot of the data a restore would replace failed; the data is kept",
-            )
-        if failure is None and inst.restore_snapshot_id is not None and self.native is not None:
-            native_load = await self.native.load(inst.restore_snapshot_id)
-            if isinstance(native_load, str):
-                return RequeueAfter(NATIVE_POLL)  # the runtime still loads it
-            failure = native_load
-        elif failure is None and inst.restore_snapshot_id is not None:
-            failure = await self.data.load(inst.restore_snapshot_id)
-        if failure is not None:
-            return await self._restore_failed(failure)
+        ``pre_restore`` snapshot; None once loaded, else the pass's decision. Local
+        data directories are extracted while that snapshot is packed
+        (``reconciler/restores.py``)."""
+        inst, restore_id = self.inst, self.inst.restore_snapshot_id
+        if restore_id is not None and self.native is None and self.data.files is not None:
+            outcome = await load_beside_pre_restore(self.data, restore_id, self._snapshots(None))
+        else:
+            outcome = await self._restore_in_turn()
+        if isinstance(outcome, RestoreFailure):
+            return await self._restore_failed(outcome)
+        if outcome is not None:
+            return outcome
         loaded = {"snapshot_id": str(inst.restore_snapshot_id)}
         await self.write(
             writes.RECORD_DATA_LOADED, restore_snapshot_id=None, event=("instance.restored", loaded)
         )
+        return None
+
+    async def _restore_in_turn(self) -> Decision | RestoreFailure | None:
+        """The ``pre_restore`` snapshot, then the load (a runtime's native snapshots)."""
+        restore_id = self.inst.restore_snapshot_id
+        if (pending := await self._snapshots(None)) is not None:
+            return pending
+        if await self.data.latest_failed(SnapshotKind.PRE_RESTORE):
+            return PRE_RESTORE_FAILED
+        if restore_id is not None and self.native is not None:
+            native_load = await self.native.load(restore_id)
+            if isinstance(native_load, str):
+                return RequeueAfter(NATIVE_POLL)  # the runtime still loads it
+            return native_load
+        if restore_id is not None:
+            return await self.data.load(restore_id)
         return None
 
     async def _restore_failed(self, failure: RestoreFailure) -> Decision:

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import shutil
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,8 +44,9 @@ from chroma_orch.domain.snapshot_states import SnapshotPhase, check_snapshot_pha
 from chroma_orch.reconciler.decisions import LeaseLostError
 from chroma_orch.runtimes.base import DataDirectories
 from chroma_orch.settings import SnapshotSettings
-from chroma_orch.snapshots.archive import ArchiveError, pack_stream, unpack
+from chroma_orch.snapshots.archive import ArchiveError, Manifest, pack_stream, unpack, unpack_file
 from chroma_orch.snapshots.store import (
+    LocalFiles,
     SnapshotStore,
     StoreObjectMissingError,
     StoreUnavailableError,
@@ -182,9 +184,15 @@ class DataWork:
 
     # -- restores -----------------------------------------------------------------
 
-    async def load(self, snapshot_id: uuid.UUID) -> RestoreFailure | None:
+    async def load(
+        self,
+        snapshot_id: uuid.UUID,
+        before_swap: Callable[[], Awaitable[None]] | None = None,
+    ) -> RestoreFailure | None:
         """Replace the instance's data with ``snapshot_id``'s (its server stopped);
-        a failure says why, and the instance's own data is untouched."""
+        a failure says why, and the instance's own data is untouched. ``before_swap``
+        is awaited once the new data is extracted and checked, before it goes live:
+        raising there keeps the old data (the error is raised here)."""
         async with self.sessions() as session:
             snapshot = await session.get(Snapshot, snapshot_id)
         if snapshot is None or snapshot.phase != SnapshotPhase.READY or not snapshot.location:
@@ -192,8 +200,10 @@ class DataWork:
         location, checksum = snapshot.location, snapshot.checksum
 
         async def fill(into: Path) -> None:
-            manifest = await unpack(self.store.get(location), into, checksum)
+            manifest = await self._unpack(location, into, checksum)
             check_server_compatible(manifest.chroma_version)
+            if before_swap is not None:
+                await before_swap()
 
         for attempt in range(self.settings.attempts):
             try:
@@ -208,6 +218,13 @@ class DataWork:
                     return RestoreFailure("StoreUnavailable", str(exc))
                 await asyncio.sleep(min(_BACKOFF_BASE * 2**attempt, _BACKOFF_MAX))
         raise AssertionError("unreachable")
+
+    async def _unpack(self, location: str, into: Path, checksum: str | None) -> Manifest:
+        """The archive at ``location`` extracted into ``into``: from a local file in
+        worker threads where the store has one, else streamed from the store."""
+        if isinstance(self.store, LocalFiles):
+            return await unpack_file(await self.store.open_file(location), into, checksum)
+        return await unpack(self.store.get(location), into, checksum)
 
     # -- helpers ------------------------------------------------------------------
 

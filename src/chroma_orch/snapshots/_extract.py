@@ -12,7 +12,7 @@ from typing import IO, cast
 
 import zstandard
 
-from chroma_orch.snapshots._threads import QueueReader
+from chroma_orch.snapshots._threads import ChunkReader
 from chroma_orch.snapshots.errors import (
     ArchiveSpaceError,
     CorruptArchiveError,
@@ -22,10 +22,11 @@ from chroma_orch.snapshots.errors import (
 from chroma_orch.snapshots.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
 
 CHUNK = 1024 * 1024
+_Source = zstandard.ZstdDecompressionReader
 _SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT)
 
 
-def extract(reader: QueueReader, into: Path | None, expected_sha256: str | None) -> Manifest:
+def extract(reader: ChunkReader, into: Path | None, expected_sha256: str | None) -> Manifest:
     """Extract the archive ``reader`` gives into the existing, empty ``into``; blocking.
     Leaves cleaning up to the caller. With ``into`` None, only read it through, with
     every check extraction makes (manifest, member names and types, counts, checksum)."""
@@ -35,7 +36,7 @@ def extract(reader: QueueReader, into: Path | None, expected_sha256: str | None)
         cast(IO[bytes], reader), read_size=CHUNK, read_across_frames=True
     )
     try:
-        manifest = _extract_all(cast(IO[bytes], decompressed), into)
+        manifest = _extract_all(decompressed, into)
         while decompressed.read(CHUNK):  # the tar's padding and the end of the frame
             pass
         while reader.read(CHUNK):  # anything after it still counts in the checksum
@@ -73,9 +74,12 @@ class _Head:
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def _open_tar(decompressed: IO[bytes]) -> tuple[tarfile.TarFile, Manifest]:
+def _open_tar(decompressed: _Source) -> tuple[tarfile.TarFile, Manifest]:
+    """The tar over ``decompressed`` and its manifest. Not tarfile's stream mode (which
+    copies every buffer several times): the decompressed stream seeks forward, which
+    is all a ``TarFile`` read member by member in order asks of its file."""
     try:
-        tar = tarfile.open(fileobj=decompressed, mode="r|", bufsize=CHUNK)
+        tar = tarfile.TarFile(fileobj=cast(IO[bytes], decompressed), mode="r")
         first = tar.next()
     except (tarfile.TarError, EOFError) as error:  # ZstdError: damaged, or not zstd
         raise NotAnArchiveError(f"not a chroma-orch snapshot archive: {error}") from None
@@ -88,10 +92,11 @@ def _open_tar(decompressed: IO[bytes]) -> tuple[tarfile.TarFile, Manifest]:
     return tar, Manifest.from_json(content.read())
 
 
-def _extract_all(decompressed: IO[bytes], into: Path | None) -> Manifest:
+def _extract_all(decompressed: _Source, into: Path | None) -> Manifest:
     tar, manifest = _open_tar(decompressed)
     files = total = 0
     seen: tuple[set[PurePosixPath], set[PurePosixPath]] = (set(), set())  # files, dirs
+    buffer = memoryview(bytearray(CHUNK))  # reused for every file's content
     try:
         while (member := tar.next()) is not None:  # (iterating would restart at the manifest)
             if into is None:
@@ -99,7 +104,7 @@ def _extract_all(decompressed: IO[bytes], into: Path | None) -> Manifest:
             elif member.isdir():
                 _target(member, into).mkdir(mode=0o755, parents=True, exist_ok=True)
             else:
-                _write_file(tar, member, _target(member, into))
+                _write_file(tar, member, _target(member, into), buffer)
             if member.isreg():
                 files, total = files + 1, total + member.size
     except tarfile.TarError as error:
@@ -137,11 +142,13 @@ def _target(member: tarfile.TarInfo, into: Path) -> Path:
 
 def _safe_name(member: tarfile.TarInfo) -> PurePosixPath:
     """``member``'s relative name; ``UnsafeArchiveError`` for a link, a device or fifo,
-    an absolute name, ``..``, or a second manifest."""
+    a sparse file, an absolute name, ``..``, or a second manifest."""
     if member.issym() or member.islnk():
         raise UnsafeArchiveError(f"the archive holds a link: {member.name!r}")
     if not (member.isreg() or member.isdir()):
         raise UnsafeArchiveError(f"the archive holds a device or fifo: {member.name!r}")
+    if member.issparse():  # (never written by ``pack``; its content is copied as it is)
+        raise UnsafeArchiveError(f"the archive holds a sparse file: {member.name!r}")
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts or not name.parts or "\\" in member.name:
         raise UnsafeArchiveError(f"the archive holds an unsafe name: {member.name!r}")
@@ -150,16 +157,37 @@ def _safe_name(member: tarfile.TarInfo) -> PurePosixPath:
     return name
 
 
-def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
+def _write_file(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, buffer: memoryview
+) -> None:
     try:
         target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         descriptor = os.open(target, flags, 0o644)
     except (FileExistsError, NotADirectoryError):
         raise UnsafeArchiveError(f"the archive holds {member.name!r} twice") from None
-    source = tar.extractfile(member)
-    assert source is not None  # a regular file
-    with os.fdopen(descriptor, "wb") as file:
-        while chunk := source.read(CHUNK):
-            file.write(chunk)
+    try:
+        _copy_content(cast(_Source, tar.fileobj), member, descriptor, buffer)
+    finally:
+        os.close(descriptor)
     os.utime(target, (member.mtime, member.mtime))
+
+
+def _copy_content(
+    source: _Source, member: tarfile.TarInfo, descriptor: int, buffer: memoryview
+) -> None:
+    """``member``'s bytes from the decompressed stream into ``descriptor``, decompressed
+    straight into ``buffer`` (no allocation per chunk)."""
+    source.seek(member.offset_data)  # where its header ended: forward, or nowhere
+    left = member.size
+    while left:
+        read = source.readinto(buffer[: min(left, len(buffer))])
+        if not read:
+            raise tarfile.ReadError("unexpected end of data")
+        _write_all(descriptor, buffer[:read])
+        left -= read
+
+
+def _write_all(descriptor: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(descriptor, data) :]

@@ -71,30 +71,29 @@ async def stream_from_thread(
             worker.exception()  # retrieved: a StreamClosedError after an early close is expected
 
 
-class QueueReader:
-    """A blocking, file-like ``read`` over chunks an async task puts in a queue
-    (``None`` marks the end). Used only from the worker thread."""
+class ChunkReader:
+    """A blocking, file-like ``read`` over the chunks ``_fetch`` gives (``None`` at the
+    end), calling each of ``observers`` on every chunk once."""
 
-    def __init__(
-        self,
-        queue: asyncio.Queue[bytes | None],
-        loop: asyncio.AbstractEventLoop,
-        closed: asyncio.Event,
-    ) -> None:
-        self._queue, self._loop, self._closed = queue, loop, closed
+    def __init__(self) -> None:
         self._buffer = memoryview(b"")
         self._eof = False
         self.observers: list[Callable[[bytes], None]] = []
 
+    def _fetch(self) -> bytes | None:
+        raise NotImplementedError
+
+    def _observe(self, chunk: bytes) -> None:
+        for observe in self.observers:
+            observe(chunk)
+
     def _next_chunk(self) -> bool:
         if self._eof:
             return False
-        chunk = _wait(asyncio.run_coroutine_threadsafe(self._queue.get(), self._loop), self._closed)
+        chunk = self._fetch()
         if chunk is None:
             self._eof = True
             return False
-        for observe in self.observers:
-            observe(chunk)
         self._buffer = memoryview(chunk)
         return True
 
@@ -107,11 +106,39 @@ class QueueReader:
             return b"".join(parts)
         if not self._buffer and not self._next_chunk():
             return b""
+        whole = self._buffer.obj
+        if (
+            size >= len(self._buffer)
+            and isinstance(whole, bytes)
+            and len(whole) == len(self._buffer)
+        ):
+            self._buffer = memoryview(b"")
+            return whole  # a chunk read whole is passed on as it came, without a copy
         piece, self._buffer = self._buffer[:size], self._buffer[size:]
         return bytes(piece)
 
     def readable(self) -> bool:
         return True
+
+
+class QueueReader(ChunkReader):
+    """``read`` over chunks an async task puts in a queue (``None`` marks the end).
+    Used only from the worker thread; observers run there."""
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[bytes | None],
+        loop: asyncio.AbstractEventLoop,
+        closed: asyncio.Event,
+    ) -> None:
+        super().__init__()
+        self._queue, self._loop, self._closed = queue, loop, closed
+
+    def _fetch(self) -> bytes | None:
+        chunk = _wait(asyncio.run_coroutine_threadsafe(self._queue.get(), self._loop), self._closed)
+        if chunk is not None:
+            self._observe(chunk)
+        return chunk
 
 
 async def feed_thread(

@@ -29,9 +29,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from chroma_orch.snapshots import _pack
 from chroma_orch.snapshots._extract import extract
+from chroma_orch.snapshots._readahead import ReadAhead, consume_in_thread
 from chroma_orch.snapshots._threads import Emit, feed_thread, stream_from_thread
 from chroma_orch.snapshots.errors import (
     ArchiveError,
@@ -66,6 +68,7 @@ __all__ = [
     "pack",
     "pack_stream",
     "unpack",
+    "unpack_file",
     "verify",
 ]
 
@@ -94,13 +97,14 @@ async def pack_stream(
     """The archive of ``source`` (a quiesced copy of a persist directory) as chunks of
     compressed bytes; ``manifest``'s counts are filled in from ``source``. Refuses
     (``UnsafeArchiveError``) a directory holding anything but directories and regular
-    files. ``on_done`` gets the ``ArchiveInfo`` once the last chunk was yielded."""
+    files. ``on_done`` gets the ``ArchiveInfo`` once the last chunk was yielded (the
+    SHA-256 is computed only for it: a store hashes what it receives anyway)."""
     entries = await asyncio.to_thread(_pack.scan, source)
     manifest = _pack.fill_counts(manifest, entries)
     writers: list[_pack.HashingWriter] = []
 
     def produce(emit: Emit) -> None:
-        writers.append(_pack.HashingWriter(emit))
+        writers.append(_pack.HashingWriter(emit, hashing=on_done is not None))
         _pack.write_archive(manifest, entries, writers[0], level, threads)
 
     async for chunk in stream_from_thread(produce):
@@ -127,11 +131,28 @@ async def unpack(chunks: AsyncIterator[bytes], into: Path, expected_sha256: str 
     ``expected_sha256``, checked at the end), ``NotAnArchiveError``,
     ``ArchiveSpaceError``, an error of ``chunks``, cancellation — ``into`` is removed
     with everything in it. Files get mode 0644, directories 0755."""
+    extract_into = partial(extract, into=into, expected_sha256=expected_sha256)
+    return await _filling(into, lambda: feed_thread(chunks, extract_into))
+
+
+async def unpack_file(file: BinaryIO, into: Path, expected_sha256: str | None) -> Manifest:
+    """``unpack`` of an archive in a local file (``LocalFiles.open_file``), read and
+    checked in worker threads only (the event loop passes no chunk along); the same
+    checks and errors (an error reading ``file`` is ``StoreUnavailableError``).
+    Closes ``file``."""
+    extract_into = partial(extract, into=into, expected_sha256=expected_sha256)
+    reader = ReadAhead(file)
+    try:
+        return await _filling(into, lambda: consume_in_thread(reader, extract_into))
+    finally:
+        reader.close()  # (closes ``file`` here if its thread never started)
+
+
+async def _filling(into: Path, fill: Callable[[], Awaitable[Manifest]]) -> Manifest:
+    """``fill()`` into the new directory ``into``, removed on any failure."""
     await asyncio.to_thread(into.mkdir)
     try:
-        return await feed_thread(
-            chunks, partial(extract, into=into, expected_sha256=expected_sha256)
-        )
+        return await fill()
     except BaseException:
         await asyncio.shield(asyncio.to_thread(shutil.rmtree, into, ignore_errors=True))
         raise

@@ -60,8 +60,7 @@ class DirectoryStore:
         try:
             try:
                 async for chunk in chunks:  # the source's failures are not the store's
-                    digest.update(chunk)
-                    await _io(file.write, chunk)
+                    await _io(_append, file, digest, chunk)
                 await _io(_sync, file)
             finally:
                 await asyncio.shield(_io(file.close))
@@ -71,14 +70,16 @@ class DirectoryStore:
             raise
         return digest.stored()
 
-    async def get(self, key: str) -> AsyncIterator[bytes]:
-        path = self.path_of(key)
+    async def open_file(self, key: str) -> BinaryIO:
         try:
-            file: BinaryIO = await _io(path.open, "rb")
+            return await _io(self.path_of(key).open, "rb")
         except StoreUnavailableError as error:
             if isinstance(error.__cause__, FileNotFoundError):
                 raise StoreObjectMissingError(f"no snapshot archive {key!r}") from None
             raise
+
+    async def get(self, key: str) -> AsyncIterator[bytes]:
+        file = await self.open_file(key)
         try:
             while chunk := await _io(file.read, CHUNK):
                 yield chunk
@@ -105,6 +106,13 @@ def _discard_parts(target: Path) -> None:
 def _discard(part: Path) -> None:
     with contextlib.suppress(OSError):
         part.unlink(missing_ok=True)
+
+
+def _append(file: BinaryIO, digest: Digest, chunk: bytes) -> None:
+    """Hash and write ``chunk`` (in a worker thread: hashing a chunk on the event loop
+    would hold it for milliseconds)."""
+    digest.update(chunk)
+    file.write(chunk)
 
 
 def _sync(file: BinaryIO) -> None:

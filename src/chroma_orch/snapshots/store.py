@@ -15,7 +15,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import BinaryIO, Protocol, runtime_checkable
 
 CHUNK = 1024 * 1024
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
@@ -95,4 +95,16 @@ class SnapshotStore(Protocol):
 
     async def exists(self, key: str) -> bool:
         """Whether an object is stored under ``key``."""
+        ...
+
+
+@runtime_checkable
+class LocalFiles(Protocol):
+    """A store whose objects are local files (``DirectoryStore``): a restore reads the
+    file in worker threads (``archive.unpack_file``) rather than chunk by chunk
+    through the event loop."""
+
+    async def open_file(self, key: str) -> BinaryIO:
+        """The object's file, open for reading; ``StoreObjectMissingError`` if absent,
+        ``StoreUnavailableError`` when it cannot be opened."""
         ...

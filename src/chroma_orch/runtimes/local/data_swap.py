@@ -35,13 +35,26 @@ def finish_swap(data: Path) -> None:
 
 def swap_in(incoming: Path, data: Path) -> None:
     """Make ``incoming`` the data directory ``data``; the old one is removed."""
-    os.sync()  # the new files are on disk before a rename makes them the data
+    _sync_tree(incoming)  # the new files are on disk before a rename makes them the data
     previous = previous_of(data)
     if data.exists():
         os.rename(data, previous)
     os.rename(incoming, data)
     _sync_dir(data.parent)
     shutil.rmtree(previous, ignore_errors=True)
+
+
+def _sync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root``: its data is on disk, and only
+    its (``os.sync`` would also wait for whatever else the machine has to write)."""
+    for top, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(top, name), os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _sync_dir(Path(top))
 
 
 def _sync_dir(directory: Path) -> None:

@@ -1,0 +1,56 @@
+"""A restore on a runtime whose data are local directories: the archive is extracted
+into a directory of its own while the instance's ``pre_restore`` snapshot is packed
+from its data directory (neither touches the other's files, and on a small machine
+decompression and compression overlap), and the new data is swapped in only once that
+snapshot is ``ready``. The restore thus keeps the guarantee of doing them in turn:
+data nobody could get back is never replaced (``PreRestoreSnapshotFailed``)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable
+
+from chroma_orch.db.models import SnapshotKind
+from chroma_orch.reconciler.decisions import Decision
+from chroma_orch.reconciler.snapshots import DataWork, RestoreFailure
+
+PRE_RESTORE_FAILED = RestoreFailure(
+    "PreRestoreSnapshotFailed",
+    "the snapshot of the data a restore would replace failed; the data is kept",
+)
+
+
+class _PreRestoreNotReady(Exception):
+    """The ``pre_restore`` snapshot did not end ``ready`` in this pass: no swap."""
+
+
+async def load_beside_pre_restore(
+    data: DataWork, restore_id: uuid.UUID, snapshots: Awaitable[Decision | None]
+) -> Decision | RestoreFailure | None:
+    """Load ``restore_id``'s data while ``snapshots`` (the pass's open snapshots, the
+    ``pre_restore`` one among them) runs. None once swapped in; else the decision of
+    the snapshots (e.g. a retry: the restore runs again next pass) or why it failed."""
+    task = asyncio.ensure_future(snapshots)
+
+    async def pre_restore_ready() -> None:
+        pending = await asyncio.shield(task)
+        if pending is not None or await data.latest_failed(SnapshotKind.PRE_RESTORE):
+            raise _PreRestoreNotReady
+
+    try:
+        failure = await data.load(restore_id, before_swap=pre_restore_ready)
+    except _PreRestoreNotReady:
+        failure = None  # what the snapshots decided comes below
+    except BaseException:
+        if not task.done():
+            task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the error raised is the load's (or the same)
+        raise
+    if (pending := await task) is not None:
+        return pending
+    if await data.latest_failed(SnapshotKind.PRE_RESTORE):
+        return PRE_RESTORE_FAILED
+    return failure
