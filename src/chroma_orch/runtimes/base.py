@@ -228,8 +228,9 @@ class DataDirectories(Protocol):
     instance's server does not run, and a restore replaces it (docs/data.md)."""
 
     def data_path(self, instance_id: str) -> Path:
-        """The instance's data directory (it may not exist yet). Read it only while the
-        instance's server does not run: Chroma writes its files in place."""
+        """The instance's data directory (it may not exist yet), with any swap of
+        ``replace_data`` a crash interrupted finished or undone first. Read it only
+        while the instance's server does not run: Chroma writes its files in place."""
 
     async def replace_data(self, instance_id: str, fill: Callable[[Path], Awaitable[None]]) -> None:
         """Make the instance's data what ``fill`` writes into a new directory (given

@@ -214,7 +214,9 @@ class LocalRuntime:
         log.info("deleted instance=%s keep_data=%s", instance_id, keep_data)
 
     def data_path(self, instance_id: str) -> Path:
-        return self._paths(instance_id).data
+        data = self._paths(instance_id).data
+        finish_swap(data)  # a swap a crash interrupted: its data, not a missing directory
+        return data
 
     async def replace_data(self, instance_id: str, fill: Callable[[Path], Awaitable[None]]) -> None:
         """``fill`` writes ``instances/<id>.incoming``; then two renames swap it in
