@@ -12,6 +12,7 @@ import pytest
 from chroma_orch.runtimes.base import InstanceSpec, RuntimeUnavailableError
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.runtimes.ecs.tasks import server_definition
+from chroma_orch.runtimes.ecs.volumes import TAG_OWNER
 from chroma_orch.settings import EcsSettings
 from tests.ecs.aws_behaviour import AwsBehaviour
 from tests.ecs.aws_stops import stop_as_aws
@@ -127,7 +128,22 @@ async def test_delete_removes_volumes_and_snapshots(ecs_service: EcsService) -> 
 
     await wait_for(gone)
     assert await _volumes(settings, instance_id) == []
-    assert await _snapshots(settings, instance_id) == []
+    # the runtime's own snapshots are gone; what an undelete restores stays, owned by
+    # its pre_delete snapshot (docs/data.md "Undelete"), until a purge
+    (kept,) = await _snapshots(settings, instance_id)
+    tags = {tag["Key"]: tag["Value"] for tag in kept["Tags"]}
+    listed = await http.get(f"/v1/instances/{instance_id}/snapshots")
+    (pre_delete,) = listed.json()["items"]
+    assert pre_delete["kind"] == "pre_delete"
+    assert tags["chroma-orch:snapshot"] == pre_delete["id"]
+
+    purged = await http.delete(f"/v1/instances/{instance_id}", params={"purge": "true"})
+    assert purged.status_code == 202
+
+    async def purged_all() -> bool:
+        return await _snapshots(settings, instance_id) == []
+
+    await wait_for(purged_all)
 
 
 async def test_delete_with_keep_data_keeps_the_snapshot(ecs_service: EcsService) -> None:
@@ -143,9 +159,12 @@ async def test_delete_with_keep_data_keeps_the_snapshot(ecs_service: EcsService)
 
     await wait_for(gone)
     assert await _volumes(settings, instance_id) == []
-    (kept,) = await _snapshots(settings, instance_id)
+    snapshots = await _snapshots(settings, instance_id)
+    owned = [s for s in snapshots if any(t["Key"] == TAG_OWNER for t in s["Tags"])]
+    (kept,) = [s for s in snapshots if s not in owned]  # the runtime's own, kept
     assert kept["VolumeId"] == volume["VolumeId"]
     assert kept["State"] == "completed"
+    assert len(owned) == 1  # the pre_delete snapshot's copy (docs/data.md "Undelete")
 
 
 def _spec(instance_id: str, attempt: int) -> InstanceSpec:
