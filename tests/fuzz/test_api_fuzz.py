@@ -30,6 +30,9 @@ async def api_only_service(database_url: str, tmp_path: Path) -> AsyncIterator[S
         tmp_path / "data",
         CHROMA_ORCH_RECONCILER__ENABLED="false",
         CHROMA_ORCH_LIMITS__MAX_CONCURRENT_STARTS="1000000",
+        # the invalid-authentication checks send many bad tokens on purpose: what they
+        # test is the answer to each, not the refusal budget (tests/security has that)
+        CHROMA_ORCH_LIMITS__AUTH_FAILURES="1000000",
     ) as service:
         yield service
 

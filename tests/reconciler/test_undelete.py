@@ -244,5 +244,6 @@ async def test_a_failed_pre_delete_snapshot_keeps_the_data(
     await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
     await converge(data_reconciler)
     assert await _snapshots(ctx, instance_id) == [("pre_delete", "failed")]
-    assert data_runtime.kept == [instance_id]
+    assert data_runtime.deleted[-1] == instance_id
+    assert data_runtime.kept == data_runtime.deleted  # every delete kept the data
     assert (data_runtime.data_path(instance_id) / "chroma.sqlite3").exists()

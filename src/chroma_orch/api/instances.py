@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, status
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chroma_orch.api.deps import Context, Deletions, Instances
 from chroma_orch.api.problems import problem_responses
@@ -43,6 +44,17 @@ router = APIRouter(
 )
 _ONE = problem_responses(NotFoundError)
 _ACTION = problem_responses(NotFoundError, InvalidTransitionError)
+
+
+@router.api_route(
+    "/import",
+    methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
+)
+async def import_other_methods() -> None:
+    """405 for ``/v1/instances/import`` (POST only, ``api/snapshots.py``), declared before
+    ``/{instance_id}`` so that "import" is not read as an instance id (a 422)."""
+    raise StarletteHTTPException(status.HTTP_405_METHOD_NOT_ALLOWED)
 
 
 def _accepted(policy: InstancePolicy, pair: tuple[Instance, Intent]) -> InstanceAccepted:

@@ -100,8 +100,10 @@ def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 def allowed_methods(request: Request) -> list[str]:
     """Every method the API documents at this path (Starlette names only the first
-    matching route's methods in a 405). Read from the OpenAPI document, once."""
-    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+    matching route's methods in a 405); a path documented as it is (``/v1/instances/
+    import``) is not also read as a template's (``/v1/instances/{instance_id}``). Read
+    from the OpenAPI document, once."""
+    table: list[tuple[re.Pattern[str], set[str], bool]] | None = getattr(
         request.app.state, "allow_table", None
     )
     if table is None:
@@ -109,11 +111,14 @@ def allowed_methods(request: Request) -> list[str]:
         for template, operations in request.app.openapi()["paths"].items():
             pattern = re.sub(r"\{path\}", ".+", template)
             pattern = re.sub(r"\{[^/}]+\}", "[^/]+", pattern)
-            table.append((re.compile(f"^{pattern}$"), {m.upper() for m in operations}))
+            verbs = {m.upper() for m in operations}
+            table.append((re.compile(f"^{pattern}$"), verbs, "{" not in template))
         request.app.state.allow_table = table
     methods: set[str] = set()
-    for regex, verbs in table:
+    for regex, verbs, literal in table:
         if regex.match(request.url.path):
+            if literal:
+                return sorted(verbs)
             methods |= verbs
     return sorted(methods)
 

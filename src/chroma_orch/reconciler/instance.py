@@ -225,7 +225,8 @@ class InstanceReconciler:
         return self.inst.phase == Phase.STARTING and self.handle is None
 
     async def _due_if_snapshots_wait(self) -> None:
-        if await self.data.next_open() is not None:
+        can_snapshot = self.data.files is not None or self.native is not None
+        if can_snapshot and await self.data.next_open() is not None:
             await self._mark_due()
 
     async def _mark_due(self) -> None:
@@ -378,8 +379,13 @@ class InstanceReconciler:
             return pending
         if (unsure := self._unrecorded_launch_window()) > 0:
             return RequeueAfter(unsure)
+        can_snapshot = self.data.files is not None or self.native is not None
+        if can_snapshot and await self.data.next_open() is not None:
+            # the pre_delete snapshot first, of data at rest: a server no handle records
+            # (a start that died before saving it) is stopped too, the data kept
+            await self.runtime.delete(str(self.inst.id), self.handle, keep_data=True)
         if (pending := await self._snapshots(None)) is not None:
-            return pending  # the pre_delete snapshot first
+            return pending
         if self.inst.restore_snapshot_id is not None:
             await self.write(writes.RECORD_DATA_LOADED, restore_snapshot_id=None)  # given up
         keep = self.inst.keep_data or await self._pre_delete_failed()
