@@ -71,7 +71,7 @@ async def open_export(
     except StoreObjectMissingError:
         raise NotFoundError(f"the archive of snapshot {snapshot_id} is missing") from None
     except StoreUnavailableError as error:
-        raise ServiceUnavailableError(f"the snapshot store is unavailable: {error}") from None
+        raise _store_down(error) from None
     return ArchiveDownload(snapshot, f"snapshot-{snapshot.id}.tar.zst", _chain(first, chunks))
 
 
@@ -93,6 +93,11 @@ async def limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
 
 ARCHIVE_TYPES = ("application/octet-stream", "application/zstd", "application/x-zstd")
 """Media types an uploaded archive may be sent as."""
+
+
+def _store_down(error: StoreUnavailableError) -> ServiceUnavailableError:
+    """The 503 an export or import answers while the snapshot store is unavailable."""
+    return ServiceUnavailableError(f"the snapshot store is unavailable: {error}")
 
 
 class ArchiveImports:
@@ -146,7 +151,7 @@ class ArchiveImports:
         try:
             return await self.store.put(key, chunks)
         except StoreUnavailableError as error:
-            raise ServiceUnavailableError(f"the snapshot store is unavailable: {error}") from None
+            raise _store_down(error) from None
 
     async def _verify(self, key: str, stored: StoredObject) -> Manifest:
         """The stored upload's manifest once it reads as a whole, safe archive of this
@@ -159,7 +164,7 @@ class ArchiveImports:
         except ArchiveError as error:
             raise InvalidArchiveError(f"{error.message} ({error.reason})") from None
         except StoreUnavailableError as error:
-            raise ServiceUnavailableError(f"the snapshot store is unavailable: {error}") from None
+            raise _store_down(error) from None
         return manifest
 
     async def _record(
