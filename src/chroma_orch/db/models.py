@@ -58,6 +58,22 @@ class Tenant(TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     idle_timeout_seconds: Mapped[int | None] = mapped_column(Integer)
     """Stop this tenant's instances after this long without proxied traffic."""
+    plan: Mapped[str | None] = mapped_column(ForeignKey("plans.name", ondelete="RESTRICT"))
+    """The plan its instances' specs are checked against (NULL: the service's default
+    plan, ``settings.specs``)."""
+
+
+class Plan(Base):
+    """What a tenant may run: the spec its instances get by default, the ranges a spec
+    may take, and its quota on CPU and memory over all its live instances
+    (``domain/plans.py`` reads ``definition``)."""
+
+    __tablename__ = "plans"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
 class ApiToken(Base):
@@ -111,6 +127,14 @@ class Instance(TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(63))
     runtime: Mapped[str] = mapped_column(String(16))
     spec: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    """The server's spec (``runtimes.base.ServerSpec`` as JSON, every field resolved):
+    size, Chroma version, server settings. Changing it is a new generation."""
+    labels: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    """The tenant's or the operator's key/value labels (rollout selectors match them)."""
+    upgrade_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("instance_upgrades.id", use_alter=True, ondelete="SET NULL")
+    )
+    """The instance's open guarded upgrade (``reconciler/upgrades.py``), else NULL."""
     desired_state: Mapped[str] = mapped_column(String(16))
     phase: Mapped[str] = mapped_column(String(16))
     generation: Mapped[int] = mapped_column(Integer, default=1)
@@ -373,6 +397,129 @@ class SnapshotSchedule(Base):
     keep: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class UpgradePhase(enum.StrEnum):
+    """Where a guarded upgrade stands (the allowed changes: ``domain/upgrade_states.py``)."""
+
+    PENDING = "pending"
+    """Asked for; the parity probe's baseline is taken from the running server next."""
+    UPGRADING = "upgrading"
+    """The ``pre_upgrade`` snapshot is taken and the server restarted on the new spec."""
+    PROBING = "probing"
+    """The new server runs: the parity probe compares it with the baseline."""
+    ROLLING_BACK = "rolling_back"
+    """The upgrade failed: the old spec and the ``pre_upgrade`` data are restored."""
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"
+    CANCELLED = "cancelled"
+    """The instance was deleted (or the upgrade given up) before it ended."""
+
+
+OPEN_UPGRADE = (UpgradePhase.PENDING, UpgradePhase.UPGRADING, UpgradePhase.PROBING,
+                UpgradePhase.ROLLING_BACK)  # fmt: skip
+"""Phases of an upgrade still under way (at most one per instance)."""
+
+
+class InstanceUpgrade(Base):
+    """One guarded upgrade of one instance's server: from one spec to another, with a
+    ``pre_upgrade`` snapshot and a parity probe, rolled back when the probe differs."""
+
+    __tablename__ = "instance_upgrades"
+    __table_args__ = (
+        Index(
+            "uq_instance_upgrades_open",
+            "instance_id",
+            unique=True,
+            postgresql_where=text("phase IN ('pending', 'upgrading', 'probing', 'rolling_back')"),
+        ),
+        Index("ix_instance_upgrades_instance_created", "instance_id", "created_at"),
+        Index("ix_instance_upgrades_rollout", "rollout_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    instance_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    rollout_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("rollouts.id", ondelete="SET NULL")
+    )
+    phase: Mapped[str] = mapped_column(String(16))
+    from_spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    to_spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    snapshot_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("snapshots.id", ondelete="SET NULL")
+    )
+    """The ``pre_upgrade`` snapshot (what a rollback restores)."""
+    baseline: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    """What the parity probe recorded from the old server."""
+    differences: Mapped[list[Any] | None] = mapped_column(JSONB)
+    """What the probe found different on the new server (a rollback says why)."""
+    failure_reason: Mapped[str | None] = mapped_column(String(64))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    """When the server was first stopped for it (downtime starts)."""
+    switched_at: Mapped[datetime | None]
+    """When the instance's spec became ``to_spec`` (a new generation)."""
+    completed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class Rollout(Base):
+    """A fleet operation in waves: an upgrade of the selected instances to one Chroma
+    version, or a rolling restart of them (``domain/rollouts.py``,
+    ``reconciler/rollouts.py``). ``request`` keeps what was asked (selector, waves,
+    pause, error budget, concurrency)."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (
+        Index(
+            "ix_rollouts_active",
+            "next_step_at",
+            postgresql_where=text("state IN ('pending', 'running')"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    kind: Mapped[str] = mapped_column(String(16))
+    """``upgrade`` or ``restart``."""
+    state: Mapped[str] = mapped_column(String(16))
+    """pending, running, paused, halted, succeeded, cancelled."""
+    request: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    current_wave: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_step_at: Mapped[datetime | None] = mapped_column(server_default=func.now())
+    """When the rollout loop should look at it next (a wave's pause ends)."""
+    message: Mapped[str | None] = mapped_column(Text)
+    """Why it halted (or was cancelled)."""
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    completed_at: Mapped[datetime | None]
+
+
+class RolloutMember(Base):
+    """One instance of a rollout: the wave it belongs to, chosen when the rollout was
+    created, and how it went."""
+
+    __tablename__ = "rollout_members"
+    __table_args__ = (Index("ix_rollout_members_wave", "rollout_id", "wave", "state"),)
+
+    rollout_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True
+    )
+    instance_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    wave: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    """waiting, active, succeeded, rolled_back, failed, skipped."""
+    upgrade_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("instance_upgrades.id", ondelete="SET NULL")
+    )
+    target_generation: Mapped[int | None] = mapped_column(Integer)
+    """A restart's generation: done once the instance observed it running."""
+    message: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
 
 
 class Event(Base):

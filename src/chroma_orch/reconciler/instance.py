@@ -36,6 +36,7 @@ from chroma_orch.runtimes.base import (
     Observation,
     ObservedState,
     Runtime,
+    ServerSpec,
     StartFailedError,
     StartPhase,
     data_directories,
@@ -506,6 +507,7 @@ class InstanceReconciler:
             name=inst.name,
             generation=inst.generation,
             options=inst.spec,
+            server=ServerSpec.from_json(inst.spec),
             start_token=f"{inst.id.hex}-{inst.generation}-{inst.start_attempts}",
         )
 

@@ -176,6 +176,92 @@ class Observation:
         return self.state is not ObservedState.EXITED
 
 
+class Architecture(enum.StrEnum):
+    X86_64 = "x86_64"
+    ARM64 = "arm64"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What one instance's server runs on: its size, its Chroma version and its server
+    settings. The instance row keeps it as JSON (``to_json``/``from_json``), every field
+    resolved by the runtime's ``SpecSupport.resolve`` when the spec was accepted, so a
+    later change of a runtime's defaults never changes a running instance's spec."""
+
+    cpu: int | None = None
+    """CPU units (1024 = 1 vCPU). ECS: the task's CPU; local: not enforced (None)."""
+    memory_mib: int | None = None
+    """Memory in MiB. ECS: the task's memory; local: the limit the launcher enforces
+    (None: unlimited)."""
+    architecture: Architecture | None = None
+    """CPU architecture (ECS ``runtimePlatform``); None where the runtime has one only."""
+    chroma_version: str | None = None
+    """The Chroma server version (ECS: the image tag; local: a key of the runtime's map
+    of versions to launchers)."""
+    settings: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """Chroma server settings, from the whitelist ``runtimes.server_settings`` names."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+
+    def to_json(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {
+            "cpu": self.cpu,
+            "memory_mib": self.memory_mib,
+            "architecture": None if self.architecture is None else self.architecture.value,
+            "chroma_version": self.chroma_version,
+            "settings": dict(self.settings),
+        }
+        return raw
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any] | None) -> ServerSpec:
+        """The spec a row keeps (an empty or NULL one, of rows written before specs
+        existed: every field the runtime's default)."""
+        raw = raw or {}
+        architecture = raw.get("architecture")
+        return cls(
+            cpu=raw.get("cpu"),
+            memory_mib=raw.get("memory_mib"),
+            architecture=None if architecture is None else Architecture(architecture),
+            chroma_version=raw.get("chroma_version"),
+            settings=raw.get("settings") or {},
+        )
+
+
+@dataclass(frozen=True)
+class SpecCheck:
+    """A runtime's answer about a spec: the spec with its defaults filled in, what
+    keeps it from running (empty: it runs), and how each limit is enforced."""
+
+    resolved: ServerSpec
+    problems: list[str] = field(default_factory=list)
+    """One sentence each, e.g. "4096 MiB is not valid with 0.25 vCPU on Fargate"."""
+    enforcement: Mapping[str, str] = field(default_factory=dict)
+    """How each part of the size is enforced, honestly ("memory": "RLIMIT_AS of the
+    server process", "cpu": "not enforced by the local runtime")."""
+
+
+@runtime_checkable
+class SpecSupport(Protocol):
+    """A runtime that runs servers of more than one spec (both built-in runtimes; a
+    runtime without it runs every instance on its one default, and refuses any spec
+    that asks for something)."""
+
+    def chroma_versions(self) -> list[str]:
+        """The Chroma versions this runtime can run, its default first."""
+
+    def check_spec(self, spec: ServerSpec) -> SpecCheck:
+        """``spec`` resolved against the runtime's defaults (a None field gets the
+        runtime's default), and its problems. Pure: no I/O."""
+
+
+def spec_support(runtime: object) -> SpecSupport | None:
+    """``runtime`` as ``SpecSupport`` (through a wrapper's ``inner``), or None."""
+    inner = getattr(runtime, "inner", runtime)
+    return inner if isinstance(inner, SpecSupport) else None
+
+
 @dataclass(frozen=True)
 class InstanceSpec:
     """What the reconciler asks a runtime to run."""
@@ -188,6 +274,9 @@ class InstanceSpec:
     """A fixed port for the server (tests); else a runtime that chooses ports reserves
     one itself (the local runtime, through its ``PortReservations``)."""
     options: Mapping[str, Any] = field(default_factory=dict)
+    """The instance's spec as its row keeps it (JSON); ``server`` is it typed."""
+    server: ServerSpec = field(default_factory=ServerSpec)
+    """The server's size, Chroma version and settings (resolved when accepted)."""
     start_token: str = ""
     """Unique per start attempt (instance, generation, restart): an idempotency
     token for runtimes whose start call accepts one (ECS ``clientToken``)."""
