@@ -15,7 +15,16 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from chroma_orch import __version__, dashboard, dataplane, process_tuning
 from chroma_orch.api import dataplane as dataplane_api
 from chroma_orch.api import events as events_api
-from chroma_orch.api import health, instances, metrics, seed, snapshot_schedules, snapshots, tenants
+from chroma_orch.api import (
+    health,
+    instances,
+    metrics,
+    seed,
+    snapshot_schedules,
+    snapshots,
+    tenants,
+    upgrades,
+)
 from chroma_orch.api.problems import install_error_handlers
 from chroma_orch.context import AppContext
 from chroma_orch.db.embedded import EmbeddedPostgres
@@ -225,6 +234,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         instances,
         snapshots,
         snapshot_schedules,
+        upgrades,
         tenants,
         seed,
         health,

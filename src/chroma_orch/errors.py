@@ -85,6 +85,14 @@ class SnapshotsUnsupportedError(ConflictError):
     code, title = "snapshots_unsupported", "This runtime cannot snapshot instances"
 
 
+class InvalidSpecError(AppError):
+    status, code, title = 422, "invalid_spec", "The spec cannot run here"
+
+
+class UpgradeInProgressError(ConflictError):
+    code, title = "upgrade_in_progress", "The instance is being upgraded"
+
+
 class PayloadTooLargeError(AppError):
     status, code, title = 413, "payload_too_large", "Request body too large"
 

@@ -403,6 +403,34 @@ class EmbeddedDatabaseSettings(BaseModel):
     database: str = Field("chroma_orch", description="Database name inside the cluster.")
 
 
+class UpgradeSettings(BaseModel):
+    """Guarded upgrades of instances' servers (docs/upgrades.md)."""
+
+    timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds from an upgrade's restart on the new spec until its server must "
+        "answer the parity probe; past it the upgrade is rolled back. Give ECS (whose task "
+        "starts take minutes) more.",
+    )
+    probe_collections: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Collections per database the parity probe samples (counted and queried); "
+        "every collection's name, id and metadata is compared regardless.",
+    )
+    probe_request_timeout: float = Field(
+        10.0, gt=0, description="Seconds each request of the parity probe may take."
+    )
+    probe_attempts: int = Field(
+        5,
+        ge=1,
+        description="Times a probe that could not reach the server is tried (a second apart) "
+        "before the upgrade is rolled back (after the switch) or given up (before it).",
+    )
+
+
 class Settings(BaseSettings):
     """chroma-orch settings: CHROMA_ORCH_<FIELD>, nested CHROMA_ORCH_<GROUP>__<FIELD>."""
 
@@ -502,6 +530,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     culling: CullingSettings = Field(default_factory=CullingSettings)
     snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
+    upgrades: UpgradeSettings = Field(default_factory=UpgradeSettings)
 
     @field_validator("runtime")
     @classmethod

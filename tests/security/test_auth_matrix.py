@@ -69,6 +69,7 @@ def _body(method: str, template: str, victim: dict[str, str]) -> dict[str, Any] 
         ("PATCH", "/v1/instances/{instance_id}"): {"idle_timeout_seconds": 60},
         ("PATCH", "/v1/tenants/{tenant_id}"): {"idle_timeout_seconds": 60},
         ("POST", "/v1/instances/{instance_id}/restore"): {"snapshot_id": victim["snapshot_id"]},
+        ("POST", "/v1/instances/{instance_id}/upgrade"): {"chroma_version": "1.5.8"},
         ("PUT", "/v1/instances/{instance_id}/snapshot-schedule"): {"every": 3600, "keep": 1},
         ("PUT", "/v1/tenants/{tenant_id}/snapshot-schedule"): {"every": 3600, "keep": 1},
     }
@@ -87,6 +88,7 @@ def _operations(
             .replace("{tenant_id}", victim["tenant_id"])
             .replace("{snapshot_id}", victim["snapshot_id"])
             .replace("{token_id}", str(uuid.uuid4()))
+            .replace("{upgrade_id}", str(uuid.uuid4()))
             .replace("{user_id}", "victim")
             .replace("{path}", "api/v2/heartbeat")
         )

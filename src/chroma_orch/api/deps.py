@@ -22,6 +22,8 @@ from chroma_orch.domain.principal import Principal
 from chroma_orch.domain.snapshot_schedules import ScheduleService
 from chroma_orch.domain.snapshots import SnapshotService
 from chroma_orch.domain.tenants import TenantService
+from chroma_orch.domain.upgrades import UpgradeService
+from chroma_orch.runtimes.base import spec_support
 from chroma_orch.telemetry.context import log_context
 
 
@@ -121,4 +123,11 @@ async def get_deletions(snapshots: Snapshots) -> DeletionService:
 
 
 Deletions = Annotated[DeletionService, Depends(get_deletions)]
+
+
+async def get_upgrades(snapshots: Snapshots, ctx: Context) -> UpgradeService:
+    return UpgradeService(snapshots, spec_support(ctx.runtime))
+
+
+Upgrades = Annotated[UpgradeService, Depends(get_upgrades)]
 Tenants = Annotated[TenantService, Depends(get_tenants)]

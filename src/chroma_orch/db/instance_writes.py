@@ -238,3 +238,15 @@ MARK_RESTORE_FAILED = fenced_write(
 )
 """The data a restore named could not be loaded (the instance kept its own): failed
 at this generation, the restore given up, the intents failed."""
+SWITCH_SPEC = fenced_write("switch_spec", ("spec", "restart_generation", "restart_count"))
+"""A guarded upgrade's switch: the instance's spec becomes the upgrade's and its server is
+restarted on it (``reconciler/upgrades.py``; the request made the generation)."""
+BEGIN_ROLLBACK = fenced_write(
+    "begin_rollback",
+    ("spec", "generation", "restart_generation", "restart_count", "restore_snapshot_id"),
+)
+"""A guarded upgrade failed: the old spec back (a new generation, which the reconciler
+writes on the upgrade's behalf: the request asked for the rollback), and the
+``pre_upgrade`` data restored before the next start."""
+END_UPGRADE = fenced_write("end_upgrade", ("upgrade_id", *_FAILURE))
+"""A guarded upgrade is over (``UpgradeRolledBack`` with what differed, after a rollback)."""

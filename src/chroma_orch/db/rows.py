@@ -196,9 +196,12 @@ _CHANGE = {
         bindparam("restore_snapshot_id", type_=INSTANCES.c.restore_snapshot_id.type),
         INSTANCES.c.restore_snapshot_id,
     ),
+    "upgrade_id": func.coalesce(
+        bindparam("upgrade_id", type_=INSTANCES.c.upgrade_id.type), INSTANCES.c.upgrade_id
+    ),
 }
-"""A desired-state change (``restart_generation``, ``restart_count``, ``keep_data``
-and ``restore_snapshot_id`` kept when NULL)."""
+"""A desired-state change (``restart_generation``, ``restart_count``, ``keep_data``,
+``restore_snapshot_id`` and ``upgrade_id`` kept when NULL)."""
 
 
 def _current(change: bool, touch: bool) -> CTE:
@@ -283,6 +286,7 @@ async def add_intent(
             "restart_count": None,
             "keep_data": None,
             "restore_snapshot_id": None,
+            "upgrade_id": None,
         }
         params |= change
     else:

@@ -55,6 +55,7 @@ from chroma_orch.errors import (
     IdempotencyKeyReusedError,
     NotFoundError,
     QuotaExceededError,
+    UpgradeInProgressError,
 )
 
 
@@ -174,6 +175,16 @@ _ADMIT = select(
 the service-wide cap on starts; one query answers all three."""
 _CREATE = rows.create_instance_statement("create_instance", _ADMIT)
 _RACE_RETRIES = 5
+_WAIT_FOR_UPGRADE = frozenset({Action.STOP, Action.RESTART, Action.RESTORE, Action.START})
+"""Changes refused while the instance is being upgraded (a delete cancels the upgrade)."""
+
+
+def _refuse_while_upgrading(instance: Instance, action: Action) -> None:
+    if instance.upgrade_id is not None and action in _WAIT_FOR_UPGRADE:
+        raise UpgradeInProgressError(
+            f"instance {instance.id} is being upgraded (upgrade {instance.upgrade_id}): "
+            f"{action.value} it once the upgrade has ended, or delete it"
+        )
 
 
 def _name_taken(name: str) -> ConflictError:
@@ -197,6 +208,7 @@ def _change(
     keep_data: bool,
     culled_at: datetime | None = None,
     restore_from: uuid.UUID | None = None,
+    upgrade_id: uuid.UUID | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Apply a request that changes the desired state to ``instance``: the columns
     it writes, and its event."""
@@ -215,6 +227,9 @@ def _change(
         changes["restore_snapshot_id"] = restore_from
     if action is Action.DELETE:
         changes["keep_data"] = keep_data
+    if action is Action.UPGRADE:  # the reconciler restarts once it has the probe's baseline
+        changes["upgrade_id"] = upgrade_id
+        changes["restart_count"] = 0
     for column, value in changes.items():
         setattr(instance, column, value)
     event = event_row(
@@ -361,6 +376,7 @@ class InstanceService:
         keep_data: bool = False,
         culled_at: datetime | None = None,
         restore_from: uuid.UUID | None = None,
+        upgrade_id: uuid.UUID | None = None,
     ) -> tuple[Instance, Intent] | None:
         """Write the action's desired state, intent and event, in one statement, if
         ``instance`` is still at the generation it was read at (else None). A repeat
@@ -372,9 +388,12 @@ class InstanceService:
         changes: dict[str, Any] | None = None
         events = []
         if changes_desired(action, desired, phase):
+            _refuse_while_upgrading(instance, action)
             if action in (Action.START, Action.RESTART, Action.UNDELETE):
                 await check_concurrent_starts(self.session, self.policy.max_concurrent_starts)
-            changes, event = _change(action, instance, keep_data, culled_at, restore_from)
+            changes, event = _change(
+                action, instance, keep_data, culled_at, restore_from, upgrade_id
+            )
             events.append(event)
         converged = changes is None and instance.observed_generation >= instance.generation
         target = instance.generation  # the new one, for a change

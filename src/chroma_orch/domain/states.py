@@ -35,6 +35,7 @@ class Action(enum.StrEnum):
     DELETE = "delete"
     RESTORE = "restore"
     UNDELETE = "undelete"
+    UPGRADE = "upgrade"
 
 
 _P = Phase
@@ -61,6 +62,7 @@ ACTION_TARGETS: dict[Action, DesiredState] = {
     Action.DELETE: _D.DELETED,
     Action.RESTORE: _D.RUNNING,
     Action.UNDELETE: _D.RUNNING,
+    Action.UPGRADE: _D.RUNNING,
 }
 
 # Which actions are allowed, by the instance's current desired state and phase.
@@ -68,7 +70,7 @@ ACTION_TARGETS: dict[Action, DesiredState] = {
 # an undelete may touch a deleted instance (an undelete only once it is deleted).
 _ACTIONS_BY_DESIRED: dict[DesiredState, frozenset[Action]] = {
     _D.RUNNING: frozenset(
-        {Action.START, Action.STOP, Action.RESTART, Action.DELETE, Action.RESTORE}
+        {Action.START, Action.STOP, Action.RESTART, Action.DELETE, Action.RESTORE, Action.UPGRADE}
     ),
     _D.STOPPED: frozenset({Action.START, Action.STOP, Action.DELETE, Action.RESTORE}),
     _D.DELETED: frozenset({Action.DELETE, Action.UNDELETE}),
@@ -98,7 +100,7 @@ def changes_desired(action: Action, desired: DesiredState, phase: Phase) -> bool
     Starting a failed instance is a new request (a retry); restart, restore and
     undelete always are.
     """
-    if action in (Action.RESTART, Action.RESTORE, Action.UNDELETE):
+    if action in (Action.RESTART, Action.RESTORE, Action.UNDELETE, Action.UPGRADE):
         return True
     if action is Action.START and phase is Phase.FAILED:
         return True

@@ -54,6 +54,7 @@ async def _idle(session: AsyncSession, default_timeout: int) -> list[tuple[Insta
         .where(
             Instance.desired_state == DesiredState.RUNNING,
             Instance.phase == Phase.RUNNING,
+            Instance.upgrade_id.is_(None),  # an upgrade in progress is not idleness
             timeout > 0,
             last_seen < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, timeout),
         )

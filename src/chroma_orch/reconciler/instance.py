@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from chroma_orch.reconciler.heartbeat import UNRESPONSIVE, unresponsive, unrespo
 from chroma_orch.reconciler.native_snapshots import NATIVE_POLL, NativeData, unsupported_detail
 from chroma_orch.reconciler.restores import PRE_RESTORE_FAILED, load_beside_pre_restore
 from chroma_orch.reconciler.snapshots import DataWork, RestoreFailure
+from chroma_orch.reconciler.upgrades import UpgradeWork
 from chroma_orch.runtimes.base import (
     Endpoint,
     ExitCause,
@@ -47,6 +48,9 @@ from chroma_orch.snapshots.store import SnapshotStore
 from chroma_orch.telemetry.metrics import LAUNCH_TO_RUNNING
 
 log = logging.getLogger(__name__)
+
+Along = Callable[[AsyncSession], Awaitable[bool]]
+"""Writes made in the same transaction as an instance's status write (True: written)."""
 
 _PORT_RACE_RETRIES = 3
 _QUICK_READY = 2.0
@@ -89,6 +93,8 @@ class InstanceReconciler:
         native = native_snapshots(runtime)
         self.native = NativeData(self.data, native) if native is not None else None
         """Snapshots the runtime takes natively (ECS: EBS), else None."""
+        self.upgrade = UpgradeWork(self, settings.upgrades)
+        """The instance's open guarded upgrade (``reconciler/upgrades.py``)."""
         self.due_again = False
         """Whether the write that gave the lease back found the instance due again
         (a request came in while this pass worked on it)."""
@@ -103,6 +109,7 @@ class InstanceReconciler:
         event: tuple[str, dict[str, Any]] | None = None,
         error: str | None = None,
         more_events: Sequence[tuple[str, dict[str, Any]]] = (),
+        along: Along | None = None,
         **values: Any,
     ) -> None:
         """Record ``op`` (a named status write of ``db.instance_writes``): its columns
@@ -111,6 +118,8 @@ class InstanceReconciler:
 
         ``error``: the error an operation that settles the intents fails them with
         (None: they succeeded). ``more_events``: further events (type, after).
+        ``along``: further writes of the same transaction (e.g. the instance's upgrade
+        row), made first; False from it (a fence lost) writes nothing.
         """
         inst = self.inst
         before = status_view(inst)
@@ -125,12 +134,15 @@ class InstanceReconciler:
         columns = {column: getattr(inst, column) for column in op.columns}
         events = self._events(before, event, more_events)
         async with self.sessions() as session:
+            if along is not None and not await along(session):
+                raise LeaseLostError(str(inst.id))
             written = await op.run(
                 session,
                 Fence(inst.id, self.owner),
                 columns,
                 events=events,
                 settle=(inst.observed_generation, error) if op.settles else None,
+                alone=along is None,
             )
             if written is None:
                 raise LeaseLostError(str(inst.id))
@@ -168,6 +180,14 @@ class InstanceReconciler:
     # -- the decision --------------------------------------------------------
 
     async def reconcile(self) -> Decision:
+        before = self.upgrade.progress()
+        await self.upgrade.step()
+        decision = await self._converge()
+        if self.upgrade.moved_on(before) and not isinstance(decision, RequeueAfter):
+            await self._mark_due()  # the upgrade's next step, at once: nothing else wakes it
+        return decision
+
+    async def _converge(self) -> Decision:
         inst = self.inst
         observation = await self._observe()
         desired = DesiredState(inst.desired_state)
