@@ -22,10 +22,13 @@ from tests.runtimes.test_local_runtime import free_port
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[str]:
     runtime = LocalRuntime(LocalRuntimeSettings(), tmp_path / "data")
-    spec = InstanceSpec(instance_id="probe", tenant_id="t", name="p", generation=1, port=free_port())
+    spec = InstanceSpec(
+        instance_id="probe", tenant_id="t", name="p", generation=1, port=free_port()
+    )
     handle = await runtime.start(spec)
     ready = await runtime.wait_ready(handle, 30)
-    assert ready.state is ObservedState.RUNNING and ready.endpoint is not None
+    assert ready.state is ObservedState.RUNNING
+    assert ready.endpoint is not None
     try:
         yield ready.endpoint.url
     finally:
