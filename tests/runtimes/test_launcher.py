@@ -11,7 +11,7 @@ import chroma_orch
 from chroma_orch.runtimes.local.launch import LAUNCHER, read_lock, server_command
 from chroma_orch.settings import LocalRuntimeSettings
 
-NEEDED = "import fcntl, json, os, sys, time, warnings"
+NEEDED = "import fcntl, json, os, resource, sys, time, warnings"
 """What the launcher needs (``warnings``: ``os.execvp`` imports it)."""
 
 
