@@ -18,7 +18,7 @@ moment it is taken; another holder means exit status ``EXIT_DIR_IN_USE``) and wr
 ``{"pid", "host", "port", "chroma_version", "memory_mib"}`` into it (VERSION: the
 Chroma version it runs, as the service names it; empty: unknown). MEMORY_MIB (empty:
 none) becomes the process's ``RLIMIT_DATA``, soft and hard, inherited by COMMAND:
-allocations beyond it fail (docs/specs.md "Local runtime" says why DATA, not AS).
+allocations beyond it fail (docs/local-runtime.md says why DATA, not AS).
 Without a COMMAND it imports chromadb's Rust bindings (no ``import chromadb``: ~0.1 s
 to ready, ~37 MB) and serves through them, with CONFIG (a config file; empty: the
 ``--path/--host/--port`` flags); with one it execs COMMAND, which inherits the locked

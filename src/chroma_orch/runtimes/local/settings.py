@@ -17,7 +17,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MIN_MEMORY_MIB = 128
 """The smallest memory limit a local server gets (``RLIMIT_DATA``): measured on Chroma
 1.5.8 and 1.5.9, a server under 128 MiB serves 5,000 384-dimension vectors; under 64 MiB
-it starts but fails to index them (docs/specs.md "Local runtime")."""
+it starts but fails to index them (docs/local-runtime.md)."""
 
 
 class ChromaVersionLauncher(BaseModel):

@@ -1,5 +1,5 @@
 """The local runtime's specs: which Chroma versions it runs (and with what), and
-whether a spec fits it (``SpecSupport.check_spec``; docs/specs.md "Local runtime").
+whether a spec fits it (``SpecSupport.check_spec``; docs/local-runtime.md).
 
 The default version is chromadb's installed version as the default launcher sees it:
 the interpreter ``local.python`` names (it may not be the service's own), or for the
