@@ -102,6 +102,17 @@ def test_the_installed_version_is_the_default_and_first(tmp_path: Path) -> None:
     assert "not enforced" in check.enforcement["cpu"]
 
 
+def test_a_relative_interpreter_is_the_services_cwds(
+    tmp_path: Path,
+    second_chroma: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(second_chroma.parent.parent.parent)  # servers start in their data dir
+    relative = str(second_chroma.relative_to(second_chroma.parent.parent.parent))
+    rt = make_runtime(tmp_path, Path(relative))
+    assert rt._versions.launchers[SECOND_VERSION].python == str(second_chroma)  # noqa: SLF001
+
+
 def test_the_default_version_is_what_local_python_has(tmp_path: Path, second_chroma: Path) -> None:  # noqa: F811
     rt = LocalRuntime(LocalRuntimeSettings(python=str(second_chroma)), tmp_path)
     assert rt.chroma_versions() == [SECOND_VERSION]

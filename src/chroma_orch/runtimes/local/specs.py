@@ -89,8 +89,8 @@ class LocalVersions:
             launchers.setdefault(
                 version,
                 ServerLaunch(
-                    entry.python or settings.python,
-                    entry.chroma_command or settings.chroma_command,
+                    _absolute(entry.python or settings.python),
+                    _absolute(entry.chroma_command or settings.chroma_command),
                     version,
                 ),
             )
@@ -133,6 +133,12 @@ def check_local_spec(
         "cpu": CPU_ENFORCEMENT,
     }
     return SpecCheck(resolved, problems, enforcement)
+
+
+def _absolute(program: str) -> str:
+    """A relative path (".venvs/...") made absolute: servers start in their data
+    directory, where it would not resolve. A bare name stays one (found on PATH)."""
+    return os.path.abspath(program) if os.sep in program else program
 
 
 def _host_architecture() -> str:
