@@ -7,8 +7,13 @@ PYTHON ?= $(firstword $(foreach p,python3 python3.14 python3.13 python3.12 pytho
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# A second Chroma version, in a venv of its own, for the local runtime's version tests and
+# bench/upgrade.py: the bindings launcher needs chromadb's Rust bindings only, none of
+# its Python dependencies (measured: built in ~5 s from pip's cache, 90 MB).
+SECOND_CHROMA := 1.5.8
+SECOND_CHROMA_STAMP := .venvs/chroma-$(SECOND_CHROMA)/.installed-stamp
 
-.PHONY: serve test test-fast lint typecheck pytest bench clean
+.PHONY: serve test test-fast lint typecheck pytest bench clean chroma-venvs
 
 $(STAMP): pyproject.toml setup.py
 	@test -n "$(PYTHON)" || { echo "chroma-orch needs CPython 3.11-3.14: none of python3, python3.14, python3.13, python3.12, python3.11 is one (set PYTHON=...)" >&2; exit 1; }
@@ -17,6 +22,15 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[local,dev]'
 	touch $(STAMP)
+
+$(SECOND_CHROMA_STAMP):
+	@test -n "$(PYTHON)" || { echo "chroma-orch needs CPython 3.11-3.14 (set PYTHON=...)" >&2; exit 1; }
+	test -x .venvs/chroma-$(SECOND_CHROMA)/bin/python || $(PYTHON) -m venv .venvs/chroma-$(SECOND_CHROMA)
+	.venvs/chroma-$(SECOND_CHROMA)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps 'chromadb==$(SECOND_CHROMA)'
+	.venvs/chroma-$(SECOND_CHROMA)/bin/python -I -c 'import chromadb_rust_bindings'
+	touch $@
+
+chroma-venvs: $(SECOND_CHROMA_STAMP)
 
 serve: $(STAMP)
 	$(BIN)/chroma-orch serve
@@ -29,7 +43,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(SECOND_CHROMA_STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -42,4 +56,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/lifecycle.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venvs .mypy_cache .pytest_cache .ruff_cache

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import chroma_orch
-from chroma_orch.runtimes.local.launch import LAUNCHER, read_lock, server_command
+from chroma_orch.runtimes.local.launch import LAUNCHER, ServerLaunch, read_lock, server_command
 from chroma_orch.settings import LocalRuntimeSettings
 
-NEEDED = "import fcntl, json, os, sys, time, warnings"
+NEEDED = "import fcntl, json, os, resource, sys, time, warnings"
 """What the launcher needs (``warnings``: ``os.execvp`` imports it)."""
 
 
@@ -46,3 +46,13 @@ def test_the_launcher_imports_only_what_it_needs(tmp_path: Path) -> None:
     record = read_lock(lock)  # it did take the lock and write its record
     assert record is not None
     assert (record.host, record.port) == ("127.0.0.1", 8123)
+
+
+def test_a_chroma_cli_server_with_settings_runs_its_config_file(tmp_path: Path) -> None:
+    settings = LocalRuntimeSettings(launcher="chroma-cli", chroma_command="/opt/chroma")
+    config = tmp_path / "d.chroma-config.yaml"
+    launch = ServerLaunch("/opt/py", "/opt/chroma-1.5.8", "1.5.8", memory_mib=256, config=config)
+    argv = server_command(settings, tmp_path / "d", tmp_path / "d.lock", "::1", 8000, None, launch)
+    assert argv[0] == "/opt/py"
+    assert argv[-6:] == ["256", str(config), "1.5.8", "/opt/chroma-1.5.8", "run", str(config)]
+    assert "--path" not in argv  # chroma run takes a config file or flags, never both

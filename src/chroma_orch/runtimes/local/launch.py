@@ -47,12 +47,25 @@ from chroma_orch.system_user import RunAs
 
 LAUNCHER = launcher_main.__file__
 """The launcher program's file, where the installed package has it: every server runs
-as ``python -I LAUNCHER LOCK_FILE PATH HOST PORT NICENESS RUN_AS [COMMAND ...]``
-(``launcher_main`` says what it does). Run by path, so that it imports nothing of
+as ``python -I LAUNCHER LOCK_FILE PATH HOST PORT NICENESS RUN_AS MEMORY_MIB CONFIG VERSION
+[COMMAND ...]`` (``launcher_main`` says what it does). Run by path, so that it imports nothing of
 chroma_orch while it is root, and starts as fast as a ``-c`` program."""
 
 EXIT_DIR_IN_USE = launcher_main.EXIT_DIR_IN_USE
 DIR_IN_USE_TEXT = launcher_main.DIR_IN_USE_TEXT
+
+
+@dataclass(frozen=True)
+class ServerLaunch:
+    """What one server runs on beyond its address: its Chroma version's interpreter and
+    command, its memory limit and its config file."""
+
+    python: str
+    chroma_command: str
+    chroma_version: str | None = None
+    memory_mib: int | None = None
+    config: Path | None = None
+    """The server's config file (``server_settings.server_config``); None: flags."""
 
 
 def server_command(
@@ -62,14 +75,21 @@ def server_command(
     host: str,
     port: int,
     run_as: RunAs | None = None,
+    launch: ServerLaunch | None = None,
 ) -> list[str]:
     """The argv that starts one server on ``path`` (the only place that decides it),
-    as ``run_as`` when given."""
-    argv = [settings.python, "-I", LAUNCHER, str(lock_file), str(path), host]
+    as ``run_as`` when given, as ``launch`` says (default: ``settings``' interpreter and
+    command, no limit, no config file)."""
+    launch = launch or ServerLaunch(settings.python, settings.chroma_command)
+    argv = [launch.python, "-I", LAUNCHER, str(lock_file), str(path), host]
     argv += [str(port), str(settings.niceness), f"{run_as.uid}:{run_as.gid}" if run_as else ""]
+    argv += [str(launch.memory_mib or ""), str(launch.config or ""), launch.chroma_version or ""]
     if settings.launcher == "chroma-cli":
-        argv += [settings.chroma_command, "run", "--path", str(path)]
-        argv += ["--host", host, "--port", str(port)]
+        argv += [launch.chroma_command, "run"]
+        if launch.config is not None:
+            argv += [str(launch.config)]
+        else:
+            argv += ["--path", str(path), "--host", host, "--port", str(port)]
     return argv
 
 
@@ -158,6 +178,8 @@ class LockRecord:
     pid: int
     host: str
     port: int
+    chroma_version: str | None = None
+    memory_mib: int | None = None
 
 
 def lock_is_held(lock_file: Path) -> bool:
@@ -183,7 +205,14 @@ def read_lock(lock_file: Path) -> LockRecord | None:
     """The record in ``lock_file``; None if missing or not (yet) complete."""
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         data = json.loads(lock_file.read_bytes())
-        return LockRecord(pid=int(data["pid"]), host=str(data["host"]), port=int(data["port"]))
+        version, memory = data.get("chroma_version"), data.get("memory_mib")
+        return LockRecord(
+            pid=int(data["pid"]),
+            host=str(data["host"]),
+            port=int(data["port"]),
+            chroma_version=None if version is None else str(version),
+            memory_mib=None if memory is None else int(memory),
+        )
     return None
 
 

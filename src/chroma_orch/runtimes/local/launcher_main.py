@@ -2,20 +2,27 @@
 
 Run by path, never as ``-m`` and never importing ``chroma_orch``::
 
-    python -I launcher_main.py LOCK_FILE PATH HOST PORT NICENESS RUN_AS [COMMAND ...]
+    python -I launcher_main.py LOCK_FILE PATH HOST PORT NICENESS RUN_AS MEMORY_MIB CONFIG
+        VERSION [COMMAND ...]
 
-It runs as root when the service is root (before dropping it), under whatever
-interpreter ``local.python`` names, and its start-up time is part of every server's:
-so it imports only ``fcntl``, ``json``, ``os``, ``sys`` and ``time``, and ``-I``
+It runs as root when the service is root (before dropping it), under the interpreter
+of the server's Chroma version (``local.python`` or a ``local.chroma_versions`` entry),
+and its start-up time is part of every server's: so it imports only ``fcntl``,
+``json``, ``os``, ``resource``, ``sys`` and ``time`` (all built in), and ``-I``
 (isolated mode) keeps ``PYTHON*`` variables, user site-packages and this file's
 directory out of its ``sys.path``, even while it is root.
 
 In order: NICENESS lowers its CPU priority below the service's. It takes an exclusive
 ``flock`` on LOCK_FILE (a short retry covers a service probing the lock at the very
 moment it is taken; another holder means exit status ``EXIT_DIR_IN_USE``) and writes
-``{"pid", "host", "port"}`` into it. Without a COMMAND it imports chromadb's Rust
-bindings (no ``import chromadb``: ~0.1 s to ready, ~37 MB) and serves through them;
-with one it execs COMMAND, which inherits the locked descriptor. RUN_AS ("UID:GID",
+``{"pid", "host", "port", "chroma_version", "memory_mib"}`` into it (VERSION: the
+Chroma version it runs, as the service names it; empty: unknown). MEMORY_MIB (empty:
+none) becomes the process's ``RLIMIT_DATA``, soft and hard, inherited by COMMAND:
+allocations beyond it fail (docs/local-runtime.md says why DATA, not AS).
+Without a COMMAND it imports chromadb's Rust bindings (no ``import chromadb``: ~0.1 s
+to ready, ~37 MB) and serves through them, with CONFIG (a config file; empty: the
+``--path/--host/--port`` flags); with one it execs COMMAND, which inherits the locked
+descriptor. RUN_AS ("UID:GID",
 or empty) is the account it switches to before serving or exec'ing: a root service's
 launcher opens the lock and imports the bindings as root (so neither the lock's
 directory nor the interpreter needs to be the account's to read), then drops root for
@@ -25,6 +32,7 @@ good (supplementary groups, then group, then user) and checks that no id is 0 le
 import fcntl
 import json
 import os
+import resource
 import sys
 import time
 
@@ -40,7 +48,7 @@ LOCK_ATTEMPTS = 6
 LOCK_RETRY_PAUSE = 0.01  # seconds
 
 
-def take_lock(lock_file: str, path: str, host: str, port: int) -> int:
+def take_lock(lock_file: str, path: str, host: str, port: int, extra: dict[str, object]) -> int:
     """The descriptor of ``lock_file``, locked and holding this process's record;
     exits with ``EXIT_DIR_IN_USE`` if another process keeps it locked."""
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
@@ -54,7 +62,7 @@ def take_lock(lock_file: str, path: str, host: str, port: int) -> int:
         sys.stderr.write(f"data directory {path} {DIR_IN_USE_TEXT}\n")
         sys.exit(EXIT_DIR_IN_USE)
     os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"pid": os.getpid(), "host": host, "port": port}).encode())
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": host, "port": port, **extra}).encode())
     return fd
 
 
@@ -80,11 +88,23 @@ def run_command(fd: int, command: list[str]) -> None:
         sys.exit(EXIT_CANNOT_EXEC)
 
 
+def limit_memory(memory_mib: str) -> None:
+    """Make ``memory_mib`` MiB this process's (and its exec's) RLIMIT_DATA."""
+    if memory_mib:
+        limit = int(memory_mib) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
 def main(argv: list[str]) -> None:
-    lock_file, path, host, port, niceness, run_as = argv[:6]
-    command = argv[6:]
+    lock_file, path, host, port, niceness, run_as, memory_mib, config, version = argv[:9]
+    command = argv[9:]
     os.nice(int(niceness))
-    fd = take_lock(lock_file, path, host, int(port))
+    extra: dict[str, object] = {
+        "chroma_version": version or None,
+        "memory_mib": int(memory_mib) if memory_mib else None,
+    }
+    fd = take_lock(lock_file, path, host, int(port), extra)
+    limit_memory(memory_mib)
     if command:
         drop_root(run_as)
         run_command(fd, command)
@@ -92,9 +112,8 @@ def main(argv: list[str]) -> None:
         import chromadb_rust_bindings  # as root still: the account need not read it
 
         drop_root(run_as)
-        chromadb_rust_bindings.cli(
-            ["chroma", "run", "--path", path, "--host", host, "--port", port]
-        )
+        flags = [config] if config else ["--path", path, "--host", host, "--port", port]
+        chromadb_rust_bindings.cli(["chroma", "run", *flags])
 
 
 if __name__ == "__main__":

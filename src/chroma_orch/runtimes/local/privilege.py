@@ -133,3 +133,14 @@ def _check_reachable(data: Path, run_as: RunAs | None) -> None:
                 f"{run_as.name!r}, which runs the servers; set CHROMA_ORCH_DATA_DIR elsewhere "
                 "(e.g. /var/lib/chroma-orch) or grant search permission on it",
             )
+
+
+def write_config(config: Path, text: str, run_as: RunAs | None) -> None:
+    """Write a server's config file (``instances/<id>.chroma-config.yaml``), private
+    to ``run_as`` as its data is. Blocks: call it from a worker thread."""
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        own_fd(fd, run_as, strip=0o177)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

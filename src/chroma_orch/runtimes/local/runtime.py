@@ -1,7 +1,8 @@
 """The ``local`` runtime: each instance is a Chroma server process on this host.
 
 Layout under ``data_dir``: ``instances/<id>/`` (server data), ``instances/<id>.lock``
-(held by the server for its lifetime, see ``chroma_launch``), ``logs/<id>.log``, and
+(held by the server for its lifetime, see ``chroma_launch``), ``instances/<id>.chroma-config.yaml``
+(the config file of a server whose spec has settings), ``logs/<id>.log``, and
 while a restore replaces the data, ``instances/<id>.incoming`` and ``.previous``
 (``data_swap``).
 Servers run in their own session and outlive the service; a restarted service finds
@@ -12,6 +13,7 @@ server may see and touch (environment, account, file modes): ``local_privilege``
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import shutil
@@ -36,6 +38,8 @@ from chroma_orch.runtimes.base import (
     ObservedState,
     PortReservations,
     RuntimeUnavailableError,
+    ServerSpec,
+    SpecCheck,
     StartFailedError,
     StartPhase,
 )
@@ -45,6 +49,7 @@ from chroma_orch.runtimes.local.launch import (
     DIR_IN_USE_TEXT,
     EXIT_DIR_IN_USE,
     LockRecord,
+    ServerLaunch,
     follow_file,
     listens_on,
     live_process,
@@ -62,8 +67,11 @@ from chroma_orch.runtimes.local.privilege import (
     server_account,
     server_environment,
     tighten_existing,
+    write_config,
 )
 from chroma_orch.runtimes.local.settings import LocalRuntimeSettings
+from chroma_orch.runtimes.local.specs import LocalVersions, check_local_spec
+from chroma_orch.runtimes.server_settings import CONFIG_FILE_NAME, server_config
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,11 @@ class _Paths:
     data: Path
     lock: Path
     log: Path
+
+    @property
+    def config(self) -> Path:
+        """The server's config file: beside its data, not in it (the data is Chroma's)."""
+        return self.data.with_name(f"{self.data.name}.{CONFIG_FILE_NAME}")
 
     @property
     def incoming(self) -> Path:
@@ -97,9 +110,10 @@ class LocalRuntime:
 
     Handle data: ``instance_id``, ``pid``, ``create_time`` (guards against pid reuse),
     ``host``, ``port``, ``path``, ``lock``, ``log``, ``log_offset`` (where this run's
-    output starts in the log) and, for a server this runtime spawned, ``spawned_at``
-    (epoch seconds: its start phase "running"); the generation is None for servers
-    ``discover`` found.
+    output starts in the log), ``chroma_version`` and ``memory_mib`` (what the server
+    runs, from its lock record: None for a server an older version started) and, for a
+    server this runtime spawned, ``spawned_at`` (epoch seconds: its start phase
+    "running"); the generation is None for servers ``discover`` found.
     Exit callbacks fire for every exit of a server this object spawned, stops included.
     """
 
@@ -124,6 +138,13 @@ class LocalRuntime:
         self._callbacks: list[ExitCallback] = []
         self._serving: set[tuple[int, float, int]] = set()  # see _serves
         self._tightened = False
+        self._versions = LocalVersions.from_settings(settings)
+
+    def chroma_versions(self) -> list[str]:
+        return self._versions.names()
+
+    def check_spec(self, spec: ServerSpec) -> SpecCheck:
+        return check_local_spec(spec, self._versions, self._settings.default_memory_mib)
 
     async def start(self, spec: InstanceSpec) -> Handle:
         """Spawn the server, or adopt the one already serving this instance's data.
@@ -206,6 +227,7 @@ class LocalRuntime:
             await self.stop(found)
         self._children.pop(instance_id, None)
         paths.lock.unlink(missing_ok=True)
+        paths.config.unlink(missing_ok=True)
         await asyncio.to_thread(finish_swap, paths.data)
         await asyncio.to_thread(shutil.rmtree, paths.incoming, ignore_errors=True)
         if not keep_data:
@@ -291,16 +313,25 @@ class LocalRuntime:
         per server, which many starts at once would queue up."""
         paths = self._paths(spec.instance_id)
         host, settings = self._settings.host, self._settings
+        launch = self._launch(spec.server, paths)
         header = (
             f"--- chroma-orch {datetime.now(UTC).isoformat(timespec='seconds')} starting "
-            f"generation={spec.generation} port={port} launcher={settings.launcher}"
+            f"generation={spec.generation} port={port} launcher={settings.launcher} "
+            f"chroma={launch.chroma_version} memory_mib={launch.memory_mib}"
         )
 
         def start() -> tuple[subprocess.Popen[bytes], int, float, float]:
             run_as = server_account(settings.system_user)
             finish_swap(paths.data)  # before anything creates the data directory
             prepare_files(paths.data, paths.log, run_as)
-            argv = server_command(settings, paths.data, paths.lock, host, port, run_as)
+            if launch.config is not None:
+                text = server_config(
+                    spec.server.settings, persist_path=str(paths.data), host=host, port=port
+                )
+                write_config(launch.config, text, run_as)
+            else:
+                paths.config.unlink(missing_ok=True)
+            argv = server_command(settings, paths.data, paths.lock, host, port, run_as, launch)
             env = server_environment(settings, paths.data, run_as)
             try:
                 popen, offset = spawn(argv, paths.log, env, header, paths.data)
@@ -310,7 +341,7 @@ class LocalRuntime:
             return popen, offset, psutil.Process(popen.pid).create_time(), spawned_at
 
         popen, offset, create_time, spawned_at = await asyncio.to_thread(start)
-        record = LockRecord(popen.pid, host, port)
+        record = LockRecord(popen.pid, host, port, launch.chroma_version, launch.memory_mib)
         handle = _make_handle(spec.instance_id, paths, record, create_time, offset, spec.generation)
         handle = Handle(handle.generation, {**handle.data, "spawned_at": spawned_at})
         self._children[spec.instance_id] = _Child(popen, handle)
@@ -319,6 +350,18 @@ class LocalRuntime:
         )
         log.info("started server instance=%s pid=%s port=%s", spec.instance_id, popen.pid, port)
         return handle
+
+    def _launch(self, server: ServerSpec, paths: _Paths) -> ServerLaunch:
+        """How a server of ``server`` (its spec, resolved here again: an old row's
+        empty spec gets today's defaults) runs; a spec ``check_spec`` refuses cannot."""
+        check = self.check_spec(server)
+        if check.problems:
+            raise StartFailedError("InvalidSpec", "; ".join(check.problems))
+        resolved = check.resolved
+        assert resolved.chroma_version is not None
+        launch = self._versions.launchers[resolved.chroma_version]
+        config = paths.config if resolved.settings else None
+        return dataclasses.replace(launch, memory_mib=resolved.memory_mib, config=config)
 
     def _child_exited(self, instance_id: str, pid: int, code: int) -> None:
         self._unwatch.pop(pid, None)
@@ -478,6 +521,8 @@ def _make_handle(
         "lock": str(paths.lock),
         "log": str(paths.log),
         "log_offset": log_offset,
+        "chroma_version": server.chroma_version,
+        "memory_mib": server.memory_mib,
     }
     return Handle(generation, data)
 

@@ -9,9 +9,30 @@ import re
 import sys
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+MIN_MEMORY_MIB = 128
+"""The smallest memory limit a local server gets (``RLIMIT_DATA``): measured on Chroma
+1.5.8 and 1.5.9, a server under 128 MiB serves 5,000 384-dimension vectors; under 64 MiB
+it starts but fails to index them (docs/local-runtime.md)."""
+
+
+class ChromaVersionLauncher(BaseModel):
+    """How the local runtime runs one Chroma version (``local.chroma_versions``)."""
+
+    python: str | None = Field(
+        None,
+        description="Python interpreter with this chromadb version installed, used by the "
+        "'bindings' launcher (e.g. .venvs/chroma-1.5.8/bin/python; `make chroma-venvs`).",
+    )
+    chroma_command: str | None = Field(
+        None,
+        description="The `chroma` console script of this version, used by the 'chroma-cli' "
+        "launcher.",
+    )
 
 
 class LocalRuntimeSettings(BaseModel):
@@ -40,6 +61,20 @@ class LocalRuntimeSettings(BaseModel):
         "chroma",
         description="The `chroma` console script used by the 'chroma-cli' launcher. A root "
         "service runs it as system_user, which must be able to run it and its interpreter.",
+    )
+    chroma_versions: dict[str, ChromaVersionLauncher] = Field(
+        {},
+        description="More Chroma versions an instance's spec may ask for, by version: each "
+        "names the interpreter ('bindings' launcher) or `chroma` command ('chroma-cli') that "
+        'runs it, e.g. {"1.5.8": {"python": ".venvs/chroma-1.5.8/bin/python"}}. The '
+        "version python/chroma_command above run (chromadb's installed version) is always "
+        "known and the default.",
+    )
+    default_memory_mib: int | None = Field(
+        None,
+        ge=MIN_MEMORY_MIB,
+        description="Memory limit (MiB, enforced as RLIMIT_DATA) of servers whose spec "
+        "names none; None: unlimited. Resolved into each instance's spec when it is accepted.",
     )
     start_timeout: float = Field(
         60.0, gt=0, description="Seconds a server may take to answer its heartbeat."
@@ -93,6 +128,17 @@ class LocalRuntimeSettings(BaseModel):
             if name.upper().startswith("CHROMA_ORCH_"):
                 raise ValueError(f"{name}: the service's own settings never go to servers")
         return names
+
+    @model_validator(mode="after")
+    def _check_versions(self) -> LocalRuntimeSettings:
+        needs = "python" if self.launcher == "bindings" else "chroma_command"
+        for version, launcher in self.chroma_versions.items():
+            if getattr(launcher, needs) is None:
+                raise ValueError(
+                    f"chroma_versions[{version!r}] names no {needs}, which the "
+                    f"{self.launcher!r} launcher needs"
+                )
+        return self
 
     @field_validator("port_range")
     @classmethod
