@@ -7,13 +7,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from chroma_orch.db.models import Event, Instance
-from chroma_orch.runtimes.base import Handle, InstanceSpec, ObservedState
+from chroma_orch.runtimes.base import Handle, InstanceSpec, ObservedState, ServerSpec
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.settings import EcsSettings
 from tests.ecs.aws_behaviour import AwsBehaviour
@@ -30,14 +29,14 @@ async def runtime(ecs_settings: EcsSettings) -> AsyncIterator[EcsRuntime]:
         await runtime.aclose()
 
 
-def _spec(instance_id: str | None = None, **options: Any) -> InstanceSpec:
+def _spec(instance_id: str | None = None, server: ServerSpec | None = None) -> InstanceSpec:
     instance_id = instance_id or str(uuid.uuid4())
     return InstanceSpec(
         instance_id=instance_id,
         tenant_id=str(uuid.uuid4()),
         name="main",
         generation=1,
-        options=options,
+        server=server or ServerSpec(),
         start_token=f"{uuid.UUID(instance_id).hex}-1-0",
     )
 
@@ -126,7 +125,7 @@ async def test_a_reused_token_with_other_parameters_adopts_the_task(
     spec = _spec()
     first = await runtime.start(spec)
     await runtime.stop(first)  # no live task a listing could find
-    changed = _spec(spec.instance_id, image="chromadb/chroma:1.5.8")  # another definition
+    changed = _spec(spec.instance_id, ServerSpec(chroma_version="1.5.8"))  # another definition
 
     second = await runtime.start(changed)  # same token: ConflictException
 

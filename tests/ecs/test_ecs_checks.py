@@ -158,14 +158,31 @@ async def test_roles_exist_and_trust_ecs_tasks(ecs_settings: EcsSettings, moto_u
     [
         (1024, 2048, None),
         (256, 512, None),
-        (256, 4096, "CPU 256 allows memory 512, 1024, 2048 MiB, not 4096 MiB"),
-        (1024, 1024, "CPU 1024 allows memory 2-8 GiB in 1 GiB steps, not 1024 MiB"),
-        (8192, 18 * 1024, "CPU 8192 allows memory 16-60 GiB in 4 GiB steps, not 18432 MiB"),
+        (
+            256,
+            4096,
+            "4096 MiB is not valid with 0.25 vCPU on Fargate "
+            "(0.25 vCPU allows 512, 1024 or 2048 MiB)",
+        ),
+        (
+            1024,
+            1024,
+            "1024 MiB is not valid with 1 vCPU on Fargate "
+            "(1 vCPU allows 2048-8192 MiB in 1024 MiB steps)",
+        ),
+        (
+            8192,
+            18 * 1024,
+            "18432 MiB is not valid with 8 vCPU on Fargate "
+            "(8 vCPU allows 16384-61440 MiB in 4096 MiB steps)",
+        ),
         (16384, 32 * 1024, None),
         (
             1000,
             2048,
-            "CPU 1000 is not a Fargate size (one of 256, 512, 1024, 2048, 4096, 8192, 16384)",
+            "1000 CPU units is not a Fargate task size (Fargate takes 256 (0.25 vCPU), "
+            "512 (0.5 vCPU), 1024 (1 vCPU), 2048 (2 vCPU), 4096 (4 vCPU), 8192 (8 vCPU), "
+            "16384 (16 vCPU))",
         ),
     ],
 )
@@ -175,7 +192,8 @@ def test_fargate_sizes(cpu: int, memory: int, problem: str | None) -> None:
 
 async def test_an_invalid_task_size_is_an_error(ecs_settings: EcsSettings) -> None:
     assert await _lines(ecs_settings, cpu=256, memory=4096) == [
-        "error: task size: CPU/MEMORY: CPU 256 allows memory 512, 1024, 2048 MiB, not 4096 MiB"
+        "error: task size: CPU/MEMORY: 4096 MiB is not valid with 0.25 vCPU on Fargate "
+        "(0.25 vCPU allows 512, 1024 or 2048 MiB)"
     ]
 
 

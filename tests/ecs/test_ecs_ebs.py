@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chroma_orch.runtimes.base import InstanceSpec, RuntimeUnavailableError
+from chroma_orch.runtimes.base import InstanceSpec, RuntimeUnavailableError, ServerSpec
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.runtimes.ecs.tasks import server_definition
 from chroma_orch.runtimes.ecs.volumes import TAG_OWNER
@@ -223,7 +223,7 @@ async def test_a_service_dying_between_stop_task_and_the_snapshot_is_healed(
 
 def test_the_task_definition_defers_the_volume_to_launch() -> None:
     settings = EcsSettings(ebs_role_arn="arn:aws:iam::123456789012:role/infra")
-    definition = server_definition(settings, {})
+    definition = server_definition(settings, ServerSpec())
     assert definition["volumes"] == [{"name": "data", "configuredAtLaunch": True}]
     (container,) = definition["containerDefinitions"]
     assert container["mountPoints"] == [
@@ -231,8 +231,8 @@ def test_the_task_definition_defers_the_volume_to_launch() -> None:
     ]
     efs = EcsSettings(efs_file_system_id="fs-1")  # an EFS deployment keeps EFS
     assert efs.storage_mode == "efs"
-    assert "efsVolumeConfiguration" in server_definition(efs, {}, "fsap-1")["volumes"][0]
-    assert server_definition(EcsSettings(storage="ephemeral"), {})["volumes"] == []
+    assert "efsVolumeConfiguration" in server_definition(efs, ServerSpec(), "fsap-1")["volumes"][0]
+    assert server_definition(EcsSettings(storage="ephemeral"), ServerSpec())["volumes"] == []
 
 
 def test_ebs_storage_without_the_infrastructure_role_is_refused() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chroma_orch.runtimes.base import InstanceSpec, ObservedState
+from chroma_orch.runtimes.base import InstanceSpec, ObservedState, ServerSpec
 from chroma_orch.runtimes.ecs.settings import EcsSettings
 from chroma_orch.runtimes.ecs.tasks import health_check, server_definition
 from chroma_orch.runtimes.local.runtime import LocalRuntime
@@ -55,8 +55,8 @@ async def test_the_health_check_asks_chromas_heartbeat(chroma: tuple[int, int]) 
 
 
 def test_the_task_definition_carries_it_unless_turned_off() -> None:
-    (container,) = server_definition(EcsSettings(), {})["containerDefinitions"]
+    (container,) = server_definition(EcsSettings(), ServerSpec())["containerDefinitions"]
     assert container["healthCheck"] == health_check(EcsSettings())
     settings = EcsSettings(container_health_check=False)
-    (container,) = server_definition(settings, {})["containerDefinitions"]
+    (container,) = server_definition(settings, ServerSpec())["containerDefinitions"]
     assert "healthCheck" not in container

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chroma_orch.runtimes.base import InstanceSpec
+from chroma_orch.runtimes.base import InstanceSpec, ServerSpec
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.settings import EcsSettings
 from tests.ecs.aws_behaviour import AwsBehaviour
@@ -106,7 +106,7 @@ def test_docker_hub_without_an_account_and_the_limits_of_the_settings() -> None:
     from chroma_orch.runtimes.ecs.tasks import server_definition
 
     settings = EcsSettings()
-    (container,) = server_definition(settings, {})["containerDefinitions"]
+    (container,) = server_definition(settings, ServerSpec())["containerDefinitions"]
     assert container["image"] == "chromadb/chroma:1.5.9"
     for bad in ({"stop_timeout": 121}, {"ephemeral_storage": 20}, {"ephemeral_storage": 201}):
         with pytest.raises(ValidationError):

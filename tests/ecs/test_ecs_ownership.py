@@ -9,7 +9,7 @@ import pytest
 
 from chroma_orch.db.models import Instance
 from chroma_orch.reconciler.loop import Reconciler
-from chroma_orch.runtimes.base import InstanceSpec
+from chroma_orch.runtimes.base import InstanceSpec, ServerSpec
 from chroma_orch.runtimes.ecs.tasks import server_definition
 from chroma_orch.settings import ReconcilerSettings
 from tests.ecs.aws_behaviour import AwsBehaviour
@@ -67,7 +67,9 @@ async def test_crash_between_run_task_and_commit_adopts(
 
 async def _run_foreign_task(service: EcsService, started_by: str, instance_id: str) -> str:
     # the same task definition the service uses
-    definition = await service.runtime._definition(server_definition(service.settings, {}))
+    definition = await service.runtime._definition(
+        server_definition(service.settings, ServerSpec())
+    )
     async with aws_client(service.settings.endpoint_url or "", "ecs") as ecs:
         answer = await ecs.run_task(
             cluster=CLUSTER,

@@ -16,6 +16,7 @@ from chroma_orch.runtimes.base import (
     InstanceSpec,
     Observation,
     ObservedState,
+    ServerSpec,
     StartPhase,
 )
 from chroma_orch.runtimes.ecs.batch import TaskLoader
@@ -221,8 +222,8 @@ def test_task_definitions_carry_none_of_the_services_environment(
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
     settings = EcsSettings(efs_file_system_id="fs-0123456789abcdef0")
-    options = {"image": "chromadb/chroma:1.5.9", "cpu": 512}
-    server = server_definition(settings, options, "fsap-0123456789abcdef0")
+    spec = ServerSpec(cpu=512, memory_mib=1024, chroma_version="1.5.9")
+    server = server_definition(settings, spec, "fsap-0123456789abcdef0")
     (container,) = server["containerDefinitions"]
     assert container["environment"] == [{"name": "ANONYMIZED_TELEMETRY", "value": "False"}]
     for definition in (server, cleanup_definition(settings, "fsap-0123456789abcdef0")):

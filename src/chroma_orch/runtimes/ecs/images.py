@@ -17,6 +17,8 @@ from chroma_orch.runtimes.ecs.settings import EcsSettings
 _ACCOUNT_IN_ARN = re.compile(r"^arn:aws[\w-]*:iam::([0-9]{12}):")
 _DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _PRIVATE_ECR = re.compile(r"^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/")
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+"""A tag Docker accepts (the distribution spec's reference grammar)."""
 
 
 class ImageSource(enum.StrEnum):
@@ -60,11 +62,44 @@ def account_of(settings: EcsSettings) -> str | None:
     return None
 
 
-def server_image(settings: EcsSettings) -> Image:
-    """The image of the Chroma servers, by the settings."""
+def _split(uri: str) -> tuple[str, str | None]:
+    """``uri`` without its tag, and the tag (None: none, or pinned by digest)."""
+    if "@" in uri:
+        return uri, None
+    head, _, last = uri.rpartition("/")
+    if ":" not in last:
+        return uri, None
+    name, _, tag = last.partition(":")
+    return f"{head}/{name}" if head else name, tag
+
+
+def default_tag(settings: EcsSettings) -> str:
+    """The tag (Chroma version) of the default image: IMAGE's own tag when IMAGE is
+    set and has one, else IMAGE_TAG."""
     if settings.image:
-        return Image(settings.image, ImageSource.EXPLICIT)
-    name = f"{settings.image_repository}:{settings.image_tag}"
+        tag = _split(settings.image)[1]
+        if tag:
+            return tag
+    return settings.image_tag
+
+
+def retaggable(settings: EcsSettings) -> bool:
+    """Whether other tags of the image can be named: not when IMAGE pins a digest."""
+    return not (settings.image and "@" in settings.image)
+
+
+def server_image(settings: EcsSettings, tag: str | None = None) -> Image:
+    """The image of the Chroma servers, by the settings; ``tag`` (a Chroma version)
+    in place of the default one (not for an IMAGE pinned by digest)."""
+    if tag is not None and tag != default_tag(settings):
+        if not retaggable(settings):
+            raise ValueError(f"IMAGE {settings.image} is pinned by digest: no tag {tag}")
+    else:
+        tag = None
+    if settings.image:
+        uri = settings.image if tag is None else f"{_split(settings.image)[0]}:{tag}"
+        return Image(uri, ImageSource.EXPLICIT)
+    name = f"{settings.image_repository}:{tag or settings.image_tag}"
     if settings.image_registry:
         return Image(f"{settings.image_registry.rstrip('/')}/{name}", ImageSource.REGISTRY)
     account = account_of(settings)

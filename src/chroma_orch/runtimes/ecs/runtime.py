@@ -54,6 +54,8 @@ from chroma_orch.runtimes.base import (
     Observation,
     ObservedState,
     RuntimeUnavailableError,
+    ServerSpec,
+    SpecCheck,
     StartFailedError,
     TaskStates,
 )
@@ -67,6 +69,7 @@ from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
 from chroma_orch.runtimes.ecs.logs import TaskLogs
 from chroma_orch.runtimes.ecs.owned import OwnedTask, OwnedTasks
 from chroma_orch.runtimes.ecs.settings import EcsSettings
+from chroma_orch.runtimes.ecs.specs import check_spec, chroma_versions
 from chroma_orch.runtimes.ecs.stops import classify_run_failures, classify_run_rejection
 from chroma_orch.runtimes.ecs.tasks import (
     CLEANUP_CONTAINER,
@@ -160,6 +163,23 @@ class EcsRuntime:
     async def preflight(self) -> None:
         """The start-up check (``checks``), as ``STARTUP_CHECK`` says."""
         await enforce(self.api, self.settings)
+
+    def chroma_versions(self) -> list[str]:
+        """``SpecSupport``: the image tags a spec may name, the default first."""
+        return chroma_versions(self.settings)
+
+    def check_spec(self, spec: ServerSpec) -> SpecCheck:
+        """``SpecSupport``: the spec on the settings' defaults, and its problems
+        (``specs``)."""
+        return check_spec(self.settings, spec)
+
+    def _runnable(self, server: ServerSpec) -> ServerSpec:
+        """The resolved spec a start runs, or the start fails with its problems (a
+        spec accepted earlier that the settings no longer allow)."""
+        checked = self.check_spec(server)
+        if checked.problems:
+            raise StartFailedError("InvalidSpec", "; ".join(checked.problems))
+        return checked.resolved
 
     async def start(self, spec: InstanceSpec) -> Handle:
         """Launch the instance's task, retrying transient errors with the same
@@ -410,9 +430,9 @@ class EcsRuntime:
         access_point = None
         if self.settings.storage_mode == "efs" and self.settings.efs_file_system_id:
             access_point = await self.access_points.ensure(spec.tenant_id, spec.instance_id)
-        params = server_definition(self.settings, spec.options, access_point)
-        definition = await self._definition(params)
-        command = server_command(self.settings)
+        server = self._runnable(spec.server)
+        definition = await self._definition(server_definition(self.settings, server, access_point))
+        command = server_command(self.settings, server)
         overrides = {
             "containerOverrides": [{"name": self.settings.container_name, "command": command}]
         }

@@ -246,6 +246,12 @@ class EcsSettings(BaseModel):
     )
     image_repository: str = Field("chromadb/chroma", description="Repository of the image.")
     image_tag: str = Field("1.5.9", description="Tag of the image (pin one).")
+    chroma_versions: list[str] = Field(
+        default_factory=list,
+        description="Chroma versions (image tags of the same repository) an instance's spec "
+        "may ask for, besides the default one (IMAGE_TAG, or IMAGE's tag); empty: any "
+        'well-formed tag (docs/ecs.md "Specs and versions").',
+    )
     account_id: str | None = Field(
         None, pattern=r"^[0-9]{12}$", description="AWS account of the ECR pull-through cache."
     )

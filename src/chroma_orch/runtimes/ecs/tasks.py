@@ -14,12 +14,15 @@ from chroma_orch.runtimes.base import (
     InstanceSpec,
     Observation,
     ObservedState,
+    ServerSpec,
     StartPhase,
 )
 from chroma_orch.runtimes.ecs.images import server_image
 from chroma_orch.runtimes.ecs.phases import phase_times, start_phase
 from chroma_orch.runtimes.ecs.settings import EcsSettings
+from chroma_orch.runtimes.ecs.specs import CPU_ARCHITECTURES, filled
 from chroma_orch.runtimes.ecs.stops import classify_stop
+from chroma_orch.runtimes.server_settings import CONFIG_FILE_NAME, server_config
 
 TAG_INSTANCE = "chroma-orch:instance"
 TAG_TENANT = "chroma-orch:tenant"
@@ -29,19 +32,43 @@ VOLUME_NAME = "data"
 
 STARTING_STATUSES = frozenset({"PROVISIONING", "PENDING", "ACTIVATING"})
 STOPPING_STATUSES = frozenset({"DEACTIVATING", "STOPPING", "DEPROVISIONING"})
-SPEC_OPTIONS = ("image", "cpu", "memory")
-"""Instance options that change the task definition (others are ignored here)."""
+CONFIG_VARIABLE = "ORCH_SERVER_CONFIG"
+"""The container's variable holding its server config file (no ``CHROMA_`` prefix:
+Chroma reads its own variables under it)."""
+CONFIG_ENTRYPOINT = ["dumb-init", "--", "sh", "-c"]
+"""The image's own init (its ENTRYPOINT is ``dumb-init -- chroma``) before a shell
+that writes the config file and execs ``chroma run FILE``."""
 
 
 def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"key": key, "value": value} for key, value in sorted(tags.items())]
 
 
-def server_command(settings: EcsSettings) -> list[str]:
-    """The Chroma image's entrypoint is ``chroma``; its data directory is the mount
-    itself (with EFS, the root of the instance's own access point)."""
+def server_command(settings: EcsSettings, server: ServerSpec) -> list[str]:
+    """The container's command: without server settings, ``chroma run`` flags (the
+    image's entrypoint is ``dumb-init -- chroma``); with them, the script of
+    ``CONFIG_ENTRYPOINT`` (Chroma takes a config file or flags, never both). The data
+    directory is the mount itself (with EFS, the root of the instance's own access
+    point)."""
     port = str(settings.container_port)
-    return ["run", "--path", settings.data_mount, "--host", "0.0.0.0", "--port", port]  # noqa: S104
+    if not server.settings:
+        return ["run", "--path", settings.data_mount, "--host", "0.0.0.0", "--port", port]  # noqa: S104
+    path = f"/tmp/{CONFIG_FILE_NAME}"  # noqa: S108 (the container's own /tmp)
+    script = f"printf '%s' \"${CONFIG_VARIABLE}\" > {path} && exec chroma run {path}"
+    return [script]
+
+
+def _server_config(settings: EcsSettings, server: ServerSpec) -> list[dict[str, str]]:
+    """The container's variables: its config file, when the spec has settings."""
+    if not server.settings:
+        return []
+    config = server_config(
+        server.settings,
+        persist_path=settings.data_mount,
+        host="0.0.0.0",  # noqa: S104 (the task's own interface)
+        port=settings.container_port,
+    )
+    return [{"name": CONFIG_VARIABLE, "value": config}]
 
 
 def _volumes(
@@ -72,6 +99,7 @@ def _definition(
     cpu: int,
     memory: int,
     access_point_id: str | None,
+    architecture: str,
 ) -> dict[str, Any]:
     volumes, mounts = _volumes(settings, access_point_id)
     container = container | {
@@ -96,7 +124,7 @@ def _definition(
         "containerDefinitions": [container],
         "volumes": volumes,
         "runtimePlatform": {
-            "cpuArchitecture": settings.cpu_architecture,
+            "cpuArchitecture": architecture,
             "operatingSystemFamily": "LINUX",
         },
     }
@@ -130,23 +158,32 @@ def health_check(settings: EcsSettings) -> dict[str, Any]:
 
 
 def server_definition(
-    settings: EcsSettings, options: Mapping[str, Any], access_point_id: str | None = None
+    settings: EcsSettings, server: ServerSpec, access_point_id: str | None = None
 ) -> dict[str, Any]:
-    """RegisterTaskDefinition parameters (``family`` included) for a server spec; with
-    EFS, for one instance's access point (a definition of its own)."""
-    image = str(options.get("image") or server_image(settings).uri)
-    cpu = int(options.get("cpu") or settings.cpu)
-    memory = int(options.get("memory") or settings.memory)
+    """RegisterTaskDefinition parameters (``family`` included) for a server spec
+    (a None field is the settings' default, so an old ``{}`` spec gets
+    the definition it always had); with EFS, for one instance's access point (a
+    definition of its own). Server settings live in the definition (its family)."""
+    given = filled(settings, server)
     container: dict[str, Any] = {
         "name": settings.container_name,
-        "image": image,
+        "image": server_image(settings, given.tag).uri,
         "portMappings": [{"containerPort": settings.container_port, "protocol": "tcp"}],
-        "environment": [{"name": "ANONYMIZED_TELEMETRY", "value": "False"}],
+        "environment": [
+            {"name": "ANONYMIZED_TELEMETRY", "value": "False"},
+            *_server_config(settings, server),
+        ],
         "stopTimeout": settings.stop_timeout,  # SIGTERM to SIGKILL: Chroma flushes
     }
+    if server.settings:
+        container["entryPoint"] = CONFIG_ENTRYPOINT
+        container["command"] = server_command(settings, server)
     if settings.container_health_check:
         container["healthCheck"] = health_check(settings)
-    params = _definition(settings, container, cpu, memory, access_point_id)
+    architecture = CPU_ARCHITECTURES[given.architecture]
+    params = _definition(
+        settings, container, given.cpu, given.memory, access_point_id, architecture
+    )
     if settings.ephemeral_storage is not None:
         params["ephemeralStorage"] = {"sizeInGiB": settings.ephemeral_storage}
     return _with_family(settings, params, access_point_id or "")
@@ -155,7 +192,7 @@ def server_definition(
 def cleanup_definition(settings: EcsSettings, access_point_id: str) -> dict[str, Any]:
     """A one-shot task that empties a deleted instance's access point."""
     container = {"name": CLEANUP_CONTAINER, "image": settings.cleanup_image, "entryPoint": ["sh"]}
-    params = _definition(settings, container, 256, 512, access_point_id)
+    params = _definition(settings, container, 256, 512, access_point_id, settings.cpu_architecture)
     return _with_family(settings, params, f"{access_point_id}-cleanup")
 
 
