@@ -180,10 +180,10 @@ class InstanceReconciler:
     # -- the decision --------------------------------------------------------
 
     async def reconcile(self) -> Decision:
-        before = self.upgrade.progress()
         await self.upgrade.step()
+        before = self.upgrade.progress()
         decision = await self._converge()
-        if self.upgrade.moved_on(before) and not isinstance(decision, RequeueAfter):
+        if await self.upgrade.moved_on(before) and not isinstance(decision, RequeueAfter):
             await self._mark_due()  # the upgrade's next step, at once: nothing else wakes it
         return decision
 
@@ -589,13 +589,16 @@ class InstanceReconciler:
             )
             phases = start_phases.new_phases(self.inst, observation)
         endpoint = observation.endpoint
+        # a server that becomes running clears the last failure; one that was running
+        # keeps what it shows (an upgrade's rollback: UpgradeRolledBack)
+        kept = self.inst.phase == Phase.RUNNING
         await self.write(
             writes.MARK_RUNNING,
             phase=Phase.RUNNING,
             handle=self.inst.handle,
             observed_generation=self.inst.generation,
-            failure_reason=None,
-            failure_message=None,
+            failure_reason=self.inst.failure_reason if kept else None,
+            failure_message=self.inst.failure_message if kept else None,
             capacity_waits=0,
             start_phases=start_phases.merged(self.inst, phases),
             more_events=start_phases.events(started, phases),

@@ -131,17 +131,24 @@ class UpgradeWork:
         return await session.get(Snapshot, upgrade.snapshot_id)
 
     def progress(self) -> tuple[Any, ...]:
-        """Where the instance and its upgrade stand (``moved_on`` compares)."""
+        """Where the instance and the upgrade's snapshot stand (``moved_on`` compares)."""
         inst = self.inst
-        return (inst.phase, inst.handle, inst.observed_generation, inst.generation)
+        snapshot = None if self.snapshot is None else self.snapshot.phase
+        return (inst.phase, inst.handle, inst.observed_generation, inst.generation, snapshot)
 
-    def moved_on(self, before: tuple[Any, ...]) -> bool:
+    async def moved_on(self, before: tuple[Any, ...]) -> bool:
         """Whether the pass must come back at once for the upgrade: it is still open,
         the instance's server runs (or failed), and this pass changed something (the
         upgrade's next step may follow; nothing else would wake the instance)."""
         inst = self.inst
-        waits = inst.upgrade_id is not None and inst.phase in (Phase.RUNNING, Phase.FAILED)
-        return waits and (self.changed or self.progress() != before)
+        if inst.upgrade_id is None or inst.phase not in (Phase.RUNNING, Phase.FAILED):
+            return False
+        if self.changed:
+            return True
+        if self.snapshot is not None:  # (the rest of the pass may have taken it)
+            async with self.host.sessions() as session:
+                self.snapshot = await session.get(Snapshot, self.snapshot.id)
+        return self.progress() != before
 
     # -- pending: the baseline, then the switch ---------------------------------------
 
@@ -205,6 +212,8 @@ class UpgradeWork:
             )
             await self._roll_back(upgrade, "SnapshotFailed", why, restore=False)
             return
+        if snapshot.phase != SnapshotPhase.READY:
+            return  # the pass takes it first: a rollback restores it
         if inst.phase == Phase.FAILED or inst.restart_count > 0:
             message = inst.failure_message or "the server exited"
             reason = inst.failure_reason or "ProcessExited"
@@ -221,7 +230,7 @@ class UpgradeWork:
             return
         old_server = (upgrade.baseline or {}).get("server")
         started_since = inst.handle is not None and inst.handle != old_server
-        if inst.phase == Phase.RUNNING and started_since and snapshot.phase == SnapshotPhase.READY:
+        if inst.phase == Phase.RUNNING and started_since:
             await self._change_alone(upgrade, {"phase": UpgradePhase.PROBING.value})
 
     def _past_deadline(self, upgrade: InstanceUpgrade) -> bool:
