@@ -15,7 +15,16 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from chroma_orch import __version__, dashboard, dataplane, process_tuning
 from chroma_orch.api import dataplane as dataplane_api
 from chroma_orch.api import events as events_api
-from chroma_orch.api import health, instances, metrics, seed, snapshot_schedules, snapshots, tenants
+from chroma_orch.api import (
+    health,
+    instances,
+    metrics,
+    rollouts,
+    seed,
+    snapshot_schedules,
+    snapshots,
+    tenants,
+)
 from chroma_orch.api.problems import install_error_handlers
 from chroma_orch.context import AppContext
 from chroma_orch.db.embedded import EmbeddedPostgres
@@ -39,6 +48,7 @@ from chroma_orch.events import guard, stream
 from chroma_orch.loops import Loops
 from chroma_orch.reconciler.culler import cull_idle
 from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.reconciler.rollouts import RolloutRunner
 from chroma_orch.reconciler.snapshot_scheduler import SnapshotScheduler
 from chroma_orch.runtimes.base import Preflight, RuntimeServices, can_snapshot
 from chroma_orch.runtimes.factory import build_runtime
@@ -193,6 +203,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             loops.every(
                 "snapshot_scheduler", scheduler.run_once, settings.snapshots.schedule_interval
             )
+            rollout_runner = RolloutRunner(sessions, policy, runtime, settings.rollouts.batch)
+            loops.every("rollouts", rollout_runner.run_once, settings.rollouts.interval)
         loops.add("listener", listener.run)
         await stack.enter_async_context(loops)  # left first: every loop stops before the rest
         await asyncio.wait_for(listener.connected.wait(), timeout=30)
@@ -226,6 +238,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         snapshots,
         snapshot_schedules,
         tenants,
+        rollouts,
         seed,
         health,
         metrics,
