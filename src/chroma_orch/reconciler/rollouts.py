@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chroma_orch.db.models import Instance, Rollout, RolloutMember
 from chroma_orch.db.outbox import commit
 from chroma_orch.domain.instances import InstancePolicy
-from chroma_orch.domain.limits import ON_THEIR_WAY_UP
+from chroma_orch.domain.limits import STARTS_OWED
 from chroma_orch.domain.rollout_schemas import (
     ACTIVE_ROLLOUT,
     FAILED_MEMBER,
@@ -104,7 +104,7 @@ class RolloutRunner:
         """Start waiting members while there is room for them."""
         active = sum(1 for member in wave if member.state == MemberState.ACTIVE)
         starting = await session.scalar(
-            select(func.count()).select_from(Instance).where(ON_THEIR_WAY_UP)
+            select(func.count()).select_from(Instance).where(STARTS_OWED)
         )
         room = min(
             plan.max_concurrent - active, self.policy.max_concurrent_starts - (starting or 0)
