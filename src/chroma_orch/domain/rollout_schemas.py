@@ -5,9 +5,11 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from chroma_orch.domain.schemas import _Input
 
 MAX_WAVES = 20
 
@@ -62,14 +64,15 @@ class RolloutSelector(BaseModel):
     )
 
 
-class RolloutPlan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+Percent = Annotated[StrictInt, Field(ge=1, le=100)]
 
+
+class RolloutPlan(_Input):
     selector: RolloutSelector = Field(
         default_factory=RolloutSelector,
         description="Which live instances take part; chosen when the rollout is created.",
     )
-    waves: list[int] = Field(
+    waves: list[Percent] = Field(
         default_factory=lambda: [100],
         min_length=1,
         max_length=MAX_WAVES,
@@ -93,8 +96,6 @@ class RolloutPlan(BaseModel):
     @field_validator("waves")
     @classmethod
     def _cumulative(cls, waves: list[int]) -> list[int]:
-        if any(p < 1 or p > 100 for p in waves):
-            raise ValueError("each wave is a percentage from 1 to 100")
         if any(b <= a for a, b in zip(waves, waves[1:], strict=False)):
             raise ValueError("wave percentages must be strictly increasing")
         if waves[-1] != 100:
