@@ -282,12 +282,16 @@ async def test_a_rollback_within_the_budget_goes_on(
             .where(Instance.id == uuid.UUID(ids[0]))
             .values(spec={"chroma_version": "1.5.9"})
         )
-    body = {"chroma_version": "1.5.9", "error_budget": 1, "max_concurrent": 3}
+    stopped = (await _launch(client, tenant, ["d"]))[0]
+    assert (await client.post(f"/v1/instances/{stopped}/stop", headers=bearer(tenant))).is_success
+    body = {"chroma_version": "1.5.9", "error_budget": 1, "max_concurrent": 4}
     rollout = (await client.post("/v1/upgrades", json=body)).json()
     await runner.run_once()
     members = {str(m.instance_id): m for m in await _members(ctx, rollout["id"])}
     assert members[ids[0]].state == "succeeded"
     assert members[ids[0]].upgrade_id is None  # no upgrade needed
+    assert members[stopped].state == "skipped"  # an upgrade is probed on a running server
+    assert members[stopped].upgrade_id is None
     async with ctx.engine.begin() as conn:
         await conn.execute(
             update(InstanceUpgrade)
@@ -303,7 +307,7 @@ async def test_a_rollback_within_the_budget_goes_on(
     done = (await client.get(f"/v1/rollouts/{rollout['id']}")).json()
     assert done["state"] == "succeeded"
     counts = done["waves"][0]["counts"]
-    assert (counts["succeeded"], counts["rolled_back"], counts["skipped"]) == (1, 1, 1)
+    assert (counts["succeeded"], counts["rolled_back"], counts["skipped"]) == (1, 1, 2)
 
 
 async def test_a_failed_restart_counts_against_the_budget(

@@ -144,9 +144,11 @@ class Members:
         return None
 
     async def start_upgrade(self, member: RolloutMember, version: str) -> None:
-        instance = await self.session.get(Instance, member.instance_id)
+        instance = await rows.fetch_instance(self.session, member.instance_id, for_update=True)
         if instance is None or instance.desired_state == DesiredState.DELETED:
             return self.change(member, MemberState.SKIPPED, "the instance was deleted")
+        if instance.desired_state != DesiredState.RUNNING:  # probed on a running server only
+            return self.change(member, MemberState.SKIPPED, "the instance is stopped")
         if (instance.spec or {}).get("chroma_version") == version:
             return self.change(member, MemberState.SUCCEEDED, f"already on {version}")
         try:
