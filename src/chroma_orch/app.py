@@ -19,6 +19,7 @@ from chroma_orch.api import (
     health,
     instances,
     metrics,
+    rollouts,
     seed,
     snapshot_schedules,
     snapshots,
@@ -48,6 +49,8 @@ from chroma_orch.events import guard, stream
 from chroma_orch.loops import Loops
 from chroma_orch.reconciler.culler import cull_idle
 from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.reconciler.rollout_members import upgrades_with
+from chroma_orch.reconciler.rollouts import RolloutRunner
 from chroma_orch.reconciler.snapshot_scheduler import SnapshotScheduler
 from chroma_orch.runtimes.base import Preflight, RuntimeServices, can_snapshot
 from chroma_orch.runtimes.factory import build_runtime
@@ -202,6 +205,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             loops.every(
                 "snapshot_scheduler", scheduler.run_once, settings.snapshots.schedule_interval
             )
+            upgrades = upgrades_with(policy, ctx.snapshot_policy)
+            rollout_runner = RolloutRunner(
+                sessions, policy, runtime, upgrades, settings.rollouts.batch
+            )
+            loops.every("rollouts", rollout_runner.run_once, settings.rollouts.interval)
         loops.add("listener", listener.run)
         await stack.enter_async_context(loops)  # left first: every loop stops before the rest
         await asyncio.wait_for(listener.connected.wait(), timeout=30)
@@ -236,6 +244,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         snapshot_schedules,
         upgrades,
         tenants,
+        rollouts,
         seed,
         health,
         metrics,

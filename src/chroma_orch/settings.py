@@ -290,6 +290,15 @@ class CullingSettings(BaseModel):
     )
 
 
+class RolloutSettings(BaseModel):
+    """Fleet upgrades and rolling restarts in waves (``reconciler/rollouts.py``)."""
+
+    interval: float = Field(
+        1.0, gt=0, description="Seconds between passes of the rollout loop (every replica)."
+    )
+    batch: int = Field(20, ge=1, description="Due rollouts one replica claims and steps per pass.")
+
+
 class LimitsSettings(BaseModel):
     """Admission limits (all answered with 429 problem+json and ``Retry-After``)."""
 
@@ -531,6 +540,7 @@ class Settings(BaseSettings):
     culling: CullingSettings = Field(default_factory=CullingSettings)
     snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
     upgrades: UpgradeSettings = Field(default_factory=UpgradeSettings)
+    rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @field_validator("runtime")
     @classmethod

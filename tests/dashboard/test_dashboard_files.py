@@ -11,6 +11,7 @@ PAGE_AND_ASSETS = {
     "/dashboard/index.html": "text/html",
     "/dashboard/app.js": "javascript",
     "/dashboard/snapshots.js": "javascript",
+    "/dashboard/rollouts.js": "javascript",
     "/dashboard/style.css": "text/css",
 }
 

@@ -72,6 +72,7 @@ def _body(method: str, template: str, victim: dict[str, str]) -> dict[str, Any] 
         ("POST", "/v1/instances/{instance_id}/upgrade"): {"chroma_version": "1.5.8"},
         ("PUT", "/v1/instances/{instance_id}/snapshot-schedule"): {"every": 3600, "keep": 1},
         ("PUT", "/v1/tenants/{tenant_id}/snapshot-schedule"): {"every": 3600, "keep": 1},
+        ("POST", "/v1/upgrades"): {"chroma_version": "1.5.9"},
     }
     return bodies.get((method, template))
 
@@ -89,6 +90,7 @@ def _operations(
             .replace("{snapshot_id}", victim["snapshot_id"])
             .replace("{token_id}", str(uuid.uuid4()))
             .replace("{upgrade_id}", str(uuid.uuid4()))
+            .replace("{rollout_id}", str(uuid.uuid4()))
             .replace("{user_id}", "victim")
             .replace("{path}", "api/v2/heartbeat")
         )

@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 from chroma_orch.cli_client import (
     admin_commands,
     instance_commands,
+    rollout_commands,
     schedule_commands,
     snapshot_commands,
     transfer,
@@ -24,6 +25,9 @@ CLIENT_GROUPS = {
     "tenants": admin_commands.tenants,
     "tokens": admin_commands.tokens,
     "snapshots": snapshot_commands.app,
+    "upgrades": rollout_commands.upgrades,
+    "restarts": rollout_commands.restarts,
+    "rollouts": rollout_commands.app,
 }
 snapshot_commands.add_clone(instance_commands.app)
 transfer.add_export(snapshot_commands.app)

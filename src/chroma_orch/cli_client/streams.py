@@ -63,16 +63,18 @@ def wait(
 
 def watch(
     api: Api,
-    instance_id: str,
+    instance_id: str | None,
     read: Callable[[], dict[str, Any]],
     settled: Settled,
     remaining: Remaining,
 ) -> dict[str, Any] | None:
     """Call ``read`` (the instance, or one of its snapshots) again on every event
-    about the instance until ``settled`` says so.
+    about the instance (None: on every event the token sees, e.g. an admin's
+    ``rollout.*``) until ``settled`` says so.
 
     ``None``: the stream is not available, or dropped; poll for the rest."""
-    ws = _open(api, f"/v1/events?instance_id={instance_id}")
+    query = f"?instance_id={instance_id}" if instance_id is not None else ""
+    ws = _open(api, f"/v1/events{query}")
     if ws is None:
         return None
     with ws:

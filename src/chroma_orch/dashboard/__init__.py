@@ -17,7 +17,9 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 DASHBOARD_DIR = Path(__file__).parent
-ASSETS = frozenset({".", "index.html", "app.js", "snapshots.js", "style.css"})  # "." is the page
+ASSETS = frozenset(
+    {".", "index.html", "app.js", "snapshots.js", "rollouts.js", "style.css"}
+)  # "." is the page
 _HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
 
 

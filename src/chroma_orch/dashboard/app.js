@@ -65,9 +65,11 @@ function handle(message) {
       state.instances = new Map(message.instances.map((i) => [i.id, i]));
       state.lastSeq = message.seq;
       snapshotsResynced();
+      rolloutsResynced();  // rollouts.js
       break;
     case "event":
       if (isSnapshotEvent(message)) applySnapshotEvent(message);  // snapshots.js
+      else if (isRolloutEvent(message)) applyRolloutEvent(message);  // rollouts.js
       else apply(message);
       state.lastSeq = message.seq;
       break;
@@ -255,6 +257,7 @@ function signOut(reason) {
   if (socket) socket.close();
   closeLogs();
   closeSnapshots();
+  closeRollouts();
   state.instances.clear();
   state.lastSeq = null;
   $("app").hidden = true;

@@ -103,6 +103,13 @@ ON_THEIR_WAY_UP = (Instance.desired_state == DesiredState.RUNNING.value) & one_o
 )
 """Instances that count against the service-wide cap on concurrent starts."""
 
+STARTS_OWED = ON_THEIR_WAY_UP | (
+    (Instance.desired_state == DesiredState.RUNNING.value)
+    & (Instance.observed_generation < Instance.restart_generation)
+)
+"""Those and the instances whose restart the reconciler has not begun yet (still
+``running`` on the old server): what the rollout loop counts before starting more."""
+
 
 def enforce_start_cap(starting: int, limit: int) -> None:
     """Raise ``TooManyStartsError`` when ``starting`` instances already fill ``limit``."""
