@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from chroma_orch.db.models import Event
 from tests.chroma_versions import SECOND_VERSION
-from tests.e2e.service import Service, running_instance, running_service
+from tests.e2e.service import Service, running_instance
 from tests.e2e.upgrade_helpers import (
     BLIND,
     DEAD,
@@ -26,7 +24,6 @@ from tests.e2e.upgrade_helpers import (
     read_data,
     served_version,
     upgrade,
-    versions_env,
     write_data,
 )
 from tests.helpers import wait_phase
@@ -35,10 +32,9 @@ INSTALLED = "1.5.9"
 
 
 @pytest.fixture
-async def service(database_url: str, tmp_path: Path) -> AsyncIterator[Service]:
-    env = versions_env(tmp_path / "tools") | {"CHROMA_ORCH_UPGRADES__TIMEOUT": "60"}
-    async with running_service(database_url, tmp_path / "data", **env) as svc:
-        yield svc
+def service(upgrade_service: Service) -> Service:
+    """The service knows Chroma 1.5.8 and two broken versions (tests/e2e/conftest.py)."""
+    return upgrade_service
 
 
 async def _upgrade_events(database_url: str, upgrade_id: str) -> list[str]:
