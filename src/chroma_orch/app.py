@@ -15,7 +15,16 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from chroma_orch import __version__, dashboard, dataplane, process_tuning
 from chroma_orch.api import dataplane as dataplane_api
 from chroma_orch.api import events as events_api
-from chroma_orch.api import health, instances, metrics, seed, snapshot_schedules, snapshots, tenants
+from chroma_orch.api import (
+    health,
+    instances,
+    metrics,
+    plans,
+    seed,
+    snapshot_schedules,
+    snapshots,
+    tenants,
+)
 from chroma_orch.api.problems import install_error_handlers
 from chroma_orch.context import AppContext
 from chroma_orch.db.embedded import EmbeddedPostgres
@@ -31,6 +40,7 @@ from chroma_orch.db.statements import check_engine
 from chroma_orch.db.task_states import TaskStatesInDb
 from chroma_orch.domain.instances import InstancePolicy
 from chroma_orch.domain.limits import AuthFailures, RateLimiter
+from chroma_orch.domain.plans import default_plan
 from chroma_orch.domain.snapshot_store import build_store
 from chroma_orch.domain.snapshots import snapshot_policy
 from chroma_orch.domain.tenants import ensure_admin_token
@@ -130,6 +140,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_per_tenant=settings.max_instances_per_tenant,
             public_url=settings.base_url if settings.proxy.enabled else None,
             max_concurrent_starts=settings.limits.max_concurrent_starts,
+            default_plan=default_plan(settings.specs),
         )
         store = build_store(settings)
         hub = EventHub()
@@ -226,6 +237,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         snapshots,
         snapshot_schedules,
         tenants,
+        plans,
         seed,
         health,
         metrics,

@@ -85,6 +85,16 @@ class SnapshotsUnsupportedError(ConflictError):
     code, title = "snapshots_unsupported", "This runtime cannot snapshot instances"
 
 
+class UpgradeInProgressError(ConflictError):
+    """The instance has an open guarded upgrade: its spec changes only through it."""
+
+    code, title = "upgrade_in_progress", "An upgrade of the instance is under way"
+
+
+class PlanInUseError(ConflictError):
+    code, title = "plan_in_use", "The plan is some tenant's plan"
+
+
 class PayloadTooLargeError(AppError):
     status, code, title = 413, "payload_too_large", "Request body too large"
 
@@ -103,6 +113,13 @@ class IncompatibleArchiveVersionError(AppError):
     """Data another Chroma major version wrote than the servers here run."""
 
     status, code, title = 422, "incompatible_chroma_version", "Archive of another Chroma major"
+
+
+class InvalidSpecError(AppError):
+    """A spec the runtime cannot run, or the tenant's plan does not allow (``detail``
+    names every reason)."""
+
+    status, code, title = 422, "invalid_spec", "The spec is not valid"
 
 
 class QuotaExceededError(AppError):

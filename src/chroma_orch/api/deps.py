@@ -18,6 +18,7 @@ from chroma_orch.db.outbox import commit, discard_pending
 from chroma_orch.domain.auth import authenticate
 from chroma_orch.domain.deletion import DeletionService
 from chroma_orch.domain.instances import InstanceService
+from chroma_orch.domain.plans import PlanService
 from chroma_orch.domain.principal import Principal
 from chroma_orch.domain.snapshot_schedules import ScheduleService
 from chroma_orch.domain.snapshots import SnapshotService
@@ -88,7 +89,7 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 async def get_instances(
     session: Session, principal: CurrentPrincipal, ctx: Context
 ) -> InstanceService:
-    return InstanceService(session, principal, ctx.policy)
+    return InstanceService(session, principal, ctx.policy, ctx.runtime)
 
 
 async def get_tenants(session: Session, principal: CurrentPrincipal, ctx: Context) -> TenantService:
@@ -122,3 +123,10 @@ async def get_deletions(snapshots: Snapshots) -> DeletionService:
 
 Deletions = Annotated[DeletionService, Depends(get_deletions)]
 Tenants = Annotated[TenantService, Depends(get_tenants)]
+
+
+async def get_plans(session: Session, principal: CurrentPrincipal) -> PlanService:
+    return PlanService(session, principal)
+
+
+Plans = Annotated[PlanService, Depends(get_plans)]

@@ -35,6 +35,9 @@ class Action(enum.StrEnum):
     DELETE = "delete"
     RESTORE = "restore"
     UNDELETE = "undelete"
+    RECONFIGURE = "reconfigure"
+    """A new spec (``PATCH /v1/instances/{id}``): a restart on it when running, applied
+    at the next start when stopped. The desired state stays as it is."""
 
 
 _P = Phase
@@ -68,9 +71,18 @@ ACTION_TARGETS: dict[Action, DesiredState] = {
 # an undelete may touch a deleted instance (an undelete only once it is deleted).
 _ACTIONS_BY_DESIRED: dict[DesiredState, frozenset[Action]] = {
     _D.RUNNING: frozenset(
-        {Action.START, Action.STOP, Action.RESTART, Action.DELETE, Action.RESTORE}
+        {
+            Action.START,
+            Action.STOP,
+            Action.RESTART,
+            Action.DELETE,
+            Action.RESTORE,
+            Action.RECONFIGURE,
+        }
+    ),  # fmt: skip
+    _D.STOPPED: frozenset(
+        {Action.START, Action.STOP, Action.DELETE, Action.RESTORE, Action.RECONFIGURE}
     ),
-    _D.STOPPED: frozenset({Action.START, Action.STOP, Action.DELETE, Action.RESTORE}),
     _D.DELETED: frozenset({Action.DELETE, Action.UNDELETE}),
 }
 
