@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from chroma_orch.db.models import Instance, InstanceUpgrade, Intent, UpgradePhase
 from chroma_orch.settings import ReconcilerSettings, SpecsSettings
@@ -25,7 +25,7 @@ RESOLVED_DEFAULT = {
     "chroma_version": "1.5.9",
     "settings": {},
 }
-SMALL = {
+SMALL: dict[str, dict[str, Any]] = {
     "defaults": {"memory_mib": 512, "chroma_version": "1.5.8"},
     "allowed": {"memory_mib": [256, 2048], "chroma_versions": ["1.5.8", "1.5.9"]},
     "quota": {"memory_mib": 2048},
@@ -226,7 +226,8 @@ async def _intents(app: FastAPI, instance_id: str) -> list[tuple[str, int]]:
 
 async def _row(app: FastAPI, instance_id: str) -> Instance:
     async with app.state.ctx.sessions() as session:
-        return await session.get_one(Instance, uuid.UUID(instance_id))
+        row: Instance = await session.get_one(Instance, uuid.UUID(instance_id))
+        return row
 
 
 async def test_a_spec_change_of_a_running_instance_is_a_restart_at_a_new_generation(
@@ -293,7 +294,7 @@ async def test_a_spec_change_during_an_upgrade_is_refused(
     upgrade_id = uuid.uuid4()
     async with app.state.ctx.engine.begin() as conn:
         await conn.execute(
-            InstanceUpgrade.__table__.insert().values(
+            insert(InstanceUpgrade).values(
                 id=upgrade_id,
                 instance_id=uuid.UUID(instance["id"]),
                 tenant_id=uuid.UUID(tenant_id),
