@@ -71,6 +71,7 @@ def _body(method: str, template: str, victim: dict[str, str]) -> dict[str, Any] 
         ("POST", "/v1/instances/{instance_id}/restore"): {"snapshot_id": victim["snapshot_id"]},
         ("PUT", "/v1/instances/{instance_id}/snapshot-schedule"): {"every": 3600, "keep": 1},
         ("PUT", "/v1/tenants/{tenant_id}/snapshot-schedule"): {"every": 3600, "keep": 1},
+        ("PUT", "/v1/plans/{name}"): {"quota": {"cpu": 1}},
     }
     return bodies.get((method, template))
 
@@ -88,6 +89,7 @@ def _operations(
             .replace("{snapshot_id}", victim["snapshot_id"])
             .replace("{token_id}", str(uuid.uuid4()))
             .replace("{user_id}", "victim")
+            .replace("{name}", "victim-plan")
             .replace("{path}", "api/v2/heartbeat")
         )
         if template == "/v1/instances/import":  # its parameters are in the query

@@ -24,10 +24,8 @@ from chroma_orch.runtimes.base import Architecture, StartPhase
 
 _LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
 _LABEL_PREFIX = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
-LabelKey = Annotated[
-    str,
-    StringConstraints(max_length=317, pattern=rf"^({_LABEL_PREFIX}/)?{_LABEL_NAME}$"),
-]
+_LABEL_KEY = rf"^({_LABEL_PREFIX}/)?{_LABEL_NAME}$"
+LabelKey = Annotated[str, StringConstraints(max_length=317, pattern=_LABEL_KEY)]
 LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=rf"^({_LABEL_NAME})?$")]
 MAX_LABELS = 64
 Labels = Annotated[
@@ -39,6 +37,10 @@ Labels = Annotated[
         "or digit, optionally after a DNS prefix and '/'; a value is such a name or empty. "
         f"At most {MAX_LABELS}.",
         examples=[{"tier": "gold", "example.com/team": "search"}],
+        json_schema_extra={  # every key matches: no other properties
+            "additionalProperties": False,
+            "propertyNames": {"maxLength": 317, "pattern": _LABEL_KEY},
+        },
     ),
 ]
 
