@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 from chroma_orch.cli_client import (
     admin_commands,
     instance_commands,
+    plan_commands,
     schedule_commands,
     snapshot_commands,
     transfer,
@@ -24,6 +25,7 @@ CLIENT_GROUPS = {
     "tenants": admin_commands.tenants,
     "tokens": admin_commands.tokens,
     "snapshots": snapshot_commands.app,
+    "plans": plan_commands.app,
 }
 snapshot_commands.add_clone(instance_commands.app)
 transfer.add_export(snapshot_commands.app)
@@ -44,7 +46,8 @@ def finished(code: int) -> None:
 
 
 def add_client_commands(root: typer.Typer) -> None:
-    """Add ``instances``, ``tenants``, ``tokens`` and ``snapshots`` to the ``chroma-orch`` app."""
+    """Add ``instances``, ``tenants``, ``tokens``, ``snapshots`` and ``plans`` to the
+    ``chroma-orch`` app."""
     for name, group in CLIENT_GROUPS.items():
         root.add_typer(group, name=name)
 
