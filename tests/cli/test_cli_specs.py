@@ -30,13 +30,13 @@ async def test_plans_from_the_command_line(service: Service, tmp_path: Path) -> 
     assert rows == [["NAME", "TENANTS", "QUOTA"], ["big", "0", "cpu=8192"],
                     ["small", "1", "memory_mib=4096"]]  # fmt: skip
     in_use = await run_cli("plans", "delete", "small", url=url)
-    assert in_use.code != 0
+    assert in_use.code == 5
     assert "plan 'small' is the plan of 1 tenant" in in_use.stderr
     back = await run_cli("plans", "assign", "acme", "--default", url=url)
     assert back.stdout.strip() == "tenant acme: plan (default)"
     assert (await run_cli("plans", "delete", "small", url=url)).code == 0
     bad = await run_cli("plans", "put", "x", '{"allowed": {"cpu": [2, 1]}}', url=url)
-    assert bad.code != 0
+    assert bad.code == 2
     assert "minimum is above the maximum" in bad.stderr
 
 
@@ -59,8 +59,8 @@ async def test_labels_and_specs_from_the_command_line(service: Service) -> None:
         "instances", "create", "other", "--chroma-version", "0.0.0-none", "--memory", "512",
         url=url, token=token,
     )  # fmt: skip
-    assert refused.code != 0
-    assert "spec" in refused.stderr
+    assert refused.code == 2
+    assert "(invalid_spec, HTTP 422)" in refused.stderr
     nothing = await run_cli("instances", "update", "main", url=url, token=token)
     assert nothing.code == 2
     assert "nothing to change" in nothing.stderr
