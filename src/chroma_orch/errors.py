@@ -79,20 +79,24 @@ class IdempotencyKeyReusedError(ConflictError):
     code, title = "idempotency_key_reused", "Idempotency-Key was used with another request"
 
 
+class PlanInUseError(ConflictError):
+    """Deleting a plan a tenant has (``domain/plans.py``)."""
+
+    code, title = "plan_in_use", "The plan is some tenant's plan"
+
+
 class SnapshotsUnsupportedError(ConflictError):
     """The runtime keeps no copy of its instances' data (ECS with EFS or ephemeral storage)."""
 
     code, title = "snapshots_unsupported", "This runtime cannot snapshot instances"
 
 
+class InvalidSpecError(AppError):
+    status, code, title = 422, "invalid_spec", "The spec cannot run here"
+
+
 class UpgradeInProgressError(ConflictError):
-    """The instance has an open guarded upgrade: its spec changes only through it."""
-
-    code, title = "upgrade_in_progress", "An upgrade of the instance is under way"
-
-
-class PlanInUseError(ConflictError):
-    code, title = "plan_in_use", "The plan is some tenant's plan"
+    code, title = "upgrade_in_progress", "The instance is being upgraded"
 
 
 class PayloadTooLargeError(AppError):
@@ -113,13 +117,6 @@ class IncompatibleArchiveVersionError(AppError):
     """Data another Chroma major version wrote than the servers here run."""
 
     status, code, title = 422, "incompatible_chroma_version", "Archive of another Chroma major"
-
-
-class InvalidSpecError(AppError):
-    """A spec the runtime cannot run, or the tenant's plan does not allow (``detail``
-    names every reason)."""
-
-    status, code, title = 422, "invalid_spec", "The spec is not valid"
 
 
 class QuotaExceededError(AppError):

@@ -89,8 +89,8 @@ def _operations(
             .replace("{snapshot_id}", victim["snapshot_id"])
             .replace("{token_id}", str(uuid.uuid4()))
             .replace("{user_id}", "victim")
-            .replace("{name}", "victim-plan")
             .replace("{path}", "api/v2/heartbeat")
+            .replace("{name}", "victim-plan")
         )
         if template == "/v1/instances/import":  # its parameters are in the query
             path += f"?name=intruder&tenant_id={victim['tenant_id']}"
