@@ -327,3 +327,16 @@ async def test_labels_are_replaced_whole_and_validated(client: httpx.AsyncClient
              "validation_error")  # fmt: skip
     kept = await client.patch(url, json={"idle_timeout_seconds": 60}, headers=bearer(token))
     assert kept.json()["labels"] == {"c": ""}
+
+
+async def test_an_undelete_needs_room_in_the_quota(
+    app_client: tuple[httpx.AsyncClient, FastAPI],
+) -> None:
+    client, app = app_client
+    _, token = await _on_plan(client, SMALL)
+    first = (await _launch(client, token, "a", spec={"memory_mib": 2048})).json()["instance"]
+    assert (await client.delete(f"/v1/instances/{first['id']}", headers=bearer(token))).is_success
+    await settle(app.state.ctx.engine, first["id"], "deleted")
+    assert (await _launch(client, token, "b", spec={"memory_mib": 1024})).status_code == 202
+    undelete = await client.post(f"/v1/instances/{first['id']}/undelete", headers=bearer(token))
+    assert "3072 MiB of memory" in _refused(undelete, "quota_exceeded", 429)

@@ -42,7 +42,7 @@ from chroma_orch.domain.schemas import (
     SpecRead,
 )
 from chroma_orch.domain.snapshot_access import restorable_snapshot
-from chroma_orch.domain.specs import merge_spec, resolve_spec, stored_spec
+from chroma_orch.domain.specs import check_room, merge_spec, resolve_spec, stored_spec
 from chroma_orch.domain.states import (
     ACTION_TARGETS,
     Action,
@@ -471,6 +471,18 @@ class InstanceService:
         if data.spec is not None:
             await self._reconfigure(instance, data.spec.requested())
         return instance
+
+    async def check_room(self, instance: Instance) -> None:
+        """``QuotaExceededError`` unless the tenant's plan has room for ``instance``
+        live again (an undelete); takes the tenant's spec lock (before any row lock)."""
+        spec = ServerSpec.from_json(instance.spec)
+        await check_room(
+            self.session,
+            self.runtime,
+            instance.tenant_id,
+            spec,
+            default_plan=self.policy.default_plan,
+        )
 
     async def _resolve(
         self,

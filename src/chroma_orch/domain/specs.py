@@ -83,6 +83,23 @@ async def resolve_spec(
     return check.resolved
 
 
+async def check_room(
+    session: AsyncSession,
+    runtime: object,
+    tenant_id: uuid.UUID,
+    spec: ServerSpec,
+    *,
+    default_plan: PlanDefinition | None = None,
+) -> None:
+    """``QuotaExceededError`` unless the tenant's plan has room for one more live
+    instance of ``spec`` as it is (an undelete). Takes the tenant's spec lock."""
+    if spec_support(runtime) is None:
+        return
+    await lock(session, NamedLock.TENANT_SPECS, tenant_id)
+    plan = await tenant_plan(session, tenant_id, default_plan or _EMPTY_PLAN)
+    await check_quota(session, tenant_id, plan.quota, spec, None)
+
+
 def stored_spec(runtime: object, spec: ServerSpec) -> ServerSpec:
     """A stored spec as the runtime runs it (a row from before specs is all None:
     the runtime's defaults)."""
