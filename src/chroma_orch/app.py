@@ -19,6 +19,7 @@ from chroma_orch.api import (
     health,
     instances,
     metrics,
+    plans,
     rollouts,
     seed,
     snapshot_schedules,
@@ -41,6 +42,7 @@ from chroma_orch.db.statements import check_engine
 from chroma_orch.db.task_states import TaskStatesInDb
 from chroma_orch.domain.instances import InstancePolicy
 from chroma_orch.domain.limits import AuthFailures, RateLimiter
+from chroma_orch.domain.plans import default_plan
 from chroma_orch.domain.snapshot_store import build_store
 from chroma_orch.domain.snapshots import snapshot_policy
 from chroma_orch.domain.tenants import ensure_admin_token
@@ -142,6 +144,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_per_tenant=settings.max_instances_per_tenant,
             public_url=settings.base_url if settings.proxy.enabled else None,
             max_concurrent_starts=settings.limits.max_concurrent_starts,
+            default_plan=default_plan(settings.specs),
         )
         store = build_store(settings)
         hub = EventHub()
@@ -245,6 +248,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upgrades,
         tenants,
         rollouts,
+        plans,
         seed,
         health,
         metrics,

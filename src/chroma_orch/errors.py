@@ -79,6 +79,12 @@ class IdempotencyKeyReusedError(ConflictError):
     code, title = "idempotency_key_reused", "Idempotency-Key was used with another request"
 
 
+class PlanInUseError(ConflictError):
+    """Deleting a plan a tenant has (``domain/plans.py``)."""
+
+    code, title = "plan_in_use", "The plan is some tenant's plan"
+
+
 class SnapshotsUnsupportedError(ConflictError):
     """The runtime keeps no copy of its instances' data (ECS with EFS or ephemeral storage)."""
 

@@ -11,7 +11,7 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -324,6 +324,49 @@ class LimitsSettings(BaseModel):
     )
 
 
+class SpecsSettings(BaseModel):
+    """The default plan: what a tenant without a plan of its own (``tenants.plan`` NULL)
+    runs by default, may ask for, and may use in total (docs/specs.md). Unset fields leave
+    the choice to the runtime (its defaults, everything it can run, no quota)."""
+
+    cpu: int | None = Field(
+        None, ge=1, description="Default CPU units of a new instance (1024 = 1 vCPU)."
+    )
+    memory_mib: int | None = Field(None, ge=1, description="Default memory of a new instance.")
+    architecture: Literal["x86_64", "arm64"] | None = Field(
+        None, description="Default CPU architecture of a new instance."
+    )
+    chroma_version: str | None = Field(
+        None, description="Default Chroma version of a new instance."
+    )
+    server_settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Default Chroma server settings of a new instance (the whitelist of "
+        "runtimes/server_settings.py).",
+    )
+    allowed_cpu: tuple[int, int] | None = Field(
+        None, description="[min, max] CPU units a spec may ask for (unset: any)."
+    )
+    allowed_memory_mib: tuple[int, int] | None = Field(
+        None, description="[min, max] MiB of memory a spec may ask for (unset: any)."
+    )
+    allowed_chroma_versions: list[str] | None = Field(
+        None, description="Chroma versions a spec may ask for (unset: any the runtime runs)."
+    )
+    allowed_architectures: list[Literal["x86_64", "arm64"]] | None = Field(
+        None, description="CPU architectures a spec may ask for (unset: any)."
+    )
+    allowed_settings: list[str] | None = Field(
+        None, description="Server settings a spec may set (unset: the whole whitelist)."
+    )
+    quota_cpu: int | None = Field(
+        None, ge=1, description="CPU units a tenant's live instances may have in total."
+    )
+    quota_memory_mib: int | None = Field(
+        None, ge=1, description="MiB of memory a tenant's live instances may have in total."
+    )
+
+
 class SnapshotSettings(BaseModel):
     """Where instances' snapshots are kept, and how hard storing one is tried
     (docs/data.md)."""
@@ -541,6 +584,7 @@ class Settings(BaseSettings):
     snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
     upgrades: UpgradeSettings = Field(default_factory=UpgradeSettings)
     rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
+    specs: SpecsSettings = Field(default_factory=SpecsSettings)
 
     @field_validator("runtime")
     @classmethod

@@ -5,20 +5,30 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 
 from chroma_orch.runtimes.base import (
     INSTANCE_ID,
+    Architecture,
     Endpoint,
     ExitCallback,
     Handle,
     InstanceSpec,
     Observation,
     ObservedState,
+    ServerSpec,
+    SpecCheck,
 )
 from tests.fake_runtime.settings import FakeRuntimeSettings
 from tests.fake_runtime.world import FakeServer, World, world
 
 _TICK = 0.01
+VERSIONS = ["1.5.9", "1.5.8"]
+"""The Chroma versions the fake runtime runs, its default first."""
+MEMORY_MIB = (256, 8192)
+CPU_UNITS = (256, 512, 1024, 2048, 4096)
+_SMALL_CPU_MEMORY = 2048
+"""The most memory a server of 256 CPU units may have (as on Fargate)."""
 _FOLLOW_INTERVAL = 0.05
 
 
@@ -46,10 +56,26 @@ class FakeRuntime:
         port = spec.port if spec.port is not None else self.settings.first_port + serial
         ready_at = time.monotonic() + self.settings.ready_after
         server = FakeServer(spec.instance_id, serial, spec.generation, port, ready_at)
+        server.spec = spec.server
         self.world.servers[spec.instance_id] = server
         self.world.data.add(spec.instance_id)
         self.world.say(spec.instance_id, f"starting generation={spec.generation} port={port}")
         return _handle(server, spec.generation)
+
+    def chroma_versions(self) -> list[str]:
+        return list(VERSIONS)
+
+    def check_spec(self, spec: ServerSpec) -> SpecCheck:
+        """A small ``SpecSupport``: versions ``VERSIONS``, memory in ``MEMORY_MIB``,
+        CPU one of ``CPU_UNITS`` (256 units with at most 2048 MiB), x86_64 only."""
+        resolved = replace(
+            spec,
+            cpu=spec.cpu or 1024,
+            memory_mib=spec.memory_mib or 1024,
+            architecture=spec.architecture or Architecture.X86_64,
+            chroma_version=spec.chroma_version or VERSIONS[0],
+        )
+        return SpecCheck(resolved, _problems(resolved), {"memory": "not enforced (fake)"})
 
     async def wait_ready(self, handle: Handle, timeout: float) -> Observation:
         deadline = time.monotonic() + timeout
@@ -149,3 +175,21 @@ def _handle(server: FakeServer, generation: int | None) -> Handle:
 def _check_id(instance_id: str) -> None:
     if not INSTANCE_ID.fullmatch(instance_id):
         raise ValueError(f"invalid instance id {instance_id!r}")
+
+
+def _problems(spec: ServerSpec) -> list[str]:
+    problems = []
+    if spec.chroma_version not in VERSIONS:
+        problems.append(
+            f"Chroma {spec.chroma_version} is not available (available: {', '.join(VERSIONS)})"
+        )
+    low, high = MEMORY_MIB
+    if spec.memory_mib is not None and not low <= spec.memory_mib <= high:
+        problems.append(f"memory {spec.memory_mib} MiB is outside [{low}, {high}]")
+    if spec.cpu not in CPU_UNITS:
+        problems.append(f"{spec.cpu} CPU units is not one of {list(CPU_UNITS)}")
+    elif spec.cpu == 256 and (spec.memory_mib or 0) > _SMALL_CPU_MEMORY:
+        problems.append(f"{spec.memory_mib} MiB is not valid with 0.25 vCPU")
+    if spec.architecture is not Architecture.X86_64:
+        problems.append(f"architecture {spec.architecture} is not available")
+    return problems

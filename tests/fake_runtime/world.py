@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chroma_orch.runtimes.base import RuntimeUnavailableError
+from chroma_orch.runtimes.base import RuntimeUnavailableError, ServerSpec
 
 
 @dataclass
@@ -19,6 +19,8 @@ class FakeServer:
     alive: bool = True
     exit_reason: str = "ProcessExited"
     exit_message: str = "exit code 0"
+    spec: ServerSpec = field(default_factory=ServerSpec)
+    """The spec it was started on (``InstanceSpec.server``)."""
 
 
 @dataclass

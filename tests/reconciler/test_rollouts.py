@@ -5,6 +5,7 @@ test moves itself (``instance_upgrades`` rows), the loop reading their phase."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from typing import Any
@@ -20,9 +21,20 @@ from chroma_orch.loops import Loops
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.reconciler.rollouts import RolloutRunner
 from chroma_orch.runtimes.base import Runtime
+from chroma_orch.runtimes.local.settings import ChromaVersionLauncher
 from chroma_orch.settings import Settings
 from tests.helpers import bearer, converge
 from tests.reconciler.doubles import FakeRuntime
+
+
+@pytest.fixture
+def api_settings(api_settings: Settings) -> Settings:
+    """The API's local runtime also knows Chroma 1.5.8 (its servers never start here:
+    the reconciler drives the runtime double), so instances launched on the installed
+    version can be upgraded to it."""
+    versions = {"1.5.8": ChromaVersionLauncher(python=sys.executable)}
+    local = api_settings.local.model_copy(update={"chroma_versions": versions})
+    return api_settings.model_copy(update={"local": local})
 
 
 @pytest.fixture
@@ -229,7 +241,7 @@ async def test_a_wave_over_its_error_budget_halts_the_rollout(
     runner: RolloutRunner,
 ) -> None:
     ids = await _launch(client, tenant, [f"i{n}" for n in range(4)])
-    body = {"chroma_version": "1.5.9", "waves": [50, 100], "max_concurrent": 4}
+    body = {"chroma_version": "1.5.8", "waves": [50, 100], "max_concurrent": 4}
     rollout = (await client.post("/v1/upgrades", json=body)).json()
     await runner.run_once()
     members = await _members(ctx, rollout["id"])
@@ -281,11 +293,11 @@ async def test_a_rollback_within_the_budget_goes_on(
         await conn.execute(
             update(Instance)
             .where(Instance.id == uuid.UUID(ids[0]))
-            .values(spec={"chroma_version": "1.5.9"})
+            .values(spec={"chroma_version": "1.5.8"})
         )
     stopped = (await _launch(client, tenant, ["d"]))[0]
     assert (await client.post(f"/v1/instances/{stopped}/stop", headers=bearer(tenant))).is_success
-    body = {"chroma_version": "1.5.9", "error_budget": 1, "max_concurrent": 4}
+    body = {"chroma_version": "1.5.8", "error_budget": 1, "max_concurrent": 4}
     rollout = (await client.post("/v1/upgrades", json=body)).json()
     await runner.run_once()
     members = {str(m.instance_id): m for m in await _members(ctx, rollout["id"])}

@@ -73,6 +73,7 @@ def _body(method: str, template: str, victim: dict[str, str]) -> dict[str, Any] 
         ("PUT", "/v1/instances/{instance_id}/snapshot-schedule"): {"every": 3600, "keep": 1},
         ("PUT", "/v1/tenants/{tenant_id}/snapshot-schedule"): {"every": 3600, "keep": 1},
         ("POST", "/v1/upgrades"): {"chroma_version": "1.5.9"},
+        ("PUT", "/v1/plans/{name}"): {"quota": {"cpu": 1}},
     }
     return bodies.get((method, template))
 
@@ -93,6 +94,7 @@ def _operations(
             .replace("{rollout_id}", str(uuid.uuid4()))
             .replace("{user_id}", "victim")
             .replace("{path}", "api/v2/heartbeat")
+            .replace("{name}", "victim-plan")
         )
         if template == "/v1/instances/import":  # its parameters are in the query
             path += f"?name=intruder&tenant_id={victim['tenant_id']}"

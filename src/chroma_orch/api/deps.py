@@ -18,12 +18,12 @@ from chroma_orch.db.outbox import commit, discard_pending
 from chroma_orch.domain.auth import authenticate
 from chroma_orch.domain.deletion import DeletionService
 from chroma_orch.domain.instances import InstanceService
+from chroma_orch.domain.plans import PlanService
 from chroma_orch.domain.principal import Principal
 from chroma_orch.domain.snapshot_schedules import ScheduleService
 from chroma_orch.domain.snapshots import SnapshotService
 from chroma_orch.domain.tenants import TenantService
 from chroma_orch.domain.upgrades import UpgradeService
-from chroma_orch.runtimes.base import spec_support
 from chroma_orch.telemetry.context import log_context
 
 
@@ -90,7 +90,7 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 async def get_instances(
     session: Session, principal: CurrentPrincipal, ctx: Context
 ) -> InstanceService:
-    return InstanceService(session, principal, ctx.policy)
+    return InstanceService(session, principal, ctx.policy, ctx.runtime)
 
 
 async def get_tenants(session: Session, principal: CurrentPrincipal, ctx: Context) -> TenantService:
@@ -126,8 +126,15 @@ Deletions = Annotated[DeletionService, Depends(get_deletions)]
 
 
 async def get_upgrades(snapshots: Snapshots, ctx: Context) -> UpgradeService:
-    return UpgradeService(snapshots, spec_support(ctx.runtime))
+    return UpgradeService(snapshots, ctx.runtime)
 
 
 Upgrades = Annotated[UpgradeService, Depends(get_upgrades)]
 Tenants = Annotated[TenantService, Depends(get_tenants)]
+
+
+async def get_plans(session: Session, principal: CurrentPrincipal) -> PlanService:
+    return PlanService(session, principal)
+
+
+Plans = Annotated[PlanService, Depends(get_plans)]

@@ -28,10 +28,12 @@ from chroma_orch.errors import (
     ConflictError,
     ForbiddenError,
     IdempotencyKeyReusedError,
+    InvalidSpecError,
     InvalidTransitionError,
     NotFoundError,
     QuotaExceededError,
     UnauthorizedError,
+    UpgradeInProgressError,
     ValidationFailedError,
 )
 
@@ -70,7 +72,11 @@ def _accepted(policy: InstancePolicy, pair: tuple[Instance, Intent]) -> Instance
     operation_id="createInstance",
     summary="Launch a new instance",
     responses=problem_responses(
-        NotFoundError, ConflictError, IdempotencyKeyReusedError, QuotaExceededError
+        NotFoundError,
+        ConflictError,
+        IdempotencyKeyReusedError,
+        QuotaExceededError,
+        InvalidSpecError,
     ),
 )
 async def create_instance(
@@ -140,8 +146,20 @@ async def wait_instance(
 @router.patch(
     "/{instance_id}",
     operation_id="updateInstance",
-    summary="Change an instance's idle timeout or wake-on-request",
-    responses=_ONE,
+    summary="Change an instance's idle timeout, wake-on-request, labels or spec",
+    description="`spec` is merged onto the current spec; when the resolved spec changes, "
+    "the instance gets a new generation (intent `reconfigure`): a running instance restarts "
+    "on it with its data, a stopped one gets it at its next start, and `observed_generation` "
+    "tells when it took effect. A spec that changes nothing changes nothing. 422 "
+    "`invalid_spec` names every reason a spec is refused; 429 `quota_exceeded` when the "
+    "tenant's plan has no room; 409 `upgrade_in_progress` during a guarded upgrade.",
+    responses=problem_responses(
+        NotFoundError,
+        InvalidTransitionError,
+        UpgradeInProgressError,
+        InvalidSpecError,
+        QuotaExceededError,
+    ),
 )
 async def update_instance(
     instance_id: uuid.UUID, body: InstanceUpdate, instances: Instances, ctx: Context

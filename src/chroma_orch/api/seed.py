@@ -15,6 +15,7 @@ from chroma_orch.domain.states import Action
 from chroma_orch.errors import (
     BadRequestError,
     ForbiddenError,
+    InvalidSpecError,
     InvalidTransitionError,
     NotFoundError,
     QuotaExceededError,
@@ -45,7 +46,7 @@ Seed = Annotated[SeedService, Depends(get_seed)]
     response_model=SeedInstance,
     responses={
         202: {"model": SeedInstance, "description": "Launch accepted"},
-        **problem_responses(QuotaExceededError, InvalidTransitionError),
+        **problem_responses(QuotaExceededError, InvalidTransitionError, InvalidSpecError),
     },
 )
 async def launch(body: LaunchRequest, seed: Seed, ctx: Context, response: Response) -> Any:

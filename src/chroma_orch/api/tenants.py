@@ -61,7 +61,7 @@ async def get_tenant(tenant_id: uuid.UUID, tenants: Tenants) -> TenantRead:
 @router.patch(
     "/tenants/{tenant_id}",
     operation_id="updateTenant",
-    summary="Change a tenant's settings (admin)",
+    summary="Change a tenant's settings or plan (admin)",
     responses=_ONE,
 )
 async def update_tenant(tenant_id: uuid.UUID, body: TenantUpdate, tenants: Tenants) -> TenantRead:

@@ -102,5 +102,8 @@ class Api:
     def put(self, path: str, **kwargs: Any) -> Any:
         return self.call("PUT", path, **kwargs)
 
+    def patch(self, path: str, **kwargs: Any) -> Any:
+        return self.call("PATCH", path, **kwargs)
+
     def delete(self, path: str, **kwargs: Any) -> Any:
         return self.call("DELETE", path, **kwargs)

@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 from chroma_orch.cli_client import (
     admin_commands,
     instance_commands,
+    plan_commands,
     rollout_commands,
     schedule_commands,
     snapshot_commands,
@@ -28,6 +29,7 @@ CLIENT_GROUPS = {
     "upgrades": rollout_commands.upgrades,
     "restarts": rollout_commands.restarts,
     "rollouts": rollout_commands.app,
+    "plans": plan_commands.app,
 }
 snapshot_commands.add_clone(instance_commands.app)
 transfer.add_export(snapshot_commands.app)
@@ -48,7 +50,8 @@ def finished(code: int) -> None:
 
 
 def add_client_commands(root: typer.Typer) -> None:
-    """Add ``instances``, ``tenants``, ``tokens`` and ``snapshots`` to the ``chroma-orch`` app."""
+    """Add ``instances``, ``tenants``, ``tokens``, ``snapshots`` and ``plans`` to the
+    ``chroma-orch`` app."""
     for name, group in CLIENT_GROUPS.items():
         root.add_typer(group, name=name)
 

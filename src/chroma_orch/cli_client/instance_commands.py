@@ -10,6 +10,15 @@ from chroma_orch.cli_client import instances
 from chroma_orch.cli_client.exits import EXIT_CODES
 from chroma_orch.cli_client.options import WAIT_TIMEOUT, Timeout, Wait, tenant_option, wait_flag
 from chroma_orch.cli_client.runner import run
+from chroma_orch.cli_client.spec_options import (
+    ChromaVersion,
+    Cpu,
+    Labels,
+    Memory,
+    Settings,
+    pairs,
+    spec_flags,
+)
 
 app = typer.Typer(help="launch and manage instances", no_args_is_help=True)
 
@@ -18,6 +27,7 @@ LookupTenant = Annotated[str | None, tenant_option("look names up in this tenant
 
 
 @app.command("launch", help="launch a new instance", epilog=EXIT_CODES)
+@app.command("create", help="launch a new instance (as launch)", epilog=EXIT_CODES)
 def launch(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="instance name (a DNS label)")],
@@ -26,8 +36,42 @@ def launch(
     ] = None,
     wait: Annotated[bool, wait_flag("it is running or failed")] = False,
     timeout: Timeout = WAIT_TIMEOUT,
+    cpu: Cpu = None,
+    memory: Memory = None,
+    chroma_version: ChromaVersion = None,
+    setting: Settings = None,
+    label: Labels = None,
 ) -> int:
-    return run(ctx, lambda api, o: instances.launch(api, o, name, tenant, Wait(wait, timeout)))
+    new = instances.NewInstance(
+        name, tenant, spec_flags(cpu, memory, chroma_version, setting), pairs(label, "--label")
+    )
+    return run(ctx, lambda api, o: instances.launch(api, o, new, Wait(wait, timeout)))
+
+
+@app.command(
+    "update",
+    help="change an instance's spec (a running one restarts on it; a stopped one gets it "
+    "at its next start) or replace its labels",
+    epilog=EXIT_CODES,
+)
+def update(
+    ctx: typer.Context,
+    instance: Ref,
+    tenant: LookupTenant = None,
+    cpu: Cpu = None,
+    memory: Memory = None,
+    chroma_version: ChromaVersion = None,
+    setting: Settings = None,
+    label: Labels = None,
+    wait: Annotated[bool, wait_flag("the new spec took effect")] = False,
+    timeout: Timeout = WAIT_TIMEOUT,
+) -> int:
+    spec = spec_flags(cpu, memory, chroma_version, setting).request()
+    labels = pairs(label, "--label") if label else None
+    if spec is None and labels is None:
+        raise typer.BadParameter("nothing to change", param_hint="--cpu/--memory/--label ...")
+    change = instances.Change(spec, labels, Wait(wait, timeout))
+    return run(ctx, lambda api, o: instances.update(api, o, instance, tenant, change))
 
 
 @app.command("ls", help="list instances", epilog=EXIT_CODES)

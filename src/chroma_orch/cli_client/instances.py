@@ -1,5 +1,5 @@
-"""``chroma-orch instances ...``: launch, ls, start, stop, restart, delete, undelete,
-logs."""
+"""``chroma-orch instances ...``: launch, ls, update, start, stop, restart, delete,
+undelete, logs."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from chroma_orch.cli_client import admin, follow, progress, render, streams
 from chroma_orch.cli_client.api import Api
 from chroma_orch.cli_client.exits import NOT_FOUND, OK, USAGE, CliError
 from chroma_orch.cli_client.options import Globals, Wait
+from chroma_orch.cli_client.spec_options import SpecFlags
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,36 @@ def resolve(api: Api, ref: str, tenant: str | None = None, deleted: bool | None 
     return str(matches[0]["id"])
 
 
-def launch(api: Api, options: Globals, name: str, tenant: str | None, wait: Wait) -> int:
-    body: dict[str, Any] = {"name": name}
-    if tenant:
-        body["tenant_id"] = admin.tenant_id(api, tenant)
+@dataclass(frozen=True)
+class NewInstance:
+    """What ``instances launch`` asks for."""
+
+    name: str
+    tenant: str | None
+    spec: SpecFlags
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Change:
+    """What ``instances update`` asks for (None: unchanged)."""
+
+    spec: dict[str, Any] | None
+    labels: dict[str, str] | None
+    wait: Wait
+
+
+def launch(api: Api, options: Globals, new: NewInstance, wait: Wait) -> int:
+    body: dict[str, Any] = {"name": new.name}
+    if new.tenant:
+        body["tenant_id"] = admin.tenant_id(api, new.tenant)
+    if (spec := new.spec.request()) is not None:
+        body["spec"] = spec
+    if new.labels:
+        body["labels"] = new.labels
     instance = api.post("/v1/instances", json=body)["instance"]
     if wait.enabled:
-        with progress.phases(name, quiet=options.json) as report:
+        with progress.phases(new.name, quiet=options.json) as report:
             instance = follow.wait_for_phase(api, instance, "running", wait.timeout, report)
     show(options, instance, None if wait.enabled else "launch")
     return OK
@@ -98,6 +122,24 @@ def act(api: Api, options: Globals, action: str, ref: str, tenant: str | None, w
             target = _WAIT_FOR[action]
             instance = follow.wait_for_phase(api, instance, target, wait.timeout, report)
     show(options, instance, None if wait.enabled else action)
+    return OK
+
+
+def update(api: Api, options: Globals, ref: str, tenant: str | None, change: Change) -> int:
+    """PATCH the spec and/or labels; with --wait, until the new generation runs (or,
+    stopped, is recorded)."""
+    instance_id = resolve(api, ref, tenant)
+    body: dict[str, Any] = {}
+    if change.spec is not None:
+        body["spec"] = change.spec
+    if change.labels is not None:
+        body["labels"] = change.labels
+    instance = api.patch(f"/v1/instances/{instance_id}", json=body)
+    if change.wait.enabled:
+        target = "running" if instance["desired_state"] == "running" else "stopped"
+        with progress.phases(instance["name"], quiet=options.json) as report:
+            instance = follow.wait_for_phase(api, instance, target, change.wait.timeout, report)
+    show(options, instance)
     return OK
 
 

@@ -49,6 +49,12 @@ class NamedLock(enum.StrEnum):
     """Creating a tenant, with its name as the part: one of two same-named wins."""
     IDEMPOTENCY = "idempotency"
     """Answering a request's idempotency key, with the tenant id and the key."""
+    PLAN = "plan"
+    """Writing or deleting a plan, with its name as the part (``domain/plans.py``)."""
+    TENANT_SPECS = "tenant-specs"
+    """Resolving a spec against the tenant's quota, with the tenant id as the part
+    (``domain/specs.py``): two launches or spec changes of one tenant do not both fit
+    in the room only one of them has. Taken before any instance row lock."""
 
 
 _TRY = select(func.pg_try_advisory_xact_lock(bindparam("key", type_=BigInteger)))

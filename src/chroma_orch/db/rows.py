@@ -77,7 +77,7 @@ def _values(table: Any, columns: Sequence[str], prefix: str = "") -> list[Any]:
 _NEW_INSTANCE = (
     "id", "tenant_id", "name", "runtime", "spec", "desired_state", "phase", "generation",
     "observed_generation", "restart_generation", "restart_count", "error_count",
-    "keep_data", "idle_timeout_seconds", "wake_on_request", "restore_snapshot_id",
+    "keep_data", "idle_timeout_seconds", "wake_on_request", "restore_snapshot_id", "labels",
 )  # fmt: skip
 """The columns a new instance is written with (the others have server defaults)."""
 _NEW_INTENT = (
@@ -199,9 +199,10 @@ _CHANGE = {
     "upgrade_id": func.coalesce(
         bindparam("upgrade_id", type_=INSTANCES.c.upgrade_id.type), INSTANCES.c.upgrade_id
     ),
+    "spec": func.coalesce(bindparam("spec", type_=INSTANCES.c.spec.type), INSTANCES.c.spec),
 }
 """A desired-state change (``restart_generation``, ``restart_count``, ``keep_data``,
-``restore_snapshot_id`` and ``upgrade_id`` kept when NULL)."""
+``restore_snapshot_id``, ``upgrade_id`` and ``spec`` kept when NULL)."""
 
 
 def _current(change: bool, touch: bool) -> CTE:
@@ -287,6 +288,7 @@ async def add_intent(
             "keep_data": None,
             "restore_snapshot_id": None,
             "upgrade_id": None,
+            "spec": None,
         }
         params |= change
     else:
@@ -304,6 +306,7 @@ async def update_settings(
     instance_id: uuid.UUID,
     idle_timeout_seconds: int | None | type[KEEP] = KEEP,
     wake_on_request: bool | type[KEEP] = KEEP,
+    labels: Mapping[str, str] | type[KEEP] = KEEP,
 ) -> None:
     """Change an instance's settings that need no restart (``KEEP``: unchanged)."""
     values: dict[Any, Any] = {INSTANCES.c.updated_at: func.now()}
@@ -311,4 +314,6 @@ async def update_settings(
         values[INSTANCES.c.idle_timeout_seconds] = idle_timeout_seconds
     if wake_on_request is not KEEP:
         values[INSTANCES.c.wake_on_request] = wake_on_request
+    if labels is not KEEP:
+        values[INSTANCES.c.labels] = dict(labels)  # type: ignore[arg-type]
     await session.execute(update(INSTANCES).where(INSTANCES.c.id == instance_id).values(values))

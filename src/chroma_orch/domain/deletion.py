@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from chroma_orch.db import snapshot_rows
 from chroma_orch.db.models import Instance, Intent, Snapshot
+from chroma_orch.domain.instances import is_gone
 from chroma_orch.domain.snapshot_states import SnapshotKind, SnapshotPhase
 from chroma_orch.domain.snapshots import SnapshotService
 from chroma_orch.domain.states import Action, DesiredState, Phase, check_action
@@ -51,6 +52,9 @@ class DeletionService:
         """The deleted instance back with the data of its newest ready ``pre_delete``
         snapshot (409 while it is being deleted, without one, or when its name was
         taken meanwhile)."""
+        visible = await self.instances.get(instance_id, deleted=True)
+        if is_gone(visible):  # room in the plan's quota for its spec (the lock before the row's)
+            await self.instances.check_room(visible)
         instance = await self.instances.get(instance_id, for_update=True, deleted=True)
         check_action(Action.UNDELETE, DesiredState(instance.desired_state), Phase(instance.phase))
         source = await self._restorable(instance.id)

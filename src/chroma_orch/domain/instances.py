@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from chroma_orch.domain.limits import (
     check_concurrent_starts,
     enforce_start_cap,
 )
+from chroma_orch.domain.plans import PlanDefinition
 from chroma_orch.domain.principal import Principal
 from chroma_orch.domain.schemas import (
     EndpointRead,
@@ -38,8 +39,10 @@ from chroma_orch.domain.schemas import (
     InstancePage,
     InstanceRead,
     InstanceUpdate,
+    SpecRead,
 )
 from chroma_orch.domain.snapshot_access import restorable_snapshot
+from chroma_orch.domain.specs import check_room, merge_spec, resolve_spec, stored_spec
 from chroma_orch.domain.states import (
     ACTION_TARGETS,
     Action,
@@ -57,6 +60,7 @@ from chroma_orch.errors import (
     QuotaExceededError,
     UpgradeInProgressError,
 )
+from chroma_orch.runtimes.base import ServerSpec
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ class InstancePolicy:
     public_url: str | None = None
     max_concurrent_starts: int = 100
     """Base URL of the data plane; None while no data plane serves instances."""
+    default_plan: PlanDefinition = field(default_factory=PlanDefinition)
+    """The plan of tenants without one (``settings.specs``)."""
 
 
 def is_gone(instance: Instance) -> bool:
@@ -103,6 +109,8 @@ def to_read(instance: Instance, policy: InstancePolicy) -> InstanceRead:
         phase_changed_at=instance.phase_changed_at,
         start_phase=start_phase_of(instance),
         start_phases=start_phases_of(instance),
+        spec=SpecRead.model_validate(ServerSpec.from_json(instance.spec).to_json()),
+        labels=instance.labels or {},
     )
 
 
@@ -145,6 +153,9 @@ def request_fingerprint(
     """What an Idempotency-Key is bound to: the request's body (an import's archive by
     its checksum) and the tenant."""
     body = {**data.model_dump(mode="json"), "tenant_id": str(tenant_id)}
+    for name, unset in (("spec", None), ("labels", {})):  # keys bound before they existed
+        if body.get(name) == unset:
+            del body[name]
     if upload_sha256 is not None:
         body["upload_sha256"] = upload_sha256
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -242,11 +253,49 @@ def _change(
     return changes, event
 
 
+def _reconfigure(instance: Instance, spec: ServerSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new spec for ``instance``: the columns it writes (the desired state kept; a
+    restart on it when the server should run), and its event."""
+    before = {**desired_snapshot(instance), "spec": instance.spec}
+    generation = instance.generation + 1
+    running = instance.desired_state == DesiredState.RUNNING.value
+    changes: dict[str, Any] = {
+        "desired_state": instance.desired_state,
+        "generation": generation,
+        "culled_at": instance.culled_at,  # still culled: a wake-on-request still wakes it
+        "spec": spec.to_json(),
+    }
+    if running:
+        changes |= {"restart_generation": generation, "restart_count": 0}
+    for column, value in changes.items():
+        setattr(instance, column, value)
+    event = event_row(
+        type="instance.desired_changed",
+        instance_id=instance.id,
+        tenant_id=instance.tenant_id,
+        before=before,
+        after={
+            "action": Action.RECONFIGURE.value,
+            **desired_snapshot(instance),
+            "spec": instance.spec,
+        },
+    )
+    return changes, event
+
+
 class InstanceService:
-    def __init__(self, session: AsyncSession, principal: Principal, policy: InstancePolicy):
+    def __init__(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        policy: InstancePolicy,
+        runtime: object | None = None,
+    ):
         self.session = session
         self.principal = principal
         self.policy = policy
+        self.runtime = runtime
+        """What checks specs (``runtimes.base.spec_support``); None: one spec only."""
 
     async def get(
         self, instance_id: uuid.UUID, *, for_update: bool = False, deleted: bool = False
@@ -313,6 +362,8 @@ class InstanceService:
                 self.session, self.principal, data.from_snapshot, tenant_id
             )
             restore_from = source.id
+        requested = None if data.spec is None else data.spec.requested()
+        spec = await self._resolve(tenant_id, requested)  # the tenant's spec lock held
         instance_id = instance_id or uuid.uuid4()
         desired = {"desired_state": DesiredState.RUNNING.value, "generation": 1}
         created = event_row(
@@ -331,7 +382,8 @@ class InstanceService:
                     "tenant_id": tenant_id,
                     "name": data.name,
                     "runtime": self.policy.runtime,
-                    "spec": {},
+                    "spec": spec.to_json(),
+                    "labels": data.labels,
                     "phase": Phase.PENDING.value,
                     **desired,
                     "observed_generation": 0,
@@ -413,12 +465,16 @@ class InstanceService:
         return None if intent is None else (instance, intent)
 
     async def update(self, instance_id: uuid.UUID, data: InstanceUpdate) -> Instance:
-        """Change settings that need no restart (idle timeout, wake-on-request)."""
+        """Change settings that need no restart (idle timeout, wake-on-request, labels)
+        and the spec (a new generation when the resolved spec changes)."""
+        if data.spec is not None:  # the tenant's spec lock before the row's
+            visible = await self.get(instance_id)
+            await lock(self.session, NamedLock.TENANT_SPECS, visible.tenant_id)
         instance = await self.get(instance_id, for_update=True)
         changes = {
             field: value
             for field, value in data.model_dump(exclude_unset=True).items()
-            if not (field == "wake_on_request" and value is None)
+            if not (field in ("wake_on_request", "labels") and value is None) and field != "spec"
         }
         if changes:
             await rows.update_settings(
@@ -426,10 +482,76 @@ class InstanceService:
                 instance.id,
                 changes.get("idle_timeout_seconds", rows.KEEP),
                 changes.get("wake_on_request", rows.KEEP),
+                changes.get("labels", rows.KEEP),
             )
             for field, value in changes.items():
                 setattr(instance, field, value)
+        if data.spec is not None:
+            await self._reconfigure(instance, data.spec.requested())
         return instance
+
+    async def check_room(self, instance: Instance) -> None:
+        """``QuotaExceededError`` unless the tenant's plan has room for ``instance``
+        live again (an undelete); takes the tenant's spec lock (before any row lock)."""
+        spec = ServerSpec.from_json(instance.spec)
+        await check_room(
+            self.session,
+            self.runtime,
+            instance.tenant_id,
+            spec,
+            default_plan=self.policy.default_plan,
+        )
+
+    async def _resolve(
+        self,
+        tenant_id: uuid.UUID,
+        requested: Mapping[str, Any] | None,
+        current: ServerSpec | None = None,
+        instance_id: uuid.UUID | None = None,
+    ) -> ServerSpec:
+        return await resolve_spec(
+            self.session,
+            self.runtime,
+            tenant_id,
+            requested,
+            current,
+            instance_id,
+            default_plan=self.policy.default_plan,
+        )
+
+    async def _reconfigure(self, instance: Instance, requested: Mapping[str, Any]) -> None:
+        """Write ``requested`` merged onto the spec of ``instance`` (locked), a new
+        generation with a ``reconfigure`` intent if the resolved spec changed."""
+        if instance.upgrade_id is not None:
+            raise UpgradeInProgressError(
+                f"instance {instance.id} is being upgraded ({instance.upgrade_id}); "
+                "change its spec once the upgrade is over"
+            )
+        check_action(
+            Action.RECONFIGURE, DesiredState(instance.desired_state), Phase(instance.phase)
+        )
+        current = ServerSpec.from_json(instance.spec)
+        if ServerSpec.from_json(merge_spec(current.to_json(), requested)) == current:
+            return  # asks for what it has: no new generation
+        spec = await self._resolve(instance.tenant_id, requested, current, instance.id)
+        if spec == stored_spec(self.runtime, current):
+            return
+        generation = instance.generation
+        changes, event = _reconfigure(instance, spec)
+        values = _intent_values(
+            instance.tenant_id, Action.RECONFIGURE, instance.generation, False, None, None
+        )
+        intent = await rows.add_intent(
+            self.session,
+            {"instance_id": instance.id, **values},
+            generation=generation,
+            change=_change_params(changes),
+            due=True,
+            events=[event],
+            notify={INTENTS_CHANNEL: str(instance.id)},
+        )
+        if intent is None:  # the row is locked: cannot happen, unless the lock was lost
+            raise ConflictError("the instance changed while its spec was changed")
 
     async def list(
         self,

@@ -18,8 +18,31 @@ from pydantic import (
 )
 
 from chroma_orch.db.models import IntentStatus, SnapshotKind, SnapshotPhase
+from chroma_orch.domain.plans import PlanName
 from chroma_orch.domain.states import Action, DesiredState, Phase
-from chroma_orch.runtimes.base import StartPhase
+from chroma_orch.runtimes.base import Architecture, StartPhase
+
+_LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
+_LABEL_PREFIX = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+_LABEL_KEY = rf"^({_LABEL_PREFIX}/)?{_LABEL_NAME}$"
+LabelKey = Annotated[str, StringConstraints(max_length=317, pattern=_LABEL_KEY)]
+LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=rf"^({_LABEL_NAME})?$")]
+MAX_LABELS = 64
+Labels = Annotated[
+    dict[LabelKey, LabelValue],
+    Field(
+        max_length=MAX_LABELS,
+        description="Key/value labels (rollout selectors match them), Kubernetes' rules: a "
+        "key is a name of at most 63 letters, digits, '-', '_' or '.', from and to a letter "
+        "or digit, optionally after a DNS prefix and '/'; a value is such a name or empty. "
+        f"At most {MAX_LABELS}.",
+        examples=[{"tier": "gold", "example.com/team": "search"}],
+        json_schema_extra={  # every key matches: no other properties
+            "additionalProperties": False,
+            "propertyNames": {"maxLength": 317, "pattern": _LABEL_KEY},
+        },
+    ),
+]
 
 InstanceName = Annotated[
     str,
@@ -80,12 +103,18 @@ class TenantCreate(_Input):
 
 class TenantUpdate(_Input):
     idle_timeout_seconds: IdleTimeout = None
+    plan: PlanName | None = Field(
+        None,
+        description="The tenant's plan (PUT /v1/plans/{name}); null: the service's default "
+        "plan. Checked at the next launch or spec change; running instances keep their spec.",
+    )
 
 
 class TenantRead(_Output):
     id: uuid.UUID
     name: str
     idle_timeout_seconds: int | None
+    plan: str | None = Field(None, description="The tenant's plan; null: the default plan.")
     created_at: datetime
 
 
@@ -116,6 +145,46 @@ class TokenCreated(TokenRead):
     token: str = Field(description="The secret. Shown only in this response; store it now.")
 
 
+class SpecRequest(_Input):
+    """The fields of a server spec a request asks for; those left out come from the
+    instance's current spec (a change) or the tenant's plan defaults (a launch), then
+    the runtime's defaults."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"memory_mib": 2048, "chroma_version": "1.5.9"}]},
+    )
+
+    cpu: int | None = Field(None, ge=1, le=1_000_000, description="CPU units (1024 = 1 vCPU).")
+    memory_mib: int | None = Field(
+        None, ge=1, le=10_000_000, description="Memory in MiB (local: the enforced limit)."
+    )
+    architecture: Architecture | None = Field(None, description="CPU architecture (ECS).")
+    chroma_version: str | None = Field(
+        None, min_length=1, max_length=64, description="The Chroma server version."
+    )
+    settings: dict[str, Any] | None = Field(
+        None,
+        description="Chroma server settings (the whitelist: allow_reset, "
+        "max_payload_size_bytes, cors_allow_origins); a change merges them key by key, "
+        "null removing one.",
+    )
+
+    def requested(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class SpecRead(BaseModel):
+    """An instance's resolved spec (null fields: the runtime's defaults, for instances
+    launched before specs existed or on a runtime with one spec)."""
+
+    cpu: int | None = Field(None, description="CPU units (1024 = 1 vCPU).")
+    memory_mib: int | None = Field(None, description="Memory in MiB.")
+    architecture: Architecture | None = Field(None, description="CPU architecture.")
+    chroma_version: str | None = Field(None, description="The Chroma server version.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Chroma server settings.")
+
+
 class InstanceCreate(_Input):
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "main"}]})
 
@@ -136,6 +205,10 @@ class InstanceCreate(_Input):
         description="Start from a copy of this ready snapshot's data (a clone): one of the "
         "tenant's own, or any for an admin token.",
     )
+    spec: SpecRequest | None = Field(
+        None, description="Size, Chroma version and server settings (unset: the plan's defaults)."
+    )
+    labels: Labels = Field(default_factory=dict)
 
 
 class InstanceImport(BaseModel):
@@ -159,6 +232,13 @@ class InstanceImport(BaseModel):
 class InstanceUpdate(_Input):
     idle_timeout_seconds: IdleTimeout = None
     wake_on_request: StrictBool | None = None
+    spec: SpecRequest | None = Field(
+        None,
+        description="Spec fields to change, merged onto the current spec. A change of the "
+        "resolved spec is a new generation: a running instance restarts on it (data kept), "
+        "a stopped one gets it at its next start. 409 upgrade_in_progress during an upgrade.",
+    )
+    labels: Labels | None = Field(None, description="The instance's labels (replaced whole).")
 
 
 class EndpointRead(BaseModel):
@@ -239,6 +319,11 @@ class InstanceRead(BaseModel):
         description="When the latest start reached each of its phases; a new start "
         "attempt begins empty.",
     )
+    spec: SpecRead = Field(
+        default_factory=SpecRead,
+        description="The resolved spec: what the server of this generation runs on.",
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="The instance's labels.")
 
 
 class IntentRead(_Output):

@@ -36,6 +36,11 @@ class Action(enum.StrEnum):
     RESTORE = "restore"
     UNDELETE = "undelete"
     UPGRADE = "upgrade"
+    """A guarded upgrade (``POST /v1/instances/{id}/upgrade``): the reconciler restarts
+    the server on the new version once it has the parity probe's baseline."""
+    RECONFIGURE = "reconfigure"
+    """A new spec (``PATCH /v1/instances/{id}``): a restart on it when running, applied
+    at the next start when stopped. The desired state stays as it is."""
 
 
 _P = Phase
@@ -70,9 +75,19 @@ ACTION_TARGETS: dict[Action, DesiredState] = {
 # an undelete may touch a deleted instance (an undelete only once it is deleted).
 _ACTIONS_BY_DESIRED: dict[DesiredState, frozenset[Action]] = {
     _D.RUNNING: frozenset(
-        {Action.START, Action.STOP, Action.RESTART, Action.DELETE, Action.RESTORE, Action.UPGRADE}
+        {
+            Action.START,
+            Action.STOP,
+            Action.RESTART,
+            Action.DELETE,
+            Action.RESTORE,
+            Action.RECONFIGURE,
+            Action.UPGRADE,
+        }
+    ),  # fmt: skip
+    _D.STOPPED: frozenset(
+        {Action.START, Action.STOP, Action.DELETE, Action.RESTORE, Action.RECONFIGURE}
     ),
-    _D.STOPPED: frozenset({Action.START, Action.STOP, Action.DELETE, Action.RESTORE}),
     _D.DELETED: frozenset({Action.DELETE, Action.UNDELETE}),
 }
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chroma_orch.db.locks import NamedLock, lock
 from chroma_orch.db.models import ApiToken, Tenant
 from chroma_orch.domain.auth import hash_token, issue_token
+from chroma_orch.domain.plans import require_plan
 from chroma_orch.domain.principal import ADMIN_SCOPE, TENANT_SCOPE, Principal
 from chroma_orch.domain.schemas import TenantCreate, TenantUpdate, TokenCreate
 from chroma_orch.domain.token_cache import TokenCache
@@ -59,6 +60,8 @@ class TenantService:
     async def update(self, tenant_id: uuid.UUID, data: TenantUpdate) -> Tenant:
         self.principal.require_admin()
         tenant = await self.get(tenant_id)
+        if data.plan is not None:
+            await require_plan(self.session, data.plan)
         for field, value in data.model_dump(exclude_unset=True).items():
             setattr(tenant, field, value)
         await self.session.flush()

@@ -8,31 +8,30 @@ Services only flush; the caller commits.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 
 from chroma_orch.db import upgrade_rows
 from chroma_orch.db.models import Instance, InstanceUpgrade, UpgradePhase
 from chroma_orch.domain.snapshot_states import SnapshotKind
 from chroma_orch.domain.snapshots import SnapshotService
+from chroma_orch.domain.specs import resolve_version
 from chroma_orch.domain.states import Action, DesiredState, Phase
 from chroma_orch.errors import (
     ConflictError,
-    InvalidSpecError,
     InvalidTransitionError,
     NotFoundError,
     UpgradeInProgressError,
 )
-from chroma_orch.runtimes.base import ServerSpec, SpecSupport
+from chroma_orch.runtimes.base import ServerSpec
 
 
 class UpgradeService:
-    def __init__(self, snapshots: SnapshotService, specs: SpecSupport | None) -> None:
+    def __init__(self, snapshots: SnapshotService, runtime: object) -> None:
         self.snapshots = snapshots
         self.instances = snapshots.instances
         self.session = snapshots.session
-        self.specs = specs
-        """The runtime's spec support (None: it runs one version only)."""
+        self.runtime = runtime
+        """The instances' runtime (its ``SpecSupport`` says which versions it runs)."""
 
     async def request(self, instance_id: uuid.UUID, chroma_version: str) -> InstanceUpgrade:
         """An upgrade of a visible instance (404 otherwise)."""
@@ -48,7 +47,7 @@ class UpgradeService:
         start failure is under way, for an instance not meant to run, and for the
         version it already runs; 422 for a version the runtime cannot run."""
         self._check_state(instance)
-        current, target = self._specs(instance, chroma_version)
+        current, target = await self._specs(instance, chroma_version)
         self.snapshots.require_capable()
         snapshot = await self.snapshots.add(instance, SnapshotKind.PRE_UPGRADE)
         upgrade = await upgrade_rows.add(
@@ -85,25 +84,22 @@ class UpgradeService:
         if instance.restore_snapshot_id is not None:
             raise ConflictError(f"instance {instance.id} is being restored")
 
-    def _specs(self, instance: Instance, chroma_version: str) -> tuple[ServerSpec, ServerSpec]:
-        """The instance's spec as it runs, and the same on ``chroma_version``."""
-        stored = ServerSpec.from_json(instance.spec)
-        current = self._checked(stored)
+    async def _specs(
+        self, instance: Instance, chroma_version: str
+    ) -> tuple[ServerSpec, ServerSpec]:
+        """The instance's spec as it runs, and the same on ``chroma_version`` (checked by
+        the runtime and the tenant's plan)."""
+        current, target = await resolve_version(
+            self.session,
+            self.runtime,
+            instance.tenant_id,
+            ServerSpec.from_json(instance.spec),
+            chroma_version,
+            default_plan=self.instances.policy.default_plan,
+        )
         if current.chroma_version == chroma_version:
             raise ConflictError(f"instance {instance.id} already runs Chroma {chroma_version}")
-        wanted = dataclasses.replace(current, chroma_version=chroma_version)
-        return current, self._checked(wanted)
-
-    def _checked(self, spec: ServerSpec) -> ServerSpec:
-        """``spec`` resolved by the runtime, or ``InvalidSpecError`` saying why not."""
-        if self.specs is None:
-            raise InvalidSpecError(
-                f"the {self.instances.policy.runtime!r} runtime runs one Chroma version only"
-            )
-        check = self.specs.check_spec(spec)
-        if check.problems:
-            raise InvalidSpecError("; ".join(check.problems))
-        return check.resolved
+        return current, target
 
     async def get(self, instance_id: uuid.UUID, upgrade_id: uuid.UUID) -> InstanceUpgrade:
         instance = await self.instances.get(instance_id, deleted=True)

@@ -34,7 +34,7 @@ from chroma_orch.domain.snapshots import SnapshotPolicy, SnapshotService
 from chroma_orch.domain.states import Action, DesiredState, Phase
 from chroma_orch.domain.upgrades import UpgradeService
 from chroma_orch.errors import AppError, InvalidTransitionError, TooManyStartsError
-from chroma_orch.runtimes.base import Runtime, spec_support
+from chroma_orch.runtimes.base import Runtime
 
 
 class RequestUpgrade(Protocol):
@@ -63,9 +63,7 @@ def upgrades_with(policy: InstancePolicy, snapshots: SnapshotPolicy) -> RequestU
         rollout_id: uuid.UUID | None = None,
     ) -> InstanceUpgrade:
         instances = InstanceService(session, SYSTEM, policy)
-        service = UpgradeService(
-            SnapshotService(session, SYSTEM, instances, snapshots), spec_support(runtime)
-        )
+        service = UpgradeService(SnapshotService(session, SYSTEM, instances, snapshots), runtime)
         return await service.upgrade(instance, chroma_version, rollout_id=rollout_id)
 
     return request_upgrade

@@ -1,0 +1,174 @@
+"""Resolving a requested spec: the one function every path that writes
+``instances.spec`` calls (a launch, a spec change, an upgrade).
+
+The requested fields go over the instance's current spec (a change) or over the
+tenant's plan defaults (a launch); the runtime fills in the rest and says what it
+cannot run (``SpecSupport.check_spec``); then the plan's allowed ranges; then the
+tenant's quota on CPU and memory over its live instances, under a per-tenant lock
+held to the end of the transaction (so two requests do not both take the room only
+one of them has). docs/specs.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Integer, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chroma_orch.db.locks import NamedLock, lock
+from chroma_orch.db.models import Instance
+from chroma_orch.domain.plans import PlanDefinition, Quota, tenant_plan
+from chroma_orch.domain.states import DesiredState
+from chroma_orch.errors import InvalidSpecError, QuotaExceededError
+from chroma_orch.runtimes.base import ServerSpec, SpecSupport, spec_support
+from chroma_orch.runtimes.server_settings import settings_problems
+
+_EMPTY_PLAN = PlanDefinition()
+
+
+def merge_spec(base: Mapping[str, Any], requested: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``requested`` over ``base`` (both spec JSON): a field not given (or null) keeps
+    the base's; ``settings`` merge key by key, a null value removing the key."""
+    merged = {key: value for key, value in base.items() if value is not None}
+    for key, value in (requested or {}).items():
+        if key == "settings":
+            settings = {**(merged.get("settings") or {}), **(value or {})}
+            merged["settings"] = {k: v for k, v in settings.items() if v is not None}
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def _asks_for_something(requested: Mapping[str, Any] | None) -> bool:
+    return any(value not in (None, {}) for value in (requested or {}).values())
+
+
+async def resolve_spec(
+    session: AsyncSession,
+    runtime: object,
+    tenant_id: uuid.UUID,
+    requested: Mapping[str, Any] | None,
+    current: ServerSpec | None = None,
+    instance_id: uuid.UUID | None = None,
+    *,
+    default_plan: PlanDefinition | None = None,
+) -> ServerSpec:
+    """The resolved spec (every field filled) for ``requested`` over ``current`` (a
+    change) or the tenant's plan defaults (a launch), or ``InvalidSpecError`` naming
+    every reason, or ``QuotaExceededError``. ``default_plan`` is the plan of tenants
+    without one (``settings.specs``; omitted: no defaults, ranges or quota). Takes
+    the tenant's spec lock for the rest of the transaction."""
+    support = spec_support(runtime)
+    if support is None:  # the runtime runs one spec: nothing to ask for
+        if _asks_for_something(requested):
+            name = getattr(runtime, "name", "this runtime")
+            raise InvalidSpecError(f"the {name} runtime runs every instance on one spec")
+        return current if current is not None else ServerSpec()
+    await lock(session, NamedLock.TENANT_SPECS, tenant_id)
+    plan = await tenant_plan(session, tenant_id, default_plan or _EMPTY_PLAN)
+    base = current.to_json() if current is not None else plan.defaults.as_request()
+    try:
+        wanted = ServerSpec.from_json(merge_spec(base, requested))
+    except ValueError as exc:
+        raise InvalidSpecError(str(exc)) from exc
+    resolved = _checked(support, plan, wanted)
+    await check_quota(session, tenant_id, plan.quota, resolved, instance_id)
+    return resolved
+
+
+def _checked(support: SpecSupport, plan: PlanDefinition, wanted: ServerSpec) -> ServerSpec:
+    """``wanted`` resolved by the runtime, or ``InvalidSpecError`` naming every reason
+    the runtime or the plan refuses it."""
+    check = support.check_spec(wanted)
+    problems = _unique([*check.problems, *settings_problems(wanted.settings)])
+    problems += plan.allowed.problems(check.resolved)
+    if problems:
+        raise InvalidSpecError("; ".join(problems))
+    return check.resolved
+
+
+async def resolve_version(
+    session: AsyncSession,
+    runtime: object,
+    tenant_id: uuid.UUID,
+    current: ServerSpec,
+    chroma_version: str,
+    *,
+    default_plan: PlanDefinition | None = None,
+) -> tuple[ServerSpec, ServerSpec]:
+    """``current`` as the runtime runs it, and the same on ``chroma_version``, checked
+    by the runtime and the tenant's plan (``InvalidSpecError``). A new version needs no
+    room in the quota (the size stays): no lock is taken."""
+    support = spec_support(runtime)
+    if support is None:
+        name = getattr(runtime, "name", "this runtime")
+        raise InvalidSpecError(f"the {name} runtime runs one Chroma version only")
+    plan = await tenant_plan(session, tenant_id, default_plan or _EMPTY_PLAN)
+    resolved = support.check_spec(current).resolved
+    return resolved, _checked(
+        support, plan, dataclasses.replace(resolved, chroma_version=chroma_version)
+    )
+
+
+async def check_room(
+    session: AsyncSession,
+    runtime: object,
+    tenant_id: uuid.UUID,
+    spec: ServerSpec,
+    *,
+    default_plan: PlanDefinition | None = None,
+) -> None:
+    """``QuotaExceededError`` unless the tenant's plan has room for one more live
+    instance of ``spec`` as it is (an undelete). Takes the tenant's spec lock."""
+    if spec_support(runtime) is None:
+        return
+    await lock(session, NamedLock.TENANT_SPECS, tenant_id)
+    plan = await tenant_plan(session, tenant_id, default_plan or _EMPTY_PLAN)
+    await check_quota(session, tenant_id, plan.quota, spec, None)
+
+
+def stored_spec(runtime: object, spec: ServerSpec) -> ServerSpec:
+    """A stored spec as the runtime runs it (a row from before specs is all None:
+    the runtime's defaults)."""
+    support = spec_support(runtime)
+    return spec if support is None else support.check_spec(spec).resolved
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _total(field: str) -> Any:
+    return func.coalesce(func.sum(Instance.spec[field].astext.cast(Integer)), 0)
+
+
+async def check_quota(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    quota: Quota,
+    spec: ServerSpec,
+    instance_id: uuid.UUID | None,
+) -> None:
+    """``QuotaExceededError`` when the tenant's live instances (but ``instance_id``)
+    and ``spec`` together have more CPU or memory than ``quota``."""
+    if quota.cpu is None and quota.memory_mib is None:
+        return
+    query = select(_total("cpu"), _total("memory_mib")).where(
+        Instance.tenant_id == tenant_id, Instance.desired_state != DesiredState.DELETED.value
+    )
+    if instance_id is not None:
+        query = query.where(Instance.id != instance_id)
+    row = (await session.execute(query)).one()
+    for used, asked, limit, unit in (
+        (row[0], spec.cpu, quota.cpu, "CPU units"),
+        (row[1], spec.memory_mib, quota.memory_mib, "MiB of memory"),
+    ):
+        if limit is not None and used + (asked or 0) > limit:
+            raise QuotaExceededError(
+                f"the tenant's live instances would have {used + (asked or 0)} {unit}; "
+                f"its plan's quota is {limit} ({used} in use)"
+            )
