@@ -114,6 +114,17 @@ def tier_of(item: pytest.Item) -> str:
 
 COLLECTED_TIERS = pytest.StashKey[dict[str, list[str]]]()
 
+# Modules whose tests take seconds each (they make and upgrade clusters of their own):
+# run first, so that under xdist no worker is left running them alone at the end.
+SLOW_FIRST = ("db/test_pg_upgrade.py", "db/test_embedded.py")
+
+
+def _slow_first(item: pytest.Item) -> int:
+    where = (
+        item.path.relative_to(TESTS_DIR).as_posix() if item.path.is_relative_to(TESTS_DIR) else ""
+    )
+    return SLOW_FIRST.index(where) if where in SLOW_FIRST else len(SLOW_FIRST)
+
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """A directory all of whose tests have one tier (TIER_BY_DIRECTORY) is not even
@@ -135,6 +146,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if not any(m.name in TIERS for m in item.iter_markers()):
             item.add_marker(tier_of(item))
+    items.sort(key=_slow_first)  # stable: the same order on every xdist worker
     # Every collected test's tiers, deselected ones too, for tests/test_tiers.py.
     config.stash[COLLECTED_TIERS] = {
         item.nodeid: [m.name for m in item.iter_markers() if m.name in TIERS] for item in items
