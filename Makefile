@@ -48,9 +48,11 @@ pytest: $(STAMP) $(SECOND_CHROMA_STAMP)
 
 test: lint typecheck pytest
 
-# No service processes, Chroma servers, Nginx, Chromium or moto; one worker per CPU.
+# No service processes, Chroma servers, Nginx, Chromium or moto; one worker per CPU,
+# a worker that runs out of tests takes over the other's (worksteal), and without the
+# schemathesis and hypothesis plugins only tests/fuzz (e2e) needs.
 test-fast: lint $(STAMP)
-	$(BIN)/pytest -m "unit or db" -n auto
+	$(BIN)/pytest -m "unit or db" -n auto --dist worksteal -p no:schemathesis -p no:hypothesispytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/lifecycle.py

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import httpx
 import pytest
+from _pytest.mark.expression import Expression
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
@@ -46,14 +47,16 @@ IN_CI = bool(os.environ.get("CHROMA_ORCH_CI"))
 
 # Test tiers (pyproject registers the markers; README "Development" explains them).
 # Every collected test gets exactly one, from where it lives and what it uses:
-# chaos: under tests/chaos; e2e: under tests/e2e, or it (a fixture it requests, or
-# a tests/ helper either calls) starts real services: the service as a child process,
-# Nginx, Chromium, moto's server, or Chroma servers through the local runtime;
-# db: it needs PostgreSQL (the run's cluster, or clusters of its own); unit: the rest.
-# A tier marker written on a test wins over the derived one.
+# chaos: under tests/chaos; e2e: under tests/e2e or tests/fuzz, or it (a fixture it
+# requests, or a tests/ helper either calls) starts real services: the service as a
+# child process, Nginx, Chromium, moto's server, or Chroma servers through the local
+# runtime; db: it needs PostgreSQL (the run's cluster, or clusters of its own); unit:
+# the rest. A tier marker written on a test wins over the derived one; in a directory
+# of one tier (TIER_BY_DIRECTORY) it may only repeat that tier (tests/test_tiers.py),
+# since `-m` leaves such a directory uncollected when it excludes the tier.
 TIERS = ("unit", "db", "e2e", "chaos")
 TESTS_DIR = Path(__file__).parent
-TIER_BY_DIRECTORY = {"chaos": "chaos", "e2e": "e2e"}
+TIER_BY_DIRECTORY = {"chaos": "chaos", "e2e": "e2e", "fuzz": "e2e"}
 STARTS_SERVICES = frozenset(
     {
         "running_service",
@@ -111,12 +114,39 @@ def tier_of(item: pytest.Item) -> str:
 
 COLLECTED_TIERS = pytest.StashKey[dict[str, list[str]]]()
 
+# Modules whose tests take seconds each (they make and upgrade clusters of their own):
+# run first, so that under xdist no worker is left running them alone at the end.
+SLOW_FIRST = ("db/test_pg_upgrade.py", "db/test_embedded.py")
+
+
+def _slow_first(item: pytest.Item) -> int:
+    where = (
+        item.path.relative_to(TESTS_DIR).as_posix() if item.path.is_relative_to(TESTS_DIR) else ""
+    )
+    return SLOW_FIRST.index(where) if where in SLOW_FIRST else len(SLOW_FIRST)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A directory all of whose tests have one tier (TIER_BY_DIRECTORY) is not even
+    imported when ``-m`` leaves that tier out: `make test-fast` would deselect every
+    test in it, after paying for importing them (moto, Playwright, schemathesis).
+    tests/test_tiers.py checks that no marker written in such a directory says otherwise."""
+    tier = TIER_BY_DIRECTORY.get(collection_path.name)
+    if tier is None or collection_path.parent != TESTS_DIR or not config.option.markexpr:
+        return None
+
+    def is_tier(name: str, /, **_: str | int | bool | None) -> bool:
+        return name == tier
+
+    return None if Expression.compile(config.option.markexpr).evaluate(is_tier) else True
+
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by the markers given here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if not any(m.name in TIERS for m in item.iter_markers()):
             item.add_marker(tier_of(item))
+    items.sort(key=_slow_first)  # stable: the same order on every xdist worker
     # Every collected test's tiers, deselected ones too, for tests/test_tiers.py.
     config.stash[COLLECTED_TIERS] = {
         item.nodeid: [m.name for m in item.iter_markers() if m.name in TIERS] for item in items

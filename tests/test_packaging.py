@@ -26,6 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS = ROOT / "migrations"
 SKIP = shutil.ignore_patterns("__pycache__", "*.egg-info")
 
+# End to end: pip builds the wheel and installs it, and the installed `chroma-orch`
+# runs as a child process (about 7 s of the fast tier's time, none of it unit or db).
+pytestmark = pytest.mark.e2e
+
 
 def _copy_build_context(context: Path) -> None:
     """Copy what the Dockerfile's first (build) stage copies, as ``COPY`` would."""

@@ -3,12 +3,22 @@ so `make test-fast` (unit and db) cannot silently leave out a test nobody tiered
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 import tests.domain.test_states as states
 import tests.events.test_event_replicas as event_replicas
 import tests.security.test_refused_tokens as refused_tokens
-from tests.conftest import COLLECTED_TIERS, STARTS_SERVICES, USES_POSTGRES, names_used
+from tests.conftest import (
+    COLLECTED_TIERS,
+    STARTS_SERVICES,
+    TESTS_DIR,
+    TIER_BY_DIRECTORY,
+    USES_POSTGRES,
+    names_used,
+    pytest_ignore_collect,
+)
 
 
 def test_every_collected_test_has_exactly_one_tier(request: pytest.FixtureRequest) -> None:
@@ -29,3 +39,37 @@ def test_a_fixture_running_the_service_as_child_processes_is_seen() -> None:
     """The replicas fixture starts two services (tests.e2e.service.Service) itself,
     and one of them real Chroma servers: e2e, as running_service would be."""
     assert "Service" in names_used([event_replicas.replicas]) & STARTS_SERVICES
+
+
+def test_a_directory_of_one_tier_holds_no_test_of_another(request: pytest.FixtureRequest) -> None:
+    """`-m` skips collecting such a directory when it leaves its tier out, so a marker
+    written there must not say otherwise (checked where the directory was collected)."""
+    collected = request.config.stash[COLLECTED_TIERS]
+    misplaced = {
+        nodeid: tiers
+        for nodeid, tiers in collected.items()
+        if (tier := TIER_BY_DIRECTORY.get(nodeid.split("/")[1])) and tiers != [tier]
+    }
+    assert misplaced == {}
+
+
+@pytest.mark.parametrize(
+    ("markexpr", "directory", "ignored"),
+    [
+        ("unit or db", "e2e", True),
+        ("unit or db", "chaos", True),
+        ("unit or db", "fuzz", True),
+        ("e2e", "fuzz", None),
+        ("not chaos", "e2e", None),
+        ("not chaos", "chaos", True),
+        ("", "chaos", None),
+        ("unit or db", "db", None),
+    ],
+)
+def test_m_leaves_uncollected_only_the_directories_of_tiers_it_excludes(
+    markexpr: str, directory: str, ignored: bool | None
+) -> None:
+    config = SimpleNamespace(option=SimpleNamespace(markexpr=markexpr))
+    path = TESTS_DIR / directory
+    assert pytest_ignore_collect(path, config) is ignored  # type: ignore[arg-type]
+    assert pytest_ignore_collect(path / "sub" / directory, config) is None  # type: ignore[arg-type]

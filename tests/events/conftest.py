@@ -18,10 +18,11 @@ LiveFactory = Callable[..., AbstractAsyncContextManager[LiveServer]]
 
 @pytest.fixture
 def live_factory(database_url: str, tmp_path: Path) -> LiveFactory:
-    """Start the API (reconciler off) under uvicorn with ``EventsSettings(**events)``."""
+    """Start the API (reconciler off) under uvicorn with ``EventsSettings(**events)``
+    (``send_buffer``: see ``LiveServer``)."""
 
     @asynccontextmanager
-    async def factory(**events: Any) -> AsyncIterator[LiveServer]:
+    async def factory(send_buffer: int | None = None, **events: Any) -> AsyncIterator[LiveServer]:
         values: dict[str, Any] = {"heartbeat_interval": 0.5} | events
         settings = make_settings(
             database_url,
@@ -29,7 +30,7 @@ def live_factory(database_url: str, tmp_path: Path) -> LiveFactory:
             reconciler=ReconcilerSettings(enabled=False),
             events=EventsSettings(**values),
         )
-        async with LiveServer(create_app(settings)) as server:
+        async with LiveServer(create_app(settings), send_buffer=send_buffer) as server:
             yield server
 
     return factory

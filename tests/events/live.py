@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import socket
 import uuid
 from types import TracebackType
 from typing import Any
@@ -25,9 +26,14 @@ Message = dict[str, Any]
 class LiveServer:
     """Serves ``app`` (lifespan included) on a free loopback port in this event loop."""
 
-    def __init__(self, app: FastAPI, port: int | None = None) -> None:
+    def __init__(
+        self, app: FastAPI, port: int | None = None, send_buffer: int | None = None
+    ) -> None:
+        """``send_buffer``: SO_SNDBUF of the listening socket, which the connections it
+        accepts inherit (Linux), so a test fills a stalled reader's path with little data."""
         self.app = app
         self.port = port or free_port()
+        self.send_buffer = send_buffer
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         config = uvicorn.Config(
@@ -37,7 +43,14 @@ class LiveServer:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> LiveServer:
-        self._task = asyncio.create_task(self.server.serve())
+        sockets = None
+        if self.send_buffer is not None:
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
+            listener.bind(("127.0.0.1", self.port))
+            sockets = [listener]
+        self._task = asyncio.create_task(self.server.serve(sockets))
         while not self.server.started:
             if self._task.done():
                 self._task.result()

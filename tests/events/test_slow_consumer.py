@@ -14,9 +14,14 @@ from tests.events.conftest import LiveFactory
 from tests.events.live import emit, receive, receive_events
 from tests.helpers import wait_for
 
-BATCHES = 60
+# The server's sockets send from a small buffer (SO_SNDBUF), so what fits between the
+# server's queue and the stalled reader (its queue, both sockets' buffers) is well under
+# a megabyte: 4 MB in all fills it several times over, where 15 MB did with the kernel's
+# own, self-growing buffers.
+BATCHES = 16
 PER_BATCH = 4
 SIZE = 64 * 1024
+SEND_BUFFER = 32 * 1024
 
 
 def _tiny_buffer_socket(port: int) -> socket.socket:
@@ -35,7 +40,7 @@ async def test_a_reader_that_stalls_is_cut_loose(
     """Stalled for longer than ``send_timeout``: closed with 4429; shorter: when it
     reads again it gets what fitted in the buffers, then a resync, then live events."""
     settings = {"subscriber_queue": 8, "send_timeout": send_timeout, "heartbeat_interval": 5}
-    async with live_factory(**settings) as live:
+    async with live_factory(send_buffer=SEND_BUFFER, **settings) as live:
         stalled_sock = _tiny_buffer_socket(live.port)
         async with (
             live.connect(sock=stalled_sock, max_queue=1, max_size=None) as stalled,
