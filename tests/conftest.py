@@ -70,6 +70,12 @@ STARTS_SERVICES = frozenset(
 USES_POSTGRES = frozenset({"pg_cluster", "EmbeddedPostgres"})
 
 
+def _in_tests(function: types.FunctionType) -> bool:
+    """Whether ``function`` is the tests' own (test modules outside a package are
+    imported under their bare names, so this goes by file, not module name)."""
+    return Path(function.__code__.co_filename).is_relative_to(TESTS_DIR)
+
+
 def names_used(functions: Iterable[object]) -> set[str]:
     """Global names the functions' code refers to, following the tests' own helpers."""
     names: set[str] = set()
@@ -90,8 +96,7 @@ def names_used(functions: Iterable[object]) -> set[str]:
         pending.extend(
             scope[name]
             for name in names
-            if inspect.isfunction(scope.get(name))
-            and str(scope[name].__module__).startswith("tests.")
+            if inspect.isfunction(scope.get(name)) and _in_tests(scope[name])
         )
     return names
 
