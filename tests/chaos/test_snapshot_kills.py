@@ -9,13 +9,12 @@ completes, and the instance runs with its old or its new data, never a mix
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.service import Service, kill_chroma_processes, running_instance
+from tests.chaos.kills import pad, restarted
+from tests.e2e.service import Service, running_instance
 from tests.e2e.snapshot_faults import (
     add,
     contents,
@@ -26,22 +25,6 @@ from tests.e2e.snapshot_faults import (
     store_path,
 )
 from tests.helpers import wait_for, wait_phase
-
-FILLER = 160 * 1024 * 1024  # incompressible: copying and packing it take a while
-
-
-@pytest.fixture
-async def data_dir(tmp_path: Path) -> AsyncIterator[Path]:
-    path = tmp_path / "data"
-    yield path
-    kill_chroma_processes(path)
-
-
-def _pad(data_dir: Path, instance_id: str) -> None:
-    """Make the instance big-ish: a file Chroma ignores in its persist directory."""
-    with (data_dir / "instances" / instance_id / "filler.bin").open("wb") as file:
-        for _ in range(FILLER // (16 * 1024 * 1024)):
-            file.write(os.urandom(16 * 1024 * 1024))
 
 
 def _found(directory: Path, pattern: str) -> bool:
@@ -62,18 +45,6 @@ MOMENTS = {  # where to look, for what
 }
 
 
-async def _restarted(first: Service) -> Service:
-    if first.process is not None and first.process.returncode is None:
-        await first.kill9()
-    second = Service(
-        first.env["CHROMA_ORCH_DATABASE_URL"],
-        first.data_dir,
-        CHROMA_ORCH_LOCAL__PORT_RANGE=first.env["CHROMA_ORCH_LOCAL__PORT_RANGE"],
-    )
-    await second.start()
-    return second
-
-
 def _leftovers(data_dir: Path) -> list[str]:
     """Copies, partial archives and swap directories a finished operation left."""
     work = data_dir / "snapshot-work"
@@ -92,12 +63,12 @@ async def test_kill_9_mid_snapshot_resumes(database_url: str, data_dir: Path, mo
     try:
         token, instance_id = await running_instance(first)
         await add(first, instance_id, token, ["a", "b"])
-        _pad(data_dir, instance_id)
+        pad(data_dir, instance_id)
         async with first.client(token) as http:
             snapshot_id = await request_snapshot(http, instance_id)
         where, pattern = MOMENTS[moment]
         await _appears(data_dir / where, pattern.format(snapshot=snapshot_id))
-        second = await _restarted(first)
+        second = await restarted(first)
         async with second.client(token) as http:
             snapshot = await settled(http, snapshot_id)
             assert snapshot["phase"] == "ready", snapshot  # redone from scratch
@@ -136,7 +107,7 @@ async def test_kill_9_mid_restore_resumes(
     try:
         token, instance_id = await running_instance(first)
         await add(first, instance_id, token, ["a", "b"])
-        _pad(data_dir, instance_id)
+        pad(data_dir, instance_id)
         async with first.client(token) as http:
             snapshot = await settled(http, await request_snapshot(http, instance_id))
             assert snapshot["phase"] == "ready", snapshot
@@ -149,7 +120,7 @@ async def test_kill_9_mid_restore_resumes(
             _as_if_killed_between_the_renames(data_dir, instance_id)
         if archive_gone:
             store_path(first, snapshot).unlink()
-        second = await _restarted(first)
+        second = await restarted(first)
         async with second.client(token) as http:
             if archive_gone:
                 failed = await wait_phase(http, instance_id, "failed", timeout=120)

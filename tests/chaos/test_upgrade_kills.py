@@ -7,8 +7,7 @@ instance and the data intact (checked with a real ``chromadb`` client)."""
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chroma_orch.db.models import InstanceUpgrade
+from tests.chaos.kills import pad, restarted
 from tests.chroma_versions import SECOND_VERSION
-from tests.e2e.service import Service, kill_chroma_processes, running_instance
+from tests.e2e.service import Service, running_instance
 from tests.e2e.upgrade_helpers import (
     BLIND,
     finished,
@@ -28,22 +28,6 @@ from tests.e2e.upgrade_helpers import (
     write_data,
 )
 from tests.helpers import wait_for, wait_phase
-
-FILLER = 96 * 1024 * 1024  # incompressible: the copy and its packing take a while
-
-
-@pytest.fixture
-async def data_dir(tmp_path: Path) -> AsyncIterator[Path]:
-    path = tmp_path / "data"
-    yield path
-    kill_chroma_processes(path)
-
-
-def _pad(data_dir: Path, instance_id: str) -> None:
-    with (data_dir / "instances" / instance_id / "filler.bin").open("wb") as file:
-        for _ in range(FILLER // (16 * 1024 * 1024)):
-            file.write(os.urandom(16 * 1024 * 1024))
-
 
 Moment = Callable[[str, Path, str, str], Awaitable[None]]
 
@@ -89,19 +73,6 @@ MOMENTS: dict[str, tuple[str, Moment, str]] = {
 }
 
 
-async def _restarted(first: Service) -> Service:
-    if first.process is not None and first.process.returncode is None:
-        await first.kill9()
-    keep = ("CHROMA_ORCH_LOCAL__PORT_RANGE", "CHROMA_ORCH_LOCAL__CHROMA_VERSIONS")
-    second = Service(
-        first.env["CHROMA_ORCH_DATABASE_URL"],
-        first.data_dir,
-        **{name: first.env[name] for name in keep},
-    )
-    await second.start()
-    return second
-
-
 @pytest.mark.parametrize("moment", sorted(MOMENTS))
 async def test_kill_9_mid_upgrade_ends_on_one_version_with_the_data(
     database_url: str, data_dir: Path, tmp_path: Path, moment: str
@@ -115,11 +86,11 @@ async def test_kill_9_mid_upgrade_ends_on_one_version_with_the_data(
         base = f"{first.url}/i/{instance_id}"
         await asyncio.to_thread(write_data, base, token)
         before = await asyncio.to_thread(read_data, base, token)
-        _pad(data_dir, instance_id)
+        pad(data_dir, instance_id, 96 * 1024 * 1024)
         async with first.client(token) as http:
             asked = await upgrade(http, instance_id, version)
         await when(database_url, data_dir, instance_id, asked["id"])
-        second = await _restarted(first)
+        second = await restarted(first, "CHROMA_ORCH_LOCAL__CHROMA_VERSIONS")
         async with second.client(token) as http:
             done = await finished(http, instance_id, asked["id"], timeout=180)
             assert done["phase"] == outcome, done

@@ -12,12 +12,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, exists, func, select, update
+from sqlalchemy import Select, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.instance_writes import Fence
 from chroma_orch.db.models import OPEN_SNAPSHOT, Instance, Snapshot, SnapshotPhase
 from chroma_orch.db.outbox import record_event
+from chroma_orch.db.row_changes import change_row, fenced
 
 
 def snapshot_view(snapshot: Snapshot) -> dict[str, Any]:
@@ -30,10 +31,6 @@ def snapshot_view(snapshot: Snapshot) -> dict[str, Any]:
         "size_bytes": snapshot.size_bytes,
         "checksum": snapshot.checksum,
     }
-
-
-def _fenced(fence: Fence) -> ColumnElement[bool]:
-    return exists().where(Instance.id == fence.instance_id, Instance.lease_owner == fence.owner)
 
 
 async def next_open(session: AsyncSession, instance_id: uuid.UUID) -> Snapshot | None:
@@ -109,33 +106,15 @@ async def change(
 ) -> bool:
     """Write ``values`` to ``snapshot`` (fenced on ``fence`` when given) with its
     ``snapshot.phase_changed`` event; False when the fence was lost."""
-    before = snapshot_view(snapshot)
-    statement = update(Snapshot).where(Snapshot.id == snapshot.id)
-    if fence is not None:
-        statement = statement.where(_fenced(fence))
-    result = await session.execute(
-        statement.values(**values, updated_at=func.now()).returning(Snapshot.id)
+    return await change_row(
+        session, snapshot, values, fence=fence, view=snapshot_view, event="snapshot.phase_changed"
     )
-    if result.scalar_one_or_none() is None:
-        return False
-    for key, value in values.items():
-        setattr(snapshot, key, value)
-    if before != snapshot_view(snapshot):
-        record_event(
-            session,
-            type="snapshot.phase_changed",
-            instance_id=snapshot.instance_id,
-            tenant_id=snapshot.tenant_id,
-            before=before,
-            after=snapshot_view(snapshot),
-        )
-    return True
 
 
 async def remove(session: AsyncSession, snapshot: Snapshot, fence: Fence) -> bool:
     """Delete the row (its archive is gone) with its ``snapshot.deleted`` event."""
     result = await session.execute(
-        delete(Snapshot).where(Snapshot.id == snapshot.id, _fenced(fence)).returning(Snapshot.id)
+        delete(Snapshot).where(Snapshot.id == snapshot.id, fenced(fence)).returning(Snapshot.id)
     )
     if result.scalar_one_or_none() is None:
         return False

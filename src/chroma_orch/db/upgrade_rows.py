@@ -11,12 +11,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.instance_writes import Fence
-from chroma_orch.db.models import Instance, InstanceUpgrade
+from chroma_orch.db.models import InstanceUpgrade
 from chroma_orch.db.outbox import record_event
+from chroma_orch.db.row_changes import change_row
 
 
 def upgrade_view(upgrade: InstanceUpgrade) -> dict[str, Any]:
@@ -54,28 +55,9 @@ async def change(
 ) -> bool:
     """Write ``values`` to ``upgrade`` while ``fence`` holds its instance's lease, with
     its ``upgrade.phase_changed`` event; False when the lease was lost."""
-    before = upgrade_view(upgrade)
-    holds = exists().where(Instance.id == fence.instance_id, Instance.lease_owner == fence.owner)
-    result = await session.execute(
-        update(InstanceUpgrade)
-        .where(InstanceUpgrade.id == upgrade.id, holds)
-        .values(**values, updated_at=func.now())
-        .returning(InstanceUpgrade.id)
+    return await change_row(
+        session, upgrade, values, fence=fence, view=upgrade_view, event="upgrade.phase_changed"
     )
-    if result.scalar_one_or_none() is None:
-        return False
-    for key, value in values.items():
-        setattr(upgrade, key, value)
-    if before != upgrade_view(upgrade):
-        record_event(
-            session,
-            type="upgrade.phase_changed",
-            instance_id=upgrade.instance_id,
-            tenant_id=upgrade.tenant_id,
-            before=before,
-            after=upgrade_view(upgrade),
-        )
-    return True
 
 
 async def for_instance(session: AsyncSession, instance_id: uuid.UUID) -> list[InstanceUpgrade]:
