@@ -241,16 +241,29 @@ def _change(
     if action is Action.UPGRADE:  # the reconciler restarts once it has the probe's baseline
         changes["upgrade_id"] = upgrade_id
         changes["restart_count"] = 0
+    return changes, _desired_changed(instance, changes, before, {"action": action.value})
+
+
+def _desired_changed(
+    instance: Instance,
+    changes: Mapping[str, Any],
+    before: dict[str, Any],
+    after: dict[str, Any],
+    shown: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Apply ``changes`` to ``instance``; its ``instance.desired_changed`` event (``after``
+    with the new desired state, and the ``shown`` columns)."""
     for column, value in changes.items():
         setattr(instance, column, value)
-    event = event_row(
+    after = {**after, **desired_snapshot(instance)}
+    after |= {column: getattr(instance, column) for column in shown}
+    return event_row(
         type="instance.desired_changed",
         instance_id=instance.id,
         tenant_id=instance.tenant_id,
         before=before,
-        after={"action": action.value, **desired_snapshot(instance)},
+        after=after,
     )
-    return changes, event
 
 
 def _reconfigure(instance: Instance, spec: ServerSpec) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -267,20 +280,8 @@ def _reconfigure(instance: Instance, spec: ServerSpec) -> tuple[dict[str, Any], 
     }
     if running:
         changes |= {"restart_generation": generation, "restart_count": 0}
-    for column, value in changes.items():
-        setattr(instance, column, value)
-    event = event_row(
-        type="instance.desired_changed",
-        instance_id=instance.id,
-        tenant_id=instance.tenant_id,
-        before=before,
-        after={
-            "action": Action.RECONFIGURE.value,
-            **desired_snapshot(instance),
-            "spec": instance.spec,
-        },
-    )
-    return changes, event
+    after = {"action": Action.RECONFIGURE.value}
+    return changes, _desired_changed(instance, changes, before, after, ("spec",))
 
 
 class InstanceService:
