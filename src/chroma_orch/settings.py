@@ -20,6 +20,7 @@ from chroma_orch.runtimes import registry
 from chroma_orch.runtimes.ecs.settings import ECS_API_LIMITS as ECS_API_LIMITS
 from chroma_orch.runtimes.ecs.settings import EcsSettings as EcsSettings
 from chroma_orch.runtimes.local.settings import LocalRuntimeSettings as LocalRuntimeSettings
+from chroma_orch.runtimes.sim.settings import SimRuntimeSettings as SimRuntimeSettings
 
 
 def default_data_dir() -> Path:
@@ -576,6 +577,7 @@ class Settings(BaseSettings):
     heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
     embedded_db: EmbeddedDatabaseSettings = Field(default_factory=EmbeddedDatabaseSettings)
     ecs: EcsSettings = Field(default_factory=EcsSettings)
+    sim: SimRuntimeSettings = Field(default_factory=SimRuntimeSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     proxy: ProxySettings = Field(default_factory=ProxySettings)

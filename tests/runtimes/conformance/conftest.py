@@ -1,5 +1,5 @@
-"""The ``kit`` fixture: every conformance test runs on the fake, local and ECS-on-moto
-runtimes. ECS uses moto's server as tests/ecs does (its fixtures are imported here)."""
+"""The ``kit`` fixture: every conformance test runs on the fake, sim, local and
+ECS-on-moto runtimes. ECS uses moto's server as tests/ecs does (its fixtures are imported here)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from moto.backends import get_backend
 
 from chroma_orch.runtimes.base import Runtime
+from chroma_orch.runtimes.sim.cloud import forget
 from tests.ecs.conftest import (
     CLUSTER,
     REGION,
@@ -20,7 +21,7 @@ from tests.ecs.conftest import (
     ecs_settings,
     moto_url,
 )
-from tests.runtimes.conformance.kits import EcsKit, FakeKit, Kit, LocalKit
+from tests.runtimes.conformance.kits import EcsKit, FakeKit, Kit, LocalKit, SimKit
 from tests.runtimes.test_local_runtime import kill_leftovers, servers_on
 
 __all__ = [
@@ -45,6 +46,7 @@ def _stop_in_moto(task_arn: str) -> None:
 @pytest.fixture(
     params=[
         "fake",
+        "sim",  # in-process, with a compressed clock
         pytest.param("local", marks=pytest.mark.e2e),  # real Chroma servers
         pytest.param("ecs", marks=pytest.mark.e2e),  # moto's server
     ]
@@ -52,6 +54,10 @@ def _stop_in_moto(task_arn: str) -> None:
 def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
     if request.param == "fake":
         yield FakeKit(world_name=f"conformance-{uuid.uuid4().hex}")
+    elif request.param == "sim":
+        cluster = f"conformance-{uuid.uuid4().hex}"
+        yield SimKit(cluster)
+        forget(cluster)
     elif request.param == "local":
         yield LocalKit(tmp_path / "data")
         kill_leftovers(tmp_path)

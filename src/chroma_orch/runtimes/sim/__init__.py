@@ -1,0 +1,1 @@
+"""The ``sim`` runtime: a simulated cloud scheduler (docs/sim-runtime.md)."""

@@ -1,0 +1,204 @@
+"""The simulated runtime (docs/sim-runtime.md): its draws are reproducible and follow
+the configured distributions, it keeps to its API budgets, its responders answer
+heartbeats until their server is gone, and the service runs an instance on it."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from chroma_orch.app import create_app
+from chroma_orch.runtimes.base import (
+    Endpoint,
+    ExitCause,
+    Handle,
+    InstanceSpec,
+    ObservedState,
+    StartFailedError,
+)
+from chroma_orch.runtimes.sim.cloud import cloud, forget
+from chroma_orch.runtimes.sim.model import Draws
+from chroma_orch.runtimes.sim.runtime import SimRuntime
+from chroma_orch.settings import SimRuntimeSettings
+from tests.conftest import ADMIN_TOKEN, make_settings, port_window
+from tests.helpers import bearer, create_tenant, wait_phase
+from tests.runtimes.test_registry import register
+
+DRAWS = 20_000
+
+
+@pytest.fixture
+def cluster() -> Iterator[str]:
+    name = f"sim-test-{uuid.uuid4().hex}"
+    yield name
+    forget(name)
+
+
+def settings(cluster: str, **values: object) -> SimRuntimeSettings:
+    base: dict[str, object] = {"cluster": cluster, "time_scale": 0.001, "port_range": port_window()}
+    return SimRuntimeSettings.model_validate({**base, **values})
+
+
+def spec(n: int = 0) -> InstanceSpec:
+    return InstanceSpec(instance_id=str(uuid.uuid4()), tenant_id="t", name=f"db{n}", generation=1)
+
+
+def test_the_same_seed_draws_the_same_fates() -> None:
+    config = SimRuntimeSettings(seed=7, start_failure_rate=0.3, crash_rate=2, retirement_rate=1)
+    first, second = Draws(config), Draws(config)
+    fates = [first.fate() for _ in range(500)]
+    assert fates == [second.fate() for _ in range(500)]
+    other = Draws(config.model_copy(update={"seed": 8}))
+    assert fates != [other.fate() for _ in range(500)]
+
+
+def test_the_start_latency_has_the_configured_median_and_p95() -> None:
+    draws = Draws(SimRuntimeSettings(seed=1))  # defaults: median 40 s, p95 120 s
+    latencies = sorted(draws.fate().latency for _ in range(DRAWS))
+    assert statistics.median(latencies) == pytest.approx(40.0, rel=0.05)
+    assert latencies[int(DRAWS * 0.95)] == pytest.approx(120.0, rel=0.07)
+    assert latencies[0] >= 5.0  # start_min
+    for fate in (draws.fate() for _ in range(50)):
+        times = [at for _, at in fate.phases]
+        assert times == sorted(times)
+        assert times[-1] == fate.latency  # heartbeat_answered at the latency
+
+
+def test_failures_crashes_and_retirements_follow_their_rates() -> None:
+    draws = Draws(
+        SimRuntimeSettings(
+            seed=3, start_failure_rate=0.2, capacity_share=0.25, crash_rate=3, retirement_rate=1
+        )
+    )
+    fates = [draws.fate() for _ in range(DRAWS)]
+    failed = [fate.failure for fate in fates if fate.failure is not None]
+    assert len(failed) / DRAWS == pytest.approx(0.2, abs=0.015)
+    assert failed.count(ExitCause.CAPACITY) / len(failed) == pytest.approx(0.25, abs=0.03)
+    assert set(failed) == {ExitCause.CAPACITY, ExitCause.CRASH}
+    lifetimes = [fate.exit_after for fate in fates if fate.exit_after is not None]
+    assert len(lifetimes) == DRAWS  # every server exits some day at these rates
+    assert statistics.mean(lifetimes) == pytest.approx(3600 / 4, rel=0.05)  # 4 exits/hour
+    retired = sum(fate.exit_cause is ExitCause.INFRASTRUCTURE for fate in fates)
+    assert retired / DRAWS == pytest.approx(0.25, abs=0.02)
+
+
+async def test_a_seeded_cloud_fails_the_same_starts(cluster: str) -> None:
+    outcomes = []
+    for run in range(2):
+        name = f"{cluster}-{run}"
+        runtime = SimRuntime(settings(name, seed=11, start_failure_rate=0.4))
+        result = []
+        for n in range(20):
+            try:
+                handle = await runtime.start(spec(n))
+            except StartFailedError as failed:
+                result.append(failed.cause.value)
+            else:
+                result.append("started")
+                await runtime.delete(str(handle.data["instance_id"]), handle, keep_data=False)
+        outcomes.append(result)
+        forget(name)
+    assert outcomes[0] == outcomes[1]
+    assert {"started", "capacity", "crash"} <= set(outcomes[0])
+
+
+async def test_starts_and_polls_keep_to_their_rate_budgets(cluster: str) -> None:
+    """One start fits a budget of one RunTask; the second waits (for 1000 s: it is
+    cancelled). A poll of 250 servers takes three describe calls of a budget of three."""
+    limits = {"run": (1, 0.001), "describe": (3, 0.001), "stop": (100, 40.0)}
+    runtime = SimRuntime(settings(cluster, api_limits=limits, start_failure_rate=0.0))
+    handle = await runtime.start(spec())
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(runtime.start(spec(1)), 0.5)
+    handles = {f"k{n}": handle for n in range(250)}
+    assert len(await runtime.poll(handles)) == 250
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(runtime.poll({"k": handle}), 0.5)
+
+
+async def running(runtime: SimRuntime) -> tuple[Handle, Endpoint]:
+    handle = await runtime.start(spec())
+    observed = await runtime.wait_ready(handle, 30.0)
+    assert observed.state is ObservedState.RUNNING, observed
+    assert observed.endpoint is not None
+    assert observed.phase is not None
+    assert observed.phase.value == "heartbeat_answered"
+    assert len(observed.phase_times) == 6  # provisioning ... heartbeat_answered
+    return handle, observed.endpoint
+
+
+async def test_the_responder_answers_until_its_server_crashes(cluster: str) -> None:
+    runtime = SimRuntime(settings(cluster, start_failure_rate=0.0))
+    handle, endpoint = await running(runtime)
+    instance_id = str(handle.data["instance_id"])
+    async with httpx.AsyncClient(base_url=endpoint.url) as http:
+        beat = await http.get("/api/v2/heartbeat")
+        assert beat.status_code == 200
+        assert beat.json()["nanosecond heartbeat"] > 0
+        assert (await http.get("/api/v2/version")).json() == "1.5.9"
+        listed = await http.get(
+            "/api/v2/tenants/default_tenant/databases/default_database/collections"
+        )
+        assert listed.json() == []
+        assert (await http.post("/api/v2/anything", json={})).status_code == 501
+        assert (await http.get("/elsewhere")).status_code == 404
+    assert await runtime.heartbeat({instance_id: endpoint}, 2.0) == {instance_id: True}
+    cloud(runtime.settings).crash(instance_id)
+    assert await runtime.heartbeat({instance_id: endpoint}, 2.0) == {instance_id: False}
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient(base_url=endpoint.url) as http:
+            await http.get("/api/v2/heartbeat")
+    observed = (await runtime.poll({instance_id: handle}))[instance_id]
+    assert observed.state is ObservedState.EXITED
+    assert observed.cause is ExitCause.CRASH
+
+
+async def test_a_retired_server_exits_by_itself_as_infrastructure(cluster: str) -> None:
+    """Retirements at 36,000 an hour of a clock 1000 times faster: within ms."""
+    runtime = SimRuntime(settings(cluster, start_failure_rate=0.0, retirement_rate=36_000))
+    exits: list[str] = []
+    runtime.on_exit(exits.append)
+    handle = await runtime.start(spec())
+    instance_id = str(handle.data["instance_id"])
+    for _ in range(600):  # poll with a deadline (30 s)
+        observed = (await runtime.poll({instance_id: handle}))[instance_id]
+        if observed.state is ObservedState.EXITED:
+            break
+        await asyncio.sleep(0.05)
+    assert observed.state is ObservedState.EXITED
+    assert observed.cause is ExitCause.INFRASTRUCTURE
+    assert exits == [instance_id]
+
+
+@pytest.fixture
+async def sim_app(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster: str
+) -> AsyncIterator[FastAPI]:
+    """The service on CHROMA_ORCH_RUNTIME=sim (registered as pip installs it, for a
+    venv installed before the entry point existed)."""
+    register(tmp_path, monkeypatch, "chroma_orch_sim", sim="chroma_orch.runtimes.sim.plugin:build")
+    sim = settings(cluster, start_failure_rate=0.0)
+    app = create_app(make_settings(database_url, tmp_path / "data", runtime="sim", sim=sim))
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+async def test_the_service_runs_an_instance_on_sim_and_proxies_to_it(sim_app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=sim_app)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=admin) as client:
+        _, token = await create_tenant(client, "acme")
+        launched = await client.post("/v1/instances", json={"name": "main"}, headers=bearer(token))
+        assert launched.status_code == 202, launched.text
+        instance_id = launched.json()["instance"]["id"]
+        await wait_phase(client, instance_id, "running", headers=bearer(token))
+        beat = await client.get(f"/i/{instance_id}/api/v2/heartbeat", headers=bearer(token))
+        assert beat.status_code == 200, beat.text
+        assert "nanosecond heartbeat" in beat.json()
