@@ -56,7 +56,13 @@ async def test_an_upgrade_waits_shows_progress_and_is_listed(upgrade_service: Se
     instances = await run_cli("instances", "ls", url=url, token=token)
     assert instances.stdout.splitlines()[1].split()[3] == SECOND_VERSION, instances.stdout
 
-    again = await run_cli("instances", "upgrade", "main", "--version", SECOND_VERSION,
+    back = await run_cli("instances", "upgrade", instance_id, "--version", upgrade["from_version"],
+                         "--wait", "--poll", "--json", url=url, token=token)  # fmt: skip
+    assert back.code == 0, back.stderr  # polled, and the upgrade as JSON
+    assert json.loads(back.stdout)["phase"] == "succeeded"
+    assert await asyncio.to_thread(read_data, base, token) == before
+
+    again = await run_cli("instances", "upgrade", "main", "--version", upgrade["from_version"],
                           url=url, token=token)  # fmt: skip
     assert again.code == 5, again.stderr  # 409: it runs that version already
 
