@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.service import Service, running_service
+from tests.e2e.upgrade_helpers import versions_env
 
 
 @dataclass
@@ -93,5 +94,14 @@ async def failing_service(database_url: str, tmp_path: Path) -> AsyncIterator[Se
     """Every server start fails at once (the launcher's interpreter is /bin/false)
     and is not retried."""
     env = {"CHROMA_ORCH_LOCAL__PYTHON": "/bin/false", "CHROMA_ORCH_RECONCILER__RESTART_LIMIT": "0"}
+    async with running_service(database_url, tmp_path / "data", **env) as svc:
+        yield svc
+
+
+@pytest.fixture
+async def upgrade_service(database_url: str, tmp_path: Path) -> AsyncIterator[Service]:
+    """The real service, its local runtime knowing a second Chroma version and broken
+    ones (``tests/e2e/upgrade_helpers.py``), as ``tests/e2e``'s fixture of that name."""
+    env = versions_env(tmp_path / "tools") | {"CHROMA_ORCH_UPGRADES__TIMEOUT": "60"}
     async with running_service(database_url, tmp_path / "data", **env) as svc:
         yield svc

@@ -52,12 +52,18 @@ async def _launch_and_list(url: str, token: str) -> str:
     table = await run_cli("instances", "ls", url=url, token=token)
     assert table.code == 0
     header, row = table.stdout.splitlines()
-    assert header.split() == ["NAME", "ID", "PHASE", "ENDPOINT", "AGE"]
-    name, instance_id, phase, endpoint, _ = row.split()
+    assert header.split() == ["NAME", "ID", "PHASE", "CHROMA", "SIZE", "ENDPOINT", "AGE"]
+    name, instance_id, phase, version, size, endpoint, _ = row.split()
     assert (name, phase) == ("main", "running")
     assert endpoint.startswith("http://127.0.0.1:")
     as_json = await run_cli("instances", "ls", "--json", url=url, token=token)
-    assert [i["id"] for i in json.loads(as_json.stdout)] == [instance_id]
+    listed = json.loads(as_json.stdout)
+    assert [i["id"] for i in listed] == [instance_id]
+    spec = listed[0]["spec"]
+    assert version == spec["chroma_version"] != "-"  # the installed version, resolved
+    assert size == (f"{spec['memory_mib']}MiB" if spec["memory_mib"] else "-")
+    shown = await run_cli("instances", "get", "main", url=url, token=token)
+    assert shown.stdout.rstrip().endswith(f"; Chroma {version}, size {size}"), shown.stdout
     return instance_id
 
 

@@ -19,7 +19,7 @@ async def test_delete_list_deleted_undelete_and_purge(service: Service) -> None:
     table = await run_cli("instances", "ls", "--deleted", url=url, token=token)
     assert table.code == 0, table.stderr
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["NAME", "ID", "PHASE", "ENDPOINT", "AGE"]
+    assert header.split() == ["NAME", "ID", "PHASE", "CHROMA", "SIZE", "ENDPOINT", "AGE"]
     assert [row.split()[:3] for row in rows] == [["main", instance_id, "deleted"]]
     live = await run_cli("instances", "ls", url=url, token=token)
     assert (live.stdout, live.stderr.strip()) == ("", "no instances")

@@ -75,7 +75,7 @@ async def test_dashboard_follows_an_instance_live(server: LiveServer, browser: B
     await page.click("#launch-form button")
     row = page.locator("tr", has=page.locator("strong", has_text="web"))
     await expect(row).to_have_attribute("data-phase", "running", timeout=30_000)
-    await expect(row.locator("td").nth(3)).to_contain_text("http://127.0.0.1:")
+    await expect(row.locator("td").nth(4)).to_contain_text("http://127.0.0.1:")
     instance_id = await row.get_attribute("data-id")
     assert instance_id is not None
 

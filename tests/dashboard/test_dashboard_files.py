@@ -12,6 +12,7 @@ PAGE_AND_ASSETS = {
     "/dashboard/app.js": "javascript",
     "/dashboard/snapshots.js": "javascript",
     "/dashboard/rollouts.js": "javascript",
+    "/dashboard/upgrades.js": "javascript",
     "/dashboard/style.css": "text/css",
 }
 

@@ -18,6 +18,7 @@ from chroma_orch.cli_client import (
     schedule_commands,
     snapshot_commands,
     transfer,
+    upgrade_commands,
 )
 from chroma_orch.cli_client.options import add_global_options
 
@@ -32,6 +33,7 @@ CLIENT_GROUPS = {
     "plans": plan_commands.app,
 }
 snapshot_commands.add_clone(instance_commands.app)
+upgrade_commands.add_upgrades(instance_commands.app)
 transfer.add_export(snapshot_commands.app)
 snapshot_commands.app.add_typer(schedule_commands.app, name="schedule")
 

@@ -24,6 +24,9 @@ LIMITED = 7
 """A quota or rate limit (429); ``Retry-After`` is shown when sent."""
 SERVER_ERROR = 8
 """Any other error of the service (500, an unexpected answer)."""
+ROLLED_BACK = 9
+"""A guarded upgrade waited for (``instances upgrade --wait``) was rolled back or
+cancelled: the instance runs its old version."""
 
 EXIT_CODES = """\
 exit codes:
@@ -36,6 +39,7 @@ exit codes:
   6  the service is unreachable or unavailable (connection error, timeout, 502-504)
   7  a quota or rate limit was hit (429)
   8  any other error of the service (500, unexpected answer)
+  9  instances upgrade --wait: the upgrade was rolled back or cancelled
 """
 """The help epilog of every client command."""
 

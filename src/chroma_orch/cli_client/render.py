@@ -92,18 +92,37 @@ def failure(instance: dict[str, Any]) -> str:
     return f"{fail.get('reason')}: {fail.get('message')}"
 
 
+def chroma_version(instance: dict[str, Any]) -> str:
+    """The Chroma version of the instance's spec; ``-`` for the runtime's default."""
+    return str((instance.get("spec") or {}).get("chroma_version") or "-")
+
+
+def size(instance: dict[str, Any]) -> str:
+    """The spec's size, compact: ``0.25vCPU/512MiB``, ``2048MiB``; ``-`` for the
+    runtime's default."""
+    spec = instance.get("spec") or {}
+    parts = []
+    if spec.get("cpu"):
+        parts.append(f"{spec['cpu'] / 1024:g}vCPU")
+    if spec.get("memory_mib"):
+        parts.append(f"{spec['memory_mib']}MiB")
+    return "/".join(parts) or "-"
+
+
 def describe(instance: dict[str, Any]) -> str:
-    """One line: name, id, phase (and where it listens, or why it failed)."""
+    """One line: name, id, phase (and where it listens, or why it failed), and the
+    Chroma version and size it runs on."""
     line = f"instance {instance['name']} ({instance['id']}) is {instance['phase']}"
     if instance["phase"] == "failed":
-        return f"{line}: {failure(instance)}"
-    if instance["phase"] != "running":
+        line += f": {failure(instance)}"
+    elif instance["phase"] == "running":
+        if instance.get("endpoint"):
+            line += f" at {endpoint(instance)}"
+        if instance.get("url"):
+            line += f" (clients: {instance['url']})"
+    if instance.get("spec") is None:
         return line
-    if instance.get("endpoint"):
-        line += f" at {endpoint(instance)}"
-    if instance.get("url"):
-        line += f" (clients: {instance['url']})"
-    return line
+    return f"{line}; Chroma {chroma_version(instance)}, size {size(instance)}"
 
 
 def accepted(instance: dict[str, Any], action: str) -> str:
@@ -117,9 +136,18 @@ def accepted(instance: dict[str, Any], action: str) -> str:
 
 def print_instances(instances: Sequence[dict[str, Any]]) -> None:
     rows = [
-        [i["name"], i["id"], _phase(i), endpoint(i), age(i.get("created_at"))] for i in instances
+        [
+            i["name"],
+            i["id"],
+            _phase(i),
+            chroma_version(i),
+            size(i),
+            endpoint(i),
+            age(i.get("created_at")),
+        ]
+        for i in instances
     ]
-    print_table(["NAME", "ID", "PHASE", "ENDPOINT", "AGE"], rows)
+    print_table(["NAME", "ID", "PHASE", "CHROMA", "SIZE", "ENDPOINT", "AGE"], rows)
 
 
 def _phase(instance: dict[str, Any]) -> str:

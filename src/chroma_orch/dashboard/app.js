@@ -66,10 +66,12 @@ function handle(message) {
       state.lastSeq = message.seq;
       snapshotsResynced();
       rolloutsResynced();  // rollouts.js
+      upgradesResynced();  // upgrades.js
       break;
     case "event":
       if (isSnapshotEvent(message)) applySnapshotEvent(message);  // snapshots.js
       else if (isRolloutEvent(message)) applyRolloutEvent(message);  // rollouts.js
+      else if (isUpgradeEvent(message)) applyUpgradeEvent(message);  // upgrades.js
       else apply(message);
       state.lastSeq = message.seq;
       break;
@@ -89,6 +91,7 @@ function apply(ev) {
       id: ev.instance_id, tenant_id: ev.tenant_id, name: after.name, phase: after.phase,
       desired_state: after.desired_state, generation: after.generation, observed_generation: 0,
       endpoint: null, failure: null, created_at: ev.created_at, phase_changed_at: ev.created_at,
+      spec: after.spec || {},
     };
     state.instances.set(inst.id, inst);
   }
@@ -101,6 +104,7 @@ function apply(ev) {
     inst.endpoint = ep ? { ...ep, url: `http://${ep.host}:${ep.port}` } : null;
   }
   if ("failure" in after) inst.failure = after.failure;
+  if (after.spec) inst.spec = after.spec;
   if (ev.event === "instance.start_phase") {
     // how far the start got (each start phase is one event, in order)
     inst.start_phases = { ...(inst.start_phases || {}), [after.start_phase]: after.at };
@@ -173,7 +177,9 @@ function row(inst) {
       el("span", { class: `phase phase-${phase}` }, phase),
       startPhase(inst),
       settled ? null : el("div", { class: "muted" }, `→ ${inst.desired_state}`),
-      inst.failure ? el("div", { class: "failure" }, `${inst.failure.reason}: ${inst.failure.message}`) : null),
+      inst.failure ? el("div", { class: "failure" }, `${inst.failure.reason}: ${inst.failure.message}`) : null,
+      upgradeStatus(inst)),  // upgrades.js
+    versionCell(inst),
     el("td", { class: "mono" }, inst.endpoint ? inst.endpoint.url : "—"),
     el("td", {}, ago(inst.created_at)),
     el("td", {}, lastChange),
@@ -182,6 +188,7 @@ function row(inst) {
              () => act("start", () => api("POST", `${path}/start`))),
       button("stop", inst.desired_state === "running",
              () => act("stop", () => api("POST", `${path}/stop`))),
+      button("upgrade", inst.desired_state === "running" && !upgradeOpen(inst), () => askUpgrade(inst)),
       button("logs", true, () => openLogs(inst)),
       button("snapshot", inst.desired_state !== "deleted", () => takeSnapshot(inst)),
       button("snapshots", true, () => openSnapshots(inst)),
@@ -258,6 +265,7 @@ function signOut(reason) {
   closeLogs();
   closeSnapshots();
   closeRollouts();
+  upgrades.byInstance.clear();
   state.instances.clear();
   state.lastSeq = null;
   $("app").hidden = true;
