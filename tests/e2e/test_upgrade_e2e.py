@@ -151,6 +151,8 @@ async def test_refused_upgrades_change_nothing(service: Service) -> None:
         generation = (await http.get(f"/v1/instances/{instance_id}")).json()["generation"]
 
         asked = await upgrade(http, instance_id, SECOND_VERSION)
+        shown = (await http.get(f"/v1/instances/{instance_id}")).json()
+        assert shown["upgrade_id"] in (asked["id"], None)  # (None: it ended already)
         stop = await http.post(f"/v1/instances/{instance_id}/stop")
         assert stop.status_code == 409, stop.text
         assert stop.json()["code"] == "upgrade_in_progress"
@@ -161,6 +163,7 @@ async def test_refused_upgrades_change_nothing(service: Service) -> None:
         assert (await finished(http, instance_id, asked["id"]))["phase"] == "succeeded"
         after = (await http.get(f"/v1/instances/{instance_id}")).json()
         assert after["generation"] == generation + 1  # the upgrade's, and nothing else's
+        assert after["upgrade_id"] is None
 
         assert (await http.post(f"/v1/instances/{instance_id}/stop")).status_code == 202
         await wait_phase(http, instance_id, "stopped")

@@ -111,6 +111,7 @@ def to_read(instance: Instance, policy: InstancePolicy) -> InstanceRead:
         start_phases=start_phases_of(instance),
         spec=SpecRead.model_validate(ServerSpec.from_json(instance.spec).to_json()),
         labels=instance.labels or {},
+        upgrade_id=instance.upgrade_id,
     )
 
 

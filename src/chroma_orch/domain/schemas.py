@@ -324,6 +324,11 @@ class InstanceRead(BaseModel):
         description="The resolved spec: what the server of this generation runs on.",
     )
     labels: dict[str, str] = Field(default_factory=dict, description="The instance's labels.")
+    upgrade_id: uuid.UUID | None = Field(
+        None,
+        description="Its guarded upgrade under way (GET /v1/instances/{id}/upgrades/"
+        "{upgrade_id}), else null.",
+    )
 
 
 class IntentRead(_Output):
