@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from chroma_orch.db.models import Event
 from tests.chroma_versions import SECOND_VERSION
-from tests.e2e.service import Service, running_instance
+from tests.e2e.service import Service, running_instance, running_service
 from tests.e2e.upgrade_helpers import (
     BLIND,
     DEAD,
@@ -24,6 +25,7 @@ from tests.e2e.upgrade_helpers import (
     read_data,
     served_version,
     upgrade,
+    versions_env,
     write_data,
 )
 from tests.helpers import wait_phase
@@ -181,3 +183,17 @@ async def test_a_delete_cancels_the_upgrade(service: Service, database_url: str)
         assert (await http.delete(f"/v1/instances/{instance_id}")).status_code == 202
         done = await finished(http, instance_id, asked["id"])
     assert done["phase"] in ("cancelled", "succeeded"), done  # a race the upgrade may win
+
+
+async def test_an_upgrade_moves_on_without_waiting_for_a_resync(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Each step of an upgrade wakes the next at once: with full passes only every ten
+    minutes, an upgrade still ends within the minute."""
+    env = versions_env(tmp_path / "tools") | {"CHROMA_ORCH_RECONCILER__RESYNC_INTERVAL": "600"}
+    async with running_service(database_url, tmp_path / "data", **env) as service:
+        token, instance_id = await running_instance(service)
+        async with service.client(token) as http:
+            asked = await upgrade(http, instance_id, SECOND_VERSION)
+            done = await finished(http, instance_id, asked["id"], timeout=60)
+    assert done["phase"] == "succeeded", done

@@ -185,6 +185,7 @@ class InstanceReconciler:
         decision = await self._converge()
         if await self.upgrade.moved_on(before) and not isinstance(decision, RequeueAfter):
             await self._mark_due()  # the upgrade's next step, at once: nothing else wakes it
+            self.due_again = True  # (the pass's release may have found it not due yet)
         return decision
 
     async def _converge(self) -> Decision:
