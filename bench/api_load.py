@@ -31,6 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.api_floor import capture, replay  # noqa: E402
 from bench.harness import fresh_database, postgres, summary, workdir  # noqa: E402
 from tests.e2e.service import Service  # noqa: E402
 from tests.helpers import create_tenant  # noqa: E402
@@ -103,6 +104,7 @@ async def aws_setup(url: str) -> dict[str, str]:
         "CHROMA_ORCH_ECS__STORAGE": "ephemeral",  # plain moto creates no EBS volumes
         "CHROMA_ORCH_ECS__LOG_GROUP": "/chroma-orch/bench",
         "CHROMA_ORCH_ECS__CHECK_HEARTBEAT": "false",
+        "CHROMA_ORCH_ECS__STARTUP_CHECK": "warn",  # plain moto has no IAM role set up
         "CHROMA_ORCH_LIMITS__MAX_CONCURRENT_STARTS": "100000",
         "CHROMA_ORCH_LOG_LEVEL": "WARNING",
         **AWS_ENV,
@@ -218,22 +220,47 @@ async def run(
     }
 
 
+async def floor(args: argparse.Namespace, admin_url: str, moto: str, base: Path) -> dict[str, Any]:
+    """The same requests' statements replayed straight to PostgreSQL (``bench/api_floor.py``)."""
+    env = await aws_setup(moto)
+    database = await fresh_database(admin_url)
+    template = await capture(database, base, env)
+    return await replay(database, template, args.clients, args.seconds, args.warmup)
+
+
+def versus(ours: dict[str, Any], bare: dict[str, Any]) -> dict[str, float]:
+    """Ours ÷ floor: throughput (goal >= 0.5) and p50/p99 latency over all operations."""
+    mine, theirs = ours["latency_ms_all"], bare["latency_ms_all"]
+    return {
+        "throughput": round(ours["throughput_ops_per_s"] / bare["throughput_ops_per_s"], 3),
+        "p50": round(mine["p50"] / theirs["p50"], 2),
+        "p99": round(mine["p99"] / theirs["p99"], 2),
+    }
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update(AWS_ENV)
     results = []
     with workdir() as base, postgres(base) as admin_url:
         moto, moto_url = await start_moto(base)
         try:
+            bare = await floor(args, admin_url, moto_url, base)
             for replicas in args.replicas:
                 results.append(await run(replicas, args, admin_url, moto_url, base))
         finally:
             moto.terminate()
             await moto.wait()
+    for result in results:
+        result["vs_floor"] = versus(result, bare)
     one = results[0]
     return {
         "benchmark": "api_load",
         "runtime": "ecs (moto)",
         "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "throughput_vs_floor_one_replica": one["vs_floor"]["throughput"],
+        "goal_met_vs_floor": one["vs_floor"]["throughput"] >= 0.5 and bare["error_count"] == 0,
+        "floor": bare,
         "runs": results,
         "target_met_one_replica": one["throughput_ops_per_s"] >= 300
         and one["latency_ms_all"]["p99"] < 100
