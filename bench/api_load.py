@@ -21,11 +21,13 @@ status 1, stop 2, delete 6 today; ``floor.statements_per_cycle``). Its
 ``instances_launched``/``instances_deleted`` check that the replay did the work.
 The floor has no HTTP, no framework, no reconciler and no moto beside it.
 
-Measured on the shared 2-core machine (load average 6-7 from other work), 16
-clients, 20 s: floor 847 ops/s (p50 2.9 ms, p99 108 ms: the events' global
-advisory lock serialises the writes); ours 108 ops/s with one replica (p50 61 ms,
-p99 630 ms), 72 ops/s with two: 0.13x and 0.085x the floor, against a goal of
-0.5x. A profile of the service under this load: about 45 % of its CPU in request
+Measured on the shared 2-core machine, 16 clients, 20 s, two runs. Load average
+6.6: floor 847 ops/s (p50 2.9 ms, p99 108 ms: the events' global advisory lock
+serialises the writes); ours 108 ops/s with one replica (p50 61 ms, p99 630 ms),
+72 ops/s with two: 0.13x and 0.085x the floor. Load average 7.3: floor 519 ops/s,
+ours 79 and 86 ops/s: 0.15x and 0.17x. The absolute figures moved 1.6x between
+the runs, the ratio 0.13-0.15x; the goal is 0.5x: missed by about 3.5x.
+A profile of the service under this load: about 45 % of its CPU in request
 handling, 22 % in the reconciler (ECS calls to moto included), the rest in the
 event loop and asyncpg's socket writes; the service process was CPU-bound
 (~93 % of a core sampled busy).
