@@ -97,7 +97,7 @@ def tenant_pools(host: str, ports: range | None, keepalive: int = 4) -> str:
         f"upstream chroma_orch_tenant_{port} {{\n"
         f"    server {host}:{port} max_fails=0;\n"
         f"    keepalive {keepalive};\n"
-        "    keepalive_timeout 30s;\n"
+        "    keepalive_timeout 10s;\n"
         "}\n"
         for port in ports
     )
