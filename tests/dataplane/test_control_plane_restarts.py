@@ -132,7 +132,8 @@ async def test_no_failed_request_while_replicas_are_killed_and_restarted(
                 await _down_for_a_while(poller)
                 await replica.start(timeout=60)
                 await poller.answered_after(time.monotonic())
-            assert poller.failures() == [], poller.failures()[:5]
+            errors = nginx.log("error.log")[-2000:]
+            assert poller.failures() == [], (poller.failures()[:5], errors)
             assert len(poller.answers) > 50
 
             # Revocation still takes effect within the cache lifetime while a

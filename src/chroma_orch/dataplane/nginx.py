@@ -36,6 +36,9 @@ MAIN_INCLUDE = "chroma-orch-main.conf"
 UPSTREAM_INCLUDE = "chroma-orch-upstream.conf"
 LISTEN_INCLUDE = "chroma-orch-listen.conf"
 TENANTS_INCLUDE = "chroma-orch-tenants.conf"
+# A replica that failed is skipped for 2 s only (Nginx's default: 10 s), so one
+# restarted in the meantime is asked again before the next replica goes down.
+BACKEND_FAILS = "max_fails=1 fail_timeout=2s"
 JS_MODULE = "ngx_http_js_module.so"
 MODULE_DIRS = (
     "/usr/lib/nginx/modules",  # Debian, Ubuntu, Alpine, nginx.org packages
@@ -140,7 +143,7 @@ def render(
     shutil.copyfile(source, config)
     shutil.copyfile(source.parent / SCRIPT, out_dir / SCRIPT)
     (out_dir / MAIN_INCLUDE).write_text(main)
-    servers = "".join(f"    server {backend};\n" for backend in backends)
+    servers = "".join(f"    server {backend} {BACKEND_FAILS};\n" for backend in backends)
     (out_dir / UPSTREAM_INCLUDE).write_text(
         f"upstream chroma_orch_backend {{\n{servers}    keepalive {keepalive};\n}}\n"
     )
