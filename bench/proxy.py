@@ -1,5 +1,6 @@
 """The data plane's cost: one Chroma workload direct, through the built-in proxy and
-through Nginx (deploy/nginx.conf), in one run on one machine. Prints JSON.
+through Nginx (deploy/nginx.conf, with connection pools for the local runtime's
+ports: ``--tenant-ports``), in one run on one machine. Prints JSON.
 
     python bench/proxy.py [--ops 400] [--workers 8] [--seconds 5] [--dim 128] [--batch 16]
 
