@@ -1,5 +1,6 @@
 """The data plane's cost: one Chroma workload direct, through the built-in proxy and
-through Nginx (deploy/nginx.conf), in one run on one machine. Prints JSON.
+through Nginx (deploy/nginx.conf, with connection pools for the local runtime's
+ports: ``--tenant-ports``), in one run on one machine. Prints JSON.
 
     python bench/proxy.py [--ops 400] [--workers 8] [--seconds 5] [--dim 128] [--batch 16]
 
@@ -40,7 +41,7 @@ from chromadb.config import Settings
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import fresh_database, postgres, workdir  # noqa: E402
-from chroma_orch.dataplane.nginx import render  # noqa: E402
+from chroma_orch.dataplane.nginx import parse_ports, render  # noqa: E402
 from tests.e2e.service import Service, free_port, kill_chroma_processes, port_is_open  # noqa: E402
 from tests.helpers import create_tenant  # noqa: E402
 
@@ -129,12 +130,21 @@ def _summary(samples: list[float]) -> dict[str, Any]:
     }
 
 
-async def start_nginx(base: Path, backend_port: int) -> tuple[asyncio.subprocess.Process, int]:
+async def start_nginx(
+    base: Path, backend_ports: Sequence[int], tenant_ports: str
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Nginx on deploy/nginx.conf in front of the replicas, with connection pools
+    for the local runtime's ``tenant_ports``."""
     prefix = base / "nginx"
     prefix.mkdir()
     prefix.chmod(0o755)
     port = free_port()
-    config = render(prefix, backends=[f"127.0.0.1:{backend_port}"], listen=[f"127.0.0.1:{port}"])
+    config = render(
+        prefix,
+        backends=[f"127.0.0.1:{p}" for p in backend_ports],
+        listen=[f"127.0.0.1:{port}"],
+        tenant_ports=parse_ports(tenant_ports),
+    )
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     process = await asyncio.create_subprocess_exec(
         nginx, "-c", str(config), "-p", f"{prefix}/", "-g", "daemon off;",
@@ -175,7 +185,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         database_url = await fresh_database(admin_url)
         service = Service(database_url, base / "data", CHROMA_ORCH_LOG_LEVEL="WARNING")
         await service.start()
-        nginx, nginx_port = await start_nginx(base, service.port)
+        ports = service.env["CHROMA_ORCH_LOCAL__PORT_RANGE"]
+        nginx, nginx_port = await start_nginx(base, [service.port], ports)
         try:
             result = await measure(service, nginx_port, args)
         finally:

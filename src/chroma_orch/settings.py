@@ -165,6 +165,11 @@ NGINX_AUTH_CACHE_SECONDS = 5
 """How long deploy/nginx.conf keeps an authorisation (``proxy_cache_valid 200 5s``);
 a test holds the two equal."""
 
+NGINX_AUTH_STALE_SECONDS = 2
+"""How long past its lifetime Nginx may still use a cached authorisation while no
+replica answers (error or timeout from all): the auth answer says so
+(``Cache-Control: stale-if-error=2``)."""
+
 
 class ProxySettings(BaseModel):
     """The data plane: /i/{instance_id}/... routes a tenant's Chroma client to its server."""
@@ -251,21 +256,23 @@ class ProxySettings(BaseModel):
         "port freed by one instance is not given to another for this long, and on runtimes "
         "that do not choose addresses (ECS: a stopped task's IP may go to the next task) a "
         "running instance stops taking traffic this long before its server is stopped. "
-        f"At least route_cache_ttl + max({NGINX_AUTH_CACHE_SECONDS} (Nginx's cache), "
+        f"At least route_cache_ttl + max({NGINX_AUTH_CACHE_SECONDS} + "
+        f"{NGINX_AUTH_STALE_SECONDS} (Nginx's cache, fresh then stale), "
         "connect_timeout (the wait for a pooled connection)) + 1.",
     )
 
     @model_validator(mode="after")
     def _quarantine_outlives_caches(self) -> ProxySettings:
         """An authorisation is used at the latest ``route_cache_ttl`` plus either
-        Nginx's cache lifetime or the built-in proxy's wait for a pooled connection
-        (``connect_timeout``) after it was read: the quarantine must be longer."""
-        held = max(NGINX_AUTH_CACHE_SECONDS, self.connect_timeout)
-        floor = self.route_cache_ttl + held + 1
+        Nginx's cache lifetime (fresh, then stale while no replica answers) or the
+        built-in proxy's wait for a pooled connection (``connect_timeout``) after it
+        was read: the quarantine must be longer."""
+        nginx = NGINX_AUTH_CACHE_SECONDS + NGINX_AUTH_STALE_SECONDS
+        floor = self.route_cache_ttl + max(nginx, self.connect_timeout) + 1
         if self.address_quarantine < floor:
             raise ValueError(
                 f"proxy.address_quarantine ({self.address_quarantine:g}s) must be at least "
-                f"route_cache_ttl + max({NGINX_AUTH_CACHE_SECONDS}s Nginx's auth cache, "
+                f"route_cache_ttl + max({nginx}s Nginx's auth cache, "
                 f"connect_timeout) + 1s = {floor:g}s"
             )
         return self

@@ -9,14 +9,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from chroma_orch.dataplane.nginx import find_js_module, render
+from chroma_orch.dataplane.nginx import find_js_module, parse_ports, render
 from tests.conftest import require_program
 from tests.e2e.service import free_port, port_is_open
 from tests.helpers import wait_for
@@ -38,10 +38,15 @@ class Nginx:
 
 
 @asynccontextmanager
-async def running_nginx(backend_port: int, source: Path | None = None) -> AsyncIterator[Nginx]:
-    """Nginx in front of the service on ``backend_port``; skips without nginx (or
-    its njs module). ``source``: another configuration than deploy/nginx.conf (with
-    chroma-orch.js beside it)."""
+async def running_nginx(
+    backend_port: int | Sequence[int],
+    source: Path | None = None,
+    tenant_ports: str | None = None,
+) -> AsyncIterator[Nginx]:
+    """Nginx in front of the service replicas on ``backend_port``; skips without
+    nginx (or its njs module). ``source``: another configuration than
+    deploy/nginx.conf (with chroma-orch.js beside it); ``tenant_ports``: the local
+    runtime's port range (``LOW-HIGH``), given connection pools."""
     program = require_program("nginx")
     try:
         find_js_module()
@@ -52,10 +57,11 @@ async def running_nginx(backend_port: int, source: Path | None = None) -> AsyncI
     port = free_port()
     config = render(
         prefix,
-        backends=[f"127.0.0.1:{backend_port}"],
+        backends=[f"127.0.0.1:{p}" for p in _ports(backend_port)],
         listen=[f"127.0.0.1:{port}"],
         user=WORKERS,
         source=source,
+        tenant_ports=parse_ports(tenant_ports) if tenant_ports else None,
     )
     process = await asyncio.create_subprocess_exec(
         program, "-c", str(config), "-p", f"{prefix}/", "-g", "daemon off;",
@@ -76,3 +82,7 @@ async def running_nginx(backend_port: int, source: Path | None = None) -> AsyncI
             process.send_signal(signal.SIGTERM)
             await asyncio.wait_for(process.wait(), 10)
         shutil.rmtree(prefix, ignore_errors=True)
+
+
+def _ports(backend_port: int | Sequence[int]) -> Sequence[int]:
+    return [backend_port] if isinstance(backend_port, int) else backend_port

@@ -23,13 +23,14 @@ import pytest
 from chromadb.config import Settings as ChromaSettings
 from pydantic import ValidationError
 
+from chroma_orch.api.dataplane import AUTH_CACHE_CONTROL
 from chroma_orch.dataplane.nginx import default_source
-from chroma_orch.settings import NGINX_AUTH_CACHE_SECONDS, ProxySettings
+from chroma_orch.settings import NGINX_AUTH_CACHE_SECONDS, NGINX_AUTH_STALE_SECONDS, ProxySettings
 from tests.dataplane.nginx_proc import running_nginx
 from tests.e2e.service import Service, free_port, hold_port, running_service
 from tests.helpers import bearer, create_tenant, wait_for
 
-QUARANTINE = 8.0  # the least the settings accept: route cache 2 s + Nginx's 5 s + 1 s
+QUARANTINE = 10.0  # the least the settings accept: route cache 2 s + Nginx's 5 + 2 s + 1 s
 EMBEDDING: list[Sequence[float]] = [[1.0, 2.0, 3.0]]
 COLLECTIONS = "/api/v2/tenants/default_tenant/databases/default_database/collections"
 
@@ -156,7 +157,8 @@ async def test_a_reused_port_never_serves_the_tenant_that_left_it(
     }
     async with (
         running_service(database_url, tmp_path / "data", **env) as service,
-        running_nginx(service.port) as nginx,
+        # with the port's connection pool: kept connections never outlive the server
+        running_nginx(service.port, tenant_ports=f"{port}-{port}") as nginx,
     ):
         async with service.client() as admin:
             b = Tenant((await create_tenant(admin, "bravo"))[1])
@@ -186,7 +188,9 @@ async def test_nginx_hands_a_refused_request_on_or_asks_for_a_retry(
     503 with Retry-After, and goes through once sent again."""
     async with (
         running_service(database_url, tmp_path / "data") as service,
-        running_nginx(service.port) as nginx,
+        running_nginx(
+            service.port, tenant_ports=service.env["CHROMA_ORCH_LOCAL__PORT_RANGE"]
+        ) as nginx,
     ):
         async with service.client() as admin:
             tenant = Tenant((await create_tenant(admin, "bravo"))[1])
@@ -224,17 +228,23 @@ async def test_nginx_hands_a_refused_request_on_or_asks_for_a_retry(
 
 def test_the_quarantine_knows_how_long_nginx_keeps_an_authorisation() -> None:
     """The settings' floor for the quarantine counts Nginx's auth cache lifetime:
-    the two must not drift apart. And bodies are streamed, so that Nginx uses an
-    authorisation right away, not once a slow body has arrived."""
+    the two must not drift apart, nor the time Nginx may use it stale (while no
+    replica answers). And bodies are streamed, so that Nginx uses an authorisation
+    right away, not once a slow body has arrived."""
     config = default_source().read_text()
     assert f"proxy_cache_valid 200 {NGINX_AUTH_CACHE_SECONDS}s;" in config
     assert config.count("proxy_cache_valid") == 1
+    assert AUTH_CACHE_CONTROL == (
+        f"max-age={NGINX_AUTH_CACHE_SECONDS}, stale-if-error={NGINX_AUTH_STALE_SECONDS}"
+    )
+    assert "proxy_cache_use_stale" not in config  # unbounded: never
+    assert "Cache-Control" not in config[config.index("proxy_ignore_headers") :].split(";")[0]
     routed = config[config.index('location ~ "^/i/') : config.index("location = /_chroma_orch")]
     assert "proxy_request_buffering off;" in routed
-    floor = 2.0 + NGINX_AUTH_CACHE_SECONDS + 1
+    floor = 2.0 + NGINX_AUTH_CACHE_SECONDS + NGINX_AUTH_STALE_SECONDS + 1
     accepted = ProxySettings(route_cache_ttl=2.0, address_quarantine=floor, connect_timeout=5)
     assert accepted.address_quarantine == floor
     with pytest.raises(ValidationError, match="must be at least"):
         ProxySettings(route_cache_ttl=2.0, address_quarantine=floor - 0.5, connect_timeout=5)
     with pytest.raises(ValidationError, match="must be at least"):  # a longer pool wait
-        ProxySettings(route_cache_ttl=2.0, address_quarantine=floor, connect_timeout=6)
+        ProxySettings(route_cache_ttl=2.0, address_quarantine=floor, connect_timeout=8)

@@ -34,7 +34,8 @@ def _client(base: str, token: str) -> Any:
 
 @pytest.fixture
 async def nginx(service: Service) -> AsyncIterator[Nginx]:
-    async with running_nginx(service.port) as proc:
+    ports = service.env["CHROMA_ORCH_LOCAL__PORT_RANGE"]
+    async with running_nginx(service.port, tenant_ports=ports) as proc:
         yield proc
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 
 SHARED_IP = "127.0.0.1"
-QUARANTINE = 8.0  # the least the settings accept: route cache 2 s + Nginx's 5 s + 1 s
+QUARANTINE = 10.0  # the least the settings accept: route cache 2 s + Nginx's 5 + 2 s + 1 s
 
 
 class OneAddressEcs:

@@ -30,12 +30,19 @@ from chroma_orch.errors import (
     NotFoundError,
     UnauthorizedError,
 )
+from chroma_orch.settings import NGINX_AUTH_CACHE_SECONDS, NGINX_AUTH_STALE_SECONDS
 from chroma_orch.telemetry.metrics import PROXIED_REQUESTS
 
 router = APIRouter(tags=["data plane"])
 
 UPSTREAM_HEADER = "X-Chroma-Upstream"
 INSTANCE_HEADER = "X-Chroma-Instance"
+# Nginx keeps an authorisation NGINX_AUTH_CACHE_SECONDS, and may use it
+# NGINX_AUTH_STALE_SECONDS longer while no replica answers (an error or timeout
+# from every one; Nginx >= 1.19.2 never serves it stale for an HTTP answer).
+AUTH_CACHE_CONTROL = (
+    f"max-age={NGINX_AUTH_CACHE_SECONDS}, stale-if-error={NGINX_AUTH_STALE_SECONDS}"
+)
 _DENIALS = problem_responses(
     UnauthorizedError, ForbiddenError, NotFoundError, InstanceNotRunningError
 )
@@ -115,7 +122,11 @@ async def nginx_auth(request: Request) -> Response:
     assert route.address is not None
     return Response(
         status_code=200,
-        headers={UPSTREAM_HEADER: route.address, INSTANCE_HEADER: str(route.instance_id)},
+        headers={
+            UPSTREAM_HEADER: route.address,
+            INSTANCE_HEADER: str(route.instance_id),
+            "Cache-Control": AUTH_CACHE_CONTROL,
+        },
     )
 
 

@@ -1,11 +1,18 @@
 """Writes a ready-to-run Nginx configuration from ``deploy/nginx.conf``.
 
 ``deploy/nginx.conf`` and the njs script beside it (``chroma-orch.js``) are used
-as they are; what differs per site lives in the three files nginx.conf includes
+as they are; what differs per site lives in the four files nginx.conf includes
 from its own directory, which this writes:
 
-    python -m chroma_orch.dataplane.nginx --backend 127.0.0.1:8080 --listen 8000 --out DIR
+    python -m chroma_orch.dataplane.nginx --backend 127.0.0.1:8080 --listen 8000 \
+        --tenant-ports 30000-30999 --out DIR
     nginx -c DIR/nginx.conf -p DIR
+
+``--tenant-ports`` (the local runtime's ``CHROMA_ORCH_LOCAL__PORT_RANGE``) gives
+every port of the range its own ``upstream`` with a ``keepalive`` pool, so
+requests to a local tenant server reuse connections (Nginx keeps none for an
+address it only learns from a variable). Addresses outside it (ECS) are proxied
+as before, a connection per request.
 
 ``--backend`` may be repeated (one per service replica). The workers run as
 ``--user`` (``nobody`` by default; a dedicated account is better). The njs module
@@ -28,6 +35,10 @@ SCRIPT = "chroma-orch.js"
 MAIN_INCLUDE = "chroma-orch-main.conf"
 UPSTREAM_INCLUDE = "chroma-orch-upstream.conf"
 LISTEN_INCLUDE = "chroma-orch-listen.conf"
+TENANTS_INCLUDE = "chroma-orch-tenants.conf"
+# A replica that failed is skipped for 2 s only (Nginx's default: 10 s), so one
+# restarted in the meantime is asked again before the next replica goes down.
+BACKEND_FAILS = "max_fails=1 fail_timeout=2s"
 JS_MODULE = "ngx_http_js_module.so"
 MODULE_DIRS = (
     "/usr/lib/nginx/modules",  # Debian, Ubuntu, Alpine, nginx.org packages
@@ -67,12 +78,47 @@ def worker_user(user: str, group: str | None = None) -> str:
     return f"{user} {group}"
 
 
+def parse_ports(value: str) -> range:
+    """``LOW-HIGH`` (inclusive) as a range of ports."""
+    low, _, high = value.partition("-")
+    try:
+        ports = range(int(low), int(high or low) + 1)
+    except ValueError as exc:
+        raise ValueError(f"ports must be LOW-HIGH, not {value!r}") from exc
+    if not ports or ports.start < 1 or ports.stop > 65536:
+        raise ValueError(f"ports must be LOW-HIGH within 1-65535, not {value!r}")
+    return ports
+
+
+def tenant_pools(host: str, ports: range | None, keepalive: int = 4) -> str:
+    """The tenants include: ``$chroma_orch_peer`` is a pool's name for an address
+    of ``host`` in ``ports`` (one ``upstream`` per port, with idle connections
+    kept), else the address itself (a connection per request)."""
+    ports = ports or range(0)
+    names = "".join(f"    {host}:{port} chroma_orch_tenant_{port};\n" for port in ports)
+    pools = "".join(
+        f"upstream chroma_orch_tenant_{port} {{\n"
+        f"    server {host}:{port} max_fails=0;\n"
+        f"    keepalive {keepalive};\n"
+        "    keepalive_timeout 10s;\n"
+        "}\n"
+        for port in ports
+    )
+    return (
+        "# Connection pools for the local runtime's tenant servers (generated).\n"
+        "map $chroma_orch_upstream $chroma_orch_peer {\n"
+        f"    default $chroma_orch_upstream;\n{names}}}\n{pools}"
+    )
+
+
 def render(
     out_dir: Path,
     *,
     backends: Sequence[str],
     listen: Sequence[str],
     keepalive: int = 64,
+    tenant_host: str = "127.0.0.1",
+    tenant_ports: range | None = None,
     source: Path | None = None,
     user: str = "nobody",
     group: str | None = None,
@@ -82,7 +128,9 @@ def render(
 
     ``backends`` are ``host:port`` of service replicas; ``listen`` are arguments
     of Nginx ``listen`` directives (``8000``, ``127.0.0.1:8000``, ``443 ssl``);
-    ``user`` and ``group`` are the workers' (when the master runs as root).
+    ``user`` and ``group`` are the workers' (when the master runs as root);
+    ``tenant_ports`` on ``tenant_host``: the local runtime's servers, given
+    connection pools (see ``tenant_pools``).
     """
     if not backends or not listen:
         raise ValueError("at least one backend and one listen address are needed")
@@ -95,11 +143,12 @@ def render(
     shutil.copyfile(source, config)
     shutil.copyfile(source.parent / SCRIPT, out_dir / SCRIPT)
     (out_dir / MAIN_INCLUDE).write_text(main)
-    servers = "".join(f"    server {backend};\n" for backend in backends)
+    servers = "".join(f"    server {backend} {BACKEND_FAILS};\n" for backend in backends)
     (out_dir / UPSTREAM_INCLUDE).write_text(
         f"upstream chroma_orch_backend {{\n{servers}    keepalive {keepalive};\n}}\n"
     )
     (out_dir / LISTEN_INCLUDE).write_text("".join(f"listen {item};\n" for item in listen))
+    (out_dir / TENANTS_INCLUDE).write_text(tenant_pools(tenant_host, tenant_ports))
     return config
 
 
@@ -110,6 +159,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="directory to write")
     parser.add_argument("--source", type=Path, default=None, help="deploy/nginx.conf to copy")
     parser.add_argument("--keepalive", type=int, default=64, help="idle backend connections")
+    parser.add_argument(
+        "--tenant-ports",
+        type=parse_ports,
+        default=None,
+        help="LOW-HIGH: the local runtime's port range (connection pools per port)",
+    )
+    parser.add_argument(
+        "--tenant-host", default="127.0.0.1", help="the local runtime's server address"
+    )
     parser.add_argument("--user", default="nobody", help="the workers' user (default nobody)")
     parser.add_argument("--group", default=None, help="the workers' group (default: the user's)")
     parser.add_argument(
@@ -121,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         backends=args.backend,
         listen=args.listen,
         keepalive=args.keepalive,
+        tenant_host=args.tenant_host,
+        tenant_ports=args.tenant_ports,
         source=args.source,
         user=args.user,
         group=args.group,
