@@ -4,16 +4,16 @@ stream (or polls) until it succeeded (exit 0), halted or was cancelled (exit 1).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from chroma_orch.cli_client import admin, render, streams
+from chroma_orch.cli_client import admin, render
 from chroma_orch.cli_client.api import Api
 from chroma_orch.cli_client.exits import FAILED, OK, USAGE, CliError
 from chroma_orch.cli_client.follow import Progress
 from chroma_orch.cli_client.options import Globals, Wait
 from chroma_orch.cli_client.progress import phases
+from chroma_orch.cli_client.resource_wait import Waiter, wait_for
 
 POLL_SECONDS = 1.0
 _ENDED = {"succeeded", "halted", "cancelled"}
@@ -100,42 +100,15 @@ def progress_line(rollout: dict[str, Any]) -> str:
     return line
 
 
-class _Waiter:
-    def __init__(self, timeout: float, progress: Progress) -> None:
-        self.timeout, self.progress = timeout, progress
-        self.deadline = time.monotonic() + timeout
-        self.seen = ""
-        self.last: dict[str, Any] = {}
-
-    def settled(self, rollout: dict[str, Any]) -> bool:
-        self.last = rollout
-        line = progress_line(rollout)
-        if line != self.seen:
-            self.progress(line)
-            self.seen = line
-        return rollout["state"] in _ENDED
-
-    def remaining(self) -> float:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            message = f"timed out after {self.timeout:g}s waiting for the rollout ({self.seen})"
-            raise CliError(FAILED, message, self.last)
-        return left
-
-
 def wait_until_ended(
     api: Api, rollout: dict[str, Any], timeout: float, progress: Progress
 ) -> dict[str, Any]:
-    waiter = _Waiter(timeout, progress)
-    path = f"/v1/rollouts/{rollout['id']}"
-    done = streams.watch(api, None, lambda: api.get(path), waiter.settled, waiter.remaining)
-    if done is not None:
-        return done
-    current = rollout
-    while not waiter.settled(current):
-        time.sleep(min(POLL_SECONDS, waiter.remaining()))
-        current = api.get(path)
-    return current
+    waiter = Waiter("the rollout", timeout, progress, progress_line, _ended)
+    return wait_for(api, rollout, f"/v1/rollouts/{rollout['id']}", None, waiter, POLL_SECONDS)
+
+
+def _ended(rollout: dict[str, Any]) -> bool:
+    return rollout["state"] in _ENDED
 
 
 def describe(rollout: dict[str, Any]) -> str:
