@@ -1,10 +1,11 @@
-"""A change of one row of a table the reconciler writes beside an instance (snapshots,
-upgrades), fenced on the instance's lease and with its ``<kind>.phase_changed`` event."""
+"""Rows of the tables written beside an instance (snapshots, upgrades): a new one with
+its ``<kind>.created`` event, and a change fenced on the instance's lease with its
+``<kind>.phase_changed`` event."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import ColumnElement, exists, func, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +21,25 @@ class InstanceRow(Protocol):
     id: Any
     instance_id: Any
     tenant_id: Any
+
+
+R = TypeVar("R", bound=InstanceRow)
+
+
+async def add_row(
+    session: AsyncSession, row: R, *, view: Callable[[Any], dict[str, Any]], event: str
+) -> R:
+    """Insert ``row`` (flushed, not committed) with the ``event`` showing ``view`` of it."""
+    session.add(row)
+    await session.flush()
+    record_event(
+        session,
+        type=event,
+        instance_id=row.instance_id,
+        tenant_id=row.tenant_id,
+        after=view(row),
+    )
+    return row
 
 
 def fenced(fence: Fence) -> ColumnElement[bool]:

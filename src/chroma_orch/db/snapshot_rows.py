@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chroma_orch.db.instance_writes import Fence
 from chroma_orch.db.models import OPEN_SNAPSHOT, Instance, Snapshot, SnapshotPhase
 from chroma_orch.db.outbox import record_event
-from chroma_orch.db.row_changes import change_row, fenced
+from chroma_orch.db.row_changes import add_row, change_row, fenced
 
 
 def snapshot_view(snapshot: Snapshot) -> dict[str, Any]:
@@ -56,16 +56,7 @@ async def capture_open(session: AsyncSession, instance_id: uuid.UUID) -> bool:
 
 async def add(session: AsyncSession, snapshot: Snapshot) -> Snapshot:
     """A new snapshot row and its ``snapshot.created`` event."""
-    session.add(snapshot)
-    await session.flush()
-    record_event(
-        session,
-        type="snapshot.created",
-        instance_id=snapshot.instance_id,
-        tenant_id=snapshot.tenant_id,
-        after=snapshot_view(snapshot),
-    )
-    return snapshot
+    return await add_row(session, snapshot, view=snapshot_view, event="snapshot.created")
 
 
 async def purgeable(

@@ -16,8 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.instance_writes import Fence
 from chroma_orch.db.models import InstanceUpgrade
-from chroma_orch.db.outbox import record_event
-from chroma_orch.db.row_changes import change_row
+from chroma_orch.db.row_changes import add_row, change_row
 
 
 def upgrade_view(upgrade: InstanceUpgrade) -> dict[str, Any]:
@@ -34,16 +33,7 @@ def upgrade_view(upgrade: InstanceUpgrade) -> dict[str, Any]:
 
 async def add(session: AsyncSession, upgrade: InstanceUpgrade) -> InstanceUpgrade:
     """Insert ``upgrade`` with its ``upgrade.created`` event (flushed, not committed)."""
-    session.add(upgrade)
-    await session.flush()
-    record_event(
-        session,
-        type="upgrade.created",
-        instance_id=upgrade.instance_id,
-        tenant_id=upgrade.tenant_id,
-        after=upgrade_view(upgrade),
-    )
-    return upgrade
+    return await add_row(session, upgrade, view=upgrade_view, event="upgrade.created")
 
 
 async def fetch(session: AsyncSession, upgrade_id: uuid.UUID) -> InstanceUpgrade | None:
