@@ -84,8 +84,6 @@ class UpgradeWork:
     def __init__(self, host: UpgradingInstance, settings: UpgradeSettings) -> None:
         self.host = host
         self.settings = settings
-        self.current: InstanceUpgrade | None = None
-        """The open upgrade, as this pass found and changed it."""
         self.snapshot: Snapshot | None = None
         """The upgrade's ``pre_upgrade`` snapshot, as this pass found it."""
         self.changed = False
@@ -104,7 +102,7 @@ class UpgradeWork:
         if self.inst.upgrade_id is None:
             return
         async with self.host.sessions() as session:
-            self.current = upgrade = await upgrade_rows.fetch(session, self.inst.upgrade_id)
+            upgrade = await upgrade_rows.fetch(session, self.inst.upgrade_id)
             self.snapshot = snapshot = await self._snapshot(session, upgrade)
         if upgrade is None:  # (its row is gone: nothing left to carry out)
             await self._end(None, UpgradePhase.CANCELLED)
