@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
-from chroma_orch.db.models import Event, Instance, Snapshot
+from chroma_orch.db.models import Event, Instance, InstanceUpgrade, Snapshot
 from chroma_orch.domain.snapshots import SnapshotPolicy
 from tests.helpers import bearer, create_tenant
 
@@ -169,6 +169,44 @@ async def test_pending_snapshot_cannot_be_deleted_but_a_ready_one_is_marked(
         deleted = await client.delete(path, headers=bearer(token))
         assert deleted.status_code == 202
         assert deleted.json()["phase"] == "deleting"
+
+
+async def test_the_snapshot_an_open_upgrade_would_restore_cannot_be_deleted(
+    client: httpx.AsyncClient, api_app: FastAPI
+) -> None:
+    """A rollback restores the ``pre_upgrade`` snapshot: deleting it while the upgrade
+    probes would leave a failed upgrade with nothing to roll back to."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await _instance(client, token)
+    snapshot = (
+        await client.post(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
+    ).json()
+    await _mark(api_app, snapshot["id"], phase="ready", location="x", kind="pre_upgrade")
+    async with api_app.state.ctx.engine.begin() as conn:
+        tenant_id = await conn.scalar(
+            select(Instance.tenant_id).where(Instance.id == uuid.UUID(instance_id))
+        )
+        upgrade_id = await conn.scalar(
+            insert(InstanceUpgrade)
+            .values(
+                instance_id=uuid.UUID(instance_id),
+                tenant_id=tenant_id,
+                phase="probing",
+                from_spec={},
+                to_spec={},
+                snapshot_id=uuid.UUID(snapshot["id"]),
+            )
+            .returning(InstanceUpgrade.id)
+        )
+    path = f"/v1/snapshots/{snapshot['id']}"
+    refused = await client.delete(path, headers=bearer(token))
+    assert refused.status_code == 409, refused.text
+    assert f"upgrade {upgrade_id} is under way" in refused.json()["detail"]
+    got = await client.get(path, headers=bearer(token))
+    assert got.json()["phase"] == "ready"
+    async with api_app.state.ctx.engine.begin() as conn:  # once it ended, it may go
+        await conn.execute(update(InstanceUpgrade).values(phase="succeeded"))
+    assert (await client.delete(path, headers=bearer(token))).status_code == 202
 
 
 async def test_quota_refuses_manual_snapshots_but_not_safety_ones(

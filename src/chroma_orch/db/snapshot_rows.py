@@ -16,7 +16,14 @@ from sqlalchemy import Select, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.instance_writes import Fence
-from chroma_orch.db.models import OPEN_SNAPSHOT, Instance, Snapshot, SnapshotPhase
+from chroma_orch.db.models import (
+    OPEN_SNAPSHOT,
+    OPEN_UPGRADE,
+    Instance,
+    InstanceUpgrade,
+    Snapshot,
+    SnapshotPhase,
+)
 from chroma_orch.db.outbox import record_event
 from chroma_orch.db.row_changes import add_row, change_row, fenced
 
@@ -82,6 +89,27 @@ async def purgeable(
         .with_for_update(skip_locked=True)
     )
     return list(found)
+
+
+async def holder(session: AsyncSession, snapshot_id: uuid.UUID) -> str | None:
+    """What still needs this snapshot's data, worded for a 409, or None: an instance
+    restoring it, or an open upgrade whose rollback would restore it."""
+    restoring = await session.scalar(
+        select(Instance.id).where(Instance.restore_snapshot_id == snapshot_id).limit(1)
+    )
+    if restoring is not None:
+        return f"instance {restoring} is restoring it"
+    upgrade = await session.scalar(
+        select(InstanceUpgrade.id)
+        .where(
+            InstanceUpgrade.snapshot_id == snapshot_id,
+            InstanceUpgrade.phase.in_([phase.value for phase in OPEN_UPGRADE]),
+        )
+        .limit(1)
+    )
+    if upgrade is not None:
+        return f"upgrade {upgrade} is under way and would restore it on a rollback"
+    return None
 
 
 async def mark_deleting(session: AsyncSession, snapshot: Snapshot) -> None:

@@ -132,11 +132,9 @@ class SnapshotService:
             raise ConflictError(
                 f"snapshot {snapshot_id} is being taken; delete it once it is ready or failed"
             )
-        restoring = await self.session.scalar(
-            select(Instance.id).where(Instance.restore_snapshot_id == snapshot.id).limit(1)
-        )
-        if restoring is not None:
-            raise ConflictError(f"instance {restoring} is restoring snapshot {snapshot_id}")
+        held = await snapshot_rows.holder(self.session, snapshot.id)
+        if held is not None:
+            raise ConflictError(f"snapshot {snapshot_id} cannot be deleted now: {held}")
         await snapshot_rows.mark_deleting(self.session, snapshot)
         await self.make_due(snapshot.instance_id)
         return snapshot
