@@ -202,3 +202,22 @@ async def test_the_service_runs_an_instance_on_sim_and_proxies_to_it(sim_app: Fa
         beat = await client.get(f"/i/{instance_id}/api/v2/heartbeat", headers=bearer(token))
         assert beat.status_code == 200, beat.text
         assert "nanosecond heartbeat" in beat.json()
+
+
+def test_the_responder_answers_on_the_services_uvloop(cluster: str) -> None:
+    """The service runs on uvloop, whose transports are not asyncio.Transport subclasses:
+    the responder must answer heartbeats there too (it asserted the class and every
+    heartbeat failed, restarting the whole simulated fleet)."""
+    import uvloop  # uvicorn[standard] installs it; the service's loop on Linux
+
+
+    async def beat() -> bool:
+        runtime = SimRuntime(settings(cluster, start_failure_rate=0.0))
+        handle, endpoint = await running(runtime)
+        instance_id = str(handle.data["instance_id"])
+        answered = await runtime.heartbeat({instance_id: endpoint}, 2.0)
+        await runtime.delete(instance_id, handle, keep_data=False)
+        return answered[instance_id]
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(beat()) is True

@@ -18,6 +18,7 @@ import asyncio
 import json
 import re
 import time
+from typing import cast
 from dataclasses import dataclass, field
 
 _COLLECTIONS = re.compile(r"/api/v2/tenants/[^/]+/databases/[^/]+/(collections|collections_count)")
@@ -67,8 +68,9 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport, but not always an asyncio.Transport subclass: uvloop's
+        # TCPTransport (the service's loop) is not one, so no isinstance check here.
+        self.transport = cast(asyncio.Transport, transport)
         self.listener.connections.add(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
