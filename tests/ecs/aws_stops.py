@@ -54,13 +54,17 @@ def stop_as_aws(region: str, cluster: str, task_arn: str, stop_code: str, reason
 def exit_as_aws(region: str, cluster: str, task_arn: str, exit_code: int) -> None:
     """A task whose essential container ran to its end: ``EssentialContainerExited``
     with the container's exit code (what a one-shot task, e.g. the data removal,
-    ends as; "Amazon ECS stopped tasks error codes"). moto never runs it."""
-    stop_as_aws(
-        region, cluster, task_arn, "EssentialContainerExited", "Essential container in task exited"
-    )
+    ends as; "Amazon ECS stopped tasks error codes"). moto never runs it.
+
+    The exit code is set before the stop: the stop publishes the task's state change
+    (the eventual-consistency layer keeps that view), and moto's containers default to
+    exit code 0, so a stop published first told the runtime a failed task succeeded."""
     task = get_backend("ecs")[ACCOUNT][region].tasks[cluster][task_arn]
     for container in task.containers:
         container.exitCode = exit_code
+    stop_as_aws(
+        region, cluster, task_arn, "EssentialContainerExited", "Essential container in task exited"
+    )
 
 
 def retire(region: str, cluster: str, task_arn: str) -> None:
