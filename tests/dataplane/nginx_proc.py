@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,6 +36,19 @@ class Nginx:
     def log(self, name: str) -> str:
         path = self.prefix / name
         return path.read_text() if path.exists() else ""
+
+    def upstreams(self) -> set[str]:
+        """Every upstream address the access log names (deploy/nginx.conf's
+        ``upstream=$upstream_addr``). A request Nginx passed on to a second server
+        after the first failed lists both, ``"A, B"``; one handed to another upstream
+        group (an auth subrequest) ``"A : B"``."""
+        found: set[str] = set()
+        for line in self.log("access.log").splitlines():
+            _, marker, rest = line.partition(" upstream=")
+            if marker:
+                value = rest.split(" upstream_time=")[0]
+                found.update(re.split(r"\s*[,:]\s+", value.strip()))
+        return found
 
 
 @asynccontextmanager
