@@ -186,8 +186,11 @@ async def until_disconnect(websocket: WebSocket, work: Awaitable[None], lease: T
 
 def timed_sender(websocket: WebSocket, timeout: float) -> Send:
     async def send(frame: str) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the send in a
+        # task of its own, one per frame per subscriber.
         try:
-            await asyncio.wait_for(websocket.send_text(frame), timeout)
+            async with asyncio.timeout(timeout):
+                await websocket.send_text(frame)
         except TimeoutError as exc:
             raise SlowConsumerError from exc
 

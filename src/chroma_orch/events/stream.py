@@ -81,8 +81,9 @@ class Subscriber:
             if self._gap is not None:
                 return None
             self._ready.clear()
-            try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+            try:  # asyncio.timeout: no task per wait, as wait_for makes on Python 3.11
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
             except TimeoutError:
                 return None
         return self._items.popleft()

@@ -49,7 +49,10 @@ class RequestContextMiddleware:
 
         with bind(request_id=request_id):
             try:
-                await self.app(scope, receive, send_with_id)
+                # A WebSocket's frames go straight out: wrapping every frame of every
+                # subscriber cost the fan-out a coroutine per frame, for headers that
+                # only an HTTP response has.
+                await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
             finally:
                 if scope["type"] == "http":
                     route = scope.get("route")
