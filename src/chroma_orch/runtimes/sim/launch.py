@@ -38,16 +38,19 @@ async def launch(cloud: Cloud, spec: InstanceSpec, fate: Fate) -> SimServer:
 
 async def _bind(cloud: Cloud, version: str, fixed: int | None) -> tuple[Listener, int]:
     candidates = [fixed] if fixed is not None else cloud.ports.candidates()[:_BIND_TRIES]
+    refused: OSError | None = None
     for port in candidates:
         listener = Listener(version)
         try:
             await listener.open(cloud.settings.host, port)
-        except OSError:
+        except OSError as error:
+            refused = error
             continue  # another process holds it
         cloud.ports.take(port)
         return listener, port
     raise RuntimeUnavailableError(
         f"no free port for a simulated server in {cloud.ports.low}-{cloud.ports.high}"
+        f" (last refusal: {refused})"
     )
 
 

@@ -39,20 +39,33 @@ _RETRY = 0.5
 class RemoteCloud:
     def __init__(self, url: str, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
-        transport = httpx.AsyncHTTPTransport(
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
-        )
-        self.client = httpx.AsyncClient(
-            base_url=self.url, transport=transport, timeout=timeout, trust_env=False
-        )
+        self.timeout = timeout
+        self._client: httpx.AsyncClient | None = None
         self._callbacks: list[ExitCallback] = []
         self._watch: asyncio.Task[None] | None = None
         self._watching = asyncio.Event()
 
+    def client(self) -> httpx.AsyncClient:
+        """The keep-alive client, made again after ``aclose`` (a closed runtime may
+        still be asked, as the others may)."""
+        if self._client is None:
+            transport = httpx.AsyncHTTPTransport(
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            )
+            self._client = httpx.AsyncClient(
+                base_url=self.url, transport=transport, timeout=self.timeout, trust_env=False
+            )
+        return self._client
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self._watch is not None and not self._watching.is_set() and path != "/v1/exits":
+            # Every call made after watch_exits comes after the watch's starting
+            # cursor: an exit it causes is heard (unless the cloud does not answer).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._watching.wait(), self.timeout)
         try:
-            response = await self.client.request(method, path, **kwargs)
+            response = await self.client().request(method, path, **kwargs)
         except httpx.HTTPError as error:
             unreachable = f"the simulated cloud at {self.url}: {error!r}"
             raise RuntimeUnavailableError(unreachable) from error
@@ -111,10 +124,6 @@ class RemoteCloud:
         if self._watch is None:
             self._watch = asyncio.get_running_loop().create_task(self._follow_exits())
 
-    async def watching(self) -> None:
-        """Returns once the exits' long-poll has its starting cursor (tests)."""
-        await self._watching.wait()
-
     async def _follow_exits(self) -> None:
         cursor = -1
         while True:
@@ -138,4 +147,7 @@ class RemoteCloud:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
             self._watch = None
-        await self.client.aclose()
+            self._watching = asyncio.Event()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
