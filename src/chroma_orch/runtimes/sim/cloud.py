@@ -66,6 +66,13 @@ class Ports:
         if self.low <= port <= self.high:
             self.cursor = port + 1 if port < self.high else self.low
 
+    def held_elsewhere(self, port: int) -> None:
+        """Another process holds ``port``: not tried again within the quarantine, and
+        the cursor moves past it."""
+        self.left[port] = time.monotonic() + max(self.quarantine, 1.0)
+        if self.low <= port <= self.high:
+            self.cursor = port + 1 if port < self.high else self.low
+
     def release(self, port: int) -> None:
         self.used.discard(port)
         self.left[port] = time.monotonic() + self.quarantine

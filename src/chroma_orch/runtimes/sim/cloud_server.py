@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chroma_orch.runtimes.base import ExitCause, StartFailedError
+from chroma_orch.runtimes.base import ExitCause, RuntimeUnavailableError, StartFailedError
 from chroma_orch.runtimes.sim import wire
 from chroma_orch.runtimes.sim.local import LocalCloud
 from chroma_orch.runtimes.sim.settings import SimRuntimeSettings
@@ -133,6 +133,8 @@ def app(cloud: LocalCloud) -> Starlette:
         async def endpoint(request: Request) -> Response:
             try:
                 return JSONResponse(await handler(request))
+            except RuntimeUnavailableError as error:
+                return JSONResponse({"error": "Unavailable", "message": str(error)}, 503)
             except (KeyError, ValueError, TypeError, ValidationError) as error:
                 return JSONResponse({"error": "BadRequest", "message": repr(error)}, 400)
 

@@ -10,7 +10,9 @@ from chroma_orch.runtimes.sim.cloud import Cloud, SimServer
 from chroma_orch.runtimes.sim.model import Fate
 from chroma_orch.runtimes.sim.responder import Listener
 
-_BIND_TRIES = 64
+_BIND_TRIES = 1024
+"""Ports tried per start (one bind each, some microseconds): another process may hold
+a block of the range."""
 
 
 async def launch(cloud: Cloud, spec: InstanceSpec, fate: Fate) -> SimServer:
@@ -45,7 +47,8 @@ async def _bind(cloud: Cloud, version: str, fixed: int | None) -> tuple[Listener
             await listener.open(cloud.settings.host, port)
         except OSError as error:
             refused = error
-            continue  # another process holds it
+            cloud.ports.held_elsewhere(port)  # another process holds it
+            continue
         cloud.ports.take(port)
         return listener, port
     raise RuntimeUnavailableError(
