@@ -4,6 +4,7 @@ then an exit by itself when its fate has one)."""
 from __future__ import annotations
 
 import asyncio
+from itertools import islice
 
 from chroma_orch.runtimes.base import InstanceSpec, RuntimeUnavailableError
 from chroma_orch.runtimes.sim.cloud import Cloud, SimServer
@@ -39,7 +40,8 @@ async def launch(cloud: Cloud, spec: InstanceSpec, fate: Fate) -> SimServer:
 
 
 async def _bind(cloud: Cloud, version: str, fixed: int | None) -> tuple[Listener, int]:
-    candidates = [fixed] if fixed is not None else cloud.ports.candidates()[:_BIND_TRIES]
+    tried = cloud.ports.candidates() if fixed is None else iter([fixed])
+    candidates = islice(tried, _BIND_TRIES)
     refused: OSError | None = None
     for port in candidates:
         listener = Listener(version)
