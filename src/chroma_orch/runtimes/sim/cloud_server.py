@@ -38,6 +38,9 @@ from chroma_orch.runtimes.sim.settings import SimRuntimeSettings
 EXIT_LOG = 100_000
 """Exits kept for the long-poll (a replica further behind misses the oldest)."""
 MAX_WAIT = 60.0
+KEEP_ALIVE = 300
+"""Seconds an idle connection is kept: longer than the client's own (httpx: 5 s), so
+the client, not the server, ends it, and a call never races a server's close."""
 
 
 class CloudSettings(BaseSettings):
@@ -178,7 +181,13 @@ async def serve(host: str, port: int) -> None:
     settings = CloudSettings().sim.model_copy(update={"cloud_url": None})
     cloud = LocalCloud(settings)
     sock = listen(host, port)
-    config = uvicorn.Config(app(cloud), log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        app(cloud),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=KEEP_ALIVE,
+    )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     ready = asyncio.create_task(server.ready.wait())
