@@ -171,3 +171,25 @@ def test_an_observation_crosses_the_wire_unchanged() -> None:
     assert wire.observation_from_json(wire.observation_to_json(observed)) == observed
     gone = Observation(ObservedState.EXITED, reason="TaskRetired", cause=ExitCause.INFRASTRUCTURE)
     assert wire.observation_from_json(wire.observation_to_json(gone)) == gone
+
+
+def test_exits_are_watched_from_the_first_call_when_on_exit_came_before_a_loop(
+    cloud: CloudProcess,
+) -> None:
+    """The service may register its callback while it is built, outside any loop."""
+    heard: list[str] = []
+    runtime = SimRuntime(SimRuntimeSettings(cloud_url=cloud.url))
+    runtime.on_exit(heard.append)  # no running loop here
+
+    async def scenario() -> None:
+        instance = spec()
+        handle = await running(runtime, instance)
+        await runtime.stop(handle)
+
+        async def stopped_heard() -> bool:
+            return heard == [instance.instance_id]
+
+        await wait_for(stopped_heard, timeout=10.0)
+        await runtime.aclose()
+
+    asyncio.run(scenario())

@@ -59,6 +59,7 @@ class RemoteCloud:
         return self._client
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        self._begin_watch()
         if self._watch is not None and not self._watching.is_set() and path != "/v1/exits":
             # Every call made after watch_exits comes after the watch's starting
             # cursor: an exit it causes is heard (unless the cloud does not answer).
@@ -119,10 +120,19 @@ class RemoteCloud:
         return int(reply["cursor"]), [str(i) for i in reply["exits"]]
 
     def watch_exits(self, callback: ExitCallback) -> None:
-        """Starts the long-poll on the running loop (on_exit is called from one)."""
+        """Starts the long-poll on the running loop, or with the first call when none
+        runs yet (on_exit may be called while the service is being built)."""
         self._callbacks.append(callback)
-        if self._watch is None:
-            self._watch = asyncio.get_running_loop().create_task(self._follow_exits())
+        self._begin_watch()
+
+    def _begin_watch(self) -> None:
+        if self._watch is not None or not self._callbacks:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._watch = loop.create_task(self._follow_exits())
 
     async def _follow_exits(self) -> None:
         cursor = -1
