@@ -3,7 +3,8 @@
 A module-level registry keyed by ``SimRuntimeSettings.cluster``: every runtime object
 of one process with the same cluster name sees the same servers (a service restarted
 in the process finds them with ``discover``). It lives in one process and event loop:
-a new process starts with an empty cloud (docs/sim-runtime.md).
+a new process starts with an empty cloud (docs/sim-runtime.md). Several processes share
+one through ``cloud_server``, which holds it in its own process.
 """
 
 from __future__ import annotations
