@@ -5,6 +5,7 @@ heartbeats until their server is gone, and the service runs an instance on it.""
 from __future__ import annotations
 
 import asyncio
+import socket
 import statistics
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -160,6 +161,30 @@ async def test_the_responder_answers_until_its_server_crashes(cluster: str) -> N
     assert observed.cause is ExitCause.CRASH
 
 
+async def test_a_block_of_ports_another_process_holds_is_passed_over(cluster: str) -> None:
+    """Another process (a second cloud, a benchmark's) holds the range's first 200
+    ports: each start tries past them instead of failing after a few."""
+    low = int(port_window(400).split("-")[0])
+    held = []
+    for port in range(low, low + 200):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        held.append(sock)
+    runtime = SimRuntime(settings(cluster, port_range=f"{low}-{low + 399}", start_failure_rate=0))
+    try:
+        for _ in range(3):
+            handle = await runtime.start(spec())
+            assert low + 200 <= handle.data["port"] <= low + 399
+        for handle in (await runtime.discover()).values():
+            await runtime.stop(handle)
+    finally:
+        for sock in held:
+            sock.close()
+        await runtime.aclose()
+
+
 async def test_a_retired_server_exits_by_itself_as_infrastructure(cluster: str) -> None:
     """Retirements at 36,000 an hour of a clock 1000 times faster: within ms."""
     runtime = SimRuntime(settings(cluster, start_failure_rate=0.0, retirement_rate=36_000))
@@ -209,7 +234,6 @@ def test_the_responder_answers_on_the_services_uvloop(cluster: str) -> None:
     the responder must answer heartbeats there too (it asserted the class and every
     heartbeat failed, restarting the whole simulated fleet)."""
     import uvloop  # uvicorn[standard] installs it; the service's loop on Linux
-
 
     async def beat() -> bool:
         runtime = SimRuntime(settings(cluster, start_failure_rate=0.0))

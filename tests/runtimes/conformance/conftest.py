@@ -1,4 +1,4 @@
-"""The ``kit`` fixture: every conformance test runs on the fake, sim, local and
+"""The ``kit`` fixture: every conformance test runs on the fake, sim, sim-remote, local and
 ECS-on-moto runtimes. ECS uses moto's server as tests/ecs does (its fixtures are imported here)."""
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ from tests.ecs.conftest import (
     ecs_settings,
     moto_url,
 )
-from tests.runtimes.conformance.kits import EcsKit, FakeKit, Kit, LocalKit, SimKit
+from tests.runtimes.conformance.kits import (
+    EcsKit,
+    FakeKit,
+    Kit,
+    LocalKit,
+    RemoteSimKit,
+    SimKit,
+)
+from tests.runtimes.sim_cloud import cloud_process
 from tests.runtimes.test_local_runtime import kill_leftovers, servers_on
 
 __all__ = [
@@ -47,6 +55,7 @@ def _stop_in_moto(task_arn: str) -> None:
     params=[
         "fake",
         "sim",  # in-process, with a compressed clock
+        "sim-remote",  # the same cloud in a process of its own, over HTTP
         pytest.param("local", marks=pytest.mark.e2e),  # real Chroma servers
         pytest.param("ecs", marks=pytest.mark.e2e),  # moto's server
     ]
@@ -58,6 +67,9 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
         cluster = f"conformance-{uuid.uuid4().hex}"
         yield SimKit(cluster)
         forget(cluster)
+    elif request.param == "sim-remote":
+        with cloud_process() as cloud:
+            yield RemoteSimKit(cloud.url)
     elif request.param == "local":
         yield LocalKit(tmp_path / "data")
         kill_leftovers(tmp_path)

@@ -21,6 +21,7 @@ from chroma_orch.runtimes.base import Handle, InstanceSpec, Runtime
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.runtimes.local.runtime import LocalRuntime
 from chroma_orch.runtimes.sim.cloud import cloud
+from chroma_orch.runtimes.sim.remote import RemoteCloud
 from chroma_orch.runtimes.sim.runtime import SimRuntime
 from chroma_orch.settings import EcsSettings, LocalRuntimeSettings, SimRuntimeSettings
 from tests.ecs.conftest import aws_client
@@ -196,4 +197,36 @@ class SimKit:
             yield runtime
         finally:
             cloud(self.settings()).outage = False
+            await runtime.aclose()
+
+
+@dataclass
+class RemoteSimKit:
+    """The simulated cloud in a process of its own (``cloud_server``, tests/runtimes/
+    sim_cloud.py), reached over HTTP as replicas reach it."""
+
+    cloud_url: str
+    name: str = "sim-remote"
+    notices_exits: bool = True
+
+    def make(self) -> Runtime:
+        return SimRuntime(SimRuntimeSettings(cloud_url=self.cloud_url))
+
+    async def crash(self, handle: Handle) -> None:
+        remote = RemoteCloud(self.cloud_url)
+        await remote.crash(str(handle.data["instance_id"]))
+        await remote.aclose()
+
+    async def write_line(self, instance_id: str, handle: Handle, line: str) -> None:
+        remote = RemoteCloud(self.cloud_url)
+        await remote.say(instance_id, line)
+        await remote.aclose()
+
+    @contextlib.asynccontextmanager
+    async def unavailable(self, instance_id: str) -> AsyncIterator[Runtime]:
+        """The cloud does not answer (nothing listens where its URL is)."""
+        runtime = SimRuntime(SimRuntimeSettings(cloud_url=f"http://127.0.0.1:{free_port()}"))
+        try:
+            yield runtime
+        finally:
             await runtime.aclose()

@@ -4,13 +4,16 @@ then an exit by itself when its fate has one)."""
 from __future__ import annotations
 
 import asyncio
+from itertools import islice
 
 from chroma_orch.runtimes.base import InstanceSpec, RuntimeUnavailableError
 from chroma_orch.runtimes.sim.cloud import Cloud, SimServer
 from chroma_orch.runtimes.sim.model import Fate
 from chroma_orch.runtimes.sim.responder import Listener
 
-_BIND_TRIES = 64
+_BIND_TRIES = 1024
+"""Ports tried per start (one bind each, some microseconds): another process may hold
+a block of the range."""
 
 
 async def launch(cloud: Cloud, spec: InstanceSpec, fate: Fate) -> SimServer:
@@ -37,17 +40,22 @@ async def launch(cloud: Cloud, spec: InstanceSpec, fate: Fate) -> SimServer:
 
 
 async def _bind(cloud: Cloud, version: str, fixed: int | None) -> tuple[Listener, int]:
-    candidates = [fixed] if fixed is not None else cloud.ports.candidates()[:_BIND_TRIES]
+    tried = cloud.ports.candidates() if fixed is None else iter([fixed])
+    candidates = islice(tried, _BIND_TRIES)
+    refused: OSError | None = None
     for port in candidates:
         listener = Listener(version)
         try:
             await listener.open(cloud.settings.host, port)
-        except OSError:
-            continue  # another process holds it
+        except OSError as error:
+            refused = error
+            cloud.ports.held_elsewhere(port)  # another process holds it
+            continue
         cloud.ports.take(port)
         return listener, port
     raise RuntimeUnavailableError(
         f"no free port for a simulated server in {cloud.ports.low}-{cloud.ports.high}"
+        f" (last refusal: {refused})"
     )
 
 

@@ -18,8 +18,8 @@ import asyncio
 import json
 import re
 import time
-from typing import cast
 from dataclasses import dataclass, field
+from typing import cast
 
 _COLLECTIONS = re.compile(r"/api/v2/tenants/[^/]+/databases/[^/]+/(collections|collections_count)")
 _HEAD_END = b"\r\n\r\n"
@@ -71,7 +71,7 @@ class _Connection(asyncio.Protocol):
         # A stream transport, but not always an asyncio.Transport subclass: uvloop's
         # TCPTransport (the service's loop) is not one, so no isinstance check here.
         self.transport = cast(asyncio.Transport, transport)
-        self.listener.connections.add(transport)
+        self.listener.connections.add(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:

@@ -23,12 +23,22 @@ _PHASES = {"provisioning", "pending", "pulling", "pulled", "running"}
 
 
 class SimRuntimeSettings(BaseModel):
-    """The ``sim`` runtime: a cloud scheduler simulated in the service's process."""
+    """The ``sim`` runtime: a cloud scheduler simulated in the service's process, or in a
+    process of its own shared by several replicas (``cloud_url``)."""
 
     cluster: str = Field(
         "sim",
         description="Name of the simulated cloud: runtime objects of one process with the same "
         "name share its servers (a service restarted in the process finds them again).",
+    )
+    cloud_url: str | None = Field(
+        None,
+        description="URL of a shared simulated cloud (python -m chroma_orch.runtimes.sim."
+        "cloud_server), e.g. http://127.0.0.1:8900: every replica given it sees the same "
+        "servers and hears of every exit. Unset: the cloud lives in this process. With it, "
+        "the simulation's settings (seed, time_scale, latencies, rates, ports...) are the "
+        "cloud process's own CHROMA_ORCH_SIM__* ones; api_limits, chroma_versions and the "
+        "timeouts stay this process's.",
     )
     seed: int = Field(
         0,
