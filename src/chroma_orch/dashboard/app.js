@@ -259,6 +259,7 @@ async function start() {
   try { state.lastSeq = await loadPage(); } catch (err) {  // paging.js: connect since its seq
     if (!state.token) return;
   }
+  rolloutsResynced();  // rollouts.js: since= brings no snapshot to start it
   connect();
 }
 
