@@ -112,7 +112,7 @@ async def list_instances(
             min_length=1,
             max_length=63,
             description="Prefix of the instance's name or of its tenant's name "
-            "(case-sensitive; no wildcards).",
+            "(case-sensitive, no wildcards; no control or format characters).",
         ),
     ] = None,
     deleted: Annotated[
