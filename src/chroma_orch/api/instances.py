@@ -106,6 +106,15 @@ async def list_instances(
     tenant_id: Annotated[uuid.UUID | None, Query(description="Admin only: one tenant.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    search: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=63,
+            description="Prefix of the instance's name or of its tenant's name "
+            "(case-sensitive, no wildcards; no control or format characters).",
+        ),
+    ] = None,
     deleted: Annotated[
         bool,
         Query(
@@ -115,7 +124,12 @@ async def list_instances(
     ] = False,
 ) -> InstancePage:
     return await instances.list(
-        phase=phase, tenant_id=tenant_id, limit=limit, cursor=cursor, deleted=deleted
+        phase=phase,
+        tenant_id=tenant_id,
+        limit=limit,
+        cursor=cursor,
+        deleted=deleted,
+        search=search,
     )
 
 

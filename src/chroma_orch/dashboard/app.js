@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
-  instances: new Map(),   // id -> instance (InstanceRead fields, kept current by events)
+  instances: new Map(),   // id -> instance on the table's page (paging.js), kept current by events
   tenants: new Map(),     // id -> name
   lastSeq: null,          // resume cursor: ?since=lastSeq after a drop
   socket: null,
@@ -47,7 +47,7 @@ function connect() {
   const socket = new WebSocket(`${scheme}://${location.host}/v1/events${query}`,
                                [SUBPROTOCOL, `chroma-orch.bearer.${state.token}`]);
   state.socket = socket;
-  socket.onopen = () => { state.retry = 0; };
+  socket.onopen = () => { state.retry = 0; setLink(true, "live"); };  // since=: no snapshot comes first
   socket.onmessage = (frame) => handle(JSON.parse(frame.data));
   socket.onclose = (event) => {
     if (state.socket !== socket) return;  // replaced or signed out
@@ -62,8 +62,9 @@ function handle(message) {
   switch (message.type) {
     case "snapshot":
     case "resync":
-      state.instances = new Map(message.instances.map((i) => [i.id, i]));
+      // paging.js: read the page again; the message's whole-fleet list is not kept
       state.lastSeq = message.seq;
+      pageResynced();
       snapshotsResynced();
       rolloutsResynced();  // rollouts.js
       upgradesResynced();  // upgrades.js
@@ -72,15 +73,17 @@ function handle(message) {
       if (isSnapshotEvent(message)) applySnapshotEvent(message);  // snapshots.js
       else if (isRolloutEvent(message)) applyRolloutEvent(message);  // rollouts.js
       else if (isUpgradeEvent(message)) applyUpgradeEvent(message);  // upgrades.js
-      else apply(message);
+      else apply(message);  // patches its row, if on the page (paging.js)
       state.lastSeq = message.seq;
+      // paging.js: only this instance's row, never the whole table
+      if (!message.event.startsWith("instance.") && state.instances.has(message.instance_id)) patchRow(message.instance_id);
+      if (isSnapshotEvent(message)) renderSnapshots();
       break;
     case "heartbeat":
       if (message.seq !== null && message.seq > (state.lastSeq ?? -1)) state.lastSeq = message.seq;
       break;
   }
   setLink(true, "live");
-  render();
 }
 
 function apply(ev) {
@@ -93,9 +96,11 @@ function apply(ev) {
       endpoint: null, failure: null, created_at: ev.created_at, phase_changed_at: ev.created_at,
       spec: after.spec || {},
     };
+    // paging.js: on this page only when it is the last one, has room and the instance matches
+    if (!pageTakes(inst, state.tenants.get(inst.tenant_id))) { changedElsewhere(inst.id); return; }
     state.instances.set(inst.id, inst);
   }
-  if (!inst) return;
+  if (!inst) { changedElsewhere(ev.instance_id); return; }  // paging.js
   if ("desired_state" in after) inst.desired_state = after.desired_state;
   if ("generation" in after) inst.generation = after.generation;
   if ("observed_generation" in after) inst.observed_generation = after.observed_generation;
@@ -120,6 +125,7 @@ function apply(ev) {
   }
   inst.last_event = { name: ev.event.replace("instance.", ""), at: ev.created_at };
   if (inst.phase === "deleted") state.instances.delete(inst.id);
+  patchRow(inst.id);  // paging.js
 }
 
 // ---- rendering ----------------------------------------------------------------------
@@ -198,10 +204,7 @@ function row(inst) {
 }
 
 function render() {
-  const rows = [...state.instances.values()]
-    .sort((a, b) => (a.created_at < b.created_at ? -1 : 1)).map(row);
-  $("instances").replaceChildren(...rows);
-  $("empty").hidden = rows.length > 0;
+  patchPage();  // paging.js: the page's rows, cell by cell
   renderSnapshots();
 }
 
@@ -253,6 +256,10 @@ async function start() {
   } catch (err) {
     if (!state.token) return;
   }
+  try { state.lastSeq = await loadPage(); } catch (err) {  // paging.js: connect since its seq
+    if (!state.token) return;
+  }
+  rolloutsResynced();  // rollouts.js: since= brings no snapshot to start it
   connect();
 }
 
@@ -267,6 +274,7 @@ function signOut(reason) {
   closeRollouts();
   upgrades.byInstance.clear();
   state.instances.clear();
+  resetPaging();  // paging.js
   state.lastSeq = null;
   $("app").hidden = true;
   $("signout").hidden = true;

@@ -53,6 +53,10 @@ class TimestampMixin:
 
 class Tenant(TimestampMixin, Base):
     __tablename__ = "tenants"
+    __table_args__ = (
+        # The instance list's search by a prefix of the tenant's name.
+        Index("ix_tenants_name_prefix", "name", postgresql_ops={"name": "varchar_pattern_ops"}),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
     name: Mapped[str] = mapped_column(String(63), unique=True)
@@ -120,6 +124,12 @@ class Instance(TimestampMixin, Base):
             "tenant_id",
             postgresql_where=text("next_snapshot_at IS NULL AND desired_state <> 'deleted'"),
         ),
+        # The list's pages (db/instance_list.py): creation order, per tenant, per phase,
+        # and a prefix of the name.
+        Index("ix_instances_created", "created_at", "id"),
+        Index("ix_instances_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_instances_phase_created", "phase", "created_at", "id"),
+        Index("ix_instances_name_prefix", "name", postgresql_ops={"name": "varchar_pattern_ops"}),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)

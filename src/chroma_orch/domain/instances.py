@@ -6,7 +6,6 @@ reconciler acts on what is written. Services only flush; the caller commits.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import time
@@ -25,6 +24,7 @@ from chroma_orch.db.hub import EventHub, wait_for_event
 from chroma_orch.db.locks import NamedLock, lock
 from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus, Tenant
 from chroma_orch.db.outbox import INTENTS_CHANNEL, event_row
+from chroma_orch.domain.instance_search import list_page
 from chroma_orch.domain.limits import (
     ON_THEIR_WAY_UP,
     check_concurrent_starts,
@@ -53,7 +53,6 @@ from chroma_orch.domain.states import (
 )
 from chroma_orch.domain.status import endpoint_of, failure_of, start_phase_of, start_phases_of
 from chroma_orch.errors import (
-    BadRequestError,
     ConflictError,
     IdempotencyKeyReusedError,
     NotFoundError,
@@ -563,30 +562,22 @@ class InstanceService:
         limit: int,
         cursor: str | None,
         deleted: bool = False,
+        search: str | None = None,
     ) -> InstancePage:
-        """The live instances (``deleted``: the deleted ones, still undeletable)."""
-        gone = (Instance.phase == Phase.DELETED) & (Instance.desired_state == DesiredState.DELETED)
-        query = select(Instance).where(gone if deleted else ~gone)
-        if not self.principal.is_admin:
-            query = query.where(Instance.tenant_id == self.principal.tenant_id)
-        elif tenant_id is not None:
-            query = query.where(Instance.tenant_id == tenant_id)
-        if phase is not None:
-            query = query.where(Instance.phase == phase)
-        if cursor is not None:
-            created, last_id = decode_cursor(cursor)
-            query = query.where(
-                (Instance.created_at > created)
-                | ((Instance.created_at == created) & (Instance.id > last_id))
-            )
-        rows = list(
-            await self.session.scalars(
-                query.order_by(Instance.created_at, Instance.id).limit(limit + 1)
-            )
+        """The live instances (``deleted``: the deleted ones, still undeletable), one
+        page with the event log's ``seq`` (``domain/instance_search.py``)."""
+        seq, rows, next_cursor = await list_page(
+            self.session,
+            self.principal,
+            phase=phase,
+            tenant_id=tenant_id,
+            search=search,
+            limit=limit,
+            cursor=cursor,
+            deleted=deleted,
         )
-        next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
         return InstancePage(
-            items=[to_read(row, self.policy) for row in rows[:limit]], next_cursor=next_cursor
+            items=[to_read(row, self.policy) for row in rows], next_cursor=next_cursor, seq=seq
         )
 
     async def _replay(
@@ -609,17 +600,3 @@ class InstanceService:
         found = await self.session.scalar(select(Tenant.id).where(Tenant.id == tenant_id))
         if found is None:
             raise NotFoundError(f"tenant {tenant_id} not found")
-
-
-def encode_cursor(instance: Instance) -> str:
-    raw = f"{instance.created_at.isoformat()}|{instance.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created, _, instance_id = base64.urlsafe_b64decode(padded).decode().partition("|")
-        return datetime.fromisoformat(created), uuid.UUID(instance_id)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError("invalid cursor") from exc

@@ -356,6 +356,11 @@ class InstancePage(BaseModel):
     next_cursor: str | None = Field(
         None, description="Pass as `cursor` to get the next page; null on the last page."
     )
+    seq: int | None = Field(
+        None,
+        description="The event log's newest `seq` when the page was read: every change up "
+        "to it shows in the page, so `/v1/events?since=seq` brings every later one.",
+    )
 
 
 class InstanceLogs(BaseModel):
