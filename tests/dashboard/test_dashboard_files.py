@@ -13,6 +13,7 @@ PAGE_AND_ASSETS = {
     "/dashboard/snapshots.js": "javascript",
     "/dashboard/rollouts.js": "javascript",
     "/dashboard/upgrades.js": "javascript",
+    "/dashboard/fleet.js": "javascript",
     "/dashboard/style.css": "text/css",
 }
 

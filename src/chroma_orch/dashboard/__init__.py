@@ -18,7 +18,16 @@ from starlette.types import Scope
 
 DASHBOARD_DIR = Path(__file__).parent
 ASSETS = frozenset(
-    {".", "index.html", "app.js", "snapshots.js", "rollouts.js", "upgrades.js", "style.css"}
+    {
+        ".",
+        "index.html",
+        "app.js",
+        "snapshots.js",
+        "rollouts.js",
+        "upgrades.js",
+        "fleet.js",
+        "style.css",
+    }
 )  # "." is the page
 _HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
 

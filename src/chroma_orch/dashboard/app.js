@@ -67,12 +67,14 @@ function handle(message) {
       snapshotsResynced();
       rolloutsResynced();  // rollouts.js
       upgradesResynced();  // upgrades.js
+      fleetResynced();  // fleet.js
       break;
     case "event":
       if (isSnapshotEvent(message)) applySnapshotEvent(message);  // snapshots.js
       else if (isRolloutEvent(message)) applyRolloutEvent(message);  // rollouts.js
       else if (isUpgradeEvent(message)) applyUpgradeEvent(message);  // upgrades.js
       else apply(message);
+      fleetEvent(message);  // fleet.js
       state.lastSeq = message.seq;
       break;
     case "heartbeat":
@@ -265,6 +267,7 @@ function signOut(reason) {
   closeLogs();
   closeSnapshots();
   closeRollouts();
+  closeFleet();  // fleet.js
   upgrades.byInstance.clear();
   state.instances.clear();
   state.lastSeq = null;
