@@ -16,6 +16,7 @@ from chroma_orch import __version__, dashboard, dataplane, process_tuning
 from chroma_orch.api import dataplane as dataplane_api
 from chroma_orch.api import events as events_api
 from chroma_orch.api import (
+    fleet,
     health,
     instances,
     metrics,
@@ -252,6 +253,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         seed,
         health,
         metrics,
+        fleet,
         events_api,
     )
     for module in routers:

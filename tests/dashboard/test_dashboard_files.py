@@ -14,6 +14,7 @@ PAGE_AND_ASSETS = {
     "/dashboard/rollouts.js": "javascript",
     "/dashboard/upgrades.js": "javascript",
     "/dashboard/paging.js": "javascript",
+    "/dashboard/fleet.js": "javascript",
     "/dashboard/style.css": "text/css",
 }
 

@@ -26,6 +26,7 @@ ASSETS = frozenset(
         "rollouts.js",
         "upgrades.js",
         "paging.js",
+        "fleet.js",
         "style.css",
     }
 )  # "." is the page

@@ -68,12 +68,14 @@ function handle(message) {
       snapshotsResynced();
       rolloutsResynced();  // rollouts.js
       upgradesResynced();  // upgrades.js
+      fleetResynced();  // fleet.js
       break;
     case "event":
       if (isSnapshotEvent(message)) applySnapshotEvent(message);  // snapshots.js
       else if (isRolloutEvent(message)) applyRolloutEvent(message);  // rollouts.js
       else if (isUpgradeEvent(message)) applyUpgradeEvent(message);  // upgrades.js
       else apply(message);  // patches its row, if on the page (paging.js)
+      fleetEvent(message);  // fleet.js
       state.lastSeq = message.seq;
       // paging.js: only this instance's row, never the whole table
       if (!message.event.startsWith("instance.") && state.instances.has(message.instance_id)) patchRow(message.instance_id);
@@ -260,6 +262,7 @@ async function start() {
     if (!state.token) return;
   }
   rolloutsResynced();  // rollouts.js: since= brings no snapshot to start it
+  fleetResynced();  // fleet.js: likewise
   connect();
 }
 
@@ -272,6 +275,7 @@ function signOut(reason) {
   closeLogs();
   closeSnapshots();
   closeRollouts();
+  closeFleet();  // fleet.js
   upgrades.byInstance.clear();
   state.instances.clear();
   resetPaging();  // paging.js

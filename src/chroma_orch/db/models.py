@@ -534,6 +534,30 @@ class RolloutMember(Base):
 
 class Event(Base):
     __tablename__ = "events"
+    __table_args__ = (
+        # the fleet view's reads (db/fleet.py): starts that reached running, failures,
+        # and an instance's lifecycle events in order
+        Index(
+            "ix_events_running",
+            "created_at",
+            postgresql_where=text(
+                "type = 'instance.phase_changed' AND (after ->> 'phase') = 'running'"
+            ),
+        ),
+        Index(
+            "ix_events_failures",
+            "created_at",
+            postgresql_where=text("type IN ('instance.failed', 'instance.crashed')"),
+        ),
+        Index(
+            "ix_events_lifecycle",
+            "instance_id",
+            "seq",
+            postgresql_where=text(
+                "type IN ('instance.created', 'instance.desired_changed', 'instance.phase_changed')"
+            ),
+        ),
+    )
 
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     instance_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
