@@ -93,11 +93,10 @@ def names_used(functions: Iterable[object]) -> set[str]:
             names.update(current.co_names)
             codes.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
         scope = getattr(function, "__globals__", {})
-        pending.extend(
-            scope[name]
-            for name in names
-            if inspect.isfunction(scope.get(name)) and _in_tests(scope[name])
-        )
+        # Unwrapped: a helper under @asynccontextmanager (or any functools.wraps
+        # decorator) is a function of contextlib's until unwrapped.
+        helpers = (inspect.unwrap(scope[name]) for name in names if callable(scope.get(name)))
+        pending.extend(h for h in helpers if inspect.isfunction(h) and _in_tests(h))
     return names
 
 
