@@ -336,7 +336,10 @@ def api_settings(database_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def api_app(api_settings: Settings) -> AsyncIterator[FastAPI]:
-    app = create_app(api_settings)
+    """The app, without the retention loop: its first pass, at start, ran beside every
+    API test for nothing (tests/db/test_retention.py and the tests that purge run
+    passes of their own)."""
+    app = create_app(api_settings, retention_loop=False)
     async with app.router.lifespan_context(app):
         yield app
 
