@@ -87,15 +87,18 @@ def names_used(functions: Iterable[object]) -> set[str]:
         if code is None or code in seen:
             continue
         seen.add(code)
+        own: set[str] = set()
         codes = [code]
         while codes:  # the function's own code and that of functions defined in it
             current = codes.pop()
-            names.update(current.co_names)
+            own.update(current.co_names)
             codes.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+        names |= own
         scope = getattr(function, "__globals__", {})
-        # Unwrapped: a helper under @asynccontextmanager (or any functools.wraps
-        # decorator) is a function of contextlib's until unwrapped.
-        helpers = (inspect.unwrap(scope[name]) for name in names if callable(scope.get(name)))
+        # Its own names, in its own module (another function's names there may mean
+        # something else: a helper `service` of a test module is not conftest's fixture),
+        # unwrapped: a helper under @asynccontextmanager is contextlib's until unwrapped.
+        helpers = (inspect.unwrap(scope[name]) for name in own if callable(scope.get(name)))
         pending.extend(h for h in helpers if inspect.isfunction(h) and _in_tests(h))
     return names
 
