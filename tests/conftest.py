@@ -87,17 +87,19 @@ def names_used(functions: Iterable[object]) -> set[str]:
         if code is None or code in seen:
             continue
         seen.add(code)
+        own: set[str] = set()
         codes = [code]
         while codes:  # the function's own code and that of functions defined in it
             current = codes.pop()
-            names.update(current.co_names)
+            own.update(current.co_names)
             codes.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+        names |= own
         scope = getattr(function, "__globals__", {})
-        pending.extend(
-            scope[name]
-            for name in names
-            if inspect.isfunction(scope.get(name)) and _in_tests(scope[name])
-        )
+        # Its own names, in its own module (another function's names there may mean
+        # something else: a helper `service` of a test module is not conftest's fixture),
+        # unwrapped: a helper under @asynccontextmanager is contextlib's until unwrapped.
+        helpers = (inspect.unwrap(scope[name]) for name in own if callable(scope.get(name)))
+        pending.extend(h for h in helpers if inspect.isfunction(h) and _in_tests(h))
     return names
 
 
@@ -290,8 +292,17 @@ def port_window(size: int = 200) -> str:
 
 
 def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Settings:
+    """Settings for a service on ``database_url``, a clone of the migrated template
+    (or None: an embedded cluster of the data directory's own, migrated at start).
+
+    On a clone the app's start-up migration would find nothing to do and cost each
+    test ~0.35 s (the migration lock, Alembic's environment, the statement check):
+    it starts as a service run with ``migrate_on_start`` off does, whose readiness
+    probe checks the head itself. The statement check has tests/db/test_query_layer.py,
+    and the e2e tier's services migrate at start."""
     values: dict[str, object] = {
         "database_url": database_url,
+        "migrate_on_start": database_url is None,
         "data_dir": data_dir,
         "admin_token": ADMIN_TOKEN,
         "local": LocalRuntimeSettings(port_range=port_window(), start_timeout=30, stop_grace=5),
@@ -328,7 +339,10 @@ def api_settings(database_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def api_app(api_settings: Settings) -> AsyncIterator[FastAPI]:
-    app = create_app(api_settings)
+    """The app, without the retention loop: its first pass, at start, ran beside every
+    API test for nothing (tests/db/test_retention.py and the tests that purge run
+    passes of their own)."""
+    app = create_app(api_settings, retention_loop=False)
     async with app.router.lifespan_context(app):
         yield app
 

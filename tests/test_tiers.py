@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
+import tests.dataplane.test_control_plane_restarts as control_plane_restarts
+import tests.db.test_pg_upgrade as pg_upgrade
 import tests.domain.test_states as states
 import tests.events.test_event_replicas as event_replicas
 import tests.security.test_refused_tokens as refused_tokens
@@ -33,6 +35,21 @@ def test_a_test_starting_services_in_its_own_body_is_seen() -> None:
     assert {"running_service", "running_nginx"} <= names_used([behind_nginx]) & STARTS_SERVICES
     pure = states.test_every_phase_has_a_row_and_deleted_is_left_only_by_an_undelete
     assert not names_used([pure]) & (STARTS_SERVICES | USES_POSTGRES)
+
+
+def test_a_helper_under_asynccontextmanager_is_followed() -> None:
+    """The test starts Nginx and two replicas through an @asynccontextmanager helper of
+    its module: followed only once unwrapped (it was left in the db tier, ~2 min a run)."""
+    killed = control_plane_restarts.test_no_failed_request_while_replicas_are_killed_and_restarted
+    assert "running_nginx" in names_used([killed]) & STARTS_SERVICES
+
+
+def test_a_helper_name_is_looked_up_in_its_own_module_only() -> None:
+    """The test's own helper ``service`` runs the app in-process on an embedded cluster;
+    make_settings, which it calls, lives beside conftest's ``service`` fixture (a real
+    service): that one is not what the test uses."""
+    upgraded = pg_upgrade.test_pgserver_16_cluster_is_upgraded_and_keeps_tenants_and_instances
+    assert not names_used([upgraded]) & STARTS_SERVICES
 
 
 def test_a_fixture_running_the_service_as_child_processes_is_seen() -> None:

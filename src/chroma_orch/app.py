@@ -179,8 +179,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.migrations_at_head = settings.migrate_on_start
         app.state.ctx = ctx
         dataplane.start(app, ctx, stack, loops)
-        retention = Retention(sessions, settings.retention, settings.events.retention_hours)
-        loops.every("retention", retention.run_once, settings.retention.interval)
+        if app.state.retention_loop:
+            retention = Retention(sessions, settings.retention, settings.events.retention_hours)
+            loops.every("retention", retention.run_once, settings.retention.interval)
         if settings.reconciler.enabled:
             work_engine = create_engine(
                 url,
@@ -224,7 +225,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, retention_loop: bool = True) -> FastAPI:
+    """The service's app; ``retention_loop=False`` (tests only: the service never passes
+    it) leaves out the retention loop, whose first pass runs at start."""
     settings = settings or Settings()
     traced = settings.opentelemetry
     app = FastAPI(
@@ -235,6 +238,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": traced, "metrics": traced, "logs": traced, "operation_spans": traced},
     )
     app.state.settings = settings
+    app.state.retention_loop = retention_loop
     install_error_handlers(app)
     # The data plane first: /i/... is the hot path and is matched before anything else.
     # The routers' routes are complete where they are declared (prefix, tags, responses
