@@ -30,15 +30,20 @@ service (or the floor server) used from the first change to the end.
 
 Measured on the shared 2-core machine (load average 5-8 from other work),
 defaults (500 subscribers, 200 changes at 100/s, 4 subscriber processes), four
-runs: ours p99 1.0-1.7 s (p50 0.21-0.54 s), floor p99 12-300 ms; p99 ours/floor
-4.7x, 5.6x, 80x, 115x (a fifth, under py-spy: 115 ms vs 32 ms, 3.6x), against a
-goal of 2x: missed in every run. No message lost in either. In one run the service used
-1.18 CPU-s for the 19,000 deliveries against the floor server's 0.46 CPU-s
-(2.6x); a profile of the service during the changes: 47 % of its CPU under the
-ASGI send path of the sockets (33 % in uvicorn's ``transport.write`` per frame,
-7 % permessage-deflate, the rest Starlette/middleware send wrappers), 7 % in the
-event stream reading the log. The floor's own p99 moves 25x between runs: on
-this machine the ratio is noisy, the direction is not.
+runs before the send path was trimmed: ours p99 1.0-1.7 s (p50 0.21-0.54 s), floor
+p99 12-300 ms; p99 ours/floor 4.7x, 5.6x, 80x, 115x, against a goal of 2x. A profile
+then put 47 % of the service's CPU under the per-subscriber ASGI send path (33 % in
+uvicorn's ``transport.write`` per frame, 7 % permessage-deflate, the rest a task per
+frame from ``asyncio.wait_for`` on Python 3.11 and the request-id middleware's send
+wrapper). Both of the last are gone (asyncio.timeout; WebSocket sends pass the
+middleware straight through). Two runs each of the code before and after, alternated,
+load average 8-10 (2 cores shared with four other processes' work): server CPU for the
+19,000 deliveries 1.97 and 1.84 CPU-s before, 1.20 and 1.62 after, the floor server
+0.56-0.66 CPU-s in every run (so ours is now 2-2.9x the floor's CPU, was 2.8-3.0x).
+The latency ratio in those runs (0.34-2.8x, before and after alike) followed the
+load, not the code: the floor's own p99 moved from 0.2 to 1.7 s between runs. No
+message lost in any run. On a quiet machine, compare ``server_cpu_s`` with the
+floor's as well as the p99 ratio.
 """
 
 from __future__ import annotations
