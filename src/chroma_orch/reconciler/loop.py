@@ -71,6 +71,9 @@ class Reconciler:
         self.lease = timedelta(seconds=self.config.lease_seconds)
         self._work_wake = asyncio.Event()
         self._observe_wake = asyncio.Event()
+        self.observe_batch = 5000
+        """Servers one liveness pass polls at most; a larger fleet takes a round of passes."""
+        self._observe_after = queue.FIRST_ID
         self._inflight: dict[uuid.UUID, asyncio.Task[bool]] = {}
         self._saturated = False  # the last claim took all the capacity there was
         self._own_loops: Loops | None = None
@@ -263,7 +266,11 @@ class Reconciler:
         async with self.sessions() as session:
             if not await queue.try_observer_lock(session):
                 return 0  # another replica is observing right now
-            live = await queue.live_to_observe(session, limit=5000)
+            live = await queue.live_to_observe(
+                session, limit=self.observe_batch, after=self._observe_after
+            )
+            full = len(live) == self.observe_batch
+            self._observe_after = live[-1].id if full else queue.FIRST_ID
             handles = {str(i.id): Handle.from_json(i.handle) for i in live if i.handle is not None}
             observed = await self.runtime.poll(handles) if handles else {}
             changed = [i.id for i in live if self._changed(i, observed.get(str(i.id)))]
