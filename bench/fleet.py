@@ -246,12 +246,15 @@ def metric_sum(page: str, name: str, **labels: str) -> float:
 
 
 async def wait_running(api: Api, count: int, limit: float) -> float:
-    """Seconds until ``count`` instances run and no intent waits (``inf`` past ``limit``)."""
+    """Seconds until ``count`` instances run and no intent waits, within a slack of 0.5 %
+    (the simulated fleet keeps crashing, so a few are always being restarted); ``inf``
+    past ``limit``."""
+    slack = max(2, count // 200)
     started = time.monotonic()
     while time.monotonic() - started < limit:
         page = await api.metrics()
         running = metric_sum(page, "chroma_orch_instances", phase="running")
-        if running >= count and _metric(page, "chroma_orch_intents_waiting") == 0:
+        if running >= count - slack and _metric(page, "chroma_orch_intents_waiting") <= slack:
             return time.monotonic() - started
         await asyncio.sleep(0.25)
     return float("inf")
@@ -276,19 +279,22 @@ class Fleet:
         self.api = api
         self.args = args
         self.tokens: list[str] = []
+        self.tenant_ids: list[str] = []
         self.instances: dict[str, list[str]] = {}  # token -> instance ids
 
     async def tenants(self) -> float:
-        async def tenant(n: int) -> str:
+        async def tenant(n: int) -> tuple[str, str]:
             made = await self.api.call("tenant", "POST", "/v1/tenants", json={"name": f"t{n}"})
             body = {"name": "t"}
             path = f"/v1/tenants/{made['id']}/tokens"
             token: str = (await self.api.call("token", "POST", path, json=body))["token"]
-            return token
+            return made["id"], token
 
         started = time.monotonic()
         jobs = [tenant(n) for n in range(self.args.tenants)]
-        self.tokens = await bounded(jobs, self.args.clients)
+        pairs = await bounded(jobs, self.args.clients)
+        self.tenant_ids = [t for t, _ in pairs]
+        self.tokens = [token for _, token in pairs]
         return time.monotonic() - started
 
     async def create(self) -> dict[str, Any]:
@@ -380,8 +386,8 @@ async def max_seq(url: str) -> int:
 
 
 async def event_counts(url: str, after: int) -> dict[str, int]:
-    query = "SELECT event, count(*) AS n FROM events WHERE seq > $1 GROUP BY event ORDER BY 1"
-    return {r["event"]: r["n"] for r in await _sql(url, query, after)}
+    query = "SELECT type, count(*) AS n FROM events WHERE seq > $1 GROUP BY type ORDER BY 1"
+    return {r["type"]: r["n"] for r in await _sql(url, query, after)}
 
 
 class Events:
@@ -390,6 +396,7 @@ class Events:
     def __init__(self, url: str) -> None:
         self.url = url.replace("http://", "ws://") + "/v1/events"
         self.seen: list[tuple[int, str, str | None, float]] = []
+        self.running: dict[str, float] = {}  # instance -> last time it was seen running
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Events:
@@ -405,7 +412,10 @@ class Events:
                 message = json.loads(raw)
                 if message["type"] == "event":
                     at = time.monotonic()
-                    self.seen.append((message["seq"], message["event"], message["instance_id"], at))
+                    instance = message["instance_id"]
+                    self.seen.append((message["seq"], message["event"], instance, at))
+                    if (message.get("after") or {}).get("phase") == "running":
+                        self.running[instance] = at
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.task is not None
@@ -447,21 +457,27 @@ def start_floor(starts: list[tuple[float, float]], rate: float, burst: int) -> f
     return max(max(0.0, (n - burst + 1) / rate) + lat for n, lat in enumerate(latencies))
 
 
-async def burst(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
-    """Stop ``--burst`` instances (events through 500 subscribers), then start them all."""
+async def burst(fleet: Fleet, events: Events, args: argparse.Namespace) -> dict[str, Any]:
+    """Stop ``--burst`` instances, then start them all at once: seconds from the first
+    start request until every one of them was seen running (its phase_changed event)."""
     chosen = [(t, i) for t, ids in fleet.instances.items() for i in ids][: args.burst]
     total = sum(len(v) for v in fleet.instances.values())
     stop = [fleet.api.call("b_stop", "POST", f"/v1/instances/{i}/stop", t) for t, i in chosen]
     await bounded(stop, args.clients)
     await wait_running(fleet.api, total - len(chosen), args.limit)
+    ids = {i for _, i in chosen}
     started = time.monotonic()
     go = [fleet.api.call("b_start", "POST", f"/v1/instances/{i}/start", t) for t, i in chosen]
     await bounded(go, args.clients)
     requests_s = time.monotonic() - started
-    converge = await wait_running(fleet.api, total, args.limit) + requests_s
-    ids = {i for _, i in chosen}
+    while time.monotonic() - started < args.limit:
+        up = [events.running[i] for i in ids if events.running.get(i, 0) > started]
+        if len(up) == len(ids):
+            break
+        await asyncio.sleep(0.25)
+    converge = max(up) - started if len(up) == len(ids) else float("inf")
     servers = await fleet.api.call("servers", "GET", "/__bench/servers") or []
-    starts = [(s[2], s[3]) for s in servers if s[0] in ids and s[2] >= started - 1]
+    starts = [(s[2], s[3]) for s in servers if s[0] in ids and s[2] >= started]
     floor = start_floor(starts, args.start_rate, int(args.start_rate))
     return {
         "starts": len(chosen),
@@ -469,19 +485,26 @@ async def burst(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
         "converge_s": round(converge, 2),
         "sim_floor_s": round(floor, 2),
         "drawn_latency_s": summary([lat for _, lat in starts], 1, 3),
+        "server_starts_seen": len(starts),
         "converge_vs_floor": round(converge / floor, 2) if floor else None,
         "start_rate_limit_per_s": args.start_rate,
+        "definition": "first start request to the last of these instances' phase_changed "
+        "to running on an admin /v1/events subscriber",
     }
 
 
 async def fanout(
     fleet: Fleet, url: str, args: argparse.Namespace, subscribers: int
 ) -> dict[str, Any]:
-    """Events per second through ``subscribers`` admin subscribers while ``--burst``
-    instances are stopped and started again."""
+    """Events per second through ``subscribers`` subscribers while ``--burst`` instances
+    are stopped and started again. As bench/ws_fanout.py: one in ten holds the admin
+    token (every event; its connect snapshot lists the whole fleet), the others tenant
+    tokens round robin (their tenant's events)."""
     ws = url.replace("http://", "ws://") + "/v1/events"
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    pool = Pool([(ws, headers)] * subscribers, min(4, subscribers), snapshot=True)
+    tenants = [None if n % 10 == 0 else n % len(fleet.tokens) for n in range(subscribers)]
+    tokens = [ADMIN_TOKEN if t is None else fleet.tokens[t] for t in tenants]
+    targets = [(ws, {"Authorization": f"Bearer {token}"}) for token in tokens]
+    pool = Pool(targets, min(4, subscribers), snapshot=True)
     connect_s = await pool.ready()
     first = await max_seq(args.database)
     chosen = [(t, i) for t, ids in fleet.instances.items() for i in ids][-args.burst :]
@@ -492,19 +515,24 @@ async def fanout(
     total = sum(len(v) for v in fleet.instances.values())
     await wait_running(fleet.api, total, args.limit)
     last = await max_seq(args.database)
-    received, _ = await pool.finish([last - first] * subscribers)
-    got = [[(s, at) for s, at in r if s > first] for r in received]
+    query = "SELECT tenant_id::text AS t, count(*) AS n FROM events WHERE seq > $1 AND seq <= $2"
+    per = {r["t"]: r["n"] for r in await _sql(args.database, query + " GROUP BY 1", first, last)}
+    expected = [last - first if t is None else per.get(fleet.tenant_ids[t], 0) for t in tenants]
+    received, _ = await pool.finish(expected)
+    got = [[(s, at) for s, at in r if first < s <= last] for r in received]
     deliveries = sum(len(r) for r in got)
     ends = [max(at for _, at in r) for r in got if r]
     span = (max(ends) - started) if ends else float("nan")
+    admin = [len(r) for r, t in zip(got, tenants, strict=True) if t is None]
     return {
         "subscribers": subscribers,
+        "admin_subscribers": len(admin),
         "connect_all_s": round(connect_s, 2),
         "events_committed": last - first,
         "deliveries": deliveries,
-        "lost": (last - first) * subscribers - deliveries,
+        "deliveries_expected": sum(expected),
         "seconds": round(span, 2),
-        "events_per_s_per_subscriber": round((last - first) / span, 1),
+        "events_per_s_admin_subscriber": round(min(admin) / span, 1) if admin else None,
         "deliveries_per_s": round(deliveries / span, 1),
     }
 
@@ -692,8 +720,7 @@ async def run(args: argparse.Namespace, base: Path, cluster: EmbeddedPostgres) -
         out["crash"] = await crash_to_noticed(fleet, services[0].url, args)
         await wait_running(api, count, args.limit)
         async with Events(services[0].url) as events:
-            out["burst"] = await burst(fleet, args)
-        out["burst"]["events_one_subscriber_in_process"] = len(events.seen)
+            out["burst"] = await burst(fleet, events, args)
         out["events"] = [await fanout(fleet, services[0].url, args, n) for n in (1, 500)]
         out["memory"] = {
             "rss_mb": [round(rss(s) / 2**20, 1) for s in services],
