@@ -706,27 +706,38 @@ async def run(args: argparse.Namespace, base: Path, cluster: EmbeddedPostgres) -
     api = Api(services[0].url)
     fleet = Fleet(api, args)
     out: dict[str, Any] = {}
+
+    async def phase(name: str, work: Any) -> None:
+        """One measure; a failure is recorded and the next measure runs. Each result
+        also goes to stderr at once, so that a run cut short keeps what it measured."""
+        try:
+            out[name] = await work
+        except Exception as exc:  # noqa: BLE001 (the report says which measure failed)
+            out[name] = {"error": repr(exc)[:500]}
+        print(json.dumps({name: out[name]}, default=str), file=sys.stderr, flush=True)
+
+    def count() -> int:
+        return sum(len(v) for v in fleet.instances.values())
+
     try:
-        out["tenants_s"] = round(await fleet.tenants(), 1)
-        out["create"] = await fleet.create()
-        count = out["create"]["instances"]
+        await phase("tenants_s", fleet.tenants())
+        await phase("create", fleet.create())
         out["rss_mb_after_create"] = [round(rss(s) / 2**20, 1) for s in services]
-        out["reconciler"] = await reconciler(fleet, args)
-        out["api"] = await fleet.steady(services[0].url)
-        count = sum(len(v) for v in fleet.instances.values())
-        out["explain"] = await explain(fleet, cluster.data_dir, args)
-        count = sum(len(v) for v in fleet.instances.values())
-        await wait_running(api, count, args.limit)
-        out["crash"] = await crash_to_noticed(fleet, services[0].url, args)
-        await wait_running(api, count, args.limit)
+        await phase("reconciler", reconciler(fleet, args))
+        await phase("api", fleet.steady(services[0].url))
+        await phase("explain", explain(fleet, cluster.data_dir, args))
+        await wait_running(api, count(), args.limit)
+        await phase("crash", crash_to_noticed(fleet, services[0].url, args))
+        await wait_running(api, count(), args.limit)
         async with Events(services[0].url) as events:
-            out["burst"] = await burst(fleet, events, args)
-        out["events"] = [await fanout(fleet, services[0].url, args, n) for n in (1, 500)]
-        out["memory"] = {
-            "rss_mb": [round(rss(s) / 2**20, 1) for s in services],
-            **await sizes(args, count),
-        }
-        out["restart"] = await restart(services[0], api, count, args)
+            await phase("burst", burst(fleet, events, args))
+        out["events"] = []
+        for n in (1, 500):
+            await phase("fanout", fanout(fleet, services[0].url, args, n))
+            out["events"].append(out.pop("fanout"))
+        out["memory_rss_mb"] = [round(rss(s) / 2**20, 1) for s in services]
+        await phase("postgres", sizes(args, count()))
+        await phase("restart", restart(services[0], api, count(), args))
     finally:
         await api.close()
         for service in services:
