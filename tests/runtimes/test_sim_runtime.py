@@ -210,7 +210,6 @@ def test_the_responder_answers_on_the_services_uvloop(cluster: str) -> None:
     heartbeat failed, restarting the whole simulated fleet)."""
     import uvloop  # uvicorn[standard] installs it; the service's loop on Linux
 
-
     async def beat() -> bool:
         runtime = SimRuntime(settings(cluster, start_failure_rate=0.0))
         handle, endpoint = await running(runtime)

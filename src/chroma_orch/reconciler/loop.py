@@ -34,7 +34,7 @@ from chroma_orch.reconciler.decisions import (
     released,
     requeue_time,
 )
-from chroma_orch.reconciler.heartbeat import heartbeat_once
+from chroma_orch.reconciler.heartbeat import Round, heartbeat_once
 from chroma_orch.reconciler.instance import InstanceReconciler
 from chroma_orch.runtimes.base import Handle, Observation, ObservedState, Runtime
 from chroma_orch.settings import Settings
@@ -74,6 +74,7 @@ class Reconciler:
         self.observe_batch = 5000
         """Servers one liveness pass polls at most; a larger fleet takes a round of passes."""
         self._observe_after = queue.FIRST_ID
+        self.heartbeat_round = Round()
         self._inflight: dict[uuid.UUID, asyncio.Task[bool]] = {}
         self._saturated = False  # the last claim took all the capacity there was
         self._own_loops: Loops | None = None
@@ -284,7 +285,8 @@ class Reconciler:
 
     async def heartbeat_once(self) -> int:
         """Ask running servers for their heartbeat; restart the unresponsive ones."""
-        due = await heartbeat_once(self.sessions, self.runtime, self.settings.heartbeat)
+        settings = self.settings.heartbeat
+        due = await heartbeat_once(self.sessions, self.runtime, settings, self.heartbeat_round)
         if due:
             self._work_wake.set()
         return len(due)

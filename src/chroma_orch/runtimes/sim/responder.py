@@ -18,8 +18,8 @@ import asyncio
 import json
 import re
 import time
-from typing import cast
 from dataclasses import dataclass, field
+from typing import cast
 
 _COLLECTIONS = re.compile(r"/api/v2/tenants/[^/]+/databases/[^/]+/(collections|collections_count)")
 _HEAD_END = b"\r\n\r\n"
