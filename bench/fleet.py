@@ -391,31 +391,48 @@ async def event_counts(url: str, after: int) -> dict[str, int]:
 
 
 class Events:
-    """One admin WebSocket subscriber in this process: (seq, event, instance, monotonic)."""
+    """One admin WebSocket subscriber in this process: (seq, event, instance, monotonic).
+    Closed by the service (a slow consumer: this process also runs the load), it
+    reconnects with ``since`` = the last seq it handled; ``closes`` counts that."""
 
     def __init__(self, url: str) -> None:
         self.url = url.replace("http://", "ws://") + "/v1/events"
         self.seen: list[tuple[int, str, str | None, float]] = []
         self.running: dict[str, float] = {}  # instance -> last time it was seen running
+        self.closes: list[int | None] = []
+        self.last: int | None = None
         self.task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
 
     async def __aenter__(self) -> Events:
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        ws = await websockets.connect(self.url, additional_headers=headers, max_size=None)
-        await ws.recv()  # the snapshot
-        self.task = asyncio.create_task(self.listen(ws))
+        self.task = asyncio.create_task(self.listen())
+        await asyncio.wait_for(self.ready.wait(), 120)
         return self
 
-    async def listen(self, ws: websockets.ClientConnection) -> None:
-        async with ws:
-            async for raw in ws:
-                message = json.loads(raw)
-                if message["type"] == "event":
-                    at = time.monotonic()
-                    instance = message["instance_id"]
-                    self.seen.append((message["seq"], message["event"], instance, at))
-                    if (message.get("after") or {}).get("phase") == "running":
-                        self.running[instance] = at
+    async def listen(self) -> None:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        while True:
+            url = self.url if self.last is None else f"{self.url}?since={self.last}"
+            try:
+                async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+                    self.ready.set()
+                    async for raw in ws:
+                        self.handle(json.loads(raw))
+                self.closes.append(ws.close_code)
+            except (OSError, websockets.ConnectionClosed) as exc:
+                self.closes.append(getattr(exc, "code", None))
+                await asyncio.sleep(0.2)
+
+    def handle(self, message: dict[str, Any]) -> None:
+        if "seq" in message and message["type"] in ("event", "snapshot", "resync"):
+            self.last = message["seq"]
+        if message["type"] != "event":
+            return
+        at = time.monotonic()
+        instance = message["instance_id"]
+        self.seen.append((message["seq"], message["event"], instance, at))
+        if (message.get("after") or {}).get("phase") == "running":
+            self.running[instance] = at
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.task is not None
@@ -434,6 +451,7 @@ async def crash_to_noticed(fleet: Fleet, url: str, args: argparse.Namespace) -> 
             max(5.0, 3 * ReconcilerSettings.model_fields["observe_interval"].default)
         )
     noticed = []
+    closes = len(events.closes)
     for instance, at in crashed.items():
         after = [t for _, _, i, t in events.seen if i == instance and t >= at]
         if after:
@@ -444,6 +462,7 @@ async def crash_to_noticed(fleet: Fleet, url: str, args: argparse.Namespace) -> 
         "noticed": len(noticed),
         "crash_to_noticed_s": summary(noticed, 1, 3),
         "liveness_interval_s": interval,
+        "subscriber_reconnects": closes,
         "definition": "crash (hook's CLOCK_MONOTONIC) to the first event of that instance "
         "on an admin /v1/events subscriber",
     }
@@ -488,6 +507,7 @@ async def burst(fleet: Fleet, events: Events, args: argparse.Namespace) -> dict[
         "server_starts_seen": len(starts),
         "converge_vs_floor": round(converge / floor, 2) if floor else None,
         "start_rate_limit_per_s": args.start_rate,
+        "subscriber_reconnects": len(events.closes),
         "definition": "first start request to the last of these instances' phase_changed "
         "to running on an admin /v1/events subscriber",
     }
