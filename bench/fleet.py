@@ -706,13 +706,21 @@ async def restart(
     await service.start(timeout=120)
     ready = time.monotonic() - killed
     converge = await wait_running(api, count, args.limit)
+    running = float("inf")
+    while time.monotonic() - killed < args.limit:
+        page = await api.metrics()
+        if metric_sum(page, "chroma_orch_instances", phase="running") >= 0.99 * count:
+            running = time.monotonic() - killed
+            break
+        await asyncio.sleep(0.25)
     return {
         "ready_s": round(ready, 2),
-        "all_observed_and_running_s": round(ready + converge, 2),
+        "no_intent_waiting_s": round(ready + converge, 2),
+        "running_99_percent_s": round(running, 2),
         "rss_after_restart_mb": round(rss(service) / 2**20, 1),
-        "definition": "kill -9 to /readyz 200; then to every instance running again and no "
-        "intent waiting (the in-process cloud died with the process, so the reconciler "
-        "starts every server again through the start-rate limit)",
+        "definition": "kill -9 to /readyz 200; to no intent waiting; to 99 % of the "
+        "instances running again (the in-process cloud died with the process, so the "
+        "reconciler starts every server again through the start-rate limit)",
     }
 
 
