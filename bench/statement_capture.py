@@ -94,16 +94,23 @@ def install() -> None:
     _tag_requests()
 
 
-def _tag_requests() -> None:
-    """Wrap the ASGI app uvicorn loads so a request's ``x-bench-op`` header tags it."""
+def wrap_app(wrapper: Any) -> None:
+    """Make uvicorn serve ``wrapper(app)`` instead of the service's ASGI ``app``."""
     import uvicorn.config
 
     load = uvicorn.config.Config.load
 
     def load_(self: Any) -> None:
         load(self)
-        app = self.loaded_app
+        self.loaded_app = wrapper(self.loaded_app)
 
+    uvicorn.config.Config.load = load_  # type: ignore[method-assign]
+
+
+def _tag_requests() -> None:
+    """Wrap the ASGI app uvicorn loads so a request's ``x-bench-op`` header tags it."""
+
+    def tagging(app: Any) -> Any:
         async def tagged(scope: Any, receive: Any, send: Any) -> None:
             headers = dict(scope.get("headers") or ())
             op = headers.get(HEADER)
@@ -113,9 +120,9 @@ def _tag_requests() -> None:
             finally:
                 OP.reset(token)
 
-        self.loaded_app = tagged
+        return tagged
 
-    uvicorn.config.Config.load = load_  # type: ignore[method-assign]
+    wrap_app(tagging)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ class Worker:
         started = time.monotonic()
         sockets = []
         for url, headers in self.job.targets:
-            ws = await websockets.connect(url, additional_headers=headers)
+            # no frame limit: an admin's snapshot lists the whole fleet (> 1 MiB at 1,000)
+            ws = await websockets.connect(url, additional_headers=headers, max_size=None)
             if self.job.snapshot_first:
                 assert json.loads(await ws.recv())["type"] == "snapshot"
             sockets.append(ws)

@@ -163,3 +163,31 @@ async def test_a_hang_after_a_healthy_period_starts_a_fresh_budget(
     await converge(reconciler)
     body = await instance_body(client, tenant, instance_id)
     assert (body["phase"], body["restart_count"]) == ("running", 1)
+
+
+async def test_a_fleet_larger_than_one_heartbeat_pass_is_asked_in_rounds(
+    client: httpx.AsyncClient,
+    tenant: str,
+    reconciler: Reconciler,
+    runtime: FakeRuntime,
+    ctx: AppContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each pass asks a batch of servers, the next pass after the last id asked: a
+    hung server beyond the first batch is asked too (without the cursor, the same
+    first batch came back every pass and it was never asked)."""
+    ids = []
+    for n in range(3):
+        created = await client.post(
+            "/v1/instances", json={"name": f"fleet-{n}"}, headers=bearer(tenant)
+        )
+        ids.append(created.json()["instance"]["id"])
+    await converge(reconciler)
+    monkeypatch.setattr("chroma_orch.reconciler.heartbeat._BATCH", 1)
+    last = max(ids, key=uuid.UUID)
+    runtime.hung.add(last)
+    runtime.heartbeats.clear()
+    for _ in range(3):
+        await reconciler.heartbeat_once()
+    assert dict(runtime.heartbeats) == dict.fromkeys(ids, 1)  # each asked once in the round
+    assert await _misses(ctx, last) == 1

@@ -609,3 +609,16 @@ async def _running_since(ctx: AppContext, instance_id: str, seconds_ago: float) 
             {"id": uuid.UUID(instance_id), "s": seconds_ago},
         )
         await session.commit()
+
+
+async def test_a_fleet_larger_than_one_liveness_pass_is_observed_in_rounds(
+    client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, runtime: FakeRuntime
+) -> None:
+    """Each liveness pass polls ``observe_batch`` servers at most, the next pass after
+    the last id the one before polled: a crash beyond the first batch is noticed too
+    (without the cursor, the same first batch came back every pass)."""
+    ids = [await _launch(client, tenant, f"fleet-{n}") for n in range(3)]
+    await converge(reconciler)
+    reconciler.observe_batch = 1
+    runtime.crash(max(ids, key=uuid.UUID))  # the last one a round reaches
+    assert [await reconciler.observe_once() for _ in range(3)] == [0, 0, 1]

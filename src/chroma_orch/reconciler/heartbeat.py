@@ -51,16 +51,39 @@ def unresponsive_message(settings: HeartbeatSettings) -> str:
     )
 
 
+class Round:
+    """Where the next heartbeat pass starts: after the last id the previous one asked.
+    A fleet above ``batch`` running servers is asked in a round of passes; without it
+    the same ``batch`` rows (no order) came back every pass and the rest were never
+    asked."""
+
+    def __init__(self) -> None:
+        self.after = queue.FIRST_ID
+
+    @property
+    def batch(self) -> int:
+        return _BATCH
+
+    def advance(self, ids: list[str]) -> None:
+        last = max(ids, key=uuid.UUID) if ids else None
+        self.after = uuid.UUID(last) if last and len(ids) == self.batch else queue.FIRST_ID
+
+
 async def heartbeat_once(
-    sessions: async_sessionmaker[AsyncSession], runtime: Runtime, settings: HeartbeatSettings
+    sessions: async_sessionmaker[AsyncSession],
+    runtime: Runtime,
+    settings: HeartbeatSettings,
+    rounds: Round | None = None,
 ) -> list[uuid.UUID]:
     """One heartbeat pass; returns the instances it found unresponsive (marked due)."""
     if not settings.enabled:
         return []
+    rounds = rounds if rounds is not None else Round()
     async with sessions() as session:
         if not await try_lock(session, LockKey.HEARTBEAT):
             return []  # another replica is asking right now
-        servers = await _running(session)
+        servers = await _running(session, rounds)
+        rounds.advance(list(servers))
         answered = await runtime.heartbeat(servers, settings.timeout) if servers else {}
         missed = [uuid.UUID(key) for key, ok in answered.items() if not ok]
         await _answered(session, [uuid.UUID(key) for key, ok in answered.items() if ok])
@@ -72,8 +95,8 @@ async def heartbeat_once(
     return due
 
 
-async def _running(session: AsyncSession) -> dict[str, Endpoint]:
-    """The address of every running server nobody is working on."""
+async def _running(session: AsyncSession, rounds: Round) -> dict[str, Endpoint]:
+    """The address of the running servers nobody is working on, the round's next batch."""
     rows = await session.execute(
         select(Instance.id, Instance.endpoint_host, Instance.endpoint_port)
         .where(
@@ -82,8 +105,10 @@ async def _running(session: AsyncSession) -> dict[str, Endpoint]:
             Instance.endpoint_host.is_not(None),
             Instance.endpoint_port.is_not(None),
             Instance.lease_owner.is_(None),
+            Instance.id > rounds.after,
         )
-        .limit(_BATCH)
+        .order_by(Instance.id)
+        .limit(rounds.batch)
     )
     return {str(r.id): Endpoint(str(r.endpoint_host), int(r.endpoint_port)) for r in rows}
 

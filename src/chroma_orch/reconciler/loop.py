@@ -34,7 +34,7 @@ from chroma_orch.reconciler.decisions import (
     released,
     requeue_time,
 )
-from chroma_orch.reconciler.heartbeat import heartbeat_once
+from chroma_orch.reconciler.heartbeat import Round, heartbeat_once
 from chroma_orch.reconciler.instance import InstanceReconciler
 from chroma_orch.runtimes.base import Handle, Observation, ObservedState, Runtime
 from chroma_orch.settings import Settings
@@ -71,6 +71,10 @@ class Reconciler:
         self.lease = timedelta(seconds=self.config.lease_seconds)
         self._work_wake = asyncio.Event()
         self._observe_wake = asyncio.Event()
+        self.observe_batch = 5000
+        """Servers one liveness pass polls at most; a larger fleet takes a round of passes."""
+        self._observe_after = queue.FIRST_ID
+        self.heartbeat_round = Round()
         self._inflight: dict[uuid.UUID, asyncio.Task[bool]] = {}
         self._saturated = False  # the last claim took all the capacity there was
         self._own_loops: Loops | None = None
@@ -263,7 +267,11 @@ class Reconciler:
         async with self.sessions() as session:
             if not await queue.try_observer_lock(session):
                 return 0  # another replica is observing right now
-            live = await queue.live_to_observe(session, limit=5000)
+            live = await queue.live_to_observe(
+                session, limit=self.observe_batch, after=self._observe_after
+            )
+            full = len(live) == self.observe_batch
+            self._observe_after = live[-1].id if full else queue.FIRST_ID
             handles = {str(i.id): Handle.from_json(i.handle) for i in live if i.handle is not None}
             observed = await self.runtime.poll(handles) if handles else {}
             changed = [i.id for i in live if self._changed(i, observed.get(str(i.id)))]
@@ -277,7 +285,8 @@ class Reconciler:
 
     async def heartbeat_once(self) -> int:
         """Ask running servers for their heartbeat; restart the unresponsive ones."""
-        due = await heartbeat_once(self.sessions, self.runtime, self.settings.heartbeat)
+        settings = self.settings.heartbeat
+        due = await heartbeat_once(self.sessions, self.runtime, settings, self.heartbeat_round)
         if due:
             self._work_wake.set()
         return len(due)

@@ -204,14 +204,25 @@ _LIVE_TO_OBSERVE = _compiled(
         _I.c.handle.is_not(None),
         _I.c.next_reconcile_at.is_(None),
         _LEASE_FREE,
+        _I.c.id > bindparam("after", type_=_I.c.id.type),
     )
+    .order_by(_I.c.id)
     .limit(bindparam("limit", type_=Integer)),
 )
 
+FIRST_ID = uuid.UUID(int=0)
+"""Below every instance id: where a round of liveness passes begins."""
 
-async def live_to_observe(session: AsyncSession, limit: int) -> list[Instance]:
-    """Instances with a server that nobody is working on: the liveness pass's input."""
-    found = await _LIVE_TO_OBSERVE.fetch(await driver(session), limit=limit)
+
+async def live_to_observe(
+    session: AsyncSession, limit: int, after: uuid.UUID = FIRST_ID
+) -> list[Instance]:
+    """Instances with a server that nobody is working on: the liveness pass's input,
+    ``limit`` at most, by id after ``after``. A fleet larger than ``limit`` is covered
+    in a round of passes, each starting after the last id of the one before; without
+    the order and the cursor the same ``limit`` rows came back every pass, and the
+    servers of the rest of the fleet were never polled."""
+    found = await _LIVE_TO_OBSERVE.fetch(await driver(session), limit=limit, after=after)
     return [instance_of(row) for row in found]
 
 
