@@ -53,8 +53,11 @@ async def follow(base: str, token: str) -> None:
     while True:
         url = f"{base}/v1/events" + (f"?since={table.seq}" if table.seq is not None else "")
         try:
+            # it keeps every instance, so it takes the full snapshot: beyond ~1,400
+            # instances that is more than websockets' default max_size (1 MiB: close
+            # 1009). A client that keeps less connects with ?snapshot=none instead.
             async with websockets.connect(
-                url, additional_headers={"Authorization": f"Bearer {token}"}
+                url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None
             ) as ws:
                 delay = 0.5
                 async for raw in ws:

@@ -7,7 +7,7 @@ the rows they return (EXPLAIN at 10,000 instances and ~50,000 events in
 ``tests/api/test_fleet_api.py``), and cost an insert only for the events they hold.
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-02 01:40:00.000000
 """
 

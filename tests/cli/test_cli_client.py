@@ -136,7 +136,7 @@ async def test_a_whole_lifecycle_from_the_command_line(service: Service) -> None
     assert deleted.code == 0, deleted.stderr
     assert "is deleted" in deleted.stdout
     log = service.log_path.read_text()
-    assert f'"WebSocket /v1/events?instance_id={instance_id}" [accepted]' in log
+    assert f'"WebSocket /v1/events?snapshot=none&instance_id={instance_id}" [accepted]' in log
     assert f'"WebSocket /v1/instances/{instance_id}/logs/stream' in log
     assert f"GET /v1/instances/{instance_id}/wait?phase=stopped" in log  # --poll
     gone = await run_cli("instances", "get", instance_id, url=url, token=token)

@@ -32,18 +32,23 @@ def _tiny_buffer_socket(port: int) -> socket.socket:
 
 
 @pytest.mark.parametrize(
-    ("send_timeout", "outcome"), [(1.0, "closed 4429"), (30.0, "resync")], ids=["closed", "resync"]
+    ("send_timeout", "outcome", "snapshot"),
+    [(1.0, "closed 4429", "full"), (30.0, "resync", "full"), (30.0, "resync", "none")],
+    ids=["closed", "resync", "resync-snapshot-none"],
 )
 async def test_a_reader_that_stalls_is_cut_loose(
-    live_factory: LiveFactory, send_timeout: float, outcome: str
+    live_factory: LiveFactory, send_timeout: float, outcome: str, snapshot: str
 ) -> None:
     """Stalled for longer than ``send_timeout``: closed with 4429; shorter: when it
-    reads again it gets what fitted in the buffers, then a resync, then live events."""
+    reads again it gets what fitted in the buffers, then a resync, then live events
+    (with ``snapshot=none`` the snapshot and the resync carry no instances)."""
     settings = {"subscriber_queue": 8, "send_timeout": send_timeout, "heartbeat_interval": 5}
     async with live_factory(send_buffer=SEND_BUFFER, **settings) as live:
         stalled_sock = _tiny_buffer_socket(live.port)
         async with (
-            live.connect(sock=stalled_sock, max_queue=1, max_size=None) as stalled,
+            live.connect(
+                f"/v1/events?snapshot={snapshot}", sock=stalled_sock, max_queue=1, max_size=None
+            ) as stalled,
             live.connect(max_size=None) as healthy,
         ):
             start = (await receive(healthy))["seq"]
@@ -72,6 +77,7 @@ async def test_a_reader_that_stalls_is_cut_loose(
             except ConnectionClosed as closed:
                 code = closed.rcvd.code if closed.rcvd else None
             assert received[0]["type"] == "snapshot"
+            assert ("instances" in received[0]) == (snapshot == "full")
             seqs = [m["seq"] for m in received[1:] if m["type"] == "event"]
             assert seqs == list(range(start + 1, start + 1 + len(seqs)))  # a gapless prefix
             assert len(seqs) < BATCHES * PER_BATCH
@@ -80,6 +86,7 @@ async def test_a_reader_that_stalls_is_cut_loose(
                 assert resync["type"] == "resync"
                 assert resync["reason"] == "slow_consumer"
                 assert resync["seq"] >= last
+                assert ("instances" in resync) == (snapshot == "full")
                 newest = await emit(live.ctx, 1)
                 assert [e["seq"] for e in await receive_events(stalled, 1)] == [newest]
             else:

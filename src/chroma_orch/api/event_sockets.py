@@ -23,6 +23,7 @@ from chroma_orch.db.models import Instance
 from chroma_orch.domain.auth import authenticate, bearer_from_header
 from chroma_orch.domain.instances import InstancePolicy, InstanceService
 from chroma_orch.domain.principal import Principal
+from chroma_orch.domain.schemas import InstanceRead
 from chroma_orch.errors import NotFoundError, TooManyAuthFailuresError, UnauthorizedError
 from chroma_orch.events import queries
 from chroma_orch.events.guard import SocketGuard, TokenEndedError, TokenLease, TooManySocketsError
@@ -39,6 +40,7 @@ from chroma_orch.events.messages import (
     Message,
     ResyncMessage,
     SnapshotMessage,
+    SnapshotMode,
 )
 from chroma_orch.events.stream import EventStream, Subscriber
 from chroma_orch.settings import EventsSettings
@@ -213,8 +215,11 @@ class EventFeed:
         sessions: async_sessionmaker[AsyncSession],
         policy: InstancePolicy,
         settings: EventsSettings,
+        snapshot: SnapshotMode = "full",
     ) -> None:
         self.stream = stream
+        self.snapshot_mode: SnapshotMode = snapshot
+        """``none``: ``snapshot`` and ``resync`` carry no instances, only ``seq``."""
         self.subscriber = subscriber
         self.send = send
         self.sessions = sessions
@@ -252,7 +257,13 @@ class EventFeed:
                 self.last = seq
 
     async def _snapshot(self, reason: str | None) -> None:
-        seq, instances = await queries.snapshot(self.sessions, self.subscriber.scope, self.policy)
+        instances: list[InstanceRead] | None = None
+        if self.snapshot_mode == "none":
+            seq = await queries.newest_seq(self.sessions)
+        else:
+            seq, instances = await queries.snapshot(
+                self.sessions, self.subscriber.scope, self.policy
+            )
         message: Message
         if reason is None:
             message = SnapshotMessage(seq=seq, instances=instances)

@@ -26,7 +26,12 @@ from chroma_orch.api.event_sockets import (
 from chroma_orch.context import AppContext
 from chroma_orch.domain.logs import log_handle
 from chroma_orch.events.guard import TokenEndedError, TokenLease
-from chroma_orch.events.messages import CLOSE_NOT_FOUND, CLOSE_SLOW_CONSUMER, CLOSE_UNAUTHORIZED
+from chroma_orch.events.messages import (
+    CLOSE_NOT_FOUND,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_UNAUTHORIZED,
+    SnapshotMode,
+)
 from chroma_orch.events.queries import Scope
 
 router = APIRouter(tags=["events"])
@@ -48,11 +53,18 @@ async def events_socket(
     websocket: WebSocket,
     since: Annotated[int | None, Query(ge=0, description="Resume after this seq.")] = None,
     instance_id: Annotated[uuid.UUID | None, Query(description="Only this instance.")] = None,
+    snapshot: Annotated[
+        SnapshotMode,
+        Query(
+            description="full: snapshot and resync carry every visible instance; "
+            "none: only their seq (read the instances from GET /v1/instances)."
+        ),
+    ] = "full",
 ) -> None:
     ctx: AppContext = websocket.app.state.ctx
     async with authenticated(websocket, ctx, ctx.guard) as lease:
         if lease is not None:
-            await _events(websocket, ctx, lease, since, instance_id)
+            await _events(websocket, ctx, lease, since, instance_id, snapshot)
 
 
 async def _events(
@@ -61,6 +73,7 @@ async def _events(
     lease: TokenLease,
     since: int | None,
     instance_id: uuid.UUID | None,
+    snapshot: SnapshotMode,
 ) -> None:
     principal = lease.principal
     if instance_id is not None and await visible_instance(ctx, principal, instance_id) is None:
@@ -69,7 +82,9 @@ async def _events(
     stream = ctx.stream
     subscriber = stream.subscribe(Scope.of(principal, instance_id))
     send = timed_sender(websocket, ctx.settings.events.send_timeout)
-    feed = EventFeed(stream, subscriber, send, ctx.sessions, ctx.policy, ctx.settings.events)
+    feed = EventFeed(
+        stream, subscriber, send, ctx.sessions, ctx.policy, ctx.settings.events, snapshot
+    )
     try:
         await until_disconnect(websocket, feed.run(since), lease)
     except SlowConsumerError:

@@ -73,7 +73,10 @@ def watch(
     ``rollout.*``) until ``settled`` says so.
 
     ``None``: the stream is not available, or dropped; poll for the rest."""
-    query = f"?instance_id={instance_id}" if instance_id is not None else ""
+    # snapshot=none: the snapshot only marks the start (``read`` fetches the state), and a
+    # whole fleet's list would not fit a frame of websockets' default 1 MiB (close 1009).
+    # A service from before it ignores the parameter.
+    query = "?snapshot=none" + (f"&instance_id={instance_id}" if instance_id is not None else "")
     ws = _open(api, f"/v1/events{query}")
     if ws is None:
         return None

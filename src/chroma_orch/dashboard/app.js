@@ -43,7 +43,8 @@ async function act(label, run) {
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const query = state.lastSeq === null ? "" : `?since=${state.lastSeq}`;
+  // snapshot=none: a snapshot or resync brings only its seq (the page is read again), not the fleet
+  const query = "?snapshot=none" + (state.lastSeq === null ? "" : `&since=${state.lastSeq}`);
   const socket = new WebSocket(`${scheme}://${location.host}/v1/events${query}`,
                                [SUBPROTOCOL, `chroma-orch.bearer.${state.token}`]);
   state.socket = socket;

@@ -58,21 +58,39 @@ class EventMessage(Message):
     created_at: datetime
 
 
-class SnapshotMessage(Message):
+SnapshotMode = Literal["full", "none"]
+"""``/v1/events?snapshot=``: ``full`` (the default) sends every visible instance in
+``snapshot`` and ``resync``; ``none`` sends only their ``seq`` (and ``reason``), and
+the client reads the instances it wants from ``GET /v1/instances``."""
+
+
+_INSTANCES = "Every visible instance; absent with snapshot=none."
+
+
+class _StateMessage(Message):
+    """``snapshot`` and ``resync``: with snapshot=none ``instances`` is left out of
+    the frame (not sent as null)."""
+
+    def frame(self) -> str:
+        exclude = {"instances"} if getattr(self, "instances", None) is None else None
+        return self.model_dump_json(exclude=exclude)
+
+
+class SnapshotMessage(_StateMessage):
     """Every instance the caller may see (not deleted), as of ``seq``."""
 
     type: Literal["snapshot"] = "snapshot"
     seq: int = Field(description="The snapshot includes every event up to this one.")
-    instances: list[InstanceRead]
+    instances: list[InstanceRead] | None = Field(default=None, description=_INSTANCES)
 
 
-class ResyncMessage(Message):
+class ResyncMessage(_StateMessage):
     """Replace all local state with this snapshot, then continue from ``seq``."""
 
     type: Literal["resync"] = "resync"
     reason: Literal["cursor_expired", "cursor_unknown", "slow_consumer"]
     seq: int
-    instances: list[InstanceRead]
+    instances: list[InstanceRead] | None = Field(default=None, description=_INSTANCES)
 
 
 class HeartbeatMessage(Message):

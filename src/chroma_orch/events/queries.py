@@ -73,6 +73,15 @@ async def log_bounds(session: AsyncSession) -> tuple[int | None, int | None]:
     return row[0], row[1]
 
 
+async def newest_seq(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """The newest sequence number in the log (0: none yet): where a snapshot without
+    instances (``snapshot=none``) is taken."""
+    async with sessions() as session:
+        seq = await session.scalar(select(func.max(Event.seq))) or 0
+        await session.commit()
+    return seq
+
+
 async def snapshot(
     sessions: async_sessionmaker[AsyncSession], scope: Scope, policy: InstancePolicy
 ) -> tuple[int, list[InstanceRead]]:
