@@ -291,14 +291,14 @@ class Reconciler:
             self._work_wake.set()
         return len(due)
 
-    def _changed(self, inst: Instance, observation: Observation | None) -> bool:
+    def _changed(self, inst: queue.LiveServer, observation: Observation | None) -> bool:
         state = observation.state if observation else ObservedState.EXITED
         if inst.phase == Phase.RUNNING:
             # alive but not (yet) answering here: the heartbeat pass's question
             return state not in (ObservedState.RUNNING, ObservedState.STARTING)
         if inst.phase == Phase.STARTING:
             elapsed = (datetime.now(UTC) - inst.phase_changed_at).total_seconds()
-            if start_phases.unrecorded(inst, observation):
+            if start_phases.unrecorded(inst.start_phases, observation):
                 return True  # the start got further: record the new phase
             return state is not ObservedState.STARTING or elapsed > self.runtime.start_timeout
         return state is ObservedState.EXITED  # stopping: done once it is gone

@@ -9,6 +9,7 @@ stay unrecorded: nothing is filled in.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,9 +30,10 @@ def reached(observation: Observation | None) -> dict[StartPhase, datetime | None
     return found
 
 
-def unrecorded(inst: Instance, observation: Observation | None) -> bool:
-    """Whether ``observation`` reports a start phase ``inst`` has not recorded."""
-    recorded = inst.start_phases or {}
+def unrecorded(recorded: Mapping[str, Any] | None, observation: Observation | None) -> bool:
+    """Whether ``observation`` reports a start phase not among ``recorded`` (an
+    instance's ``start_phases``)."""
+    recorded = recorded or {}
     return any(phase.value not in recorded for phase in reached(observation))
 
 
