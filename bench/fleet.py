@@ -349,9 +349,11 @@ class Fleet:
             elif roll < 0.9:
                 await api.call("stop", "POST", f"/v1/instances/{instance}/stop", token)
                 await api.call("start", "POST", f"/v1/instances/{instance}/start", token)
-            else:
-                await api.call("delete", "DELETE", f"/v1/instances/{instance}", token)
+            elif len(self.instances[token]) > 1:
+                # out of the pool before the first await: no other client picks it now
+                # (two clients deleting one instance broke the run's list)
                 self.instances[token].remove(instance)
+                await api.call("delete", "DELETE", f"/v1/instances/{instance}", token)
                 made = await api.call(
                     "create", "POST", "/v1/instances", token, json={"name": f"r{time.time_ns()}"}
                 )

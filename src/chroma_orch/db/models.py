@@ -110,6 +110,11 @@ class Instance(TimestampMixin, Base):
         ),
         Index("ix_instances_due", "next_reconcile_at"),
         Index(
+            "ix_instances_leased",
+            "lease_owner",
+            postgresql_where=text("lease_owner IS NOT NULL"),
+        ),
+        Index(
             "ix_instances_deleted",
             "phase_changed_at",
             postgresql_where=text("phase = 'deleted'"),

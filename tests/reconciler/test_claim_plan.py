@@ -1,0 +1,58 @@
+"""The reconciler's claim reads only what is due or leased, not the fleet: at 10,000
+instances with a handful due, its plan holds no sequential scan of ``instances``
+(issue 17: a claim ran several times a second and read every row of the table)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chroma_orch.reconciler import queue
+from tests.fleet_rows import insert_fleet
+
+
+async def _plan(engine: AsyncEngine) -> str:
+    """The claim's plan, run (ANALYZE) and rolled back: the claim writes."""
+    claim = queue._CLAIM
+    args = claim.args({"owner": "plan-test", "lease": timedelta(seconds=30), "batch": 16})
+    async with engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        transaction = raw.transaction()
+        await transaction.start()
+        try:
+            rows = await raw.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {claim.sql}", *args)
+        finally:
+            await transaction.rollback()
+    return "\n".join(row[0] for row in rows)
+
+
+async def test_a_claim_at_ten_thousand_instances_reads_only_the_due_and_leased(
+    api_app: FastAPI,
+) -> None:
+    engine: AsyncEngine = api_app.state.ctx.engine
+    await insert_fleet(engine, instances=10_000, tenants=100)
+    async with engine.begin() as conn:  # settled: nothing due, a few due, a few leased
+        await conn.execute(text("UPDATE instances SET next_reconcile_at = NULL"))
+        await conn.execute(
+            text(
+                "UPDATE instances SET next_reconcile_at = now() - interval '1 second'"
+                " WHERE id IN (SELECT id FROM instances ORDER BY id LIMIT 5)"
+            )
+        )
+        await conn.execute(
+            text(
+                "UPDATE instances SET lease_owner = 'elsewhere',"
+                " lease_expires_at = now() + interval '1 minute'"
+                " WHERE id IN (SELECT id FROM instances ORDER BY id DESC LIMIT 5)"
+            )
+        )
+    async with engine.connect() as conn:  # VACUUM: the updates' old index entries gone
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        await raw.execute("VACUUM ANALYZE instances")
+    plan = await _plan(engine)
+    assert "Seq Scan on instances" not in plan, plan
