@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from chroma_orch import dashboard
 from chroma_orch.app import create_app
@@ -53,6 +53,16 @@ async def server(database_url: str, tmp_path: Path) -> AsyncIterator[LiveServer]
             yield live
     finally:
         kill_chroma_processes(settings.data_dir)
+
+
+async def signed_in(browser: Browser, server: LiveServer, token: str, width: int = 1280) -> Page:
+    """A new page of the dashboard, signed in with ``token``, its socket live."""
+    page = await browser.new_page(viewport={"width": width, "height": 900})
+    await page.goto(f"{server.url}/dashboard/")
+    await page.fill("#token", token)
+    await page.click("#login-form button")
+    await expect(page.locator("#link")).to_have_text("live")
+    return page
 
 
 async def test_dashboard_follows_an_instance_live(server: LiveServer, browser: Browser) -> None:

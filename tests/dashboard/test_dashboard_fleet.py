@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 
 import httpx
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
 from tests.conftest import ADMIN_TOKEN
-from tests.dashboard.test_dashboard_browser import browser, server
+from tests.dashboard.test_dashboard_browser import browser, server, signed_in
 from tests.events.live import LiveServer
 from tests.helpers import bearer, create_tenant, wait_phase
 
@@ -21,21 +21,12 @@ __all__ = ["browser", "server"]
 LIVE = 60_000
 
 
-async def _signed_in(browser: Browser, server: LiveServer, token: str) -> Page:
-    page = await browser.new_page(viewport={"width": 1280, "height": 900})
-    await page.goto(f"{server.url}/dashboard/")
-    await page.fill("#token", token)
-    await page.click("#login-form button")
-    await expect(page.locator("#link")).to_have_text("live")
-    return page
-
-
 async def test_the_fleet_view_draws_and_follows_an_instance(
     server: LiveServer, browser: Browser
 ) -> None:
     async with httpx.AsyncClient(base_url=server.url, headers=bearer(ADMIN_TOKEN)) as admin:
         _, token = await create_tenant(admin, "acme")
-        page = await _signed_in(browser, server, ADMIN_TOKEN)
+        page = await signed_in(browser, server, ADMIN_TOKEN)
         opened = time.monotonic()
         fleet = page.locator("#fleet")
         await expect(fleet).to_be_visible()
@@ -66,6 +57,6 @@ async def test_the_fleet_view_draws_and_follows_an_instance(
         reads = await page.evaluate("window.chromaOrch.fleet.reads")
         assert 2 <= reads <= time.monotonic() - opened + 2  # at most one read a second
 
-        tenant_page = await _signed_in(browser, server, token)
+        tenant_page = await signed_in(browser, server, token)
         await expect(tenant_page.locator("tr[data-id]")).to_have_count(1)
         await expect(tenant_page.locator("#fleet")).to_be_hidden()

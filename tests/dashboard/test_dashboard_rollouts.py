@@ -6,10 +6,10 @@ and a tenant never sees the panel."""
 from __future__ import annotations
 
 import httpx
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
 from tests.conftest import ADMIN_TOKEN
-from tests.dashboard.test_dashboard_browser import browser, server
+from tests.dashboard.test_dashboard_browser import browser, server, signed_in
 from tests.events.live import LiveServer
 from tests.helpers import bearer, create_tenant, wait_phase
 
@@ -17,15 +17,6 @@ __all__ = ["browser", "server"]
 
 LIVE = 60_000
 """Milliseconds a change may take to show (each member is a real server's restart)."""
-
-
-async def _signed_in(browser: Browser, server: LiveServer, token: str) -> Page:
-    page = await browser.new_page(viewport={"width": 1280, "height": 900})
-    await page.goto(f"{server.url}/dashboard/")
-    await page.fill("#token", token)
-    await page.click("#login-form button")
-    await expect(page.locator("#link")).to_have_text("live")
-    return page
 
 
 async def test_an_admin_follows_a_rolling_restart_wave_by_wave(
@@ -37,7 +28,7 @@ async def test_an_admin_follows_a_rolling_restart_wave_by_wave(
             for name in ("a", "b"):
                 created = await tenant.post("/v1/instances", json={"name": name})
                 await wait_phase(tenant, created.json()["instance"]["id"], "running")
-            page = await _signed_in(browser, server, ADMIN_TOKEN)
+            page = await signed_in(browser, server, ADMIN_TOKEN)
             await expect(page.locator("#rollouts")).to_be_visible()
             await expect(page.locator("#rollouts-empty")).to_be_visible()
 
@@ -57,7 +48,7 @@ async def test_an_admin_follows_a_rolling_restart_wave_by_wave(
                 await expect(cell).to_have_attribute("data-failed", "0")
             await expect(row.locator("button[data-action=cancel]")).to_be_disabled()
 
-            tenant_page = await _signed_in(browser, server, token)
+            tenant_page = await signed_in(browser, server, token)
             await expect(tenant_page.locator("tr[data-id]")).to_have_count(2)
             await expect(tenant_page.locator("#rollouts")).to_be_hidden()
             assert await tenant_page.locator("tr[data-rollout-id]").count() == 0

@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import Browser, Dialog, Locator, Page, expect
 
 from tests.conftest import ADMIN_TOKEN
-from tests.dashboard.test_dashboard_browser import browser, server
+from tests.dashboard.test_dashboard_browser import browser, server, signed_in
 from tests.events.live import LiveServer
 from tests.helpers import bearer, create_tenant, wait_phase
 
@@ -32,15 +32,6 @@ async def tenant_http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def _signed_in(browser: Browser, server: LiveServer, token: str) -> Page:
-    page = await browser.new_page(viewport={"width": 1280, "height": 900})
-    await page.goto(f"{server.url}/dashboard/")
-    await page.fill("#token", token)
-    await page.click("#login-form button")
-    await expect(page.locator("#link")).to_have_text("live")
-    return page
-
-
 def _snapshot_row(page: Page, kind: str) -> Locator:
     return page.locator(f"#snapshot-rows tr[data-kind={kind}]")
 
@@ -53,7 +44,7 @@ async def test_snapshots_live_and_a_confirmed_restore(
     instance_id = created.json()["instance"]["id"]
     await wait_phase(http, instance_id, "running")
     token = http.headers["Authorization"].removeprefix("Bearer ")
-    page = await _signed_in(browser, server, token)
+    page = await signed_in(browser, server, token)
     row = page.locator(f"tr[data-id='{instance_id}']")
     await expect(row).to_have_attribute("data-phase", "running")
 

@@ -21,7 +21,7 @@ from chroma_orch.runtimes.local.settings import LocalRuntimeSettings
 from chroma_orch.settings import UpgradeSettings
 from tests.chroma_versions import SECOND_VERSION
 from tests.conftest import ADMIN_TOKEN, make_settings, port_window
-from tests.dashboard.test_dashboard_browser import browser
+from tests.dashboard.test_dashboard_browser import browser, signed_in
 from tests.e2e.service import kill_chroma_processes
 from tests.e2e.upgrade_helpers import BLIND, read_data, versions_env, write_data
 from tests.events.live import LiveServer
@@ -63,15 +63,6 @@ async def server(database_url: str, tmp_path: Path) -> AsyncIterator[LiveServer]
         kill_chroma_processes(settings.data_dir)
 
 
-async def _signed_in(browser: Browser, server: LiveServer, token: str) -> Page:
-    page = await browser.new_page(viewport={"width": 1400, "height": 900})
-    await page.goto(f"{server.url}/dashboard/")
-    await page.fill("#token", token)
-    await page.click("#login-form button")
-    await expect(page.locator("#link")).to_have_text("live")
-    return page
-
-
 async def _upgrade_from_the_page(page: Page, row: Locator, version: str) -> str:
     """Click "upgrade", answer the prompt with ``version``; the question asked."""
     asked: asyncio.Queue[str] = asyncio.Queue()
@@ -97,7 +88,7 @@ async def test_an_upgrade_from_the_page_shows_its_phases_and_outcome(
     base = f"{server.url}/i/{instance_id}"
     await asyncio.to_thread(write_data, base, token)
     before = await asyncio.to_thread(read_data, base, token)
-    page = await _signed_in(browser, server, token)
+    page = await signed_in(browser, server, token, width=1400)
     row = page.locator(f"tr[data-id='{instance_id}']")
     version = row.locator("td.version")
     await expect(version).to_have_attribute("data-version", installed)
