@@ -50,7 +50,8 @@ IN_CI = bool(os.environ.get("CHROMA_ORCH_CI"))
 # chaos: under tests/chaos; e2e: under tests/e2e or tests/fuzz, or it (a fixture it
 # requests, or a tests/ helper either calls) starts real services: the service as a
 # child process, Nginx, Chromium, moto's server, or Chroma servers through the local
-# runtime; db: it needs PostgreSQL (the run's cluster, or clusters of its own); unit:
+# runtime (tests starting PostgreSQL clusters of their own say e2e themselves); db: it
+# needs PostgreSQL (the run's cluster, or EmbeddedPostgres objects it does not start); unit:
 # the rest. A tier marker written on a test wins over the derived one; in a directory
 # of one tier (TIER_BY_DIRECTORY) it may only repeat that tier (tests/test_tiers.py),
 # since `-m` leaves such a directory uncollected when it excludes the tier.

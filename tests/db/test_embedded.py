@@ -22,6 +22,10 @@ import pytest
 from chroma_orch.db import embedded, pg_host
 from chroma_orch.db.embedded import EmbeddedDatabaseError, EmbeddedPostgres, find_pg_bin_dir
 
+# e2e, not db: each test starts (and kills) PostgreSQL servers of its own, as the
+# service would, which is seconds a test; `make test-fast` keeps to the run's cluster.
+pytestmark = pytest.mark.e2e
+
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 needs_pg15 = pytest.mark.skipif(
     not (PG15_BIN / "pg_ctl").exists(), reason="no PostgreSQL 15 in /usr/lib/postgresql/15"
@@ -32,6 +36,7 @@ CHILD_SCRIPT = """
 import sys, time
 from pathlib import Path
 from chroma_orch.db.embedded import EmbeddedPostgres
+
 EmbeddedPostgres(Path(sys.argv[1]), durable_init=False).start()
 print("ready", flush=True)
 time.sleep(600)

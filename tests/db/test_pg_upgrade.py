@@ -25,6 +25,10 @@ from chroma_orch.settings import EmbeddedDatabaseSettings, ReconcilerSettings
 from tests.conftest import ADMIN_TOKEN, IN_CI, make_settings
 from tests.helpers import bearer, create_tenant
 
+# e2e, not db: each test starts (and kills) PostgreSQL servers of its own, as the
+# service would, which is seconds a test; `make test-fast` keeps to the run's cluster.
+pytestmark = pytest.mark.e2e
+
 PG16_BIN = pg_host.bundled_bin_dir("pgserver")
 needs_pg16 = pytest.mark.skipif(  # CI on CPython <= 3.12 must have it (dev extra)
     PG16_BIN is None and (sys.version_info >= (3, 13) or not IN_CI),
