@@ -414,7 +414,10 @@ class Events:
     async def listen(self) -> None:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         while True:
-            url = self.url if self.last is None else f"{self.url}?since={self.last}"
+            # snapshot=none: the whole fleet's list (~7 MB at 10,000) is not needed here;
+            # taking it, the 10,000-instance run saw none of its 100 crashes
+            url = f"{self.url}?snapshot=none"
+            url += "" if self.last is None else f"&since={self.last}"
             try:
                 async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
                     self.ready.set()
