@@ -38,8 +38,9 @@ async def run_periodically(
         if wake is None:
             await asyncio.sleep(delay)
             continue
-        try:
-            await asyncio.wait_for(wake.wait(), timeout=delay)
+        try:  # asyncio.timeout: on Python 3.11 wait_for can swallow a cancellation
+            async with asyncio.timeout(delay):  # that comes as ``wake`` is set, and the
+                await wake.wait()  # loop then never stopped (a shutdown hung)
         except TimeoutError:
             pass
 

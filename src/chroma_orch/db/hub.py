@@ -59,8 +59,9 @@ class EventHub:
 
 async def wait_for_event(event: asyncio.Event, timeout: float) -> bool:
     """Wait for ``event`` and clear it; False when ``timeout`` passed first."""
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
+    try:  # not wait_for: on 3.11 it can swallow a cancellation (loops.py)
+        async with asyncio.timeout(timeout):
+            await event.wait()
     except TimeoutError:
         return False
     event.clear()

@@ -100,8 +100,9 @@ class TokenLease:
                     self.end("token expired")
                     break
             self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
+            try:  # not wait_for: on 3.11 it can swallow a cancellation (loops.py)
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
             except TimeoutError:
                 pass
         assert self._reason is not None

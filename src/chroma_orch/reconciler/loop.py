@@ -153,8 +153,9 @@ class Reconciler:
             if claimed and len(self._inflight) < self.config.concurrency:
                 continue
             timeout = await self._seconds_until_due()
-            try:
-                await asyncio.wait_for(self._work_wake.wait(), timeout=timeout)
+            try:  # not wait_for: on 3.11 it can swallow a cancellation (loops.py)
+                async with asyncio.timeout(timeout):
+                    await self._work_wake.wait()
             except TimeoutError:
                 pass
 
