@@ -271,10 +271,11 @@ class Reconciler:
             live = await queue.live_to_observe(
                 session, limit=self.observe_batch, after=self._observe_after
             )
-            full = len(live) == self.observe_batch
-            self._observe_after = live[-1].id if full else queue.FIRST_ID
             handles = {str(i.id): Handle.from_json(i.handle) for i in live if i.handle is not None}
             observed = await self.runtime.poll(handles) if handles else {}
+            # the round moves on once this batch was polled (a failed poll retries it)
+            full = len(live) == self.observe_batch
+            self._observe_after = live[-1].id if full else queue.FIRST_ID
             changed = [i.id for i in live if self._changed(i, observed.get(str(i.id)))]
             if changed:
                 log.info("servers changed, reconciling count=%d", len(changed))
