@@ -9,10 +9,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chroma_orch.db.models import Event, Instance, Tenant
+from chroma_orch.db.models import Instance, Tenant
+from chroma_orch.db.outbox import newest_seq
 
 
 @dataclass(frozen=True)
@@ -58,5 +59,5 @@ async def read_page(session: AsyncSession, page: PageFilter) -> tuple[int, list[
     """The event log's newest ``seq``, then the page: read in this order, every change
     up to that ``seq`` shows in the rows (a later one may too), so a client that
     follows ``/v1/events?since=seq`` misses nothing."""
-    seq = await session.scalar(select(func.max(Event.seq))) or 0
+    seq = await newest_seq(session)
     return seq, list(await session.scalars(page_statement(page)))

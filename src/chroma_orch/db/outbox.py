@@ -238,3 +238,8 @@ def discard_pending(session: AsyncSession) -> None:
     """Forget queued events and notifications (after a rollback)."""
     session.info.pop(_PENDING_EVENTS, None)
     session.info.pop(_PENDING_NOTIFY, None)
+
+
+async def newest_seq(session: AsyncSession) -> int:
+    """The newest sequence number in the event log (0: none yet)."""
+    return await session.scalar(select(func.max(Event.seq))) or 0

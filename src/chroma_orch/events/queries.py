@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chroma_orch.db import outbox
 from chroma_orch.db.models import Event, Instance
 from chroma_orch.domain.instances import InstancePolicy, to_read
 from chroma_orch.domain.principal import Principal
@@ -77,7 +78,7 @@ async def newest_seq(sessions: async_sessionmaker[AsyncSession]) -> int:
     """The newest sequence number in the log (0: none yet): where a snapshot without
     instances (``snapshot=none``) is taken."""
     async with sessions() as session:
-        seq = await session.scalar(select(func.max(Event.seq))) or 0
+        seq = await outbox.newest_seq(session)
         await session.commit()
     return seq
 
@@ -92,7 +93,7 @@ async def snapshot(
         await session.connection(
             execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
         )
-        seq = await session.scalar(select(func.max(Event.seq))) or 0
+        seq = await outbox.newest_seq(session)
         query = select(Instance).where(Instance.phase != Phase.DELETED)
         if scope.tenant_id is not None:
             query = query.where(Instance.tenant_id == scope.tenant_id)
