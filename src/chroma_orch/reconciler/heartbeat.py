@@ -83,8 +83,8 @@ async def heartbeat_once(
         if not await try_lock(session, LockKey.HEARTBEAT):
             return []  # another replica is asking right now
         servers = await _running(session, rounds)
-        rounds.advance(list(servers))
         answered = await runtime.heartbeat(servers, settings.timeout) if servers else {}
+        rounds.advance(list(servers))  # once asked: a failed pass asks this batch again
         missed = [uuid.UUID(key) for key, ok in answered.items() if not ok]
         await _answered(session, [uuid.UUID(key) for key, ok in answered.items() if ok])
         due = await _missed(session, missed, settings)
