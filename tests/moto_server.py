@@ -14,14 +14,22 @@ REGION = "us-east-1"
 
 
 def run_moto_server() -> Iterator[str]:
-    """Start moto's server on a free loopback port; yields its URL, stops it after."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    """Start moto's server on a free loopback port; yields its URL, stops it after.
+
+    Without moto's stock public AMIs: each brings an EBS snapshot, and moto filters
+    ``DescribeSnapshots`` by tag over every snapshot it holds, reading all the
+    region's tags for each. The ECS runtime asks for an instance's snapshots on each
+    start, so 250 starts spent ~50 CPU-seconds in moto filtering images no test uses
+    (an account's ``OwnerIds=["self"]`` never sees them in AWS either)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        try:
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
 
 
 def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
