@@ -129,6 +129,9 @@ class AwsBehaviour:
     """Calls answered ``ThrottlingException``, by operation."""
     task_quota: int | None = None
     """Tasks the account may run at once (None: no limit)."""
+    _epoch: int = 0
+    """Bumped by ``reset``: a call still in flight from the test before (its service
+    torn down mid-RunTask) does not count in the next test's figures."""
     _running: set[str] = field(default_factory=set)
     _launched_at: dict[str, float] = field(default_factory=dict)
     _tokens: dict[str, _Launch] = field(default_factory=dict)
@@ -137,6 +140,7 @@ class AwsBehaviour:
 
     def reset(self) -> None:
         with self._lock:
+            self._epoch += 1
             self.invisible_for = DEFAULT_INVISIBLE
             self.seen.clear()
             self.throttled.clear()
@@ -268,6 +272,7 @@ class AwsBehaviour:
     def _launch(self, body: dict[str, Any], forward: Any, token: str | None, region: str) -> Reply:
         count = int(body.get("count", 1))
         with self._lock:
+            epoch = self._epoch
             if self.task_quota is not None and len(self._running) + count > self.task_quota:
                 return _error("ClientException", TASK_QUOTA_REACHED)
             refused = self.volumes.check(body, region)
@@ -280,6 +285,8 @@ class AwsBehaviour:
             return status, answer
         now = time.monotonic()
         with self._lock:
+            if epoch != self._epoch:
+                return status, answer
             self.volumes.launched(body, answer)
             self.launched += 1
             for task in answer.get("tasks") or []:

@@ -190,6 +190,10 @@ when the server stops running: refilled if it ran long enough, for a restart of 
 unresponsive server.)"""
 RECORD_SERVER_GONE = fenced_write("record_server_gone", _SERVER)
 """The server stopped (the instance's phase is written next)."""
+RECORD_QUIESCED = fenced_write("record_quiesced", (*_PHASE, *_SERVER))
+"""The server stopped for a snapshot's copy: the instance is ``starting`` (it is
+started again at once) and says so, even when the service dies before that start; a
+``running`` instance with no server would send its clients to nothing."""
 RECORD_CRASH = fenced_write(
     "record_crash",
     (*_PHASE, *_SERVER, *_FAILURE, "restart_count", "start_attempts", "capacity_waits"),

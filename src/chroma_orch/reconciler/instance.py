@@ -266,7 +266,9 @@ class InstanceReconciler:
         after = await self._observe()
         if after is not None and after.state is not ObservedState.EXITED:
             return RequeueAfter(_QUIESCE_POLL)  # still stopping
-        await self.write(writes.RECORD_SERVER_GONE, handle=None, **_endpoint_values(None))
+        await self.write(
+            writes.RECORD_QUIESCED, phase=Phase.STARTING, handle=None, **_endpoint_values(None)
+        )
         await self.data.capture(snapshot)
         return await self.start_again()  # the next pass packs the copy
 
