@@ -39,8 +39,15 @@ def api_settings(api_settings: Settings) -> Settings:
 
 @pytest.fixture
 def reconciler(ctx: AppContext, runtime: FakeRuntime, api_settings: Settings) -> Reconciler:
+    # resync: this reconciler is not on the app's notification listener (the app's
+    # own is off), so it looks for work often instead of waiting to be told
     reconciler = api_settings.reconciler.model_copy(
-        update={"backoff_base": 0.01, "backoff_max": 0.05, "restart_limit": 1}
+        update={
+            "backoff_base": 0.01,
+            "backoff_max": 0.05,
+            "restart_limit": 1,
+            "resync_interval": 0.05,
+        }
     )
     local = api_settings.local.model_copy(update={"start_timeout": 0.5})
     fast = api_settings.model_copy(update={"reconciler": reconciler, "local": local})
