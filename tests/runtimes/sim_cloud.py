@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from chroma_orch.runtimes.sim.settings import SimRuntimeSettings
 from tests.conftest import port_window
 
 CLOUD_ENV = {
@@ -23,6 +24,15 @@ CLOUD_ENV = {
 class CloudProcess:
     process: subprocess.Popen[str]
     url: str
+
+    def replica(self, **settings: object) -> SimRuntimeSettings:
+        """A replica's settings for this cloud: on its clock, as a replica is given the
+        cloud's ``CHROMA_ORCH_SIM__TIME_SCALE`` (it paces how often a start is
+        checked: at the default scale, once a second)."""
+        scale = float(CLOUD_ENV["CHROMA_ORCH_SIM__TIME_SCALE"])
+        return SimRuntimeSettings.model_validate(
+            {"cloud_url": self.url, "time_scale": scale, **settings}
+        )
 
 
 @contextlib.contextmanager

@@ -27,7 +27,6 @@ from chroma_orch.runtimes.base import (
 )
 from chroma_orch.runtimes.sim import wire
 from chroma_orch.runtimes.sim.runtime import SimRuntime
-from chroma_orch.settings import SimRuntimeSettings
 from tests.helpers import wait_for
 from tests.runtimes.sim_cloud import CloudProcess, cloud_process
 
@@ -45,8 +44,8 @@ def cloud() -> Iterator[CloudProcess]:
 @pytest.fixture
 async def replicas(cloud: CloudProcess) -> AsyncIterator[tuple[SimRuntime, SimRuntime]]:
     """Two runtime objects on the one cloud, as two replicas' would be."""
-    first = SimRuntime(SimRuntimeSettings(cloud_url=cloud.url))
-    second = SimRuntime(SimRuntimeSettings(cloud_url=cloud.url))
+    first = SimRuntime(cloud.replica())
+    second = SimRuntime(cloud.replica())
     yield first, second
     await first.aclose()
     await second.aclose()
@@ -118,7 +117,7 @@ async def test_every_replica_hears_of_every_exit(
 
 
 async def test_a_dead_cloud_makes_calls_raise_unavailable(cloud: CloudProcess) -> None:
-    runtime = SimRuntime(SimRuntimeSettings(cloud_url=cloud.url))
+    runtime = SimRuntime(cloud.replica())
     runtime.on_exit(lambda _instance_id: None)  # its long-poll is open when the cloud dies
     instance = spec()
     handle = await running(runtime, instance)
@@ -139,7 +138,7 @@ async def test_the_cloud_takes_its_settings_from_its_own_environment() -> None:
     """Its CHROMA_ORCH_SIM__* decide the fates, whatever the replica's say; a failed
     start crosses the wire as the runtime's StartFailedError."""
     with cloud_process(CHROMA_ORCH_SIM__START_FAILURE_RATE="1") as cloud:
-        runtime = SimRuntime(SimRuntimeSettings(cloud_url=cloud.url, start_failure_rate=0))
+        runtime = SimRuntime(cloud.replica(start_failure_rate=0))
         try:
             with pytest.raises(StartFailedError) as failed:
                 await runtime.start(spec())
@@ -178,7 +177,7 @@ def test_exits_are_watched_from_the_first_call_when_on_exit_came_before_a_loop(
 ) -> None:
     """The service may register its callback while it is built, outside any loop."""
     heard: list[str] = []
-    runtime = SimRuntime(SimRuntimeSettings(cloud_url=cloud.url))
+    runtime = SimRuntime(cloud.replica())
     runtime.on_exit(heard.append)  # no running loop here
 
     async def scenario() -> None:

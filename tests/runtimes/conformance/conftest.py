@@ -69,7 +69,7 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
         forget(cluster)
     elif request.param == "sim-remote":
         with cloud_process() as cloud:
-            yield RemoteSimKit(cloud.url)
+            yield RemoteSimKit(cloud)
     elif request.param == "local":
         yield LocalKit(tmp_path / "data")
         kill_leftovers(tmp_path)

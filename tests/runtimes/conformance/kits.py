@@ -26,6 +26,7 @@ from chroma_orch.runtimes.sim.runtime import SimRuntime
 from chroma_orch.settings import EcsSettings, LocalRuntimeSettings, SimRuntimeSettings
 from tests.ecs.conftest import aws_client
 from tests.fake_runtime import FakeRuntime, FakeRuntimeSettings, world
+from tests.runtimes.sim_cloud import CloudProcess
 
 
 def free_port() -> int:
@@ -205,12 +206,16 @@ class RemoteSimKit:
     """The simulated cloud in a process of its own (``cloud_server``, tests/runtimes/
     sim_cloud.py), reached over HTTP as replicas reach it."""
 
-    cloud_url: str
+    cloud: CloudProcess
     name: str = "sim-remote"
     notices_exits: bool = True
 
+    @property
+    def cloud_url(self) -> str:
+        return self.cloud.url
+
     def make(self) -> Runtime:
-        return SimRuntime(SimRuntimeSettings(cloud_url=self.cloud_url))
+        return SimRuntime(self.cloud.replica())
 
     async def crash(self, handle: Handle) -> None:
         remote = RemoteCloud(self.cloud_url)

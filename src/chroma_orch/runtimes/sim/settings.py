@@ -38,7 +38,8 @@ class SimRuntimeSettings(BaseModel):
         "servers and hears of every exit. Unset: the cloud lives in this process. With it, "
         "the simulation's settings (seed, time_scale, latencies, rates, ports...) are the "
         "cloud process's own CHROMA_ORCH_SIM__* ones; api_limits, chroma_versions and the "
-        "timeouts stay this process's.",
+        "timeouts stay this process's. Give the replicas the cloud's time_scale too: it "
+        "paces how often they check a start.",
     )
     seed: int = Field(
         0,
