@@ -8,8 +8,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy import Select, select, tuple_, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.models import Instance, Tenant
@@ -31,28 +32,47 @@ class PageFilter:
     """The last row of the previous page: ``(created_at, id)``."""
 
 
-def _search(prefix: str) -> ColumnElement[bool]:
-    tenants = select(Tenant.id).where(Tenant.name.startswith(prefix, autoescape=True))
-    return or_(Instance.name.startswith(prefix, autoescape=True), Instance.tenant_id.in_(tenants))
-
-
-def page_statement(page: PageFilter) -> Select[Instance]:
-    """The page, plus one row beyond it (there is a next page when it comes back)."""
+def _filtered(page: PageFilter, *columns: Any) -> Select[Any]:
+    """``columns`` of the rows ``page`` asks for, but for its search."""
     gone = (Instance.phase == "deleted") & (Instance.desired_state == "deleted")
-    query = select(Instance).where(gone if page.gone else ~gone)
+    query = select(*columns).where(gone if page.gone else ~gone)
     if page.tenant_id is not None:
         query = query.where(Instance.tenant_id == page.tenant_id)
     if page.phase is not None:
         query = query.where(Instance.phase == page.phase)
-    if page.search is not None:
-        query = query.where(_search(page.search))
     if page.after is not None:
-        created, last_id = page.after
-        query = query.where(
-            (Instance.created_at > created)
-            | ((Instance.created_at == created) & (Instance.id > last_id))
-        )
-    return query.order_by(Instance.created_at, Instance.id).limit(page.limit + 1)
+        # a row comparison: the index's range starts there (as an OR of the two cases,
+        # each page walked every row before it and page n cost n pages)
+        query = query.where(tuple_(Instance.created_at, Instance.id) > tuple_(*page.after))
+    return query
+
+
+def page_statement(page: PageFilter) -> Select[Instance]:
+    """The page, plus one row beyond it (there is a next page when it comes back).
+
+    A search is two pages, each served by its own index, then merged: the rows
+    whose name has the prefix (``ix_instances_name_prefix``) and the rows of the
+    tenants whose name has it (``ix_instances_tenant_created``). As one ``OR`` the
+    planner walks the whole creation order filtering each row, and a prefix that
+    matches little reads the whole fleet for it."""
+    extra = page.limit + 1
+    if page.search is None:
+        everything = _filtered(page, Instance)
+        return everything.order_by(Instance.created_at, Instance.id).limit(extra)
+    prefix = page.search
+    tenants = select(Tenant.id).where(Tenant.name.startswith(prefix, autoescape=True))
+    keys = (Instance.created_at, Instance.id)
+    by_name = _filtered(page, *keys).where(Instance.name.startswith(prefix, autoescape=True))
+    by_tenant = _filtered(page, *keys).where(Instance.tenant_id.in_(tenants))
+    found = union(
+        by_name.order_by(*keys).limit(extra), by_tenant.order_by(*keys).limit(extra)
+    ).subquery("found")
+    return (
+        select(Instance)
+        .join(found, Instance.id == found.c.id)
+        .order_by(found.c.created_at, found.c.id)
+        .limit(extra)
+    )
 
 
 async def read_page(session: AsyncSession, page: PageFilter) -> tuple[int, list[Instance]]:
