@@ -116,6 +116,30 @@ async def test_every_replica_hears_of_every_exit(
     assert (observed.reason, observed.cause) == ("TaskRetired", ExitCause.INFRASTRUCTURE)
 
 
+async def test_a_callback_that_raises_does_not_end_the_watch(
+    replicas: tuple[SimRuntime, SimRuntime],
+) -> None:
+    """The exits after a callback's error are still heard, by it and the others."""
+    runtime, _ = replicas
+    heard: list[str] = []
+
+    def broken(instance_id: str) -> None:
+        raise RuntimeError(f"a callback's bug ({instance_id})")
+
+    runtime.on_exit(broken)
+    runtime.on_exit(heard.append)
+    first, second = spec(), spec()
+    for instance in (first, second):
+        handle = await running(runtime, instance)
+        await runtime.stop(handle)
+
+        async def got(instance_id: str = instance.instance_id) -> bool:
+            return instance_id in heard
+
+        await wait_for(got, timeout=10.0)
+    assert heard == [first.instance_id, second.instance_id]
+
+
 async def test_a_dead_cloud_makes_calls_raise_unavailable(cloud: CloudProcess) -> None:
     runtime = SimRuntime(cloud.replica())
     runtime.on_exit(lambda _instance_id: None)  # its long-poll is open when the cloud dies

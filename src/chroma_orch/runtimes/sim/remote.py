@@ -64,7 +64,8 @@ class RemoteCloud:
             # Every call made after watch_exits comes after the watch's starting
             # cursor: an exit it causes is heard (unless the cloud does not answer).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._watching.wait(), self.timeout)
+                async with asyncio.timeout(self.timeout):  # not wait_for: gh-86296 on 3.11
+                    await self._watching.wait()
         try:
             response = await self.client().request(method, path, **kwargs)
         except httpx.HTTPError as error:
@@ -146,7 +147,10 @@ class RemoteCloud:
             if cursor >= 0 and now >= cursor:
                 for instance_id in exits:
                     for callback in list(self._callbacks):
-                        callback(instance_id)
+                        try:
+                            callback(instance_id)
+                        except Exception:  # one bad callback must not end the watch
+                            log.exception("exit callback failed instance=%s", instance_id)
             cursor = now  # a restarted cloud counts from 0 again: start over from it
             self._watching.set()
 
