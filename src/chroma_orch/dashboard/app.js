@@ -75,7 +75,7 @@ function handle(message) {
       if (isSnapshotEvent(message)) applySnapshotEvent(message);  // snapshots.js
       else if (isRolloutEvent(message)) applyRolloutEvent(message);  // rollouts.js
       else if (isUpgradeEvent(message)) applyUpgradeEvent(message);  // upgrades.js
-      else apply(message);  // patches its row, if on the page (paging.js)
+      else if (!pageHas(message)) apply(message);  // patches its row, if on the page (paging.js)
       fleetEvent(message);  // fleet.js
       state.lastSeq = message.seq;
       // paging.js: only this instance's row, never the whole table

@@ -18,6 +18,7 @@ const paging = {
   rows: new Map(),      // id -> its <tr>
   elsewhere: new Set(), // ids changed since the page was read, not on it
   loading: 0,           // the newest load's number (an older answer is dropped)
+  seq: null,            // the event log's seq the page was read at: older events are in it
   timer: null,
   timings: { load: null, patch: null },  // ms (performance.now()) of the last page load / patch
 };
@@ -38,6 +39,7 @@ async function loadPage() {
     throw err;
   }
   if (mine !== paging.loading) return null;
+  paging.seq = page.seq;
   state.instances = new Map(page.items.map((i) => [i.id, i]));
   paging.order = page.items.map((i) => i.id);
   paging.next = page.next_cursor;
@@ -115,6 +117,12 @@ function pageTakes(inst, tenantName) {
 function changedElsewhere(id) {
   paging.elsewhere.add(id);
   pageChrome();
+}
+
+function pageHas(message) {
+  // whether the page was read after this event (it shows its change already; applied
+  // again, the event's older values would overwrite newer ones until the next event)
+  return paging.seq !== null && message.seq <= paging.seq;
 }
 
 function pageResynced() {
