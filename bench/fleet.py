@@ -33,9 +33,12 @@ simulated server-hour. Prints one JSON document:
   every instance running again (the in-process cloud dies with the process, so every
   server is started again: this is a full fleet restart through the start-rate limit).
 
-``--replicas 2`` needs a simulated cloud shared by the replicas (``--cloud-url``,
-``CHROMA_ORCH_SIM__CLOUD_URL``): with the in-process cloud two replicas cannot share
-servers, so it refuses without it.
+``--replicas 2`` needs a simulated cloud shared by the replicas: ``--cloud`` starts
+one (``python -m chroma_orch.runtimes.sim.cloud_server`` on the bench's simulation
+settings), ``--cloud-url`` names a running one (``CHROMA_ORCH_SIM__CLOUD_URL``). With
+the in-process cloud two replicas cannot share servers, so it refuses without one.
+With a shared cloud the simulated servers' responders run in the cloud's process, as
+real servers would run elsewhere, and a restarted service adopts the servers.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import json
 import os
 import random
 import re
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -178,6 +182,33 @@ def service_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def sim_cloud(args: argparse.Namespace) -> Iterator[None]:
+    """With ``--cloud``: the shared simulated cloud in a process of its own (on the
+    bench's simulation settings), ``args.cloud_url`` pointing at it."""
+    if not args.cloud:
+        yield
+        return
+    sim = {k: v for k, v in service_env(args).items() if k.startswith("CHROMA_ORCH_SIM__")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chroma_orch.runtimes.sim.cloud_server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        env={**os.environ, **sim},
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("listening on "):
+            raise SystemExit(f"the simulated cloud did not start: {line!r}")
+        args.cloud_url = line.removeprefix("listening on ").strip()
+        args.cloud_pid = process.pid
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
 def make_service(database: str, base: Path, n: int, args: argparse.Namespace) -> Service:
     service = Service(database, base / f"data-{n}", **service_env(args))
     service.command = (str(SERVE),)
@@ -231,6 +262,35 @@ class Api:
         self.sessions.clear()
 
 
+class SimHooks:
+    """The simulation's own views: what it drew for each server, and crashes at
+    random. An in-process cloud answers through the service's bench routes
+    (bench/fleet_serve.py), a shared one (``--cloud-url``) through its own."""
+
+    def __init__(self, service: Api, cloud_url: str | None) -> None:
+        self.service = service
+        self.cloud = Api(cloud_url) if cloud_url else None
+
+    async def crash(self, count: int) -> list[list[Any]]:
+        """``[instance id, CLOCK_MONOTONIC of the crash]`` of up to ``count`` crashes."""
+        if self.cloud is None:
+            params = {"count": count}
+            return await self.service.call("crash", "POST", "/__bench/crash", params=params) or []
+        got = await self.cloud.call("crash", "POST", "/v1/crash-some", params={"count": count})
+        return list((got or {}).get("crashed", []))
+
+    async def servers(self) -> list[list[Any]]:
+        """``[instance id, port, started, drawn latency, exited]`` per server."""
+        if self.cloud is None:
+            return await self.service.call("servers", "GET", "/__bench/servers") or []
+        got = await self.cloud.call("servers", "GET", "/v1/fates")
+        return list((got or {}).get("servers", []))
+
+    async def close(self) -> None:
+        if self.cloud is not None:
+            await self.cloud.close()
+
+
 def metric_sum(page: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     total = 0.0
@@ -278,6 +338,7 @@ class Fleet:
     def __init__(self, api: Api, args: argparse.Namespace) -> None:
         self.api = api
         self.args = args
+        self.sim = SimHooks(api, args.cloud_url)
         self.tokens: list[str] = []
         self.tenant_ids: list[str] = []
         self.instances: dict[str, list[str]] = {}  # token -> instance ids
@@ -449,8 +510,7 @@ async def crash_to_noticed(fleet: Fleet, url: str, args: argparse.Namespace) -> 
     crashed: dict[str, float] = {}
     async with Events(url) as events:
         for _ in range(args.crashes // 10):
-            got = await fleet.api.call("crash", "POST", "/__bench/crash", params={"count": 10})
-            crashed.update(dict(got or []))
+            crashed.update(dict(await fleet.sim.crash(10)))
             await asyncio.sleep(0.5)
         await asyncio.sleep(
             max(5.0, 3 * ReconcilerSettings.model_fields["observe_interval"].default)
@@ -500,7 +560,7 @@ async def burst(fleet: Fleet, events: Events, args: argparse.Namespace) -> dict[
             break
         await asyncio.sleep(0.25)
     converge = max(up) - started if len(up) == len(ids) else float("inf")
-    servers = await fleet.api.call("servers", "GET", "/__bench/servers") or []
+    servers = await fleet.sim.servers()
     starts = [(s[2], s[3]) for s in servers if s[0] in ids and s[2] >= started]
     floor = start_floor(starts, args.start_rate, int(args.start_rate))
     return {
@@ -726,8 +786,13 @@ async def restart(
         "running_99_percent_s": round(running, 2),
         "rss_after_restart_mb": round(rss(service) / 2**20, 1),
         "definition": "kill -9 to /readyz 200; to no intent waiting; to 99 % of the "
-        "instances running again (the in-process cloud died with the process, so the "
-        "reconciler starts every server again through the start-rate limit)",
+        "instances running again "
+        + (
+            "(the shared cloud kept the servers: the new process adopts them)"
+            if args.cloud_url
+            else "(the in-process cloud died with the process, so the reconciler starts "
+            "every server again through the start-rate limit)"
+        ),
     }
 
 
@@ -771,10 +836,14 @@ async def run(args: argparse.Namespace, base: Path, cluster: EmbeddedPostgres) -
             await phase("fanout", fanout(fleet, services[0].url, args, n))
             out["events"].append(out.pop("fanout"))
         out["memory_rss_mb"] = [round(rss(s) / 2**20, 1) for s in services]
+        if getattr(args, "cloud_pid", None):
+            cloud_rss = psutil.Process(args.cloud_pid).memory_info().rss
+            out["cloud_rss_mb"] = round(cloud_rss / 2**20, 1)
         await phase("postgres", sizes(args, count()))
         await phase("restart", restart(services[0], api, count(), args))
     finally:
         await api.close()
+        await fleet.sim.close()
         for service in services:
             await service.stop()
     return out
@@ -784,14 +853,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         args.instances, args.tenants = 1000, 100
         args.burst = min(args.burst, 500)
-    if args.replicas > 1 and not args.cloud_url:
+    if args.replicas > 1 and not (args.cloud_url or args.cloud):
         raise SystemExit(
             "--replicas 2 needs --cloud-url: the simulated cloud lives in each service's "
             "process, so two replicas would not share servers (CHROMA_ORCH_SIM__CLOUD_URL)"
         )
     load_before = os.getloadavg()
     started = time.monotonic()
-    with workdir() as base, postgres(base) as cluster:
+    with workdir() as base, postgres(base) as cluster, sim_cloud(args):
         out = asyncio.run(run(args, base, cluster))
     return {
         "benchmark": "fleet",
@@ -804,6 +873,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "crash_rate_per_server_hour": args.crash_rate,
             "retirement_rate_per_server_hour": args.retirement_rate,
             "start_rate_limit_per_s": args.start_rate,
+            "cloud": "a process of its own" if args.cloud_url else "in each service's process",
         },
         "cpus": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in load_before],
@@ -830,6 +900,9 @@ if __name__ == "__main__":
     parser.add_argument("--limit", type=float, default=900, help="longest wait to converge (s)")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--cloud-url", default=None, help="a shared simulated cloud (replicas > 1)")
+    parser.add_argument(
+        "--cloud", action="store_true", help="start a shared simulated cloud for the run"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     result = main(parser.parse_args())
     text = json.dumps(result, indent=2, default=str)

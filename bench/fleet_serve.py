@@ -18,11 +18,9 @@ its own.
 from __future__ import annotations
 
 import json
-import random
 import resource
 import runpy
 import sys
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -31,13 +29,7 @@ from urllib.parse import parse_qs
 def _servers() -> list[list[Any]]:
     from chroma_orch.runtimes.sim import cloud as sim
 
-    out = []
-    for world in sim._CLOUDS.values():
-        scale = world.settings.time_scale
-        for server in world.servers.values():
-            latency = server.fate.latency * scale
-            out.append([server.instance_id, server.port, server.started, latency, server.exited])
-    return out
+    return [list(fate) for world in sim._CLOUDS.values() for fate in world.fates()]
 
 
 def _crash(count: int) -> list[list[Any]]:
@@ -45,17 +37,7 @@ def _crash(count: int) -> list[list[Any]]:
 
     done: list[list[Any]] = []
     for world in sim._CLOUDS.values():
-        now = time.monotonic()
-        running = [
-            s
-            for s in world.servers.values()
-            if not s.exited
-            and s.stopping_until is None
-            and now - s.started > s.fate.latency * world.settings.time_scale
-        ]
-        for server in random.sample(running, min(count - len(done), len(running))):
-            world.crash(server.instance_id)
-            done.append([server.instance_id, time.monotonic()])
+        done += [list(c) for c in world.crash_some(count - len(done))]
     return done
 
 

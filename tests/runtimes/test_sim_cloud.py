@@ -216,3 +216,30 @@ def test_exits_are_watched_from_the_first_call_when_on_exit_came_before_a_loop(
         await runtime.aclose()
 
     asyncio.run(scenario())
+
+
+async def test_the_cloud_tells_its_draws_and_crashes_at_random(
+    cloud: CloudProcess, replicas: tuple[SimRuntime, SimRuntime]
+) -> None:
+    """What benchmarks read of the simulation itself: each server's drawn start
+    latency, and crashes of running servers at random, heard as any exit."""
+    runtime, _ = replicas
+    heard: list[str] = []
+    runtime.on_exit(heard.append)
+    instances = [spec() for _ in range(3)]
+    for instance in instances:
+        await running(runtime, instance)
+    async with httpx.AsyncClient(base_url=cloud.url) as client:
+        fates = (await client.get("/v1/fates")).json()["servers"]
+        before = time.monotonic()
+        crashed = (await client.post("/v1/crash-some", params={"count": 2})).json()["crashed"]
+    assert sorted(f[0] for f in fates) == sorted(i.instance_id for i in instances)
+    assert all(latency > 0 and not exited for _, _, _, latency, exited in fates)
+    assert len(crashed) == 2
+    assert all(before <= at <= time.monotonic() for _, at in crashed)  # one clock
+    ids = sorted(instance_id for instance_id, _ in crashed)
+
+    async def both_heard() -> bool:
+        return sorted(heard) == ids
+
+    await wait_for(both_heard, timeout=10.0)

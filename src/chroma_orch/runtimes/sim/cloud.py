@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -124,6 +125,36 @@ class Cloud:
     def crash(self, instance_id: str, cause: ExitCause = ExitCause.CRASH) -> None:
         """Make the instance's server exit by itself now (tests, benchmarks)."""
         self.fail(self.servers[instance_id], cause)
+
+    def crash_some(self, count: int) -> list[tuple[str, float]]:
+        """Crash up to ``count`` servers at random among those that run (started, past
+        their drawn start latency, not stopping), as the crash rate would: each
+        instance id with the CLOCK_MONOTONIC of its crash (benchmarks time what
+        notices it)."""
+        now = time.monotonic()
+        running = [
+            s
+            for s in self.servers.values()
+            if not s.exited and s.stopping_until is None and now - s.started > self.latency(s)
+        ]
+        crashed = []
+        for server in random.sample(running, min(count, len(running))):
+            self.crash(server.instance_id)
+            crashed.append((server.instance_id, time.monotonic()))
+        return crashed
+
+    def fates(self) -> list[tuple[str, int, float, float, bool]]:
+        """What the simulation drew for each server (benchmarks compute the floor a
+        burst of starts could reach): instance id, port, started (CLOCK_MONOTONIC),
+        drawn start latency (real seconds), exited."""
+        return [
+            (s.instance_id, s.port, s.started, self.latency(s), s.exited)
+            for s in self.servers.values()
+        ]
+
+    def latency(self, server: SimServer) -> float:
+        """The real seconds the simulation drew for ``server``'s start."""
+        return self.scaled(server.fate.latency)
 
     def fail(self, server: SimServer, cause: ExitCause) -> None:
         """``server`` exits by itself: a crash, or a retirement (INFRASTRUCTURE)."""

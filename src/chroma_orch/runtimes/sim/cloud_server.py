@@ -121,6 +121,13 @@ def app(cloud: LocalCloud) -> Starlette:
         await cloud.crash(str(body["instance_id"]), cause)
         return {}
 
+    async def fates(request: Request) -> Any:
+        return {"servers": [list(fate) for fate in cloud.state.fates()]}
+
+    async def crash_some(request: Request) -> Any:
+        count = int(request.query_params.get("count", "1"))
+        return {"crashed": [list(c) for c in cloud.state.crash_some(count)]}
+
     async def say(request: Request) -> Any:
         body = await request.json()
         await cloud.say(str(body["instance_id"]), str(body["line"]))
@@ -153,6 +160,8 @@ def app(cloud: LocalCloud) -> Starlette:
             route("/v1/logs", logs, "GET"),
             route("/v1/discover", discover, "GET"),
             route("/v1/crash", crash, "POST"),
+            route("/v1/fates", fates, "GET"),
+            route("/v1/crash-some", crash_some, "POST"),
             route("/v1/say", say, "POST"),
             route("/v1/exits", exits_after, "GET"),
         ]
