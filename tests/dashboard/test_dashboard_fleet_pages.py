@@ -21,10 +21,8 @@ from playwright.async_api import Browser, Page, WebSocket, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import connect
 
-from chroma_orch import dashboard
-from chroma_orch.app import create_app
-from chroma_orch.settings import ReconcilerSettings
-from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.conftest import ADMIN_TOKEN
+from tests.dashboard.apps import quiet_dashboard_app
 from tests.dashboard.test_dashboard_browser import browser
 from tests.events.live import LiveServer
 from tests.fleet_rows import insert_fleet
@@ -42,11 +40,7 @@ LIVE = "document.querySelector('#link').textContent === 'live'"
 
 @pytest.fixture
 async def fleet_server(database_url: str, tmp_path: Path) -> AsyncIterator[LiveServer]:
-    settings = make_settings(
-        database_url, tmp_path / "data", reconciler=ReconcilerSettings(enabled=False)
-    )
-    app: FastAPI = create_app(settings)
-    dashboard.mount(app)
+    app: FastAPI = quiet_dashboard_app(database_url, tmp_path / "data")
     async with LiveServer(app) as live:
         engine: AsyncEngine = app.state.ctx.engine
         await insert_fleet(engine, instances=FLEET, tenants=100)

@@ -13,10 +13,8 @@ import pytest
 from fastapi import FastAPI
 from playwright.async_api import Browser, Page, expect
 
-from chroma_orch import dashboard
-from chroma_orch.app import create_app
-from chroma_orch.settings import ReconcilerSettings
-from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.conftest import ADMIN_TOKEN
+from tests.dashboard.apps import quiet_dashboard_app
 from tests.dashboard.test_dashboard_browser import browser, signed_in
 from tests.events.live import LiveServer
 from tests.helpers import bearer, create_tenant
@@ -26,11 +24,7 @@ __all__ = ["browser"]
 
 @pytest.fixture
 async def quiet_server(database_url: str, tmp_path: Path) -> AsyncIterator[LiveServer]:
-    settings = make_settings(
-        database_url, tmp_path / "data", reconciler=ReconcilerSettings(enabled=False)
-    )
-    app: FastAPI = create_app(settings)
-    dashboard.mount(app)
+    app: FastAPI = quiet_dashboard_app(database_url, tmp_path / "data")
     async with LiveServer(app) as live:
         yield live
 
