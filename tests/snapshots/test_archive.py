@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import hashlib
 import os
 import tarfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -170,6 +173,30 @@ async def test_a_failing_source_removes_what_was_extracted(tmp_path: Path) -> No
 
     with pytest.raises(ConnectionError):
         await unpack(broken(), tmp_path / "out", None)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
+
+
+async def test_a_cancel_while_the_thread_stops_still_waits_for_it(tmp_path: Path) -> None:
+    """The source fails, and the unpack is cancelled while its worker thread is still
+    being told to stop (a restore's read cancelled once its pass gave up): the
+    cancellation is raised only once the thread has ended, so no thread writes into
+    the directory being removed, and no error of the thread is left unretrieved."""
+    data = await packed(tmp_path)
+    unretrieved: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: unretrieved.append(context))
+
+    async def broken() -> AsyncIterator[bytes]:
+        async for chunk in chunks_of(data[: len(data) // 2]):
+            yield chunk
+        asyncio.get_running_loop().call_soon(unpacking.cancel)
+        raise ConnectionError("store went away")
+
+    unpacking = asyncio.ensure_future(unpack(broken(), tmp_path / "out", None))
+    with pytest.raises(asyncio.CancelledError):
+        await unpacking
+    await asyncio.sleep(0.5)  # a thread left running would end by now (it polls at 0.1 s)
+    gc.collect()
+    assert not unretrieved, unretrieved
     assert not (tmp_path / "out").exists()
 
 

@@ -30,26 +30,41 @@ async def load_beside_pre_restore(
 ) -> Decision | RestoreFailure | None:
     """Load ``restore_id``'s data while ``snapshots`` (the pass's open snapshots, the
     ``pre_restore`` one among them) runs. None once swapped in; else the decision of
-    the snapshots (e.g. a retry: the restore runs again next pass) or why it failed."""
+    the snapshots (e.g. a retry: the restore runs again next pass) or why it failed.
+
+    The load stops as soon as the snapshots end without a ready ``pre_restore``: its
+    data could not be swapped in this pass anyway, and its own retries (each a read
+    of a store the snapshot may just have found down) would only hold the pass."""
     task = asyncio.ensure_future(snapshots)
 
-    async def pre_restore_ready() -> None:
+    async def pre_restore_ready() -> bool:
         pending = await asyncio.shield(task)
-        if pending is not None or await data.latest_failed(SnapshotKind.PRE_RESTORE):
+        return pending is None and not await data.latest_failed(SnapshotKind.PRE_RESTORE)
+
+    async def before_swap() -> None:
+        if not await pre_restore_ready():
             raise _PreRestoreNotReady
 
+    load = asyncio.ensure_future(data.load(restore_id, before_swap=before_swap))
     try:
-        failure = await data.load(restore_id, before_swap=pre_restore_ready)
-    except _PreRestoreNotReady:
-        failure = None  # what the snapshots decided comes below
+        await asyncio.wait({task, load}, return_when=asyncio.FIRST_COMPLETED)
+        if not load.done() and not await pre_restore_ready():
+            load.cancel()
+        await asyncio.wait({load})
+        if load.cancelled() or isinstance(load.exception(), _PreRestoreNotReady):
+            failure = None  # what the snapshots decided comes below
+        else:
+            failure = load.result()  # (raises the load's own error)
+        pending = await task
     except BaseException:
-        if not task.done():
-            task.cancel()
-        await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved: the error raised is the load's (or the same)
+        for running in (task, load):
+            running.cancel()
+        await asyncio.wait({task, load})
+        for ended in (task, load):
+            if not ended.cancelled():
+                ended.exception()  # retrieved: the error raised is this one (or the same)
         raise
-    if (pending := await task) is not None:
+    if pending is not None:
         return pending
     if await data.latest_failed(SnapshotKind.PRE_RESTORE):
         return PRE_RESTORE_FAILED

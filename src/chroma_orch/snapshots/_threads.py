@@ -63,12 +63,12 @@ async def stream_from_thread(
             return
     finally:
         closed.set()
-        while not worker.done():  # let a producer blocked on a full queue see `closed`
+
+        def drain() -> None:  # let a producer blocked on a full queue see `closed`
             while not queue.empty():
                 queue.get_nowait()
-            await asyncio.wait({worker}, timeout=_POLL)
-        if not worker.cancelled():
-            worker.exception()  # retrieved: a StreamClosedError after an early close is expected
+
+        await _join(worker, drain)  # (a StreamClosedError after an early close is expected)
 
 
 class ChunkReader:
@@ -163,10 +163,25 @@ async def feed_thread(
         return await asyncio.shield(worker)
     finally:
         closed.set()
-        if not worker.done():
-            await asyncio.wait({worker})
-        if not worker.cancelled():
-            worker.exception()  # retrieved: raised above, or a StreamClosedError after a failure
+        await _join(worker)  # (its error was raised above, or a StreamClosedError after a failure)
+
+
+async def _join(worker: asyncio.Future[Any], drain: Callable[[], None] = lambda: None) -> None:
+    """Wait until ``worker``, told to stop, has ended (``drain`` called every poll),
+    its exception retrieved; a cancellation meanwhile is raised only after that, so a
+    thread still writing never outlives its caller's clean-up (e.g. the removal of
+    the directory an extraction fills)."""
+    cancelled = False
+    while not worker.done():
+        drain()
+        try:
+            await asyncio.wait({worker}, timeout=_POLL)
+        except asyncio.CancelledError:
+            cancelled = True
+    if not worker.cancelled():
+        worker.exception()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def _put_unless_done(
