@@ -12,6 +12,7 @@ flight) and the orphan sweep. Tests call ``run_once``, ``observe_once``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -80,7 +81,9 @@ class Reconciler:
         self._own_loops: Loops | None = None
         self._registry: Loops | None = None
         self._last_pass = time.monotonic()
-        runtime.on_exit(lambda _instance_id: self._observe_wake.set())
+        self._exited: set[uuid.UUID] = set()
+        """Instances whose server the runtime said exited, for the next liveness pass."""
+        runtime.on_exit(self._heard_exit)
 
     # -- wiring --------------------------------------------------------------
 
@@ -264,26 +267,56 @@ class Reconciler:
 
     async def observe_once(self) -> int:
         """Observe every server nobody is working on, in one batched poll; mark the
-        instances whose server changed (or whose start overran) as due."""
+        instances whose server changed (or whose start overran) as due. The servers
+        the runtime said exited are polled first, wherever the round is."""
+        changed = await self._observe_exited()
         async with self.sessions() as session:
-            if not await queue.try_observer_lock(session):
-                return 0  # another replica is observing right now
-            live = await queue.live_to_observe(
-                session, limit=self.observe_batch, after=self._observe_after
-            )
-            handles = {str(i.id): Handle.from_json(i.handle) for i in live if i.handle is not None}
-            observed = await self.runtime.poll(handles) if handles else {}
-            # the round moves on once this batch was polled (a failed poll retries it)
-            full = len(live) == self.observe_batch
-            self._observe_after = live[-1].id if full else queue.FIRST_ID
-            changed = [i.id for i in live if self._changed(i, observed.get(str(i.id)))]
-            if changed:
-                log.info("servers changed, reconciling count=%d", len(changed))
-                await queue.mark_due(session, changed)
-            await commit(session)
+            if await queue.try_observer_lock(session):  # else another replica observes
+                live = await queue.live_to_observe(
+                    session, limit=self.observe_batch, after=self._observe_after
+                )
+                changed += await self._mark_changed(session, live)
+                # the round moves on once this batch was polled (a failed poll retries it)
+                full = len(live) == self.observe_batch
+                self._observe_after = live[-1].id if full else queue.FIRST_ID
+                await commit(session)
         if changed:
+            log.info("servers changed, reconciling count=%d", len(changed))
             self._work_wake.set()
         return len(changed)
+
+    def _heard_exit(self, instance_id: str) -> None:
+        with contextlib.suppress(ValueError):  # (an id of no instance: nothing to poll)
+            self._exited.add(uuid.UUID(instance_id))
+        self._observe_wake.set()
+
+    async def _observe_exited(self) -> list[uuid.UUID]:
+        """Poll the servers the runtime said exited since the last pass. A pass of a
+        fleet larger than ``observe_batch`` polls part of it: a crash in the other part
+        was noticed only a pass later (at 10,000 instances, a p99 of 3 s for a 1 s
+        interval). Every replica that heard the exit does this, without the observer
+        lock: a few servers, and marking an instance due twice changes nothing."""
+        exited, self._exited = self._exited, set()
+        if not exited:
+            return []
+        try:
+            async with self.sessions() as session:
+                changed = await self._mark_changed(session, await queue.live_of(session, exited))
+                await commit(session)
+        except BaseException:
+            self._exited |= exited  # polled again next pass
+            raise
+        return changed
+
+    async def _mark_changed(
+        self, session: AsyncSession, live: list[queue.LiveServer]
+    ) -> list[uuid.UUID]:
+        """Poll ``live``'s servers; mark those that changed due (in ``session``)."""
+        handles = {str(i.id): Handle.from_json(i.handle) for i in live if i.handle is not None}
+        observed = await self.runtime.poll(handles) if handles else {}
+        changed = [i.id for i in live if self._changed(i, observed.get(str(i.id)))]
+        await queue.mark_due(session, changed)
+        return changed
 
     async def heartbeat_once(self) -> int:
         """Ask running servers for their heartbeat; restart the unresponsive ones."""

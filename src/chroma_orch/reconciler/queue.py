@@ -12,7 +12,7 @@ so a replica that died is taken over at once, not after the lease runs out.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -197,19 +197,25 @@ async def release(
 
 OBSERVED_PHASES = (Phase.STARTING, Phase.RUNNING, Phase.STOPPING)
 
-_LIVE_TO_OBSERVE = _compiled(
-    "live_to_observe",
-    select(_I.c.id, _I.c.phase, _I.c.phase_changed_at, _I.c.handle, _I.c.start_phases)
-    .where(
+
+def _live(*where: Any) -> Select[Any]:
+    """Instances with a server that nobody is working on, and ``where``."""
+    return select(_I.c.id, _I.c.phase, _I.c.phase_changed_at, _I.c.handle, _I.c.start_phases).where(
         one_of(_I.c.phase, [phase.value for phase in OBSERVED_PHASES]),
         _I.c.handle.is_not(None),
         _I.c.next_reconcile_at.is_(None),
         _LEASE_FREE,
-        _I.c.id > bindparam("after", type_=_I.c.id.type),
+        *where,
     )
+
+
+_LIVE_TO_OBSERVE = _compiled(
+    "live_to_observe",
+    _live(_I.c.id > bindparam("after", type_=_I.c.id.type))
     .order_by(_I.c.id)
     .limit(bindparam("limit", type_=Integer)),
 )
+_LIVE_OF = _compiled("live_of", _live(_I.c.id == any_(_IDS)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +243,17 @@ async def live_to_observe(
     in a round of passes, each starting after the last id of the one before; without
     the order and the cursor the same ``limit`` rows came back every pass, and the
     servers of the rest of the fleet were never polled."""
-    found = await _LIVE_TO_OBSERVE.fetch(await driver(session), limit=limit, after=after)
+    return _live_servers(
+        await _LIVE_TO_OBSERVE.fetch(await driver(session), limit=limit, after=after)
+    )
+
+
+async def live_of(session: AsyncSession, ids: Collection[uuid.UUID]) -> list[LiveServer]:
+    """``live_to_observe`` of these instances only (those the runtime said exited)."""
+    return _live_servers(await _LIVE_OF.fetch(await driver(session), ids=list(ids)))
+
+
+def _live_servers(rows: Sequence[Any]) -> list[LiveServer]:
     return [
         LiveServer(
             id=row["id"],
@@ -246,7 +262,7 @@ async def live_to_observe(
             handle=row["handle"],
             start_phases=row["start_phases"],
         )
-        for row in found
+        for row in rows
     ]
 
 
