@@ -15,11 +15,15 @@ simulated server-hour. Prints one JSON document:
 - ``api``: p50/p99 per operation (status, list: first page and the next by cursor,
   stop/start, delete and create again) under a steady mix for ``--seconds``, while the
   simulated fleet crashes and retires servers.
+- ``api_paced``: the same mix in an open loop at ``--rate`` operations a second,
+  each timed from when it was due: the latency of a request at that load (the closed
+  loop's is mostly its own clients' queue).
 - ``reconciler``: an idle window (no API load): loop passes, per-instance pass
   time (``chroma_orch_reconcile_seconds``), statements per loop pass and the top
   statements (pg_stat_statements).
-- ``burst``: 1,000 instances stopped, then started at once: seconds from the first
-  start request until all run, ÷ the simulated runtime's own floor: the start-rate
+- ``burst``: 1,000 instances stopped (each seen ``stopped``), then started at once:
+  seconds from the first start request until all run, ÷ the simulated runtime's own
+  floor: the start-rate
   limit's schedule plus each start's drawn latency (what an ideal control plane takes).
 - ``crash``: servers crashed through the hook; crash-to-noticed (the first event of
   the instance after its crash, on one WebSocket subscriber) vs the liveness interval.
@@ -236,9 +240,18 @@ class Api:
         return self.sessions[token]
 
     async def call(
-        self, op: str, method: str, path: str, token: str = ADMIN_TOKEN, **kw: Any
+        self,
+        op: str,
+        method: str,
+        path: str,
+        token: str = ADMIN_TOKEN,
+        due: float | None = None,
+        **kw: Any,
     ) -> Any:
-        started = time.perf_counter()
+        """The answer's JSON (None on an error, counted); its latency recorded from
+        ``due`` (a ``perf_counter`` time: when an open-loop schedule meant to send it)
+        or else from now."""
+        started = time.perf_counter() if due is None else due
         try:
             async with self.session(token).request(method, path, **kw) as response:
                 body = await response.read()
@@ -389,37 +402,76 @@ class Fleet:
         token = random.choice(self.tokens)  # noqa: S311
         return token, random.choice(self.instances[token])  # noqa: S311
 
-    async def pages(self, op: str, token: str, limit: int) -> None:
+    async def pages(self, op: str, token: str, limit: int, due: float | None) -> None:
         """The first page of the list, and the next one by its cursor."""
-        page = await self.api.call(op, "GET", "/v1/instances", token, params={"limit": limit})
+        params = {"limit": limit}
+        page = await self.api.call(op, "GET", "/v1/instances", token, due, params=params)
         if page and page.get("next_cursor"):
             params = {"limit": limit, "cursor": page["next_cursor"]}
             await self.api.call(f"{op}_next", "GET", "/v1/instances", token, params=params)
 
-    async def client(self, deadline: float) -> None:
+    async def operation(self, due: float | None = None) -> None:
+        """One operation of the mix on a random instance, its first request timed from
+        ``due`` when given (the paced mix), else from when it is sent."""
         api = self.api
+        token, instance = self.pick()
+        roll = random.random()  # noqa: S311
+        if roll < 0.5:
+            await api.call("status", "GET", f"/v1/instances/{instance}", token, due)
+        elif roll < 0.65:
+            await self.pages("list", token, 5, due)
+        elif roll < 0.7:
+            await self.pages("list_admin", ADMIN_TOKEN, 50, due)
+        elif roll < 0.9:
+            await api.call("stop", "POST", f"/v1/instances/{instance}/stop", token, due)
+            await api.call("start", "POST", f"/v1/instances/{instance}/start", token)
+        elif len(self.instances[token]) > 1:
+            # out of the pool before the first await: no other client picks it now
+            # (two clients deleting one instance broke the run's list)
+            self.instances[token].remove(instance)
+            await api.call("delete", "DELETE", f"/v1/instances/{instance}", token, due)
+            made = await api.call(
+                "create", "POST", "/v1/instances", token, json={"name": f"r{time.time_ns()}"}
+            )
+            if made is not None:
+                self.instances[token].append(made["instance"]["id"])
+
+    async def client(self, deadline: float) -> None:
         while time.monotonic() < deadline:
-            token, instance = self.pick()
-            roll = random.random()  # noqa: S311
-            if roll < 0.5:
-                await api.call("status", "GET", f"/v1/instances/{instance}", token)
-            elif roll < 0.65:
-                await self.pages("list", token, 5)
-            elif roll < 0.7:
-                await self.pages("list_admin", ADMIN_TOKEN, 50)
-            elif roll < 0.9:
-                await api.call("stop", "POST", f"/v1/instances/{instance}/stop", token)
-                await api.call("start", "POST", f"/v1/instances/{instance}/start", token)
-            elif len(self.instances[token]) > 1:
-                # out of the pool before the first await: no other client picks it now
-                # (two clients deleting one instance broke the run's list)
-                self.instances[token].remove(instance)
-                await api.call("delete", "DELETE", f"/v1/instances/{instance}", token)
-                made = await api.call(
-                    "create", "POST", "/v1/instances", token, json={"name": f"r{time.time_ns()}"}
-                )
-                if made is not None:
-                    self.instances[token].append(made["instance"]["id"])
+            await self.operation()
+
+    async def paced(self) -> dict[str, Any]:
+        """The same mix in an open loop: an operation every ``1 / --rate`` seconds
+        whatever the ones before it are doing, each timed from when it was due (a late
+        send counts: no coordinated omission). The closed loop (``steady``) measures
+        what the service can take; its latency is mostly the clients' own queue
+        (16 clients ÷ throughput). This measures what a request costs at a given load."""
+        rate, seconds = self.args.rate, self.args.seconds
+        self.api.latency.clear()
+        self.api.errors.clear()
+        self.api.recording = True
+        running: set[asyncio.Task[None]] = set()
+        started = time.perf_counter()
+        sent = 0
+        while (due := started + sent / rate) < started + seconds:
+            await asyncio.sleep(max(due - time.perf_counter(), 0.0))
+            task = asyncio.create_task(self.operation(due))
+            running.add(task)
+            task.add_done_callback(running.discard)
+            sent += 1
+        await asyncio.gather(*running)
+        elapsed = time.perf_counter() - started
+        self.api.recording = False
+        operations = sum(len(v) for v in self.api.latency.values())
+        return {
+            "rate_ops_per_s": rate,
+            "seconds": round(elapsed, 1),
+            "operations_sent": sent,
+            "requests_per_s": round(operations / elapsed, 1),
+            "latency_ms": {k: summary(v, 1000, 1) for k, v in sorted(self.api.latency.items())},
+            "all_requests_ms": summary([x for v in self.api.latency.values() for x in v], 1000, 1),
+            "errors": dict(self.api.errors),
+        }
 
     async def steady(self, url: str) -> dict[str, Any]:
         self.api.latency.clear()
@@ -462,6 +514,7 @@ class Events:
         self.url = url.replace("http://", "ws://") + "/v1/events"
         self.seen: list[tuple[int, str, str | None, float]] = []
         self.running: dict[str, float] = {}  # instance -> last time it was seen running
+        self.stopped: dict[str, float] = {}  # instance -> last time it was seen stopped
         self.closes: list[int | None] = []
         self.last: int | None = None
         self.task: asyncio.Task[None] | None = None
@@ -497,8 +550,11 @@ class Events:
         at = time.monotonic()
         instance = message["instance_id"]
         self.seen.append((message["seq"], message["event"], instance, at))
-        if (message.get("after") or {}).get("phase") == "running":
+        phase = (message.get("after") or {}).get("phase")
+        if phase == "running":
             self.running[instance] = at
+        elif phase == "stopped":
+            self.stopped[instance] = at
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.task is not None
@@ -533,6 +589,10 @@ async def crash_to_noticed(fleet: Fleet, url: str, args: argparse.Namespace) -> 
     }
 
 
+_AGAIN = ("instance.waiting_for_capacity", "instance.failed", "instance.crashed")
+"""Events after which an instance of the burst is started again, after a backoff."""
+
+
 def start_floor(starts: list[tuple[float, float]], rate: float, burst: int) -> float:
     """Seconds an ideal control plane takes for these starts: the runtime's run limit
     (``burst`` at once, then ``rate`` per second) issues them in order, each then takes
@@ -545,11 +605,17 @@ async def burst(fleet: Fleet, events: Events, args: argparse.Namespace) -> dict[
     """Stop ``--burst`` instances, then start them all at once: seconds from the first
     start request until every one of them was seen running (its phase_changed event)."""
     chosen = [(t, i) for t, ids in fleet.instances.items() for i in ids][: args.burst]
-    total = sum(len(v) for v in fleet.instances.values())
+    ids = {i for _, i in chosen}
+    stopping = time.monotonic()
     stop = [fleet.api.call("b_stop", "POST", f"/v1/instances/{i}/stop", t) for t, i in chosen]
     await bounded(stop, args.clients)
-    await wait_running(fleet.api, total - len(chosen), args.limit)
-    ids = {i for _, i in chosen}
+    # every one stopped first (a stop keeps the server's address for the quarantine,
+    # 10 s: a start asked before that waits it out, which is not the start's time)
+    while time.monotonic() - stopping < args.limit:
+        if all(events.stopped.get(i, 0) > stopping for i in ids):
+            break
+        await asyncio.sleep(0.25)
+    stops_s = time.monotonic() - stopping
     started = time.monotonic()
     go = [fleet.api.call("b_start", "POST", f"/v1/instances/{i}/start", t) for t, i in chosen]
     await bounded(go, args.clients)
@@ -560,21 +626,32 @@ async def burst(fleet: Fleet, events: Events, args: argparse.Namespace) -> dict[
             break
         await asyncio.sleep(0.25)
     converge = max(up) - started if len(up) == len(ids) else float("inf")
+    # a start the simulation failed (its start_failure_rate, 2 %) or a server it
+    # crashed is started again after the reconciler's backoff, which no floor has
+    retried = {
+        i for _, event, i, at in events.seen if i in ids and at > started and event in _AGAIN
+    }
+    first_try = [events.running[i] - started for i in ids - retried if i in events.running]
     servers = await fleet.sim.servers()
     starts = [(s[2], s[3]) for s in servers if s[0] in ids and s[2] >= started]
     floor = start_floor(starts, args.start_rate, int(args.start_rate))
     return {
         "starts": len(chosen),
+        "stops_settled_s": round(stops_s, 2),
         "start_requests_s": round(requests_s, 2),
         "converge_s": round(converge, 2),
+        "retried": len(retried),
+        "converge_first_try_s": round(max(first_try, default=0.0), 2),
         "sim_floor_s": round(floor, 2),
         "drawn_latency_s": summary([lat for _, lat in starts], 1, 3),
         "server_starts_seen": len(starts),
         "converge_vs_floor": round(converge / floor, 2) if floor else None,
+        "first_try_vs_floor": round(max(first_try, default=0.0) / floor, 2) if floor else None,
         "start_rate_limit_per_s": args.start_rate,
         "subscriber_reconnects": len(events.closes),
         "definition": "first start request to the last of these instances' phase_changed "
-        "to running on an admin /v1/events subscriber",
+        "to running on an admin /v1/events subscriber; first_try: of those whose first "
+        "start ran (not retried)",
     }
 
 
@@ -825,6 +902,7 @@ async def run(args: argparse.Namespace, base: Path, cluster: EmbeddedPostgres) -
         out["rss_mb_after_create"] = [round(rss(s) / 2**20, 1) for s in services]
         await phase("reconciler", reconciler(fleet, args))
         await phase("api", fleet.steady(services[0].url))
+        await phase("api_paced", fleet.paced())
         await phase("explain", explain(fleet, cluster.data_dir, args))
         await wait_running(api, count(), args.limit)
         await phase("crash", crash_to_noticed(fleet, services[0].url, args))
@@ -890,6 +968,7 @@ if __name__ == "__main__":
     parser.add_argument("--tenants", type=int, default=1_000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20, help="steady mix")
+    parser.add_argument("--rate", type=float, default=50, help="paced mix, operations/s")
     parser.add_argument("--idle", type=float, default=10, help="reconciler window")
     parser.add_argument("--burst", type=int, default=1_000)
     parser.add_argument("--crashes", type=int, default=100)
