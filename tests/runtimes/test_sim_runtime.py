@@ -110,6 +110,34 @@ async def test_a_seeded_cloud_fails_the_same_starts(cluster: str) -> None:
     assert {"started", "capacity", "crash"} <= set(outcomes[0])
 
 
+async def test_a_seeded_cloud_crashes_the_same_servers(cluster: str) -> None:
+    """``crash_some`` (the fleet benchmark's crashes) picks among the running servers
+    by the seed, apart from the draws: two runs crash the same instances, and the
+    starts after it get the same fates as in a cloud where nothing was crashed."""
+    ids = [str(uuid.UUID(int=n + 1)) for n in range(12)]
+    picked, next_fates = [], []
+    for run in range(3):
+        name = f"{cluster}-{run}"
+        runtime = SimRuntime(settings(name, seed=5, start_failure_rate=0.0))
+        handles = [
+            await runtime.start(
+                InstanceSpec(instance_id=i, tenant_id="t", name=f"db{n}", generation=1)
+            )
+            for n, i in enumerate(ids)
+        ]
+        for handle in handles:
+            assert (await runtime.wait_ready(handle, 30.0)).state is ObservedState.RUNNING
+        crashed = [i for i, _ in cloud(runtime.settings).crash_some(4)] if run < 2 else []
+        picked.append(crashed)
+        next_fates.append(cloud(runtime.settings).draws.fate())
+        for handle in handles:
+            await runtime.delete(str(handle.data["instance_id"]), handle, keep_data=False)
+        forget(name)
+    assert picked[0] == picked[1]
+    assert len(set(picked[0])) == 4
+    assert next_fates[0] == next_fates[1] == next_fates[2]
+
+
 async def test_starts_and_polls_keep_to_their_rate_budgets(cluster: str) -> None:
     """One start fits a budget of one RunTask; the second waits (for 1000 s: it is
     cancelled). A poll of 250 servers takes three describe calls of a budget of three."""

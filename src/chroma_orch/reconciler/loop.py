@@ -3,10 +3,10 @@
 Loops in every replica: the work loop (woken by NOTIFY on intents, by finished
 work, or by its interval), the liveness loop (observes running servers in
 batches and marks the ones that changed as due; woken at once when the runtime
-sees a server exit), the heartbeat loop (asks running servers whether they still
-answer: ``reconciler/heartbeat.py``), the lease loop (renews leases of work in
-flight) and the orphan sweep. Tests call ``run_once``, ``observe_once``,
-``heartbeat_once`` and ``collect_orphans`` directly.
+sees a server exit, and then polling that server first), the heartbeat loop
+(asks running servers whether they still answer: ``reconciler/heartbeat.py``),
+the lease loop (renews leases of work in flight) and the orphan sweep. Tests call
+``run_once``, ``observe_once``, ``heartbeat_once`` and ``collect_orphans`` directly.
 """
 
 from __future__ import annotations

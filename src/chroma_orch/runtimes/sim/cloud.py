@@ -89,6 +89,9 @@ class Cloud:
     def __init__(self, settings: SimRuntimeSettings) -> None:
         self.settings = settings
         self.draws = Draws(settings)
+        self.picks = random.Random(f"{settings.seed}:picks")  # noqa: S311 (a simulation)
+        """Which servers ``crash_some`` crashes: seeded apart from the draws, so that
+        the fates of the starts stay those of the seed whatever is crashed."""
         self.ports = Ports(*settings.ports, settings.address_quarantine)
         self.servers: dict[str, SimServer] = {}
         self.logs: dict[str, deque[str]] = {}
@@ -138,7 +141,7 @@ class Cloud:
             if not s.exited and s.stopping_until is None and now - s.started > self.latency(s)
         ]
         crashed = []
-        for server in random.sample(running, min(count, len(running))):
+        for server in self.picks.sample(running, min(count, len(running))):
             self.crash(server.instance_id)
             crashed.append((server.instance_id, time.monotonic()))
         return crashed
