@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -25,8 +26,12 @@ from chroma_orch.runtimes.base import (
     StartFailedError,
     StartPhase,
 )
-from chroma_orch.runtimes.sim import wire
+from chroma_orch.runtimes.sim import cloud_server, wire
+from chroma_orch.runtimes.sim.cloud import forget
+from chroma_orch.runtimes.sim.local import LocalCloud
 from chroma_orch.runtimes.sim.runtime import SimRuntime
+from chroma_orch.settings import SimRuntimeSettings
+from tests.conftest import port_window
 from tests.helpers import wait_for
 from tests.runtimes.sim_cloud import CloudProcess, cloud_process
 
@@ -243,3 +248,29 @@ async def test_the_cloud_tells_its_draws_and_crashes_at_random(
         return sorted(heard) == ids
 
     await wait_for(both_heard, timeout=10.0)
+
+
+async def test_a_caller_gone_before_its_request_was_read_is_not_an_error() -> None:
+    """A replica killed while it sent a request (the fleet benchmark's kill -9): the
+    cloud answers nothing to nobody, and logs no traceback (it raised out of the app)."""
+    settings = SimRuntimeSettings(cluster=f"gone-{uuid.uuid4().hex}", port_range=port_window())
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/observe",
+        "headers": [(b"content-type", b"application/json")],
+        "query_string": b"",
+    }
+    try:
+        await cloud_server.app(LocalCloud(settings))(scope, receive, send)
+    finally:
+        forget(settings.cluster)
+    assert sent[0]["status"] == 499

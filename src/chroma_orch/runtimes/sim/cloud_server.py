@@ -26,7 +26,7 @@ import uvloop
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -143,6 +143,8 @@ def app(cloud: LocalCloud) -> Starlette:
         async def endpoint(request: Request) -> Response:
             try:
                 return JSONResponse(await handler(request))
+            except ClientDisconnect:  # the caller went before its request was read
+                return Response(status_code=499)  # (a replica killed: no trace logged)
             except RuntimeUnavailableError as error:
                 return JSONResponse({"error": "Unavailable", "message": str(error)}, 503)
             except (KeyError, ValueError, TypeError, ValidationError) as error:
