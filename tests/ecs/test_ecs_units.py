@@ -19,7 +19,7 @@ from chroma_orch.runtimes.base import (
     ServerSpec,
     StartPhase,
 )
-from chroma_orch.runtimes.ecs.batch import TaskLoader
+from chroma_orch.runtimes.batch import BatchLoader
 from chroma_orch.runtimes.ecs.heartbeat import HeartbeatGate
 from chroma_orch.runtimes.ecs.tasks import (
     cleanup_definition,
@@ -40,7 +40,7 @@ async def test_concurrent_lookups_share_batches_of_at_most_100() -> None:
         await asyncio.sleep(0.01)
         return {key: {"k": key} for key in keys if key != "missing"}
 
-    loader = TaskLoader(fetch, window=0.005)
+    loader = BatchLoader(fetch, window=0.005)
     singles = [loader.load([f"t{n}"]) for n in range(150)]
     bulk = loader.load([f"t{n}" for n in range(100, 250)] + ["missing"])
     results = await asyncio.gather(*singles, bulk)

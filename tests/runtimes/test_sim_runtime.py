@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from chroma_orch.app import create_app
+from chroma_orch.reconciler.loop import observe_batch
 from chroma_orch.runtimes.base import (
     Endpoint,
     ExitCause,
@@ -24,6 +25,7 @@ from chroma_orch.runtimes.base import (
     ObservedState,
     StartFailedError,
 )
+from chroma_orch.runtimes.instrumented import InstrumentedRuntime
 from chroma_orch.runtimes.sim.cloud import cloud, forget
 from chroma_orch.runtimes.sim.model import Draws
 from chroma_orch.runtimes.sim.runtime import SimRuntime
@@ -146,10 +148,39 @@ async def test_starts_and_polls_keep_to_their_rate_budgets(cluster: str) -> None
     handle = await runtime.start(spec())
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(runtime.start(spec(1)), 0.5)
-    handles = {f"k{n}": handle for n in range(250)}
+    handles = {  # 250 servers (unknown to the cloud: gone), a key each
+        f"k{n}": Handle(handle.generation, {**handle.data, "instance_id": f"i{n}"})
+        for n in range(250)
+    }
     assert len(await runtime.poll(handles)) == 250
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(runtime.poll({"k": handle}), 0.5)
+
+
+async def test_concurrent_polls_share_the_describe_budget(cluster: str) -> None:
+    """Ten reconciles polling their own server at once spend one call of the
+    describe budget, as the ECS runtime's DescribeTasks are coalesced: before, one
+    call each, and at 10,000 instances a fleet's starts and stops queued behind the
+    budget (bench/fleet.py)."""
+    limits = {"run": (100, 100.0), "describe": (1, 0.001), "stop": (100, 40.0)}
+    runtime = SimRuntime(settings(cluster, api_limits=limits, start_failure_rate=0.0))
+    handles = [await runtime.start(spec(n)) for n in range(10)]
+    polls = [runtime.poll({f"k{n}": handle}) for n, handle in enumerate(handles)]
+    observed = await asyncio.wait_for(asyncio.gather(*polls), 5)
+    assert [list(o) for o in observed] == [[f"k{n}"] for n in range(10)]
+    with pytest.raises(TimeoutError):  # the one call there was is spent
+        await asyncio.wait_for(runtime.poll({"k": handles[0]}), 0.5)
+    await runtime.aclose()
+
+
+def test_the_liveness_batch_is_half_what_the_poll_budget_allows(cluster: str) -> None:
+    """20 describe calls a second of 100 servers: a liveness pass every second polls
+    1,000 servers (half the budget), not the 5,000 that took it all."""
+    runtime = SimRuntime(settings(cluster))
+    assert observe_batch(runtime, 1.0) == 1000
+    assert observe_batch(InstrumentedRuntime(runtime), 1.0) == 1000
+    assert observe_batch(runtime, 60.0) == 5000
+    assert observe_batch(runtime, 0.001) == 100
 
 
 async def running(runtime: SimRuntime) -> tuple[Handle, Endpoint]:

@@ -2,11 +2,12 @@
 
 Loops in every replica: the work loop (woken by NOTIFY on intents, by finished
 work, or by its interval), the liveness loop (observes running servers in
-batches and marks the ones that changed as due; woken at once when the runtime
-sees a server exit, and then polling that server first), the heartbeat loop
+batches and marks the ones that changed as due), the exits loop (marks an
+instance due as soon as the runtime says its server exited), the heartbeat loop
 (asks running servers whether they still answer: ``reconciler/heartbeat.py``),
 the lease loop (renews leases of work in flight) and the orphan sweep. Tests call
-``run_once``, ``observe_once``, ``heartbeat_once`` and ``collect_orphans`` directly.
+``run_once``, ``observe_once``, ``mark_exited_due``, ``heartbeat_once`` and
+``collect_orphans`` directly.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from chroma_orch.reconciler.decisions import (
 )
 from chroma_orch.reconciler.heartbeat import Round, heartbeat_once
 from chroma_orch.reconciler.instance import InstanceReconciler
-from chroma_orch.runtimes.base import Handle, Observation, ObservedState, Runtime
+from chroma_orch.runtimes.base import Handle, Observation, ObservedState, Runtime, poll_rate
 from chroma_orch.settings import Settings
 from chroma_orch.snapshots.store import SnapshotStore
 from chroma_orch.telemetry.context import bind
@@ -51,7 +52,27 @@ _LOOPS = (
     "reconciler-leases",
     "reconciler-orphans",
     "reconciler-heartbeat",
+    "reconciler-exits",
 )
+
+
+_OBSERVE_BATCH = 5000
+_POLL_SHARE = 0.5
+
+
+def observe_batch(runtime: Runtime, interval: float) -> int:
+    """Servers one liveness pass polls: 5,000; where the runtime's polls spend a
+    rate-limited budget, what half of it polls in one ``interval`` (at least 100),
+    the other half left to the reconciles' own polls. At ECS's DescribeTasks rate
+    (20 calls/s of 100) and a 1 s interval that is 1,000: a round of 10,000 servers
+    takes 10 s. Batches of 5,000 wanted 50 calls a second of a budget of 20: every
+    start and stop waited behind them (bench/fleet.py at 10,000: 1,000 stops took
+    104 s to settle, 1,000 starts 7x the simulated floor). Exits the runtime reports
+    do not wait for the round (``mark_exited_due``)."""
+    rate = poll_rate(runtime)
+    if rate is None:
+        return _OBSERVE_BATCH
+    return max(100, min(_OBSERVE_BATCH, int(rate * interval * _POLL_SHARE)))
 
 
 class Reconciler:
@@ -71,8 +92,7 @@ class Reconciler:
         self.owner = self.config.replica_id
         self.lease = timedelta(seconds=self.config.lease_seconds)
         self._work_wake = asyncio.Event()
-        self._observe_wake = asyncio.Event()
-        self.observe_batch = 5000
+        self.observe_batch = observe_batch(runtime, self.config.observe_interval)
         """Servers one liveness pass polls at most; a larger fleet takes a round of passes."""
         self._observe_after = queue.FIRST_ID
         self.heartbeat_round = Round()
@@ -82,7 +102,8 @@ class Reconciler:
         self._registry: Loops | None = None
         self._last_pass = time.monotonic()
         self._exited: set[uuid.UUID] = set()
-        """Instances whose server the runtime said exited, for the next liveness pass."""
+        """Instances whose server the runtime said exited, not yet marked due."""
+        self._exits_wake = asyncio.Event()
         runtime.on_exit(self._heard_exit)
 
     # -- wiring --------------------------------------------------------------
@@ -99,9 +120,10 @@ class Reconciler:
         """Add the reconciler's loops to ``loops``; ``abandon`` when they have stopped."""
         config = self.config
         self._registry = loops
-        work, observe, leases, orphans, heartbeat = _LOOPS
+        work, observe, leases, orphans, heartbeat, exits = _LOOPS
         loops.add(work, self._work_loop)
-        loops.every(observe, self.observe_once, config.observe_interval, self._observe_wake)
+        loops.every(observe, self.observe_once, config.observe_interval)
+        loops.every(exits, self.mark_exited_due, config.observe_interval, self._exits_wake)
         loops.every(leases, self.renew_leases, config.lease_seconds / 3)
         loops.every(orphans, self.collect_orphans, config.orphan_interval)
         loops.every(heartbeat, self.heartbeat_once, self.settings.heartbeat.interval)
@@ -267,56 +289,54 @@ class Reconciler:
 
     async def observe_once(self) -> int:
         """Observe every server nobody is working on, in one batched poll; mark the
-        instances whose server changed (or whose start overran) as due. The servers
-        the runtime said exited are polled first, wherever the round is."""
-        changed = await self._observe_exited()
+        instances whose server changed (or whose start overran) as due."""
         async with self.sessions() as session:
-            if await queue.try_observer_lock(session):  # else another replica observes
-                live = await queue.live_to_observe(
-                    session, limit=self.observe_batch, after=self._observe_after
-                )
-                changed += await self._mark_changed(session, live)
-                # the round moves on once this batch was polled (a failed poll retries it)
-                full = len(live) == self.observe_batch
-                self._observe_after = live[-1].id if full else queue.FIRST_ID
-                await commit(session)
+            if not await queue.try_observer_lock(session):
+                return 0  # another replica is observing right now
+            live = await queue.live_to_observe(
+                session, limit=self.observe_batch, after=self._observe_after
+            )
+            handles = {str(i.id): Handle.from_json(i.handle) for i in live if i.handle is not None}
+            observed = await self.runtime.poll(handles) if handles else {}
+            # the round moves on once this batch was polled (a failed poll retries it)
+            full = len(live) == self.observe_batch
+            self._observe_after = live[-1].id if full else queue.FIRST_ID
+            changed = [i.id for i in live if self._changed(i, observed.get(str(i.id)))]
+            if changed:
+                log.info("servers changed, reconciling count=%d", len(changed))
+                await queue.mark_due(session, changed)
+            await commit(session)
         if changed:
-            log.info("servers changed, reconciling count=%d", len(changed))
             self._work_wake.set()
         return len(changed)
 
     def _heard_exit(self, instance_id: str) -> None:
-        with contextlib.suppress(ValueError):  # (an id of no instance: nothing to poll)
+        with contextlib.suppress(ValueError):  # (an id of no instance: nothing to mark)
             self._exited.add(uuid.UUID(instance_id))
-        self._observe_wake.set()
+            self._exits_wake.set()
 
-    async def _observe_exited(self) -> list[uuid.UUID]:
-        """Poll the servers the runtime said exited since the last pass. A pass of a
-        fleet larger than ``observe_batch`` polls part of it: a crash in the other part
-        was noticed only a pass later (at 10,000 instances, a p99 of 3 s for a 1 s
-        interval). Every replica that heard the exit does this, without the observer
-        lock: a few servers, and marking an instance due twice changes nothing."""
+    async def mark_exited_due(self) -> int:
+        """Mark the instances whose server the runtime said exited as due: their own
+        pass observes the exit and acts. Every replica that heard it does so (marking
+        due twice changes nothing). Before, an exit woke the liveness pass: at 10,000
+        instances that pass polls a batch of 5,000 servers, within the runtime's
+        describe budget (2.5 s a batch at ECS's), and the exit waited for the batch
+        that held it (bench/fleet.py: crash-to-noticed p50 4.5 s, half of 100 crashes
+        not seen in 5 s, for a 1 s liveness interval)."""
         exited, self._exited = self._exited, set()
         if not exited:
-            return []
+            return 0
         try:
             async with self.sessions() as session:
-                changed = await self._mark_changed(session, await queue.live_of(session, exited))
+                due = await queue.mark_exited_due(session, exited)
                 await commit(session)
         except BaseException:
-            self._exited |= exited  # polled again next pass
+            self._exited |= exited  # marked on the next pass
             raise
-        return changed
-
-    async def _mark_changed(
-        self, session: AsyncSession, live: list[queue.LiveServer]
-    ) -> list[uuid.UUID]:
-        """Poll ``live``'s servers; mark those that changed due (in ``session``)."""
-        handles = {str(i.id): Handle.from_json(i.handle) for i in live if i.handle is not None}
-        observed = await self.runtime.poll(handles) if handles else {}
-        changed = [i.id for i in live if self._changed(i, observed.get(str(i.id)))]
-        await queue.mark_due(session, changed)
-        return changed
+        if due:
+            log.info("servers exited, reconciling count=%d", len(due))
+            self._work_wake.set()
+        return len(due)
 
     async def heartbeat_once(self) -> int:
         """Ask running servers for their heartbeat; restart the unresponsive ones."""

@@ -197,25 +197,28 @@ async def release(
 
 OBSERVED_PHASES = (Phase.STARTING, Phase.RUNNING, Phase.STOPPING)
 
-
-def _live(*where: Any) -> Select[Any]:
-    """Instances with a server that nobody is working on, and ``where``."""
-    return select(_I.c.id, _I.c.phase, _I.c.phase_changed_at, _I.c.handle, _I.c.start_phases).where(
-        one_of(_I.c.phase, [phase.value for phase in OBSERVED_PHASES]),
-        _I.c.handle.is_not(None),
-        _I.c.next_reconcile_at.is_(None),
-        _LEASE_FREE,
-        *where,
-    )
-
+_LIVE = (
+    one_of(_I.c.phase, [phase.value for phase in OBSERVED_PHASES]),
+    _I.c.handle.is_not(None),
+    _I.c.next_reconcile_at.is_(None),
+    _LEASE_FREE,
+)
+"""Instances with a server that nobody is working on (nor is due to be)."""
 
 _LIVE_TO_OBSERVE = _compiled(
     "live_to_observe",
-    _live(_I.c.id > bindparam("after", type_=_I.c.id.type))
+    select(_I.c.id, _I.c.phase, _I.c.phase_changed_at, _I.c.handle, _I.c.start_phases)
+    .where(*_LIVE, _I.c.id > bindparam("after", type_=_I.c.id.type))
     .order_by(_I.c.id)
     .limit(bindparam("limit", type_=Integer)),
 )
-_LIVE_OF = _compiled("live_of", _live(_I.c.id == any_(_IDS)))
+_MARK_EXITED_DUE = _compiled(
+    "mark_exited_due",
+    update(_I)
+    .where(*_LIVE, _I.c.id == any_(_IDS))
+    .values(next_reconcile_at=func.now(), updated_at=func.now())
+    .returning(_I.c.id),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,17 +246,7 @@ async def live_to_observe(
     in a round of passes, each starting after the last id of the one before; without
     the order and the cursor the same ``limit`` rows came back every pass, and the
     servers of the rest of the fleet were never polled."""
-    return _live_servers(
-        await _LIVE_TO_OBSERVE.fetch(await driver(session), limit=limit, after=after)
-    )
-
-
-async def live_of(session: AsyncSession, ids: Collection[uuid.UUID]) -> list[LiveServer]:
-    """``live_to_observe`` of these instances only (those the runtime said exited)."""
-    return _live_servers(await _LIVE_OF.fetch(await driver(session), ids=list(ids)))
-
-
-def _live_servers(rows: Sequence[Any]) -> list[LiveServer]:
+    found = await _LIVE_TO_OBSERVE.fetch(await driver(session), limit=limit, after=after)
     return [
         LiveServer(
             id=row["id"],
@@ -262,8 +255,17 @@ def _live_servers(rows: Sequence[Any]) -> list[LiveServer]:
             handle=row["handle"],
             start_phases=row["start_phases"],
         )
-        for row in rows
+        for row in found
     ]
+
+
+async def mark_exited_due(session: AsyncSession, ids: Collection[uuid.UUID]) -> list[uuid.UUID]:
+    """Mark due those of ``ids`` (servers the runtime said exited) that are live and
+    nobody works on; their own pass observes the exit. One in a pass is left to that
+    pass (a mark now would be overwritten as the pass releases it); one already due
+    is due."""
+    rows = await _MARK_EXITED_DUE.fetch(await driver(session), ids=list(ids))
+    return [row["id"] for row in rows]
 
 
 async def try_observer_lock(session: AsyncSession) -> bool:

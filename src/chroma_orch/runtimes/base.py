@@ -395,6 +395,24 @@ def can_snapshot(runtime: object) -> bool:
     return native_snapshots(runtime) is not None or data_directories(runtime) is not None
 
 
+@runtime_checkable
+class PollBudget(Protocol):
+    """A runtime whose polls spend a rate-limited API budget (optional; the simulated
+    cloud's, ECS's DescribeTasks when no task events stand in for it). The liveness
+    pass sizes its batches to a share of it: the rest stays for each reconcile's own
+    poll of its server (``docs/scale.md``)."""
+
+    def polls_per_second(self) -> float | None:
+        """Servers the budget lets the runtime poll per second (calls per second times
+        servers per call); None while its polls spend no budget worth sizing."""
+
+
+def poll_rate(runtime: object) -> float | None:
+    """``runtime``'s ``PollBudget`` rate (through a wrapper's ``inner``), or None."""
+    inner = getattr(runtime, "inner", runtime)
+    return inner.polls_per_second() if isinstance(inner, PollBudget) else None
+
+
 ExitCallback = Callable[[str], None]
 """Called with the instance id when a runtime notices a server exit by itself."""
 

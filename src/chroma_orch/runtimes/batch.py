@@ -1,7 +1,8 @@
-"""Coalescing of task lookups into batched ``DescribeTasks`` calls (DataLoader style).
+"""Coalescing of lookups into batched calls (DataLoader style): ECS's
+``DescribeTasks``, the simulated cloud's polls.
 
-Every caller, whether the liveness pass with hundreds of tasks or a reconcile
-with one, asks ``TaskLoader.load``; keys arriving within ``window`` seconds, or
+Every caller, whether the liveness pass with hundreds of servers or a reconcile
+with one, asks ``BatchLoader.load``; keys arriving within ``window`` seconds, or
 while earlier batches are in flight, are sent together, at most ``max_batch``
 per call. A key already waiting shares the pending answer.
 """
@@ -19,7 +20,7 @@ Fetch = Callable[[list[str]], Awaitable[dict[str, Any]]]
 """Looks up a batch of keys; keys absent from the answer resolve to None."""
 
 
-class TaskLoader:
+class BatchLoader:
     def __init__(self, fetch: Fetch, *, window: float = 0.005, max_batch: int = 100) -> None:
         self._fetch = fetch
         self._window = window
@@ -38,7 +39,7 @@ class TaskLoader:
                 future = self._pending[key] = loop.create_future()
             futures[key] = future
         if self._pending and self._dispatcher is None:
-            self._dispatcher = asyncio.create_task(self._dispatch(), name="ecs-describe-batch")
+            self._dispatcher = asyncio.create_task(self._dispatch(), name="describe-batch")
         results = await asyncio.gather(*(asyncio.shield(f) for f in futures.values()))
         return dict(zip(futures, results, strict=True))
 

@@ -11,7 +11,7 @@
   ``resourceIds`` and it is adopted. No listing precedes a start.
 - The ECS API is eventually consistent: within ``VISIBILITY_GRACE`` seconds of
   its RunTask a task DescribeTasks does not know yet is starting, not gone.
-- Every lookup goes through one ``TaskLoader`` per cluster, so a liveness pass and
+- Every lookup goes through one ``BatchLoader`` per cluster, so a liveness pass and
   any number of concurrent single-instance polls cost one ``DescribeTasks`` per
   100 tasks.
 - With an events queue (``events_queue_url``), task states come from "ECS Task
@@ -59,8 +59,8 @@ from chroma_orch.runtimes.base import (
     StartFailedError,
     TaskStates,
 )
+from chroma_orch.runtimes.batch import BatchLoader
 from chroma_orch.runtimes.ecs.api import EcsApi
-from chroma_orch.runtimes.ecs.batch import TaskLoader
 from chroma_orch.runtimes.ecs.checks import enforce
 from chroma_orch.runtimes.ecs.ebs_snapshots import EbsSnapshots
 from chroma_orch.runtimes.ecs.efs import AccessPoints
@@ -95,6 +95,9 @@ from chroma_orch.runtimes.heartbeat import heartbeats
 
 log = logging.getLogger(__name__)
 
+_DESCRIBE_BATCH = 100
+"""Tasks per DescribeTasks call (ECS's limit)."""
+
 _REJECTED = frozenset({"ClientException", "InvalidParameterException", "AccessDeniedException"})
 _VISIBLE_FIRST_DELAY = 0.25
 _VISIBLE_MAX_DELAY = 5.0
@@ -126,7 +129,7 @@ class EcsRuntime:
         self.wake_timeout = settings.wake_timeout
         self.visibility_grace = settings.visibility_grace
         self.api = EcsApi(settings, config=client_config, rate_limits=rate_limits)
-        self._loaders: dict[str, TaskLoader] = {}
+        self._loaders: dict[str, BatchLoader] = {}
         self.owned = OwnedTasks(
             api=self.api,
             cluster=settings.cluster,
@@ -209,6 +212,13 @@ class EcsRuntime:
                 return observed
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, _VISIBLE_MAX_DELAY)
+
+    def polls_per_second(self) -> float | None:
+        """Tasks DescribeTasks's budget describes per second (100 a call); None with
+        task events, which answer the liveness pass's polls instead."""
+        if self.events is not None:
+            return None
+        return self.settings.api_limits["describe"][1] * _DESCRIBE_BATCH
 
     async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
         """What ECS says of each handle's task; a task launched less than
@@ -354,14 +364,16 @@ class EcsRuntime:
     def _cluster_of(self, handle: Handle) -> str:
         return str(handle.data.get("cluster") or self.settings.cluster)
 
-    def _loader(self, cluster: str) -> TaskLoader:
+    def _loader(self, cluster: str) -> BatchLoader:
         loader = self._loaders.get(cluster)
         if loader is None:
 
             async def fetch(arns: list[str]) -> dict[str, Any]:
                 return await self._describe(cluster, arns)
 
-            loader = TaskLoader(fetch, window=self.settings.batch_window, max_batch=100)
+            loader = BatchLoader(
+                fetch, window=self.settings.batch_window, max_batch=_DESCRIBE_BATCH
+            )
             self._loaders[cluster] = loader
         return loader
 

@@ -23,6 +23,7 @@ from chroma_orch.runtimes.base import (
     ServerSpec,
     SpecCheck,
 )
+from chroma_orch.runtimes.batch import BatchLoader
 from chroma_orch.runtimes.ecs.sizes import size_problem
 from chroma_orch.runtimes.ecs.throttle import LocalRateLimits
 from chroma_orch.runtimes.heartbeat import heartbeats
@@ -34,6 +35,8 @@ from chroma_orch.runtimes.sim.wire import ServerRef
 
 _DESCRIBE_BATCH = 100
 """Servers per simulated DescribeTasks call (ECS's limit)."""
+_POLL_BATCH = 50 * _DESCRIBE_BATCH
+"""Servers per coalesced poll: 50 calls of the describe budget at most (its burst is 100)."""
 _FOLLOW_INTERVAL = 0.05
 ENFORCEMENT = {"cpu": "not enforced (simulated)", "memory": "not enforced (simulated)"}
 
@@ -59,6 +62,7 @@ class SimRuntime:
         self.start_timeout = settings.start_timeout
         self.wake_timeout = settings.wake_timeout
         self.visibility_grace = settings.visibility_lag * settings.time_scale
+        self._describe = BatchLoader(self._observe_servers, max_batch=_POLL_BATCH)
 
     async def _call(self, category: str, n: int = 1) -> None:
         """One simulated API call of ``category``: within its rate budget."""
@@ -108,11 +112,24 @@ class SimRuntime:
             await asyncio.sleep(min(tick, max(0.0, deadline - time.monotonic())))
 
     async def poll(self, handles: Mapping[str, Handle]) -> dict[str, Observation]:
+        """Polls of concurrent callers (each reconcile's of its one server, the
+        liveness pass's of thousands) are coalesced, as the ECS runtime coalesces its
+        DescribeTasks: a call per 100 servers of the budget, not one per caller."""
         if not handles:
             return {}
-        await self._call("describe", math.ceil(len(handles) / _DESCRIBE_BATCH))
-        observed = await self.cloud.observe([_server(handle) for handle in handles.values()])
-        return dict(zip(handles, observed, strict=True))
+        keys = {name: _key(handle) for name, handle in handles.items()}
+        found = await self._describe.load(keys.values())
+        return {name: found[key] for name, key in keys.items()}
+
+    def polls_per_second(self) -> float:
+        """The describe budget's refill: calls per second of 100 servers each."""
+        return self.settings.api_limits["describe"][1] * _DESCRIBE_BATCH
+
+    async def _observe_servers(self, keys: list[str]) -> dict[str, Observation]:
+        """One coalesced poll: its simulated DescribeTasks calls, one observe."""
+        await self._call("describe", math.ceil(len(keys) / _DESCRIBE_BATCH))
+        servers = [_parse_key(key) for key in keys]
+        return dict(zip(keys, await self.cloud.observe(servers), strict=True))
 
     async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
         """Asks each responder over HTTP, as the data plane reaches it."""
@@ -155,6 +172,7 @@ class SimRuntime:
         self.cloud.watch_exits(callback)
 
     async def aclose(self) -> None:
+        await self._describe.aclose()
         await self.cloud.aclose()
 
 
@@ -169,6 +187,16 @@ def _cloud(settings: SimRuntimeSettings) -> CloudApi:
 def _server(handle: Handle) -> tuple[str, int]:
     serial = handle.data.get("serial")
     return str(handle.data.get("instance_id")), serial if isinstance(serial, int) else -1
+
+
+def _key(handle: Handle) -> str:
+    instance_id, serial = _server(handle)
+    return f"{instance_id}/{serial}"
+
+
+def _parse_key(key: str) -> tuple[str, int]:
+    instance_id, _, serial = key.rpartition("/")
+    return instance_id, int(serial)
 
 
 def _handle(server: ServerRef, generation: int | None) -> Handle:
