@@ -14,7 +14,7 @@ from chroma_orch.context import AppContext
 from chroma_orch.db.ports import PortReservationsInDb, port_pool
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import Settings
-from tests.helpers import bearer, create_tenant
+from tests.helpers import bearer, converge, create_tenant
 from tests.reconciler.doubles import DataFakeRuntime, FakeRuntime
 
 
@@ -55,3 +55,17 @@ async def instance_body(client: httpx.AsyncClient, token: str, instance_id: str)
         await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))
     ).json()
     return body
+
+
+async def instance_with_data(
+    client: httpx.AsyncClient, reconciler: Reconciler, data_runtime: DataFakeRuntime
+) -> tuple[str, str]:
+    """(token, instance id) of a running instance of a new tenant whose data
+    directory holds a file ``chroma.sqlite3`` reading "data"."""
+    _, token = await create_tenant(client, "acme")
+    created = await client.post("/v1/instances", json={"name": "main"}, headers=bearer(token))
+    instance_id: str = created.json()["instance"]["id"]
+    await converge(reconciler)
+    data_runtime.data_path(instance_id).mkdir(exist_ok=True)
+    (data_runtime.data_path(instance_id) / "chroma.sqlite3").write_text("data")
+    return token, instance_id

@@ -18,7 +18,8 @@ from chroma_orch.db.models import Instance, Snapshot
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import Settings
 from chroma_orch.snapshots.s3_store import S3Store
-from tests.helpers import bearer, converge, create_tenant
+from tests.helpers import bearer
+from tests.reconciler.conftest import instance_with_data
 from tests.reconciler.doubles import DataFakeRuntime
 
 
@@ -79,12 +80,7 @@ async def test_a_restore_that_cannot_keep_the_data_stops_loading(
     every pass, so a restore with the store down took minutes to fail."""
     assert api_settings.snapshots.attempts == 5
     reconciler = Reconciler(ctx.sessions, data_runtime, api_settings, store=one_try_store(down_s3))
-    _, token = await create_tenant(client, "acme")
-    created = await client.post("/v1/instances", json={"name": "main"}, headers=bearer(token))
-    instance_id = created.json()["instance"]["id"]
-    await converge(reconciler)
-    data_runtime.data_path(instance_id).mkdir(exist_ok=True)
-    (data_runtime.data_path(instance_id) / "chroma.sqlite3").write_text("data")
+    token, instance_id = await instance_with_data(client, reconciler, data_runtime)
     async with ctx.sessions() as session:  # a snapshot stored while the store was up
         instance = uuid.UUID(instance_id)
         row = await session.get(Instance, instance)

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from chroma_orch.context import AppContext
 from chroma_orch.db.models import Event
 from chroma_orch.reconciler.loop import Reconciler
-from tests.helpers import bearer, converge, create_tenant
-from tests.reconciler.conftest import instance_body
+from tests.helpers import bearer, converge
+from tests.reconciler.conftest import instance_body, instance_with_data
 from tests.reconciler.doubles import DataFakeRuntime
 
 
@@ -26,12 +26,7 @@ async def test_a_server_stopped_for_a_copy_never_reads_running(
     status it is written with (the event log keeps them all) is ``starting`` there,
     never ``running``: a service killed in that gap left it ``running`` with no
     endpoint, the API said so, and the data plane answered its clients 503."""
-    _, token = await create_tenant(client, "acme")
-    created = await client.post("/v1/instances", json={"name": "main"}, headers=bearer(token))
-    instance_id = created.json()["instance"]["id"]
-    await converge(data_reconciler)
-    data_runtime.data_path(instance_id).mkdir(exist_ok=True)
-    (data_runtime.data_path(instance_id) / "chroma.sqlite3").write_text("data")
+    token, instance_id = await instance_with_data(client, data_reconciler, data_runtime)
     async with ctx.engine.connect() as conn:
         since = await conn.scalar(select(Event.seq).order_by(Event.seq.desc()).limit(1))
 
