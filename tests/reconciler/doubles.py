@@ -67,6 +67,8 @@ class FakeRuntime:
         self.hung: set[str] = set()
         """Instances whose server lives but answers no heartbeat."""
         self.heartbeats: Counter[str] = Counter()
+        self.heartbeat_calls: list[int] = []
+        """How many servers each heartbeat call asked about."""
         self._callbacks: list[ExitCallback] = []
         self._serial = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -137,6 +139,7 @@ class FakeRuntime:
 
     async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
         self.heartbeats.update(list(servers))
+        self.heartbeat_calls.append(len(servers))
         answers = {}
         for key, endpoint in servers.items():
             server = self.servers.get(key)

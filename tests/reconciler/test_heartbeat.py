@@ -191,3 +191,25 @@ async def test_a_fleet_larger_than_one_heartbeat_pass_is_asked_in_rounds(
         await reconciler.heartbeat_once()
     assert dict(runtime.heartbeats) == dict.fromkeys(ids, 1)  # each asked once in the round
     assert await _misses(ctx, last) == 1
+
+
+async def test_a_batch_is_asked_in_chunks(
+    client: httpx.AsyncClient,
+    tenant: str,
+    reconciler: Reconciler,
+    runtime: FakeRuntime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass asks its batch in chunks spread over half the interval, not all at
+    once: at 10,000 instances, 5,000 probes at once were a burst of the replica's CPU
+    every interval."""
+    for n in range(5):
+        await client.post("/v1/instances", json={"name": f"fleet-{n}"}, headers=bearer(tenant))
+    await converge(reconciler)
+    monkeypatch.setattr("chroma_orch.reconciler.heartbeat._CHUNK", 2, raising=False)
+    runtime.heartbeats.clear()
+    runtime.heartbeat_calls.clear()
+    await reconciler.heartbeat_once()
+    assert runtime.heartbeat_calls == [2, 2, 1]
+    assert set(runtime.heartbeats.values()) == {1}  # each asked once
+    assert len(runtime.heartbeats) == 5

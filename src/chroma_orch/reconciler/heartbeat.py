@@ -3,7 +3,8 @@
 A runtime's ``poll`` says whether a server's process or task lives; a server can
 live and answer nothing (hung, deadlocked, swapping). Every ``heartbeat.interval``
 one replica at a time asks the runtime whether each running server answers its
-health check (``Runtime.heartbeat``: Chroma's heartbeat) and counts the misses in a
+health check (``Runtime.heartbeat``: Chroma's heartbeat; a large fleet in chunks
+spread over half the interval) and counts the misses in a
 row on the instance, in the database, so every replica agrees. A server that
 answers is back to 0; at ``heartbeat.failures`` misses its instance is due, and the
 reconciler restarts the server with reason ``Unresponsive``
@@ -16,7 +17,9 @@ the pass began (a server started meanwhile is not blamed for its predecessor).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from datetime import timedelta
 
@@ -33,6 +36,10 @@ from chroma_orch.settings import HeartbeatSettings
 log = logging.getLogger(__name__)
 
 _BATCH = 5000
+_CHUNK = 250
+"""Servers asked at once; the chunks of a batch are spread over ``_SPREAD`` of the
+interval."""
+_SPREAD = 0.5
 
 UNRESPONSIVE = "Unresponsive"
 """The failure reason of a server restarted for missing its heartbeats."""
@@ -83,7 +90,7 @@ async def heartbeat_once(
         if not await try_lock(session, LockKey.HEARTBEAT):
             return []  # another replica is asking right now
         servers = await _running(session, rounds)
-        answered = await runtime.heartbeat(servers, settings.timeout) if servers else {}
+        answered = await _ask(runtime, servers, settings)
         rounds.advance(list(servers))  # once asked: a failed pass asks this batch again
         missed = [uuid.UUID(key) for key, ok in answered.items() if not ok]
         await _answered(session, [uuid.UUID(key) for key, ok in answered.items() if ok])
@@ -93,6 +100,25 @@ async def heartbeat_once(
     if due:
         log.warning("unresponsive servers, restarting count=%d", len(due))
     return due
+
+
+async def _ask(
+    runtime: Runtime, servers: dict[str, Endpoint], settings: HeartbeatSettings
+) -> dict[str, bool]:
+    """The runtime's answers for ``servers``, asked in chunks of ``_CHUNK`` spread
+    over ``_SPREAD`` of the interval. A batch asked at once was a burst of the
+    replica's CPU every interval (at 10,000 instances, 5,000 HTTP probes in about a
+    second) that the API's tail latency showed."""
+    items = list(servers.items())
+    chunks = [dict(items[n : n + _CHUNK]) for n in range(0, len(items), _CHUNK)]
+    gap = settings.interval * _SPREAD / max(len(chunks), 1)
+    answered: dict[str, bool] = {}
+    for n, chunk in enumerate(chunks):
+        started = time.monotonic()
+        answered |= await runtime.heartbeat(chunk, settings.timeout)
+        if n + 1 < len(chunks):
+            await asyncio.sleep(max(gap - (time.monotonic() - started), 0.0))
+    return answered
 
 
 async def _running(session: AsyncSession, rounds: Round) -> dict[str, Endpoint]:
