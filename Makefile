@@ -43,8 +43,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# --durations: the 30 slowest tests close every run's log, so a slower suite says where.
 pytest: $(STAMP) $(SECOND_CHROMA_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=30
 
 test: lint typecheck pytest
 

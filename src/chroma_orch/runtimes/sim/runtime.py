@@ -63,6 +63,7 @@ class SimRuntime:
         self.wake_timeout = settings.wake_timeout
         self.visibility_grace = settings.visibility_lag * settings.time_scale
         self._describe = BatchLoader(self._observe_servers, max_batch=_POLL_BATCH)
+        self._follow = BatchLoader(self._observe, max_batch=_POLL_BATCH)
 
     async def _call(self, category: str, n: int = 1) -> None:
         """One simulated API call of ``category``: within its rate budget."""
@@ -101,12 +102,21 @@ class SimRuntime:
 
     async def wait_ready(self, handle: Handle, timeout: float) -> Observation:
         """Follows the start until it answers, exits or ``timeout`` passes (checking
-        as often as a tenth of the simulated median start, at least every 10 ms)."""
+        as often as a tenth of the simulated median start, at least every 10 ms).
+
+        The checks of every start in flight go to the cloud together, one request per
+        round. Sent one by one, 100 starts checked every 40 ms (``time_scale`` 0.01)
+        were 2,500 requests a second to the cloud: a fifth of a replica's CPU at
+        10,000 instances. They are not charged to the describe budget: the compressed
+        clock checks a start as much more often as it shortens it, and the budget, in
+        real seconds (``settings.py``), does not scale with it; charged, they starved
+        the liveness pass (crash-to-noticed p50 0.1 s -> 0.5 s)."""
         deadline = time.monotonic() + timeout
         scaled_median = self.settings.start_median * self.settings.time_scale
         tick = max(0.01, min(1.0, scaled_median / 10))
+        key = _key(handle)
         while True:
-            (observation,) = await self.cloud.observe([_server(handle)])
+            observation: Observation = (await self._follow.load([key]))[key]
             if observation.state is not ObservedState.STARTING or time.monotonic() >= deadline:
                 return observation
             await asyncio.sleep(min(tick, max(0.0, deadline - time.monotonic())))
@@ -128,6 +138,11 @@ class SimRuntime:
     async def _observe_servers(self, keys: list[str]) -> dict[str, Observation]:
         """One coalesced poll: its simulated DescribeTasks calls, one observe."""
         await self._call("describe", math.ceil(len(keys) / _DESCRIBE_BATCH))
+        return await self._observe(keys)
+
+    async def _observe(self, keys: list[str]) -> dict[str, Observation]:
+        """The cloud's observations of ``keys``, not charged to the budget: alone, one
+        round of ``wait_ready``'s checks."""
         servers = [_parse_key(key) for key in keys]
         return dict(zip(keys, await self.cloud.observe(servers), strict=True))
 
@@ -173,6 +188,7 @@ class SimRuntime:
 
     async def aclose(self) -> None:
         await self._describe.aclose()
+        await self._follow.aclose()
         await self.cloud.aclose()
 
 
