@@ -12,9 +12,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, select
+from sqlalchemy import Select, bindparam, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chroma_orch.db.driver import driver
 from chroma_orch.db.instance_writes import Fence
 from chroma_orch.db.models import (
     OPEN_SNAPSHOT,
@@ -23,9 +24,11 @@ from chroma_orch.db.models import (
     InstanceUpgrade,
     Snapshot,
     SnapshotPhase,
+    table_of,
 )
 from chroma_orch.db.outbox import record_event
 from chroma_orch.db.row_changes import add_row, change_row, fenced
+from chroma_orch.db.statements import compiled, one_of
 
 
 def snapshot_view(snapshot: Snapshot) -> dict[str, Any]:
@@ -40,8 +43,28 @@ def snapshot_view(snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
+_SNAPSHOTS = table_of(Snapshot)
+_ANY_OPEN = compiled(
+    "snapshot_open",
+    select(
+        exists().where(
+            _SNAPSHOTS.c.instance_id
+            == bindparam("instance_id", type_=_SNAPSHOTS.c.instance_id.type),
+            one_of(_SNAPSHOTS.c.phase, [phase.value for phase in OPEN_SNAPSHOT]),
+        )
+    ),
+)
+
+
 async def next_open(session: AsyncSession, instance_id: uuid.UUID) -> Snapshot | None:
-    """The instance's oldest snapshot the reconciler has yet to carry out."""
+    """The instance's oldest snapshot the reconciler has yet to carry out.
+
+    Passes ask this of every instance they reconcile, and most have none: one compiled
+    statement on the driver says so (``db/statements.py``), and only an instance that
+    has one pays for the ORM read. Like every driver read, it sees what was sent to the
+    database, not objects still pending in ``session``."""
+    if not await _ANY_OPEN.fetchval(await driver(session, begin=False), instance_id=instance_id):
+        return None
     query = (
         select(Snapshot)
         .where(Snapshot.instance_id == instance_id, Snapshot.phase.in_(OPEN_SNAPSHOT))

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.models import Instance
@@ -187,11 +187,7 @@ class Reconciler:
     async def _seconds_until_due(self) -> float:
         try:
             async with self.sessions() as session:
-                # not the instances this replica works on: their passes wake the loop
-                others = or_(Instance.lease_owner.is_(None), Instance.lease_owner != self.owner)
-                due = await session.scalar(
-                    select(func.min(Instance.next_reconcile_at)).where(others)
-                )
+                due = await queue.next_due(session, self.owner)
         except Exception:
             return self.config.resync_interval
         if due is None:

@@ -118,6 +118,24 @@ async def claim_due(
     return [instance_of(row) for row in claimed]
 
 
+_NEXT_DUE = _compiled(
+    "next_due",
+    # not the instances :owner works on: their passes wake its loop when they end
+    select(func.min(_I.c.next_reconcile_at)).where(
+        or_(_I.c.lease_owner.is_(None), _I.c.lease_owner != _OWNER)
+    ),
+)
+
+
+async def next_due(session: AsyncSession, owner: str) -> datetime | None:
+    """When the next instance falls due that no pass of ``owner``'s holds (None: none
+    is scheduled). The work loop asks after every wake, on every replica: compiled,
+    one statement of its own."""
+    con = await driver(session, begin=False)
+    due: datetime | None = await _NEXT_DUE.fetchval(con, owner=owner)
+    return due
+
+
 _RENEW = _compiled(
     "renew_leases",
     update(_I)
