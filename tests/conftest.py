@@ -173,17 +173,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 MEMORY_DIR = Path("/dev/shm")
+MEMORY_DIR_MIN_FREE = 2 * 1024**3
+"""A container's /dev/shm is often 64 MiB: too small for a cluster and its databases."""
 
 
 def memory_dir() -> Path | None:
-    """/dev/shm when it is a writable directory (a tmpfs on Linux), else None.
+    """/dev/shm when it is a writable directory (a tmpfs on Linux) with 2 GiB free,
+    else None.
 
     The run's throwaway cluster lives there: every database test creates a database
     from the migrated template and drops it (hundreds of files each), and on this
     machine's ext4 disk (mounted with discard) a CREATE DATABASE took 50-500 ms and
     most of a core in kernel time, against about 10 ms on tmpfs."""
-    usable = MEMORY_DIR.is_dir() and os.access(MEMORY_DIR, os.W_OK | os.X_OK)
-    return MEMORY_DIR if usable else None
+    if not (MEMORY_DIR.is_dir() and os.access(MEMORY_DIR, os.W_OK | os.X_OK)):
+        return None
+    space = os.statvfs(MEMORY_DIR)
+    return MEMORY_DIR if space.f_bavail * space.f_frsize >= MEMORY_DIR_MIN_FREE else None
 
 
 @pytest.fixture
@@ -200,7 +205,8 @@ def tmp_path(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() != 0 and memory_dir() is None:
         yield tmp_path
         return
-    top = (memory_dir() or Path(tempfile.gettempdir())) / "chroma-orch-tests"
+    # one per user: a directory another user made there could not be made 0711
+    top = (memory_dir() or Path(tempfile.gettempdir())) / f"chroma-orch-tests-{os.geteuid()}"
     top.mkdir(mode=0o711, exist_ok=True)
     top.chmod(0o711)
     private = Path(tempfile.mkdtemp(prefix=f"{tmp_path.name}-", dir=top))
