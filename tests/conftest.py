@@ -202,11 +202,12 @@ def tmp_path(tmp_path: Path) -> Iterator[Path]:
     pytest's own directories cannot serve: every pytest session that starts resets
     /tmp/pytest-of-root to 0700, which would cut the servers of a run still going off
     their files (SQLite then reports the database as moved)."""
-    if os.geteuid() != 0 and memory_dir() is None:
+    memory = memory_dir()
+    if os.geteuid() != 0 and memory is None:
         yield tmp_path
         return
     # one per user: a directory another user made there could not be made 0711
-    top = (memory_dir() or Path(tempfile.gettempdir())) / f"chroma-orch-tests-{os.geteuid()}"
+    top = (memory or Path(tempfile.gettempdir())) / f"chroma-orch-tests-{os.geteuid()}"
     top.mkdir(mode=0o711, exist_ok=True)
     top.chmod(0o711)
     private = Path(tempfile.mkdtemp(prefix=f"{tmp_path.name}-", dir=top))
