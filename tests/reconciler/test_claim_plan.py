@@ -1,7 +1,8 @@
 """The reconciler's claim reads only what is due or leased, not the fleet: at 10,000
 instances with a handful due, its plan holds no sequential scan of ``instances``
 (issue 17: a claim ran several times a second and read every row of the table); nor
-does the work loop's question after each wake, when the next instance falls due."""
+does the work loop's question after each wake, when the next instance falls due; nor
+the heartbeat pass's write for the servers that answered."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chroma_orch.db.statements import Statement
-from chroma_orch.reconciler import queue
+from chroma_orch.reconciler import heartbeat, queue
 from tests.fleet_rows import insert_fleet
 
 
@@ -59,3 +60,43 @@ async def test_a_claim_at_ten_thousand_instances_reads_only_the_due_and_leased(
     for statement in (queue._CLAIM, queue._NEXT_DUE):  # the work loop's, on every wake
         plan = await _plan(engine, statement)
         assert "Seq Scan on instances" not in plan, plan
+
+
+async def test_the_heartbeat_pass_clears_misses_without_reading_the_fleet(
+    api_app: FastAPI,
+) -> None:
+    """A pass's answered servers (up to a batch of 5,000 ids) are cleared of misses;
+    nearly none had any. At 10,000 instances the planner read the whole table for
+    that (bench/fleet.py, two runs of three) before the partial index of rows with
+    misses."""
+    engine: AsyncEngine = api_app.state.ctx.engine
+    await insert_fleet(engine, instances=10_000, tenants=100)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE instances SET heartbeat_failures = 1"
+                " WHERE id IN (SELECT id FROM instances ORDER BY id LIMIT 3)"
+            )
+        )
+        answered = list(
+            (
+                await conn.execute(
+                    text("SELECT id FROM instances WHERE phase = 'running' ORDER BY id LIMIT 5000")
+                )
+            ).scalars()
+        )
+    async with engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        await raw.execute("VACUUM ANALYZE instances")
+        write = heartbeat.answered_write(answered).compile(
+            dialect=engine.dialect, compile_kwargs={"literal_binds": True}
+        )
+        transaction = raw.transaction()
+        await transaction.start()
+        try:
+            rows = await raw.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {write}")
+        finally:
+            await transaction.rollback()
+    plan = "\n".join(row[0][:200] for row in rows)  # not all 5,000 ids
+    assert "Seq Scan on instances" not in plan, plan

@@ -115,6 +115,11 @@ class Instance(TimestampMixin, Base):
             postgresql_where=text("lease_owner IS NOT NULL"),
         ),
         Index(
+            "ix_instances_missed",
+            "id",
+            postgresql_where=text("heartbeat_failures > 0"),
+        ),
+        Index(
             "ix_instances_deleted",
             "phase_changed_at",
             postgresql_where=text("phase = 'deleted'"),
