@@ -129,13 +129,18 @@ class LocalCloud:
         return self._progress(server)
 
     def _progress(self, server: SimServer) -> Observation:
-        """A live server's start phase by now (RUNNING once its responder answers)."""
+        """A live server's start phase by now (RUNNING once its responder answers).
+
+        A responder answering has passed every phase, whatever the clock says: the
+        loop's timer that starts it may fire a little early (asyncio by its clock's
+        resolution, uvloop by rounding to milliseconds), and a compressed clock
+        (``time_scale``) makes that a visible part of the last phase."""
         elapsed = (time.monotonic() - server.started) / self.settings.time_scale
         serving = server.listener.serving
         reached = [
             (phase, at)
             for phase, at in server.fate.phases
-            if at <= elapsed and (serving or phase is not StartPhase.HEARTBEAT_ANSWERED)
+            if serving or (at <= elapsed and phase is not StartPhase.HEARTBEAT_ANSWERED)
         ]
         times = {
             phase: server.started_at + timedelta(seconds=self.state.scaled(at))
