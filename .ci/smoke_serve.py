@@ -58,6 +58,15 @@ def round_trip(base: str) -> None:
     got = collection.get(ids=["a"])
     assert got["documents"] == ["hello"], got
     print(f"smoke test: instance {instance_id} served a Chroma round trip at {url}")  # noqa: T201
+    # Its Chroma server outlives the service by design (a restart of the control plane is
+    # no outage for tenants); deleted, it is stopped and its data removed before we go.
+    client.delete(f"/v1/instances/{instance_id}").raise_for_status()
+    wait_until("the instance to be deleted", lambda: gone(client, instance_id), end)
+
+
+def gone(client: httpx.Client, instance_id: str) -> bool:
+    answer = client.get(f"/v1/instances/{instance_id}")
+    return answer.status_code == 404 or answer.json()["phase"] == "deleted"
 
 
 def main() -> int:
