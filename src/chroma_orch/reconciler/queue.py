@@ -75,13 +75,19 @@ def _claim() -> Select[Any]:
     #    leaves one in each index until a vacuum. One OR of the two was read by a
     #    bitmap scan, which never marks them: at 10,000 instances it read ~270 pages
     #    on every claim to find the few live rows (tests/reconciler/test_claim_plan.py).
-    candidates = union_all(
-        select(_I.c.id).where(_I.c.next_reconcile_at <= func.now()),
-        select(_I.c.id).where(_I.c.lease_owner.is_not(None)),
-    )
+    due_now = _I.c.next_reconcile_at <= func.now()
+    leased = _I.c.lease_owner.is_not(None)
+    candidates = union_all(select(_I.c.id).where(due_now), select(_I.c.id).where(leased))
     due = (
         select(_I.c.id)
         .where(_I.c.id.in_(candidates))
+        # said again on the locked rows: a row another replica claimed and released
+        # after this statement's snapshot is re-checked on its newest version (Read
+        # Committed's recheck of a locked row sees this WHERE, not the subquery's;
+        # tests/reconciler/test_claim_race.py). As "(…) IS true" no index can serve
+        # it, so the planner keeps the two index scans above rather than the bitmap
+        # scan of the OR they replace.
+        .where(or_(due_now, leased).is_(True))
         .where(_LEASE_FREE)
         .order_by(_I.c.next_reconcile_at.asc().nulls_first())
         .limit(bindparam("batch", type_=Integer))
