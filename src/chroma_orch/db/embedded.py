@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from sqlalchemy import String, bindparam, column, select, table
+
 from chroma_orch.db.pg_host import (
     CONF_NAME,
     MAX_SOCKET_PATH,
@@ -42,6 +44,7 @@ from chroma_orch.db.pg_host import (
     upgrade_source_candidates,
 )
 from chroma_orch.db.pg_upgrade import MajorUpgrade, finish_interrupted_upgrade
+from chroma_orch.db.statements import compiled
 from chroma_orch.system_user import (
     RunAs,
     SystemUserError,
@@ -53,6 +56,12 @@ from chroma_orch.system_user import (
 __all__ = ["EmbeddedDatabaseError", "EmbeddedPostgres", "find_pg_bin_dir"]
 
 logger = logging.getLogger(__name__)
+
+_PG_DATABASE = table("pg_database", column("datname", String))
+_DATABASE_NAMED = compiled(
+    "database_named",
+    select(_PG_DATABASE.c.datname).where(_PG_DATABASE.c.datname == bindparam("name", type_=String)),
+)
 
 
 class EmbeddedPostgres:
@@ -231,7 +240,7 @@ class EmbeddedPostgres:
             yield
 
     # ------------------------------------------------------------ subprocesses
-    def _run(
+    def run_tool(
         self, args: list[str], *, input: str | None = None, timeout: float = 120.0
     ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -246,7 +255,9 @@ class EmbeddedPostgres:
             extra_groups=[] if run_as else None,
         )  # fmt: skip
 
-    def _failure(self, what: str, proc: subprocess.CompletedProcess[str]) -> EmbeddedDatabaseError:
+    def tool_failure(
+        self, what: str, proc: subprocess.CompletedProcess[str]
+    ) -> EmbeddedDatabaseError:
         log_tail = ""
         with contextlib.suppress(OSError):
             log_tail = self.log_file.read_text(errors="replace")[-2000:]
@@ -257,10 +268,10 @@ class EmbeddedPostgres:
 
     def _binary_major(self, bin_dir: Path | None = None) -> str:
         postgres = (bin_dir or self.bin_dir) / "postgres"
-        proc = self._run([str(postgres), "--version"])
+        proc = self.run_tool([str(postgres), "--version"])
         match = re.search(r"\(PostgreSQL\) (\d+)", proc.stdout)
         if proc.returncode != 0 or match is None:
-            raise self._failure(f"{postgres} --version", proc)
+            raise self.tool_failure(f"{postgres} --version", proc)
         return match.group(1)
 
     # ------------------------------------------------------------ cluster lifecycle
@@ -315,22 +326,22 @@ class EmbeddedPostgres:
     def _initdb(self, major: str) -> None:
         staging = self.cluster_dir / "data.initdb"  # renamed into place only when complete
         started = time.monotonic()
-        self._initdb_at(staging, *([] if self.durable_init else ["--no-sync"]))
+        self.initdb_at(staging, *([] if self.durable_init else ["--no-sync"]))
         os.rename(staging, self.data_dir)
         elapsed = time.monotonic() - started
         logger.info(
             "initdb done data_dir=%s version=%s seconds=%.2f", self.data_dir, major, elapsed
         )
 
-    def _initdb_at(self, target: Path, *extra: str) -> None:
+    def initdb_at(self, target: Path, *extra: str) -> None:
         """A new cluster in ``target`` (replacing any leftover), with our settings."""
         shutil.rmtree(target, ignore_errors=True)
-        proc = self._run([
+        proc = self.run_tool([
             str(self.bin_dir / "initdb"), "-D", str(target), "--auth=trust", "-U", "postgres",
             "--encoding=UTF8", "--locale=C", *extra,
         ])  # fmt: skip
         if proc.returncode != 0:
-            raise self._failure("initdb", proc)
+            raise self.tool_failure("initdb", proc)
         with open(target / "postgresql.conf", "a") as conf:
             conf.write(f"\n# Settings managed by chroma-orch\ninclude '{CONF_NAME}'\n")
         self._write_conf(target)
@@ -356,6 +367,20 @@ class EmbeddedPostgres:
         os.chmod(tmp, 0o600)
         os.replace(tmp, target)
 
+    def postmaster_running(self) -> bool:
+        """Whether our postmaster runs on the data directory (a stale pid file is removed)."""
+        return self._running_postmaster() is not None
+
+    def shut_down_with(self, bin_dir: Path) -> None:
+        """Stop the cluster cleanly with ``bin_dir``'s binaries (those of its data's
+        major version), starting it first when it is down, so that a crashed cluster
+        recovers before it stops: pg_upgrade reads only a cleanly shut-down cluster."""
+        old = EmbeddedPostgres(self.cluster_dir, bin_dir=bin_dir, system_user=self.system_user)
+        old._write_conf()
+        if old._running_postmaster() is None:
+            old._pg_ctl_start()
+        old._pg_ctl_stop()
+
     def _running_postmaster(self) -> PidFile | None:
         """Our live postmaster per ``postmaster.pid``; a stale pid file is removed."""
         info = read_pid_file(self.data_dir)
@@ -371,7 +396,9 @@ class EmbeddedPostgres:
     def _is_ready(self) -> bool:
         pg_isready = self.bin_dir / "pg_isready"
         if is_executable(pg_isready):
-            proc = self._run([str(pg_isready), "-q", "-t", "2", *self._client_args()], timeout=10)
+            proc = self.run_tool(
+                [str(pg_isready), "-q", "-t", "2", *self._client_args()], timeout=10
+            )
             return proc.returncode == 0
         info = read_pid_file(self.data_dir)
         return bool(info and info.status == "ready" and (self.socket_dir / SOCKET_NAME).exists())
@@ -398,19 +425,21 @@ class EmbeddedPostgres:
         proc = self._pg_ctl("start", "-l", str(self.log_file))
         info = read_pid_file(self.data_dir)
         if proc.returncode != 0 or info is None:
-            raise self._failure("pg_ctl start", proc)
+            raise self.tool_failure("pg_ctl start", proc)
         elapsed = time.monotonic() - started
         logger.info("started postgres pid=%s seconds=%.2f", info.pid, elapsed)
 
     def _pg_ctl_stop(self) -> None:
         proc = self._pg_ctl("stop", "-m", "fast")
         if proc.returncode != 0 and self._running_postmaster() is not None:
-            raise self._failure("pg_ctl stop", proc)
+            raise self.tool_failure("pg_ctl stop", proc)
         logger.info("stopped postgres data_dir=%s", self.data_dir)
 
     def _pg_ctl(self, action: str, *extra: str) -> subprocess.CompletedProcess[str]:
         args = ["-D", str(self.data_dir), "-w", "-s", "-t", str(int(READY_TIMEOUT)), *extra]
-        return self._run([str(self.bin_dir / "pg_ctl"), action, *args], timeout=READY_TIMEOUT + 30)
+        return self.run_tool(
+            [str(self.bin_dir / "pg_ctl"), action, *args], timeout=READY_TIMEOUT + 30
+        )
 
     # ------------------------------------------------------------ databases
     def _client_args(self) -> list[str]:
@@ -419,7 +448,7 @@ class EmbeddedPostgres:
     def _psql(self, sql: str, name: str) -> subprocess.CompletedProcess[str]:
         options = ["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-v", f"dbname={name}"]
         psql = str(self.bin_dir / "psql")
-        return self._run([psql, *options, *self._client_args()], input=sql, timeout=60)
+        return self.run_tool([psql, *options, *self._client_args()], input=sql, timeout=60)
 
     def _ensure_database_psql(self, name: str) -> None:
         exists = "SELECT 1 FROM pg_database WHERE datname = :'dbname';\n"
@@ -429,7 +458,7 @@ class EmbeddedPostgres:
         )
         proc = self._psql(create, name)
         if proc.returncode != 0 and self._psql(exists, name).stdout.strip() != "1":
-            raise self._failure(f"creating database {name!r}", proc)
+            raise self.tool_failure(f"creating database {name!r}", proc)
         logger.info("ensured database name=%s via=psql", name)
 
     async def _ensure_database_asyncpg(self, name: str) -> None:
@@ -439,12 +468,12 @@ class EmbeddedPostgres:
             host=str(self.socket_dir), port=PORT, user="postgres", database="postgres"
         )
         try:
-            found = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-            if found is None:
+            if await _DATABASE_NAMED.fetchval(conn, name=name) is None:
                 with contextlib.suppress(
                     asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError
                 ):
-                    await conn.execute(f"CREATE DATABASE {quote_ident(name)}")
+                    # DDL takes no parameters: the name goes in as a quoted identifier
+                    await conn.execute("CREATE DATABASE " + quote_ident(name))
         finally:
             await conn.close()
         logger.info("ensured database name=%s via=asyncpg", name)

@@ -16,12 +16,10 @@ import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from subprocess import CompletedProcess
+from typing import Protocol
 
 from chroma_orch.db.pg_host import PORT, EmbeddedDatabaseError, is_executable
-
-if TYPE_CHECKING:
-    from chroma_orch.db.embedded import EmbeddedPostgres
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +28,41 @@ UPGRADED = "data.upgraded"
 UPGRADE_TIMEOUT = 3600.0
 
 
+class Cluster(Protocol):
+    """What an upgrade needs of the embedded cluster it upgrades
+    (``chroma_orch.db.embedded.EmbeddedPostgres``, which imports this module)."""
+
+    @property
+    def cluster_dir(self) -> Path: ...
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def bin_dir(self) -> Path:
+        """The binaries of the major version the cluster is upgraded to."""
+
+    @property
+    def socket_dir(self) -> Path: ...
+
+    def run_tool(self, args: list[str], *, timeout: float = ...) -> CompletedProcess[str]:
+        """Run one of PostgreSQL's programs as the cluster's system user."""
+
+    def tool_failure(self, what: str, proc: CompletedProcess[str]) -> EmbeddedDatabaseError:
+        """The error to raise when ``proc`` (``what``) failed."""
+
+    def initdb_at(self, target: Path, *extra: str) -> None:
+        """A new data directory at ``target``, with the cluster's own binaries."""
+
+    def postmaster_running(self) -> bool: ...
+
+    def shut_down_with(self, bin_dir: Path) -> None:
+        """Stop the cluster cleanly with ``bin_dir``'s binaries (recovering it first)."""
+
+
 class MajorUpgrade:
     """Upgrade ``cluster``'s PostgreSQL ``old_major`` data directory with ``old_bin``'s
     binaries to the cluster's own (``new_major``)."""
 
-    def __init__(
-        self, cluster: EmbeddedPostgres, old_bin: Path, old_major: str, new_major: str
-    ) -> None:
+    def __init__(self, cluster: Cluster, old_bin: Path, old_major: str, new_major: str) -> None:
         self.cluster = cluster
         self.old_bin = old_bin
         self.old_major = old_major
@@ -59,8 +85,8 @@ class MajorUpgrade:
                 )
         checksums = self._shut_down_cleanly()
         staging = cluster.cluster_dir / STAGING
-        cluster._initdb_at(staging, *([] if checksums else ["--no-data-checksums"]))
-        proc = cluster._run(
+        cluster.initdb_at(staging, *([] if checksums else ["--no-data-checksums"]))
+        proc = cluster.run_tool(
             [
                 str(cluster.bin_dir / "pg_upgrade"), "-b", str(self.old_bin),
                 "-B", str(cluster.bin_dir), "-d", str(cluster.data_dir), "-D", str(staging),
@@ -85,25 +111,19 @@ class MajorUpgrade:
     def _shut_down_cleanly(self) -> bool:
         """Stop the old cluster (recovering it first after a crash); True when it has
         data checksums (the new cluster must match)."""
-        from chroma_orch.db.embedded import EmbeddedPostgres
-
-        old = EmbeddedPostgres(
-            self.cluster.cluster_dir, bin_dir=self.old_bin, system_user=self.cluster.system_user
-        )
         state = self._control_data()
-        if old._running_postmaster() is not None or state["cluster state"] != "shut down":
+        if self.cluster.postmaster_running() or state["cluster state"] != "shut down":
             logger.info("shutting PostgreSQL %s down cleanly before pg_upgrade", self.old_major)
-            old._write_conf()
-            if old._running_postmaster() is None:
-                old._pg_ctl_start()
-            old._pg_ctl_stop()
+            self.cluster.shut_down_with(self.old_bin)
             state = self._control_data()
         return state["checksum version"] not in ("", "0")
 
     def _control_data(self) -> dict[str, str]:
-        proc = self.cluster._run([str(self.old_bin / "pg_controldata"), str(self.cluster.data_dir)])
+        proc = self.cluster.run_tool(
+            [str(self.old_bin / "pg_controldata"), str(self.cluster.data_dir)]
+        )
         if proc.returncode != 0:
-            raise self.cluster._failure("pg_controldata", proc)
+            raise self.cluster.tool_failure("pg_controldata", proc)
         fields = dict(re.findall(r"^([^:\n]+):\s*(.*)$", proc.stdout, re.MULTILINE))
         return {
             "cluster state": fields.get("Database cluster state", "").strip(),
@@ -111,7 +131,7 @@ class MajorUpgrade:
         }
 
 
-def finish_interrupted_upgrade(cluster: EmbeddedPostgres) -> None:
+def finish_interrupted_upgrade(cluster: Cluster) -> None:
     """Put a completed upgrade (``data.upgraded``) in place, keeping the old directory."""
     upgraded = cluster.cluster_dir / UPGRADED
     if not upgraded.is_dir():
