@@ -66,7 +66,7 @@ test: lint typecheck pytest
 # a worker that runs out of tests takes over the other's (worksteal), and without the
 # schemathesis and hypothesis plugins only tests/fuzz (e2e) needs.
 # One worker more than CPUs: with one per CPU the machine sat 35 % idle (the tests wait
-# on timers, sockets and PostgreSQL); on 2 cores, 3 workers ran the two tiers in 45-49 s
+# on timers, sockets and PostgreSQL); on 2 cores, 3 workers ran the two tiers in 41-49 s
 # where 2 took 52-56 s, and 4 in 48 s (2026-12-03).
 TEST_FAST_WORKERS ?= $(shell echo $$(( $$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1) + 1 )))
 

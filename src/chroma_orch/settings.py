@@ -561,7 +561,7 @@ class Settings(BaseSettings):
     runtime: str = Field(
         "local",
         description="Runtime for new instances: a name registered in the chroma_orch.runtimes "
-        'entry point group (built in: local, ecs; README "Runtimes").',
+        'entry point group (built in: local, ecs, sim; README "Runtimes").',
     )
     log_level: str = Field("INFO", description="Log level of the service.")
     log_format: Literal["text", "json"] = Field(

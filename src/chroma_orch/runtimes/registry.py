@@ -1,9 +1,10 @@
 """Runtimes by name, from the ``chroma_orch.runtimes`` entry point group.
 
 A runtime is a package plus one entry point: ``NAME = "package.module:build"``,
-where ``build(settings: chroma_orch.settings.Settings) -> Runtime`` makes the
-driver (``chroma_orch.runtimes.factory`` calls it). The built-in ``local`` and
-``ecs`` are registered the same way, in pyproject.toml. ``Settings.runtime``
+where ``build(settings: chroma_orch.settings.Settings, services:
+chroma_orch.runtimes.base.RuntimeServices) -> Runtime`` makes the driver
+(``chroma_orch.runtimes.factory`` calls it). The built-in ``local``, ``ecs`` and
+``sim`` are registered the same way, in pyproject.toml. ``Settings.runtime``
 accepts the registered names (``check_name``).
 
 Only the standard library and pydantic-settings here: ``chroma_orch.settings``
