@@ -75,7 +75,8 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
         kill_leftovers(tmp_path)
         assert not servers_on(tmp_path)
     else:
-        yield EcsKit(request.getfixturevalue("ecs_settings"), _stop_in_moto)
+        settings, aws = request.getfixturevalue("ecs_settings"), request.getfixturevalue("aws")
+        yield EcsKit(settings, _stop_in_moto, aws)
 
 
 @pytest.fixture

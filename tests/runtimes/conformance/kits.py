@@ -1,6 +1,8 @@
 """What the conformance suite needs of each runtime beyond the contract itself:
 a new runtime object on the same servers (a restarted service), a spec, and ways
-to make a server die by itself, write a line of output, or be unreachable."""
+to make a server die by itself, write a line of output, be unreachable or slow to
+start, to name a server that never ran, and to tell whether an instance's data is
+still there; and where a runtime may differ (``notices_exits``, ``reaches_servers``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import fcntl
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,16 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from chroma_orch.runtimes.base import Handle, InstanceSpec, Runtime
+from chroma_orch.runtimes.base import Handle, InstanceSpec, Runtime, data_directories
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
+from chroma_orch.runtimes.ecs.tasks import TAG_INSTANCE, make_handle
 from chroma_orch.runtimes.local.runtime import LocalRuntime
-from chroma_orch.runtimes.sim.cloud import cloud
+from chroma_orch.runtimes.sim.cloud import cloud, forget
 from chroma_orch.runtimes.sim.remote import RemoteCloud
 from chroma_orch.runtimes.sim.runtime import SimRuntime
+from chroma_orch.runtimes.sim.wire import ServerRef
 from chroma_orch.settings import EcsSettings, LocalRuntimeSettings, SimRuntimeSettings
+from tests.ecs.aws_behaviour import AwsBehaviour
+from tests.ecs.aws_lifecycle import TaskLifecycle
 from tests.ecs.conftest import aws_client
 from tests.fake_runtime import FakeRuntime, FakeRuntimeSettings, world
-from tests.runtimes.sim_cloud import CloudProcess
+from tests.runtimes.sim_cloud import CloudProcess, cloud_process
+
+SLOW_START_MIN = 3_600_000.0
+"""The sim kits' slow start: an hour, in simulated seconds (at time scale 0.001)."""
 
 
 def free_port() -> int:
@@ -51,6 +61,10 @@ class Kit(Protocol):
     name: str
     notices_exits: bool
     """Whether the runtime calls ``on_exit`` callbacks (ECS learns of exits by polling)."""
+    reaches_servers: bool
+    """Whether ``heartbeat`` asks the servers themselves; a runtime that cannot reach
+    them answers True (not checked): ECS on moto (its tasks' addresses lead nowhere,
+    ``check_heartbeat`` is off)."""
 
     def make(self) -> Runtime:
         """A new runtime object on the same servers, as after a restart of the service."""
@@ -64,15 +78,27 @@ class Kit(Protocol):
     def unavailable(self, instance_id: str) -> contextlib.AbstractAsyncContextManager[Runtime]:
         """A runtime on which starting ``instance_id`` fails transiently."""
 
+    def slow_start(self) -> contextlib.AbstractAsyncContextManager[Runtime]:
+        """A runtime on the same platform whose servers take far longer to be ready
+        than a test waits (the test stops them)."""
+
+    def never_started(self, instance_id: str) -> Handle:
+        """A handle as the runtime makes them, naming a server of ``instance_id`` that
+        never ran (a handle saved for a start that never happened)."""
+
+    async def has_data(self, instance_id: str) -> bool:
+        """Whether the instance's data (what ``delete`` keeps with ``keep_data``) exists."""
+
 
 @dataclass
 class FakeKit:
     world_name: str
     name: str = "fake"
     notices_exits: bool = True
+    reaches_servers: bool = True
 
-    def make(self) -> Runtime:
-        return FakeRuntime(FakeRuntimeSettings(world=self.world_name, ready_after=0.05))
+    def make(self, ready_after: float = 0.05) -> Runtime:
+        return FakeRuntime(FakeRuntimeSettings(world=self.world_name, ready_after=ready_after))
 
     async def crash(self, handle: Handle) -> None:
         world(self.world_name).crash(str(handle.data["instance_id"]))
@@ -90,12 +116,28 @@ class FakeKit:
             world(self.world_name).outage = False
             await runtime.aclose()
 
+    @contextlib.asynccontextmanager
+    async def slow_start(self) -> AsyncIterator[Runtime]:
+        runtime = self.make(ready_after=3600.0)
+        try:
+            yield runtime
+        finally:
+            await runtime.aclose()
+
+    def never_started(self, instance_id: str) -> Handle:
+        return Handle(1, {"instance_id": instance_id, "serial": 0, "port": free_port()})
+
+    async def has_data(self, instance_id: str) -> bool:
+        """The fake world's record of the instance's data."""
+        return instance_id in world(self.world_name).data
+
 
 @dataclass
 class LocalKit:
     data_dir: Path
     name: str = "local"
     notices_exits: bool = True
+    reaches_servers: bool = True
 
     def make(self) -> Runtime:
         return LocalRuntime(LocalRuntimeSettings(stop_grace=5.0), self.data_dir)
@@ -121,6 +163,48 @@ class LocalKit:
                 await runtime.aclose()
         lock.unlink()
 
+    @contextlib.asynccontextmanager
+    async def slow_start(self) -> AsyncIterator[Runtime]:
+        """Servers run through a `chroma` command that waits an hour before it runs
+        the real one: the process holds its data directory, nothing listens yet."""
+        chroma = Path(sys.executable).with_name("chroma")
+        slow = self.data_dir.parent / "slow-chroma"
+        slow.write_text(f'#!/bin/sh\nsleep 3600\nexec {chroma} "$@"\n')
+        slow.chmod(0o755)
+        settings = LocalRuntimeSettings(
+            stop_grace=5.0, launcher="chroma-cli", chroma_command=str(slow)
+        )
+        runtime = LocalRuntime(settings, self.data_dir)
+        try:
+            yield runtime
+        finally:
+            await runtime.aclose()
+
+    def never_started(self, instance_id: str) -> Handle:
+        """Its pid is this process's, its create_time not: the pid-reuse guard's case."""
+        instances, logs = self.data_dir / "instances", self.data_dir / "logs"
+        data = {
+            "instance_id": instance_id,
+            "pid": os.getpid(),
+            "create_time": 0.0,
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "path": str(instances / instance_id),
+            "lock": str(instances / f"{instance_id}.lock"),
+            "log": str(logs / f"{instance_id}.log"),
+            "log_offset": 0,
+            "chroma_version": None,
+            "memory_mib": None,
+        }
+        return Handle(1, data)
+
+    async def has_data(self, instance_id: str) -> bool:
+        """Files in the instance's data directory (``DataDirectories.data_path``)."""
+        directories = data_directories(self.make())
+        assert directories is not None
+        path = directories.data_path(instance_id)
+        return path.is_dir() and any(path.iterdir())
+
 
 def _append(log: Path, line: str) -> None:
     with log.open("a") as file:
@@ -131,8 +215,10 @@ def _append(log: Path, line: str) -> None:
 class EcsKit:
     settings: EcsSettings
     stop_in_moto: Callable[[str], None]
+    aws: AwsBehaviour
     name: str = "ecs"
     notices_exits: bool = False
+    reaches_servers: bool = False
 
     def make(self) -> Runtime:
         return EcsRuntime(self.settings)
@@ -166,19 +252,55 @@ class EcsKit:
         finally:
             await runtime.aclose()
 
+    @contextlib.asynccontextmanager
+    async def slow_start(self) -> AsyncIterator[Runtime]:
+        """Tasks held in PROVISIONING (the AWS-behaviour layer's ``lifecycle``), as a
+        Fargate task is for its first seconds."""
+        self.aws.lifecycle = TaskLifecycle()
+        runtime = self.make()
+        try:
+            yield runtime
+        finally:
+            self.aws.lifecycle = None
+            await runtime.aclose()
+
+    def never_started(self, instance_id: str) -> Handle:
+        """A task ECS never had, saved long ago (no ``launched_at``: not "not visible yet")."""
+        cluster = self.settings.cluster
+        arn = f"arn:aws:ecs:{self.settings.region}:123456789012:task/{cluster}/{uuid.uuid4().hex}"
+        return make_handle(cluster, arn, instance_id, 1)
+
+    async def has_data(self, instance_id: str) -> bool:
+        """The instance's EBS volumes or snapshots (storage=ebs, the kit's default)."""
+        assert self.settings.endpoint_url is not None
+        filters = [{"Name": f"tag:{TAG_INSTANCE}", "Values": [instance_id]}]
+        async with aws_client(self.settings.endpoint_url, "ec2") as ec2:
+            volumes = (await ec2.describe_volumes(Filters=filters))["Volumes"]
+            snapshots = await ec2.describe_snapshots(Filters=filters, OwnerIds=["self"])
+        live = [v for v in volumes if v["State"] not in ("deleting", "deleted")]
+        return bool(live or snapshots["Snapshots"])
+
 
 @dataclass
 class SimKit:
     """The simulated cloud, its clock compressed 1000 times (a 40 s start takes 40 ms),
-    no failures drawn: the suite makes servers die itself."""
+    no failures drawn: the suite makes servers die itself. It keeps nothing of an
+    instance but its output (``CloudApi.delete``): that is the data ``keep_data`` keeps."""
 
     cluster: str
     name: str = "sim"
     notices_exits: bool = True
+    reaches_servers: bool = True
 
-    def settings(self) -> SimRuntimeSettings:
-        return SimRuntimeSettings(
-            cluster=self.cluster, time_scale=0.001, start_failure_rate=0.0, stop_after=0.05
+    def settings(self, **changes: object) -> SimRuntimeSettings:
+        return SimRuntimeSettings.model_validate(
+            {
+                "cluster": self.cluster,
+                "time_scale": 0.001,
+                "start_failure_rate": 0.0,
+                "stop_after": 0.05,
+                **changes,
+            }
         )
 
     def make(self) -> Runtime:
@@ -200,6 +322,23 @@ class SimKit:
             cloud(self.settings()).outage = False
             await runtime.aclose()
 
+    @contextlib.asynccontextmanager
+    async def slow_start(self) -> AsyncIterator[Runtime]:
+        """A cloud of its own whose starts take an hour (``start_min``)."""
+        settings = self.settings(cluster=f"{self.cluster}-slow", start_min=SLOW_START_MIN)
+        runtime = SimRuntime(settings)
+        try:
+            yield runtime
+        finally:
+            await runtime.aclose()
+            forget(settings.cluster)
+
+    def never_started(self, instance_id: str) -> Handle:
+        return Handle(1, ServerRef(instance_id, 0, free_port()).to_json())
+
+    async def has_data(self, instance_id: str) -> bool:
+        return bool(cloud(self.settings()).logs.get(instance_id))
+
 
 @dataclass
 class RemoteSimKit:
@@ -209,6 +348,7 @@ class RemoteSimKit:
     cloud: CloudProcess
     name: str = "sim-remote"
     notices_exits: bool = True
+    reaches_servers: bool = True
 
     @property
     def cloud_url(self) -> str:
@@ -235,3 +375,24 @@ class RemoteSimKit:
             yield runtime
         finally:
             await runtime.aclose()
+
+    @contextlib.asynccontextmanager
+    async def slow_start(self) -> AsyncIterator[Runtime]:
+        """A cloud process of its own whose starts take an hour (``start_min``)."""
+        with cloud_process(CHROMA_ORCH_SIM__START_MIN=str(SLOW_START_MIN)) as slow:
+            runtime = SimRuntime(slow.replica())
+            try:
+                yield runtime
+            finally:
+                await runtime.aclose()
+
+    def never_started(self, instance_id: str) -> Handle:
+        return Handle(1, ServerRef(instance_id, 0, free_port()).to_json())
+
+    async def has_data(self, instance_id: str) -> bool:
+        """The instance's output, as on ``SimKit``."""
+        remote = RemoteCloud(self.cloud_url)
+        try:
+            return bool(await remote.logs(instance_id))
+        finally:
+            await remote.aclose()

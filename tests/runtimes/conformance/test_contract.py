@@ -1,12 +1,17 @@
 """Every promise of the runtime contract (chroma_orch.runtimes.base), on every runtime.
 
-One test per edge case the contract's docstring lists; each runs on the fake, the
-local and the ECS-on-moto runtime (conftest.py, kits.py).
+One test per edge case the contract's docstrings promise (the module's list and the
+``Runtime`` methods': ``heartbeat``, ``poll`` of many, ``stop``, ``delete`` with and
+without ``keep_data``, ``wait_ready`` timing out); each runs on the fake, sim,
+sim-remote, local and ECS-on-moto runtimes (conftest.py, kits.py), none skipped.
+Where the contract lets a runtime differ, its kit says how (``notices_exits``,
+``reaches_servers``) and the test asserts that behaviour.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -40,6 +45,10 @@ async def _running(runtime: Runtime, instance_id: str, handle: Handle) -> Observ
     if observed.state is ObservedState.EXITED:
         raise AssertionError(f"the server exited: {observed}")
     return observed if observed.state is ObservedState.RUNNING else None
+
+
+async def state_of(runtime: Runtime, instance_id: str, handle: Handle) -> ObservedState:
+    return (await runtime.poll({instance_id: handle}))[instance_id].state
 
 
 async def exited(runtime: Runtime, instance_id: str, handle: Handle) -> Observation:
@@ -80,6 +89,87 @@ async def test_stop_of_a_gone_server_is_a_no_op(runtime: Runtime) -> None:
     await runtime.delete(instance_id, handle, keep_data=False)
     await runtime.stop(handle)
     assert (await runtime.poll({instance_id: handle}))[instance_id].state is ObservedState.EXITED
+
+
+async def test_poll_answers_for_each_handle_keyed_as_given(kit: Kit, runtime: Runtime) -> None:
+    running_id, stopped_id, never_id = new_id(), new_id(), new_id()
+    handles = {
+        running_id: await running(runtime, running_id),
+        stopped_id: await running(runtime, stopped_id),
+        never_id: kit.never_started(never_id),
+    }
+    await runtime.stop(handles[stopped_id])
+    await exited(runtime, stopped_id, handles[stopped_id])
+    expected = {
+        running_id: ObservedState.RUNNING,
+        stopped_id: ObservedState.EXITED,
+        never_id: ObservedState.EXITED,
+    }
+    for asked in (handles, dict(reversed(handles.items()))):  # answers follow keys, not order
+        polled = await runtime.poll(asked)
+        assert polled.keys() == handles.keys()
+        assert {key: o.state for key, o in polled.items()} == expected
+
+
+async def test_heartbeat_answers_for_a_running_server_not_for_a_gone_one(
+    kit: Kit, runtime: Runtime
+) -> None:
+    """A runtime that cannot reach its servers answers True (not checked)."""
+    instance_id = new_id()
+    handle = await running(runtime, instance_id)
+    endpoint = (await runtime.poll({instance_id: handle}))[instance_id].endpoint
+    assert endpoint is not None
+    assert await runtime.heartbeat({instance_id: endpoint}, 5.0) == {instance_id: True}
+    await runtime.stop(handle)
+    await exited(runtime, instance_id, handle)
+    gone = await runtime.heartbeat({instance_id: endpoint}, 5.0)
+    assert gone == {instance_id: not kit.reaches_servers}
+
+
+async def test_stop_may_return_early_poll_follows_it_to_exited(runtime: Runtime) -> None:
+    """After ``stop``, poll says STOPPING until EXITED, never live again; a stop
+    while it stops (or once gone) is a no-op."""
+    instance_id = new_id()
+    handle = await running(runtime, instance_id)
+    seen: list[ObservedState] = []
+
+    async def gone() -> bool:
+        seen.append(await state_of(runtime, instance_id, handle))
+        return seen[-1] is ObservedState.EXITED
+
+    await runtime.stop(handle)
+    await gone()
+    await runtime.stop(handle)  # while it stops, or once gone
+    await wait_for(gone, timeout=READY)
+    assert set(seen) <= {ObservedState.STOPPING, ObservedState.EXITED}, seen
+    await runtime.stop(handle)
+    assert await state_of(runtime, instance_id, handle) is ObservedState.EXITED
+
+
+async def test_delete_releases_the_data_unless_keep_data(kit: Kit, runtime: Runtime) -> None:
+    instance_id = new_id()
+    handle = await running(runtime, instance_id)
+    await runtime.stop(handle)
+    await exited(runtime, instance_id, handle)
+    assert await kit.has_data(instance_id)  # there is data to release
+    await runtime.delete(instance_id, handle, keep_data=True)
+    assert await kit.has_data(instance_id)
+    await runtime.delete(instance_id, handle, keep_data=False)
+    assert not await kit.has_data(instance_id)
+
+
+async def test_wait_ready_answers_starting_on_timeout(kit: Kit) -> None:
+    """ECS may answer STARTING at once; no runtime waits much beyond ``timeout``."""
+    instance_id = new_id()
+    async with kit.slow_start() as runtime:
+        handle = await runtime.start(spec(instance_id))
+        try:
+            began = time.monotonic()
+            observed = await runtime.wait_ready(handle, 0.5)
+            assert observed.state is ObservedState.STARTING
+            assert time.monotonic() - began < 5.0
+        finally:
+            await runtime.stop(handle)
 
 
 async def test_delete_of_an_instance_never_started_is_a_no_op(runtime: Runtime) -> None:
