@@ -23,6 +23,8 @@ from typing import Protocol
 from chroma_orch.runtimes.base import Handle, InstanceSpec, Runtime, data_directories
 from chroma_orch.runtimes.ecs.runtime import EcsRuntime
 from chroma_orch.runtimes.ecs.tasks import TAG_INSTANCE, make_handle
+from chroma_orch.runtimes.local import runtime as local_runtime
+from chroma_orch.runtimes.local.launch import LockRecord
 from chroma_orch.runtimes.local.runtime import LocalRuntime
 from chroma_orch.runtimes.sim.cloud import cloud, forget
 from chroma_orch.runtimes.sim.remote import RemoteCloud
@@ -181,22 +183,13 @@ class LocalKit:
             await runtime.aclose()
 
     def never_started(self, instance_id: str) -> Handle:
-        """Its pid is this process's, its create_time not: the pid-reuse guard's case."""
-        instances, logs = self.data_dir / "instances", self.data_dir / "logs"
-        data = {
-            "instance_id": instance_id,
-            "pid": os.getpid(),
-            "create_time": 0.0,
-            "host": "127.0.0.1",
-            "port": free_port(),
-            "path": str(instances / instance_id),
-            "lock": str(instances / f"{instance_id}.lock"),
-            "log": str(logs / f"{instance_id}.log"),
-            "log_offset": 0,
-            "chroma_version": None,
-            "memory_mib": None,
-        }
-        return Handle(1, data)
+        """Its pid is this process's, its create_time not: the pid-reuse guard's case.
+        Made by the runtime's own handle builder, so it has the handles' shape."""
+        runtime = LocalRuntime(LocalRuntimeSettings(), self.data_dir)
+        server = LockRecord(pid=os.getpid(), host="127.0.0.1", port=free_port())
+        return local_runtime._make_handle(
+            instance_id, runtime._paths(instance_id), server, 0.0, 0, generation=1
+        )
 
     async def has_data(self, instance_id: str) -> bool:
         """Files in the instance's data directory (``DataDirectories.data_path``)."""
@@ -281,6 +274,11 @@ class EcsKit:
         return bool(live or snapshots["Snapshots"])
 
 
+def sim_never_started(instance_id: str) -> Handle:
+    """A simulated server's handle with serial 0, which the cloud never issues."""
+    return Handle(1, ServerRef(instance_id, 0, free_port()).to_json())
+
+
 @dataclass
 class SimKit:
     """The simulated cloud, its clock compressed 1000 times (a 40 s start takes 40 ms),
@@ -334,7 +332,7 @@ class SimKit:
             forget(settings.cluster)
 
     def never_started(self, instance_id: str) -> Handle:
-        return Handle(1, ServerRef(instance_id, 0, free_port()).to_json())
+        return sim_never_started(instance_id)
 
     async def has_data(self, instance_id: str) -> bool:
         return bool(cloud(self.settings()).logs.get(instance_id))
@@ -387,7 +385,7 @@ class RemoteSimKit:
                 await runtime.aclose()
 
     def never_started(self, instance_id: str) -> Handle:
-        return Handle(1, ServerRef(instance_id, 0, free_port()).to_json())
+        return sim_never_started(instance_id)
 
     async def has_data(self, instance_id: str) -> bool:
         """The instance's output, as on ``SimKit``."""
