@@ -49,6 +49,14 @@ async def tenant(client: httpx.AsyncClient) -> str:
     return token
 
 
+async def launch(client: httpx.AsyncClient, token: str, name: str) -> str:
+    """Create an instance through the API, as its tenant; its id."""
+    created = await client.post("/v1/instances", json={"name": name}, headers=bearer(token))
+    assert created.status_code == 202, created.text
+    instance_id: str = created.json()["instance"]["id"]
+    return instance_id
+
+
 async def instance_body(client: httpx.AsyncClient, token: str, instance_id: str) -> dict[str, Any]:
     """The instance as its tenant's GET shows it."""
     body: dict[str, Any] = (

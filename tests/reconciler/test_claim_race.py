@@ -26,16 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chroma_orch.context import AppContext
 from chroma_orch.reconciler import queue
-from tests.helpers import bearer, wait_for
+from tests.helpers import wait_for
+from tests.reconciler.conftest import launch
 
 _GATE = 7_171_717
 _LEASE = timedelta(seconds=30)
-
-
-async def _launch(client: httpx.AsyncClient, token: str, name: str) -> uuid.UUID:
-    response = await client.post("/v1/instances", json={"name": name}, headers=bearer(token))
-    assert response.status_code == 202, response.text
-    return uuid.UUID(response.json()["instance"]["id"])
 
 
 async def _install_gate(engine: AsyncEngine) -> None:
@@ -61,8 +56,8 @@ async def test_an_instance_claimed_and_released_meanwhile_is_not_claimed_again(
 ) -> None:
     engine = ctx.engine
     await _install_gate(engine)
-    due = await _launch(client, tenant, "due-1")
-    held = await _launch(client, tenant, "held-1")
+    due = uuid.UUID(await launch(client, tenant, "due-1"))
+    held = uuid.UUID(await launch(client, tenant, "held-1"))
     async with engine.connect() as holder_conn, engine.connect() as paused_conn:
         holder = (await holder_conn.get_raw_connection()).driver_connection
         paused = (await paused_conn.get_raw_connection()).driver_connection

@@ -29,7 +29,7 @@ from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.runtimes.base import ExitCause, Handle, InstanceSpec
 from chroma_orch.settings import ReconcilerSettings, Settings
 from tests.helpers import bearer, converge, wait_for
-from tests.reconciler.conftest import instance_body
+from tests.reconciler.conftest import instance_body, launch
 from tests.reconciler.doubles import FakeRuntime
 
 
@@ -44,13 +44,6 @@ def _fast(settings: Settings, **changes: Any) -> Settings:
     )
     local = settings.local.model_copy(update={"start_timeout": 0.5})
     return settings.model_copy(update={"reconciler": reconciler, "local": local})
-
-
-async def _launch(client: httpx.AsyncClient, token: str, name: str) -> str:
-    response = await client.post("/v1/instances", json={"name": name}, headers=bearer(token))
-    assert response.status_code == 202, response.text
-    instance_id: str = response.json()["instance"]["id"]
-    return instance_id
 
 
 async def _until_phase(
@@ -78,7 +71,7 @@ async def test_launch_converges_to_running_with_events_and_port(
     runtime: FakeRuntime,
     ctx: AppContext,
 ) -> None:
-    instance_id = await _launch(client, tenant, "main")
+    instance_id = await launch(client, tenant, "main")
     await converge(reconciler)
     body = await instance_body(client, tenant, instance_id)
     assert body["phase"] == "running"
@@ -105,7 +98,7 @@ async def test_stop_start_delete_free_the_port(
     runtime: FakeRuntime,
     ctx: AppContext,
 ) -> None:
-    instance_id = await _launch(client, tenant, "main")
+    instance_id = await launch(client, tenant, "main")
     await converge(reconciler)
     await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(tenant))
     await converge(reconciler)
@@ -134,7 +127,7 @@ async def test_stop_start_delete_free_the_port(
 async def test_slow_start_still_converges(
     client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, runtime: FakeRuntime
 ) -> None:
-    instance_id = await _launch(client, tenant, "slow-1")
+    instance_id = await launch(client, tenant, "slow-1")
     await converge(reconciler)
     assert (await instance_body(client, tenant, instance_id))["phase"] == "running"
     assert runtime.starts[instance_id] == 1
@@ -143,7 +136,7 @@ async def test_slow_start_still_converges(
 async def test_never_ready_fails_with_start_timeout(
     client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, runtime: FakeRuntime
 ) -> None:
-    instance_id = await _launch(client, tenant, "never-1")
+    instance_id = await launch(client, tenant, "never-1")
     await converge(reconciler)
     body = await instance_body(client, tenant, instance_id)
     assert body["phase"] == "failed"
@@ -158,7 +151,7 @@ async def test_crash_loop_restarts_then_fails_with_reason(
     runtime: FakeRuntime,
     ctx: AppContext,
 ) -> None:
-    instance_id = await _launch(client, tenant, "crash-1")
+    instance_id = await launch(client, tenant, "crash-1")
     for _ in range(40):
         await converge(reconciler)
         await reconciler.observe_once()
@@ -191,7 +184,7 @@ async def test_refusing_to_stop_is_retried_until_stopped(
     runtime: FakeRuntime,
     ctx: AppContext,
 ) -> None:
-    instance_id = await _launch(client, tenant, "stubborn-1")
+    instance_id = await launch(client, tenant, "stubborn-1")
     await converge(reconciler)
     await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(tenant))
     await converge(reconciler)
@@ -206,7 +199,7 @@ async def test_refusing_to_stop_is_retried_until_stopped(
 async def test_a_crash_is_noticed_and_restarted(
     client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, runtime: FakeRuntime
 ) -> None:
-    instance_id = await _launch(client, tenant, "main")
+    instance_id = await launch(client, tenant, "main")
     await converge(reconciler)
     runtime.crash(instance_id)
     assert await reconciler.observe_once() == 1
@@ -220,7 +213,7 @@ async def test_a_crash_is_noticed_and_restarted(
 async def test_restart_replaces_the_server(
     client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, runtime: FakeRuntime
 ) -> None:
-    instance_id = await _launch(client, tenant, "main")
+    instance_id = await launch(client, tenant, "main")
     await converge(reconciler)
     first = runtime.servers[instance_id].serial
     await client.post(f"/v1/instances/{instance_id}/restart", headers=bearer(tenant))
@@ -237,7 +230,7 @@ async def test_two_replicas_launch_each_instance_once(
     runtime: FakeRuntime,
     api_settings: Settings,
 ) -> None:
-    ids = [await _launch(client, tenant, f"slow-{n}") for n in range(12)]
+    ids = [await launch(client, tenant, f"slow-{n}") for n in range(12)]
     replicas = []
     engines = []
     for n in range(2):
@@ -261,7 +254,7 @@ async def test_two_replicas_launch_each_instance_once(
 async def test_a_dead_owners_lease_is_taken_over_at_once(
     client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, ctx: AppContext
 ) -> None:
-    instance_id = await _launch(client, tenant, "main")
+    instance_id = await launch(client, tenant, "main")
     async with ctx.engine.begin() as conn:
         await conn.exec_driver_sql(
             "UPDATE instances SET lease_owner = 'dead-replica', "
@@ -278,7 +271,7 @@ async def test_a_live_owners_lease_is_respected(
     ctx: AppContext,
     api_settings: Settings,
 ) -> None:
-    await _launch(client, tenant, "main")
+    await launch(client, tenant, "main")
     owner = api_settings.reconciler.replica_id  # connected: the app's own engine uses it
     async with ctx.engine.begin() as conn:
         await conn.execute(
@@ -314,7 +307,7 @@ async def test_the_loops_run_and_stop(
 ) -> None:
     await reconciler.start()
     try:
-        instance_id = await _launch(client, tenant, "main")
+        instance_id = await launch(client, tenant, "main")
         reconciler.wake()
         await _until_phase(client, tenant, instance_id, "running")
     finally:
@@ -324,7 +317,7 @@ async def test_the_loops_run_and_stop(
 async def test_wait_answers_once_running_and_times_out_otherwise(
     client: httpx.AsyncClient, tenant: str, reconciler: Reconciler
 ) -> None:
-    instance_id = await _launch(client, tenant, "slow-1")
+    instance_id = await launch(client, tenant, "slow-1")
     early = await client.get(
         f"/v1/instances/{instance_id}/wait", params={"timeout": 0.1}, headers=bearer(tenant)
     )
@@ -355,7 +348,7 @@ async def test_new_instances_each_get_their_own_port(
 ) -> None:
     """The runtime reserves a free port for each new instance's server (none that
     another instance holds; ``db.ports``), so every server starts once, on it."""
-    ids = [await _launch(client, tenant, f"p{n}") for n in range(6)]
+    ids = [await launch(client, tenant, f"p{n}") for n in range(6)]
     await converge(reconciler)
     async with ctx.sessions() as session:
         reserved = dict(
@@ -374,7 +367,7 @@ async def test_the_claim_leases_the_instance_and_starts_its_intents(
 ) -> None:
     """The claim is one statement: the instance leased to the claimer and no longer
     due, its open intent in progress with one attempt more; nothing else."""
-    instance_id = await _launch(client, tenant, "claimed-1")
+    instance_id = await launch(client, tenant, "claimed-1")
     owner = ctx.settings.reconciler.replica_id  # its connections are there: a live owner
     async with ctx.sessions() as session:
         before = await rows.fetch_instance(session, uuid.UUID(instance_id))
@@ -408,7 +401,7 @@ async def test_a_request_made_while_the_instance_is_worked_on_is_taken_up_after(
     reconciler = Reconciler(ctx.sessions, runtime, settings)
     await reconciler.start()
     try:
-        instance_id = await _launch(client, tenant, "slow-1")
+        instance_id = await launch(client, tenant, "slow-1")
         reconciler.wake()
         await _until_phase(client, tenant, instance_id, "starting", timeout=5)
         stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(tenant))
@@ -421,7 +414,7 @@ async def test_a_request_made_while_the_instance_is_worked_on_is_taken_up_after(
 async def test_notifications_name_the_phase_so_waiters_wake_only_for_theirs(
     client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, ctx: AppContext
 ) -> None:
-    instance_id = await _launch(client, tenant, "main")
+    instance_id = await launch(client, tenant, "main")
     with (
         ctx.hub.watch(instance_id, {"running"}) as running,
         ctx.hub.watch(instance_id, {"stopped"}) as stopped,
@@ -459,14 +452,14 @@ async def _one_pass(reconciler: Reconciler, instance_id: str) -> Decision:
 async def test_a_pass_returns_what_it_decided(
     client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, name: str, expected: Decision
 ) -> None:
-    instance_id = await _launch(client, tenant, name)
+    instance_id = await launch(client, tenant, name)
     assert await _one_pass(reconciler, instance_id) == expected
 
 
 async def test_a_crash_within_the_budget_is_requeued_after_a_backoff(
     client: httpx.AsyncClient, tenant: str, reconciler: Reconciler, runtime: FakeRuntime
 ) -> None:
-    instance_id = await _launch(client, tenant, "fine-2")
+    instance_id = await launch(client, tenant, "fine-2")
     assert await _one_pass(reconciler, instance_id) == Done(released=True)
     runtime.crash(instance_id)
     await reconciler.observe_once()  # marks the instance due
@@ -502,7 +495,7 @@ async def test_platform_initiated_exits_restart_at_once_without_counting(
     runtime: FakeRuntime,
     ctx: AppContext,
 ) -> None:
-    instance_id = await _launch(client, tenant, "main")
+    instance_id = await launch(client, tenant, "main")
     await converge(reconciler)
     for _ in range(4):  # twice the restart limit
         body = await _crash_and_restart(
@@ -528,7 +521,7 @@ async def test_a_fresh_start_token_per_attempt_even_without_counting(
         return await start(spec)
 
     runtime.start = recording  # type: ignore[method-assign]
-    instance_id = await _launch(client, tenant, "main")
+    instance_id = await launch(client, tenant, "main")
     await converge(reconciler)
     await _crash_and_restart(
         client, tenant, reconciler, runtime, instance_id, ExitCause.INFRASTRUCTURE
@@ -542,7 +535,7 @@ async def test_no_capacity_backs_off_growing_with_the_reason_shown_then_starts(
 ) -> None:
     settings = _fast(ctx.settings, capacity_backoff_base=1.0, capacity_backoff_max=3.0)
     reconciler = Reconciler(ctx.sessions, runtime, settings)
-    instance_id = await _launch(client, tenant, "full-1")  # 3 refusals > restart_limit 2
+    instance_id = await launch(client, tenant, "full-1")  # 3 refusals > restart_limit 2
     decisions = []
     for _ in range(4):
         decisions.append(await _one_pass(reconciler, instance_id))
@@ -568,7 +561,7 @@ async def test_the_budget_refills_after_a_healthy_period(
 ) -> None:
     period = 600.0
     reconciler = Reconciler(ctx.sessions, runtime, _fast(ctx.settings, restart_budget_reset=period))
-    instance_id = await _launch(client, tenant, "main")
+    instance_id = await launch(client, tenant, "main")
     await converge(reconciler)
     body = await _crash_and_restart(client, tenant, reconciler, runtime, instance_id)
     body = await _crash_and_restart(client, tenant, reconciler, runtime, instance_id)
@@ -617,7 +610,7 @@ async def test_a_fleet_larger_than_one_liveness_pass_is_observed_in_rounds(
     """Each liveness pass polls ``observe_batch`` servers at most, the next pass after
     the last id the one before polled: a crash beyond the first batch is noticed too
     (without the cursor, the same first batch came back every pass)."""
-    ids = [await _launch(client, tenant, f"fleet-{n}") for n in range(3)]
+    ids = [await launch(client, tenant, f"fleet-{n}") for n in range(3)]
     await converge(reconciler)
     reconciler.observe_batch = 1
     # the last one a round reaches; gone without the runtime saying so (found by polls)
@@ -633,7 +626,7 @@ async def test_an_exit_the_runtime_reports_is_due_at_once(
     batch of its round (at 10,000 instances, 5,000 servers, 2.5 s of ECS's describe
     budget) and found the exit only in the batch that held it. Only live instances
     nobody works on are marked."""
-    ids = sorted([await _launch(client, tenant, f"fleet-{n}") for n in range(3)], key=uuid.UUID)
+    ids = sorted([await launch(client, tenant, f"fleet-{n}") for n in range(3)], key=uuid.UUID)
     await converge(reconciler)
     reconciler.observe_batch = 1
     runtime.crash(ids[-1])  # the exit callback

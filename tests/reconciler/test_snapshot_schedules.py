@@ -21,6 +21,7 @@ from chroma_orch.reconciler.snapshot_scheduler import SnapshotScheduler
 from chroma_orch.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import bearer, converge, create_tenant
+from tests.reconciler.conftest import launch
 from tests.reconciler.doubles import DataFakeRuntime
 
 
@@ -39,13 +40,6 @@ def reconciler(
 @pytest.fixture
 def scheduler(ctx: AppContext) -> SnapshotScheduler:
     return SnapshotScheduler(ctx.sessions, ctx.policy, ctx.snapshot_policy, batch=2)
-
-
-async def _launch(client: httpx.AsyncClient, token: str, name: str) -> str:
-    created = await client.post("/v1/instances", json={"name": name}, headers=bearer(token))
-    assert created.status_code == 202, created.text
-    instance_id: str = created.json()["instance"]["id"]
-    return instance_id
 
 
 async def _scheduled(ctx: AppContext, instance_id: str) -> list[tuple[str, str]]:
@@ -84,7 +78,7 @@ async def _next_in(ctx: AppContext, instance_id: str) -> float:
 async def test_schedules_are_set_read_overridden_and_cleared(client: httpx.AsyncClient) -> None:
     tenant_id, token = await create_tenant(client, "acme")
     _, other = await create_tenant(client, "other")
-    instance_id = await _launch(client, token, "main")
+    instance_id = await launch(client, token, "main")
     on_instance = f"/v1/instances/{instance_id}/snapshot-schedule"
     on_tenant = f"/v1/tenants/{tenant_id}/snapshot-schedule"
     assert (await client.get(on_instance, headers=bearer(token))).status_code == 404
@@ -131,9 +125,9 @@ async def test_due_snapshots_are_taken_once_after_downtime_and_pruned_to_keep(
     data_runtime: DataFakeRuntime,
 ) -> None:
     tenant_id, token = await create_tenant(client, "acme")
-    running = await _launch(client, token, "running")
-    stopped = await _launch(client, token, "stopped")
-    gone = await _launch(client, token, "gone")
+    running = await launch(client, token, "running")
+    stopped = await launch(client, token, "stopped")
+    gone = await launch(client, token, "gone")
     await converge(reconciler)
     await client.post(f"/v1/instances/{stopped}/stop", headers=bearer(token))
     await client.delete(f"/v1/instances/{gone}", params={"purge": "true"}, headers=bearer(token))
@@ -173,7 +167,7 @@ async def test_an_instances_schedule_overrides_its_tenants_and_a_lower_keep_prun
     scheduler: SnapshotScheduler,
 ) -> None:
     tenant_id, token = await create_tenant(client, "acme")
-    instance_id = await _launch(client, token, "main")
+    instance_id = await launch(client, token, "main")
     await converge(reconciler)
     await client.put(f"/v1/tenants/{tenant_id}/snapshot-schedule",
                      json={"every": 86400, "keep": 5}, headers=bearer(token))  # fmt: skip
@@ -199,7 +193,7 @@ async def test_no_scheduled_snapshot_where_the_runtime_cannot_snapshot(
     policy = replace(ctx.snapshot_policy, can_snapshot=False)
     scheduler = SnapshotScheduler(ctx.sessions, ctx.policy, policy, batch=2)
     tenant_id, token = await create_tenant(client, "acme")
-    instance_id = await _launch(client, token, "main")
+    instance_id = await launch(client, token, "main")
     schedule = {"every": 3600, "keep": 2}
     await client.put(f"/v1/tenants/{tenant_id}/snapshot-schedule", json=schedule,
                      headers=bearer(token))  # fmt: skip
