@@ -59,13 +59,13 @@ from pathlib import Path
 
 import psutil
 import websockets
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import fresh_database, postgres, summary, workdir  # noqa: E402
 from bench.ws_subscribers import Pool  # noqa: E402
-from chroma_orch.db.models import Instance  # noqa: E402
+from chroma_orch.db.models import Event, Instance  # noqa: E402
 from chroma_orch.db.outbox import commit, record_event  # noqa: E402
 from chroma_orch.db.session import create_engine, create_session_factory  # noqa: E402
 from tests.conftest import ADMIN_TOKEN  # noqa: E402
@@ -97,11 +97,18 @@ async def _change(sessions: object, instance_id: str, tenant_id: str, n: int) ->
             instance_id=uuid.UUID(instance_id),
             tenant_id=uuid.UUID(tenant_id),
             before={"phase": "starting" if n % 2 else "running"},
-            after={"phase": phase, "endpoint": None, "failure": None},
+            after={"phase": phase, "endpoint": None, "failure": None, "bench_change": n},
         )
-        seq = await commit(session)
+        await commit(session)
+        at = time.monotonic()
+        seq = await session.scalar(  # which seq it got (the change is marked with n)
+            select(Event.seq).where(
+                Event.instance_id == uuid.UUID(instance_id),
+                Event.after["bench_change"].as_integer() == n,
+            )
+        )
         assert seq is not None
-        return seq, time.monotonic()
+        return seq, at
 
 
 def _stats(

@@ -12,9 +12,11 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import func, select
 from websockets.asyncio.client import ClientConnection, connect
 
 from chroma_orch.context import AppContext
+from chroma_orch.db.models import Event
 from chroma_orch.db.outbox import commit, record_event
 from chroma_orch.events.stream import EventStream
 from tests.conftest import ADMIN_TOKEN
@@ -126,18 +128,22 @@ async def emit(
 ) -> int:
     """Append ``count`` events in one transaction (as a state change would);
     returns the last seq. ``size`` pads each event's ``after`` with that many bytes."""
+    ids = [instance_id or uuid.uuid4() for _ in range(count)]
     async with ctx.sessions() as session:
-        for n in range(count):
+        for n, event_instance in enumerate(ids):
             after: dict[str, Any] = {"n": n, "phase": "running"}
             if size:  # random, so that permessage-deflate cannot shrink it
                 after["pad"] = secrets.token_hex(size // 2)
             record_event(
                 session,
                 type="test.tick",
-                instance_id=instance_id or uuid.uuid4(),
+                instance_id=event_instance,
                 tenant_id=tenant_id,
                 after=after,
             )
-        last = await commit(session)
+        await commit(session)
+        last = await session.scalar(
+            select(func.max(Event.seq)).where(Event.type == "test.tick", Event.instance_id.in_(ids))
+        )
     assert last is not None
-    return last
+    return int(last)

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus, table_of
-from chroma_orch.db.outbox import appending, defer_events, events_json, notify_json
+from chroma_orch.db.outbox import appending, event_values, staged
 from chroma_orch.db.ports import ALLOCATED
 from chroma_orch.db.statements import Statement, compiled, one_of
 
@@ -89,7 +89,7 @@ class FencedWrite:
         (generation, error or None) for an operation that settles. ``alone``: the
         statement is the whole unit of work, so it commits by itself (no BEGIN /
         COMMIT round trips) unless the session began a transaction already; inside
-        a transaction the events are left to ``db.outbox.commit``."""
+        a transaction the statement stages the events for ``db.outbox.commit``."""
         if set(values) != set(self.columns):
             raise TypeError(f"{self.name} writes {self.columns}, not {tuple(values)}")
         params: dict[str, Any] = {"id": fence.instance_id, "owner": fence.owner, **values}
@@ -99,13 +99,13 @@ class FencedWrite:
             status = IntentStatus.FAILED if error else IntentStatus.SUCCEEDED
             params |= {"settle_generation": generation, "settle_status": status, "error": error}
         con = await driver(session, begin=not alone)
-        deferred = con.is_in_transaction()
-        params |= {"events": events_json([] if deferred else events), "notify": notify_json({})}
+        in_transaction = con.is_in_transaction()
+        params |= event_values(in_transaction, events, {})
         row = await self.statement.fetchrow(con, **params)
         if row is None or row["written"] is None:
             return None
-        if events and deferred:
-            defer_events(session, list(events), {})
+        if events and in_transaction:
+            staged(session)
         return Written(bool(row["due"]))
 
 

@@ -5,6 +5,14 @@ while holding a transaction-scoped advisory lock, so sequence numbers become
 visible in commit order and a reader that has seen ``seq`` N has seen every
 event below N (no gaps for ``since=`` resumes). NOTIFY is sent inside the same
 transaction, so PostgreSQL delivers it only if the commit succeeds.
+
+The lock is one for the whole service, so how long it is held bounds how many
+writes commit per second. A statement that commits by itself (no transaction
+begun) takes it and commits inside PostgreSQL. A longer transaction stages its
+events in transaction-local settings first, then sends the append, ``COMMIT`` and
+a new ``BEGIN`` as one simple-protocol message: the lock is taken and released
+inside one round trip, never across a turn of the client's event loop (which,
+for a busy replica, is milliseconds: every other writer would wait that long).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Any
 from sqlalchemy import (
     CTE,
     BigInteger,
+    ColumnElement,
     FromClause,
     Label,
     String,
@@ -28,8 +37,10 @@ from sqlalchemy import (
     cast,
     column,
     distinct,
+    exists,
     func,
     insert,
+    literal,
     select,
     true,
 )
@@ -39,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chroma_orch.db.driver import driver
 from chroma_orch.db.locks import LockKey
 from chroma_orch.db.models import Event, table_of
-from chroma_orch.db.statements import Statement, compiled
+from chroma_orch.db.statements import Statement, compiled, compiled_literal
 
 EVENTS_CHANNEL = "chroma_orch_events"
 INTENTS_CHANNEL = "chroma_orch_intents"
@@ -87,10 +98,25 @@ def event_row(
     }
 
 
-def _recordset() -> TableValuedAlias:
-    """``jsonb_to_recordset(:events)``: the events of the JSON array ``events``."""
+_EVENTS = bindparam("events", type_=Text)
+"""The events to append, as JSON text (``events_json``)."""
+_NOTIFY = bindparam("notify", type_=Text)
+"""The notifications to send, a JSON object of channel: payload (``notify_json``)."""
+_STAGE_EVENTS = bindparam("stage_events", type_=Text)
+"""The events to stage for ``commit``, as JSON text."""
+_STAGE_NOTIFY = bindparam("stage_notify", type_=Text)
+"""The notifications to stage for ``commit``, as JSON text."""
+_STAGED_EVENTS = "chroma_orch.staged_events"
+_STAGED_NOTIFY = "chroma_orch.staged_notify"
+"""The transaction-local settings that hold what was staged."""
+_STAGED = "chroma_orch.staged"
+"""``session.info`` key: a statement of the transaction staged events."""
+
+
+def _recordset(events: ColumnElement[Any]) -> TableValuedAlias:
+    """``jsonb_to_recordset(events)``: the events of the JSON array text ``events``."""
     return (
-        func.jsonb_to_recordset(cast(_EVENTS, JSONB))
+        func.jsonb_to_recordset(cast(events, JSONB))
         .table_valued(
             column("type", String),
             column("instance_id", UUID),
@@ -102,24 +128,47 @@ def _recordset() -> TableValuedAlias:
     )
 
 
-_EVENTS = bindparam("events", type_=Text)
-"""The events to append, as JSON text (``events_json``)."""
-_NOTIFY = bindparam("notify", type_=Text)
-"""The notifications to send, a JSON object of channel: payload (``notify_json``)."""
-
-
 def appending(gate: FromClause | None) -> Appending:
     """What appends the events of ``:events`` (a JSON array) inside a larger
-    statement and sends the notifications of ``:notify``, only if ``gate`` (a CTE
+    statement and sends the notifications of ``:notify``, or stages those of
+    ``:stage_events`` and ``:stage_notify`` for ``commit``, only if ``gate`` (a CTE
     or subquery), when given, yields a row: the CTEs that take the ordering lock
     (only when there are events) and insert the events, and the select-list items
-    (the last sequence number, the events channel's notification, the others). The
-    lock is held until the transaction ends, which should be soon after."""
+    (the last sequence number, the events channel's notification, the others, the
+    staging). ``event_values`` gives the four parameters. The lock is held until
+    the transaction ends: only a statement that commits by itself appends."""
+    parts = _appending(gate, _EVENTS, _NOTIFY)
+    written = true() if gate is None else exists(select(literal(1)).select_from(gate))
+    stage = [
+        select(_staging(_STAGED_EVENTS, _STAGE_EVENTS, "[]"))
+        .where(written, func.jsonb_array_length(cast(_STAGE_EVENTS, JSONB)) > 0)
+        .scalar_subquery()
+        .label("staged_events"),
+        select(_staging(_STAGED_NOTIFY, _STAGE_NOTIFY, "{}"))
+        .where(written, cast(_STAGE_NOTIFY, JSONB) != cast("{}", JSONB))
+        .scalar_subquery()
+        .label("staged_notify"),
+    ]
+    return Appending(parts.ctes, [*parts.items, *stage])
+
+
+def _staging(setting: str, value: ColumnElement[Any], empty: str) -> ColumnElement[Any]:
+    """``value`` (JSON text) added to the transaction-local ``setting``: an array
+    extended, an object merged (a later payload for a channel wins)."""
+    current = func.coalesce(func.nullif(func.current_setting(setting, true()), ""), empty)
+    merged = cast(current, JSONB).op("||")(cast(value, JSONB))
+    return func.set_config(setting, cast(merged, Text), true())
+
+
+def _appending(
+    gate: FromClause | None, events: ColumnElement[Any], notify: ColumnElement[Any]
+) -> Appending:
+    """The CTEs and items that append ``events`` and send ``notify`` (JSON text)."""
     locked_q = select(func.pg_advisory_xact_lock(_LOCK_KEY).label("locked"))
     if gate is not None:
         locked_q = locked_q.select_from(gate)
-    locked = locked_q.where(func.jsonb_array_length(cast(_EVENTS, JSONB)) > 0).cte("locked")
-    e = _recordset()
+    locked = locked_q.where(func.jsonb_array_length(cast(events, JSONB)) > 0).cte("locked")
+    e = _recordset(events)
     source = select(e.c.type, e.c.instance_id, e.c.tenant_id, e.c.before, e.c.after)
     appended = (
         insert(_E)
@@ -127,18 +176,22 @@ def appending(gate: FromClause | None) -> Appending:
             ["type", "instance_id", "tenant_id", "before", "after"],
             source.select_from(locked).join(e, true()),
         )
-        .returning(_E.c.seq, _E.c.instance_id, _E.c.after["phase"].astext.label("phase"))
+        .returning(_E.c.seq, _E.c.instance_id, _E.c.after)
         .cte("appended")
     )
-    return Appending([locked, appended], _notifications(appended, gate))
+    return Appending([locked, appended], _notifications(appended, gate, notify))
 
 
-def _notifications(appended: CTE, gate: FromClause | None) -> list[Label[Any]]:
+def _notifications(
+    appended: CTE, gate: FromClause | None, notify: ColumnElement[Any]
+) -> list[Label[Any]]:
     """The last sequence number, the events channel's notification of what was
     appended, and the notifications of ``:notify`` (only if ``gate`` yields a row)."""
     ids = func.string_agg(
         distinct(
-            " " + cast(appended.c.instance_id, Text) + func.coalesce("=" + appended.c.phase, "")
+            " "
+            + cast(appended.c.instance_id, Text)
+            + func.coalesce("=" + appended.c.after["phase"].astext, "")
         ),
         "",
     )
@@ -147,7 +200,7 @@ def _notifications(appended: CTE, gate: FromClause | None) -> list[Label[Any]]:
     payload = cast(func.max(appended.c.seq), Text) + func.coalesce(
         case((func.length(ids) < _PAYLOAD_IDS_LIMIT, ids)), ""
     )
-    pairs = func.jsonb_each_text(cast(_NOTIFY, JSONB)).table_valued("key", "value").alias("n")
+    pairs = func.jsonb_each_text(cast(notify, JSONB)).table_valued("key", "value").alias("n")
     others = select(func.count(func.pg_notify(pairs.c.key, pairs.c.value))).select_from(pairs)
     if gate is not None:
         others = others.select_from(gate)
@@ -186,38 +239,84 @@ _CHANNEL = bindparam("events_channel", EVENTS_CHANNEL, type_=Text)
 
 
 def _append_all() -> Statement:
-    parts = appending(None)
+    parts = _appending(None, _EVENTS, _NOTIFY)
     return compiled("append_events", select(*parts.items).add_cte(*parts.ctes))
 
 
 _APPEND = _append_all()
 
+_STAGE = compiled(
+    "stage_events",
+    select(
+        _staging(_STAGED_EVENTS, _EVENTS, "[]").label("events"),
+        _staging(_STAGED_NOTIFY, _NOTIFY, "{}").label("notify"),
+    ),
+)
+"""Events and notifications recorded in Python (``record_event``), staged with
+those the transaction's statements staged (bound parameters need the extended
+protocol, which sends one statement a message)."""
 
-def defer_events(
-    session: AsyncSession, events: list[dict[str, Any]], notify: Mapping[str, str]
-) -> None:
-    """Leave a write's events and notifications to ``commit``: for a write inside a
-    longer transaction, so the ordering lock is taken last and held only at the end
-    (a statement that commits by itself folds them in with ``appending``)."""
-    session.info.setdefault(_PENDING_EVENTS, []).extend(events)
-    session.info.setdefault(_PENDING_NOTIFY, {}).update(notify)
+
+def _append_staged() -> Statement:
+    staged = [
+        func.coalesce(func.nullif(func.current_setting(setting, true()), ""), empty)
+        for setting, empty in ((_STAGED_EVENTS, "[]"), (_STAGED_NOTIFY, "{}"))
+    ]
+    parts = _appending(None, *staged)
+    return compiled_literal("append_staged_events", select(*parts.items).add_cte(*parts.ctes))
 
 
-async def commit(session: AsyncSession) -> int | None:
-    """Write pending events and notifications, then commit. Returns the last event seq.
+_APPEND_STAGED = _append_staged()
+_APPEND_AND_COMMIT = "; ".join((_APPEND_STAGED.sql, "COMMIT", "BEGIN"))
+"""The staged events appended under the ordering lock, the transaction committed
+(the lock released) and a new, empty one begun, as one simple-protocol message:
+the session's own COMMIT then ends the empty one (SQLAlchemy began the first
+and will end one)."""
 
-    Events go in with one statement that takes the lock, appends them and
-    notifies (the lock and the insert must be one unit; one round trip is cheaper).
+
+def event_values(
+    in_transaction: bool, events: Sequence[Mapping[str, Any]], notify: Mapping[str, str]
+) -> dict[str, str]:
+    """The parameters of ``appending`` for a write's ``events`` and ``notify``:
+    appended by the statement when it commits by itself, staged for ``commit``
+    when it runs inside a transaction (then call ``staged`` once it wrote)."""
+    now, later = ((), events) if in_transaction else (events, ())
+    return {
+        "events": events_json(now),
+        "notify": notify_json({} if in_transaction else notify),
+        "stage_events": events_json(later),
+        "stage_notify": notify_json(notify if in_transaction else {}),
+    }
+
+
+def staged(session: AsyncSession) -> None:
+    """Note that a statement of the session's transaction staged events (``commit``
+    appends them)."""
+    session.info[_STAGED] = True
+
+
+async def commit(session: AsyncSession) -> None:
+    """Write pending events and notifications, then commit.
+
+    Without a transaction begun, one statement takes the lock, appends, notifies
+    and commits by itself. Inside one, the unit's ORM changes are flushed, the
+    events staged, then appended and committed in one message
+    (``_APPEND_AND_COMMIT``), so the lock is never held across a round trip.
     """
     events: list[dict[str, Any]] = session.info.pop(_PENDING_EVENTS, [])
     notifications: dict[str, str] = session.info.pop(_PENDING_NOTIFY, {})
-    last_seq: int | None = None
-    if events or notifications:
-        last_seq = await _APPEND.fetchval(
-            await driver(session), events=events_json(events), notify=notify_json(notifications)
-        )
+    written = session.info.pop(_STAGED, False)
+    if events or notifications or written:
+        await session.flush()  # the unit's ORM changes commit with its events
+        con = await driver(session, begin=False)
+        values = {"events": events_json(events), "notify": notify_json(notifications)}
+        if con.is_in_transaction():
+            if events or notifications:
+                await _STAGE.execute(con, **values)
+            await con.execute(_APPEND_AND_COMMIT)
+        else:  # nothing staged: staging happens only inside a transaction
+            await _APPEND.execute(con, **values)
     await session.commit()
-    return last_seq
 
 
 def parse_events_payload(payload: str) -> tuple[int | None, list[tuple[str, str]]]:
@@ -238,6 +337,7 @@ def discard_pending(session: AsyncSession) -> None:
     """Forget queued events and notifications (after a rollback)."""
     session.info.pop(_PENDING_EVENTS, None)
     session.info.pop(_PENDING_NOTIFY, None)
+    session.info.pop(_STAGED, None)  # the settings went with the transaction
 
 
 async def newest_seq(session: AsyncSession) -> int:

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.models import Instance, Intent, table_of
-from chroma_orch.db.outbox import appending, defer_events, events_json, notify_json
+from chroma_orch.db.outbox import appending, event_values, staged
 from chroma_orch.db.statements import Statement, compiled
 
 INSTANCES = table_of(Instance)
@@ -159,18 +159,14 @@ async def _write_with_events(
 ) -> asyncpg.Record:
     """Run ``statement`` (one that appends ``:events`` and sends ``:notify`` when it
     writes, and answers ``id``), as a unit of its own when nothing began a
-    transaction; inside a longer one, the events and notifications are left to
-    ``commit`` once the statement wrote (see ``defer_events``)."""
+    transaction; inside a longer one, the statement stages them and ``commit``
+    appends them (see ``event_values``)."""
     con = await driver(session, begin=False)
-    deferred = con.is_in_transaction()
-    folded = {
-        "events": events_json([] if deferred else events),
-        "notify": notify_json({} if deferred else notify),
-    }
-    row = await statement.fetchrow(con, **params, **folded)
+    in_transaction = con.is_in_transaction()
+    row = await statement.fetchrow(con, **params, **event_values(in_transaction, events, notify))
     assert row is not None
-    if deferred and row["id"] is not None:
-        defer_events(session, events, notify)
+    if in_transaction and row["id"] is not None:
+        staged(session)
     return row
 
 

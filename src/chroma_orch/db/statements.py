@@ -97,6 +97,24 @@ def compiled(name: str, statement: ClauseElement) -> Statement:
     return REGISTRY[name]
 
 
+def compiled_literal(name: str, statement: ClauseElement) -> Statement:
+    """Compile ``statement``, which takes no parameters (its values fixed where it is
+    written), with those values inline, and register it under ``name``: for the
+    simple query protocol, which sends several statements in one message but no
+    parameters (``db/outbox.py``'s commit)."""
+    if name in REGISTRY:
+        raise ValueError(f"statement {name!r} is defined twice")
+    result = statement.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True})
+    assert isinstance(result, SQLCompiler)
+    unset = sorted(bind.key for bind in result.binds.values() if bind.required)
+    if unset:  # SQLAlchemy would send them as NULL
+        raise ValueError(f"{name}: parameters without a value cannot go inline: {unset}")
+    if result.positiontup:  # a part that renders its values as parameters anyway
+        raise ValueError(f"{name}: {list(result.positiontup)} did not render inline")
+    REGISTRY[name] = Statement(name, result.string, (), (), {})
+    return REGISTRY[name]
+
+
 async def check_statements(con: asyncpg.Connection) -> None:
     """Prepare every registered statement on ``con``: fails, naming the statement
     and the database's complaint, when one does not fit the live schema (a renamed

@@ -12,7 +12,7 @@ import uuid
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.locks import NamedLock, lock
@@ -159,13 +159,23 @@ def default_plan(specs: SpecsSettings) -> PlanDefinition:
 
 
 async def tenant_plan(
-    session: AsyncSession, tenant_id: uuid.UUID, default: PlanDefinition
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    default: PlanDefinition,
+    *,
+    locking: ColumnElement[Any] | None = None,
 ) -> PlanDefinition:
-    """The plan of ``tenant_id``: its own, else ``default``."""
-    definition = await session.scalar(
-        select(Plan.definition).join(Tenant, Tenant.plan == Plan.name).where(Tenant.id == tenant_id)
+    """The plan of ``tenant_id``: its own, else ``default``. With ``locking``
+    (``db.locks.locking``), the lock is taken by the same statement."""
+    definition = (
+        select(Plan.definition)
+        .join(Tenant, Tenant.plan == Plan.name)
+        .where(Tenant.id == tenant_id)
+        .scalar_subquery()
     )
-    return default if definition is None else PlanDefinition.model_validate(definition)
+    query = select(definition) if locking is None else select(definition, locking)
+    found = (await session.execute(query)).one()[0]
+    return default if found is None else PlanDefinition.model_validate(found)
 
 
 async def require_plan(session: AsyncSession, name: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Integer, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chroma_orch.db.locks import NamedLock, lock
+from chroma_orch.db.locks import NamedLock, locking
 from chroma_orch.db.models import Instance
 from chroma_orch.domain.plans import PlanDefinition, Quota, tenant_plan
 from chroma_orch.domain.states import DesiredState
@@ -68,8 +68,7 @@ async def resolve_spec(
             name = getattr(runtime, "name", "this runtime")
             raise InvalidSpecError(f"the {name} runtime runs every instance on one spec")
         return current if current is not None else ServerSpec()
-    await lock(session, NamedLock.TENANT_SPECS, tenant_id)
-    plan = await tenant_plan(session, tenant_id, default_plan or _EMPTY_PLAN)
+    plan = await _locked_plan(session, tenant_id, default_plan)
     base = current.to_json() if current is not None else plan.defaults.as_request()
     try:
         wanted = ServerSpec.from_json(merge_spec(base, requested))
@@ -126,9 +125,18 @@ async def check_room(
     instance of ``spec`` as it is (an undelete). Takes the tenant's spec lock."""
     if spec_support(runtime) is None:
         return
-    await lock(session, NamedLock.TENANT_SPECS, tenant_id)
-    plan = await tenant_plan(session, tenant_id, default_plan or _EMPTY_PLAN)
+    plan = await _locked_plan(session, tenant_id, default_plan)
     await check_quota(session, tenant_id, plan.quota, spec, None)
+
+
+async def _locked_plan(
+    session: AsyncSession, tenant_id: uuid.UUID, default_plan: PlanDefinition | None
+) -> PlanDefinition:
+    """The tenant's plan, and its spec lock taken, in one statement. The plan is
+    read as the statement began, before any wait for the lock: edits of plans and
+    of a tenant's plan do not take that lock, so a read after it knew no more."""
+    spec_lock = locking(NamedLock.TENANT_SPECS, tenant_id)
+    return await tenant_plan(session, tenant_id, default_plan or _EMPTY_PLAN, locking=spec_lock)
 
 
 def stored_spec(runtime: object, spec: ServerSpec) -> ServerSpec:
