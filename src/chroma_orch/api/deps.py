@@ -35,18 +35,25 @@ def with_principal(principal: Principal) -> None:
     log_context.set({**log_context.get(), **fields})
 
 
-async def get_context(request: Request) -> AppContext:
-    ctx: AppContext = request.app.state.ctx
+def app_context(connection: HTTPConnection) -> AppContext:
+    """The app's context. The dependencies below read it here rather than depend on
+    ``Context``: FastAPI resolves every occurrence of a dependency in a request's
+    tree (a cache lookup each), which is CPU on every request for an attribute read."""
+    ctx: AppContext = connection.app.state.ctx
     return ctx
+
+
+async def get_context(request: Request) -> AppContext:
+    return app_context(request)
 
 
 Context = Annotated[AppContext, Depends(get_context)]
 
 
-async def get_session(ctx: Context) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One request, one transaction: committed (with its events) when the handler
     returns, rolled back when it raises."""
-    async with ctx.sessions() as session:
+    async with app_context(request).sessions() as session:
         try:
             yield session
         except BaseException:
@@ -72,9 +79,9 @@ def client_address(connection: HTTPConnection) -> str | None:
 async def get_principal(
     request: Request,
     session: Session,
-    ctx: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
+    ctx = app_context(request)
     token = credentials.credentials if credentials else None
     principal = await authenticate(
         session, token, ctx.tokens, failures=ctx.auth_failures, client=client_address(request)
@@ -88,22 +95,25 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
 async def get_instances(
-    session: Session, principal: CurrentPrincipal, ctx: Context
+    request: Request, session: Session, principal: CurrentPrincipal
 ) -> InstanceService:
+    ctx = app_context(request)
     return InstanceService(session, principal, ctx.policy, ctx.runtime)
 
 
-async def get_tenants(session: Session, principal: CurrentPrincipal, ctx: Context) -> TenantService:
-    return TenantService(session, principal, ctx.tokens)
+async def get_tenants(
+    request: Request, session: Session, principal: CurrentPrincipal
+) -> TenantService:
+    return TenantService(session, principal, app_context(request).tokens)
 
 
 Instances = Annotated[InstanceService, Depends(get_instances)]
 
 
 async def get_snapshots(
-    session: Session, principal: CurrentPrincipal, ctx: Context, instances: Instances
+    request: Request, session: Session, principal: CurrentPrincipal, instances: Instances
 ) -> SnapshotService:
-    return SnapshotService(session, principal, instances, ctx.snapshot_policy)
+    return SnapshotService(session, principal, instances, app_context(request).snapshot_policy)
 
 
 Snapshots = Annotated[SnapshotService, Depends(get_snapshots)]
@@ -125,8 +135,8 @@ async def get_deletions(snapshots: Snapshots) -> DeletionService:
 Deletions = Annotated[DeletionService, Depends(get_deletions)]
 
 
-async def get_upgrades(snapshots: Snapshots, ctx: Context) -> UpgradeService:
-    return UpgradeService(snapshots, ctx.runtime)
+async def get_upgrades(request: Request, snapshots: Snapshots) -> UpgradeService:
+    return UpgradeService(snapshots, app_context(request).runtime)
 
 
 Upgrades = Annotated[UpgradeService, Depends(get_upgrades)]

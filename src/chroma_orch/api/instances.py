@@ -82,7 +82,6 @@ def _accepted(policy: InstancePolicy, pair: tuple[Instance, Intent]) -> Instance
 async def create_instance(
     body: InstanceCreate,
     instances: Instances,
-    ctx: Context,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -91,7 +90,7 @@ async def create_instance(
         ),
     ] = None,
 ) -> InstanceAccepted:
-    return _accepted(ctx.policy, await instances.create(body, idempotency_key))
+    return _accepted(instances.policy, await instances.create(body, idempotency_key))
 
 
 @router.get(
@@ -134,8 +133,8 @@ async def list_instances(
 
 
 @router.get("/{instance_id}", operation_id="getInstance", summary="Get an instance", responses=_ONE)
-async def get_instance(instance_id: uuid.UUID, instances: Instances, ctx: Context) -> InstanceRead:
-    return to_read(await instances.get(instance_id), ctx.policy)
+async def get_instance(instance_id: uuid.UUID, instances: Instances) -> InstanceRead:
+    return to_read(await instances.get(instance_id), instances.policy)
 
 
 @router.get(
@@ -176,16 +175,14 @@ async def wait_instance(
     ),
 )
 async def update_instance(
-    instance_id: uuid.UUID, body: InstanceUpdate, instances: Instances, ctx: Context
+    instance_id: uuid.UUID, body: InstanceUpdate, instances: Instances
 ) -> InstanceRead:
-    return to_read(await instances.update(instance_id, body), ctx.policy)
+    return to_read(await instances.update(instance_id, body), instances.policy)
 
 
 def _action_route(action: Action, summary: str) -> None:
-    async def handler(
-        instance_id: uuid.UUID, instances: Instances, ctx: Context
-    ) -> InstanceAccepted:
-        return _accepted(ctx.policy, await instances.act(instance_id, action))
+    async def handler(instance_id: uuid.UUID, instances: Instances) -> InstanceAccepted:
+        return _accepted(instances.policy, await instances.act(instance_id, action))
 
     router.add_api_route(
         f"/{{instance_id}}/{action.value}",
@@ -219,7 +216,6 @@ _action_route(Action.RESTART, "Restart a running instance")
 async def delete_instance(
     instance_id: uuid.UUID,
     deletions: Deletions,
-    ctx: Context,
     keep_data: Annotated[bool, Query(description="Keep the data directory.")] = False,
     purge: Annotated[
         bool,
@@ -230,7 +226,7 @@ async def delete_instance(
     ] = False,
 ) -> InstanceAccepted:
     pair = await deletions.delete(instance_id, keep_data=keep_data, purge=purge)
-    return _accepted(ctx.policy, pair)
+    return _accepted(deletions.instances.policy, pair)
 
 
 @router.post(
@@ -246,10 +242,8 @@ async def delete_instance(
         NotFoundError, ConflictError, InvalidTransitionError, QuotaExceededError
     ),
 )
-async def undelete_instance(
-    instance_id: uuid.UUID, deletions: Deletions, ctx: Context
-) -> InstanceAccepted:
-    return _accepted(ctx.policy, await deletions.undelete(instance_id))
+async def undelete_instance(instance_id: uuid.UUID, deletions: Deletions) -> InstanceAccepted:
+    return _accepted(deletions.instances.policy, await deletions.undelete(instance_id))
 
 
 @router.get(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Text,
     column,
     func,
+    inspect,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
@@ -576,6 +578,21 @@ class Event(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+_M = TypeVar("_M", bound=Base)
+
+
+def loaded(model: type[_M], values: Mapping[str, Any]) -> _M:
+    """A transient ``model`` object holding ``values`` (every column) as the ORM
+    holds what it loads: in the object's state, with no change recorded. The
+    constructor records each attribute as a change, through the attribute events,
+    at about fifteen times the CPU (33 against 2 microseconds for an instance
+    row). For copies of rows read with the driver; never added to a session."""
+    obj = inspect(model).class_manager.new_instance()
+    assert isinstance(obj, model)
+    obj.__dict__.update(values)
+    return obj
 
 
 def table_of(model: type[Base]) -> Table:

@@ -35,22 +35,23 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
-from chroma_orch.db.models import Instance, Intent, table_of
+from chroma_orch.db.models import Instance, Intent, loaded, table_of
 from chroma_orch.db.outbox import appending, event_values, staged
 from chroma_orch.db.statements import Statement, compiled
 
 INSTANCES = table_of(Instance)
 INTENTS = table_of(Intent)
 _INSTANCE_COLUMNS = tuple(INSTANCES.columns.keys())
+_INTENT_COLUMNS = tuple(INTENTS.columns.keys())
 
 
 def instance_of(row: asyncpg.Record) -> Instance:
     """The instance in ``row`` (which may carry other columns beside its own)."""
-    return Instance(**{column: row[column] for column in _INSTANCE_COLUMNS})
+    return loaded(Instance, {column: row[column] for column in _INSTANCE_COLUMNS})
 
 
 def _intent_of(row: asyncpg.Record) -> Intent:
-    return Intent(**{column: row[column] for column in INTENTS.columns.keys()})
+    return loaded(Intent, {column: row[column] for column in _INTENT_COLUMNS})
 
 
 _FETCH = compiled("fetch_instance", select(INSTANCES).where(INSTANCES.c.id == bindparam("id")))
@@ -142,10 +143,14 @@ async def insert_instance(
     row = await _write_with_events(session, statement, params, events, notify)
     if row["id"] is None:
         return row, None
-    created = Intent(
-        **intent_values,
-        created_at=row["intent_created_at"],
-        updated_at=row["intent_updated_at"],
+    created = loaded(
+        Intent,
+        intent_values
+        | {
+            "error": None,
+            "created_at": row["intent_created_at"],
+            "updated_at": row["intent_updated_at"],
+        },
     )
     return row, (instance_of(row), created)
 
