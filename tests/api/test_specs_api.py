@@ -3,6 +3,7 @@ runtime's SpecSupport): what is resolved, written, and every refusal."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -191,6 +192,26 @@ async def test_the_quota_counts_live_instances_on_launch_and_on_change(
     deleted = await client.delete(f"/v1/instances/{first['id']}", headers=bearer(token))
     assert deleted.status_code == 202
     assert (await _launch(client, token, "d", spec={"memory_mib": 512})).status_code == 202
+
+
+async def test_launches_and_a_spec_change_at_once_never_overrun_the_quota(
+    client: httpx.AsyncClient,
+) -> None:
+    """Each launch counts what the tenant's others committed before it: the statement
+    that writes it takes the tenant's spec lock, then counts (a count in the
+    statement's own snapshot, taken before the wait, would let them all in)."""
+    _, token = await _on_plan(client, SMALL)  # quota: 2048 MiB
+    first = (await _launch(client, token, "a", spec={"memory_mib": 512})).json()["instance"]
+    grow = client.patch(
+        f"/v1/instances/{first['id']}", json={"spec": {"memory_mib": 1024}}, headers=bearer(token)
+    )
+    launches = [_launch(client, token, f"n{k}", spec={"memory_mib": 512}) for k in range(8)]
+    answers = await asyncio.gather(grow, *launches)
+    assert {a.status_code for a in answers} <= {200, 202, 429}, [a.text for a in answers]
+    assert sum(a.status_code == 429 for a in answers) >= 5  # room for three at most
+    listed = await client.get("/v1/instances", headers=bearer(token))
+    live = [i["spec"]["memory_mib"] for i in listed.json()["items"]]
+    assert sum(live) <= 2048, live
 
 
 async def test_plans_crud_and_a_plan_in_use_cannot_be_deleted(client: httpx.AsyncClient) -> None:

@@ -16,12 +16,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Integer, and_, bindparam, func, or_, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Text,
+    and_,
+    bindparam,
+    column,
+    func,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db import rows
 from chroma_orch.db.hub import EventHub, wait_for_event
-from chroma_orch.db.locks import NamedLock, lock
+from chroma_orch.db.locks import NamedLock, lock, named_key
 from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus, Tenant
 from chroma_orch.db.outbox import INTENTS_CHANNEL, event_row
 from chroma_orch.domain.instance_search import list_page
@@ -30,7 +42,7 @@ from chroma_orch.domain.limits import (
     check_concurrent_starts,
     enforce_start_cap,
 )
-from chroma_orch.domain.plans import PlanDefinition
+from chroma_orch.domain.plans import PlanDefinition, Quota
 from chroma_orch.domain.principal import Principal
 from chroma_orch.domain.schemas import (
     EndpointRead,
@@ -42,7 +54,14 @@ from chroma_orch.domain.schemas import (
     SpecRead,
 )
 from chroma_orch.domain.snapshot_access import restorable_snapshot
-from chroma_orch.domain.specs import check_room, merge_spec, resolve_spec, stored_spec
+from chroma_orch.domain.specs import (
+    check_room,
+    merge_spec,
+    quota_problem,
+    resolve_launch,
+    resolve_spec,
+    stored_spec,
+)
 from chroma_orch.domain.states import (
     ACTION_TARGETS,
     Action,
@@ -167,23 +186,46 @@ _LIVE = and_(
 )
 _COUNTS = (
     select(
-        func.count().filter(_LIVE).label("tenant_count"),
         func.count().filter(_LIVE, Instance.name == bindparam("name")).label("same_name"),
         func.count().filter(ON_THEIR_WAY_UP).label("starts"),
     )
     .where(or_(_LIVE, ON_THEIR_WAY_UP))
     .subquery("counts")
 )
+_USAGE = (
+    func.chroma_orch_tenant_usage(bindparam("tenant_id"), bindparam("spec_lock", type_=Text))
+    .table_valued(
+        column("live_instances", BigInteger),
+        column("cpu_used", BigInteger),
+        column("memory_used", BigInteger),
+    )
+    .render_derived(name="usage")
+)
+"""The tenant's live instances and their CPU and memory, counted after its spec
+lock was taken (migration 0022): what the statement's own snapshot, taken before
+any wait for the lock, would miss."""
+
+
+def _fits(used: ColumnElement[int], field: str) -> ColumnElement[bool]:
+    limit = bindparam(f"quota_{field}", type_=Integer)
+    return or_(limit.is_(None), used + bindparam(f"asked_{field}", type_=Integer) <= limit)
+
+
 _ADMIT = select(
     _COUNTS,
+    _USAGE.c.live_instances.label("tenant_count"),
+    _USAGE.c.cpu_used,
+    _USAGE.c.memory_used,
     and_(
         _COUNTS.c.same_name == 0,
-        _COUNTS.c.tenant_count < bindparam("max_per_tenant", type_=Integer),
+        _USAGE.c.live_instances < bindparam("max_per_tenant", type_=Integer),
+        _fits(_USAGE.c.cpu_used, "cpu"),
+        _fits(_USAGE.c.memory_used, "memory_mib"),
         _COUNTS.c.starts < bindparam("max_starts", type_=Integer),
     ).label("admitted"),
-)
-"""A new instance needs a free name, room in the tenant's quota and room under
-the service-wide cap on starts; one query answers all three."""
+).select_from(_COUNTS.join(_USAGE, true()))
+"""A new instance needs a free name, room in the tenant's count and its plan's
+quota, and room under the service-wide cap on starts; one query answers all."""
 _CREATE = rows.create_instance_statement("create_instance", _ADMIT)
 _RACE_RETRIES = 5
 _WAIT_FOR_UPGRADE = frozenset({Action.STOP, Action.RESTART, Action.RESTORE, Action.START})
@@ -202,7 +244,9 @@ def _name_taken(name: str) -> ConflictError:
     return ConflictError(f"tenant already has an instance named {name!r}")
 
 
-def _refuse(counts: Mapping[str, Any], name: str, policy: InstancePolicy) -> None:
+def _refuse(
+    counts: Mapping[str, Any], name: str, policy: InstancePolicy, quota: Quota, spec: ServerSpec
+) -> None:
     """Raise the error that explains why ``_ADMIT`` refused."""
     if counts["same_name"]:
         raise _name_taken(name)
@@ -210,6 +254,11 @@ def _refuse(counts: Mapping[str, Any], name: str, policy: InstancePolicy) -> Non
         raise QuotaExceededError(
             f"tenant has {counts['tenant_count']} instances; the limit is {policy.max_per_tenant}"
         )
+    problem = quota_problem(
+        quota, spec, cpu_used=counts["cpu_used"], memory_used=counts["memory_used"]
+    )
+    if problem is not None:
+        raise QuotaExceededError(problem)
     enforce_start_cap(counts["starts"], policy.max_concurrent_starts)
 
 
@@ -253,8 +302,8 @@ def _desired_changed(
 ) -> dict[str, Any]:
     """Apply ``changes`` to ``instance``; its ``instance.desired_changed`` event (``after``
     with the new desired state, and the ``shown`` columns)."""
-    for column, value in changes.items():
-        setattr(instance, column, value)
+    for attribute, value in changes.items():
+        setattr(instance, attribute, value)
     after = {**after, **desired_snapshot(instance)}
     after |= {column: getattr(instance, column) for column in shown}
     return event_row(
@@ -364,7 +413,13 @@ class InstanceService:
             )
             restore_from = source.id
         requested = None if data.spec is None else data.spec.requested()
-        spec = await self._resolve(tenant_id, requested)  # the tenant's spec lock held
+        spec, quota = await resolve_launch(
+            self.session,
+            self.runtime,
+            tenant_id,
+            requested,
+            default_plan=self.policy.default_plan,
+        )
         instance_id = instance_id or uuid.uuid4()
         desired = {"desired_state": DesiredState.RUNNING.value, "generation": 1}
         created = event_row(
@@ -397,14 +452,22 @@ class InstanceService:
                     "restore_snapshot_id": restore_from,
                 },
                 _intent_values(tenant_id, Action.CREATE, 1, False, idempotency_key, fingerprint),
-                admission={"max_per_tenant": limits[0], "max_starts": limits[1]},
+                admission={
+                    "max_per_tenant": limits[0],
+                    "max_starts": limits[1],
+                    "spec_lock": named_key(NamedLock.TENANT_SPECS, tenant_id),
+                    "quota_cpu": quota.cpu,
+                    "asked_cpu": spec.cpu or 0,
+                    "quota_memory_mib": quota.memory_mib,
+                    "asked_memory_mib": spec.memory_mib or 0,
+                },
                 events=[created],
                 notify={INTENTS_CHANNEL: str(instance_id)},
             )
         except asyncpg.UniqueViolationError as exc:  # created at the same moment
             raise _name_taken(data.name) from exc
         if written is None:
-            _refuse(counts, data.name, self.policy)
+            _refuse(counts, data.name, self.policy, quota, spec)
         assert written is not None
         return written
 

@@ -12,11 +12,13 @@ import uuid
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chroma_orch.db.driver import driver
 from chroma_orch.db.locks import NamedLock, lock
 from chroma_orch.db.models import Plan, Tenant
+from chroma_orch.db.statements import compiled
 from chroma_orch.domain.principal import Principal
 from chroma_orch.errors import NotFoundError, PlanInUseError
 from chroma_orch.runtimes.base import Architecture, ServerSpec
@@ -166,16 +168,21 @@ async def tenant_plan(
     locking: ColumnElement[Any] | None = None,
 ) -> PlanDefinition:
     """The plan of ``tenant_id``: its own, else ``default``. With ``locking``
-    (``db.locks.locking``), the lock is taken by the same statement."""
-    definition = (
-        select(Plan.definition)
-        .join(Tenant, Tenant.plan == Plan.name)
-        .where(Tenant.id == tenant_id)
-        .scalar_subquery()
-    )
-    query = select(definition) if locking is None else select(definition, locking)
-    found = (await session.execute(query)).one()[0]
+    (``db.locks.locking``), the lock is taken by the same statement, which begins
+    the session's transaction; without, a read that begins none."""
+    if locking is None:
+        found = await _PLAN_OF.fetchval(await driver(session, begin=False), tenant_id=tenant_id)
+    else:
+        definition = _plan_of(Tenant.id == tenant_id).scalar_subquery()
+        found = (await session.execute(select(definition, locking))).one()[0]
     return default if found is None else PlanDefinition.model_validate(found)
+
+
+def _plan_of(tenant: ColumnElement[bool]) -> Select[tuple[Any]]:
+    return select(Plan.definition).join(Tenant, Tenant.plan == Plan.name).where(tenant)
+
+
+_PLAN_OF = compiled("tenant_plan", _plan_of(Tenant.id == bindparam("tenant_id")))
 
 
 async def require_plan(session: AsyncSession, name: str) -> None:

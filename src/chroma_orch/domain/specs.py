@@ -62,21 +62,58 @@ async def resolve_spec(
     every reason, or ``QuotaExceededError``. ``default_plan`` is the plan of tenants
     without one (``settings.specs``; omitted: no defaults, ranges or quota). Takes
     the tenant's spec lock for the rest of the transaction."""
-    support = spec_support(runtime)
-    if support is None:  # the runtime runs one spec: nothing to ask for
-        if _asks_for_something(requested):
-            name = getattr(runtime, "name", "this runtime")
-            raise InvalidSpecError(f"the {name} runtime runs every instance on one spec")
+    support = _support(runtime, requested)
+    if support is None:  # the runtime runs one spec
         return current if current is not None else ServerSpec()
     plan = await _locked_plan(session, tenant_id, default_plan)
+    resolved = _resolved(support, plan, current, requested)
+    await check_quota(session, tenant_id, plan.quota, resolved, instance_id)
+    return resolved
+
+
+async def resolve_launch(
+    session: AsyncSession,
+    runtime: object,
+    tenant_id: uuid.UUID,
+    requested: Mapping[str, Any] | None,
+    *,
+    default_plan: PlanDefinition | None = None,
+) -> tuple[ServerSpec, Quota]:
+    """``resolve_spec`` for a new instance, without the lock and the quota check:
+    the statement that writes the instance takes the lock and checks the quota
+    returned here (``chroma_orch_tenant_usage``, ``quota_problem``), so the lock is
+    held only inside PostgreSQL when that statement commits by itself."""
+    support = _support(runtime, requested)
+    if support is None:
+        return ServerSpec(), Quota()
+    plan = await tenant_plan(session, tenant_id, default_plan or _EMPTY_PLAN)
+    return _resolved(support, plan, None, requested), plan.quota
+
+
+def _support(runtime: object, requested: Mapping[str, Any] | None) -> SpecSupport | None:
+    """The runtime's spec support; None for a runtime that runs one spec, which
+    refuses a request that asks for anything."""
+    support = spec_support(runtime)
+    if support is None and _asks_for_something(requested):
+        name = getattr(runtime, "name", "this runtime")
+        raise InvalidSpecError(f"the {name} runtime runs every instance on one spec")
+    return support
+
+
+def _resolved(
+    support: SpecSupport,
+    plan: PlanDefinition,
+    current: ServerSpec | None,
+    requested: Mapping[str, Any] | None,
+) -> ServerSpec:
+    """``requested`` over ``current`` (a change) or the plan's defaults (a launch),
+    resolved by the runtime and checked against the plan."""
     base = current.to_json() if current is not None else plan.defaults.as_request()
     try:
         wanted = ServerSpec.from_json(merge_spec(base, requested))
     except ValueError as exc:
         raise InvalidSpecError(str(exc)) from exc
-    resolved = _checked(support, plan, wanted)
-    await check_quota(session, tenant_id, plan.quota, resolved, instance_id)
-    return resolved
+    return _checked(support, plan, wanted)
 
 
 def _checked(support: SpecSupport, plan: PlanDefinition, wanted: ServerSpec) -> ServerSpec:
@@ -171,12 +208,21 @@ async def check_quota(
     if instance_id is not None:
         query = query.where(Instance.id != instance_id)
     row = (await session.execute(query)).one()
+    problem = quota_problem(quota, spec, cpu_used=row[0], memory_used=row[1])
+    if problem is not None:
+        raise QuotaExceededError(problem)
+
+
+def quota_problem(quota: Quota, spec: ServerSpec, *, cpu_used: int, memory_used: int) -> str | None:
+    """Why ``spec`` does not fit in ``quota`` beside what the tenant's live
+    instances use (None: it fits)."""
     for used, asked, limit, unit in (
-        (row[0], spec.cpu, quota.cpu, "CPU units"),
-        (row[1], spec.memory_mib, quota.memory_mib, "MiB of memory"),
+        (cpu_used, spec.cpu, quota.cpu, "CPU units"),
+        (memory_used, spec.memory_mib, quota.memory_mib, "MiB of memory"),
     ):
         if limit is not None and used + (asked or 0) > limit:
-            raise QuotaExceededError(
+            return (
                 f"the tenant's live instances would have {used + (asked or 0)} {unit}; "
                 f"its plan's quota is {limit} ({used} in use)"
             )
+    return None
