@@ -11,8 +11,13 @@ and ``driver_connection``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from chroma_orch.db.statements import Statement
 
 _KEY = "chroma_orch.driver"
 _BEGIN = "SELECT 1"
@@ -43,3 +48,19 @@ async def driver(session: AsyncSession, *, begin: bool = True) -> asyncpg.Connec
         await connection.exec_driver_sql(_BEGIN)
     session.info[_KEY] = (session.sync_session.get_transaction(), raw)
     return raw
+
+
+async def fetchrow_begun(
+    session: AsyncSession, statement: Statement, **values: Any
+) -> Mapping[Any, Any] | None:
+    """``statement``'s first row, inside ``session``'s transaction. When none has
+    begun, the statement begins it: sent through SQLAlchemy (``exec_driver_sql``,
+    the compiled text and arguments as they are), whose adapter begins before its
+    first statement, instead of after a ``SELECT 1`` sent for that (a round trip
+    saved where a unit of work starts with a locking read)."""
+    con = await driver(session, begin=False)
+    if con.is_in_transaction():
+        return await statement.fetchrow(con, **values)
+    connection = await session.connection()
+    result = await connection.exec_driver_sql(statement.sql, tuple(statement.args(values)))
+    return result.mappings().first()

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chroma_orch.db.driver import driver
+from chroma_orch.db.driver import driver, fetchrow_begun
 from chroma_orch.db.models import Instance, Intent, loaded, table_of
 from chroma_orch.db.outbox import appending, event_values, staged
 from chroma_orch.db.statements import Statement, compiled
@@ -45,7 +45,7 @@ _INSTANCE_COLUMNS = tuple(INSTANCES.columns.keys())
 _INTENT_COLUMNS = tuple(INTENTS.columns.keys())
 
 
-def instance_of(row: asyncpg.Record) -> Instance:
+def instance_of(row: Mapping[Any, Any]) -> Instance:
     """The instance in ``row`` (which may carry other columns beside its own)."""
     return loaded(Instance, {column: row[column] for column in _INSTANCE_COLUMNS})
 
@@ -64,9 +64,10 @@ _FETCH_FOR_UPDATE = compiled(
 async def fetch_instance(
     session: AsyncSession, instance_id: uuid.UUID, *, for_update: bool = False
 ) -> Instance | None:
-    con = await driver(session, begin=for_update)
-    statement = _FETCH_FOR_UPDATE if for_update else _FETCH
-    row = await statement.fetchrow(con, id=instance_id)
+    if for_update:
+        row = await fetchrow_begun(session, _FETCH_FOR_UPDATE, id=instance_id)
+    else:
+        row = await _FETCH.fetchrow(await driver(session, begin=False), id=instance_id)
     return None if row is None else instance_of(row)
 
 
