@@ -91,6 +91,18 @@ async def test_stop_of_a_gone_server_is_a_no_op(runtime: Runtime) -> None:
     assert (await runtime.poll({instance_id: handle}))[instance_id].state is ObservedState.EXITED
 
 
+async def test_a_handle_it_cannot_read_is_exited_and_its_stop_a_no_op(runtime: Runtime) -> None:
+    """A handle written by another runtime or release, or damaged, names no server the
+    runtime knows: EXITED with a reason (the reconciler then starts the instance again
+    instead of failing on it at every pass), and stopping it does nothing."""
+    instance_id = new_id()
+    for unreadable in (Handle(None, {}), Handle(1, {"unrelated": "field"})):
+        observed = (await runtime.poll({instance_id: unreadable}))[instance_id]
+        assert observed.state is ObservedState.EXITED
+        assert observed.reason
+        await runtime.stop(unreadable)
+
+
 async def test_poll_answers_for_each_handle_keyed_as_given(kit: Kit, runtime: Runtime) -> None:
     running_id, stopped_id, never_id = new_id(), new_id(), new_id()
     handles = {

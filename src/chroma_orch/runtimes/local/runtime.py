@@ -187,18 +187,22 @@ class LocalRuntime:
         for its heartbeat. A proven server stays RUNNING while its process lives: that
         it still answers is the reconciler's heartbeat pass's question (``heartbeat``),
         asked with a failure threshold instead of at every poll."""
-        live = [iid for iid, handle in handles.items() if self._alive(handle)]
+        readable = {iid: handle for iid, handle in handles.items() if _readable(handle)}
+        live = [iid for iid, handle in readable.items() if self._alive(handle)]
         unproven = [iid for iid in live if _identity(handles[iid]) not in self._serving]
         answers = await asyncio.gather(*(self._heartbeat(handles[iid]) for iid in unproven))
         answered = dict.fromkeys(live, True) | dict(zip(unproven, answers, strict=True))
-        return {iid: self._observe(handle, answered.get(iid)) for iid, handle in handles.items()}
+        return {
+            iid: self._observe(handle, answered.get(iid)) if iid in readable else _UNREADABLE
+            for iid, handle in handles.items()
+        }
 
     async def heartbeat(self, servers: Mapping[str, Endpoint], timeout: float) -> dict[str, bool]:
         return await heartbeats(servers, timeout)
 
     async def stop(self, handle: Handle) -> None:
         """SIGTERM the server's process group, SIGKILL after ``stop_grace``; reap it."""
-        if not self._alive(handle):
+        if not _readable(handle) or not self._alive(handle):
             return
         iid, pid, grace = (
             handle.data.get("instance_id"),
@@ -539,6 +543,20 @@ def _phase_times(handle: Handle, listening: bool) -> dict[StartPhase, datetime]:
     if listening:
         times[StartPhase.LISTENING] = datetime.now(UTC)
     return times
+
+
+_HANDLE_FIELDS = frozenset({"pid", "create_time", "host", "port", "lock", "log"})
+"""What this runtime reads of a handle (``_make_handle`` writes them all)."""
+_UNREADABLE = Observation(
+    ObservedState.EXITED,
+    reason="UnreadableHandle",
+    message="the handle names no process this runtime can find (written by another "
+    "runtime or release, or damaged)",
+)
+
+
+def _readable(handle: Handle) -> bool:
+    return _HANDLE_FIELDS <= handle.data.keys()
 
 
 def _identity(handle: Handle) -> tuple[int, float, int]:
