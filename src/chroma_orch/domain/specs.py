@@ -58,7 +58,8 @@ async def resolve_spec(
     default_plan: PlanDefinition | None = None,
 ) -> ServerSpec:
     """The resolved spec (every field filled) for ``requested`` over ``current`` (a
-    change) or the tenant's plan defaults (a launch), or ``InvalidSpecError`` naming
+    change) or the tenant's plan defaults (without ``current``; a launch resolves with
+    ``resolve_launch`` instead, its statement checking the quota), or ``InvalidSpecError`` naming
     every reason, or ``QuotaExceededError``. ``default_plan`` is the plan of tenants
     without one (``settings.specs``; omitted: no defaults, ranges or quota). Takes
     the tenant's spec lock for the rest of the transaction."""
