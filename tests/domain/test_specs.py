@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.domain.plans import AllowedRanges, PlanDefinition, default_plan
-from chroma_orch.domain.specs import merge_spec, resolve_spec
+from chroma_orch.domain.specs import merge_spec, resolve_launch, resolve_spec
 from chroma_orch.errors import InvalidSpecError
 from chroma_orch.runtimes.base import Architecture, ServerSpec
 from chroma_orch.settings import SpecsSettings
@@ -62,12 +62,14 @@ class _OneSpec:
 @pytest.mark.parametrize("requested", [None, {}, {"settings": {}}, {"cpu": None}])
 async def test_a_runtime_with_one_spec_takes_an_empty_request(requested: Any) -> None:
     no_db = cast(AsyncSession, None)  # nothing to look up: the runtime decides alone
-    assert await resolve_spec(no_db, _OneSpec(), uuid.uuid4(), requested) == ServerSpec()
+    spec, _ = await resolve_launch(no_db, _OneSpec(), uuid.uuid4(), requested)
+    assert spec == ServerSpec()
     current = ServerSpec(chroma_version="1.0.0")
-    assert await resolve_spec(no_db, _OneSpec(), uuid.uuid4(), requested, current) is current
+    changed = await resolve_spec(no_db, _OneSpec(), uuid.uuid4(), requested, current, uuid.uuid4())
+    assert changed is current
 
 
 @pytest.mark.parametrize("requested", [{"memory_mib": 512}, {"settings": {"allow_reset": True}}])
 async def test_a_runtime_with_one_spec_refuses_any_request(requested: dict[str, Any]) -> None:
     with pytest.raises(InvalidSpecError, match="plain runtime runs every instance on one spec"):
-        await resolve_spec(cast(AsyncSession, None), _OneSpec(), uuid.uuid4(), requested)
+        await resolve_launch(cast(AsyncSession, None), _OneSpec(), uuid.uuid4(), requested)

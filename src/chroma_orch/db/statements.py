@@ -83,18 +83,14 @@ REGISTRY: dict[str, Statement] = {}
 
 def compiled(name: str, statement: ClauseElement) -> Statement:
     """Compile ``statement`` once and register it under ``name``."""
-    if name in REGISTRY:
-        raise ValueError(f"statement {name!r} is defined twice")
-    result = statement.compile(dialect=_DIALECT)
-    assert isinstance(result, SQLCompiler)
+    result = _compile(name, statement)
     if "POSTCOMPILE" in result.string:
         raise ValueError(f"{name}: write IN lists with one_of (an expanding IN needs values)")
     order = tuple(result.positiontup or ())
     binds = result.binds
     converters = tuple(binds[param].type.bind_processor(_DIALECT) for param in order)
     defaults = {param: binds[param].value for param in order if not binds[param].required}
-    REGISTRY[name] = Statement(name, result.string, order, converters, defaults)
-    return REGISTRY[name]
+    return _register(Statement(name, result.string, order, converters, defaults))
 
 
 def compiled_literal(name: str, statement: ClauseElement) -> Statement:
@@ -102,17 +98,26 @@ def compiled_literal(name: str, statement: ClauseElement) -> Statement:
     written), with those values inline, and register it under ``name``: for the
     simple query protocol, which sends several statements in one message but no
     parameters (``db/outbox.py``'s commit)."""
-    if name in REGISTRY:
-        raise ValueError(f"statement {name!r} is defined twice")
-    result = statement.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True})
-    assert isinstance(result, SQLCompiler)
+    result = _compile(name, statement, literal_binds=True)
     unset = sorted(bind.key for bind in result.binds.values() if bind.required)
     if unset:  # SQLAlchemy would send them as NULL
         raise ValueError(f"{name}: parameters without a value cannot go inline: {unset}")
     if result.positiontup:  # a part that renders its values as parameters anyway
         raise ValueError(f"{name}: {list(result.positiontup)} did not render inline")
-    REGISTRY[name] = Statement(name, result.string, (), (), {})
-    return REGISTRY[name]
+    return _register(Statement(name, result.string, (), (), {}))
+
+
+def _compile(name: str, statement: ClauseElement, **compile_kwargs: Any) -> SQLCompiler:
+    if name in REGISTRY:
+        raise ValueError(f"statement {name!r} is defined twice")
+    result = statement.compile(dialect=_DIALECT, compile_kwargs=compile_kwargs)
+    assert isinstance(result, SQLCompiler)
+    return result
+
+
+def _register(statement: Statement) -> Statement:
+    REGISTRY[statement.name] = statement
+    return statement
 
 
 async def check_statements(con: asyncpg.Connection) -> None:

@@ -566,23 +566,6 @@ class InstanceService:
             default_plan=self.policy.default_plan,
         )
 
-    async def _resolve(
-        self,
-        tenant_id: uuid.UUID,
-        requested: Mapping[str, Any] | None,
-        current: ServerSpec | None = None,
-        instance_id: uuid.UUID | None = None,
-    ) -> ServerSpec:
-        return await resolve_spec(
-            self.session,
-            self.runtime,
-            tenant_id,
-            requested,
-            current,
-            instance_id,
-            default_plan=self.policy.default_plan,
-        )
-
     async def _reconfigure(self, instance: Instance, requested: Mapping[str, Any]) -> None:
         """Write ``requested`` merged onto the spec of ``instance`` (locked), a new
         generation with a ``reconfigure`` intent if the resolved spec changed."""
@@ -597,7 +580,15 @@ class InstanceService:
         current = ServerSpec.from_json(instance.spec)
         if ServerSpec.from_json(merge_spec(current.to_json(), requested)) == current:
             return  # asks for what it has: no new generation
-        spec = await self._resolve(instance.tenant_id, requested, current, instance.id)
+        spec = await resolve_spec(
+            self.session,
+            self.runtime,
+            instance.tenant_id,
+            requested,
+            current,
+            instance.id,
+            default_plan=self.policy.default_plan,
+        )
         if spec == stored_spec(self.runtime, current):
             return
         generation = instance.generation

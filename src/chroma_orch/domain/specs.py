@@ -52,20 +52,20 @@ async def resolve_spec(
     runtime: object,
     tenant_id: uuid.UUID,
     requested: Mapping[str, Any] | None,
-    current: ServerSpec | None = None,
-    instance_id: uuid.UUID | None = None,
+    current: ServerSpec,
+    instance_id: uuid.UUID,
     *,
     default_plan: PlanDefinition | None = None,
 ) -> ServerSpec:
-    """The resolved spec (every field filled) for ``requested`` over ``current`` (a
-    change) or the tenant's plan defaults (without ``current``; a launch resolves with
-    ``resolve_launch`` instead, its statement checking the quota), or ``InvalidSpecError`` naming
-    every reason, or ``QuotaExceededError``. ``default_plan`` is the plan of tenants
-    without one (``settings.specs``; omitted: no defaults, ranges or quota). Takes
-    the tenant's spec lock for the rest of the transaction."""
+    """The resolved spec (every field filled) for ``requested`` over ``current``, the
+    spec of instance ``instance_id`` (a change; a launch resolves with
+    ``resolve_launch``, its statement checking the quota), or ``InvalidSpecError``
+    naming every reason, or ``QuotaExceededError``. ``default_plan`` is the plan of
+    tenants without one (``settings.specs``; omitted: no defaults, ranges or quota).
+    Takes the tenant's spec lock for the rest of the transaction."""
     support = _support(runtime, requested)
     if support is None:  # the runtime runs one spec
-        return current if current is not None else ServerSpec()
+        return current
     plan = await _locked_plan(session, tenant_id, default_plan)
     resolved = _resolved(support, plan, current, requested)
     await check_quota(session, tenant_id, plan.quota, resolved, instance_id)
