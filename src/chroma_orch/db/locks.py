@@ -13,9 +13,8 @@ by side must still exclude each other.
 from __future__ import annotations
 
 import enum
-from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Text, bindparam, func, literal, select
+from sqlalchemy import BigInteger, Text, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 
@@ -72,13 +71,6 @@ async def lock(db: AsyncSession | AsyncConnection, name: NamedLock, *parts: obje
     """Take ``name`` (of ``parts``) for the rest of ``db``'s transaction, waiting
     while another transaction holds it."""
     await db.execute(_TAKE, {"name": named_key(name, *parts)})
-
-
-def locking(name: NamedLock, *parts: object) -> ColumnElement[Any]:
-    """``lock`` as an expression, to take the lock inside another statement (what
-    that statement reads, it reads as it began, before any wait for the lock)."""
-    key = literal(named_key(name, *parts), Text)
-    return func.pg_advisory_xact_lock(func.hashtextextended(key, 0)).label("locked")
 
 
 def named_key(name: NamedLock, *parts: object) -> str:

@@ -17,13 +17,11 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Integer,
     Text,
     and_,
     bindparam,
-    column,
     func,
     or_,
     select,
@@ -61,6 +59,7 @@ from chroma_orch.domain.specs import (
     resolve_launch,
     resolve_spec,
     stored_spec,
+    tenant_usage,
 )
 from chroma_orch.domain.states import (
     ACTION_TARGETS,
@@ -192,17 +191,9 @@ _COUNTS = (
     .where(or_(_LIVE, ON_THEIR_WAY_UP))
     .subquery("counts")
 )
-_USAGE = (
-    func.chroma_orch_tenant_usage(bindparam("tenant_id"), bindparam("spec_lock", type_=Text))
-    .table_valued(
-        column("live_instances", BigInteger),
-        column("cpu_used", BigInteger),
-        column("memory_used", BigInteger),
-    )
-    .render_derived(name="usage")
-)
+_USAGE = tenant_usage(bindparam("tenant_id"), bindparam("spec_lock", type_=Text))
 """The tenant's live instances and their CPU and memory, counted after its spec
-lock was taken (migration 0022): what the statement's own snapshot, taken before
+lock was taken (``tenant_usage``): what the statement's own snapshot, taken before
 any wait for the lock, would miss."""
 
 

@@ -161,20 +161,11 @@ def default_plan(specs: SpecsSettings) -> PlanDefinition:
 
 
 async def tenant_plan(
-    session: AsyncSession,
-    tenant_id: uuid.UUID,
-    default: PlanDefinition,
-    *,
-    locking: ColumnElement[Any] | None = None,
+    session: AsyncSession, tenant_id: uuid.UUID, default: PlanDefinition
 ) -> PlanDefinition:
-    """The plan of ``tenant_id``: its own, else ``default``. With ``locking``
-    (``db.locks.locking``), the lock is taken by the same statement, which begins
-    the session's transaction; without, a read that begins none."""
-    if locking is None:
-        found = await _PLAN_OF.fetchval(await driver(session, begin=False), tenant_id=tenant_id)
-    else:
-        definition = _plan_of(Tenant.id == tenant_id).scalar_subquery()
-        found = (await session.execute(select(definition, locking))).one()[0]
+    """The plan of ``tenant_id``: its own, else ``default``; a read that begins no
+    transaction."""
+    found = await _PLAN_OF.fetchval(await driver(session, begin=False), tenant_id=tenant_id)
     return default if found is None else PlanDefinition.model_validate(found)
 
 

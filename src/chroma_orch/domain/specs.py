@@ -16,13 +16,21 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Integer, func, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    TableValuedAlias,
+    Text,
+    Uuid,
+    column,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chroma_orch.db.locks import NamedLock, locking
-from chroma_orch.db.models import Instance
+from chroma_orch.db.locks import NamedLock, named_key
 from chroma_orch.domain.plans import PlanDefinition, Quota, tenant_plan
-from chroma_orch.domain.states import DesiredState
 from chroma_orch.errors import InvalidSpecError, QuotaExceededError
 from chroma_orch.runtimes.base import ServerSpec, SpecSupport, spec_support
 from chroma_orch.runtimes.server_settings import settings_problems
@@ -66,7 +74,7 @@ async def resolve_spec(
     support = _support(runtime, requested)
     if support is None:  # the runtime runs one spec
         return current
-    plan = await _locked_plan(session, tenant_id, default_plan)
+    plan = await tenant_plan(session, tenant_id, default_plan or _EMPTY_PLAN)
     resolved = _resolved(support, plan, current, requested)
     await check_quota(session, tenant_id, plan.quota, resolved, instance_id)
     return resolved
@@ -163,18 +171,8 @@ async def check_room(
     instance of ``spec`` as it is (an undelete). Takes the tenant's spec lock."""
     if spec_support(runtime) is None:
         return
-    plan = await _locked_plan(session, tenant_id, default_plan)
+    plan = await tenant_plan(session, tenant_id, default_plan or _EMPTY_PLAN)
     await check_quota(session, tenant_id, plan.quota, spec, None)
-
-
-async def _locked_plan(
-    session: AsyncSession, tenant_id: uuid.UUID, default_plan: PlanDefinition | None
-) -> PlanDefinition:
-    """The tenant's plan, and its spec lock taken, in one statement. The plan is
-    read as the statement began, before any wait for the lock: edits of plans and
-    of a tenant's plan do not take that lock, so a read after it knew no more."""
-    spec_lock = locking(NamedLock.TENANT_SPECS, tenant_id)
-    return await tenant_plan(session, tenant_id, default_plan or _EMPTY_PLAN, locking=spec_lock)
 
 
 def stored_spec(runtime: object, spec: ServerSpec) -> ServerSpec:
@@ -188,8 +186,22 @@ def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _total(field: str) -> Any:
-    return func.coalesce(func.sum(Instance.spec[field].astext.cast(Integer)), 0)
+def tenant_usage(*arguments: ColumnElement[Any]) -> TableValuedAlias:
+    """The tenant's live instances (``desired_state <> 'deleted'``) and the CPU and
+    memory their specs ask for, as a ``FROM`` item: ``chroma_orch_tenant_usage(tenant,
+    spec lock key[, except_instance])`` (migrations 0022, 0023), which first takes
+    the tenant's spec lock, then counts in a snapshot of its own, so it sees every
+    launch or spec change committed before the lock was granted. The one definition
+    of a tenant's usage: the launch's admission and ``check_quota`` both read it."""
+    return (
+        func.chroma_orch_tenant_usage(*arguments)
+        .table_valued(
+            column("live_instances", BigInteger),
+            column("cpu_used", BigInteger),
+            column("memory_used", BigInteger),
+        )
+        .render_derived(name="usage")
+    )
 
 
 async def check_quota(
@@ -200,15 +212,14 @@ async def check_quota(
     instance_id: uuid.UUID | None,
 ) -> None:
     """``QuotaExceededError`` when the tenant's live instances (but ``instance_id``)
-    and ``spec`` together have more CPU or memory than ``quota``."""
-    if quota.cpu is None and quota.memory_mib is None:
-        return
-    query = select(_total("cpu"), _total("memory_mib")).where(
-        Instance.tenant_id == tenant_id, Instance.desired_state != DesiredState.DELETED.value
+    and ``spec`` together have more CPU or memory than ``quota``. Takes the tenant's
+    spec lock for the rest of the transaction, quota or not."""
+    usage = tenant_usage(
+        literal(tenant_id, Uuid),
+        literal(named_key(NamedLock.TENANT_SPECS, tenant_id), Text),
+        literal(instance_id, Uuid),
     )
-    if instance_id is not None:
-        query = query.where(Instance.id != instance_id)
-    row = (await session.execute(query)).one()
+    row = (await session.execute(select(usage.c.cpu_used, usage.c.memory_used))).one()
     problem = quota_problem(quota, spec, cpu_used=row[0], memory_used=row[1])
     if problem is not None:
         raise QuotaExceededError(problem)
