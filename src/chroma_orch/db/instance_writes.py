@@ -31,9 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chroma_orch.db.driver import driver
 from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus, table_of
-from chroma_orch.db.outbox import appending, event_values, staged
+from chroma_orch.db.outbox import appending, write_with_events
 from chroma_orch.db.ports import ALLOCATED
 from chroma_orch.db.statements import Statement, compiled, one_of
 
@@ -98,14 +97,11 @@ class FencedWrite:
             generation, error = settle
             status = IntentStatus.FAILED if error else IntentStatus.SUCCEEDED
             params |= {"settle_generation": generation, "settle_status": status, "error": error}
-        con = await driver(session, begin=not alone)
-        in_transaction = con.is_in_transaction()
-        params |= event_values(in_transaction, events, {})
-        row = await self.statement.fetchrow(con, **params)
+        row = await write_with_events(
+            session, self.statement, params, events=events, begin=not alone, written="written"
+        )
         if row is None or row["written"] is None:
             return None
-        if events and in_transaction:
-            staged(session)
         return Written(bool(row["due"]))
 
 

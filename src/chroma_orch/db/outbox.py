@@ -295,6 +295,31 @@ def staged(session: AsyncSession) -> None:
     session.info[_STAGED] = True
 
 
+async def write_with_events(
+    session: AsyncSession,
+    statement: Statement,
+    params: Mapping[str, Any],
+    *,
+    events: Sequence[Mapping[str, Any]] = (),
+    notify: Mapping[str, str] | None = None,
+    begin: bool = False,
+    written: str = "id",
+) -> Mapping[str, Any] | None:
+    """Run ``statement`` (built with ``appending``) with ``params``; its first row.
+
+    When nothing began the session's transaction (and ``begin`` is false) it is a
+    unit of its own: it appends ``events`` and sends ``notify`` itself, committing by
+    itself. Inside a transaction it stages them, and ``commit`` appends them once
+    the row's ``written`` column says the statement wrote (not None)."""
+    notify = notify or {}
+    con = await driver(session, begin=begin)
+    in_transaction = con.is_in_transaction()
+    row = await statement.fetchrow(con, **params, **event_values(in_transaction, events, notify))
+    if in_transaction and (events or notify) and row is not None and row[written] is not None:
+        staged(session)
+    return row
+
+
 async def commit(session: AsyncSession) -> None:
     """Write pending events and notifications, then commit.
 

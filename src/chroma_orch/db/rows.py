@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver, fetchrow_begun
 from chroma_orch.db.models import Instance, Intent, loaded, table_of
-from chroma_orch.db.outbox import appending, event_values, staged
+from chroma_orch.db.outbox import appending, write_with_events
 from chroma_orch.db.statements import Statement, compiled
 
 INSTANCES = table_of(Instance)
@@ -162,17 +162,11 @@ async def _write_with_events(
     params: Mapping[str, Any],
     events: list[dict[str, Any]],
     notify: Mapping[str, str],
-) -> asyncpg.Record:
-    """Run ``statement`` (one that appends ``:events`` and sends ``:notify`` when it
-    writes, and answers ``id``), as a unit of its own when nothing began a
-    transaction; inside a longer one, the statement stages them and ``commit``
-    appends them (see ``event_values``)."""
-    con = await driver(session, begin=False)
-    in_transaction = con.is_in_transaction()
-    row = await statement.fetchrow(con, **params, **event_values(in_transaction, events, notify))
+) -> Mapping[str, Any]:
+    """``write_with_events`` for a statement that answers one row, ``id`` None when
+    it did not write."""
+    row = await write_with_events(session, statement, params, events=events, notify=notify)
     assert row is not None
-    if in_transaction and row["id"] is not None:
-        staged(session)
     return row
 
 
