@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.harness import summary
+from bench.harness import cpu_seconds, cpu_seconds_at, cpu_use, summary
 from bench.statement_capture import Captured
 from chroma_orch.db.listener import asyncpg_dsn
 from tests.e2e.service import Service
@@ -185,8 +185,10 @@ async def replay(
     measure_from = time.monotonic() + warmup
     load = Replay(template, measure_from, measure_from + seconds)
     dsn = asyncpg_dsn(database)
+    cpu_from = asyncio.create_task(cpu_seconds_at(measure_from))
     await asyncio.gather(*(load.client(dsn) for _ in range(clients)))
     elapsed = time.monotonic() - measure_from
+    used = cpu_seconds() - await cpu_from
     operations = sum(len(v) for v in load.latency.values())
     con = await asyncpg.connect(dsn)
     try:  # the replayed cycles did the work: every instance they launched is deleted
@@ -199,6 +201,7 @@ async def replay(
         "statements_per_cycle": {op: len(template.ops[op]) for op in OPERATIONS},
         "operations": operations,
         "throughput_ops_per_s": round(operations / elapsed, 1),
+        "client_cpu": cpu_use(used, elapsed, operations),
         "latency_ms": {op: summary(v, 1000, 2) for op, v in sorted(load.latency.items())},
         "latency_ms_all": summary([x for v in load.latency.values() for x in v], 1000, 2),
         "errors": dict(load.errors),

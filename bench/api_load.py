@@ -68,7 +68,15 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.api_floor import capture, replay  # noqa: E402
-from bench.harness import fresh_database, postgres, summary, workdir  # noqa: E402
+from bench.harness import (  # noqa: E402
+    cpu_seconds,
+    cpu_seconds_at,
+    cpu_use,
+    fresh_database,
+    postgres,
+    summary,
+    workdir,
+)
 from tests.e2e.service import Service  # noqa: E402
 from tests.helpers import create_tenant  # noqa: E402
 
@@ -235,8 +243,11 @@ async def run(
             _, token = await create_tenant(admin, "load")
         measure_from = time.monotonic() + args.warmup
         load = Load([s.url for s in services], token, measure_from, measure_from + args.seconds)
+        pids = [s.process.pid for s in services if s.process is not None]
+        cpu_from = asyncio.create_task(cpu_seconds_at(measure_from, pids))
         await asyncio.gather(*(load.client(n) for n in range(args.clients)))
         elapsed = time.monotonic() - measure_from
+        used = cpu_seconds(pids) - await cpu_from
         settle = await converge_seconds(services[0], time.monotonic())
     finally:
         for service in services:
@@ -251,6 +262,9 @@ async def run(
         # the requests' work is done once the reconciler has caught up with them: a
         # replica that answers faster while its reconciler falls behind is no faster
         "sustained_ops_per_s": round(operations / (elapsed + settle), 1),
+        # the replicas' own CPU (reconcilers included) in the window: the load's
+        # cost, less moved by the machine's other load than the throughput
+        "service_cpu": cpu_use(used, elapsed, operations),
         "latency_ms": {op: summary(v, 1000, 2) for op, v in sorted(load.latency.items())},
         "latency_ms_all": summary([x for v in load.latency.values() for x in v], 1000, 2),
         "errors": dict(load.errors),
@@ -268,10 +282,12 @@ async def floor(args: argparse.Namespace, admin_url: str, moto: str, base: Path)
 
 
 def versus(ours: dict[str, Any], bare: dict[str, Any]) -> dict[str, float]:
-    """Ours ÷ floor: throughput (goal >= 0.5) and p50/p99 latency over all operations."""
+    """Ours ÷ floor: throughput (goal >= 0.5), p50/p99 latency over all operations, and
+    CPU per operation (the replicas' against the floor client's)."""
     mine, theirs = ours["latency_ms_all"], bare["latency_ms_all"]
     return {
         "throughput": round(ours["throughput_ops_per_s"] / bare["throughput_ops_per_s"], 3),
+        "cpu_per_op": round(ours["service_cpu"]["ms_per_op"] / bare["client_cpu"]["ms_per_op"], 2),
         "p50": round(mine["p50"] / theirs["p50"], 2),
         "p99": round(mine["p99"] / theirs["p99"], 2),
     }

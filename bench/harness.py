@@ -6,18 +6,21 @@ test helpers that run the real service (``tests.e2e.service.Service``).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import statistics
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -88,4 +91,27 @@ def summary(samples: list[float], scale: float = 1.0, digits: int = 4) -> dict[s
         "min": round(min(samples) * scale, digits),
         "max": round(max(samples) * scale, digits),
         "n": len(samples),
+    }
+
+
+def cpu_seconds(pids: Sequence[int] | None = None) -> float:
+    """User and system CPU seconds used so far by ``pids`` (None: this process)."""
+    if pids is None:
+        times = os.times()
+        return times.user + times.system
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+
+async def cpu_seconds_at(when: float, pids: Sequence[int] | None = None) -> float:
+    """``cpu_seconds`` once ``time.monotonic()`` reaches ``when`` (a window's start)."""
+    await asyncio.sleep(max(0.0, when - time.monotonic()))
+    return cpu_seconds(pids)
+
+
+def cpu_use(used: float, seconds: float, operations: int) -> dict[str, float]:
+    """CPU used in a measured window: cores busy, and milliseconds per operation (a
+    figure that moves less with the machine's other load than throughput does)."""
+    return {
+        "cores_busy": round(used / seconds, 2),
+        "ms_per_op": round(1000 * used / max(operations, 1), 3),
     }
