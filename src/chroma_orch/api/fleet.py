@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from chroma_orch.api.deps import CurrentPrincipal, Session
+from chroma_orch.api.deps import Unit
 from chroma_orch.api.problems import problem_responses
 from chroma_orch.domain.fleet import FleetRead, fleet_view
 from chroma_orch.errors import ForbiddenError, UnauthorizedError, ValidationFailedError
@@ -25,8 +25,7 @@ router = APIRouter(tags=["operations"])
     responses=problem_responses(UnauthorizedError, ForbiddenError, ValidationFailedError),
 )
 async def get_fleet(
-    principal: CurrentPrincipal,
-    session: Session,
+    unit: Unit,
     failures: Annotated[
         int, Query(ge=0, le=100, description="How many recent failures to list.")
     ] = 20,
@@ -35,4 +34,4 @@ async def get_fleet(
         Query(ge=60, le=86400, description="Seconds back the histogram and failures cover."),
     ] = 3600,
 ) -> FleetRead:
-    return await fleet_view(session, principal, failures=failures, window=window)
+    return await fleet_view(unit.session, unit.principal, failures=failures, window=window)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from chroma_orch.api.deps import CurrentPrincipal, Session
+from chroma_orch.api.deps import Unit
 from chroma_orch.api.problems import problem_responses
 from chroma_orch.domain.fleet import refresh_fleet_gauges
 from chroma_orch.errors import ForbiddenError, UnauthorizedError
@@ -24,7 +24,7 @@ router = APIRouter(tags=["operations"])
         **problem_responses(UnauthorizedError, ForbiddenError),
     },
 )
-async def metrics(principal: CurrentPrincipal, session: Session) -> Response:
-    principal.require_admin()
-    await refresh_fleet_gauges(session)
+async def metrics(unit: Unit) -> Response:
+    unit.principal.require_admin()
+    await refresh_fleet_gauges(unit.session)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from chroma_orch.api.deps import Context, CurrentPrincipal, Session
+from chroma_orch.api.deps import Unit
 from chroma_orch.api.problems import problem_responses
 from chroma_orch.domain.rollout_schemas import (
     RestartRolloutCreate,
@@ -29,12 +29,10 @@ from chroma_orch.errors import (
 from chroma_orch.runtimes.base import spec_support
 
 
-async def get_rollouts(
-    session: Session, principal: CurrentPrincipal, ctx: Context
-) -> RolloutService:
-    support = spec_support(ctx.runtime)
+async def get_rollouts(unit: Unit) -> RolloutService:
+    support = spec_support(unit.ctx.runtime)
     versions = support.chroma_versions() if support is not None else None
-    return RolloutService(session, principal, versions)
+    return RolloutService(unit.session, unit.principal, versions)
 
 
 Rollouts = Annotated[RolloutService, Depends(get_rollouts)]
