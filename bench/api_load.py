@@ -3,14 +3,21 @@ replica and against two, with the ECS runtime on moto (so no Chroma process
 limits it), beside a floor measured in the same run. Prints JSON: throughput,
 p50/p99 per operation (ms), errors (must be 0), how long all intents take to
 converge after the load stops, and the headline ``throughput_vs_floor_one_replica``
-(ours ÷ floor; goal >= 0.5), with ``vs_floor`` (throughput, p50, p99) per run.
+(ours ÷ floor; goal >= 0.5), with ``vs_floor`` (throughput, p50, p99, CPU per
+operation) per run.
 
-    python bench/api_load.py [--clients 16] [--seconds 20] [--warmup 3] [--replicas 1,2]
+    python bench/api_load.py [--clients 16] [--seconds 20] [--warmup 3] [--replicas 1,2,1+1]
 
 Ours: the real service (``chroma-orch serve``, reconciler on, ECS on moto), one
-or two replicas on one database; the first ``--warmup`` seconds run the same load
-unmeasured (connection pools fill, statements get prepared); errors count
-throughout.
+or two replicas on one database (``1+1``: one serving the API with its reconciler
+off, one reconciling with no API traffic); the first ``--warmup`` seconds run the
+same load unmeasured (connection pools fill, statements get prepared); errors
+count throughout.
+
+``service_cpu`` (the replicas' CPU in the measured window, reconcilers included)
+and the floor's ``client_cpu``: cores busy and milliseconds per operation. The
+floor's client is not what bounds it (about 0.3 of a core: PostgreSQL's commits and
+one tenant's launch lock are); ours is bound by its CPU per operation.
 
 Floor (``bench/api_floor.py``): the statements these four requests send to
 PostgreSQL, captured from the real service once per run (``bench/statement_capture.py``),
@@ -230,19 +237,39 @@ def _metric(page: str, name: str) -> float:
     return float("nan")
 
 
+def topology(text: str) -> tuple[int, int]:
+    """``N`` (N replicas, each serving the API and reconciling) or ``N+M`` (N serving
+    the API with their reconcilers off, M reconciling with no API traffic)."""
+    serving, _, reconciling = text.partition("+")
+    return int(serving), int(reconciling or 0)
+
+
 async def run(
-    replicas: int, args: argparse.Namespace, admin_url: str, moto: str, base: Path
+    replicas: tuple[int, int], args: argparse.Namespace, admin_url: str, moto: str, base: Path
 ) -> dict[str, Any]:
     env = await aws_setup(moto)
     database = await fresh_database(admin_url)
-    services = [Service(database, base / f"data-{replicas}-{n}", **env) for n in range(replicas)]
+    serving, reconciling = replicas
+    if reconciling:
+        env["CHROMA_ORCH_RECONCILER__ENABLED"] = "false"
+    label = f"{serving}+{reconciling}" if reconciling else str(serving)
+    services = [Service(database, base / f"data-{label}-{n}", **env) for n in range(serving)]
+    services += [
+        Service(
+            database,
+            base / f"data-{label}-r{n}",
+            **{**env, "CHROMA_ORCH_RECONCILER__ENABLED": "true"},
+        )
+        for n in range(reconciling)
+    ]
     for service in services:
         await service.start()
     try:
         async with services[0].client() as admin:
             _, token = await create_tenant(admin, "load")
         measure_from = time.monotonic() + args.warmup
-        load = Load([s.url for s in services], token, measure_from, measure_from + args.seconds)
+        urls = [s.url for s in services[:serving]]
+        load = Load(urls, token, measure_from, measure_from + args.seconds)
         pids = [s.process.pid for s in services if s.process is not None]
         cpu_from = asyncio.create_task(cpu_seconds_at(measure_from, pids))
         await asyncio.gather(*(load.client(n) for n in range(args.clients)))
@@ -254,7 +281,7 @@ async def run(
             await service.stop()
     operations = sum(len(v) for v in load.latency.values())
     return {
-        "replicas": replicas,
+        "replicas": label,
         "clients": args.clients,
         "seconds": round(elapsed, 2),
         "operations": operations,
@@ -328,5 +355,11 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=3)
-    parser.add_argument("--replicas", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
+    parser.add_argument(
+        "--replicas",
+        type=lambda s: [topology(x) for x in s.split(",")],
+        default=[(1, 0), (2, 0)],
+        help="runs, comma-separated: N replicas, or N+M (N serving the API without "
+        "reconcilers, M reconciling only); default 1,2",
+    )
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))
