@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, exists, select
+from sqlalchemy import Select, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
@@ -24,11 +24,18 @@ from chroma_orch.db.models import (
     InstanceUpgrade,
     Snapshot,
     SnapshotPhase,
+    loaded,
     table_of,
 )
-from chroma_orch.db.outbox import record_event
+from chroma_orch.db.outbox import (
+    INTENTS_CHANNEL,
+    appending,
+    event_row,
+    record_event,
+    write_with_events,
+)
 from chroma_orch.db.row_changes import add_row, change_row, fenced
-from chroma_orch.db.statements import compiled, one_of
+from chroma_orch.db.statements import Statement, compiled, one_of
 
 
 def snapshot_view(snapshot: Snapshot) -> dict[str, Any]:
@@ -87,6 +94,71 @@ async def capture_open(session: AsyncSession, instance_id: uuid.UUID) -> bool:
 async def add(session: AsyncSession, snapshot: Snapshot) -> Snapshot:
     """A new snapshot row and its ``snapshot.created`` event."""
     return await add_row(session, snapshot, view=snapshot_view, event="snapshot.created")
+
+
+_PENDING_COLUMNS = ("id", "instance_id", "tenant_id", "kind", "phase", "store", "attempts")
+
+
+def _add_pending() -> Statement:
+    """A pending snapshot, its instance made due (``least``: never later than it was),
+    and their event and notification, in one statement."""
+    values = {name: bindparam(name, type_=_SNAPSHOTS.c[name].type) for name in _PENDING_COLUMNS}
+    snapshot = (
+        insert(_SNAPSHOTS)
+        .values(values)
+        .returning(_SNAPSHOTS.c.id, _SNAPSHOTS.c.created_at, _SNAPSHOTS.c.updated_at)
+        .cte("snapshot")
+    )
+    instances = table_of(Instance)
+    due = (
+        update(instances)
+        .where(instances.c.id == values["instance_id"])
+        .values(next_reconcile_at=func.least(instances.c.next_reconcile_at, func.now()))
+        .returning(instances.c.id)
+        .cte("due")
+    )
+    events = appending(snapshot)
+    query = select(snapshot, *events.items).add_cte(due, *events.ctes)
+    return compiled("add_pending_snapshot", query)
+
+
+_ADD_PENDING = _add_pending()
+
+
+async def add_pending(session: AsyncSession, instance: Instance, kind: str, store: str) -> Snapshot:
+    """A new pending snapshot of ``instance`` (locked by the caller) in ``store``, its
+    ``snapshot.created`` event, and the instance due at once so that a reconciler
+    (on whichever replica: the intents channel is notified) carries it out. One
+    statement in the caller's transaction, where ``add`` and a make-due took two
+    through the ORM and the event a round trip of its own."""
+    values = {
+        "id": uuid.uuid4(),
+        "instance_id": instance.id,
+        "tenant_id": instance.tenant_id,
+        "kind": kind,
+        "phase": SnapshotPhase.PENDING.value,
+        "store": store,
+        "attempts": 0,
+    }
+    unset = {name: None for name in _SNAPSHOTS.c.keys() if name not in values}
+    snapshot = loaded(Snapshot, unset | values)
+    created = event_row(
+        type="snapshot.created",
+        instance_id=instance.id,
+        tenant_id=instance.tenant_id,
+        after=snapshot_view(snapshot),
+    )
+    row = await write_with_events(
+        session,
+        _ADD_PENDING,
+        values,
+        events=[created],
+        notify={INTENTS_CHANNEL: str(instance.id)},
+        begin=True,
+    )
+    assert row is not None
+    snapshot.created_at, snapshot.updated_at = row["created_at"], row["updated_at"]
+    return snapshot
 
 
 async def purgeable(

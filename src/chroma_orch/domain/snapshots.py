@@ -96,18 +96,8 @@ class SnapshotService:
     async def add(self, instance: Instance, kind: SnapshotKind) -> Snapshot:
         """Write a pending snapshot of ``instance`` (locked by the caller) and make the
         instance due."""
-        snapshot = Snapshot(
-            id=uuid.uuid4(),
-            instance_id=instance.id,
-            tenant_id=instance.tenant_id,
-            kind=kind.value,
-            phase=SnapshotPhase.PENDING.value,
-            store=self.policy.store,
-            attempts=0,
-        )
-        await snapshot_rows.add(self.session, snapshot)
-        await self.make_due(instance.id)
-        return snapshot
+        store = self.policy.store
+        return await snapshot_rows.add_pending(self.session, instance, kind.value, store)
 
     async def get(self, snapshot_id: uuid.UUID) -> Snapshot:
         return await visible_snapshot(self.session, self.principal, snapshot_id)
