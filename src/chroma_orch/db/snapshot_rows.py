@@ -140,13 +140,12 @@ async def add_pending(session: AsyncSession, instance: Instance, kind: str, stor
         "store": store,
         "attempts": 0,
     }
-    unset = {name: None for name in _SNAPSHOTS.c.keys() if name not in values}
-    snapshot = loaded(Snapshot, unset | values)
+    columns: dict[str, Any] = dict.fromkeys(_SNAPSHOTS.c.keys()) | values
     created = event_row(
         type="snapshot.created",
         instance_id=instance.id,
         tenant_id=instance.tenant_id,
-        after=snapshot_view(snapshot),
+        after=snapshot_view(loaded(Snapshot, columns)),
     )
     row = await write_with_events(
         session,
@@ -157,8 +156,8 @@ async def add_pending(session: AsyncSession, instance: Instance, kind: str, stor
         begin=True,
     )
     assert row is not None
-    snapshot.created_at, snapshot.updated_at = row["created_at"], row["updated_at"]
-    return snapshot
+    stamps = {"created_at": row["created_at"], "updated_at": row["updated_at"]}
+    return loaded(Snapshot, columns | stamps)
 
 
 async def purgeable(
