@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     DateTime,
     Double,
     ForeignKey,
@@ -600,3 +601,9 @@ def table_of(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
+
+
+def due_now() -> ColumnElement[datetime]:
+    """The ``next_reconcile_at`` that makes an instance due at once: now, or when it
+    was already due if that is earlier (making it due never postpones it)."""
+    return func.least(table_of(Instance).c.next_reconcile_at, func.now())

@@ -40,6 +40,7 @@ from chroma_orch.db.models import (
     Intent,
     ReleasedEndpoint,
     Snapshot,
+    due_now,
 )
 from chroma_orch.db.outbox import INTENTS_CHANNEL, commit, notify_on_commit
 from chroma_orch.settings import MAX_ADDRESS_QUARANTINE_SECONDS, RetentionSettings
@@ -160,7 +161,7 @@ class Retention:
                 await session.execute(
                     update(Instance)
                     .where(Instance.id.in_(instance_ids))
-                    .values(next_reconcile_at=func.least(Instance.next_reconcile_at, func.now()))
+                    .values(next_reconcile_at=due_now())
                 )
                 notify_on_commit(session, INTENTS_CHANNEL, str(next(iter(instance_ids))))
             await commit(session)

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import Select, bindparam, delete, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
@@ -24,6 +24,7 @@ from chroma_orch.db.models import (
     InstanceUpgrade,
     Snapshot,
     SnapshotPhase,
+    due_now,
     loaded,
     table_of,
 )
@@ -113,7 +114,7 @@ def _add_pending() -> Statement:
     due = (
         update(instances)
         .where(instances.c.id == values["instance_id"])
-        .values(next_reconcile_at=func.least(instances.c.next_reconcile_at, func.now()))
+        .values(next_reconcile_at=due_now())
         .returning(instances.c.id)
         .cte("due")
     )

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db import snapshot_rows
-from chroma_orch.db.models import Instance, Intent, Snapshot
+from chroma_orch.db.models import Instance, Intent, Snapshot, due_now
 from chroma_orch.db.outbox import INTENTS_CHANNEL, notify_on_commit
 from chroma_orch.domain.instances import InstanceService
 from chroma_orch.domain.principal import Principal
@@ -156,9 +156,7 @@ class SnapshotService:
     async def make_due(self, instance_id: uuid.UUID) -> None:
         """The reconciler looks at the instance now (on whichever replica)."""
         await self.session.execute(
-            update(Instance)
-            .where(Instance.id == instance_id)
-            .values(next_reconcile_at=func.least(Instance.next_reconcile_at, func.now()))
+            update(Instance).where(Instance.id == instance_id).values(next_reconcile_at=due_now())
         )
         notify_on_commit(self.session, INTENTS_CHANNEL, str(instance_id))
 

@@ -39,7 +39,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.locks import LockKey, try_lock
-from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus, table_of
+from chroma_orch.db.models import (
+    OPEN_INTENT,
+    Instance,
+    Intent,
+    IntentStatus,
+    due_now,
+    table_of,
+)
 from chroma_orch.db.rows import instance_of
 from chroma_orch.db.statements import compiled as _compiled
 from chroma_orch.db.statements import one_of
@@ -312,9 +319,7 @@ _MARK_DUE = _compiled(
     "mark_due",
     update(_I)
     .where(_I.c.id == any_(_IDS))
-    .values(
-        next_reconcile_at=func.least(_I.c.next_reconcile_at, func.now()), updated_at=func.now()
-    ),
+    .values(next_reconcile_at=due_now(), updated_at=func.now()),
 )
 
 
