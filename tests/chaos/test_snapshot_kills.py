@@ -28,7 +28,10 @@ from tests.helpers import wait_for, wait_phase
 
 
 def _found(directory: Path, pattern: str) -> bool:
-    return directory.exists() and any(directory.rglob(pattern))
+    try:
+        return directory.exists() and any(directory.rglob(pattern))
+    except FileNotFoundError:  # a directory renamed or removed while it was walked
+        return False  # (``.partial`` becoming the finished copy): look again
 
 
 async def _appears(directory: Path, pattern: str) -> None:
