@@ -27,7 +27,6 @@ from sqlalchemy import (
     literal_column,
     select,
     tuple_,
-    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -40,9 +39,9 @@ from chroma_orch.db.models import (
     Intent,
     ReleasedEndpoint,
     Snapshot,
-    due_now,
 )
-from chroma_orch.db.outbox import INTENTS_CHANNEL, commit, notify_on_commit
+from chroma_orch.db.outbox import commit
+from chroma_orch.db.rows import make_due
 from chroma_orch.settings import MAX_ADDRESS_QUARANTINE_SECONDS, RetentionSettings
 
 log = logging.getLogger(__name__)
@@ -157,13 +156,7 @@ class Retention:
             for snapshot in doomed:
                 await snapshot_rows.mark_deleting(session, snapshot)
             instance_ids = {snapshot.instance_id for snapshot in doomed}
-            if instance_ids:
-                await session.execute(
-                    update(Instance)
-                    .where(Instance.id.in_(instance_ids))
-                    .values(next_reconcile_at=due_now())
-                )
-                notify_on_commit(session, INTENTS_CHANNEL, str(next(iter(instance_ids))))
+            await make_due(session, instance_ids)
             await commit(session)
         return len(doomed)
 

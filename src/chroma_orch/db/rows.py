@@ -11,7 +11,7 @@ in the session: changing one changes nothing in the database).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Select,
     String,
     and_,
+    any_,
     bindparam,
     exists,
     func,
@@ -31,12 +32,12 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver, fetchrow_begun
-from chroma_orch.db.models import Instance, Intent, loaded, table_of
-from chroma_orch.db.outbox import appending, write_with_events
+from chroma_orch.db.models import Instance, Intent, due_now, loaded, table_of
+from chroma_orch.db.outbox import INTENTS_CHANNEL, appending, notify_on_commit, write_with_events
 from chroma_orch.db.statements import Statement, compiled
 
 INSTANCES = table_of(Instance)
@@ -313,3 +314,26 @@ async def update_settings(
     if labels is not KEEP:
         values[INSTANCES.c.labels] = dict(labels)  # type: ignore[arg-type]
     await session.execute(update(INSTANCES).where(INSTANCES.c.id == instance_id).values(values))
+
+
+_MAKE_DUE = compiled(
+    "make_due",
+    update(INSTANCES)
+    .where(INSTANCES.c.id == any_(bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))))
+    .values(next_reconcile_at=due_now()),
+)
+
+
+async def make_due(
+    session: AsyncSession, ids: Collection[uuid.UUID], *, wake_replicas: bool = True
+) -> None:
+    """The reconciler looks at these instances at once (never later than it would
+    have), in ``session``'s transaction. ``wake_replicas``: notify every replica's
+    work loop on commit, for a writer outside the reconciler (a replica's own
+    reconciler wakes its loop itself). Not a change of the instance: ``updated_at``
+    stays."""
+    if not ids:
+        return
+    await _MAKE_DUE.execute(await driver(session), ids=list(ids))
+    if wake_replicas:
+        notify_on_commit(session, INTENTS_CHANNEL, str(next(iter(ids))))

@@ -8,12 +8,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chroma_orch.db import snapshot_rows
-from chroma_orch.db.models import Instance, Intent, Snapshot, due_now
-from chroma_orch.db.outbox import INTENTS_CHANNEL, notify_on_commit
+from chroma_orch.db import rows, snapshot_rows
+from chroma_orch.db.models import Instance, Intent, Snapshot
 from chroma_orch.domain.instances import InstanceService
 from chroma_orch.domain.principal import Principal
 from chroma_orch.domain.schemas import FailureRead, SnapshotRead
@@ -155,10 +154,7 @@ class SnapshotService:
 
     async def make_due(self, instance_id: uuid.UUID) -> None:
         """The reconciler looks at the instance now (on whichever replica)."""
-        await self.session.execute(
-            update(Instance).where(Instance.id == instance_id).values(next_reconcile_at=due_now())
-        )
-        notify_on_commit(self.session, INTENTS_CHANNEL, str(instance_id))
+        await rows.make_due(self.session, [instance_id])
 
     async def check_quota(self, tenant_id: uuid.UUID) -> None:
         """``QuotaExceededError`` when the tenant may keep no further snapshot."""

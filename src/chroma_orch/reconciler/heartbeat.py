@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.locks import LockKey, try_lock
 from chroma_orch.db.models import Instance
+from chroma_orch.db.rows import make_due
 from chroma_orch.domain.states import DesiredState, Phase
 from chroma_orch.reconciler import queue
 from chroma_orch.runtimes.base import Endpoint, Runtime
@@ -95,7 +96,7 @@ async def heartbeat_once(
         missed = [uuid.UUID(key) for key, ok in answered.items() if not ok]
         await _answered(session, [uuid.UUID(key) for key, ok in answered.items() if ok])
         due = await _missed(session, missed, settings)
-        await queue.mark_due(session, due)
+        await make_due(session, due, wake_replicas=False)
         await session.commit()
     if due:
         log.warning("unresponsive servers, restarting count=%d", len(due))

@@ -19,10 +19,11 @@ from chroma_orch.db import instance_writes as writes
 from chroma_orch.db.instance_writes import Fence, FencedWrite
 from chroma_orch.db.models import Instance, Snapshot, SnapshotKind, SnapshotPhase
 from chroma_orch.db.outbox import commit, event_row
+from chroma_orch.db.rows import make_due
 from chroma_orch.domain.states import DesiredState, Phase, check_phase
 from chroma_orch.domain.status import status_view
 from chroma_orch.errors import NoPortAvailableError
-from chroma_orch.reconciler import queue, start_phases
+from chroma_orch.reconciler import start_phases
 from chroma_orch.reconciler.decisions import Decision, Done, Failed, LeaseLostError, RequeueAfter
 from chroma_orch.reconciler.heartbeat import UNRESPONSIVE, unresponsive, unresponsive_message
 from chroma_orch.reconciler.native_snapshots import NATIVE_POLL, NativeData, unsupported_detail
@@ -254,7 +255,7 @@ class InstanceReconciler:
     async def _mark_due(self) -> None:
         """Due again at once, whatever this pass decides (its release keeps it)."""
         async with self.sessions() as session:
-            await queue.mark_due(session, [self.inst.id])
+            await make_due(session, [self.inst.id], wake_replicas=False)
             await session.commit()
 
     async def _quiesce(self, snapshot: Snapshot) -> Decision:

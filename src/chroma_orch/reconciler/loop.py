@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db.models import Instance
 from chroma_orch.db.outbox import commit
+from chroma_orch.db.rows import make_due
 from chroma_orch.domain.snapshot_store import build_store
 from chroma_orch.domain.states import DesiredState, Phase
 from chroma_orch.loops import Loops
@@ -300,7 +301,7 @@ class Reconciler:
             changed = [i.id for i in live if self._changed(i, observed.get(str(i.id)))]
             if changed:
                 log.info("servers changed, reconciling count=%d", len(changed))
-                await queue.mark_due(session, changed)
+                await make_due(session, changed, wake_replicas=False)
             await commit(session)
         if changed:
             self._work_wake.set()

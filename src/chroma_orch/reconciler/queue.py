@@ -44,7 +44,6 @@ from chroma_orch.db.models import (
     Instance,
     Intent,
     IntentStatus,
-    due_now,
     table_of,
 )
 from chroma_orch.db.rows import instance_of
@@ -313,16 +312,3 @@ async def mark_exited_due(session: AsyncSession, ids: Collection[uuid.UUID]) -> 
 async def try_observer_lock(session: AsyncSession) -> bool:
     """One replica at a time runs a liveness pass (held until the transaction ends)."""
     return await try_lock(session, LockKey.OBSERVER)
-
-
-_MARK_DUE = _compiled(
-    "mark_due",
-    update(_I)
-    .where(_I.c.id == any_(_IDS))
-    .values(next_reconcile_at=due_now(), updated_at=func.now()),
-)
-
-
-async def mark_due(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
-    if ids:
-        await _MARK_DUE.execute(await driver(session), ids=list(ids))
