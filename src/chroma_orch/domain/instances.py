@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db import rows
 from chroma_orch.db.hub import EventHub, wait_for_event
-from chroma_orch.db.locks import NamedLock, lock, named_key
+from chroma_orch.db.locks import NamedLock, lock
 from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus, Tenant
 from chroma_orch.db.outbox import INTENTS_CHANNEL, event_row
 from chroma_orch.domain.instance_search import list_page
@@ -58,6 +58,7 @@ from chroma_orch.domain.specs import (
     quota_problem,
     resolve_launch,
     resolve_spec,
+    spec_lock_key,
     stored_spec,
     tenant_usage,
 )
@@ -446,7 +447,7 @@ class InstanceService:
                 admission={
                     "max_per_tenant": limits[0],
                     "max_starts": limits[1],
-                    "spec_lock": named_key(NamedLock.TENANT_SPECS, tenant_id),
+                    "spec_lock": spec_lock_key(tenant_id),
                     "quota_cpu": quota.cpu,
                     "asked_cpu": spec.cpu or 0,
                     "quota_memory_mib": quota.memory_mib,

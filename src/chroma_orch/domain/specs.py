@@ -186,6 +186,11 @@ def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def spec_lock_key(tenant_id: uuid.UUID) -> str:
+    """The key of the tenant's spec lock, as ``chroma_orch_tenant_usage`` is given it."""
+    return named_key(NamedLock.TENANT_SPECS, tenant_id)
+
+
 def tenant_usage(*arguments: ColumnElement[Any]) -> TableValuedAlias:
     """The tenant's live instances (``desired_state <> 'deleted'``) and the CPU and
     memory their specs ask for, as a ``FROM`` item: ``chroma_orch_tenant_usage(tenant,
@@ -216,7 +221,7 @@ async def check_quota(
     spec lock for the rest of the transaction, quota or not."""
     usage = tenant_usage(
         literal(tenant_id, Uuid),
-        literal(named_key(NamedLock.TENANT_SPECS, tenant_id), Text),
+        literal(spec_lock_key(tenant_id), Text),
         literal(instance_id, Uuid),
     )
     row = (await session.execute(select(usage.c.cpu_used, usage.c.memory_used))).one()
