@@ -355,6 +355,7 @@ class Fleet:
         self.tokens: list[str] = []
         self.tenant_ids: list[str] = []
         self.instances: dict[str, list[str]] = {}  # token -> instance ids
+        self.restarting: set[str] = set()  # instances a client is stopping and starting
 
     async def tenants(self) -> float:
         async def tenant(n: int) -> tuple[str, str]:
@@ -423,9 +424,13 @@ class Fleet:
         elif roll < 0.7:
             await self.pages("list_admin", ADMIN_TOKEN, 50, due)
         elif roll < 0.9:
-            await api.call("stop", "POST", f"/v1/instances/{instance}/stop", token, due)
-            await api.call("start", "POST", f"/v1/instances/{instance}/start", token)
-        elif len(self.instances[token]) > 1:
+            self.restarting.add(instance)  # not deleted by another client meanwhile
+            try:
+                await api.call("stop", "POST", f"/v1/instances/{instance}/stop", token, due)
+                await api.call("start", "POST", f"/v1/instances/{instance}/start", token)
+            finally:
+                self.restarting.discard(instance)
+        elif len(self.instances[token]) > 1 and instance not in self.restarting:
             # out of the pool before the first await: no other client picks it now
             # (two clients deleting one instance broke the run's list)
             self.instances[token].remove(instance)
