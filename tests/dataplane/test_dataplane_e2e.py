@@ -4,6 +4,7 @@ the built-in proxy of the real service under uvicorn, to real Chroma servers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -151,7 +152,12 @@ async def test_chroma_clients_through_nginx_and_the_builtin_proxy(
 
 async def _cache_files(nginx: Nginx) -> list[bytes]:
     cache = nginx.prefix / "auth_cache"
-    return [path.read_bytes() for path in cache.rglob("*") if path.is_file()]
+    found = []
+    for path in cache.rglob("*"):
+        with contextlib.suppress(FileNotFoundError):  # a temporary file renamed meanwhile
+            if path.is_file():
+                found.append(path.read_bytes())
+    return found
 
 
 async def _logged(nginx: Nginx, line: str) -> bool:
