@@ -18,25 +18,9 @@ from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import RetentionSettings, Settings
 from tests.helpers import bearer, converge, create_tenant
 from tests.reconciler.doubles import DataFakeRuntime, FakeRuntime
+from tests.reconciler.with_data import running_with_data
 
 _PURGE = {"purge": "true"}
-
-
-async def _running(
-    client: httpx.AsyncClient,
-    token: str,
-    name: str,
-    runtime: DataFakeRuntime,
-    reconciler: Reconciler,
-) -> str:
-    """A running instance whose data directory holds a file naming it."""
-    created = await client.post("/v1/instances", json={"name": name}, headers=bearer(token))
-    assert created.status_code == 202, created.text
-    instance_id: str = created.json()["instance"]["id"]
-    await converge(reconciler)
-    runtime.data_path(instance_id).mkdir(exist_ok=True)
-    (runtime.data_path(instance_id) / "chroma.sqlite3").write_text(f"data of {name}")
-    return instance_id
 
 
 async def _snapshots(ctx: AppContext, instance_id: str) -> list[tuple[str, str]]:
@@ -64,7 +48,7 @@ async def test_a_deleted_instance_is_undeleted_with_its_data(
     data_reconciler: Reconciler,
 ) -> None:
     _, token = await create_tenant(client, "acme")
-    instance_id = await _running(client, token, "main", data_runtime, data_reconciler)
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
     deleted = await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
     assert deleted.status_code == 202, deleted.text
     generation = deleted.json()["instance"]["generation"]
@@ -106,8 +90,8 @@ async def test_undelete_refusals_change_nothing(
 ) -> None:
     _, token = await create_tenant(client, "acme")
     _, other = await create_tenant(client, "other")
-    first = await _running(client, token, "main", data_runtime, data_reconciler)
-    purged = await _running(client, token, "purged", data_runtime, data_reconciler)
+    first = await running_with_data(client, token, "main", data_runtime, data_reconciler)
+    purged = await running_with_data(client, token, "purged", data_runtime, data_reconciler)
 
     def undelete(instance_id: str, as_token: str = token) -> Any:
         return client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(as_token))
@@ -145,7 +129,7 @@ async def test_a_purge_removes_every_snapshot_and_its_archive(
     data_reconciler: Reconciler,
 ) -> None:
     _, token = await create_tenant(client, "acme")
-    instance_id = await _running(client, token, "main", data_runtime, data_reconciler)
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
     await client.post(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
     await converge(data_reconciler)
     assert len(_archives(ctx)) == 1
@@ -164,7 +148,7 @@ async def test_purging_a_deleted_instance_later_removes_its_snapshots(
 ) -> None:
     """A second pass on an instance already deleted carries out the purge."""
     _, token = await create_tenant(client, "acme")
-    instance_id = await _running(client, token, "main", data_runtime, data_reconciler)
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
     await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
     await converge(data_reconciler)
     assert len(_archives(ctx)) == 1
@@ -186,8 +170,8 @@ async def test_retention_removes_the_archives_before_the_instance(
     data_reconciler: Reconciler,
 ) -> None:
     _, token = await create_tenant(client, "acme")
-    old = await _running(client, token, "old", data_runtime, data_reconciler)
-    recent = await _running(client, token, "recent", data_runtime, data_reconciler)
+    old = await running_with_data(client, token, "old", data_runtime, data_reconciler)
+    recent = await running_with_data(client, token, "recent", data_runtime, data_reconciler)
     await client.post(f"/v1/instances/{old}/snapshots", headers=bearer(token))
     for instance_id in (old, recent):
         await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
@@ -238,7 +222,7 @@ async def test_a_failed_pre_delete_snapshot_keeps_the_data(
     data_reconciler: Reconciler,
 ) -> None:
     _, token = await create_tenant(client, "acme")
-    instance_id = await _running(client, token, "main", data_runtime, data_reconciler)
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
     # a symlink: no archive takes one (UnsafeArchiveError), so the snapshot fails
     (data_runtime.data_path(instance_id) / "link").symlink_to("chroma.sqlite3")
     await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))

@@ -123,6 +123,11 @@ class Instance(TimestampMixin, Base):
             postgresql_where=text("heartbeat_failures > 0"),
         ),
         Index(
+            "ix_instances_restoring",
+            "restore_snapshot_id",
+            postgresql_where=text("restore_snapshot_id IS NOT NULL"),
+        ),
+        Index(
             "ix_instances_deleted",
             "phase_changed_at",
             postgresql_where=text("phase = 'deleted'"),

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, exists, insert, select, update
+from sqlalchemy import Select, and_, bindparam, delete, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
@@ -73,9 +73,15 @@ async def next_open(session: AsyncSession, instance_id: uuid.UUID) -> Snapshot |
     database, not objects still pending in ``session``."""
     if not await _ANY_OPEN.fetchval(await driver(session, begin=False), instance_id=instance_id):
         return None
+    restored = exists().where(Instance.restore_snapshot_id == Snapshot.id)
     query = (
         select(Snapshot)
-        .where(Snapshot.instance_id == instance_id, Snapshot.phase.in_(OPEN_SNAPSHOT))
+        .where(
+            Snapshot.instance_id == instance_id,
+            Snapshot.phase.in_(OPEN_SNAPSHOT),
+            # never the data a restore still loads: its delete waits until that is done
+            ~and_(Snapshot.phase == SnapshotPhase.DELETING.value, restored),
+        )
         .order_by(Snapshot.created_at, Snapshot.id)
         .limit(1)
     )
@@ -167,23 +173,35 @@ async def purgeable(
     limit: int | None = None,
 ) -> list[Snapshot]:
     """The snapshots of these instances a purge marks ``deleting`` (locked; those
-    another transaction holds are left for later): all not already so, but those an
-    instance is restoring (its restore holds them)."""
-    restoring = select(Instance.restore_snapshot_id).where(
-        Instance.restore_snapshot_id.is_not(None)
-    )
+    another transaction holds, a restore naming one among them, are left for later):
+    all not already so, but those an instance is restoring."""
     found = await session.scalars(
         select(Snapshot)
         .where(
             Snapshot.instance_id.in_(instance_ids),
             Snapshot.phase != SnapshotPhase.DELETING.value,
-            Snapshot.id.not_in(restoring),
         )
         .order_by(Snapshot.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return list(found)
+    return await not_restoring(session, list(found))
+
+
+async def not_restoring(session: AsyncSession, snapshots: Sequence[Snapshot]) -> list[Snapshot]:
+    """Those of ``snapshots`` (locked by the caller) no instance is restoring. Asked
+    in a statement of its own, after the lock: it sees a restore committed while the
+    caller waited for it (``domain/snapshot_access.py``)."""
+    if not snapshots:
+        return []
+    in_use = set(
+        await session.scalars(
+            select(Instance.restore_snapshot_id).where(
+                Instance.restore_snapshot_id.in_([snapshot.id for snapshot in snapshots])
+            )
+        )
+    )
+    return [snapshot for snapshot in snapshots if snapshot.id not in in_use]
 
 
 async def holder(session: AsyncSession, snapshot_id: uuid.UUID) -> str | None:

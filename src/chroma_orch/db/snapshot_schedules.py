@@ -22,6 +22,7 @@ from sqlalchemy.orm import aliased
 
 from chroma_orch.db.models import Instance, Snapshot, SnapshotKind, SnapshotPhase, SnapshotSchedule
 from chroma_orch.db.rows import INSTANCES, instance_of
+from chroma_orch.db.snapshot_rows import not_restoring
 
 _LIVE = Instance.desired_state != literal_column("'deleted'")  # the partial index's own words
 
@@ -190,29 +191,20 @@ async def beyond_keep(session: AsyncSession, instance_id: uuid.UUID, keep: int) 
         .where(scheduled, Snapshot.phase == SnapshotPhase.READY.value)
         .order_by(Snapshot.created_at.desc(), Snapshot.id)
     )
-    old_ready = list(await session.scalars(ready.offset(keep)))
+    # locked, and those a restore holds (``FOR SHARE``) skipped: kept this time
+    old_ready = list(await session.scalars(ready.offset(keep).with_for_update(skip_locked=True)))
     newest = (await session.scalars(ready.limit(1))).first()
     old_failed: list[Snapshot] = []
     if newest is not None:
         old_failed = list(
             await session.scalars(
-                select(Snapshot).where(
+                select(Snapshot)
+                .where(
                     scheduled,
                     Snapshot.phase == SnapshotPhase.FAILED.value,
                     Snapshot.created_at < newest.created_at,
                 )
+                .with_for_update(skip_locked=True)
             )
         )
-    doomed = old_ready + old_failed
-    in_use = (
-        set(
-            await session.scalars(
-                select(Instance.restore_snapshot_id).where(
-                    Instance.restore_snapshot_id.in_([snapshot.id for snapshot in doomed])
-                )
-            )
-        )
-        if doomed
-        else set()
-    )
-    return [snapshot for snapshot in doomed if snapshot.id not in in_use]
+    return await not_restoring(session, old_ready + old_failed)

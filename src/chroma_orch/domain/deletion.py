@@ -81,6 +81,7 @@ class DeletionService:
             )
             .order_by(Snapshot.created_at.desc())
             .limit(1)
+            .with_for_update(read=True)  # not deleted before the undelete commits
         )
         if found is None:
             raise ConflictError(

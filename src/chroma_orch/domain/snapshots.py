@@ -113,8 +113,10 @@ class SnapshotService:
         return list(found)
 
     async def delete(self, snapshot_id: uuid.UUID) -> Snapshot:
-        """Mark the snapshot for deletion (its archive, then its row); repeatable."""
-        snapshot = await self.get(snapshot_id)
+        """Mark the snapshot for deletion (its archive, then its row); repeatable.
+        Locked first, so that a restore of it committed meanwhile is seen below
+        (``domain/snapshot_access.py``)."""
+        snapshot = await visible_snapshot(self.session, self.principal, snapshot_id, lock="update")
         if snapshot.phase == SnapshotPhase.DELETING:
             return snapshot
         if snapshot.phase in (SnapshotPhase.PENDING, SnapshotPhase.RUNNING):
