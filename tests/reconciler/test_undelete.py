@@ -18,7 +18,7 @@ from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import RetentionSettings, Settings
 from tests.helpers import bearer, converge, create_tenant
 from tests.reconciler.doubles import DataFakeRuntime, FakeRuntime
-from tests.reconciler.with_data import running_with_data
+from tests.reconciler.with_data import data_of, running_with_data
 
 _PURGE = {"purge": "true"}
 
@@ -231,3 +231,58 @@ async def test_a_failed_pre_delete_snapshot_keeps_the_data(
     assert data_runtime.deleted[-1] == instance_id
     assert data_runtime.kept == data_runtime.deleted  # every delete kept the data
     assert (data_runtime.data_path(instance_id) / "chroma.sqlite3").exists()
+
+
+async def test_deleting_an_undelete_before_it_loaded_keeps_the_data_for_the_next(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    """Deleted again before the undelete loaded its data: no pre_delete snapshot of
+    the (empty) data directory, so the next undelete loads the data it had."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(data_reconciler)
+    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undeleted.status_code == 202, undeleted.text
+    again = await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    assert again.status_code == 202, again.text  # before any pass loaded the data
+    await converge(data_reconciler)
+    assert await _snapshots(ctx, instance_id) == [("pre_delete", "ready")]
+    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undeleted.status_code == 202, undeleted.text
+    await converge(data_reconciler)
+    assert (await _get(client, token, instance_id)).json()["phase"] == "running"
+    assert data_of(data_runtime, instance_id) == "data of main"
+
+
+async def test_an_earlier_restores_failed_pre_restore_does_not_fail_an_undelete(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    """A restore whose pre_restore snapshot failed (the data kept) long ago: that
+    failure is that restore's, not the next undelete's (which takes none)."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
+    async with ctx.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO snapshots (id, instance_id, tenant_id, kind, phase, store, attempts,"
+                " created_at, updated_at, failure_reason) SELECT :snapshot, id, tenant_id,"
+                " 'pre_restore', 'failed', 'local', 3, now() - interval '30 days', now(),"
+                " 'StoreUnavailable' FROM instances WHERE id = :instance"
+            ),
+            {"snapshot": uuid.uuid4(), "instance": uuid.UUID(instance_id)},
+        )
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(data_reconciler)
+    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undeleted.status_code == 202, undeleted.text
+    await converge(data_reconciler)
+    back = (await _get(client, token, instance_id)).json()
+    assert back["phase"] == "running", back["failure"]
+    assert data_of(data_runtime, instance_id) == "data of main"

@@ -39,14 +39,34 @@ class DeletionService:
             raise ValidationFailedError("purge=true removes the data: it cannot go with keep_data")
         instance = await self.instances.get(instance_id, for_update=True, deleted=True)
         generation = instance.generation
+        unloaded = await self._undelete_unloaded(instance)
         applied = await self.instances.apply(instance, Action.DELETE, keep_data=keep_data)
         assert applied is not None, "the instance is locked: its generation cannot move"
         if purge:
             await self._purge(instance)
         elif instance.generation != generation and self.snapshots.policy.can_snapshot:
-            # a new delete, not a repeat; none where the runtime cannot copy data
-            await self.snapshots.add(instance, SnapshotKind.PRE_DELETE)
+            # a new delete, not a repeat; none where the runtime cannot copy data, nor
+            # of an undelete not loaded yet: its data is the pre_delete snapshot it
+            # would have loaded, which stays the newest ready one (a snapshot of its
+            # data directory, empty by then, would be what the next undelete loads)
+            if not unloaded:
+                await self.snapshots.add(instance, SnapshotKind.PRE_DELETE)
         return applied
+
+    async def _undelete_unloaded(self, instance: Instance) -> bool:
+        """Whether ``instance`` is being undeleted and has not loaded its data yet."""
+        if instance.restore_snapshot_id is None:
+            return False
+        action = await self.session.scalar(
+            select(Intent.action)
+            .where(
+                Intent.instance_id == instance.id,
+                Intent.target_generation == instance.generation,
+            )
+            .order_by(Intent.created_at.desc())
+            .limit(1)
+        )
+        return action == Action.UNDELETE
 
     async def undelete(self, instance_id: uuid.UUID) -> tuple[Instance, Intent]:
         """The deleted instance back with the data of its newest ready ``pre_delete``

@@ -304,7 +304,7 @@ class InstanceReconciler:
         restore_id = self.inst.restore_snapshot_id
         if (pending := await self._snapshots(None)) is not None:
             return pending
-        if await self.data.latest_failed(SnapshotKind.PRE_RESTORE):
+        if await self.data.pre_restore_failed():
             return PRE_RESTORE_FAILED
         if restore_id is not None and self.native is not None:
             native_load = await self.native.load(restore_id)

@@ -11,7 +11,6 @@ import asyncio
 import uuid
 from collections.abc import Awaitable
 
-from chroma_orch.db.models import SnapshotKind
 from chroma_orch.reconciler.decisions import Decision
 from chroma_orch.reconciler.snapshots import DataWork, RestoreFailure
 
@@ -39,7 +38,7 @@ async def load_beside_pre_restore(
 
     async def pre_restore_ready() -> bool:
         pending = await asyncio.shield(task)
-        return pending is None and not await data.latest_failed(SnapshotKind.PRE_RESTORE)
+        return pending is None and not await data.pre_restore_failed()
 
     async def before_swap() -> None:
         if not await pre_restore_ready():
@@ -66,6 +65,6 @@ async def load_beside_pre_restore(
         raise
     if pending is not None:
         return pending
-    if await data.latest_failed(SnapshotKind.PRE_RESTORE):
+    if await data.pre_restore_failed():
         return PRE_RESTORE_FAILED
     return failure

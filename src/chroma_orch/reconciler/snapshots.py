@@ -28,12 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db import snapshot_rows, snapshot_schedules
 from chroma_orch.db.instance_writes import Fence
-from chroma_orch.db.models import Instance, Snapshot, SnapshotKind
+from chroma_orch.db.models import Instance, Intent, Snapshot, SnapshotKind
 from chroma_orch.db.outbox import commit
 from chroma_orch.domain.snapshot_archives import (
     archive_key,
@@ -171,15 +171,37 @@ class DataWork:
 
     async def latest_failed(self, kind: SnapshotKind) -> bool:
         """Whether the instance's newest snapshot of ``kind`` failed: a delete then
-        keeps the data (``pre_delete``), a restore does not replace it
-        (``pre_restore``), rather than lose it."""
-        async with self.sessions() as session:
-            phase = await session.scalar(
-                select(Snapshot.phase)
-                .where(Snapshot.instance_id == self.inst.id, Snapshot.kind == kind.value)
-                .order_by(Snapshot.created_at.desc())
-                .limit(1)
+        keeps the data (``pre_delete``) rather than lose it."""
+        return await self._newest_failed(kind, since=None)
+
+    async def pre_restore_failed(self) -> bool:
+        """Whether the ``pre_restore`` snapshot of the instance's current restore
+        failed: the restore then does not replace the data. Only one taken since this
+        generation was asked for counts (a restore takes it in the transaction that
+        asks; a rollback, which asks for its generation without an intent, takes it
+        after the upgrade's): an undelete, a clone or an import takes none, and an
+        earlier restore's failed one was that restore's (before, it failed every
+        undelete of the instance after it)."""
+        asked = (
+            select(func.max(Intent.created_at))
+            .where(
+                Intent.instance_id == self.inst.id,
+                Intent.target_generation == self.inst.generation,
             )
+            .scalar_subquery()
+        )
+        return await self._newest_failed(SnapshotKind.PRE_RESTORE, since=asked)
+
+    async def _newest_failed(
+        self, kind: SnapshotKind, since: ColumnElement[datetime] | None
+    ) -> bool:
+        query = select(Snapshot.phase).where(
+            Snapshot.instance_id == self.inst.id, Snapshot.kind == kind.value
+        )
+        if since is not None:  # (no intent: every snapshot of the kind counts)
+            query = query.where(or_(since.is_(None), Snapshot.created_at >= since))
+        async with self.sessions() as session:
+            phase = await session.scalar(query.order_by(Snapshot.created_at.desc()).limit(1))
         return phase == SnapshotPhase.FAILED
 
     # -- restores -----------------------------------------------------------------
