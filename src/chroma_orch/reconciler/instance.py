@@ -200,6 +200,8 @@ class InstanceReconciler:
         if inst.restore_snapshot_id is not None:
             if (pending := await self.halt(observation)) is not None:
                 return pending
+            if (pending := await self._stop_unrecorded()) is not None:
+                return pending
             if (pending := await self._restore()) is not None:
                 return pending
             return await self._run(None)
@@ -365,6 +367,23 @@ class InstanceReconciler:
         await self.write(writes.RECORD_SERVER_GONE, handle=None, **_endpoint_values(None))
         return None
 
+    async def _stop_unrecorded(self) -> Decision | None:
+        """Before a stop or a restore touches the data: a start that recorded no server
+        (its replica died between launching one and recording it) may have left one
+        running on that data, which no handle reaches (``halt`` stops only a recorded
+        one). The runtime's listing finds it, trusted once the launch is
+        ``visibility_grace`` old, and it is stopped. Before, a restore then swapped the
+        data under the live server and adopted it afterwards."""
+        if not self._launch_unrecorded():
+            return None
+        if (unsure := self._unrecorded_launch_window()) > 0:
+            return RequeueAfter(unsure)
+        found = (await self.runtime.discover()).get(str(self.inst.id))
+        if found is not None:
+            log.warning("stopping a server no start recorded instance=%s", self.inst.id)
+            await self.runtime.stop(found)
+        return None
+
     def _drain_left(self) -> float:
         """Seconds before a routable server may be stopped. Where the runtime does not
         choose addresses (ECS gives a stopped task's IP to whichever task comes next),
@@ -378,6 +397,8 @@ class InstanceReconciler:
 
     async def _stop(self, observation: Observation | None, final: Phase) -> Decision:
         if (pending := await self.halt(observation)) is not None:
+            return pending
+        if (pending := await self._stop_unrecorded()) is not None:
             return pending
         if self.inst.restore_snapshot_id is not None:  # stopped meanwhile: load the data
             pending = await self._restore()
