@@ -47,7 +47,7 @@ from chroma_orch.domain.plans import default_plan
 from chroma_orch.domain.snapshot_store import build_store
 from chroma_orch.domain.snapshots import snapshot_policy
 from chroma_orch.domain.tenants import ensure_admin_token
-from chroma_orch.domain.token_cache import TOKENS_CHANNEL, TokenCache
+from chroma_orch.domain.token_cache import HEARD_WITHIN, TOKENS_CHANNEL, TokenCache
 from chroma_orch.events import guard, stream
 from chroma_orch.loops import Loops
 from chroma_orch.reconciler.culler import cull_idle
@@ -154,7 +154,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tokens = TokenCache(
             settings.token_cache_ttl,
             10_000,
-            listener.connected.is_set,
+            lambda: listener.heard(within=HEARD_WITHIN),
             refused_ttl=settings.refused_token_ttl,
         )
         failures = AuthFailures(settings.limits.auth_failures, settings.limits.auth_failure_window)

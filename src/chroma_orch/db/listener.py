@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -20,15 +21,34 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+PING_INTERVAL = 1.0
+"""Seconds between the listener's pings of PostgreSQL (``SELECT 1``)."""
+
+
 class PgListener:
     """Delivers NOTIFY payloads to callbacks; after a reconnect, calls each with ""
-    so subscribers resynchronise from the database (a notification may be lost)."""
+    so subscribers resynchronise from the database (a notification may be lost).
+
+    ``heard`` says whether every notification committed more than ``within`` seconds
+    ago has surely arrived: a ping's answer comes after every notification committed
+    before PostgreSQL read it, on the same connection. A connection that dies without
+    a close (a failover behind a virtual address, a network partition) is noticed only
+    when a ping times out; until then ``connected`` stays set, and only ``heard`` tells."""
 
     def __init__(self, url: str, application_name: str) -> None:
         self._dsn = asyncpg_dsn(url)
         self._application_name = application_name
         self._callbacks: dict[str, list[Callback]] = defaultdict(list)
         self.connected = asyncio.Event()
+        self._proven_at: float | None = None
+        """``time.monotonic()`` when the newest answered ping was sent."""
+
+    def heard(self, within: float) -> bool:
+        """Connected, and a ping sent at most ``within`` seconds ago was answered."""
+        proven = self._proven_at
+        return (
+            self.connected.is_set() and proven is not None and time.monotonic() - proven <= within
+        )
 
     def subscribe(self, channel: str, callback: Callback) -> None:
         self._callbacks[channel].append(callback)
@@ -51,6 +71,7 @@ class PgListener:
             except Exception as exc:
                 log.warning("listener connection failed error=%s retry_in=%.1fs", exc, delay)
             self.connected.clear()
+            self._proven_at = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -65,15 +86,19 @@ class PgListener:
                 await conn.add_listener(
                     channel, lambda _c, _pid, ch, payload: self._dispatch(ch, payload)
                 )
+            self._proven_at = time.monotonic()  # listening from here on
             self.connected.set()
             for channel in self._callbacks:
                 self._dispatch(channel, "")
             while not closed.is_set():
                 try:
-                    await asyncio.wait_for(closed.wait(), timeout=5.0)
+                    await asyncio.wait_for(closed.wait(), timeout=PING_INTERVAL)
                 except TimeoutError:
-                    # notices a dead server between notifications (or one gone silent)
+                    # proves the notifications arrive, and notices a dead server
+                    # between notifications (or one gone silent)
+                    sent = time.monotonic()
                     await conn.execute("SELECT 1", timeout=5.0)
+                    self._proven_at = sent
         finally:
             if not conn.is_closed():
                 await conn.close(timeout=2)

@@ -5,7 +5,9 @@ changes: a trigger on ``api_tokens`` notifies ``TOKENS_CHANNEL`` with the token'
 digest whenever it is created, revoked, re-scoped, given another expiry or
 deleted (also by cascade, and also from another process such as ``chroma-orch
 admin-token``), and every replica drops that entry. While the listener is not connected nothing
-is served from the cache (a notification could be missed then), and on each
+is served from the cache (a notification could be missed then), nor while it has not
+proved within ``HEARD_WITHIN`` seconds that it hears PostgreSQL (its pings: a
+connection that died without a close is trusted no longer than that), and on each
 (re)connection the cache starts empty. Expiry is checked on every hit; ``ttl``
 only bounds how stale ``last_used_at`` and a forgotten entry can get.
 
@@ -24,6 +26,11 @@ from chroma_orch.cache import TtlCache
 from chroma_orch.domain.principal import Principal
 
 TOKENS_CHANNEL = "chroma_orch_tokens"
+
+HEARD_WITHIN = 3.0
+"""Seconds the cache trusts the listener after its newest answered ping (sent every
+second, ``db/listener.py``): a revoke's notification lost on a connection that died
+silently leaves a cached token usable at most this long after the revoke."""
 
 
 @dataclass(frozen=True)
