@@ -4,7 +4,7 @@ Whoever names a snapshot as the data to load holds its row ``FOR SHARE`` until t
 committed, and whoever marks one ``deleting`` locks it and then asks whether an
 instance is restoring it (``domain/snapshot_access.py``). Each race is played with
 a transaction held open and the other side's request waiting on it in PostgreSQL
-(seen in ``pg_locks``), then let go. And should a snapshot a restore still loads be
+(seen in ``pg_stat_activity``), then let go. And should a snapshot a restore still loads be
 marked ``deleting`` all the same, the reconciler leaves its archive until the restore
 is done (before, it deleted the archive, then failed on the row's foreign key in every
 pass, the instance stuck and the data gone)."""
@@ -43,9 +43,15 @@ async def _with_snapshot(
 
 
 async def _waiting_on_a_lock(ctx: AppContext) -> bool:
-    """Whether some backend waits for a row lock (the other side's request)."""
+    """Whether a backend of this test's database waits for a lock (the other side's
+    request)."""
     async with ctx.engine.connect() as conn:
-        waiting = await conn.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted"))
+        waiting = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
     return bool(waiting)
 
 
