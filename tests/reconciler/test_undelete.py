@@ -286,3 +286,46 @@ async def test_an_earlier_restores_failed_pre_restore_does_not_fail_an_undelete(
     back = (await _get(client, token, instance_id)).json()
     assert back["phase"] == "running", back["failure"]
     assert data_of(data_runtime, instance_id) == "data of main"
+
+
+async def test_an_undelete_that_cannot_load_says_so_and_a_restore_brings_the_data(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    """Its archive out of reach, an undelete fails without data, and says which
+    snapshot still holds it (not "the instance kept its data"); once the archive is
+    back, restoring that snapshot into the instance brings the data."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(data_reconciler)
+    listed = await client.get(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
+    (kept,) = listed.json()["items"]
+    store = ctx.settings.snapshots.directory(ctx.settings.data_dir)
+    (archive,) = store.rglob(f"{kept['id']}.tar.zst")
+    away = archive.with_name("away")
+    archive.rename(away)
+
+    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undeleted.status_code == 202, undeleted.text
+    await converge(data_reconciler)
+    back = (await _get(client, token, instance_id)).json()
+    assert back["phase"] == "failed", back
+    assert back["failure"]["reason"] == "ArchiveMissing", back["failure"]
+    message = back["failure"]["message"]
+    assert "it has no data" in message, message
+    assert kept["id"] in message, message
+    assert "kept its data" not in message
+
+    away.rename(archive)
+    restored = await client.post(
+        f"/v1/instances/{instance_id}/restore",
+        json={"snapshot_id": kept["id"]},
+        headers=bearer(token),
+    )
+    assert restored.status_code == 202, restored.text
+    await converge(data_reconciler)
+    assert (await _get(client, token, instance_id)).json()["phase"] == "running"
+    assert data_of(data_runtime, instance_id) == "data of main"

@@ -337,3 +337,17 @@ async def make_due(
     await _MAKE_DUE.execute(await driver(session), ids=list(ids))
     if wake_replicas:
         notify_on_commit(session, INTENTS_CHANNEL, str(next(iter(ids))))
+
+
+async def generation_action(
+    session: AsyncSession, instance_id: uuid.UUID, generation: int
+) -> str | None:
+    """The action that asked for the instance's ``generation`` (its newest intent
+    for it), or None: one the reconciler made (an upgrade's rollback) has no intent."""
+    action: str | None = await session.scalar(
+        select(Intent.action)
+        .where(Intent.instance_id == instance_id, Intent.target_generation == generation)
+        .order_by(Intent.created_at.desc())
+        .limit(1)
+    )
+    return action

@@ -15,7 +15,7 @@ import uuid
 import asyncpg
 from sqlalchemy import func, select
 
-from chroma_orch.db import snapshot_rows
+from chroma_orch.db import rows, snapshot_rows
 from chroma_orch.db.models import Instance, Intent, Snapshot
 from chroma_orch.domain.instances import is_gone
 from chroma_orch.domain.snapshot_states import SnapshotKind, SnapshotPhase
@@ -57,15 +57,7 @@ class DeletionService:
         """Whether ``instance`` is being undeleted and has not loaded its data yet."""
         if instance.restore_snapshot_id is None:
             return False
-        action = await self.session.scalar(
-            select(Intent.action)
-            .where(
-                Intent.instance_id == instance.id,
-                Intent.target_generation == instance.generation,
-            )
-            .order_by(Intent.created_at.desc())
-            .limit(1)
-        )
+        action = await rows.generation_action(self.session, instance.id, instance.generation)
         return action == Action.UNDELETE
 
     async def undelete(self, instance_id: uuid.UUID) -> tuple[Instance, Intent]:

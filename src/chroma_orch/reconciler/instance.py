@@ -16,11 +16,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db import instance_writes as writes
+from chroma_orch.db import rows
 from chroma_orch.db.instance_writes import Fence, FencedWrite
 from chroma_orch.db.models import Instance, Snapshot, SnapshotKind, SnapshotPhase
 from chroma_orch.db.outbox import commit, event_row
 from chroma_orch.db.rows import make_due
-from chroma_orch.domain.states import DesiredState, Phase, check_phase
+from chroma_orch.domain.states import Action, DesiredState, Phase, check_phase
 from chroma_orch.domain.status import status_view
 from chroma_orch.errors import NoPortAvailableError
 from chroma_orch.reconciler import start_phases
@@ -301,6 +302,22 @@ class InstanceReconciler:
         )
         return None
 
+    async def _data_after_failed_load(self) -> str:
+        """What data the instance has once the load its generation asked for failed:
+        a restore's (and a rollback's) leave its own; an undelete's, a clone's and an
+        import's leave it none, and say where the data it asked for still is."""
+        inst = self.inst
+        async with self.sessions() as session:
+            action = await rows.generation_action(session, inst.id, inst.generation)
+        if action == Action.UNDELETE:
+            return (
+                f"it has no data: its snapshot {inst.restore_snapshot_id} is kept; "
+                "restore that into it to try again"
+            )
+        if action == Action.CREATE:
+            return f"it has no data; snapshot {inst.restore_snapshot_id} is unchanged"
+        return "the instance kept its data"
+
     async def _restore_in_turn(self) -> Decision | RestoreFailure | None:
         """The ``pre_restore`` snapshot, then the load (a runtime's native snapshots)."""
         restore_id = self.inst.restore_snapshot_id
@@ -318,7 +335,7 @@ class InstanceReconciler:
         return None
 
     async def _restore_failed(self, failure: RestoreFailure) -> Decision:
-        message = f"{failure.message} (the instance kept its data)"
+        message = f"{failure.message} ({await self._data_after_failed_load()})"
         await self.write(
             writes.MARK_RESTORE_FAILED,
             phase=Phase.FAILED,
