@@ -71,6 +71,7 @@ async def test_a_delete_waits_for_a_restore_naming_the_snapshot_then_refuses(
         client, data_runtime, data_reconciler
     )
     async with ctx.sessions() as restoring:  # a restore, between its check and its commit
+        await _lock_instance(restoring, instance_id)
         await restorable_snapshot(restoring, SYSTEM, uuid.UUID(snapshot_id), uuid.UUID(tenant_id))
         deleting = asyncio.create_task(
             client.delete(f"/v1/snapshots/{snapshot_id}", headers=bearer(token))
@@ -82,6 +83,39 @@ async def test_a_delete_waits_for_a_restore_naming_the_snapshot_then_refuses(
     assert answer.status_code == 409, answer.text
     assert "restoring it" in answer.json()["detail"]
     assert await _phase(ctx, snapshot_id) == "ready"
+
+
+async def test_a_restore_holding_its_instance_and_a_delete_of_its_source_do_not_deadlock(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    """A restore locks its instance, then the snapshot; the snapshot's DELETE, sent
+    between the two, waits for the instance first (it also writes the instance: made
+    due), so neither waits on the other (before, PostgreSQL aborted one: a deadlock)."""
+    tenant_id, token, instance_id, snapshot_id = await _with_snapshot(
+        client, data_runtime, data_reconciler
+    )
+    async with ctx.sessions() as restoring:
+        await _lock_instance(restoring, instance_id)
+        deleting = asyncio.create_task(
+            client.delete(f"/v1/snapshots/{snapshot_id}", headers=bearer(token))
+        )
+        await wait_for(lambda: _waiting_on_a_lock(ctx))
+        await restorable_snapshot(restoring, SYSTEM, uuid.UUID(snapshot_id), uuid.UUID(tenant_id))
+        await _name_as_source(restoring, instance_id, snapshot_id)
+        await restoring.commit()
+    answer = await deleting
+    assert answer.status_code == 409, answer.text
+    assert await _phase(ctx, snapshot_id) == "ready"
+
+
+async def _lock_instance(session: AsyncSession, instance_id: str) -> None:
+    """What a restore or an undelete takes first: its instance's row."""
+    await session.execute(
+        select(Instance.id).where(Instance.id == uuid.UUID(instance_id)).with_for_update()
+    )
 
 
 async def _name_as_source(session: AsyncSession, instance_id: str, snapshot_id: str) -> None:

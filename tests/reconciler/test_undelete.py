@@ -4,6 +4,7 @@ against real PostgreSQL with a reconciler whose runtime keeps real data director
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -329,3 +330,39 @@ async def test_an_undelete_that_cannot_load_says_so_and_a_restore_brings_the_dat
     await converge(data_reconciler)
     assert (await _get(client, token, instance_id)).json()["phase"] == "running"
     assert data_of(data_runtime, instance_id) == "data of main"
+
+
+async def test_retention_leaves_an_instance_an_undelete_holds_for_its_next_pass(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    """Retention locks an instance's row before its snapshots', as an undelete does
+    (the instance's, then its snapshot's): one an undelete holds at that moment is
+    left for the next pass, and neither waits on the other (the other way round,
+    PostgreSQL aborted one of the two as a deadlock)."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "old", data_runtime, data_reconciler)
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(data_reconciler)
+    async with ctx.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE instances SET phase_changed_at = now() - interval '400 hours' "
+                 "WHERE id = :id"),
+            {"id": uuid.UUID(instance_id)},
+        )  # fmt: skip
+    retention = Retention(ctx.sessions, RetentionSettings(batch=10), 168)
+    async with ctx.sessions() as undeleting:  # an undelete's first lock
+        await undeleting.execute(
+            select(Instance.id).where(Instance.id == uuid.UUID(instance_id)).with_for_update()
+        )
+        passed = await asyncio.wait_for(retention.run_once(), timeout=30)
+        assert passed["snapshots"] == 0  # left: the undelete holds the instance
+        await undeleting.execute(  # and the undelete's next lock is free
+            select(Snapshot.id).where(Snapshot.instance_id == uuid.UUID(instance_id))
+            .with_for_update(read=True)
+        )  # fmt: skip
+        await undeleting.commit()
+    assert await _snapshots(ctx, instance_id) == [("pre_delete", "ready")]
+    assert (await retention.run_once())["snapshots"] == 1  # the next pass

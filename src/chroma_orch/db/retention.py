@@ -39,6 +39,7 @@ from chroma_orch.db.models import (
     Intent,
     ReleasedEndpoint,
     Snapshot,
+    SnapshotPhase,
 )
 from chroma_orch.db.outbox import commit
 from chroma_orch.db.rows import make_due
@@ -151,7 +152,21 @@ class Retention:
         async with self.sessions() as session:
             if not await try_lock(session, LockKey.RETENTION):
                 return None
-            gone = select(Instance.id).where(_past_retention(older_than))
+            # the instances' rows before their snapshots', the order an undelete takes
+            # them in (the other way round, the two deadlocked); one an undelete holds
+            # is left for the next pass
+            kept = select(Snapshot.id).where(
+                Snapshot.instance_id == Instance.id,
+                Snapshot.phase != SnapshotPhase.DELETING.value,
+            )
+            gone = list(
+                await session.scalars(
+                    select(Instance.id)
+                    .where(_past_retention(older_than), kept.exists())
+                    .limit(self.batch)
+                    .with_for_update(skip_locked=True)
+                )
+            )
             doomed = await snapshot_rows.purgeable(session, gone, limit=self.batch)
             for snapshot in doomed:
                 await snapshot_rows.mark_deleting(session, snapshot)

@@ -115,7 +115,11 @@ class SnapshotService:
     async def delete(self, snapshot_id: uuid.UUID) -> Snapshot:
         """Mark the snapshot for deletion (its archive, then its row); repeatable.
         Locked first, so that a restore of it committed meanwhile is seen below
-        (``domain/snapshot_access.py``)."""
+        (``domain/snapshot_access.py``); its instance's row before it, the order a
+        restore and an undelete take the two in (taken the other way round, a restore
+        of an instance from its own snapshot and this delete deadlocked)."""
+        found = await self.get(snapshot_id)
+        await rows.fetch_instance(self.session, found.instance_id, for_update=True)
         snapshot = await visible_snapshot(self.session, self.principal, snapshot_id, lock="update")
         if snapshot.phase == SnapshotPhase.DELETING:
             return snapshot

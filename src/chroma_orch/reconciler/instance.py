@@ -20,7 +20,6 @@ from chroma_orch.db import rows
 from chroma_orch.db.instance_writes import Fence, FencedWrite
 from chroma_orch.db.models import Instance, Snapshot, SnapshotKind, SnapshotPhase
 from chroma_orch.db.outbox import commit, event_row
-from chroma_orch.db.rows import make_due
 from chroma_orch.domain.states import Action, DesiredState, Phase, check_phase
 from chroma_orch.domain.status import status_view
 from chroma_orch.errors import NoPortAvailableError
@@ -258,7 +257,7 @@ class InstanceReconciler:
     async def _mark_due(self) -> None:
         """Due again at once, whatever this pass decides (its release keeps it)."""
         async with self.sessions() as session:
-            await make_due(session, [self.inst.id], wake_replicas=False)
+            await rows.make_due(session, [self.inst.id], wake_replicas=False)
             await session.commit()
 
     async def _quiesce(self, snapshot: Snapshot) -> Decision:
