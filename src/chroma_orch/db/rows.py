@@ -18,6 +18,7 @@ import asyncpg
 from sqlalchemy import (
     CTE,
     Boolean,
+    ColumnElement,
     Select,
     String,
     and_,
@@ -339,14 +340,20 @@ async def make_due(
         notify_on_commit(session, INTENTS_CHANNEL, str(next(iter(ids))))
 
 
+def asked_for(instance_id: uuid.UUID, generation: int) -> ColumnElement[bool]:
+    """The intents that asked for the instance's ``generation`` (none for one the
+    reconciler made: an upgrade's rollback)."""
+    return and_(Intent.instance_id == instance_id, Intent.target_generation == generation)
+
+
 async def generation_action(
     session: AsyncSession, instance_id: uuid.UUID, generation: int
 ) -> str | None:
     """The action that asked for the instance's ``generation`` (its newest intent
-    for it), or None: one the reconciler made (an upgrade's rollback) has no intent."""
+    for it), or None (``asked_for``)."""
     action: str | None = await session.scalar(
         select(Intent.action)
-        .where(Intent.instance_id == instance_id, Intent.target_generation == generation)
+        .where(asked_for(instance_id, generation))
         .order_by(Intent.created_at.desc())
         .limit(1)
     )

@@ -39,13 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
 from chroma_orch.db.locks import LockKey, try_lock
-from chroma_orch.db.models import (
-    OPEN_INTENT,
-    Instance,
-    Intent,
-    IntentStatus,
-    table_of,
-)
+from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus, table_of
 from chroma_orch.db.rows import instance_of
 from chroma_orch.db.statements import compiled as _compiled
 from chroma_orch.db.statements import one_of

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chroma_orch.db import snapshot_rows, snapshot_schedules
+from chroma_orch.db import rows, snapshot_rows, snapshot_schedules
 from chroma_orch.db.instance_writes import Fence
 from chroma_orch.db.models import Instance, Intent, Snapshot, SnapshotKind
 from chroma_orch.db.outbox import commit
@@ -184,10 +184,7 @@ class DataWork:
         undelete of the instance after it)."""
         asked = (
             select(func.max(Intent.created_at))
-            .where(
-                Intent.instance_id == self.inst.id,
-                Intent.target_generation == self.inst.generation,
-            )
+            .where(rows.asked_for(self.inst.id, self.inst.generation))
             .scalar_subquery()
         )
         return await self._newest_failed(SnapshotKind.PRE_RESTORE, since=asked)
