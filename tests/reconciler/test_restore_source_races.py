@@ -25,7 +25,7 @@ from chroma_orch.domain.snapshot_access import restorable_snapshot
 from chroma_orch.reconciler.loop import Reconciler
 from tests.helpers import bearer, converge, create_tenant, wait_for
 from tests.reconciler.doubles import DataFakeRuntime
-from tests.reconciler.with_data import data_of, running_with_data
+from tests.reconciler.with_data import ask_restore, data_of, running_with_data
 
 
 async def _with_snapshot(
@@ -140,13 +140,7 @@ async def test_a_restore_waits_for_a_delete_of_its_source_then_refuses(
         await deleting.execute(
             update(Snapshot).where(Snapshot.id == uuid.UUID(snapshot_id)).values(phase="deleting")
         )
-        restoring = asyncio.create_task(
-            client.post(
-                f"/v1/instances/{instance_id}/restore",
-                json={"snapshot_id": snapshot_id},
-                headers=bearer(token),
-            )
-        )
+        restoring = asyncio.create_task(ask_restore(client, token, instance_id, snapshot_id))
         await wait_for(lambda: _waiting_on_a_lock(ctx))
         await deleting.commit()
     answer = await restoring
@@ -164,11 +158,7 @@ async def test_a_snapshot_marked_deleting_while_restored_fails_the_restore_and_n
 ) -> None:
     _, token, instance_id, snapshot_id = await _with_snapshot(client, data_runtime, data_reconciler)
     (data_runtime.data_path(instance_id) / "chroma.sqlite3").write_text("written later")
-    answer = await client.post(
-        f"/v1/instances/{instance_id}/restore",
-        json={"snapshot_id": snapshot_id},
-        headers=bearer(token),
-    )
+    answer = await ask_restore(client, token, instance_id, snapshot_id)
     assert answer.status_code == 202, answer.text
     async with ctx.engine.begin() as conn:  # marked deleting all the same (a writer
         await conn.execute(  # that does not follow the locks)

@@ -18,9 +18,9 @@ from chroma_orch.db.models import Instance, Snapshot
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import Settings
 from chroma_orch.snapshots.s3_store import S3Store
-from tests.helpers import bearer
 from tests.reconciler.conftest import instance_with_data
 from tests.reconciler.doubles import DataFakeRuntime
+from tests.reconciler.with_data import ask_restore
 
 
 class DroppingEndpoint:
@@ -99,11 +99,7 @@ async def test_a_restore_that_cannot_keep_the_data_stops_loading(
         await session.commit()
         earlier_id = earlier.id
 
-    restore = await client.post(
-        f"/v1/instances/{instance_id}/restore",
-        json={"snapshot_id": str(earlier_id)},
-        headers=bearer(token),
-    )
+    restore = await ask_restore(client, token, instance_id, str(earlier_id))
     assert restore.status_code == 202, restore.text
     for _ in range(10):  # to the pass that packs the pre_restore snapshot and loads
         await reconciler.run_once()

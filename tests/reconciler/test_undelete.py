@@ -19,9 +19,19 @@ from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import RetentionSettings, Settings
 from tests.helpers import bearer, converge, create_tenant
 from tests.reconciler.doubles import DataFakeRuntime, FakeRuntime
-from tests.reconciler.with_data import data_of, running_with_data
+from tests.reconciler.with_data import ask_restore, data_of, running_with_data
 
 _PURGE = {"purge": "true"}
+
+
+async def _deleted_long_ago(ctx: AppContext, instance_id: str) -> None:
+    """The instance deleted 400 hours ago: past the default retention (168)."""
+    async with ctx.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE instances SET phase_changed_at = now() - interval '400 hours' "
+                 "WHERE id = :id"),
+            {"id": uuid.UUID(instance_id)},
+        )  # fmt: skip
 
 
 async def _snapshots(ctx: AppContext, instance_id: str) -> list[tuple[str, str]]:
@@ -178,12 +188,7 @@ async def test_retention_removes_the_archives_before_the_instance(
         await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
     await converge(data_reconciler)
     assert len(_archives(ctx)) == 3
-    async with ctx.engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE instances SET phase_changed_at = now() - interval '400 hours' "
-                 "WHERE id = :id"),
-            {"id": uuid.UUID(old)},
-        )  # fmt: skip
+    await _deleted_long_ago(ctx, old)
     retention = Retention(ctx.sessions, RetentionSettings(batch=1), 168)
     first = await retention.run_once()
     assert first["snapshots"] == 2
@@ -321,11 +326,7 @@ async def test_an_undelete_that_cannot_load_says_so_and_a_restore_brings_the_dat
     assert "kept its data" not in message
 
     away.rename(archive)
-    restored = await client.post(
-        f"/v1/instances/{instance_id}/restore",
-        json={"snapshot_id": kept["id"]},
-        headers=bearer(token),
-    )
+    restored = await ask_restore(client, token, instance_id, kept["id"])
     assert restored.status_code == 202, restored.text
     await converge(data_reconciler)
     assert (await _get(client, token, instance_id)).json()["phase"] == "running"
@@ -346,12 +347,7 @@ async def test_retention_leaves_an_instance_an_undelete_holds_for_its_next_pass(
     instance_id = await running_with_data(client, token, "old", data_runtime, data_reconciler)
     await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
     await converge(data_reconciler)
-    async with ctx.engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE instances SET phase_changed_at = now() - interval '400 hours' "
-                 "WHERE id = :id"),
-            {"id": uuid.UUID(instance_id)},
-        )  # fmt: skip
+    await _deleted_long_ago(ctx, instance_id)
     retention = Retention(ctx.sessions, RetentionSettings(batch=10), 168)
     async with ctx.sessions() as undeleting:  # an undelete's first lock
         await undeleting.execute(

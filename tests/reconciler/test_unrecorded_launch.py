@@ -16,7 +16,7 @@ from chroma_orch.db.models import Instance
 from chroma_orch.reconciler.loop import Reconciler
 from tests.helpers import bearer, converge, create_tenant
 from tests.reconciler.doubles import DataFakeRuntime
-from tests.reconciler.with_data import data_of, running_with_data
+from tests.reconciler.with_data import ask_restore, data_of, running_with_data
 
 
 async def _launched_unrecorded(ctx: AppContext, instance_id: str) -> None:
@@ -53,11 +53,7 @@ async def test_a_restore_stops_a_server_no_start_recorded_before_the_swap(
     unrecorded = data_runtime.servers[instance_id]
     assert unrecorded.alive
 
-    answer = await client.post(
-        f"/v1/instances/{instance_id}/restore",
-        json={"snapshot_id": taken.json()["id"]},
-        headers=bearer(token),
-    )
+    answer = await ask_restore(client, token, instance_id, taken.json()["id"])
     assert answer.status_code == 202, answer.text
     await converge(data_reconciler)
 

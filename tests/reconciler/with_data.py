@@ -27,6 +27,17 @@ async def running_with_data(
     return instance_id
 
 
+async def ask_restore(
+    client: httpx.AsyncClient, token: str, instance_id: str, snapshot_id: str
+) -> httpx.Response:
+    """``POST /v1/instances/{id}/restore`` of ``snapshot_id``, as the tenant."""
+    return await client.post(
+        f"/v1/instances/{instance_id}/restore",
+        json={"snapshot_id": snapshot_id},
+        headers=bearer(token),
+    )
+
+
 def data_of(runtime: DataFakeRuntime, instance_id: str) -> str | None:
     """What the instance's data file says, or None without one."""
     path = runtime.data_path(instance_id) / "chroma.sqlite3"
