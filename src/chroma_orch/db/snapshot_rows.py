@@ -171,10 +171,13 @@ async def purgeable(
     session: AsyncSession,
     instance_ids: Sequence[uuid.UUID] | Select[Any],
     limit: int | None = None,
+    *,
+    skip_locked: bool = True,
 ) -> list[Snapshot]:
-    """The snapshots of these instances a purge marks ``deleting`` (locked; those
-    another transaction holds, a restore naming one among them, are left for later):
-    all not already so, but those an instance is restoring."""
+    """The snapshots of these instances a purge marks ``deleting`` (locked): all not
+    already so, but those an instance is restoring. Those another transaction holds
+    (a restore naming one, the reconciler writing one) are left for later, or with
+    ``skip_locked=False`` waited for: a tenant's purge leaves none behind."""
     found = await session.scalars(
         select(Snapshot)
         .where(
@@ -183,7 +186,7 @@ async def purgeable(
         )
         .order_by(Snapshot.created_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=skip_locked)
     )
     return await not_restoring(session, list(found))
 
@@ -237,9 +240,18 @@ async def change(
     fence: Fence | None = None,
 ) -> bool:
     """Write ``values`` to ``snapshot`` (fenced on ``fence`` when given) with its
-    ``snapshot.phase_changed`` event; False when the fence was lost."""
+    ``snapshot.phase_changed`` event; False when the fence was lost. A snapshot
+    marked ``deleting`` (a purge while the reconciler takes it) stays so, its other
+    values written: a capture that finished meanwhile records where its archive went,
+    for the delete to remove; ``snapshot.phase`` then says ``deleting``."""
     return await change_row(
-        session, snapshot, values, fence=fence, view=snapshot_view, event="snapshot.phase_changed"
+        session,
+        snapshot,
+        values,
+        fence=fence,
+        view=snapshot_view,
+        event="snapshot.phase_changed",
+        final=("phase", SnapshotPhase.DELETING.value),
     )
 
 

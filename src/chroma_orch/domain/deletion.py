@@ -115,8 +115,8 @@ class DeletionService:
     async def _purge(self, instance: Instance) -> None:
         """Every snapshot of the instance to ``deleting`` (the reconciler removes their
         archives, then their rows), but one an instance is restoring (retention purges
-        it later)."""
-        doomed = await snapshot_rows.purgeable(self.session, [instance.id])
+        it later). One being written (by the reconciler) is waited for, not skipped."""
+        doomed = await snapshot_rows.purgeable(self.session, [instance.id], skip_locked=False)
         for snapshot in doomed:
             await snapshot_rows.mark_deleting(self.session, snapshot)
         if doomed:

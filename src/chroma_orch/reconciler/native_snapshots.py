@@ -107,6 +107,8 @@ class NativeData:
         """Start ``snapshot`` of the data at rest; False while it is still saved."""
         data, inst = self.data, self.data.inst
         await data.begin(snapshot)
+        if snapshot.phase == SnapshotPhase.DELETING:  # purged meanwhile: deleted next
+            return True
         taken = await self.native.take_snapshot(str(inst.id), str(inst.tenant_id), str(snapshot.id))
         if isinstance(taken, str):
             log.info("snapshot waits snapshot=%s instance=%s for=%s", snapshot.id, inst.id, taken)

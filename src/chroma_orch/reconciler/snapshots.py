@@ -106,6 +106,8 @@ class DataWork:
         """Copy the instance's data directory (its server stopped) for ``snapshot``."""
         files = self._files()
         await self.begin(snapshot)
+        if snapshot.phase == SnapshotPhase.DELETING:  # purged meanwhile
+            return
         work = self._work(snapshot)
         partial = work.with_name(f"{work.name}.partial")
         source = files.data_path(str(self.inst.id))
@@ -117,6 +119,8 @@ class DataWork:
         ``failed``. False when the store is unavailable and it will be tried again
         (``retry_in``)."""
         await self.begin(snapshot)
+        if snapshot.phase == SnapshotPhase.DELETING:  # purged meanwhile: deleted next
+            return True
         copy = self.copy_of(snapshot)
         source = copy if copy is not None else self._files().data_path(str(self.inst.id))
         try:
@@ -128,16 +132,25 @@ class DataWork:
             return True
         await self.change(snapshot, done)
         await self._drop_copy(snapshot)
+        if snapshot.phase == SnapshotPhase.DELETING:  # purged while packed: deleted next
+            log.info("snapshot deleted while taken snapshot=%s instance=%s",
+                     snapshot.id, self.inst.id)  # fmt: skip
+            return True
         log.info("snapshot ready snapshot=%s instance=%s bytes=%s",
                  snapshot.id, self.inst.id, done["size_bytes"])  # fmt: skip
         return True
 
     async def delete(self, snapshot: Snapshot) -> bool:
         """Remove ``snapshot``'s archive, then its row; False when the store is
-        unavailable (tried again later)."""
+        unavailable (tried again later). With no archive recorded, one a capture may
+        have stored before its pass died (it began: ``started_at``) is removed from
+        the snapshot's key."""
+        key = snapshot.location
+        if key is None and snapshot.started_at is not None:
+            key = archive_key(snapshot)
         try:
-            if snapshot.location is not None:
-                await self.store.delete(snapshot.location)
+            if key is not None:
+                await self.store.delete(key)
         except StoreUnavailableError as exc:
             log.warning("snapshot store unavailable snapshot=%s error=%s", snapshot.id, exc)
             self.retry_in = _BACKOFF_BASE
