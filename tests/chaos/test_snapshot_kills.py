@@ -1,7 +1,7 @@
 """``kill -9`` of the service in the middle of a snapshot and of a restore, at moments
 made observable on disk (``snapshot-work/<id>.partial`` while the quiesced server's
-data is copied, ``snapshot-work/<id>`` once it is copied, ``<id>.tar.zst.<random>.part`` in the
-store while the archive is written,
+data is copied, ``snapshot-work/<id>`` once it is copied,
+``<id>.<try>.tar.zst.<random>.part`` in the store while the archive is written,
 ``instances/<id>.incoming`` while an archive is unpacked). A new service resumes:
 the snapshot ends ready (and restores) or failed with a reason, the restore
 completes, and the instance runs with its old or its new data, never a mix
@@ -44,7 +44,7 @@ async def _appears(directory: Path, pattern: str) -> None:
 MOMENTS = {  # where to look, for what
     "copying": ("snapshot-work", "{snapshot}.partial"),  # the quiesced server's data
     "copied": ("snapshot-work", "{snapshot}"),  # the copy complete, the server restarting
-    "storing": ("snapshots", "{snapshot}.tar.zst.*.part"),  # the archive being written
+    "storing": ("snapshots", "{snapshot}.*.tar.zst.*.part"),  # the archive being written
 }
 
 

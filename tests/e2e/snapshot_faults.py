@@ -83,6 +83,6 @@ async def snapshot_row(database_url: str, snapshot_id: str) -> dict[str, Any]:
 
 def store_path(service: Service, snapshot: dict[str, Any]) -> Path:
     """The local store's file of a ready snapshot."""
-    found = list((service.data_dir / "snapshots").rglob(f"{snapshot['id']}.tar.zst"))
+    found = list((service.data_dir / "snapshots").rglob(f"{snapshot['id']}.*.tar.zst"))
     assert len(found) == 1, found
     return found[0]

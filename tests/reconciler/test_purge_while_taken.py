@@ -103,14 +103,14 @@ async def test_a_purge_during_a_capture_leaves_no_snapshot_and_no_archive(
     row = await _row(ctx, snapshot_id)
     assert row is not None
     assert row.phase == "deleting"  # what the purge wrote
+    assert row.location is not None  # the key the held put stores under
 
     held.go.set()
     await capturing
     await converge(reconciler)
 
     assert await _row(ctx, snapshot_id) is None
-    key = f"{tenant_id}/{instance_id}/{snapshot_id}.tar.zst"
-    assert not await ctx.store.exists(key), "the archive the capture stored is left"
+    assert not await ctx.store.exists(row.location), "the archive the capture stored is left"
     seen = await client.get(f"/v1/snapshots/{snapshot_id}", headers=bearer(token))
     assert seen.status_code == 404, seen.text
     undelete = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
@@ -123,8 +123,8 @@ async def test_an_archive_stored_by_a_pass_that_died_goes_with_its_snapshot(
     data_runtime: DataFakeRuntime,
     api_settings: Settings,
 ) -> None:
-    """A pass that stored the archive and died before recording it left the archive
-    under the snapshot's key; deleting the snapshot removes it all the same."""
+    """A pass that stored the archive and died before it could record it ready left
+    the archive under the key it recorded first; deleting the snapshot removes it."""
     dying = HeldStore(ctx.store, fail_after_put=True)
     dying.go.set()
     setup = Reconciler(ctx.sessions, data_runtime, api_settings, store=ctx.store)
@@ -134,12 +134,13 @@ async def test_an_archive_stored_by_a_pass_that_died_goes_with_its_snapshot(
     reconciler = Reconciler(ctx.sessions, data_runtime, api_settings, store=dying)
     await reconciler.run_once()
     await reconciler.drain()
-    key = f"{tenant_id}/{instance_id}/{snapshot_id}.tar.zst"
-    assert await ctx.store.exists(key)
     row = await _row(ctx, snapshot_id)
     assert row is not None
     assert row.phase == "running"
-    assert row.location is None
+    key = row.location  # recorded before the put
+    assert key is not None
+    assert key.startswith(f"{tenant_id}/{instance_id}/{snapshot_id}.")
+    assert await ctx.store.exists(key)
 
     await _purge(client, token, instance_id)
     await converge(setup)

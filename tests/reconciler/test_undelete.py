@@ -310,7 +310,7 @@ async def test_an_undelete_that_cannot_load_says_so_and_a_restore_brings_the_dat
     listed = await client.get(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
     (kept,) = listed.json()["items"]
     store = ctx.settings.snapshots.directory(ctx.settings.data_dir)
-    (archive,) = store.rglob(f"{kept['id']}.tar.zst")
+    (archive,) = store.rglob(f"{kept['id']}.*.tar.zst")
     away = archive.with_name("away")
     archive.rename(away)
 

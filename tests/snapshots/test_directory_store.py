@@ -165,3 +165,19 @@ async def test_a_put_removes_the_part_file_a_crashed_put_of_its_key_left(tmp_pat
     other.write_bytes(b"")
     await store.put("t/i/s.tar.zst", chunks_of(b"data"))
     assert sorted(p.name for p in target.parent.iterdir()) == [other.name, target.name]
+
+
+async def test_a_delete_removes_the_object_and_the_part_files_of_its_puts(tmp_path: Path) -> None:
+    """A key whose put was cut short (its replica died, or lost the lease) is deleted
+    whole: each try of a capture stores under a key of its own, so no later put of the
+    same key would discard them."""
+    store = DirectoryStore(tmp_path)
+    await store.put("t/i/s.1.tar.zst", chunks_of(b"data"))
+    target = store.path_of("t/i/s.1.tar.zst")
+    crashed = target.with_name(f"{target.name}.0123456789ab.part")
+    crashed.write_bytes(b"half an archive")
+    other = target.with_name("s.2.tar.zst.0123456789ab.part")  # another try's: kept
+    other.write_bytes(b"")
+    await store.delete("t/i/s.1.tar.zst")
+    assert [p.name for p in target.parent.iterdir()] == [other.name]
+    await store.delete("t/i/s.1.tar.zst")  # nothing there: nothing happens

@@ -11,9 +11,11 @@ from chroma_orch.db.models import Snapshot
 from chroma_orch.snapshots.archive import Manifest, check_compatible, chroma_version_of
 
 
-def archive_key(snapshot: Snapshot) -> str:
-    """``<tenant>/<instance>/<snapshot>.tar.zst``: a tenant's archives share a prefix."""
-    return f"{snapshot.tenant_id}/{snapshot.instance_id}/{snapshot.id}.tar.zst"
+def archive_key(snapshot: Snapshot, attempt: str) -> str:
+    """``<tenant>/<instance>/<snapshot>.<attempt>.tar.zst``: a tenant's archives share
+    a prefix, and each try of a capture stores under a key of its own (the late put of
+    a replica that lost the lease cannot replace the archive another try recorded)."""
+    return f"{snapshot.tenant_id}/{snapshot.instance_id}/{snapshot.id}.{attempt}.tar.zst"
 
 
 @functools.cache

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import shutil
 import uuid
 from collections.abc import Awaitable, Callable
@@ -141,16 +142,12 @@ class DataWork:
         return True
 
     async def delete(self, snapshot: Snapshot) -> bool:
-        """Remove ``snapshot``'s archive, then its row; False when the store is
-        unavailable (tried again later). With no archive recorded, one a capture may
-        have stored before its pass died (it began: ``started_at``) is removed from
-        the snapshot's key."""
-        key = snapshot.location
-        if key is None and snapshot.started_at is not None:
-            key = archive_key(snapshot)
+        """Remove ``snapshot``'s archive (recorded before it was stored: also one a
+        pass stored and died before it could say so), then its row; False when the
+        store is unavailable (tried again later)."""
         try:
-            if key is not None:
-                await self.store.delete(key)
+            if snapshot.location is not None:
+                await self.store.delete(snapshot.location)
         except StoreUnavailableError as exc:
             log.warning("snapshot store unavailable snapshot=%s error=%s", snapshot.id, exc)
             self.retry_in = _BACKOFF_BASE
@@ -268,7 +265,7 @@ class DataWork:
         return self.work_root / WORK_DIR / str(snapshot.id)
 
     async def _pack(self, snapshot: Snapshot, source: Path) -> dict[str, Any]:
-        key = archive_key(snapshot)
+        key = await self._new_key(snapshot)
         manifest = manifest_for(snapshot, source)
         stored = await self.store.put(key, pack_stream(source, manifest))
         return {
@@ -282,6 +279,17 @@ class DataWork:
             "failure_message": None,
             "completed_at": datetime.now(UTC),
         }
+
+    async def _new_key(self, snapshot: Snapshot) -> str:
+        """A key of this try's own, recorded on the snapshot (under the lease) before
+        anything is stored there; what an earlier try recorded (its pass died, or lost
+        the lease) is removed."""
+        earlier = snapshot.location
+        key = archive_key(snapshot, secrets.token_hex(6))
+        await self.change(snapshot, {"store": self.store.name, "location": key})
+        if earlier is not None:
+            await self.store.delete(earlier)
+        return key
 
     async def begin(self, snapshot: Snapshot) -> None:
         if snapshot.phase == SnapshotPhase.PENDING:

@@ -87,7 +87,9 @@ class DirectoryStore:
             await asyncio.shield(asyncio.to_thread(file.close))
 
     async def delete(self, key: str) -> None:
-        await _io(self.path_of(key).unlink, True)
+        target = self.path_of(key)
+        await _io(target.unlink, True)
+        await _io(_discard_parts, target)  # a put of it still written, or cut short
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path_of(key).is_file)

@@ -1,6 +1,6 @@
 """Where archives live: the ``SnapshotStore`` protocol both drivers implement.
 
-Keys look like ``<tenant_id>/<instance_id>/<snapshot_id>.tar.zst``: segments of
+Keys look like ``<tenant_id>/<instance_id>/<snapshot_id>.<try>.tar.zst``: segments of
 letters, digits, ``.``, ``_``, ``-`` separated by ``/`` (``validate_key``). ``put``
 consumes the chunks to their end and makes the object visible only once complete,
 returning its size and the SHA-256 of its bytes; ``get`` is an async generator, so a
