@@ -200,3 +200,24 @@ async def test_nginx_workers_unprivileged_no_token_on_disk_paths_logged_as_sent(
     assert "request body is buffered to a temporary file" in errors  # the big one
     assert "[crit]" not in errors, errors
     assert "Permission denied" not in errors, errors
+
+
+async def test_an_id_the_map_cannot_read_never_comes_from_a_header_of_the_client(
+    service: Service, nginx: Nginx
+) -> None:
+    """A percent-encoded instance id: Nginx routes by the decoded path, its map of the
+    raw path finds no id, and the backend reads the id from ``X-Original-URI``, which
+    Nginx sets to the path as sent. Before, the client's own ``X-Original-URI`` went
+    through to that decision: a request for one instance was answered by the server of
+    the instance the header named (one the token may reach, so no tenant crossed)."""
+    token_a, a = await running_instance(service, "acme")
+    token_b, b = await running_instance(service, "other")
+    encoded = f"%{ord(a[0]):x}{a[1:]}"  # the same id, its first character encoded
+    path = f"/i/{encoded}/api/v2/heartbeat"
+    async with httpx.AsyncClient(base_url=nginx.url, timeout=30) as raw:
+        own = await raw.get(path, headers=bearer(token_a))
+        assert own.status_code == 200, own.text  # the built-in proxy, by the decoded path
+        forged = {**bearer(token_b), "X-Original-URI": f"/i/{b}/api/v2/heartbeat"}
+        other = await raw.get(path, headers=forged)
+    assert other.status_code == 404, other.text  # instance a is not the token's
+    assert other.headers.get("content-type") == "application/problem+json"
