@@ -23,10 +23,9 @@ from chroma_orch.context import AppContext
 from chroma_orch.db.models import Instance, Snapshot
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import Settings
-from tests.helpers import bearer, converge, create_tenant
+from tests.helpers import bearer, converge
 from tests.reconciler.doubles import DataFakeRuntime
-from tests.reconciler.test_purge_while_taken import HeldStore
-from tests.reconciler.with_data import ask_restore, data_of, running_with_data
+from tests.reconciler.with_data import HeldStore, ask_restore, data_of, stopped_with_snapshot_asked
 
 
 def _replica(settings: Settings, name: str) -> Settings:
@@ -41,14 +40,10 @@ async def test_a_put_after_the_lease_was_lost_leaves_the_recorded_archive(
     data_runtime: DataFakeRuntime,
     api_settings: Settings,
 ) -> None:
-    _, token = await create_tenant(client, "acme")
     setup = Reconciler(ctx.sessions, data_runtime, api_settings, store=ctx.store)
-    instance_id = await running_with_data(client, token, "main", data_runtime, setup)
-    stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
-    assert stopped.status_code == 202, stopped.text
-    await converge(setup)
-    asked = await client.post(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
-    snapshot_id = asked.json()["id"]
+    token, _, instance_id, snapshot_id = await stopped_with_snapshot_asked(
+        client, data_runtime, setup
+    )
 
     held = HeldStore(ctx.store)
     first = Reconciler(ctx.sessions, data_runtime, _replica(api_settings, "a"), store=held)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 
@@ -19,55 +18,9 @@ from chroma_orch.context import AppContext
 from chroma_orch.db.models import Snapshot
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import Settings
-from chroma_orch.snapshots.store import SnapshotStore, StoredObject
-from tests.helpers import bearer, converge, create_tenant
+from tests.helpers import bearer, converge
 from tests.reconciler.doubles import DataFakeRuntime
-from tests.reconciler.with_data import running_with_data
-
-
-class HeldStore:
-    """The app's store, each ``put`` held at its start until ``go`` is set
-    (``entered`` says one is waiting); with ``fail_after_put``, a put stores the
-    archive and then fails, as a pass that died before recording it."""
-
-    def __init__(self, inner: SnapshotStore, *, fail_after_put: bool = False) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.fail_after_put = fail_after_put
-        self.entered = asyncio.Event()
-        self.go = asyncio.Event()
-
-    async def put(self, key: str, chunks: AsyncIterator[bytes]) -> StoredObject:
-        self.entered.set()
-        await self.go.wait()
-        stored = await self.inner.put(key, chunks)
-        if self.fail_after_put:
-            raise RuntimeError("the pass died after the put")
-        return stored
-
-    def get(self, key: str) -> AsyncIterator[bytes]:
-        return self.inner.get(key)
-
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def exists(self, key: str) -> bool:
-        return await self.inner.exists(key)
-
-
-async def _stopped_with_snapshot_asked(
-    client: httpx.AsyncClient, runtime: DataFakeRuntime, reconciler: Reconciler
-) -> tuple[str, str, str, str]:
-    """(token, tenant id, instance id, id of a pending snapshot) of a stopped instance
-    with data: its capture packs the data directory as it is."""
-    tenant_id, token = await create_tenant(client, "acme")
-    instance_id = await running_with_data(client, token, "main", runtime, reconciler)
-    stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
-    assert stopped.status_code == 202, stopped.text
-    await converge(reconciler)
-    asked = await client.post(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
-    assert asked.status_code == 202, asked.text
-    return token, tenant_id, instance_id, asked.json()["id"]
+from tests.reconciler.with_data import HeldStore, stopped_with_snapshot_asked
 
 
 async def _purge(client: httpx.AsyncClient, token: str, instance_id: str) -> None:
@@ -93,7 +46,7 @@ async def test_a_purge_during_a_capture_leaves_no_snapshot_and_no_archive(
     held = HeldStore(ctx.store)
     reconciler = Reconciler(ctx.sessions, data_runtime, api_settings, store=held)
     held.go.set()  # the set-up's passes store nothing
-    token, tenant_id, instance_id, snapshot_id = await _stopped_with_snapshot_asked(
+    token, tenant_id, instance_id, snapshot_id = await stopped_with_snapshot_asked(
         client, data_runtime, reconciler
     )
     held.go.clear()
@@ -128,7 +81,7 @@ async def test_an_archive_stored_by_a_pass_that_died_goes_with_its_snapshot(
     dying = HeldStore(ctx.store, fail_after_put=True)
     dying.go.set()
     setup = Reconciler(ctx.sessions, data_runtime, api_settings, store=ctx.store)
-    token, tenant_id, instance_id, snapshot_id = await _stopped_with_snapshot_asked(
+    token, tenant_id, instance_id, snapshot_id = await stopped_with_snapshot_asked(
         client, data_runtime, setup
     )
     reconciler = Reconciler(ctx.sessions, data_runtime, api_settings, store=dying)

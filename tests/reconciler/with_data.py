@@ -1,12 +1,17 @@
-"""A running instance whose data directory holds a file naming it (for the tests
-whose runtime keeps real data directories, ``DataFakeRuntime``)."""
+"""Instances with data for the tests whose runtime keeps real data directories
+(``DataFakeRuntime``): a running one whose data file names it, a stopped one with a
+snapshot asked, and a store whose puts can be held (``HeldStore``)."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
 
 from chroma_orch.reconciler.loop import Reconciler
-from tests.helpers import bearer, converge
+from chroma_orch.snapshots.store import SnapshotStore, StoredObject
+from tests.helpers import bearer, converge, create_tenant
 from tests.reconciler.doubles import DataFakeRuntime
 
 
@@ -42,3 +47,48 @@ def data_of(runtime: DataFakeRuntime, instance_id: str) -> str | None:
     """What the instance's data file says, or None without one."""
     path = runtime.data_path(instance_id) / "chroma.sqlite3"
     return path.read_text() if path.exists() else None
+
+
+class HeldStore:
+    """The app's store, each ``put`` held at its start until ``go`` is set
+    (``entered`` says one is waiting); with ``fail_after_put``, a put stores the
+    archive and then fails, as a pass that died before recording it."""
+
+    def __init__(self, inner: SnapshotStore, *, fail_after_put: bool = False) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.fail_after_put = fail_after_put
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def put(self, key: str, chunks: AsyncIterator[bytes]) -> StoredObject:
+        self.entered.set()
+        await self.go.wait()
+        stored = await self.inner.put(key, chunks)
+        if self.fail_after_put:
+            raise RuntimeError("the pass died after the put")
+        return stored
+
+    def get(self, key: str) -> AsyncIterator[bytes]:
+        return self.inner.get(key)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def exists(self, key: str) -> bool:
+        return await self.inner.exists(key)
+
+
+async def stopped_with_snapshot_asked(
+    client: httpx.AsyncClient, runtime: DataFakeRuntime, reconciler: Reconciler
+) -> tuple[str, str, str, str]:
+    """(token, tenant id, instance id, id of a pending snapshot) of a stopped instance
+    with data: its capture packs the data directory as it is."""
+    tenant_id, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", runtime, reconciler)
+    stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
+    assert stopped.status_code == 202, stopped.text
+    await converge(reconciler)
+    asked = await client.post(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
+    assert asked.status_code == 202, asked.text
+    return token, tenant_id, instance_id, asked.json()["id"]
