@@ -28,6 +28,21 @@ def special_member(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.
     return info, None
 
 
+def pax_named(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes | None]:
+    """A file whose name only its pax ``path`` record gives (one a ustar name cannot
+    hold, such as one with a NUL in it)."""
+    info, content = file_member("placeholder", data)
+    info.pax_headers = {"path": name}
+    return info, content
+
+
+def long_name_header(declared: int) -> tuple[tarfile.TarInfo, None]:
+    """A GNU long-name header declaring a name of ``declared`` bytes, with none after it."""
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = tarfile.GNUTYPE_LONGNAME, declared
+    return info, None
+
+
 def build_archive(
     members: list[tuple[tarfile.TarInfo, bytes | None]],
     *,

@@ -26,7 +26,9 @@ from tests.snapshots.helpers import (
     build_archive,
     chunks_of,
     file_member,
+    long_name_header,
     manifest,
+    pax_named,
     special_member,
 )
 
@@ -90,6 +92,13 @@ HOSTILE: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {
     "file_then_under_it": [file_member("a", b"x"), file_member("a/b", b"y")],
     # a GNU sparse file (never written by ``pack``): extraction copies content as is
     "sparse": [special_member("holes", tarfile.GNUTYPE_SPARSE)],
+    # names no file can have: before, ``verify`` let them through and the extraction
+    # raised ValueError or OSError, which a restore retried forever
+    "nul_in_name": [pax_named("a\x00b", b"x")],
+    "long_component": [file_member("x" * 256, b"x")],
+    "long_path": [file_member("/".join(["d" * 200] * 21), b"x")],
+    # a long name declared 256 MiB long: tarfile read it whole before any check
+    "huge_header": [long_name_header(1 << 28)],
 }
 
 
@@ -110,6 +119,7 @@ NOT_ARCHIVES = {
     "no_manifest": build_archive([file_member("a", b"x")], with_manifest=False),
     "manifest_not_json": build_archive([], manifest_json=b"{nope"),
     "manifest_wrong_format": build_archive([], manifest_json=b'{"format_version": 99}'),
+    "manifest_too_deep": build_archive([], manifest_json=b"[" * 50_000),  # was a 500
     "manifest_wrong_types": build_archive(
         [],
         manifest_json=b'{"format_version": 1, "instance_id": 5, "chroma_version": null,'

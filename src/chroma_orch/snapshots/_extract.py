@@ -73,13 +73,41 @@ class _Head:
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
+_NAME_MAX, _PATH_MAX = 255, 4096
+"""Bytes in one component of a member's name, and in all of it (Linux's limits)."""
+
+
+class _Bounded:
+    """The decompressed stream as the tar reads it, refusing any one read larger than
+    ``CHUNK``. tarfile reads a long name's or a pax header's declared size at once,
+    before anything can check it: a few kilobytes of upload declaring gigabytes made
+    the replica allocate them. Members' content is copied ``CHUNK`` at a time, and no
+    header of an archive ``pack`` writes comes near it."""
+
+    def __init__(self, source: _Source) -> None:
+        self.source = source
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > CHUNK:
+            raise UnsafeArchiveError(f"the archive has a tar header of {size} bytes")
+        return self.source.read(size)
+
+    def readinto(self, buffer: memoryview) -> int:
+        return self.source.readinto(buffer)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.source.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.source.tell()
+
 
 def _open_tar(decompressed: _Source) -> tuple[tarfile.TarFile, Manifest]:
     """The tar over ``decompressed`` and its manifest. Not tarfile's stream mode (which
     copies every buffer several times): the decompressed stream seeks forward, which
     is all a ``TarFile`` read member by member in order asks of its file."""
     try:
-        tar = tarfile.TarFile(fileobj=cast(IO[bytes], decompressed), mode="r")
+        tar = tarfile.TarFile(fileobj=cast(IO[bytes], _Bounded(decompressed)), mode="r")
         first = tar.next()
     except (tarfile.TarError, EOFError) as error:  # ZstdError: damaged, or not zstd
         raise NotAnArchiveError(f"not a chroma-orch snapshot archive: {error}") from None
@@ -152,9 +180,20 @@ def _safe_name(member: tarfile.TarInfo) -> PurePosixPath:
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts or not name.parts or "\\" in member.name:
         raise UnsafeArchiveError(f"the archive holds an unsafe name: {member.name!r}")
+    if "\0" in member.name or not _fits(name):
+        # no file can have it: refused here (so by ``verify`` too), not met as an
+        # OSError or ValueError by the extraction, which a restore would retry forever
+        raise UnsafeArchiveError(f"the archive holds a name no file can have: {member.name!r}")
     if name.parts == (MANIFEST_NAME,):
         raise UnsafeArchiveError(f"the archive holds a second {MANIFEST_NAME}")
     return name
+
+
+def _fits(name: PurePosixPath) -> bool:
+    """Whether a file can have ``name``: each part within ``_NAME_MAX`` bytes, all of
+    it within ``_PATH_MAX``."""
+    parts = [part.encode(errors="surrogateescape") for part in name.parts]
+    return all(len(part) <= _NAME_MAX for part in parts) and len(b"/".join(parts)) < _PATH_MAX
 
 
 def _write_file(
@@ -167,14 +206,14 @@ def _write_file(
     except (FileExistsError, NotADirectoryError):
         raise UnsafeArchiveError(f"the archive holds {member.name!r} twice") from None
     try:
-        _copy_content(cast(_Source, tar.fileobj), member, descriptor, buffer)
+        _copy_content(cast(_Bounded, tar.fileobj), member, descriptor, buffer)
     finally:
         os.close(descriptor)
     os.utime(target, (member.mtime, member.mtime))
 
 
 def _copy_content(
-    source: _Source, member: tarfile.TarInfo, descriptor: int, buffer: memoryview
+    source: _Bounded, member: tarfile.TarInfo, descriptor: int, buffer: memoryview
 ) -> None:
     """``member``'s bytes from the decompressed stream into ``descriptor``, decompressed
     straight into ``buffer`` (no allocation per chunk)."""

@@ -46,7 +46,7 @@ class Manifest:
                     f"(this version reads format {FORMAT_VERSION})"
                 )
             manifest = cls(**fields | {"created_at": datetime.fromisoformat(fields["created_at"])})
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
             raise NotAnArchiveError(f"the archive's manifest is not valid: {error}") from None
         _check_types(manifest)
         return manifest
