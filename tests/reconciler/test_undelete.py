@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, text
 
 from chroma_orch.context import AppContext
@@ -239,20 +240,27 @@ async def test_a_failed_pre_delete_snapshot_keeps_the_data(
     assert (data_runtime.data_path(instance_id) / "chroma.sqlite3").exists()
 
 
+@pytest.mark.parametrize("between", [None, "restart"])
 async def test_deleting_an_undelete_before_it_loaded_keeps_the_data_for_the_next(
     client: httpx.AsyncClient,
     ctx: AppContext,
     data_runtime: DataFakeRuntime,
     data_reconciler: Reconciler,
+    between: str | None,
 ) -> None:
     """Deleted again before the undelete loaded its data: no pre_delete snapshot of
-    the (empty) data directory, so the next undelete loads the data it had."""
+    the (empty) data directory, so the next undelete loads the data it had. Also
+    when a restart came between (a generation after the undelete's: before, the
+    delete asked that one's action, a restart, and took the empty snapshot)."""
     _, token = await create_tenant(client, "acme")
     instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
     await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
     await converge(data_reconciler)
     undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
     assert undeleted.status_code == 202, undeleted.text
+    if between is not None:
+        asked = await client.post(f"/v1/instances/{instance_id}/{between}", headers=bearer(token))
+        assert asked.status_code == 202, asked.text
     again = await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
     assert again.status_code == 202, again.text  # before any pass loaded the data
     await converge(data_reconciler)

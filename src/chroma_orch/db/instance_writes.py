@@ -243,7 +243,14 @@ SWITCH_SPEC = fenced_write("switch_spec", ("spec", "restart_generation", "restar
 restarted on it (``reconciler/upgrades.py``; the request made the generation)."""
 BEGIN_ROLLBACK = fenced_write(
     "begin_rollback",
-    ("spec", "generation", "restart_generation", "restart_count", "restore_snapshot_id"),
+    (
+        "spec",
+        "generation",
+        "restart_generation",
+        "restart_count",
+        "restore_snapshot_id",
+        "restore_generation",
+    ),
 )
 """A guarded upgrade failed: the old spec back (a new generation, which the reconciler
 writes on the upgrade's behalf: the request asked for the rollback), and the

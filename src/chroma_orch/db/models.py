@@ -217,6 +217,10 @@ class Instance(TimestampMixin, Base):
     """Data to load before the next start (a restore, a clone, an import, an undelete);
     the reconciler clears it once the data is in place. A snapshot named here cannot
     be deleted."""
+    restore_generation: Mapped[int | None] = mapped_column(Integer)
+    """The generation whose request asked for the load ``restore_snapshot_id`` names
+    (its action, and its ``pre_restore`` snapshot), however many came after it while
+    it waited (a stop, a restart); left as it was once the load is done."""
     next_snapshot_at: Mapped[datetime | None]
     """When the instance's snapshot schedule (its own, else its tenant's) takes its next
     ``scheduled`` snapshot; NULL while no schedule applies (``db/snapshot_schedules.py``)."""

@@ -81,7 +81,8 @@ def _values(table: Any, columns: Sequence[str], prefix: str = "") -> list[Any]:
 _NEW_INSTANCE = (
     "id", "tenant_id", "name", "runtime", "spec", "desired_state", "phase", "generation",
     "observed_generation", "restart_generation", "restart_count", "error_count",
-    "keep_data", "idle_timeout_seconds", "wake_on_request", "restore_snapshot_id", "labels",
+    "keep_data", "idle_timeout_seconds", "wake_on_request", "restore_snapshot_id",
+    "restore_generation", "labels",
 )  # fmt: skip
 """The columns a new instance is written with (the others have server defaults)."""
 _NEW_INTENT = (
@@ -194,13 +195,18 @@ _CHANGE = {
         bindparam("restore_snapshot_id", type_=INSTANCES.c.restore_snapshot_id.type),
         INSTANCES.c.restore_snapshot_id,
     ),
+    "restore_generation": func.coalesce(
+        bindparam("restore_generation", type_=INSTANCES.c.restore_generation.type),
+        INSTANCES.c.restore_generation,
+    ),
     "upgrade_id": func.coalesce(
         bindparam("upgrade_id", type_=INSTANCES.c.upgrade_id.type), INSTANCES.c.upgrade_id
     ),
     "spec": func.coalesce(bindparam("spec", type_=INSTANCES.c.spec.type), INSTANCES.c.spec),
 }
 """A desired-state change (``restart_generation``, ``restart_count``, ``keep_data``,
-``restore_snapshot_id``, ``upgrade_id`` and ``spec`` kept when NULL)."""
+``restore_snapshot_id``, ``restore_generation``, ``upgrade_id`` and ``spec`` kept when
+NULL)."""
 
 
 def _current(change: bool, touch: bool) -> CTE:
@@ -285,6 +291,7 @@ async def add_intent(
             "restart_count": None,
             "keep_data": None,
             "restore_snapshot_id": None,
+            "restore_generation": None,
             "upgrade_id": None,
             "spec": None,
         }
@@ -344,6 +351,12 @@ def asked_for(instance_id: uuid.UUID, generation: int) -> ColumnElement[bool]:
     """The intents that asked for the instance's ``generation`` (none for one the
     reconciler made: an upgrade's rollback)."""
     return and_(Intent.instance_id == instance_id, Intent.target_generation == generation)
+
+
+def load_generation(instance: Instance) -> int:
+    """The generation whose request asked for the instance's pending load (its
+    current one for a row from before ``restore_generation`` was kept)."""
+    return instance.restore_generation or instance.generation
 
 
 async def generation_action(

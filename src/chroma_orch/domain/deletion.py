@@ -57,7 +57,8 @@ class DeletionService:
         """Whether ``instance`` is being undeleted and has not loaded its data yet."""
         if instance.restore_snapshot_id is None:
             return False
-        action = await rows.generation_action(self.session, instance.id, instance.generation)
+        asked = rows.load_generation(instance)
+        action = await rows.generation_action(self.session, instance.id, asked)
         return action == Action.UNDELETE
 
     async def undelete(self, instance_id: uuid.UUID) -> tuple[Instance, Intent]:

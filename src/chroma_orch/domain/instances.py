@@ -277,6 +277,7 @@ def _change(
         changes["restart_count"] = 0
     if action in (Action.RESTORE, Action.UNDELETE):
         changes["restore_snapshot_id"] = restore_from
+        changes["restore_generation"] = generation
     if action is Action.DELETE:
         changes["keep_data"] = keep_data
     if action is Action.UPGRADE:  # the reconciler restarts once it has the probe's baseline
@@ -442,6 +443,7 @@ class InstanceService:
                     "idle_timeout_seconds": data.idle_timeout_seconds,
                     "wake_on_request": data.wake_on_request,
                     "restore_snapshot_id": restore_from,
+                    "restore_generation": desired["generation"] if restore_from else None,
                 },
                 _intent_values(tenant_id, Action.CREATE, 1, False, idempotency_key, fingerprint),
                 admission={

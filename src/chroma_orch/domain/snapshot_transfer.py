@@ -197,6 +197,7 @@ class ArchiveImports:
         await session.execute(
             update(Instance)
             .where(Instance.id == instance.id)
-            .values(restore_snapshot_id=snapshot_id)
+            .values(restore_snapshot_id=snapshot_id, restore_generation=instance.generation)
         )
         instance.restore_snapshot_id = snapshot_id
+        instance.restore_generation = instance.generation

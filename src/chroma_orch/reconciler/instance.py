@@ -307,7 +307,7 @@ class InstanceReconciler:
         import's leave it none, and say where the data it asked for still is."""
         inst = self.inst
         async with self.sessions() as session:
-            action = await rows.generation_action(session, inst.id, inst.generation)
+            action = await rows.generation_action(session, inst.id, rows.load_generation(inst))
         if action == Action.UNDELETE:
             return (
                 f"it has no data: its snapshot {inst.restore_snapshot_id} is kept; "

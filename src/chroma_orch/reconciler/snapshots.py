@@ -186,15 +186,17 @@ class DataWork:
 
     async def pre_restore_failed(self) -> bool:
         """Whether the ``pre_restore`` snapshot of the instance's current restore
-        failed: the restore then does not replace the data. Only one taken since this
-        generation was asked for counts (a restore takes it in the transaction that
-        asks; a rollback, which asks for its generation without an intent, takes it
-        after the upgrade's): an undelete, a clone or an import takes none, and an
+        failed: the restore then does not replace the data. Only one taken since the
+        load's generation was asked for counts (a restore takes it in the transaction
+        that asks; a rollback, which asks for its generation without an intent, takes
+        it after the upgrade's): an undelete, a clone or an import takes none, and an
         earlier restore's failed one was that restore's (before, it failed every
-        undelete of the instance after it)."""
+        undelete of the instance after it). The load's generation, not the current
+        one: a stop asked while the load waited hid the failed one, and the data was
+        replaced with no copy of it."""
         asked = (
             select(func.max(Intent.created_at))
-            .where(rows.asked_for(self.inst.id, self.inst.generation))
+            .where(rows.asked_for(self.inst.id, rows.load_generation(self.inst)))
             .scalar_subquery()
         )
         return await self._newest_failed(SnapshotKind.PRE_RESTORE, since=asked)

@@ -316,6 +316,7 @@ class UpgradeWork:
             restart_generation=generation,
             restart_count=0,
             restore_snapshot_id=upgrade.snapshot_id if restore else None,
+            restore_generation=generation if restore else None,
         )
         log.warning(
             "upgrade rolling back instance=%s reason=%s message=%s", inst.id, reason, message
