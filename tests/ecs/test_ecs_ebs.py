@@ -102,6 +102,14 @@ async def test_a_crashed_task_is_snapshotted_before_the_restart(
 
     (pending,) = await wait_for(snapshot_pending)
     assert pending["VolumeId"] == first["VolumeId"]
+
+    # ECS freed the task's IP for other tasks: nothing routes there while its data is
+    # saved (before, the instance kept its endpoint until the save completed)
+    async def unrouted() -> bool:
+        body = (await ecs_service.http.get(f"/v1/instances/{instance_id}")).json()
+        return body["endpoint"] is None
+
+    await wait_for(unrouted, timeout=10)
     assert len(aws.volumes.created) == 1  # no restart while the snapshot is pending
     aws.volumes.hold_snapshots = False
 

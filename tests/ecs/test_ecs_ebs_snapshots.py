@@ -72,6 +72,7 @@ async def test_a_running_instance_is_quiesced_and_its_saved_volume_copied(
     instance_id, first_arn = await _running_instance(ecs_service)
     first = await _task_volume(ecs_service, first_arn)
     tenant = _tags(first)["chroma-orch:tenant"]
+    restarts = (await http.get(f"/v1/instances/{instance_id}")).json()["restart_count"]
 
     snapshot = await _take(http, instance_id)
 
@@ -91,6 +92,12 @@ async def test_a_running_instance_is_quiesced_and_its_saved_volume_copied(
     await wait_phase(http, instance_id, "running")
     second_arn = await task_of(str(ecs_service.settings.endpoint_url), instance_id, first_arn)
     assert (await _task_volume(ecs_service, second_arn))["SnapshotId"] == source
+    # launched with a token of its own, not counted as a crash: with the first task's
+    # token, RunTask handed back the stopped task, every snapshot counted a restart
+    # and the fourth failed the instance (restart_limit 3)
+    tokens = [request["clientToken"] for request in aws.run_task_requests]
+    assert tokens[-1] not in tokens[:-1], tokens
+    assert (await http.get(f"/v1/instances/{instance_id}")).json()["restart_count"] == restarts
 
 
 async def test_a_stopped_instance_is_snapshotted_without_a_start(

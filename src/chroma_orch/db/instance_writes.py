@@ -180,13 +180,22 @@ RECORD_START_PHASES = fenced_write("record_start_phases", ("start_phases",))
 """A start got further (a new start phase; its event goes with it)."""
 FORGET_SERVER = fenced_write("forget_server", _SERVER, frees_port=True)
 """A server that lost its port to another process: gone, and the port with it."""
-RECORD_STOPPING = fenced_write("record_stopping", (*_PHASE, "restart_count"))
+RECORD_STOPPING = fenced_write("record_stopping", (*_PHASE, "restart_count", "start_attempts"))
 """A stop begins: routing ends, the server drains. (The restart budget as it stands
 when the server stops running: refilled if it ran long enough, for a restart of an
-unresponsive server.)"""
+unresponsive server.) ``start_attempts`` moves on: a start after this stop in the same
+generation (a snapshot's, on ECS with EBS) is a launch of its own, not the stopped
+server's (ECS's RunTask ``clientToken``, built from it, would hand that server back,
+and its exit would count as a crash: a restart each snapshot, the instance failed at
+the fourth)."""
+END_ROUTING = fenced_write("end_routing", ("endpoint_host", "endpoint_port"))
+"""The server is going away on its own (it crashed, or the platform retires it):
+routing to its address ends now, not once the runtime reports it gone (ECS with EBS:
+once its volume is saved, minutes after ECS freed its IP for other tasks). The
+instance stays ``running`` until then, so its exit counts as any crash."""
 RECORD_SERVER_GONE = fenced_write("record_server_gone", _SERVER)
 """The server stopped (the instance's phase is written next)."""
-RECORD_QUIESCED = fenced_write("record_quiesced", (*_PHASE, *_SERVER))
+RECORD_QUIESCED = fenced_write("record_quiesced", (*_PHASE, *_SERVER, "start_attempts"))
 """The server stopped for a snapshot's copy: the instance is ``starting`` (it is
 started again at once) and says so, even when the service dies before that start; a
 ``running`` instance with no server would send its clients to nothing."""

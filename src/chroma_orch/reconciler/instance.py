@@ -228,8 +228,14 @@ class InstanceReconciler:
         while (snapshot := await data.next_open()) is not None:
             if self.native is not None and self.native.handles(snapshot):
                 step = await self.native.step(self, snapshot, observation, resume=resume)
+                if step is False:
+                    # the pass starts the server; the next one sees the snapshot through
+                    # (before, nothing woke a server that came up at once, and the
+                    # snapshot stayed ``running`` while its EBS copy had completed)
+                    await self._mark_due()
+                    return None
                 if step is not True:
-                    return None if step is False else step
+                    return step
             elif snapshot.phase == SnapshotPhase.DELETING:
                 if not await data.delete(snapshot):
                     break
@@ -270,7 +276,11 @@ class InstanceReconciler:
         if after is not None and after.state is not ObservedState.EXITED:
             return RequeueAfter(_QUIESCE_POLL)  # still stopping
         await self.write(
-            writes.RECORD_QUIESCED, phase=Phase.STARTING, handle=None, **_endpoint_values(None)
+            writes.RECORD_QUIESCED,
+            phase=Phase.STARTING,
+            handle=None,
+            start_attempts=self.inst.start_attempts + 1,  # the next start: a new token
+            **_endpoint_values(None),
         )
         await self.data.capture(snapshot)
         return await self.start_again()  # the next pass packs the copy
@@ -372,7 +382,11 @@ class InstanceReconciler:
         if not self._live(observation) or handle is None:
             return None
         if self.inst.phase != Phase.STOPPING:
-            await self.write(writes.RECORD_STOPPING, phase=Phase.STOPPING)
+            await self.write(
+                writes.RECORD_STOPPING,
+                phase=Phase.STOPPING,
+                start_attempts=self.inst.start_attempts + 1,  # the next start: a new token
+            )
         draining = self._drain_left()
         if draining > 0:
             return RequeueAfter(draining)
@@ -509,6 +523,8 @@ class InstanceReconciler:
             remaining = max(deadline - time.monotonic(), 0.0)
             ready = await self.runtime.wait_ready(handle, remaining)
             return await self._settle_start(ready, deadline)
+        if inst.phase == Phase.RUNNING and inst.endpoint_host is not None:
+            await self.write(writes.END_ROUTING, **_endpoint_values(None))  # stopping on its own
         return Done()  # stopping: the liveness pass wakes the instance once it exited
 
     def _unresponsive(self) -> bool:
@@ -549,7 +565,9 @@ class InstanceReconciler:
         ``NoPortAvailableError`` when there is none yet).
 
         A crash or a lost lease after the spawn loses nothing: the next pass, here or
-        on another replica, adopts the server through its data directory's lock."""
+        on another replica, adopts the server through its data directory's lock (a
+        local one) or its start token (ECS: ``_spec``, which a stop or a crash moves
+        on)."""
         await self.write(
             writes.RECORD_STARTING,
             phase=Phase.STARTING,
