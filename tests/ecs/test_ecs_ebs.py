@@ -229,6 +229,38 @@ async def test_a_service_dying_between_stop_task_and_the_snapshot_is_healed(
     assert unsaved["VolumeId"] not in {v["VolumeId"] for v in volumes}
 
 
+async def test_unsaved_volumes_each_get_a_sequence_of_their_own(
+    ecs_settings: EcsSettings, aws: AwsBehaviour
+) -> None:
+    """Two volumes left unsaved (a stray task's beside the instance's own): each
+    snapshot is one above the last, the newer volume's highest. Before, both took the
+    same number, and which the next start restored was a toss."""
+    instance_id = "inst-0123456789"
+    aws.volumes.hold_snapshots = True
+    tagged = [{"ResourceType": "volume", "Tags": [{"Key": INSTANCE_TAG, "Value": instance_id}]}]
+    made = [
+        await _ec2(
+            ecs_settings,
+            "create_volume",
+            AvailabilityZone=f"{REGION}a",
+            Size=1,
+            TagSpecifications=tagged,
+        )
+        for _ in range(2)
+    ]
+    runtime = EcsRuntime(ecs_settings)
+    try:
+        assert runtime.volumes is not None
+        assert "pending" in str(await runtime.volumes.save(instance_id))
+    finally:
+        await runtime.aclose()
+    sequences = {
+        s["VolumeId"]: {t["Key"]: t["Value"] for t in s["Tags"]}["chroma-orch:sequence"]
+        for s in await _snapshots(ecs_settings, instance_id)
+    }
+    assert sequences == {made[0]["VolumeId"]: "1", made[1]["VolumeId"]: "2"}
+
+
 def test_the_task_definition_defers_the_volume_to_launch() -> None:
     settings = EcsSettings(ebs_role_arn="arn:aws:iam::123456789012:role/infra")
     definition = server_definition(settings, ServerSpec())

@@ -35,9 +35,11 @@ after CreateSnapshot, before DeleteVolume) resumes on the next pass:
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from chroma_orch.runtimes.base import InstanceSpec, RuntimeUnavailableError
@@ -64,6 +66,7 @@ RESTORE_KIND = "restore"
 TAG_RESTORE = "chroma-orch:restore"
 """On a restore's copy: the snapshot row it restored (``ebs_snapshots.py``)."""
 _GONE = frozenset({"InvalidVolume.NotFound", "InvalidSnapshot.NotFound"})
+_NEVER = datetime.min.replace(tzinfo=UTC)  # (a volume EC2 gave no CreateTime: oldest)
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,11 @@ class EbsVolumes:
         if busy:
             return f"volume {busy[0]['VolumeId']} is {busy[0].get('State')}"
         snapshots = await self._snapshots(instance_id)
-        waiting = [await self._save_volume(v, snapshots) for v in volumes]
+        # each new snapshot one above every earlier one, the newer volume's higher
+        # (two unsaved volumes once took the same number: which was newest was a toss)
+        sequences = itertools.count(max((s.sequence for s in snapshots), default=0) + 1)
+        oldest_first = sorted(volumes, key=lambda v: v.get("CreateTime") or _NEVER)
+        waiting = [await self._save_volume(v, snapshots, sequences) for v in oldest_first]
         return next((w for w in waiting if w is not None), None)
 
     async def remove(self, instance_id: str) -> None:
@@ -162,7 +169,7 @@ class EbsVolumes:
         log.info("removed volumes and snapshots instance=%s", instance_id)
 
     async def _save_volume(
-        self, volume: Mapping[str, Any], snapshots: list[Snapshot]
+        self, volume: Mapping[str, Any], snapshots: list[Snapshot], sequences: Iterator[int]
     ) -> str | None:
         volume_id = str(volume["VolumeId"])
         own = [s for s in snapshots if s.volume_id == volume_id and s.state != "error"]
@@ -174,8 +181,7 @@ class EbsVolumes:
             return None
         if own:
             return f"snapshot {own[0].id} of {volume_id} is {own[0].state}"
-        sequence = max((s.sequence for s in snapshots), default=0) + 1
-        created = await self._create_snapshot(volume, sequence)
+        created = await self._create_snapshot(volume, next(sequences))
         return f"snapshot {created} of {volume_id} is pending"
 
     async def _create_snapshot(self, volume: Mapping[str, Any], sequence: int) -> str:
