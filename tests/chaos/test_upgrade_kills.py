@@ -20,6 +20,8 @@ from tests.chroma_versions import SECOND_VERSION
 from tests.e2e.service import Service, running_instance
 from tests.e2e.upgrade_helpers import (
     BLIND,
+    MARK,
+    MARKING,
     finished,
     read_data,
     served_version,
@@ -67,6 +69,10 @@ def _file_appears(where: str, pattern: str) -> Moment:
 MOMENTS: dict[str, tuple[str, Moment, str]] = {
     # name: (the version asked for, when to kill, how the upgrade must end)
     "copying": (SECOND_VERSION, _file_appears("snapshot-work", "*.partial"), "succeeded"),
+    # the new version writes to the data, then fails its probe: the rollback restores
+    # the pre_upgrade copy, which must hold none of that (before, the service that
+    # resumed started the new version before it took the copy)
+    "copying_rolled_back": (MARKING, _file_appears("snapshot-work", "*.partial"), "rolled_back"),
     "probing": (SECOND_VERSION, _phase_reached("probing"), "succeeded"),
     "rolling_back": (BLIND, _phase_reached("rolling_back"), "rolled_back"),
     "restoring": (BLIND, _file_appears("instances", "{instance}.incoming"), "rolled_back"),
@@ -101,6 +107,7 @@ async def test_kill_9_mid_upgrade_ends_on_one_version_with_the_data(
         assert await asyncio.to_thread(read_data, base, token) == before
         if outcome == "rolled_back":
             assert instance["failure"]["reason"] == "UpgradeRolledBack", instance
+        assert not (data_dir / "instances" / instance_id / MARK).exists()
     finally:
         await first.stop()
         if second is not None:

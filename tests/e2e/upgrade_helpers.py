@@ -23,6 +23,10 @@ BLIND = "0.0.1-blind"
 the data it is given (as Chroma 1.0 cannot read 0.6's)."""
 DEAD = "0.0.2-dead"
 """A version whose server exits at once."""
+MARKING = "0.0.3-marking"
+"""A version that writes to the data it is given (``MARK``, as a version that migrates
+the files on start), then serves an empty directory like ``BLIND``: rolled back."""
+MARK = "written-by-the-new-version"
 
 
 def _script(path: Path, body: str) -> str:
@@ -32,9 +36,9 @@ def _script(path: Path, body: str) -> str:
 
 
 def versions_env(tools: Path) -> dict[str, str]:
-    """``CHROMA_ORCH_LOCAL__CHROMA_VERSIONS`` naming the second real version and the two
-    broken ones (interpreters wrapped to run the launcher on an empty directory, or
-    to exit)."""
+    """``CHROMA_ORCH_LOCAL__CHROMA_VERSIONS`` naming the second real version and the
+    broken ones (interpreters wrapped to run the launcher on an empty directory, after
+    a write to the data or not, or to exit)."""
     tools.mkdir(parents=True, exist_ok=True)
     tools.chmod(0o755)
     real = str(second_chroma_python())
@@ -42,15 +46,15 @@ def versions_env(tools: Path) -> dict[str, str]:
     empty.mkdir(exist_ok=True)
     empty.chmod(0o777)  # a root service's servers run as an unprivileged account
     # the launcher's arguments: -I LAUNCHER LOCK PATH ...: PATH replaced
-    blind = _script(
-        tools / "blind-python",
-        f'a1=$1 a2=$2 a3=$3; shift 4; exec "{real}" "$a1" "$a2" "$a3" "{empty}" "$@"',
-    )
+    on_empty = f'a1=$1 a2=$2 a3=$3; shift 4; exec "{real}" "$a1" "$a2" "$a3" "{empty}" "$@"'
+    blind = _script(tools / "blind-python", on_empty)
+    marking = _script(tools / "marking-python", f': > "$4/{MARK}"; {on_empty}')
     dead = _script(tools / "dead-python", "echo 'this version cannot start' >&2; exit 3")
     versions = {
         SECOND_VERSION: {"python": real},
         BLIND: {"python": blind},
         DEAD: {"python": dead},
+        MARKING: {"python": marking},
     }
     return {"CHROMA_ORCH_LOCAL__CHROMA_VERSIONS": json.dumps(versions)}
 

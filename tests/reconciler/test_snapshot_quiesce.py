@@ -23,9 +23,10 @@ async def test_a_server_stopped_for_a_copy_never_reads_running(
     data_reconciler: Reconciler,
 ) -> None:
     """Between the copy and the server's new start the instance has no server. Each
-    status it is written with (the event log keeps them all) is ``starting`` there,
-    never ``running``: a service killed in that gap left it ``running`` with no
-    endpoint, the API said so, and the data plane answered its clients 503."""
+    status it is written with (the event log keeps them all) is ``stopping`` there
+    (the copy), then ``starting``, never ``running``: a service killed in that gap
+    left it ``running`` with no endpoint, the API said so, and the data plane answered
+    its clients 503."""
     token, instance_id = await instance_with_data(client, data_reconciler, data_runtime)
     async with ctx.engine.connect() as conn:
         since = await conn.scalar(select(Event.seq).order_by(Event.seq.desc()).limit(1))
@@ -49,5 +50,5 @@ async def test_a_server_stopped_for_a_copy_never_reads_running(
         )
     phases = [(s["phase"], s["endpoint"] is not None) for s in statuses]
     assert ("running", False) not in phases, phases
-    assert ("starting", False) in phases, phases  # the pause, as clients see it
+    assert ("stopping", False) in phases, phases  # the pause, as clients see it
     assert phases[-1] == ("running", True), phases

@@ -36,8 +36,9 @@ from chroma_orch.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
-_PAUSE_PHASES = frozenset({Phase.RUNNING, Phase.STARTING})
-"""An instance's phases while its server is stopped for a copy and started again."""
+_PAUSE_PHASES = frozenset({Phase.RUNNING, Phase.STOPPING, Phase.STARTING})
+"""An instance's phases while its server is stopped for a copy (``stopping``) and
+started again."""
 
 
 class Waker:

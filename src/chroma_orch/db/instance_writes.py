@@ -196,9 +196,14 @@ instance stays ``running`` until then, so its exit counts as any crash."""
 RECORD_SERVER_GONE = fenced_write("record_server_gone", _SERVER)
 """The server stopped (the instance's phase is written next)."""
 RECORD_QUIESCED = fenced_write("record_quiesced", (*_PHASE, *_SERVER, "start_attempts"))
-"""The server stopped for a snapshot's copy: the instance is ``starting`` (it is
-started again at once) and says so, even when the service dies before that start; a
-``running`` instance with no server would send its clients to nothing."""
+"""The server stopped for a snapshot's copy: the instance is ``stopping`` until the
+copy is taken and the server started again (as on ECS, where a snapshot's stop is any
+stop). Never ``running`` with no server, which would send its clients to nothing; and
+not ``starting``, which with no server recorded is a launch that may have one writing
+the data: a service killed during the copy then started the server before taking it
+(a guarded upgrade's ``pre_upgrade`` snapshot held data the new version had written,
+and its rollback restored that). ``stopping`` with no server resumes with the copy,
+of the data at rest."""
 RECORD_CRASH = fenced_write(
     "record_crash",
     (*_PHASE, *_SERVER, *_FAILURE, "restart_count", "start_attempts", "capacity_waits"),

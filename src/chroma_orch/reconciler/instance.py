@@ -277,7 +277,7 @@ class InstanceReconciler:
             return RequeueAfter(_QUIESCE_POLL)  # still stopping
         await self.write(
             writes.RECORD_QUIESCED,
-            phase=Phase.STARTING,
+            phase=Phase.STOPPING,  # (not ``starting``: that reads as a launch under way)
             handle=None,
             start_attempts=self.inst.start_attempts + 1,  # the next start: a new token
             **_endpoint_values(None),

@@ -9,8 +9,9 @@ redone after a crash:
   consistent). A stopped instance's directory is packed as it is. A live server is
   quiesced: stopped, its directory copied to ``<data_dir>/snapshot-work/<id>`` (the
   copy is complete once renamed there), and started again at once; the next pass
-  packs the copy into the store. A crash before the rename captures again; after it,
-  the copy is packed.
+  packs the copy into the store. A crash before the rename packs the directory as
+  the stopped server left it (the instance reads ``stopping``: no start comes first);
+  after it, the copy is packed.
 - a snapshot that is ``deleting`` has its archive removed, then its row.
 - a restore loads the archive into a new directory (checked against its checksum
   before it becomes the data) and swaps it in (``DataDirectories.replace_data``).
