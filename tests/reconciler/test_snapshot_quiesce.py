@@ -6,14 +6,17 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from chroma_orch.context import AppContext
-from chroma_orch.db.models import Event
+from chroma_orch.db.models import Event, Instance
 from chroma_orch.reconciler.loop import Reconciler
-from tests.helpers import bearer, converge
+from chroma_orch.runtimes.base import Handle
+from chroma_orch.settings import Settings
+from tests.helpers import bearer, converge, wait_for
 from tests.reconciler.conftest import instance_body, instance_with_data
 from tests.reconciler.doubles import DataFakeRuntime
+from tests.reconciler.with_data import HeldStore
 
 
 async def test_a_server_stopped_for_a_copy_never_reads_running(
@@ -52,3 +55,56 @@ async def test_a_server_stopped_for_a_copy_never_reads_running(
     assert ("running", False) not in phases, phases
     assert ("stopping", False) in phases, phases  # the pause, as clients see it
     assert phases[-1] == ("running", True), phases
+
+
+async def test_a_quiesce_a_dead_pass_left_starts_the_server_before_the_store_is_written(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+    api_settings: Settings,
+) -> None:
+    """The service died with the server stopped for a snapshot's copy (``stopping``,
+    no server). The pass that takes over copies the data at rest and starts the server
+    at once, as the quiesce would have; the archive is written while it serves. Before,
+    it packed the directory into the store first, the server down all that time (and
+    through every retry of a store that is unavailable)."""
+    token, instance_id = await instance_with_data(client, data_reconciler, data_runtime)
+    asked = await client.post(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
+    assert asked.status_code == 202, asked.text
+    async with ctx.sessions() as session:  # what the dead pass left: RECORD_QUIESCED
+        row = await session.get(Instance, uuid.UUID(instance_id))
+        assert row is not None
+        assert row.handle is not None
+        await data_runtime.stop(Handle.from_json(row.handle))
+        await session.execute(
+            update(Instance)
+            .where(Instance.id == row.id)
+            .values(
+                phase="stopping",
+                handle=None,
+                endpoint_host=None,
+                endpoint_port=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_reconcile_at=func.now(),
+            )
+        )
+        await session.commit()
+
+    held = HeldStore(ctx.store)
+    taking_over = Reconciler(ctx.sessions, data_runtime, api_settings, store=held)
+
+    async def archive_begun() -> bool:
+        await taking_over.run_once()
+        return held.entered.is_set()
+
+    await wait_for(archive_begun, timeout=10)
+    body = await instance_body(client, token, instance_id)
+    assert (body["phase"], body["endpoint"] is not None) == ("running", True), body
+
+    held.go.set()
+    await converge(taking_over)
+    ready = await client.get(f"/v1/snapshots/{asked.json()['id']}", headers=bearer(token))
+    assert ready.json()["phase"] == "ready", ready.json()
+    assert data_runtime.stops[instance_id] == 1  # no second stop: the copy was at rest

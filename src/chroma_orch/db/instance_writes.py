@@ -202,8 +202,8 @@ stop). Never ``running`` with no server, which would send its clients to nothing
 not ``starting``, which with no server recorded is a launch that may have one writing
 the data: a service killed during the copy then started the server before taking it
 (a guarded upgrade's ``pre_upgrade`` snapshot held data the new version had written,
-and its rollback restored that). ``stopping`` with no server resumes with the copy,
-of the data at rest."""
+and its rollback restored that). ``stopping`` with no server resumes the quiesce:
+the copy of the data at rest (unless it was complete), then the start."""
 RECORD_CRASH = fenced_write(
     "record_crash",
     (*_PHASE, *_SERVER, *_FAILURE, "restart_count", "start_attempts", "capacity_waits"),

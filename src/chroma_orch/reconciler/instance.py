@@ -99,6 +99,9 @@ class InstanceReconciler:
         self.due_again = False
         """Whether the write that gave the lease back found the instance due again
         (a request came in while this pass worked on it)."""
+        self._snapshot_after_start = False
+        """A native snapshot was captured in this pass, which then starts the server:
+        the next pass sees the snapshot through."""
 
     # -- recording ---------------------------------------------------------
 
@@ -186,7 +189,6 @@ class InstanceReconciler:
         decision = await self._converge()
         if await self.upgrade.moved_on(before) and not isinstance(decision, RequeueAfter):
             await self._mark_due()  # the upgrade's next step, at once: nothing else wakes it
-            self.due_again = True  # (the pass's release may have found it not due yet)
         return decision
 
     async def _converge(self) -> Decision:
@@ -214,7 +216,13 @@ class InstanceReconciler:
             return decision
         if (pending := await self._snapshots(observation, resume=True)) is not None:
             return pending
-        return await self._run(observation)
+        decision = await self._run(observation)
+        if self._snapshot_after_start and not isinstance(decision, RequeueAfter):
+            # the next pass sees the snapshot through (before, nothing woke a server
+            # that came up at once: the snapshot stayed ``running`` once its EBS copy
+            # had completed); a requeue (a backoff) comes back anyway
+            await self._mark_due()
+        return decision
 
     # -- data: snapshots and restores (``reconciler/snapshots.py``) ------------------
 
@@ -229,10 +237,7 @@ class InstanceReconciler:
             if self.native is not None and self.native.handles(snapshot):
                 step = await self.native.step(self, snapshot, observation, resume=resume)
                 if step is False:
-                    # the pass starts the server; the next one sees the snapshot through
-                    # (before, nothing woke a server that came up at once, and the
-                    # snapshot stayed ``running`` while its EBS copy had completed)
-                    await self._mark_due()
+                    self._snapshot_after_start = True  # the pass starts the server
                     return None
                 if step is not True:
                     return step
@@ -242,6 +247,8 @@ class InstanceReconciler:
             elif data.files is None:
                 detail = unsupported_detail(self.runtime)
                 await data.fail_unsupported(snapshot, self.runtime.name, detail)
+            elif resume and self._stopped_for_us():
+                return await self._quiesce(snapshot)  # one that died mid-quiesce: go on
             elif data.copy_of(snapshot) is None and self._live(observation):
                 return await self._quiesce(snapshot)
             elif not await data.store_data(snapshot):
@@ -261,28 +268,40 @@ class InstanceReconciler:
             await self._mark_due()
 
     async def _mark_due(self) -> None:
-        """Due again at once, whatever this pass decides (its release keeps it)."""
+        """Due again at once, whatever this pass decides (its release keeps it; a
+        pass that gave its lease back already wakes the loop all the same)."""
         async with self.sessions() as session:
             await rows.make_due(session, [self.inst.id], wake_replicas=False)
             await session.commit()
+        self.due_again = True
+
+    def _stopped_for_us(self) -> bool:
+        """The server was stopped by this service (for a snapshot's copy, or a
+        restart) and is gone: ``stopping`` with no server. For an instance that should
+        run, a pass that died there left the start to come."""
+        return self.inst.phase == Phase.STOPPING and self.handle is None
 
     async def _quiesce(self, snapshot: Snapshot) -> Decision:
         """Stop the live server, copy its data for ``snapshot`` and start it again at
-        once (the pause clients see); the next pass packs the copy."""
+        once (the pause clients see); the next pass packs the copy. A quiesce a dead
+        pass left (the server stopped, the copy made or not) goes on from there: the
+        server down no longer than the local copy takes, never while the store is
+        written."""
         handle = self.handle
-        assert handle is not None
-        await self.runtime.stop(handle)
-        after = await self._observe()
-        if after is not None and after.state is not ObservedState.EXITED:
-            return RequeueAfter(_QUIESCE_POLL)  # still stopping
-        await self.write(
-            writes.RECORD_QUIESCED,
-            phase=Phase.STOPPING,  # (not ``starting``: that reads as a launch under way)
-            handle=None,
-            start_attempts=self.inst.start_attempts + 1,  # the next start: a new token
-            **_endpoint_values(None),
-        )
-        await self.data.capture(snapshot)
+        if handle is not None:
+            await self.runtime.stop(handle)
+            after = await self._observe()
+            if after is not None and after.state is not ObservedState.EXITED:
+                return RequeueAfter(_QUIESCE_POLL)  # still stopping
+            await self.write(
+                writes.RECORD_QUIESCED,
+                phase=Phase.STOPPING,  # (not ``starting``: that reads as a launch under way)
+                handle=None,
+                start_attempts=self.inst.start_attempts + 1,  # the next start: a new token
+                **_endpoint_values(None),
+            )
+        if self.data.copy_of(snapshot) is None:
+            await self.data.capture(snapshot)
         return await self.start_again()  # the next pass packs the copy
 
     async def start_again(self) -> Decision:

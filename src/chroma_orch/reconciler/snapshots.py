@@ -9,9 +9,9 @@ redone after a crash:
   consistent). A stopped instance's directory is packed as it is. A live server is
   quiesced: stopped, its directory copied to ``<data_dir>/snapshot-work/<id>`` (the
   copy is complete once renamed there), and started again at once; the next pass
-  packs the copy into the store. A crash before the rename packs the directory as
-  the stopped server left it (the instance reads ``stopping``: no start comes first);
-  after it, the copy is packed.
+  packs the copy into the store. A pass that dies in the quiesce is resumed by the
+  next: the copy made again from the directory at rest unless it was complete (the
+  instance reads ``stopping``: no start comes first), then the start.
 - a snapshot that is ``deleting`` has its archive removed, then its row.
 - a restore loads the archive into a new directory (checked against its checksum
   before it becomes the data) and swaps it in (``DataDirectories.replace_data``).
