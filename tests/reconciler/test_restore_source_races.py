@@ -23,23 +23,22 @@ from chroma_orch.db.models import Instance, Snapshot
 from chroma_orch.domain.principal import SYSTEM
 from chroma_orch.domain.snapshot_access import restorable_snapshot
 from chroma_orch.reconciler.loop import Reconciler
-from tests.helpers import bearer, converge, create_tenant, wait_for
+from tests.helpers import bearer, converge, wait_for
 from tests.reconciler.doubles import DataFakeRuntime
-from tests.reconciler.with_data import ask_restore, data_of, running_with_data
+from tests.reconciler.with_data import ask_restore, data_of, with_snapshot_asked
 
 
 async def _with_snapshot(
     client: httpx.AsyncClient, runtime: DataFakeRuntime, reconciler: Reconciler
 ) -> tuple[str, str, str, str]:
     """(tenant id, token, instance id, id of a ready snapshot of its data)."""
-    tenant_id, token = await create_tenant(client, "acme")
-    instance_id = await running_with_data(client, token, "main", runtime, reconciler)
-    answer = await client.post(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
-    assert answer.status_code == 202, answer.text
+    token, tenant_id, instance_id, snapshot_id = await with_snapshot_asked(
+        client, runtime, reconciler, stopped=False
+    )
     await converge(reconciler)
-    snapshot = await client.get(f"/v1/snapshots/{answer.json()['id']}", headers=bearer(token))
+    snapshot = await client.get(f"/v1/snapshots/{snapshot_id}", headers=bearer(token))
     assert snapshot.json()["phase"] == "ready", snapshot.text
-    return tenant_id, token, instance_id, snapshot.json()["id"]
+    return tenant_id, token, instance_id, snapshot_id
 
 
 async def _waiting_on_a_lock(ctx: AppContext) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 
 from chroma_orch.context import AppContext
 from chroma_orch.db.models import Event, Instance
@@ -16,7 +16,7 @@ from chroma_orch.settings import Settings
 from tests.helpers import bearer, converge, wait_for
 from tests.reconciler.conftest import instance_body, instance_with_data
 from tests.reconciler.doubles import DataFakeRuntime
-from tests.reconciler.with_data import HeldStore
+from tests.reconciler.with_data import HeldStore, as_a_dead_pass_left_it
 
 
 async def test_a_server_stopped_for_a_copy_never_reads_running(
@@ -72,25 +72,12 @@ async def test_a_quiesce_a_dead_pass_left_starts_the_server_before_the_store_is_
     token, instance_id = await instance_with_data(client, data_reconciler, data_runtime)
     asked = await client.post(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
     assert asked.status_code == 202, asked.text
-    async with ctx.sessions() as session:  # what the dead pass left: RECORD_QUIESCED
+    async with ctx.sessions() as session:
         row = await session.get(Instance, uuid.UUID(instance_id))
-        assert row is not None
-        assert row.handle is not None
-        await data_runtime.stop(Handle.from_json(row.handle))
-        await session.execute(
-            update(Instance)
-            .where(Instance.id == row.id)
-            .values(
-                phase="stopping",
-                handle=None,
-                endpoint_host=None,
-                endpoint_port=None,
-                lease_owner=None,
-                lease_expires_at=None,
-                next_reconcile_at=func.now(),
-            )
-        )
-        await session.commit()
+    assert row is not None
+    assert row.handle is not None
+    await data_runtime.stop(Handle.from_json(row.handle))
+    await as_a_dead_pass_left_it(ctx, instance_id, "stopping")  # after RECORD_QUIESCED
 
     held = HeldStore(ctx.store)
     taking_over = Reconciler(ctx.sessions, data_runtime, api_settings, store=held)

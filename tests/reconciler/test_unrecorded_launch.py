@@ -6,35 +6,24 @@ did, and then adopted that server), and a stopped instance leaves no server runn
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
-from sqlalchemy import update
 
 from chroma_orch.context import AppContext
-from chroma_orch.db.models import Instance
 from chroma_orch.reconciler.loop import Reconciler
 from tests.helpers import bearer, converge, create_tenant
 from tests.reconciler.doubles import DataFakeRuntime
-from tests.reconciler.with_data import ask_restore, data_of, running_with_data
+from tests.reconciler.with_data import (
+    as_a_dead_pass_left_it,
+    ask_restore,
+    data_of,
+    running_with_data,
+)
 
 
 async def _launched_unrecorded(ctx: AppContext, instance_id: str) -> None:
     """The row as a start that died after launching leaves it: starting, no handle,
-    no lease (expired and cleared), while the runtime's server lives on."""
-    async with ctx.engine.begin() as conn:
-        await conn.execute(
-            update(Instance)
-            .where(Instance.id == uuid.UUID(instance_id))
-            .values(
-                phase="starting",
-                handle=None,
-                endpoint_host=None,
-                endpoint_port=None,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
-        )
+    no lease, while the runtime's server lives on."""
+    await as_a_dead_pass_left_it(ctx, instance_id, "starting")
 
 
 async def test_a_restore_stops_a_server_no_start_recorded_before_the_swap(

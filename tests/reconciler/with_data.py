@@ -5,10 +5,14 @@ snapshot asked, and a store whose puts can be held (``HeldStore``)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+from sqlalchemy import func, update
 
+from chroma_orch.context import AppContext
+from chroma_orch.db.models import Instance
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.snapshots.store import SnapshotStore, StoredObject
 from tests.helpers import bearer, converge, create_tenant
@@ -84,11 +88,43 @@ async def stopped_with_snapshot_asked(
 ) -> tuple[str, str, str, str]:
     """(token, tenant id, instance id, id of a pending snapshot) of a stopped instance
     with data: its capture packs the data directory as it is."""
+    return await with_snapshot_asked(client, runtime, reconciler, stopped=True)
+
+
+async def with_snapshot_asked(
+    client: httpx.AsyncClient,
+    runtime: DataFakeRuntime,
+    reconciler: Reconciler,
+    *,
+    stopped: bool,
+) -> tuple[str, str, str, str]:
+    """(token, tenant id, instance id, id of a pending snapshot) of an instance with
+    data, ``stopped`` first or running."""
     tenant_id, token = await create_tenant(client, "acme")
     instance_id = await running_with_data(client, token, "main", runtime, reconciler)
-    stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
-    assert stopped.status_code == 202, stopped.text
-    await converge(reconciler)
+    if stopped:
+        answer = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
+        assert answer.status_code == 202, answer.text
+        await converge(reconciler)
     asked = await client.post(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
     assert asked.status_code == 202, asked.text
     return token, tenant_id, instance_id, asked.json()["id"]
+
+
+async def as_a_dead_pass_left_it(ctx: AppContext, instance_id: str, phase: str) -> None:
+    """The row as a pass that died leaves it: ``phase``, no server recorded, no lease
+    (expired and cleared), so the next claim takes it; its server is as it was."""
+    async with ctx.engine.begin() as conn:
+        await conn.execute(
+            update(Instance)
+            .where(Instance.id == uuid.UUID(instance_id))
+            .values(
+                phase=phase,
+                handle=None,
+                endpoint_host=None,
+                endpoint_port=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_reconcile_at=func.now(),
+            )
+        )
