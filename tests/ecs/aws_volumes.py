@@ -211,6 +211,15 @@ class ManagedVolumes:
             self._pending[(region, snapshot_id)] = time.monotonic()
         return re.sub(rb"<status>completed</status>", b"<status>pending</status>", payload)
 
+    def fail_snapshot(self, region: str, snapshot_id: str) -> None:
+        """The snapshot ends in ``error``, as EC2's can (``State``: pending |
+        completed | error | ..., https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_Snapshot.html);
+        moto's never do."""
+        snapshot = _ec2(region).snapshots.get(snapshot_id)
+        if snapshot is not None:
+            snapshot.status = "error"
+        self._pending.pop((region, snapshot_id), None)
+
     def snapshot_copied(self, region: str, body: bytes, payload: bytes) -> bytes:
         """A CopySnapshot moto answered: the copy is pending, its source recorded."""
         source = parse_qs(body.decode()).get("SourceSnapshotId", [""])[0]

@@ -229,36 +229,58 @@ async def test_a_service_dying_between_stop_task_and_the_snapshot_is_healed(
     assert unsaved["VolumeId"] not in {v["VolumeId"] for v in volumes}
 
 
-async def test_unsaved_volumes_each_get_a_sequence_of_their_own(
+async def test_unsaved_volumes_are_saved_oldest_first_the_newest_numbered_highest(
     ecs_settings: EcsSettings, aws: AwsBehaviour
 ) -> None:
-    """Two volumes left unsaved (a stray task's beside the instance's own): each
-    snapshot is one above the last, the newer volume's highest. Before, both took the
-    same number, and which the next start restored was a toss."""
+    """Two volumes left unsaved (a stray task's beside the instance's own) are saved
+    one at a time, the older first, so the newer one's snapshot numbers highest, even
+    when the older one's snapshot fails and is taken again. Before, both were saved at
+    once with the same number, and the older one's retry numbered above the newer
+    one's: the next start restored the older data."""
     instance_id = "inst-0123456789"
     aws.volumes.hold_snapshots = True
     tagged = [{"ResourceType": "volume", "Tags": [{"Key": INSTANCE_TAG, "Value": instance_id}]}]
-    made = [
-        await _ec2(
-            ecs_settings,
-            "create_volume",
-            AvailabilityZone=f"{REGION}a",
-            Size=1,
-            TagSpecifications=tagged,
-        )
+    older, newer = [
+        (
+            await _ec2(
+                ecs_settings,
+                "create_volume",
+                AvailabilityZone=f"{REGION}a",
+                Size=1,
+                TagSpecifications=tagged,
+            )
+        )["VolumeId"]
         for _ in range(2)
     ]
+
+    async def sequences() -> dict[str, list[tuple[str, str]]]:
+        found: dict[str, list[tuple[str, str]]] = {}
+        for snapshot in await _snapshots(ecs_settings, instance_id):
+            tags = {t["Key"]: t["Value"] for t in snapshot["Tags"]}
+            found.setdefault(snapshot["VolumeId"], []).append(
+                (tags["chroma-orch:sequence"], snapshot["State"])
+            )
+        return {volume: sorted(taken) for volume, taken in found.items()}
+
     runtime = EcsRuntime(ecs_settings)
     try:
         assert runtime.volumes is not None
-        assert "pending" in str(await runtime.volumes.save(instance_id))
+        volumes = runtime.volumes
+        assert "pending" in str(await volumes.save(instance_id))
+        first = await sequences()
+        assert first == {older: [("1", "pending")]}, first  # the newer one waits its turn
+        (failed,) = await _snapshots(ecs_settings, instance_id)
+        aws.volumes.fail_snapshot(REGION, failed["SnapshotId"])
+        aws.volumes.hold_snapshots = False
+
+        async def saved() -> bool:
+            return await volumes.save(instance_id) is None
+
+        await wait_for(saved)
     finally:
         await runtime.aclose()
-    sequences = {
-        s["VolumeId"]: {t["Key"]: t["Value"] for t in s["Tags"]}["chroma-orch:sequence"]
-        for s in await _snapshots(ecs_settings, instance_id)
-    }
-    assert sequences == {made[0]["VolumeId"]: "1", made[1]["VolumeId"]: "2"}
+    last = await sequences()
+    assert last == {older: [("1", "error"), ("2", "completed")], newer: [("3", "completed")]}, last
 
 
 def test_the_task_definition_defers_the_volume_to_launch() -> None:

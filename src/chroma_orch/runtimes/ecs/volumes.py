@@ -35,9 +35,8 @@ after CreateSnapshot, before DeleteVolume) resumes on the next pass:
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -149,12 +148,14 @@ class EbsVolumes:
         if busy:
             return f"volume {busy[0]['VolumeId']} is {busy[0].get('State')}"
         snapshots = await self._snapshots(instance_id)
-        # each new snapshot one above every earlier one, the newer volume's higher
-        # (two unsaved volumes once took the same number: which was newest was a toss)
-        sequences = itertools.count(max((s.sequence for s in snapshots), default=0) + 1)
-        oldest_first = sorted(volumes, key=lambda v: v.get("CreateTime") or _NEVER)
-        waiting = [await self._save_volume(v, snapshots, sequences) for v in oldest_first]
-        return next((w for w in waiting if w is not None), None)
+        # one volume at a time, the oldest first: a newer volume's snapshot numbers
+        # above an older one's, even when the older one's failed and is taken again
+        # (saved side by side, two unsaved volumes took the same number, and a retry
+        # of the older one's numbered above the newer: a start restored older data)
+        for volume in sorted(volumes, key=lambda v: v.get("CreateTime") or _NEVER):
+            if (waiting := await self._save_volume(volume, snapshots)) is not None:
+                return waiting
+        return None
 
     async def remove(self, instance_id: str) -> None:
         """Delete the instance's volumes and snapshots (a deleted instance's data)."""
@@ -169,7 +170,7 @@ class EbsVolumes:
         log.info("removed volumes and snapshots instance=%s", instance_id)
 
     async def _save_volume(
-        self, volume: Mapping[str, Any], snapshots: list[Snapshot], sequences: Iterator[int]
+        self, volume: Mapping[str, Any], snapshots: list[Snapshot]
     ) -> str | None:
         volume_id = str(volume["VolumeId"])
         own = [s for s in snapshots if s.volume_id == volume_id and s.state != "error"]
@@ -181,7 +182,8 @@ class EbsVolumes:
             return None
         if own:
             return f"snapshot {own[0].id} of {volume_id} is {own[0].state}"
-        created = await self._create_snapshot(volume, next(sequences))
+        sequence = max((s.sequence for s in snapshots), default=0) + 1
+        created = await self._create_snapshot(volume, sequence)
         return f"snapshot {created} of {volume_id} is pending"
 
     async def _create_snapshot(self, volume: Mapping[str, Any], sequence: int) -> str:
