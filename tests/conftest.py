@@ -330,7 +330,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "migrate_on_start": database_url is None,
         "data_dir": data_dir,
         "admin_token": ADMIN_TOKEN,
-        "local": LocalRuntimeSettings(port_range=port_window(), start_timeout=30, stop_grace=5),
+        "local": LocalRuntimeSettings(
+            port_range=port_window(), start_timeout=30, stop_grace=5, launch_budget=3
+        ),
         "limits": LimitsSettings(
             requests_per_second=10_000,
             burst=10_000,

@@ -63,6 +63,7 @@ class Service:
             "CHROMA_ORCH_PORT": str(self.port),
             "CHROMA_ORCH_LOCAL__PORT_RANGE": port_window(),
             "CHROMA_ORCH_RECONCILER__LEASE_SECONDS": "5",
+            "CHROMA_ORCH_LOCAL__LAUNCH_BUDGET": "3",
             "CHROMA_ORCH_RECONCILER__OBSERVE_INTERVAL": "0.3",
             "CHROMA_ORCH_RECONCILER__RESYNC_INTERVAL": "1",
             "CHROMA_ORCH_LIMITS__REQUESTS_PER_SECOND": "10000",

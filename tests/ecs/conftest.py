@@ -143,6 +143,7 @@ async def aws_account(moto_url: str, endpoint_url: str) -> EcsSettings:
         log_group=LOG_GROUP,
         check_heartbeat=False,  # moto's task IPs are not reachable
         start_timeout=30,
+        launch_budget=10,
         retry_base=0.01,
         retry_max=0.05,
     )

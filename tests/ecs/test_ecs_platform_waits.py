@@ -106,7 +106,7 @@ class TestDelete:
 
     @pytest.fixture
     async def ecs_settings(self, ecs_settings: EcsSettings) -> EcsSettings:
-        return ecs_settings.model_copy(update={"visibility_grace": 3.0})
+        return ecs_settings.model_copy(update={"visibility_grace": 3.0, "launch_budget": 2.0})
 
     async def test_a_delete_finds_a_task_launched_moments_ago(
         self, ecs_service: EcsService, moto_url: str, aws: AwsBehaviour

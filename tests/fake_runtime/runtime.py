@@ -38,6 +38,7 @@ class FakeRuntime:
     name = "fake"
     allocates_ports = True
     visibility_grace = 0.0
+    launch_budget = 2.0
 
     def __init__(self, settings: FakeRuntimeSettings) -> None:
         self.settings = settings

@@ -47,6 +47,7 @@ class FakeRuntime:
     name = "fake"
     allocates_ports = True
     visibility_grace = 0.0
+    launch_budget = 1.0
 
     def __init__(
         self, ports: PortReservations, start_timeout: float = 0.5, capacity_failures: int = 3

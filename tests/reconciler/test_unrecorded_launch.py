@@ -2,15 +2,28 @@
 ``RECORD_STARTING`` and the handle's write) leaves a live server no handle reaches.
 A restore or a stop that comes next stops it, found by the runtime's listing, before
 it touches the data: a restore never swaps the data under a live server (before, it
-did, and then adopted that server), and a stopped instance leaves no server running."""
+did, and then adopted that server), and a stopped instance leaves no server running.
+
+A replica that lost the lease in the middle of a start cannot launch after that stop
+either: its start is bounded by the runtime's ``launch_budget``, which the stop waits
+out (with the listing's ``visibility_grace``) before it lists."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
+
 import httpx
+from sqlalchemy import func, update
 
 from chroma_orch.context import AppContext
+from chroma_orch.db.models import Instance
 from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.runtimes.base import Handle, InstanceSpec
+from chroma_orch.settings import Settings
 from tests.helpers import bearer, converge, create_tenant
+from tests.reconciler.conftest import launch
 from tests.reconciler.doubles import DataFakeRuntime
 from tests.reconciler.with_data import (
     as_a_dead_pass_left_it,
@@ -72,3 +85,75 @@ async def test_a_stop_stops_a_server_no_start_recorded(
     instance = (await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))).json()
     assert instance["phase"] == "stopped", instance
     assert data_of(data_runtime, instance_id) == "data of main"  # kept
+
+
+class HeldLaunchRuntime(DataFakeRuntime):
+    """Its starts, while ``hold`` is set, launch only once ``go`` is set (a RunTask
+    retried under throttling for as long as the test likes); its listing shows a
+    server ``visibility_grace`` after its launch, as ECS's ListTasks does."""
+
+    visibility_grace = 0.2
+    launch_budget = 0.5
+
+    def __init__(self, data_runtime: DataFakeRuntime) -> None:
+        super().__init__(data_runtime.ports, data_runtime.root)
+        self.hold = False
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+        self.launched_at: dict[str, float] = {}
+
+    async def start(self, spec: InstanceSpec) -> Handle:
+        if self.hold:
+            self.entered.set()
+            await self.go.wait()
+        handle = await super().start(spec)
+        self.launched_at[spec.instance_id] = time.monotonic()
+        return handle
+
+    async def discover(self) -> dict[str, Handle]:
+        listed = await super().discover()
+        seen_from = time.monotonic() - self.visibility_grace
+        return {key: h for key, h in listed.items() if self.launched_at.get(key, 0) <= seen_from}
+
+
+def _replica(settings: Settings, name: str) -> Settings:
+    return settings.model_copy(
+        update={"reconciler": settings.reconciler.model_copy(update={"replica_id": name})}
+    )
+
+
+async def test_a_start_that_lost_its_lease_launches_nothing_after_a_stop(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    api_settings: Settings,
+) -> None:
+    runtime = HeldLaunchRuntime(data_runtime)
+    _, token = await create_tenant(client, "acme")
+    instance_id = await launch(client, token, "main")
+
+    runtime.hold = True
+    first = Reconciler(ctx.sessions, runtime, _replica(api_settings, "a"), store=ctx.store)
+    first_pass = asyncio.create_task(first.run_once())
+    await asyncio.wait_for(runtime.entered.wait(), 10)  # "starting" recorded, launching
+    async with ctx.sessions() as session:  # its lease lapses: another replica claims it
+        await session.execute(
+            update(Instance)
+            .where(Instance.id == uuid.UUID(instance_id))
+            .values(lease_owner=None, lease_expires_at=None, next_reconcile_at=func.now())
+        )
+        await session.commit()
+    stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
+    assert stopped.status_code == 202, stopped.text
+    second = Reconciler(ctx.sessions, runtime, _replica(api_settings, "b"), store=ctx.store)
+    await converge(second)
+    instance = (await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))).json()
+    assert instance["phase"] == "stopped", instance
+
+    runtime.go.set()  # the first replica's launch goes through now, if it still may
+    await first_pass
+    await first.drain()
+    await asyncio.sleep(runtime.visibility_grace)
+
+    assert runtime.starts[instance_id] == 0, "a server was launched after the stop"
+    assert await runtime.discover() == {}

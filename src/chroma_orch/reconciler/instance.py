@@ -7,6 +7,7 @@ crash of the service or a lost notification only delays convergence.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,6 +39,7 @@ from chroma_orch.runtimes.base import (
     Observation,
     ObservedState,
     Runtime,
+    RuntimeUnavailableError,
     ServerSpec,
     StartFailedError,
     StartPhase,
@@ -495,16 +497,18 @@ class InstanceReconciler:
         return can_snapshot and await self.data.latest_failed(SnapshotKind.PRE_DELETE)
 
     def _unrecorded_launch_window(self) -> float:
-        """Seconds before a delete may trust the runtime's listing. A start records
-        "starting" before it launches and the handle after: with no handle, a launch
-        of the last ``visibility_grace`` seconds (a replica that died or lost its lease
-        in between) may have a server the listing does not show yet (ECS's eventual
-        consistency); it shows once that much time has passed since the attempt."""
+        """Seconds before a stop or delete may trust the runtime's listing. A start
+        records "starting" before it launches and the handle after: with no handle, a
+        replica that died or lost its lease in between may have launched a server, or
+        may still launch one, for up to the runtime's ``launch_budget`` after the
+        recorded time (``_launch``), which the listing shows ``visibility_grace`` after
+        the launch (ECS's eventual consistency)."""
         inst = self.inst
         if self.handle is not None or inst.phase != Phase.STARTING:
             return 0.0
         since = (datetime.now(UTC) - inst.phase_changed_at).total_seconds()
-        return max(self.runtime.visibility_grace - since, 0.0)
+        window = self.runtime.launch_budget + self.runtime.visibility_grace
+        return max(window - since, 0.0)
 
     async def _run(self, observation: Observation | None) -> Decision:
         inst = self.inst
@@ -586,7 +590,16 @@ class InstanceReconciler:
         A crash or a lost lease after the spawn loses nothing: the next pass, here or
         on another replica, adopts the server through its data directory's lock (a
         local one) or its start token (ECS: ``_spec``, which a stop or a crash moves
-        on)."""
+        on).
+
+        The runtime's start is bounded by its ``launch_budget`` from the "starting" it
+        records (its own retries included): a replica that lost its lease meanwhile
+        sends no launch after that, so a stop on another replica that waits out the
+        budget and the runtime's visibility grace (``_unrecorded_launch_window``) finds
+        every server this start may have launched. Unbounded, a RunTask retried under
+        throttling could launch after that stop had listed nothing and marked the
+        instance stopped."""
+        began = time.monotonic()  # not after the recorded time: the window's start
         await self.write(
             writes.RECORD_STARTING,
             phase=Phase.STARTING,
@@ -595,7 +608,17 @@ class InstanceReconciler:
             start_phases={},
             **_endpoint_values(None),
         )
-        return await self.runtime.start(self._spec())
+        budget = self.runtime.launch_budget
+        bound = asyncio.timeout(budget - (time.monotonic() - began))
+        try:
+            async with bound:
+                return await self.runtime.start(self._spec())
+        except TimeoutError as exc:
+            if not bound.expired():
+                raise
+            raise RuntimeUnavailableError(
+                f"no server launched within the launch budget ({budget:g} s)"
+            ) from exc
 
     def _spec(self) -> InstanceSpec:
         inst = self.inst

@@ -434,6 +434,11 @@ class Runtime(Protocol):
     server yet (ECS is eventually consistent); 0 where a listing is exact. A delete of
     an instance whose start may have launched a server it never recorded waits that
     long before trusting the listing."""
+    launch_budget: float
+    """Seconds a start may spend launching its server, its own retries included (ECS:
+    RunTask retried under throttling). The reconciler cancels a start past it and
+    retries in a later pass; a stop of a start that recorded no server waits this plus
+    ``visibility_grace``, after which no launch of that start can still come."""
 
     async def start(self, spec: InstanceSpec) -> Handle:
         """Start (or adopt an already running) server; return once it is launched.

@@ -28,6 +28,7 @@ class InstrumentedRuntime:
         self.start_timeout = inner.start_timeout
         self.wake_timeout = inner.wake_timeout
         self.visibility_grace = inner.visibility_grace
+        self.launch_budget = inner.launch_budget
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         RUNTIME_CALLS.labels(self.name, operation).inc()

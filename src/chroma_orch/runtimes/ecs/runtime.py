@@ -128,6 +128,7 @@ class EcsRuntime:
         self.start_timeout = settings.start_timeout
         self.wake_timeout = settings.wake_timeout
         self.visibility_grace = settings.visibility_grace
+        self.launch_budget = settings.launch_budget
         self.api = EcsApi(settings, config=client_config, rate_limits=rate_limits)
         self._loaders: dict[str, BatchLoader] = {}
         self.owned = OwnedTasks(

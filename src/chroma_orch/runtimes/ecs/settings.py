@@ -200,6 +200,14 @@ class EcsSettings(BaseModel):
         "yet (reason MISSING: the ECS API is eventually consistent) counts as starting, "
         "not as gone.",
     )
+    launch_budget: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a start may spend launching its task (the EBS volume's "
+        "snapshot looked up, RunTask retried under throttling) before it is given up and "
+        "retried later; a stop of a start that recorded no task waits this plus "
+        "visibility_grace before it trusts ListTasks.",
+    )
     api_limits: dict[str, tuple[int, float]] = Field(
         default_factory=lambda: dict(ECS_API_LIMITS),
         description="Token buckets per API category: [burst, refill per second]; run "

@@ -129,6 +129,7 @@ class LocalRuntime:
     ) -> None:
         self.start_timeout = settings.start_timeout
         self.wake_timeout = settings.wake_timeout
+        self.launch_budget = settings.launch_budget
         self._ports = ports
         self._settings = settings
         self._instances = data_dir / "instances"

@@ -79,6 +79,12 @@ class LocalRuntimeSettings(BaseModel):
     start_timeout: float = Field(
         60.0, gt=0, description="Seconds a server may take to answer its heartbeat."
     )
+    launch_budget: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a start may spend launching its process (a port reserved, "
+        "the process spawned) before it is given up and retried later.",
+    )
     wake_timeout: float = Field(
         30.0,
         gt=0,

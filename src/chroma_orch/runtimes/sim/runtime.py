@@ -62,6 +62,7 @@ class SimRuntime:
         self.start_timeout = settings.start_timeout
         self.wake_timeout = settings.wake_timeout
         self.visibility_grace = settings.visibility_lag * settings.time_scale
+        self.launch_budget = settings.launch_budget
         self._describe = BatchLoader(self._observe_servers, max_batch=_POLL_BATCH)
         self._follow = BatchLoader(self._observe, max_batch=_POLL_BATCH)
 

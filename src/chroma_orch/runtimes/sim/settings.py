@@ -134,6 +134,12 @@ class SimRuntimeSettings(BaseModel):
     start_timeout: float = Field(
         600.0, gt=0, description="Seconds (real) a start may take before it fails."
     )
+    launch_budget: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds (real) a start may spend launching (its run budget's wait "
+        "included) before it is given up and retried later.",
+    )
     wake_timeout: float = Field(
         120.0,
         gt=0,
