@@ -341,6 +341,72 @@ async def test_an_undelete_that_cannot_load_says_so_and_a_restore_brings_the_dat
     assert data_of(data_runtime, instance_id) == "data of main"
 
 
+async def test_deleting_an_undelete_that_could_not_load_keeps_the_data_for_the_next(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    """An undelete whose load failed (its archive out of reach), deleted again: no
+    pre_delete snapshot of its empty data directory. Before, that empty snapshot
+    became the newest ready one, and the next undelete, once the archive was back,
+    brought the instance back empty."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(data_reconciler)
+    store = ctx.settings.snapshots.directory(ctx.settings.data_dir)
+    (archive,) = store.rglob("*.tar.zst")
+    away = archive.with_name("away")
+    archive.rename(away)
+    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undeleted.status_code == 202, undeleted.text
+    await converge(data_reconciler)
+    assert (await _get(client, token, instance_id)).json()["phase"] == "failed"
+
+    again = await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    assert again.status_code == 202, again.text
+    await converge(data_reconciler)
+    assert await _snapshots(ctx, instance_id) == [("pre_delete", "ready")]
+
+    away.rename(archive)
+    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undeleted.status_code == 202, undeleted.text
+    await converge(data_reconciler)
+    assert (await _get(client, token, instance_id)).json()["phase"] == "running"
+    assert data_of(data_runtime, instance_id) == "data of main"
+
+
+async def test_a_failed_undelete_started_empty_is_snapshotted_when_deleted(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    """Started after its undelete failed, the instance runs on an empty directory and
+    may take writes: a delete then snapshots what it has, as any delete does."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(data_reconciler)
+    store = ctx.settings.snapshots.directory(ctx.settings.data_dir)
+    (archive,) = store.rglob("*.tar.zst")
+    archive.rename(archive.with_name("away"))
+    await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    await converge(data_reconciler)
+    started = await client.post(f"/v1/instances/{instance_id}/start", headers=bearer(token))
+    assert started.status_code == 202, started.text
+    await converge(data_reconciler)
+    assert (await _get(client, token, instance_id)).json()["phase"] == "running"
+    data_runtime.data_path(instance_id).mkdir(exist_ok=True)
+    (data_runtime.data_path(instance_id) / "chroma.sqlite3").write_text("written since")
+
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(data_reconciler)
+    kinds = await _snapshots(ctx, instance_id)
+    assert kinds == [("pre_delete", "ready"), ("pre_delete", "ready")], kinds
+
+
 async def test_retention_leaves_an_instance_an_undelete_holds_for_its_next_pass(
     client: httpx.AsyncClient,
     ctx: AppContext,

@@ -245,13 +245,21 @@ RECORD_DATA_LOADED = fenced_write("record_data_loaded", ("restore_snapshot_id",)
 """The data a restore (clone, import, undelete) named is in place; the start follows."""
 MARK_RESTORE_FAILED = fenced_write(
     "mark_restore_failed",
-    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation", "restore_snapshot_id"),
+    (
+        *_PHASE,
+        *_SERVER,
+        *_FAILURE,
+        "observed_generation",
+        "restore_snapshot_id",
+        "load_failed_generation",
+    ),
     settles=True,
     frees_port=True,
     releases_lease=True,
 )
-"""The data a restore named could not be loaded (the instance kept its own): failed
-at this generation, the restore given up, the intents failed."""
+"""The data a restore named could not be loaded (a restore's instance kept its own; an
+undelete's has none): failed at this generation (``load_failed_generation``), the
+restore given up, the intents failed."""
 SWITCH_SPEC = fenced_write("switch_spec", ("spec", "restart_generation", "restart_count"))
 """A guarded upgrade's switch: the instance's spec becomes the upgrade's and its server is
 restarted on it (``reconciler/upgrades.py``; the request made the generation)."""

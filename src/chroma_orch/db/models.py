@@ -221,6 +221,10 @@ class Instance(TimestampMixin, Base):
     """The generation whose request asked for the load ``restore_snapshot_id`` names
     (its action, and its ``pre_restore`` snapshot), however many came after it while
     it waited (a stop, a restart); left as it was once the load is done."""
+    load_failed_generation: Mapped[int | None] = mapped_column(Integer)
+    """The generation at which the load ``restore_snapshot_id`` named failed (the
+    restore given up): while it is still the instance's generation, an undelete's
+    instance has no data, and a delete takes no ``pre_delete`` snapshot of it."""
     next_snapshot_at: Mapped[datetime | None]
     """When the instance's snapshot schedule (its own, else its tenant's) takes its next
     ``scheduled`` snapshot; NULL while no schedule applies (``db/snapshot_schedules.py``)."""

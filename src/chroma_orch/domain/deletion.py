@@ -46,16 +46,21 @@ class DeletionService:
             await self._purge(instance)
         elif instance.generation != generation and self.snapshots.policy.can_snapshot:
             # a new delete, not a repeat; none where the runtime cannot copy data, nor
-            # of an undelete not loaded yet: its data is the pre_delete snapshot it
-            # would have loaded, which stays the newest ready one (a snapshot of its
-            # data directory, empty by then, would be what the next undelete loads)
+            # of an undelete not loaded (yet, or ever: its load failed): its data is
+            # the pre_delete snapshot it would have loaded, which stays the newest
+            # ready one (a snapshot of its data directory, empty by then, would be what
+            # the next undelete loads)
             if not unloaded:
                 await self.snapshots.add(instance, SnapshotKind.PRE_DELETE)
         return applied
 
     async def _undelete_unloaded(self, instance: Instance) -> bool:
-        """Whether ``instance`` is being undeleted and has not loaded its data yet."""
-        if instance.restore_snapshot_id is None:
+        """Whether ``instance`` is being undeleted and has not loaded its data yet, or
+        its undelete is its last generation and the load failed (it has no data: the
+        snapshot it was to load is the data, until a later request starts it empty)."""
+        loading = instance.restore_snapshot_id is not None
+        failed = instance.load_failed_generation == instance.generation  # nothing since
+        if not (loading or failed):
             return False
         asked = rows.load_generation(instance)
         action = await rows.generation_action(self.session, instance.id, asked)

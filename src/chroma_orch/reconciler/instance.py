@@ -374,6 +374,7 @@ class InstanceReconciler:
             failure_message=message,
             observed_generation=self.inst.generation,
             restore_snapshot_id=None,
+            load_failed_generation=self.inst.generation,
             error=f"{failure.reason}: {message}",
             event=("instance.restore_failed", {"reason": failure.reason, "message": message}),
             **_endpoint_values(None),
