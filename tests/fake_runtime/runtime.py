@@ -18,6 +18,7 @@ from chroma_orch.runtimes.base import (
     ObservedState,
     ServerSpec,
     SpecCheck,
+    check_launch_by,
 )
 from tests.fake_runtime.settings import FakeRuntimeSettings
 from tests.fake_runtime.world import FakeServer, World, world
@@ -53,6 +54,7 @@ class FakeRuntime:
         current = self.world.servers.get(spec.instance_id)
         if current is not None and current.alive:
             return _handle(current, spec.generation)  # adopt: never two servers
+        check_launch_by(spec)
         serial = next(self.world.serials)
         port = spec.port if spec.port is not None else self.settings.first_port + serial
         ready_at = time.monotonic() + self.settings.ready_after

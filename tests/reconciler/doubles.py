@@ -30,6 +30,7 @@ from chroma_orch.runtimes.base import (
     PortReservations,
     RuntimeUnavailableError,
     StartFailedError,
+    check_launch_by,
 )
 
 
@@ -75,6 +76,7 @@ class FakeRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, spec: InstanceSpec) -> Handle:
+        check_launch_by(spec)
         current = self.servers.get(spec.instance_id)
         if current is not None and current.alive:
             return self._handle(spec.instance_id, current, spec.generation)

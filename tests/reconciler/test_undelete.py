@@ -341,16 +341,19 @@ async def test_an_undelete_that_cannot_load_says_so_and_a_restore_brings_the_dat
     assert data_of(data_runtime, instance_id) == "data of main"
 
 
+@pytest.mark.parametrize("between", [None, "stop"])
 async def test_deleting_an_undelete_that_could_not_load_keeps_the_data_for_the_next(
     client: httpx.AsyncClient,
     ctx: AppContext,
     data_runtime: DataFakeRuntime,
     data_reconciler: Reconciler,
+    between: str | None,
 ) -> None:
     """An undelete whose load failed (its archive out of reach), deleted again: no
     pre_delete snapshot of its empty data directory. Before, that empty snapshot
     became the newest ready one, and the next undelete, once the archive was back,
-    brought the instance back empty."""
+    brought the instance back empty. Also when a request that starts no server (a
+    stop) came between."""
     _, token = await create_tenant(client, "acme")
     instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
     await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
@@ -363,6 +366,10 @@ async def test_deleting_an_undelete_that_could_not_load_keeps_the_data_for_the_n
     assert undeleted.status_code == 202, undeleted.text
     await converge(data_reconciler)
     assert (await _get(client, token, instance_id)).json()["phase"] == "failed"
+    if between is not None:
+        asked = await client.post(f"/v1/instances/{instance_id}/{between}", headers=bearer(token))
+        assert asked.status_code == 202, asked.text
+        await converge(data_reconciler)
 
     again = await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
     assert again.status_code == 202, again.text

@@ -5,8 +5,9 @@ it touches the data: a restore never swaps the data under a live server (before,
 did, and then adopted that server), and a stopped instance leaves no server running.
 
 A replica that lost the lease in the middle of a start cannot launch after that stop
-either: its start is bounded by the runtime's ``launch_budget``, which the stop waits
-out (with the listing's ``visibility_grace``) before it lists."""
+either: the runtime sends no launch past the start's ``launch_by`` (its
+``launch_budget`` after the recorded "starting"), which the stop waits out (with the
+listing's ``visibility_grace``) before it lists."""
 
 from __future__ import annotations
 
@@ -88,9 +89,10 @@ async def test_a_stop_stops_a_server_no_start_recorded(
 
 
 class HeldLaunchRuntime(DataFakeRuntime):
-    """Its starts, while ``hold`` is set, launch only once ``go`` is set (a RunTask
-    retried under throttling for as long as the test likes); its listing shows a
-    server ``visibility_grace`` after its launch, as ECS's ListTasks does."""
+    """Its starts, while ``hold`` is set, go on only once ``go`` is set (a RunTask
+    retried under throttling for as long as the test likes), and then launch unless
+    their ``launch_by`` has passed (``FakeRuntime.start``); its listing shows a server
+    ``visibility_grace`` after its launch, as ECS's ListTasks does."""
 
     visibility_grace = 0.2
     launch_budget = 0.5

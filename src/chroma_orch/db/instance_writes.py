@@ -171,9 +171,13 @@ def fenced_write(
 
 # -- the operations ---------------------------------------------------------------
 
-RECORD_STARTING = fenced_write("record_starting", (*_PHASE, *_SERVER, "start_phases"))
+RECORD_STARTING = fenced_write(
+    "record_starting", (*_PHASE, *_SERVER, "start_phases", "undelete_unloaded", "launch_by")
+)
 """A start begins: "starting", no server yet (a local one reserves its port as it
-spawns: ``db.ports.PortReservationsInDb``)."""
+spawns: ``db.ports.PortReservationsInDb``); the server may write, so the data is the
+instance's own from here (``undelete_unloaded`` cleared). ``launch_by``: until when it
+may still launch a server it has not recorded."""
 RECORD_HANDLE = fenced_write("record_handle", ("handle",))
 """The server of a start that is not ready yet."""
 RECORD_START_PHASES = fenced_write("record_start_phases", ("start_phases",))
@@ -206,7 +210,15 @@ and its rollback restored that). ``stopping`` with no server resumes the quiesce
 the copy of the data at rest (unless it was complete), then the start."""
 RECORD_CRASH = fenced_write(
     "record_crash",
-    (*_PHASE, *_SERVER, *_FAILURE, "restart_count", "start_attempts", "capacity_waits"),
+    (
+        *_PHASE,
+        *_SERVER,
+        *_FAILURE,
+        "restart_count",
+        "start_attempts",
+        "capacity_waits",
+        "launch_by",
+    ),
 )
 """A start failed or a server died; it is started again after a backoff (the restart
 budget and the capacity backoff as the failure's class says)."""
@@ -241,8 +253,11 @@ MARK_FAILED = fenced_write(
     releases_lease=True,
 )
 """Failed for good at this generation: the intents failed, converged."""
-RECORD_DATA_LOADED = fenced_write("record_data_loaded", ("restore_snapshot_id",))
-"""The data a restore (clone, import, undelete) named is in place; the start follows."""
+RECORD_DATA_LOADED = fenced_write(
+    "record_data_loaded", ("restore_snapshot_id", "undelete_unloaded")
+)
+"""The data a restore (clone, import, undelete) named is in place (or the load was given
+up by a delete); the start follows."""
 MARK_RESTORE_FAILED = fenced_write(
     "mark_restore_failed",
     (
@@ -251,15 +266,15 @@ MARK_RESTORE_FAILED = fenced_write(
         *_FAILURE,
         "observed_generation",
         "restore_snapshot_id",
-        "load_failed_generation",
+        "undelete_unloaded",
     ),
     settles=True,
     frees_port=True,
     releases_lease=True,
 )
 """The data a restore named could not be loaded (a restore's instance kept its own; an
-undelete's has none): failed at this generation (``load_failed_generation``), the
-restore given up, the intents failed."""
+undelete's has none: ``undelete_unloaded``, kept by a failed restore after it): failed
+at this generation, the restore given up, the intents failed."""
 SWITCH_SPEC = fenced_write("switch_spec", ("spec", "restart_generation", "restart_count"))
 """A guarded upgrade's switch: the instance's spec becomes the upgrade's and its server is
 restarted on it (``reconciler/upgrades.py``; the request made the generation)."""

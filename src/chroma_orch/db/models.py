@@ -221,10 +221,15 @@ class Instance(TimestampMixin, Base):
     """The generation whose request asked for the load ``restore_snapshot_id`` names
     (its action, and its ``pre_restore`` snapshot), however many came after it while
     it waited (a stop, a restart); left as it was once the load is done."""
-    load_failed_generation: Mapped[int | None] = mapped_column(Integer)
-    """The generation at which the load ``restore_snapshot_id`` named failed (the
-    restore given up): while it is still the instance's generation, an undelete's
-    instance has no data, and a delete takes no ``pre_delete`` snapshot of it."""
+    launch_by: Mapped[datetime | None]
+    """Until when a start that recorded "starting" may still launch a server it has not
+    recorded (its runtime's ``launch_budget`` after it); None once an attempt failed.
+    A stop of an instance starting with no server waits for it (and the runtime's
+    ``visibility_grace``) before it trusts the runtime's listing."""
+    undelete_unloaded: Mapped[bool] = mapped_column(server_default=text("false"))
+    """An undelete's load failed and no server has started since: the instance has no
+    data (the ``pre_delete`` snapshot it was undeleted from holds it), and a delete takes
+    no ``pre_delete`` snapshot of it. Cleared by a start or a load that succeeds."""
     next_snapshot_at: Mapped[datetime | None]
     """When the instance's snapshot schedule (its own, else its tenant's) takes its next
     ``scheduled`` snapshot; NULL while no schedule applies (``db/snapshot_schedules.py``)."""

@@ -56,11 +56,11 @@ class DeletionService:
 
     async def _undelete_unloaded(self, instance: Instance) -> bool:
         """Whether ``instance`` is being undeleted and has not loaded its data yet, or
-        its undelete is its last generation and the load failed (it has no data: the
-        snapshot it was to load is the data, until a later request starts it empty)."""
-        loading = instance.restore_snapshot_id is not None
-        failed = instance.load_failed_generation == instance.generation  # nothing since
-        if not (loading or failed):
+        its undelete's load failed and no server has started since (a stop or a spec
+        change starts none): it has no data, the snapshot it was to load holds it."""
+        if instance.undelete_unloaded:
+            return True
+        if instance.restore_snapshot_id is None:
             return False
         asked = rows.load_generation(instance)
         action = await rows.generation_action(self.session, instance.id, asked)

@@ -7,11 +7,10 @@ crash of the service or a lost notification only delays convergence.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -39,7 +38,6 @@ from chroma_orch.runtimes.base import (
     Observation,
     ObservedState,
     Runtime,
-    RuntimeUnavailableError,
     ServerSpec,
     StartFailedError,
     StartPhase,
@@ -328,17 +326,25 @@ class InstanceReconciler:
             return outcome
         loaded = {"snapshot_id": str(inst.restore_snapshot_id)}
         await self.write(
-            writes.RECORD_DATA_LOADED, restore_snapshot_id=None, event=("instance.restored", loaded)
+            writes.RECORD_DATA_LOADED,
+            restore_snapshot_id=None,
+            undelete_unloaded=False,
+            event=("instance.restored", loaded),
         )
         return None
 
-    async def _data_after_failed_load(self) -> str:
-        """What data the instance has once the load its generation asked for failed:
-        a restore's (and a rollback's) leave its own; an undelete's, a clone's and an
+    async def _load_action(self) -> str | None:
+        """The action that asked for the instance's pending load."""
+        async with self.sessions() as session:
+            return await rows.generation_action(
+                session, self.inst.id, rows.load_generation(self.inst)
+            )
+
+    def _data_after_failed_load(self, action: str | None) -> str:
+        """What data the instance has once the load ``action`` asked for failed: a
+        restore's (and a rollback's) leave its own; an undelete's, a clone's and an
         import's leave it none, and say where the data it asked for still is."""
         inst = self.inst
-        async with self.sessions() as session:
-            action = await rows.generation_action(session, inst.id, rows.load_generation(inst))
         if action == Action.UNDELETE:
             return (
                 f"it has no data: its snapshot {inst.restore_snapshot_id} is kept; "
@@ -365,7 +371,11 @@ class InstanceReconciler:
         return None
 
     async def _restore_failed(self, failure: RestoreFailure) -> Decision:
-        message = f"{failure.message} ({await self._data_after_failed_load()})"
+        action = await self._load_action()
+        message = f"{failure.message} ({self._data_after_failed_load(action)})"
+        # an undelete that loaded nothing leaves the instance no data, until a server
+        # starts on it; a failed restore after it leaves that as it was
+        unloaded = action == Action.UNDELETE or self.inst.undelete_unloaded
         await self.write(
             writes.MARK_RESTORE_FAILED,
             phase=Phase.FAILED,
@@ -374,7 +384,7 @@ class InstanceReconciler:
             failure_message=message,
             observed_generation=self.inst.generation,
             restore_snapshot_id=None,
-            load_failed_generation=self.inst.generation,
+            undelete_unloaded=unloaded,
             error=f"{failure.reason}: {message}",
             event=("instance.restore_failed", {"reason": failure.reason, "message": message}),
             **_endpoint_values(None),
@@ -499,17 +509,16 @@ class InstanceReconciler:
 
     def _unrecorded_launch_window(self) -> float:
         """Seconds before a stop or delete may trust the runtime's listing. A start
-        records "starting" before it launches and the handle after: with no handle, a
-        replica that died or lost its lease in between may have launched a server, or
-        may still launch one, for up to the runtime's ``launch_budget`` after the
-        recorded time (``_launch``), which the listing shows ``visibility_grace`` after
-        the launch (ECS's eventual consistency)."""
+        records "starting" (and ``launch_by``) before it launches and the handle after:
+        with no handle, a replica that died or lost its lease in between may have
+        launched a server, or may still launch one until ``launch_by`` (``_launch``),
+        which the listing shows ``visibility_grace`` after the launch (ECS's eventual
+        consistency). None after a failed attempt (``launch_by`` cleared)."""
         inst = self.inst
-        if self.handle is not None or inst.phase != Phase.STARTING:
+        if self.handle is not None or inst.phase != Phase.STARTING or inst.launch_by is None:
             return 0.0
-        since = (datetime.now(UTC) - inst.phase_changed_at).total_seconds()
-        window = self.runtime.launch_budget + self.runtime.visibility_grace
-        return max(window - since, 0.0)
+        left = (inst.launch_by - datetime.now(UTC)).total_seconds()
+        return max(left + self.runtime.visibility_grace, 0.0)
 
     async def _run(self, observation: Observation | None) -> Decision:
         inst = self.inst
@@ -593,35 +602,30 @@ class InstanceReconciler:
         local one) or its start token (ECS: ``_spec``, which a stop or a crash moves
         on).
 
-        The runtime's start is bounded by its ``launch_budget`` from the "starting" it
-        records (its own retries included): a replica that lost its lease meanwhile
-        sends no launch after that, so a stop on another replica that waits out the
-        budget and the runtime's visibility grace (``_unrecorded_launch_window``) finds
-        every server this start may have launched. Unbounded, a RunTask retried under
-        throttling could launch after that stop had listed nothing and marked the
-        instance stopped."""
-        began = time.monotonic()  # not after the recorded time: the window's start
+        The runtime sends no launch later than its ``launch_budget`` after the
+        "starting" recorded here (``InstanceSpec.launch_by``; its own retries
+        included), and the row says until when (``launch_by``): a stop on another
+        replica, after this one lost its lease, waits for that and the runtime's
+        visibility grace (``_unrecorded_launch_window``) and then finds every server
+        this start may have launched. Unbounded, a RunTask retried under throttling
+        could launch after that stop had listed nothing and marked the instance
+        stopped."""
+        budget = self.runtime.launch_budget
+        began = time.monotonic()  # before the recorded time: the deadline is within it
+        recorded = datetime.now(UTC)
         await self.write(
             writes.RECORD_STARTING,
             phase=Phase.STARTING,
-            phase_changed_at=datetime.now(UTC),
+            phase_changed_at=recorded,
+            launch_by=recorded + timedelta(seconds=budget),
             handle=None,
             start_phases={},
+            undelete_unloaded=False,  # the server may write: its data is its own now
             **_endpoint_values(None),
         )
-        budget = self.runtime.launch_budget
-        bound = asyncio.timeout(budget - (time.monotonic() - began))
-        try:
-            async with bound:
-                return await self.runtime.start(self._spec())
-        except TimeoutError as exc:
-            if not bound.expired():
-                raise
-            raise RuntimeUnavailableError(
-                f"no server launched within the launch budget ({budget:g} s)"
-            ) from exc
+        return await self.runtime.start(self._spec(launch_by=began + budget))
 
-    def _spec(self) -> InstanceSpec:
+    def _spec(self, launch_by: float) -> InstanceSpec:
         inst = self.inst
         return InstanceSpec(
             instance_id=str(inst.id),
@@ -631,6 +635,7 @@ class InstanceReconciler:
             options=inst.spec,
             server=ServerSpec.from_json(inst.spec),
             start_token=f"{inst.id.hex}-{inst.generation}-{inst.start_attempts}",
+            launch_by=launch_by,
         )
 
     async def _wait_ready(self, handle: Handle) -> Observation:
@@ -746,6 +751,7 @@ class InstanceReconciler:
             writes.RECORD_CRASH,
             phase=Phase.STARTING,
             handle=None,
+            launch_by=None,  # this attempt is over; the next records its own
             restart_count=used + 1 if cause is ExitCause.CRASH else used,
             start_attempts=self.inst.start_attempts + 1,
             capacity_waits=self.inst.capacity_waits + 1 if self._waits(cause) else 0,

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import enum
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -280,6 +281,12 @@ class InstanceSpec:
     start_token: str = ""
     """Unique per start attempt (instance, generation, restart): an idempotency
     token for runtimes whose start call accepts one (ECS ``clientToken``)."""
+    launch_by: float | None = None
+    """``time.monotonic()`` after which this start must launch nothing: the runtime
+    checks it right before each launch it sends (a RunTask, a spawn) and raises
+    ``LaunchTooLateError`` instead. The reconciler sets it ``launch_budget`` after the
+    "starting" it records, and a stop of a start that recorded no server trusts the
+    runtime's listing only once that much time, and ``visibility_grace``, has passed."""
 
 
 class StartFailedError(Exception):
@@ -294,6 +301,20 @@ class StartFailedError(Exception):
 
 class RuntimeUnavailableError(Exception):
     """The runtime could not be reached or refused for now; retry later."""
+
+
+class LaunchTooLateError(RuntimeUnavailableError):
+    """The start's ``launch_by`` passed before its launch was sent: nothing was launched
+    (a later start tries again)."""
+
+
+def check_launch_by(spec: InstanceSpec) -> None:
+    """Raise ``LaunchTooLateError`` once ``spec.launch_by`` has passed; call it right
+    before sending a launch (no ``await`` between the two)."""
+    if spec.launch_by is not None and time.monotonic() > spec.launch_by:
+        raise LaunchTooLateError(
+            f"instance {spec.instance_id}: its start's launch_budget ran out before the launch"
+        )
 
 
 class RuntimeMisconfiguredError(Exception):
@@ -435,13 +456,15 @@ class Runtime(Protocol):
     an instance whose start may have launched a server it never recorded waits that
     long before trusting the listing."""
     launch_budget: float
-    """Seconds a start may spend launching its server, its own retries included (ECS:
-    RunTask retried under throttling). The reconciler cancels a start past it and
-    retries in a later pass; a stop of a start that recorded no server waits this plus
-    ``visibility_grace``, after which no launch of that start can still come."""
+    """Seconds after a start's recorded "starting" during which it may still send its
+    launch, its own retries included (ECS: RunTask retried under throttling): the
+    reconciler passes the deadline as ``InstanceSpec.launch_by``, and a stop of a start
+    that recorded no server waits this plus ``visibility_grace`` before it lists."""
 
     async def start(self, spec: InstanceSpec) -> Handle:
         """Start (or adopt an already running) server; return once it is launched.
+        Nothing is launched once ``spec.launch_by`` has passed (``check_launch_by``
+        right before each launch sent).
 
         Readiness is not awaited here: ``wait_ready`` and ``poll`` report it.
         """

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import replace
 
 import pytest
 
 from chroma_orch.runtimes.base import (
     Handle,
+    LaunchTooLateError,
     Observation,
     ObservedState,
     Runtime,
@@ -189,6 +191,23 @@ async def test_delete_of_an_instance_never_started_is_a_no_op(runtime: Runtime) 
     await runtime.delete(instance_id, None, keep_data=False)
     await runtime.delete(instance_id, None, keep_data=True)
     assert instance_id not in await runtime.discover()
+
+
+async def test_a_start_past_its_launch_by_launches_nothing(runtime: Runtime) -> None:
+    """``InstanceSpec.launch_by`` passed (a replica that lost its lease while its
+    start waited, e.g. a RunTask retried under throttling): the start raises
+    ``LaunchTooLateError``, retried later as any ``RuntimeUnavailableError``, and no
+    server of the instance appears, even once a listing lagging behind (ECS's
+    eventual consistency, 0.3 s in tests) would show it. A start in time works."""
+    instance_id = new_id()
+    late = replace(spec(instance_id), launch_by=time.monotonic() - 1.0)
+    with pytest.raises(LaunchTooLateError):
+        await runtime.start(late)
+    await asyncio.sleep(0.6)
+    assert instance_id not in await runtime.discover()
+    in_time = replace(spec(instance_id), launch_by=time.monotonic() + 60.0)
+    handle = await runtime.start(in_time)
+    await runtime.stop(handle)
 
 
 async def test_start_of_a_running_instance_adopts_its_server(kit: Kit, runtime: Runtime) -> None:

@@ -124,15 +124,20 @@ class EcsApi:
         *,
         service: str = "ecs",
         retry_if: Callable[[BaseException], bool] | None = None,
+        before_send: Callable[[], None] | None = None,
         **params: Any,
     ) -> dict[str, Any]:
         """Call ``operation`` (e.g. ``"DescribeTasks"``) within its category's rate,
-        retrying throttling, 5xx and network errors (or what ``retry_if`` allows)."""
+        retrying throttling, 5xx and network errors (or what ``retry_if`` allows).
+        ``before_send`` runs right before each attempt is sent (after its wait for the
+        rate budget): what it raises ends the call, that attempt unsent."""
         client = await self.client(service)
         method = getattr(client, _snake(operation))
 
         async def once() -> dict[str, Any]:
             await self.within_budget(operation, params)
+            if before_send is not None:
+                before_send()
             result: dict[str, Any] = await method(**params)
             return result
 
@@ -154,10 +159,12 @@ class EcsApi:
                 )
                 await self._local.acquire(bucket, burst, rate, n)
 
-    async def call_once(self, operation: str, **params: Any) -> dict[str, Any]:
+    async def call_once(
+        self, operation: str, before_send: Callable[[], None] | None = None, **params: Any
+    ) -> dict[str, Any]:
         """One ECS call whose failure the caller handles itself (throttles still retried:
         a throttled call did not run)."""
-        return await self.call(operation, retry_if=is_throttle, **params)
+        return await self.call(operation, retry_if=is_throttle, before_send=before_send, **params)
 
     async def aclose(self) -> None:
         self._clients.clear()

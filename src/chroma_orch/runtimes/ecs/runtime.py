@@ -38,7 +38,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -51,6 +51,7 @@ from chroma_orch.runtimes.base import (
     ExitCause,
     Handle,
     InstanceSpec,
+    LaunchTooLateError,
     Observation,
     ObservedState,
     RuntimeUnavailableError,
@@ -58,6 +59,7 @@ from chroma_orch.runtimes.base import (
     SpecCheck,
     StartFailedError,
     TaskStates,
+    check_launch_by,
 )
 from chroma_orch.runtimes.batch import BatchLoader
 from chroma_orch.runtimes.ecs.api import EcsApi
@@ -193,6 +195,8 @@ class EcsRuntime:
         for attempt in range(self.api.policy.attempts):
             try:
                 return await self._launch(spec)
+            except LaunchTooLateError:
+                raise  # past its launch_by: a later start tries again
             except RuntimeUnavailableError:
                 if attempt + 1 >= self.api.policy.attempts:
                     raise
@@ -457,7 +461,12 @@ class EcsRuntime:
             log.info("restoring instance=%s snapshot=%s", spec.instance_id, snapshot)
         launched_at = time.time()
         arn = await self._run_task(
-            definition, overrides, token, instance_tags(self.settings, spec), **extra
+            definition,
+            overrides,
+            token,
+            instance_tags(self.settings, spec),
+            before_send=lambda: check_launch_by(spec),
+            **extra,
         )
         log.info("launched task instance=%s task=%s", spec.instance_id, arn)
         return make_handle(
@@ -470,14 +479,17 @@ class EcsRuntime:
         overrides: dict[str, Any],
         token: str,
         tags: list[dict[str, str]],
+        before_send: Callable[[], None] | None = None,
         **extra: Any,
     ) -> str:
         """The ARN of the task RunTask launched for ``token``, or of the task it
         launched earlier for it (a ``ConflictException`` names it in ``resourceIds``:
-        the token is this instance's own, so is the task)."""
+        the token is this instance's own, so is the task). ``before_send`` runs before
+        each attempt is sent (a start's ``check_launch_by``)."""
         try:
             answer = await self.api.call_once(
                 "RunTask",
+                before_send,
                 cluster=self.settings.cluster,
                 taskDefinition=definition,
                 count=1,
@@ -489,6 +501,8 @@ class EcsRuntime:
                 **placement(self.settings),
                 **extra,
             )
+        except LaunchTooLateError:
+            raise
         except Exception as exc:
             if error_code(exc) == "ConflictException":
                 return _conflicting_task(token, exc)

@@ -203,9 +203,9 @@ class EcsSettings(BaseModel):
     launch_budget: float = Field(
         60.0,
         gt=0,
-        description="Seconds a start may spend launching its task (the EBS volume's "
-        "snapshot looked up, RunTask retried under throttling) before it is given up and "
-        "retried later; a stop of a start that recorded no task waits this plus "
+        description="Seconds after a start's recorded 'starting' during which its RunTask "
+        "may still be sent (retried under throttling); past it the start sends none and a "
+        "later pass retries. A stop of a start that recorded no task waits this plus "
         "visibility_grace before it trusts ListTasks.",
     )
     api_limits: dict[str, tuple[int, float]] = Field(

@@ -42,6 +42,7 @@ from chroma_orch.runtimes.base import (
     SpecCheck,
     StartFailedError,
     StartPhase,
+    check_launch_by,
 )
 from chroma_orch.runtimes.heartbeat import answers, heartbeats
 from chroma_orch.runtimes.local.data_swap import finish_swap, swap_in
@@ -338,6 +339,7 @@ class LocalRuntime:
                 paths.config.unlink(missing_ok=True)
             argv = server_command(settings, paths.data, paths.lock, host, port, run_as, launch)
             env = server_environment(settings, paths.data, run_as)
+            check_launch_by(spec)  # in the thread: a spawn queued past it launches nothing
             try:
                 popen, offset = spawn(argv, paths.log, env, header, paths.data)
             except OSError as exc:

@@ -82,8 +82,8 @@ class LocalRuntimeSettings(BaseModel):
     launch_budget: float = Field(
         10.0,
         gt=0,
-        description="Seconds a start may spend launching its process (a port reserved, "
-        "the process spawned) before it is given up and retried later.",
+        description="Seconds after a start's recorded 'starting' during which it may still "
+        "spawn its process (a port reserved first); past it a later pass retries.",
     )
     wake_timeout: float = Field(
         30.0,

@@ -22,6 +22,7 @@ from chroma_orch.runtimes.base import (
     ObservedState,
     ServerSpec,
     SpecCheck,
+    check_launch_by,
 )
 from chroma_orch.runtimes.batch import BatchLoader
 from chroma_orch.runtimes.ecs.sizes import size_problem
@@ -74,6 +75,7 @@ class SimRuntime:
     async def start(self, spec: InstanceSpec) -> Handle:
         _check_id(spec.instance_id)
         await self._call("run")
+        check_launch_by(spec)
         return _handle(await self.cloud.start(spec), spec.generation)
 
     def chroma_versions(self) -> list[str]:

@@ -137,8 +137,8 @@ class SimRuntimeSettings(BaseModel):
     launch_budget: float = Field(
         60.0,
         gt=0,
-        description="Seconds (real) a start may spend launching (its run budget's wait "
-        "included) before it is given up and retried later.",
+        description="Seconds (real) after a start's recorded 'starting' during which it may "
+        "still launch (its run budget's wait included); past it a later pass retries.",
     )
     wake_timeout: float = Field(
         120.0,
