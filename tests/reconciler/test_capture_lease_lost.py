@@ -17,21 +17,21 @@ import hashlib
 import uuid
 
 import httpx
-from sqlalchemy import func, update
 
 from chroma_orch.context import AppContext
-from chroma_orch.db.models import Instance, Snapshot
+from chroma_orch.db.models import Snapshot
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import Settings
 from tests.helpers import bearer, converge
 from tests.reconciler.doubles import DataFakeRuntime
-from tests.reconciler.with_data import HeldStore, ask_restore, data_of, stopped_with_snapshot_asked
-
-
-def _replica(settings: Settings, name: str) -> Settings:
-    return settings.model_copy(
-        update={"reconciler": settings.reconciler.model_copy(update={"replica_id": name})}
-    )
+from tests.reconciler.with_data import (
+    HeldStore,
+    ask_restore,
+    data_of,
+    lease_lapses,
+    replica,
+    stopped_with_snapshot_asked,
+)
 
 
 async def test_a_put_after_the_lease_was_lost_leaves_the_recorded_archive(
@@ -46,17 +46,11 @@ async def test_a_put_after_the_lease_was_lost_leaves_the_recorded_archive(
     )
 
     held = HeldStore(ctx.store)
-    first = Reconciler(ctx.sessions, data_runtime, _replica(api_settings, "a"), store=held)
+    first = Reconciler(ctx.sessions, data_runtime, replica(api_settings, "a"), store=held)
     first_pass = asyncio.create_task(first.run_once())
     await asyncio.wait_for(held.entered.wait(), 10)
-    async with ctx.sessions() as session:  # the lease expired: another replica claims it
-        await session.execute(
-            update(Instance)
-            .where(Instance.id == uuid.UUID(instance_id))
-            .values(lease_owner=None, lease_expires_at=None, next_reconcile_at=func.now())
-        )
-        await session.commit()
-    second = Reconciler(ctx.sessions, data_runtime, _replica(api_settings, "b"), store=ctx.store)
+    await lease_lapses(ctx, instance_id)  # another replica claims it
+    second = Reconciler(ctx.sessions, data_runtime, replica(api_settings, "b"), store=ctx.store)
     await converge(second)
     seen = await client.get(f"/v1/snapshots/{snapshot_id}", headers=bearer(token))
     assert seen.json()["phase"] == "ready", seen.text

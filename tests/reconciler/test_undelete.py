@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,58 @@ def _archives(ctx: AppContext) -> list[Path]:
 
 async def _get(client: httpx.AsyncClient, token: str, instance_id: str) -> httpx.Response:
     return await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))
+
+
+@dataclass
+class _LoadFailed:
+    """An undelete whose load failed: its ``pre_delete`` snapshot's archive was moved
+    away (to ``away``; ``archive`` is where it belongs)."""
+
+    token: str
+    instance_id: str
+    snapshot_id: str
+    archive: Path
+    away: Path
+
+    def bring_archive_back(self) -> None:
+        self.away.rename(self.archive)
+
+
+async def _undelete_that_cannot_load(
+    client: httpx.AsyncClient, ctx: AppContext, runtime: DataFakeRuntime, reconciler: Reconciler
+) -> _LoadFailed:
+    """A running instance with data, deleted, its snapshot's archive moved out of
+    reach, then undeleted: it ends ``failed``, with no data."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", runtime, reconciler)
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(reconciler)
+    listed = await client.get(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
+    (kept,) = listed.json()["items"]
+    store = ctx.settings.snapshots.directory(ctx.settings.data_dir)
+    (archive,) = store.rglob(f"{kept['id']}.*.tar.zst")
+    away = archive.with_name("away")
+    archive.rename(away)
+    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undeleted.status_code == 202, undeleted.text
+    await converge(reconciler)
+    assert (await _get(client, token, instance_id)).json()["phase"] == "failed"
+    return _LoadFailed(token, instance_id, kept["id"], archive, away)
+
+
+async def _undeleted_with_its_data(
+    client: httpx.AsyncClient,
+    token: str,
+    instance_id: str,
+    runtime: DataFakeRuntime,
+    reconciler: Reconciler,
+) -> None:
+    """Undelete the instance: it runs with the data it had when it was first deleted."""
+    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undeleted.status_code == 202, undeleted.text
+    await converge(reconciler)
+    assert (await _get(client, token, instance_id)).json()["phase"] == "running"
+    assert data_of(runtime, instance_id) == "data of main"
 
 
 async def test_a_deleted_instance_is_undeleted_with_its_data(
@@ -265,11 +318,7 @@ async def test_deleting_an_undelete_before_it_loaded_keeps_the_data_for_the_next
     assert again.status_code == 202, again.text  # before any pass loaded the data
     await converge(data_reconciler)
     assert await _snapshots(ctx, instance_id) == [("pre_delete", "ready")]
-    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
-    assert undeleted.status_code == 202, undeleted.text
-    await converge(data_reconciler)
-    assert (await _get(client, token, instance_id)).json()["phase"] == "running"
-    assert data_of(data_runtime, instance_id) == "data of main"
+    await _undeleted_with_its_data(client, token, instance_id, data_runtime, data_reconciler)
 
 
 async def test_an_earlier_restores_failed_pre_restore_does_not_fail_an_undelete(
@@ -311,30 +360,17 @@ async def test_an_undelete_that_cannot_load_says_so_and_a_restore_brings_the_dat
     """Its archive out of reach, an undelete fails without data, and says which
     snapshot still holds it (not "the instance kept its data"); once the archive is
     back, restoring that snapshot into the instance brings the data."""
-    _, token = await create_tenant(client, "acme")
-    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
-    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
-    await converge(data_reconciler)
-    listed = await client.get(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
-    (kept,) = listed.json()["items"]
-    store = ctx.settings.snapshots.directory(ctx.settings.data_dir)
-    (archive,) = store.rglob(f"{kept['id']}.*.tar.zst")
-    away = archive.with_name("away")
-    archive.rename(away)
-
-    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
-    assert undeleted.status_code == 202, undeleted.text
-    await converge(data_reconciler)
+    failed = await _undelete_that_cannot_load(client, ctx, data_runtime, data_reconciler)
+    token, instance_id = failed.token, failed.instance_id
     back = (await _get(client, token, instance_id)).json()
-    assert back["phase"] == "failed", back
     assert back["failure"]["reason"] == "ArchiveMissing", back["failure"]
     message = back["failure"]["message"]
     assert "it has no data" in message, message
-    assert kept["id"] in message, message
+    assert failed.snapshot_id in message, message
     assert "kept its data" not in message
 
-    away.rename(archive)
-    restored = await ask_restore(client, token, instance_id, kept["id"])
+    failed.bring_archive_back()
+    restored = await ask_restore(client, token, instance_id, failed.snapshot_id)
     assert restored.status_code == 202, restored.text
     await converge(data_reconciler)
     assert (await _get(client, token, instance_id)).json()["phase"] == "running"
@@ -354,18 +390,8 @@ async def test_deleting_an_undelete_that_could_not_load_keeps_the_data_for_the_n
     became the newest ready one, and the next undelete, once the archive was back,
     brought the instance back empty. Also when a request that starts no server (a
     stop) came between."""
-    _, token = await create_tenant(client, "acme")
-    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
-    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
-    await converge(data_reconciler)
-    store = ctx.settings.snapshots.directory(ctx.settings.data_dir)
-    (archive,) = store.rglob("*.tar.zst")
-    away = archive.with_name("away")
-    archive.rename(away)
-    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
-    assert undeleted.status_code == 202, undeleted.text
-    await converge(data_reconciler)
-    assert (await _get(client, token, instance_id)).json()["phase"] == "failed"
+    failed = await _undelete_that_cannot_load(client, ctx, data_runtime, data_reconciler)
+    token, instance_id = failed.token, failed.instance_id
     if between is not None:
         asked = await client.post(f"/v1/instances/{instance_id}/{between}", headers=bearer(token))
         assert asked.status_code == 202, asked.text
@@ -376,12 +402,8 @@ async def test_deleting_an_undelete_that_could_not_load_keeps_the_data_for_the_n
     await converge(data_reconciler)
     assert await _snapshots(ctx, instance_id) == [("pre_delete", "ready")]
 
-    away.rename(archive)
-    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
-    assert undeleted.status_code == 202, undeleted.text
-    await converge(data_reconciler)
-    assert (await _get(client, token, instance_id)).json()["phase"] == "running"
-    assert data_of(data_runtime, instance_id) == "data of main"
+    failed.bring_archive_back()
+    await _undeleted_with_its_data(client, token, instance_id, data_runtime, data_reconciler)
 
 
 async def test_a_failed_undelete_started_empty_is_snapshotted_when_deleted(
@@ -392,15 +414,8 @@ async def test_a_failed_undelete_started_empty_is_snapshotted_when_deleted(
 ) -> None:
     """Started after its undelete failed, the instance runs on an empty directory and
     may take writes: a delete then snapshots what it has, as any delete does."""
-    _, token = await create_tenant(client, "acme")
-    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
-    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
-    await converge(data_reconciler)
-    store = ctx.settings.snapshots.directory(ctx.settings.data_dir)
-    (archive,) = store.rglob("*.tar.zst")
-    archive.rename(archive.with_name("away"))
-    await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
-    await converge(data_reconciler)
+    failed = await _undelete_that_cannot_load(client, ctx, data_runtime, data_reconciler)
+    token, instance_id = failed.token, failed.instance_id
     started = await client.post(f"/v1/instances/{instance_id}/start", headers=bearer(token))
     assert started.status_code == 202, started.text
     await converge(data_reconciler)

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import httpx
-from sqlalchemy import func, update
 
 from chroma_orch.context import AppContext
-from chroma_orch.db.models import Instance
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.runtimes.base import Handle, InstanceSpec
 from chroma_orch.settings import Settings
@@ -30,6 +27,8 @@ from tests.reconciler.with_data import (
     as_a_dead_pass_left_it,
     ask_restore,
     data_of,
+    lease_lapses,
+    replica,
     running_with_data,
 )
 
@@ -118,12 +117,6 @@ class HeldLaunchRuntime(DataFakeRuntime):
         return {key: h for key, h in listed.items() if self.launched_at.get(key, 0) <= seen_from}
 
 
-def _replica(settings: Settings, name: str) -> Settings:
-    return settings.model_copy(
-        update={"reconciler": settings.reconciler.model_copy(update={"replica_id": name})}
-    )
-
-
 async def test_a_start_that_lost_its_lease_launches_nothing_after_a_stop(
     client: httpx.AsyncClient,
     ctx: AppContext,
@@ -135,19 +128,13 @@ async def test_a_start_that_lost_its_lease_launches_nothing_after_a_stop(
     instance_id = await launch(client, token, "main")
 
     runtime.hold = True
-    first = Reconciler(ctx.sessions, runtime, _replica(api_settings, "a"), store=ctx.store)
+    first = Reconciler(ctx.sessions, runtime, replica(api_settings, "a"), store=ctx.store)
     first_pass = asyncio.create_task(first.run_once())
     await asyncio.wait_for(runtime.entered.wait(), 10)  # "starting" recorded, launching
-    async with ctx.sessions() as session:  # its lease lapses: another replica claims it
-        await session.execute(
-            update(Instance)
-            .where(Instance.id == uuid.UUID(instance_id))
-            .values(lease_owner=None, lease_expires_at=None, next_reconcile_at=func.now())
-        )
-        await session.commit()
+    await lease_lapses(ctx, instance_id)  # another replica claims it
     stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
     assert stopped.status_code == 202, stopped.text
-    second = Reconciler(ctx.sessions, runtime, _replica(api_settings, "b"), store=ctx.store)
+    second = Reconciler(ctx.sessions, runtime, replica(api_settings, "b"), store=ctx.store)
     await converge(second)
     instance = (await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))).json()
     assert instance["phase"] == "stopped", instance

@@ -1,6 +1,7 @@
 """Instances with data for the tests whose runtime keeps real data directories
 (``DataFakeRuntime``): a running one whose data file names it, a stopped one with a
-snapshot asked, and a store whose puts can be held (``HeldStore``)."""
+snapshot asked, a store whose puts can be held (``HeldStore``), and a second replica
+taking an instance over from one whose lease lapsed."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import func, update
 from chroma_orch.context import AppContext
 from chroma_orch.db.models import Instance
 from chroma_orch.reconciler.loop import Reconciler
+from chroma_orch.settings import Settings
 from chroma_orch.snapshots.store import SnapshotStore, StoredObject
 from tests.helpers import bearer, converge, create_tenant
 from tests.reconciler.doubles import DataFakeRuntime
@@ -128,3 +130,22 @@ async def as_a_dead_pass_left_it(ctx: AppContext, instance_id: str, phase: str) 
                 next_reconcile_at=func.now(),
             )
         )
+
+
+def replica(settings: Settings, name: str) -> Settings:
+    """``settings`` for a replica named ``name`` (its leases' owner)."""
+    return settings.model_copy(
+        update={"reconciler": settings.reconciler.model_copy(update={"replica_id": name})}
+    )
+
+
+async def lease_lapses(ctx: AppContext, instance_id: str) -> None:
+    """The instance's lease lapses (its owner still works on it): the next claim, by
+    any replica, takes it."""
+    async with ctx.sessions() as session:
+        await session.execute(
+            update(Instance)
+            .where(Instance.id == uuid.UUID(instance_id))
+            .values(lease_owner=None, lease_expires_at=None, next_reconcile_at=func.now())
+        )
+        await session.commit()
