@@ -7,7 +7,7 @@ layer keeps new tasks invisible for a while, as ECS's eventual consistency does)
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -119,6 +119,7 @@ class TestDelete:
             row = await session.get(Instance, uuid.UUID(instance_id))
             assert row is not None
             row.phase, row.phase_changed_at = "starting", datetime.now(UTC)
+            row.launch_by = row.phase_changed_at + timedelta(seconds=2.0)  # as it records
             spec = InstanceSpec(instance_id, str(row.tenant_id), "main", row.generation,
                                 start_token=f"{row.id.hex}-{row.generation}-0")  # fmt: skip
             await session.commit()
