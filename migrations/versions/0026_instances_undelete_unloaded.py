@@ -1,12 +1,13 @@
-"""whether an undelete's load failed and no server has started since
+"""whether an undelete's load failed and no server has run since
 
 ``instances.undelete_unloaded``: set when an undelete's load fails
-(``MARK_RESTORE_FAILED``), cleared when a server starts (``RECORD_STARTING``) or a
-later load succeeds (``RECORD_DATA_LOADED``). While set, the instance has no data:
+(``MARK_RESTORE_FAILED``; a failed restore after it keeps it), cleared when a server
+runs (``MARK_RUNNING``: routed, its clients may write) or a later load succeeds
+(``RECORD_DATA_LOADED``). While set, the instance has no data:
 the ``pre_delete`` snapshot it was undeleted from holds it. A delete then takes no
 ``pre_delete`` snapshot: one of the empty data directory would be the newest ready
 ``pre_delete``, the one the next undelete loads, in place of the one that holds the
-data. Requests that start nothing (a stop, a spec change) leave it set. Existing rows
+data. Requests that run no server (a stop, a start that fails) leave it set. Existing rows
 get false (the snapshot is taken, as before: a failed load could not be told from a
 failed start after a load).
 

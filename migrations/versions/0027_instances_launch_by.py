@@ -1,8 +1,10 @@
 """until when a start may still launch a server it has not recorded
 
 ``instances.launch_by``: written with "starting" (the runtime's ``launch_budget``
-after it; the runtime launches nothing later), cleared when the attempt fails. A stop
-or delete of an instance starting with no server recorded waits for it, and the
+after it; the runtime launches nothing later), never moved earlier: a failed attempt
+of one replica does not end another's that lost its lease while it waited to send;
+cleared once a start records its server. A stop
+or delete of an instance with no server recorded waits for it, and the
 runtime's ``visibility_grace``, before it trusts the runtime's listing. Before, it
 waited ``visibility_grace`` from "starting" only: a replica that had lost its lease
 while RunTask was retried under throttling could launch after that listing. Rows

@@ -76,10 +76,10 @@ class FakeRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, spec: InstanceSpec) -> Handle:
-        check_launch_by(spec)
         current = self.servers.get(spec.instance_id)
         if current is not None and current.alive:
             return self._handle(spec.instance_id, current, spec.generation)
+        check_launch_by(spec)  # (adopting launches nothing)
         if (
             spec.name.startswith("full")
             and self.no_capacity[spec.instance_id] < self.capacity_failures

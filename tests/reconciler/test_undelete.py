@@ -377,7 +377,7 @@ async def test_an_undelete_that_cannot_load_says_so_and_a_restore_brings_the_dat
     assert data_of(data_runtime, instance_id) == "data of main"
 
 
-@pytest.mark.parametrize("between", [None, "stop"])
+@pytest.mark.parametrize("between", [None, "stop", "restore"])
 async def test_deleting_an_undelete_that_could_not_load_keeps_the_data_for_the_next(
     client: httpx.AsyncClient,
     ctx: AppContext,
@@ -388,19 +388,23 @@ async def test_deleting_an_undelete_that_could_not_load_keeps_the_data_for_the_n
     """An undelete whose load failed (its archive out of reach), deleted again: no
     pre_delete snapshot of its empty data directory. Before, that empty snapshot
     became the newest ready one, and the next undelete, once the archive was back,
-    brought the instance back empty. Also when a request that starts no server (a
-    stop) came between."""
+    brought the instance back empty. Also when a request that runs no server came
+    between: a stop, or a restore of that snapshot that failed too."""
     failed = await _undelete_that_cannot_load(client, ctx, data_runtime, data_reconciler)
     token, instance_id = failed.token, failed.instance_id
-    if between is not None:
+    if between == "restore":
+        asked = await ask_restore(client, token, instance_id, failed.snapshot_id)
+    elif between is not None:
         asked = await client.post(f"/v1/instances/{instance_id}/{between}", headers=bearer(token))
+    if between is not None:
         assert asked.status_code == 202, asked.text
         await converge(data_reconciler)
 
     again = await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
     assert again.status_code == 202, again.text
     await converge(data_reconciler)
-    assert await _snapshots(ctx, instance_id) == [("pre_delete", "ready")]
+    kept = [kind for kind in await _snapshots(ctx, instance_id) if kind[0] == "pre_delete"]
+    assert kept == [("pre_delete", "ready")]  # (a failed restore took a pre_restore)
 
     failed.bring_archive_back()
     await _undeleted_with_its_data(client, token, instance_id, data_runtime, data_reconciler)

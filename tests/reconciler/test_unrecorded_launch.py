@@ -18,7 +18,7 @@ import httpx
 
 from chroma_orch.context import AppContext
 from chroma_orch.reconciler.loop import Reconciler
-from chroma_orch.runtimes.base import Handle, InstanceSpec
+from chroma_orch.runtimes.base import ExitCause, Handle, InstanceSpec, StartFailedError
 from chroma_orch.settings import Settings
 from tests.helpers import bearer, converge, create_tenant
 from tests.reconciler.conftest import launch
@@ -88,25 +88,30 @@ async def test_a_stop_stops_a_server_no_start_recorded(
 
 
 class HeldLaunchRuntime(DataFakeRuntime):
-    """Its starts, while ``hold`` is set, go on only once ``go`` is set (a RunTask
-    retried under throttling for as long as the test likes), and then launch unless
-    their ``launch_by`` has passed (``FakeRuntime.start``); its listing shows a server
-    ``visibility_grace`` after its launch, as ECS's ListTasks does."""
+    """Its next start, once ``hold`` is set, goes on only once ``go`` is set (a RunTask
+    retried under throttling for as long as the test likes), and then launches unless
+    its ``launch_by`` has passed (``FakeRuntime.start``); while ``refuse`` is set, starts
+    find no capacity. Its listing shows a server ``visibility_grace`` after its launch,
+    as ECS's ListTasks does."""
 
     visibility_grace = 0.2
-    launch_budget = 0.5
+    launch_budget = 1.5
 
     def __init__(self, data_runtime: DataFakeRuntime) -> None:
         super().__init__(data_runtime.ports, data_runtime.root)
         self.hold = False
+        self.refuse = False
         self.entered = asyncio.Event()
         self.go = asyncio.Event()
         self.launched_at: dict[str, float] = {}
 
     async def start(self, spec: InstanceSpec) -> Handle:
         if self.hold:
+            self.hold = False
             self.entered.set()
             await self.go.wait()
+        elif self.refuse:
+            raise StartFailedError("CapacityUnavailable", "no capacity", ExitCause.CAPACITY)
         handle = await super().start(spec)
         self.launched_at[spec.instance_id] = time.monotonic()
         return handle
@@ -140,6 +145,45 @@ async def test_a_start_that_lost_its_lease_launches_nothing_after_a_stop(
     assert instance["phase"] == "stopped", instance
 
     runtime.go.set()  # the first replica's launch goes through now, if it still may
+    await first_pass
+    await first.drain()
+    await asyncio.sleep(runtime.visibility_grace)
+
+    assert runtime.starts[instance_id] == 0, "a server was launched after the stop"
+    assert await runtime.discover() == {}
+
+
+async def test_a_failed_start_of_another_replica_does_not_end_the_wait_for_the_first(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    api_settings: Settings,
+) -> None:
+    """The first replica's start waits to send its launch; its lease lapses, and the
+    second replica's start of the instance fails (no capacity: a crash backoff). A
+    stop then still waits for the first start's ``launch_by``, which the second's
+    failure leaves as it was. (When the failure cleared it, the stop listed nothing
+    at once, and the first replica launched after it, within its own budget.)"""
+    runtime = HeldLaunchRuntime(data_runtime)
+    _, token = await create_tenant(client, "acme")
+    instance_id = await launch(client, token, "main")
+
+    runtime.hold = True
+    first = Reconciler(ctx.sessions, runtime, replica(api_settings, "a"), store=ctx.store)
+    first_pass = asyncio.create_task(first.run_once())
+    await asyncio.wait_for(runtime.entered.wait(), 10)
+    await lease_lapses(ctx, instance_id)
+    runtime.refuse = True
+    second = Reconciler(ctx.sessions, runtime, replica(api_settings, "b"), store=ctx.store)
+    assert await second.run_once() == 1
+    await second.drain()
+    instance = (await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))).json()
+    assert instance["failure"]["reason"] == "CapacityUnavailable", instance
+
+    stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
+    assert stopped.status_code == 202, stopped.text
+    await converge(second)
+    runtime.go.set()
     await first_pass
     await first.drain()
     await asyncio.sleep(runtime.visibility_grace)

@@ -171,15 +171,13 @@ def fenced_write(
 
 # -- the operations ---------------------------------------------------------------
 
-RECORD_STARTING = fenced_write(
-    "record_starting", (*_PHASE, *_SERVER, "start_phases", "undelete_unloaded", "launch_by")
-)
+RECORD_STARTING = fenced_write("record_starting", (*_PHASE, *_SERVER, "start_phases", "launch_by"))
 """A start begins: "starting", no server yet (a local one reserves its port as it
-spawns: ``db.ports.PortReservationsInDb``); the server may write, so the data is the
-instance's own from here (``undelete_unloaded`` cleared). ``launch_by``: until when it
-may still launch a server it has not recorded."""
-RECORD_HANDLE = fenced_write("record_handle", ("handle",))
-"""The server of a start that is not ready yet."""
+spawns: ``db.ports.PortReservationsInDb``). ``launch_by``: until when it may still
+launch a server it has not recorded (never earlier than the row said: a start of a
+replica that lost its lease may still be pending)."""
+RECORD_HANDLE = fenced_write("record_handle", ("handle", "launch_by"))
+"""The server of a start that is not ready yet (recorded: ``launch_by`` cleared)."""
 RECORD_START_PHASES = fenced_write("record_start_phases", ("start_phases",))
 """A start got further (a new start phase; its event goes with it)."""
 FORGET_SERVER = fenced_write("forget_server", _SERVER, frees_port=True)
@@ -210,15 +208,7 @@ and its rollback restored that). ``stopping`` with no server resumes the quiesce
 the copy of the data at rest (unless it was complete), then the start."""
 RECORD_CRASH = fenced_write(
     "record_crash",
-    (
-        *_PHASE,
-        *_SERVER,
-        *_FAILURE,
-        "restart_count",
-        "start_attempts",
-        "capacity_waits",
-        "launch_by",
-    ),
+    (*_PHASE, *_SERVER, *_FAILURE, "restart_count", "start_attempts", "capacity_waits"),
 )
 """A start failed or a server died; it is started again after a backoff (the restart
 budget and the capacity backoff as the failure's class says)."""
@@ -232,11 +222,15 @@ MARK_RUNNING = fenced_write(
         "capacity_waits",
         "start_phases",
         *_HEARTBEAT,
+        "undelete_unloaded",
+        "launch_by",
     ),
     settles=True,
     releases_lease=True,
 )
-"""The server answers: running (no heartbeat missed yet), the intents settled, converged."""
+"""The server answers: running (no heartbeat missed yet), the intents settled, converged.
+Routed from here, its clients may write: ``undelete_unloaded`` cleared; its server is
+recorded: ``launch_by`` cleared."""
 MARK_STOPPED = fenced_write(
     "mark_stopped",
     (*_PHASE, *_SERVER, *_FAILURE, "observed_generation"),

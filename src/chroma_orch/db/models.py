@@ -223,13 +223,15 @@ class Instance(TimestampMixin, Base):
     it waited (a stop, a restart); left as it was once the load is done."""
     launch_by: Mapped[datetime | None]
     """Until when a start that recorded "starting" may still launch a server it has not
-    recorded (its runtime's ``launch_budget`` after it); None once an attempt failed.
-    A stop of an instance starting with no server waits for it (and the runtime's
-    ``visibility_grace``) before it trusts the runtime's listing."""
+    recorded (its runtime's ``launch_budget`` after it; never moved earlier by another
+    start; None once a start recorded its server). A stop or delete of an instance with
+    no server recorded waits for it (and the runtime's ``visibility_grace``) before it
+    trusts the runtime's listing."""
     undelete_unloaded: Mapped[bool] = mapped_column(server_default=text("false"))
-    """An undelete's load failed and no server has started since: the instance has no
-    data (the ``pre_delete`` snapshot it was undeleted from holds it), and a delete takes
-    no ``pre_delete`` snapshot of it. Cleared by a start or a load that succeeds."""
+    """An undelete's load failed and no server has run since: the instance has no data
+    (the ``pre_delete`` snapshot it was undeleted from holds it), and a delete takes no
+    ``pre_delete`` snapshot of it. Cleared once a server runs (is routed: clients may
+    write) or a load succeeds."""
     next_snapshot_at: Mapped[datetime | None]
     """When the instance's snapshot schedule (its own, else its tenant's) takes its next
     ``scheduled`` snapshot; NULL while no schedule applies (``db/snapshot_schedules.py``)."""

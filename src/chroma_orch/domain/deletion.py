@@ -56,8 +56,8 @@ class DeletionService:
 
     async def _undelete_unloaded(self, instance: Instance) -> bool:
         """Whether ``instance`` is being undeleted and has not loaded its data yet, or
-        its undelete's load failed and no server has started since (a stop or a spec
-        change starts none): it has no data, the snapshot it was to load holds it."""
+        its undelete's load failed and no server has run since (a stop runs none, nor
+        a start that failed): it has no data, the snapshot it was to load holds it."""
         if instance.undelete_unloaded:
             return True
         if instance.restore_snapshot_id is None:

@@ -58,6 +58,11 @@ _QUICK_READY = 2.0
 _QUIESCE_POLL = 0.2
 
 
+def _later(recorded: datetime | None, new: datetime) -> datetime:
+    """The later of ``launch_by`` as the row has it and a new start's."""
+    return new if recorded is None or recorded < new else recorded
+
+
 def _endpoint_values(endpoint: Endpoint | None) -> dict[str, Any]:
     return {
         "endpoint_host": endpoint.host if endpoint else None,
@@ -436,8 +441,8 @@ class InstanceReconciler:
         one). The runtime's listing finds it, trusted once the launch is
         ``visibility_grace`` old, and it is stopped. Before, a restore then swapped the
         data under the live server and adopted it afterwards."""
-        if not self._launch_unrecorded():
-            return None
+        if not self._launch_unrecorded() and self._unrecorded_launch_window() == 0:
+            return None  # (an attempt that failed may follow one still launching)
         if (unsure := self._unrecorded_launch_window()) > 0:
             return RequeueAfter(unsure)
         found = (await self.runtime.discover()).get(str(self.inst.id))
@@ -513,11 +518,21 @@ class InstanceReconciler:
         with no handle, a replica that died or lost its lease in between may have
         launched a server, or may still launch one until ``launch_by`` (``_launch``),
         which the listing shows ``visibility_grace`` after the launch (ECS's eventual
-        consistency). None after a failed attempt (``launch_by`` cleared)."""
+        consistency). Whatever the phase: a later attempt of another replica that
+        failed (a crash backoff, or failed for good) does not end the earlier one's;
+        one that recorded its server does (a launch still pending carries the same
+        start token: ECS answers it with that task, a local spawn finds the data
+        directory locked). A row written before ``launch_by`` was (a replica of an
+        older version) counts from its "starting"."""
         inst = self.inst
-        if self.handle is not None or inst.phase != Phase.STARTING or inst.launch_by is None:
+        if self.handle is not None:
             return 0.0
-        left = (inst.launch_by - datetime.now(UTC)).total_seconds()
+        until = inst.launch_by
+        if until is None and inst.phase == Phase.STARTING:
+            until = inst.phase_changed_at + timedelta(seconds=self.runtime.launch_budget)
+        if until is None:
+            return 0.0
+        left = (until - datetime.now(UTC)).total_seconds()
         return max(left + self.runtime.visibility_grace, 0.0)
 
     async def _run(self, observation: Observation | None) -> Decision:
@@ -617,10 +632,9 @@ class InstanceReconciler:
             writes.RECORD_STARTING,
             phase=Phase.STARTING,
             phase_changed_at=recorded,
-            launch_by=recorded + timedelta(seconds=budget),
+            launch_by=_later(self.inst.launch_by, recorded + timedelta(seconds=budget)),
             handle=None,
             start_phases={},
-            undelete_unloaded=False,  # the server may write: its data is its own now
             **_endpoint_values(None),
         )
         return await self.runtime.start(self._spec(launch_by=began + budget))
@@ -649,7 +663,7 @@ class InstanceReconciler:
         if ready.state is ObservedState.RUNNING:
             self.inst.handle = handle.to_json()
             return ready
-        await self.write(writes.RECORD_HANDLE, handle=handle.to_json())
+        await self.write(writes.RECORD_HANDLE, handle=handle.to_json(), launch_by=None)
         return ready
 
     async def _settle_start(self, observation: Observation, deadline: float) -> Decision:
@@ -711,6 +725,8 @@ class InstanceReconciler:
             more_events=start_phases.events(started, phases),
             heartbeat_failures=0,
             heartbeat_failed_at=None,
+            undelete_unloaded=False,  # routed: clients write, the data is its own now
+            launch_by=None,  # its server recorded: no launch of this start is pending
             **_endpoint_values(endpoint),
         )
         start_phases.observe(self.runtime.name, started, phases)
@@ -751,7 +767,6 @@ class InstanceReconciler:
             writes.RECORD_CRASH,
             phase=Phase.STARTING,
             handle=None,
-            launch_by=None,  # this attempt is over; the next records its own
             restart_count=used + 1 if cause is ExitCause.CRASH else used,
             start_attempts=self.inst.start_attempts + 1,
             capacity_waits=self.inst.capacity_waits + 1 if self._waits(cause) else 0,

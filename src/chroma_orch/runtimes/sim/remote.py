@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ from chroma_orch.runtimes.base import (
     InstanceSpec,
     Observation,
     RuntimeUnavailableError,
+    check_launch_by,
 )
 from chroma_orch.runtimes.sim import wire
 from chroma_orch.runtimes.sim.wire import ServerRef
@@ -58,7 +59,11 @@ class RemoteCloud:
             )
         return self._client
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _request(
+        self, method: str, path: str, before_send: Callable[[], None] | None = None, **kwargs: Any
+    ) -> Any:
+        """``before_send`` runs right before the request is sent (after the wait for
+        the exits watch): a start's ``check_launch_by``."""
         self._begin_watch()
         if self._watch is not None and not self._watching.is_set() and path != "/v1/exits":
             # Every call made after watch_exits comes after the watch's starting
@@ -66,6 +71,8 @@ class RemoteCloud:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.timeout):  # not wait_for: gh-86296 on 3.11
                     await self._watching.wait()
+        if before_send is not None:
+            before_send()
         try:
             response = await self.client().request(method, path, **kwargs)
         except httpx.HTTPError as error:
@@ -80,7 +87,9 @@ class RemoteCloud:
         return response.json()
 
     async def start(self, spec: InstanceSpec) -> ServerRef:
-        reply = await self._request("POST", "/v1/start", json=wire.spec_to_json(spec))
+        reply = await self._request(
+            "POST", "/v1/start", lambda: check_launch_by(spec), json=wire.spec_to_json(spec)
+        )
         if reply.get("failure") is not None:
             raise wire.failure_from_json(reply["failure"])
         return ServerRef.from_json(reply["server"])
