@@ -293,6 +293,35 @@ async def test_a_failed_pre_delete_snapshot_keeps_the_data(
     assert (data_runtime.data_path(instance_id) / "chroma.sqlite3").exists()
 
 
+async def test_an_undelete_after_a_failed_pre_delete_starts_on_the_data_kept(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    """Deleted and undeleted once (a ready pre_delete), written to, then deleted
+    again with a pre_delete that fails: the delete keeps the data in place, and the
+    undelete brings the instance back on it. Before, it loaded the older ready
+    snapshot over the newer data kept, with no copy of that."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(data_reconciler)
+    await _undeleted_with_its_data(client, token, instance_id, data_runtime, data_reconciler)
+    (data_runtime.data_path(instance_id) / "chroma.sqlite3").write_text("written since")
+    (data_runtime.data_path(instance_id) / "link").symlink_to("chroma.sqlite3")  # no archive
+    await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    await converge(data_reconciler)
+    kinds = await _snapshots(ctx, instance_id)
+    assert kinds == [("pre_delete", "ready"), ("pre_delete", "failed")], kinds
+
+    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undeleted.status_code == 202, undeleted.text
+    await converge(data_reconciler)
+    assert (await _get(client, token, instance_id)).json()["phase"] == "running"
+    assert data_of(data_runtime, instance_id) == "written since"
+
+
 @pytest.mark.parametrize("between", [None, "restart"])
 async def test_deleting_an_undelete_before_it_loaded_keeps_the_data_for_the_next(
     client: httpx.AsyncClient,

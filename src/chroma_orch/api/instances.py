@@ -234,10 +234,12 @@ async def delete_instance(
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="undeleteInstance",
     summary="Bring a deleted instance back with its data",
-    description="Its data comes from its newest ready pre_delete snapshot, and it starts "
-    "again (a new generation). 409 while the delete is still under way, when it has no "
-    "ready pre_delete snapshot (deleted with purge=true, or the snapshot failed), or when "
-    "a live instance of the tenant has its name; 404 once it was purged.",
+    description="Its data comes from its newest ready pre_delete snapshot (or, when the "
+    "delete's pre_delete snapshot failed, is the data that delete kept in place), and it "
+    "starts again (a new generation). 409 while the delete is still under way, when it "
+    "has no ready pre_delete snapshot and no data kept (deleted with purge=true, or on a "
+    "runtime that cannot snapshot), or when a live instance of the tenant has its name; "
+    "404 once it was purged.",
     responses=problem_responses(
         NotFoundError, ConflictError, InvalidTransitionError, QuotaExceededError
     ),

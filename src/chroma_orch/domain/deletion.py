@@ -4,7 +4,8 @@ A delete writes, in the transaction of its intent, a ``pre_delete`` snapshot (th
 reconciler takes it after the server stopped and before the runtime removes the
 data). ``purge`` instead takes none and marks every snapshot of the instance
 ``deleting``: nothing of its data is left. An undelete brings a deleted instance
-back with the data of its newest ready ``pre_delete`` snapshot, as a new generation.
+back with the data of its newest ready ``pre_delete`` snapshot, as a new generation
+(or on the data its delete kept in place, when that delete's snapshot failed).
 Services only flush; the caller commits.
 """
 
@@ -68,8 +69,8 @@ class DeletionService:
 
     async def undelete(self, instance_id: uuid.UUID) -> tuple[Instance, Intent]:
         """The deleted instance back with the data of its newest ready ``pre_delete``
-        snapshot (409 while it is being deleted, without one, or when its name was
-        taken meanwhile)."""
+        snapshot, or on the data its delete kept (its ``pre_delete`` failed); 409 while
+        it is being deleted, without either, or when its name was taken meanwhile."""
         visible = await self.instances.get(instance_id, deleted=True)
         if is_gone(visible):  # room in the plan's quota for its spec (the lock before the row's)
             await self.instances.check_room(visible)
@@ -89,7 +90,23 @@ class DeletionService:
         assert applied is not None, "the instance is locked: its generation cannot move"
         return applied
 
-    async def _restorable(self, instance_id: uuid.UUID) -> uuid.UUID:
+    async def _restorable(self, instance_id: uuid.UUID) -> uuid.UUID | None:
+        """The snapshot an undelete loads: the newest ready ``pre_delete``; None when
+        the newest ``pre_delete`` failed where the runtime can snapshot, so the delete
+        kept the data in place (the reconciler's ``_pre_delete_failed``): the undelete
+        starts on that data. (Loading an older ready one replaced the newer data kept,
+        with no copy of it.)"""
+        newest = await self.session.scalar(
+            select(Snapshot.phase)
+            .where(
+                Snapshot.instance_id == instance_id,
+                Snapshot.kind == SnapshotKind.PRE_DELETE.value,
+            )
+            .order_by(Snapshot.created_at.desc())
+            .limit(1)
+        )
+        if newest == SnapshotPhase.FAILED.value and self.snapshots.policy.can_snapshot:
+            return None
         found = await self.session.scalar(
             select(Snapshot.id)
             .where(
@@ -104,7 +121,7 @@ class DeletionService:
         if found is None:
             raise ConflictError(
                 f"instance {instance_id} has no ready pre_delete snapshot to undelete from "
-                "(deleted with purge, or its snapshot failed)"
+                "and no data kept (deleted with purge, or its runtime cannot snapshot)"
             )
         return found
 

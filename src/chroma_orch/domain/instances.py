@@ -275,7 +275,8 @@ def _change(
         changes["restart_generation"] = generation
     if action in (Action.START, Action.RESTART, Action.RESTORE, Action.UNDELETE):
         changes["restart_count"] = 0
-    if action in (Action.RESTORE, Action.UNDELETE):
+    if action in (Action.RESTORE, Action.UNDELETE) and restore_from is not None:
+        # (an undelete on the data its delete kept loads none)
         changes["restore_snapshot_id"] = restore_from
         changes["restore_generation"] = generation
     if action is Action.DELETE:
