@@ -122,6 +122,32 @@ class HeldLaunchRuntime(DataFakeRuntime):
         return {key: h for key, h in listed.items() if self.launched_at.get(key, 0) <= seen_from}
 
 
+async def _a_start_held_then_its_lease_lapsed(
+    client: httpx.AsyncClient, ctx: AppContext, runtime: HeldLaunchRuntime, settings: Settings
+) -> tuple[str, str, Reconciler]:
+    """A new instance whose start, on replica "a", recorded "starting" and waits to
+    send its launch (held), while its lease lapses (another replica may claim it)."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await launch(client, token, "main")
+    runtime.hold = True
+    first = Reconciler(ctx.sessions, runtime, replica(settings, "a"), store=ctx.store)
+    assert await first.run_once() == 1
+    await asyncio.wait_for(runtime.entered.wait(), 10)
+    await lease_lapses(ctx, instance_id)
+    return token, instance_id, first
+
+
+async def _nothing_launched_once_it_goes_on(
+    runtime: HeldLaunchRuntime, first: Reconciler, instance_id: str
+) -> None:
+    """Let the held start go on: past its ``launch_by`` by now, it launches nothing."""
+    runtime.go.set()
+    await first.drain()
+    await asyncio.sleep(runtime.visibility_grace)
+    assert runtime.starts[instance_id] == 0, "a server was launched after the stop"
+    assert await runtime.discover() == {}
+
+
 async def test_a_start_that_lost_its_lease_launches_nothing_after_a_stop(
     client: httpx.AsyncClient,
     ctx: AppContext,
@@ -129,14 +155,9 @@ async def test_a_start_that_lost_its_lease_launches_nothing_after_a_stop(
     api_settings: Settings,
 ) -> None:
     runtime = HeldLaunchRuntime(data_runtime)
-    _, token = await create_tenant(client, "acme")
-    instance_id = await launch(client, token, "main")
-
-    runtime.hold = True
-    first = Reconciler(ctx.sessions, runtime, replica(api_settings, "a"), store=ctx.store)
-    first_pass = asyncio.create_task(first.run_once())
-    await asyncio.wait_for(runtime.entered.wait(), 10)  # "starting" recorded, launching
-    await lease_lapses(ctx, instance_id)  # another replica claims it
+    token, instance_id, first = await _a_start_held_then_its_lease_lapsed(
+        client, ctx, runtime, api_settings
+    )
     stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
     assert stopped.status_code == 202, stopped.text
     second = Reconciler(ctx.sessions, runtime, replica(api_settings, "b"), store=ctx.store)
@@ -144,13 +165,7 @@ async def test_a_start_that_lost_its_lease_launches_nothing_after_a_stop(
     instance = (await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))).json()
     assert instance["phase"] == "stopped", instance
 
-    runtime.go.set()  # the first replica's launch goes through now, if it still may
-    await first_pass
-    await first.drain()
-    await asyncio.sleep(runtime.visibility_grace)
-
-    assert runtime.starts[instance_id] == 0, "a server was launched after the stop"
-    assert await runtime.discover() == {}
+    await _nothing_launched_once_it_goes_on(runtime, first, instance_id)
 
 
 async def test_a_failed_start_of_another_replica_does_not_end_the_wait_for_the_first(
@@ -165,14 +180,9 @@ async def test_a_failed_start_of_another_replica_does_not_end_the_wait_for_the_f
     failure leaves as it was. (When the failure cleared it, the stop listed nothing
     at once, and the first replica launched after it, within its own budget.)"""
     runtime = HeldLaunchRuntime(data_runtime)
-    _, token = await create_tenant(client, "acme")
-    instance_id = await launch(client, token, "main")
-
-    runtime.hold = True
-    first = Reconciler(ctx.sessions, runtime, replica(api_settings, "a"), store=ctx.store)
-    first_pass = asyncio.create_task(first.run_once())
-    await asyncio.wait_for(runtime.entered.wait(), 10)
-    await lease_lapses(ctx, instance_id)
+    token, instance_id, first = await _a_start_held_then_its_lease_lapsed(
+        client, ctx, runtime, api_settings
+    )
     runtime.refuse = True
     second = Reconciler(ctx.sessions, runtime, replica(api_settings, "b"), store=ctx.store)
     assert await second.run_once() == 1
@@ -183,10 +193,4 @@ async def test_a_failed_start_of_another_replica_does_not_end_the_wait_for_the_f
     stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
     assert stopped.status_code == 202, stopped.text
     await converge(second)
-    runtime.go.set()
-    await first_pass
-    await first.drain()
-    await asyncio.sleep(runtime.visibility_grace)
-
-    assert runtime.starts[instance_id] == 0, "a server was launched after the stop"
-    assert await runtime.discover() == {}
+    await _nothing_launched_once_it_goes_on(runtime, first, instance_id)
