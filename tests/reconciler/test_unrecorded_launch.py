@@ -194,3 +194,37 @@ async def test_a_failed_start_of_another_replica_does_not_end_the_wait_for_the_f
     assert stopped.status_code == 202, stopped.text
     await converge(second)
     await _nothing_launched_once_it_goes_on(runtime, first, instance_id)
+
+
+async def test_a_start_of_another_replica_that_runs_does_not_end_the_wait_for_the_first(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    api_settings: Settings,
+) -> None:
+    """As above, and the second replica's next start (a new start token, after the
+    crash backoff) runs: its server recorded, a stop still waits for the first
+    start's ``launch_by``. (When recording a server cleared it, the stop listed at
+    once, and the first replica launched a second server after it, on the old token:
+    ECS would have answered that RunTask with a task of its own.)"""
+    runtime = HeldLaunchRuntime(data_runtime)
+    token, instance_id, first = await _a_start_held_then_its_lease_lapsed(
+        client, ctx, runtime, api_settings
+    )
+    second = Reconciler(ctx.sessions, runtime, replica(api_settings, "b"), store=ctx.store)
+    runtime.refuse = True
+    assert await second.run_once() == 1
+    await second.drain()
+    runtime.refuse = False
+    await lease_lapses(ctx, instance_id)  # due now, not after the backoff
+    assert await second.run_once() == 1
+    await second.drain()
+    instance = (await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))).json()
+    assert instance["phase"] == "running", instance
+    assert runtime.starts[instance_id] == 1
+
+    stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
+    assert stopped.status_code == 202, stopped.text
+    await converge(second)
+    runtime.starts.clear()  # the second replica's: what counts is what comes after
+    await _nothing_launched_once_it_goes_on(runtime, first, instance_id)

@@ -177,7 +177,8 @@ spawns: ``db.ports.PortReservationsInDb``). ``launch_by``: until when it may sti
 launch a server it has not recorded (never earlier than the row said: a start of a
 replica that lost its lease may still be pending)."""
 RECORD_HANDLE = fenced_write("record_handle", ("handle", "launch_by"))
-"""The server of a start that is not ready yet (recorded: ``launch_by`` cleared)."""
+"""The server of a start that is not ready yet (recorded: ``launch_by`` as it was
+before this start, if still ahead)."""
 RECORD_START_PHASES = fenced_write("record_start_phases", ("start_phases",))
 """A start got further (a new start phase; its event goes with it)."""
 FORGET_SERVER = fenced_write("forget_server", _SERVER, frees_port=True)
@@ -230,7 +231,7 @@ MARK_RUNNING = fenced_write(
 )
 """The server answers: running (no heartbeat missed yet), the intents settled, converged.
 Routed from here, its clients may write: ``undelete_unloaded`` cleared; its server is
-recorded: ``launch_by`` cleared."""
+recorded: ``launch_by`` as it was before this pass's start, if still ahead."""
 MARK_STOPPED = fenced_write(
     "mark_stopped",
     (*_PHASE, *_SERVER, *_FAILURE, "observed_generation"),

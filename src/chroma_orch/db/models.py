@@ -224,9 +224,9 @@ class Instance(TimestampMixin, Base):
     launch_by: Mapped[datetime | None]
     """Until when a start that recorded "starting" may still launch a server it has not
     recorded (its runtime's ``launch_budget`` after it; never moved earlier by another
-    start; None once a start recorded its server). A stop or delete of an instance with
-    no server recorded waits for it (and the runtime's ``visibility_grace``) before it
-    trusts the runtime's listing."""
+    start; back to an earlier attempt's, or None, once a start recorded its server). A
+    stop or delete of an instance with no server recorded waits for it (and the
+    runtime's ``visibility_grace``) before it trusts the runtime's listing."""
     undelete_unloaded: Mapped[bool] = mapped_column(server_default=text("false"))
     """An undelete's load failed and no server has run since: the instance has no data
     (the ``pre_delete`` snapshot it was undeleted from holds it), and a delete takes no

@@ -102,6 +102,10 @@ class InstanceReconciler:
         self.upgrade = UpgradeWork(self, settings.upgrades)
         """The instance's open guarded upgrade (``reconciler/upgrades.py``)."""
         self.due_again = False
+        self._launch_by_before = inst.launch_by
+        """``launch_by`` as the row had it before this pass: an earlier attempt's (of a
+        replica that lost its lease, maybe), which recording this pass's server does
+        not end (``_launch_by_once_recorded``)."""
         """Whether the write that gave the lease back found the instance due again
         (a request came in while this pass worked on it)."""
         self._snapshot_after_start = False
@@ -518,12 +522,10 @@ class InstanceReconciler:
         with no handle, a replica that died or lost its lease in between may have
         launched a server, or may still launch one until ``launch_by`` (``_launch``),
         which the listing shows ``visibility_grace`` after the launch (ECS's eventual
-        consistency). Whatever the phase: a later attempt of another replica that
-        failed (a crash backoff, or failed for good) does not end the earlier one's;
-        one that recorded its server does (a launch still pending carries the same
-        start token: ECS answers it with that task, a local spawn finds the data
-        directory locked). A row written before ``launch_by`` was (a replica of an
-        older version) counts from its "starting"."""
+        consistency). Whatever the phase: a later attempt that failed (a crash
+        backoff, or failed for good), or that recorded its server, does not end an
+        earlier one's (``_launch_by_once_recorded``). A row written before
+        ``launch_by`` was (a replica of an older version) counts from its "starting"."""
         inst = self.inst
         if self.handle is not None:
             return 0.0
@@ -639,6 +641,13 @@ class InstanceReconciler:
         )
         return await self.runtime.start(self._spec(launch_by=began + budget))
 
+    def _launch_by_once_recorded(self) -> datetime | None:
+        """``launch_by`` once a server is recorded: this pass's own start's launch is
+        not pending any more, an earlier attempt's may be (it may carry another start
+        token, so ECS would answer it with a second task): kept while still ahead."""
+        earlier = self._launch_by_before
+        return earlier if earlier is not None and earlier > datetime.now(UTC) else None
+
     def _spec(self, launch_by: float) -> InstanceSpec:
         inst = self.inst
         return InstanceSpec(
@@ -663,7 +672,9 @@ class InstanceReconciler:
         if ready.state is ObservedState.RUNNING:
             self.inst.handle = handle.to_json()
             return ready
-        await self.write(writes.RECORD_HANDLE, handle=handle.to_json(), launch_by=None)
+        await self.write(
+            writes.RECORD_HANDLE, handle=handle.to_json(), launch_by=self._launch_by_once_recorded()
+        )
         return ready
 
     async def _settle_start(self, observation: Observation, deadline: float) -> Decision:
@@ -726,7 +737,7 @@ class InstanceReconciler:
             heartbeat_failures=0,
             heartbeat_failed_at=None,
             undelete_unloaded=False,  # routed: clients write, the data is its own now
-            launch_by=None,  # its server recorded: no launch of this start is pending
+            launch_by=self._launch_by_once_recorded(),
             **_endpoint_values(endpoint),
         )
         start_phases.observe(self.runtime.name, started, phases)
