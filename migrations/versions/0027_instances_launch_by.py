@@ -3,7 +3,8 @@
 ``instances.launch_by``: written with "starting" (the runtime's ``launch_budget``
 after it; the runtime launches nothing later), never moved earlier: a failed attempt
 of one replica does not end another's that lost its lease while it waited to send;
-once a start records its server, back to an earlier attempt's if that is still ahead. A stop
+once a start records its server or fails, back to an earlier attempt's if that is still
+ahead; cleared by a stop (which lists what a start left, once the window closes). A stop
 or delete of an instance with no server recorded waits for it, and the
 runtime's ``visibility_grace``, before it trusts the runtime's listing. Before, it
 waited ``visibility_grace`` from "starting" only: a replica that had lost its lease

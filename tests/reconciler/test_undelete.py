@@ -293,16 +293,19 @@ async def test_a_failed_pre_delete_snapshot_keeps_the_data(
     assert (data_runtime.data_path(instance_id) / "chroma.sqlite3").exists()
 
 
+@pytest.mark.parametrize("failed_snapshot", ["kept", "deleted"])
 async def test_an_undelete_after_a_failed_pre_delete_starts_on_the_data_kept(
     client: httpx.AsyncClient,
     ctx: AppContext,
     data_runtime: DataFakeRuntime,
     data_reconciler: Reconciler,
+    failed_snapshot: str,
 ) -> None:
     """Deleted and undeleted once (a ready pre_delete), written to, then deleted
     again with a pre_delete that fails: the delete keeps the data in place, and the
-    undelete brings the instance back on it. Before, it loaded the older ready
-    snapshot over the newer data kept, with no copy of that."""
+    undelete brings the instance back on it, also once the tenant deleted the failed
+    snapshot. Before, it loaded the older ready snapshot over the newer data kept,
+    with no copy of that."""
     _, token = await create_tenant(client, "acme")
     instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
     await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
@@ -314,6 +317,13 @@ async def test_an_undelete_after_a_failed_pre_delete_starts_on_the_data_kept(
     await converge(data_reconciler)
     kinds = await _snapshots(ctx, instance_id)
     assert kinds == [("pre_delete", "ready"), ("pre_delete", "failed")], kinds
+    if failed_snapshot == "deleted":
+        listed = await client.get(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
+        (failed,) = [item for item in listed.json()["items"] if item["phase"] == "failed"]
+        gone = await client.delete(f"/v1/snapshots/{failed['id']}", headers=bearer(token))
+        assert gone.status_code == 202, gone.text
+        await converge(data_reconciler)
+        assert await _snapshots(ctx, instance_id) == [("pre_delete", "ready")]
 
     undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
     assert undeleted.status_code == 202, undeleted.text

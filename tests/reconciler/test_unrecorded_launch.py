@@ -228,3 +228,42 @@ async def test_a_start_of_another_replica_that_runs_does_not_end_the_wait_for_th
     await converge(second)
     runtime.starts.clear()  # the second replica's: what counts is what comes after
     await _nothing_launched_once_it_goes_on(runtime, first, instance_id)
+
+
+async def test_a_launch_inside_the_window_is_found_and_stopped_by_the_stop(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    api_settings: Settings,
+) -> None:
+    """As above, but the first replica's launch goes out while the stop waits (before
+    its ``launch_by``): once the window closes, the stop lists the servers and stops
+    that one, though the instance is no longer "starting". (When only "starting"
+    with no server listed, the stop waited out the window and then listed nothing.)"""
+    runtime = HeldLaunchRuntime(data_runtime)
+    token, instance_id, first = await _a_start_held_then_its_lease_lapsed(
+        client, ctx, runtime, api_settings
+    )
+    second = Reconciler(ctx.sessions, runtime, replica(api_settings, "b"), store=ctx.store)
+    runtime.refuse = True
+    assert await second.run_once() == 1
+    await second.drain()
+    runtime.refuse = False
+    await lease_lapses(ctx, instance_id)
+    assert await second.run_once() == 1
+    await second.drain()
+    stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
+    assert stopped.status_code == 202, stopped.text
+    assert await second.run_once() == 1  # the second's server stopped; the window open
+    await second.drain()
+    assert await runtime.discover() == {}
+
+    runtime.go.set()  # within its launch_by: the first replica launches
+    await first.drain()
+    late = runtime.servers[instance_id]
+    assert late.alive
+    await converge(second)
+
+    assert not late.alive, "the server launched within the window was left running"
+    instance = (await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))).json()
+    assert instance["phase"] == "stopped", instance

@@ -234,8 +234,8 @@ async def delete_instance(
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="undeleteInstance",
     summary="Bring a deleted instance back with its data",
-    description="Its data comes from its newest ready pre_delete snapshot (or, when the "
-    "delete's pre_delete snapshot failed, is the data that delete kept in place), and it "
+    description="Its data comes from its newest ready pre_delete snapshot (or is the data "
+    "its delete kept in place: keep_data=true, or its pre_delete snapshot failed), and it "
     "starts again (a new generation). 409 while the delete is still under way, when it "
     "has no ready pre_delete snapshot and no data kept (deleted with purge=true, or on a "
     "runtime that cannot snapshot), or when a live instance of the tenant has its name; "

@@ -209,10 +209,19 @@ and its rollback restored that). ``stopping`` with no server resumes the quiesce
 the copy of the data at rest (unless it was complete), then the start."""
 RECORD_CRASH = fenced_write(
     "record_crash",
-    (*_PHASE, *_SERVER, *_FAILURE, "restart_count", "start_attempts", "capacity_waits"),
+    (
+        *_PHASE,
+        *_SERVER,
+        *_FAILURE,
+        "restart_count",
+        "start_attempts",
+        "capacity_waits",
+        "launch_by",
+    ),
 )
 """A start failed or a server died; it is started again after a backoff (the restart
-budget and the capacity backoff as the failure's class says)."""
+budget and the capacity backoff as the failure's class says). This pass's launch is
+over: ``launch_by`` back to an earlier attempt's, if still ahead."""
 MARK_RUNNING = fenced_write(
     "mark_running",
     (
@@ -234,15 +243,18 @@ Routed from here, its clients may write: ``undelete_unloaded`` cleared; its serv
 recorded: ``launch_by`` as it was before this pass's start, if still ahead."""
 MARK_STOPPED = fenced_write(
     "mark_stopped",
-    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation"),
+    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation", "launch_by", "keep_data"),
     settles=True,
     frees_port=True,
     releases_lease=True,
 )
-"""Stopped (or deleted): no server, its port free, the intents settled, converged."""
+"""Stopped (or deleted): no server, its port free, the intents settled, converged. The
+launch window ends (``launch_by``: the stop listed what a start left); a delete records
+whether the data stayed in place (``keep_data``: asked for, or its ``pre_delete``
+snapshot failed), which an undelete goes by."""
 MARK_FAILED = fenced_write(
     "mark_failed",
-    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation"),
+    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation", "launch_by"),
     settles=True,
     frees_port=True,
     releases_lease=True,

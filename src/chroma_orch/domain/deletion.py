@@ -76,7 +76,7 @@ class DeletionService:
             await self.instances.check_room(visible)
         instance = await self.instances.get(instance_id, for_update=True, deleted=True)
         check_action(Action.UNDELETE, DesiredState(instance.desired_state), Phase(instance.phase))
-        source = await self._restorable(instance.id)
+        source = await self._restorable(instance)
         if await self.instances.find_live(instance.tenant_id, instance.name) is not None:
             raise ConflictError(
                 f"the tenant has a live instance named {instance.name!r}; delete or rename it "
@@ -90,12 +90,16 @@ class DeletionService:
         assert applied is not None, "the instance is locked: its generation cannot move"
         return applied
 
-    async def _restorable(self, instance_id: uuid.UUID) -> uuid.UUID | None:
+    async def _restorable(self, instance: Instance) -> uuid.UUID | None:
         """The snapshot an undelete loads: the newest ready ``pre_delete``; None when
-        the newest ``pre_delete`` failed where the runtime can snapshot, so the delete
-        kept the data in place (the reconciler's ``_pre_delete_failed``): the undelete
-        starts on that data. (Loading an older ready one replaced the newer data kept,
-        with no copy of it.)"""
+        the delete kept the data in place (``keep_data``, which the reconciler sets
+        when it kept the data because the ``pre_delete`` snapshot failed; or, for an
+        instance deleted before it did, that snapshot's row still says so): the
+        undelete starts on that data. (Loading an older ready one replaced the newer
+        data kept, with no copy of it.)"""
+        if instance.keep_data:
+            return None
+        instance_id = instance.id
         newest = await self.session.scalar(
             select(Snapshot.phase)
             .where(

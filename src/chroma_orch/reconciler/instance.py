@@ -444,9 +444,13 @@ class InstanceReconciler:
         running on that data, which no handle reaches (``halt`` stops only a recorded
         one). The runtime's listing finds it, trusted once the launch is
         ``visibility_grace`` old, and it is stopped. Before, a restore then swapped the
-        data under the live server and adopted it afterwards."""
-        if not self._launch_unrecorded() and self._unrecorded_launch_window() == 0:
-            return None  # (an attempt that failed may follow one still launching)
+        data under the live server and adopted it afterwards. Also where a later
+        attempt failed or ran after one that may still launch (``launch_by`` set): the
+        listing comes once the window closes (the stop's ``MARK_STOPPED`` clears it)."""
+        if self.handle is not None:
+            return None
+        if not self._launch_unrecorded() and self.inst.launch_by is None:
+            return None
         if (unsure := self._unrecorded_launch_window()) > 0:
             return RequeueAfter(unsure)
         found = (await self.runtime.discover()).get(str(self.inst.id))
@@ -479,7 +483,10 @@ class InstanceReconciler:
             return pending
         return await self._mark_stopped(final)
 
-    async def _mark_stopped(self, final: Phase) -> Decision:
+    async def _mark_stopped(self, final: Phase, *, data_kept: bool | None = None) -> Decision:
+        """``data_kept``: a delete's decision (``keep_data``: the data stays in place,
+        asked for or kept because the ``pre_delete`` snapshot failed), which an
+        undelete goes by."""
         await self.write(
             writes.MARK_STOPPED,
             phase=final,
@@ -487,6 +494,8 @@ class InstanceReconciler:
             failure_reason=None,
             failure_message=None,
             observed_generation=self.inst.generation,
+            launch_by=None,  # no server; any launch of the window was listed and stopped
+            keep_data=self.inst.keep_data if data_kept is None else data_kept,
             **_endpoint_values(None),
         )
         return Done(released=True)
@@ -507,7 +516,7 @@ class InstanceReconciler:
             await self.write(writes.RECORD_DATA_LOADED, restore_snapshot_id=None)  # given up
         keep = self.inst.keep_data or await self._pre_delete_failed()
         await self.runtime.delete(str(self.inst.id), self.handle, keep)
-        return await self._mark_stopped(Phase.DELETED)
+        return await self._mark_stopped(Phase.DELETED, data_kept=keep)
 
     async def _pre_delete_failed(self) -> bool:
         """Whether the data must outlive the delete: its ``pre_delete`` snapshot failed.
@@ -524,17 +533,12 @@ class InstanceReconciler:
         which the listing shows ``visibility_grace`` after the launch (ECS's eventual
         consistency). Whatever the phase: a later attempt that failed (a crash
         backoff, or failed for good), or that recorded its server, does not end an
-        earlier one's (``_launch_by_once_recorded``). A row written before
-        ``launch_by`` was (a replica of an older version) counts from its "starting"."""
+        earlier one's (``_launch_by_once_recorded``). None: no launch pending (the
+        migration gave rows starting with no server one)."""
         inst = self.inst
-        if self.handle is not None:
+        if self.handle is not None or inst.launch_by is None:
             return 0.0
-        until = inst.launch_by
-        if until is None and inst.phase == Phase.STARTING:
-            until = inst.phase_changed_at + timedelta(seconds=self.runtime.launch_budget)
-        if until is None:
-            return 0.0
-        left = (until - datetime.now(UTC)).total_seconds()
+        left = (inst.launch_by - datetime.now(UTC)).total_seconds()
         return max(left + self.runtime.visibility_grace, 0.0)
 
     async def _run(self, observation: Observation | None) -> Decision:
@@ -642,9 +646,10 @@ class InstanceReconciler:
         return await self.runtime.start(self._spec(launch_by=began + budget))
 
     def _launch_by_once_recorded(self) -> datetime | None:
-        """``launch_by`` once a server is recorded: this pass's own start's launch is
-        not pending any more, an earlier attempt's may be (it may carry another start
-        token, so ECS would answer it with a second task): kept while still ahead."""
+        """``launch_by`` once this pass's start is over (its server recorded, or the
+        attempt failed): its own launch is not pending any more, an earlier attempt's
+        may be (it may carry another start token, so ECS would answer it with a second
+        task): kept while still ahead."""
         earlier = self._launch_by_before
         return earlier if earlier is not None and earlier > datetime.now(UTC) else None
 
@@ -783,6 +788,7 @@ class InstanceReconciler:
             capacity_waits=self.inst.capacity_waits + 1 if self._waits(cause) else 0,
             failure_reason=reason,
             failure_message=message,
+            launch_by=self._launch_by_once_recorded(),  # this attempt's launch is over
             event=(event, {"reason": reason, "message": message, "retry_in": delay}),
             **_endpoint_values(None),
         )
@@ -818,6 +824,7 @@ class InstanceReconciler:
             failure_reason=reason,
             failure_message=message,
             observed_generation=self.inst.generation,
+            launch_by=self._launch_by_once_recorded(),
             error=f"{reason}: {message}",
             event=("instance.failed", {"reason": reason, "message": message}),
             **_endpoint_values(None),
