@@ -148,6 +148,22 @@ async def _nothing_launched_once_it_goes_on(
     assert await runtime.discover() == {}
 
 
+async def _another_replica_fails_then_runs(
+    ctx: AppContext, runtime: HeldLaunchRuntime, settings: Settings, instance_id: str
+) -> Reconciler:
+    """Replica "b" takes the instance over: its start finds no capacity (a crash
+    backoff), and its next one, on a new start token, runs."""
+    second = Reconciler(ctx.sessions, runtime, replica(settings, "b"), store=ctx.store)
+    runtime.refuse = True
+    assert await second.run_once() == 1
+    await second.drain()
+    runtime.refuse = False
+    await lease_lapses(ctx, instance_id)  # due now, not after the backoff
+    assert await second.run_once() == 1
+    await second.drain()
+    return second
+
+
 async def test_a_start_that_lost_its_lease_launches_nothing_after_a_stop(
     client: httpx.AsyncClient,
     ctx: AppContext,
@@ -211,14 +227,7 @@ async def test_a_start_of_another_replica_that_runs_does_not_end_the_wait_for_th
     token, instance_id, first = await _a_start_held_then_its_lease_lapsed(
         client, ctx, runtime, api_settings
     )
-    second = Reconciler(ctx.sessions, runtime, replica(api_settings, "b"), store=ctx.store)
-    runtime.refuse = True
-    assert await second.run_once() == 1
-    await second.drain()
-    runtime.refuse = False
-    await lease_lapses(ctx, instance_id)  # due now, not after the backoff
-    assert await second.run_once() == 1
-    await second.drain()
+    second = await _another_replica_fails_then_runs(ctx, runtime, api_settings, instance_id)
     instance = (await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))).json()
     assert instance["phase"] == "running", instance
     assert runtime.starts[instance_id] == 1
@@ -244,14 +253,7 @@ async def test_a_launch_inside_the_window_is_found_and_stopped_by_the_stop(
     token, instance_id, first = await _a_start_held_then_its_lease_lapsed(
         client, ctx, runtime, api_settings
     )
-    second = Reconciler(ctx.sessions, runtime, replica(api_settings, "b"), store=ctx.store)
-    runtime.refuse = True
-    assert await second.run_once() == 1
-    await second.drain()
-    runtime.refuse = False
-    await lease_lapses(ctx, instance_id)
-    assert await second.run_once() == 1
-    await second.drain()
+    second = await _another_replica_fails_then_runs(ctx, runtime, api_settings, instance_id)
     stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
     assert stopped.status_code == 202, stopped.text
     assert await second.run_once() == 1  # the second's server stopped; the window open
