@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import httpx
 
 from chroma_orch.context import AppContext
+from chroma_orch.db.models import Instance
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.runtimes.base import ExitCause, Handle, InstanceSpec, StartFailedError
 from chroma_orch.settings import Settings
@@ -269,3 +271,34 @@ async def test_a_launch_inside_the_window_is_found_and_stopped_by_the_stop(
     assert not late.alive, "the server launched within the window was left running"
     instance = (await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))).json()
     assert instance["phase"] == "stopped", instance
+
+
+async def test_a_start_that_launched_nothing_ends_its_window(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    api_settings: Settings,
+) -> None:
+    """A start that kept its lease but reached its runtime only past its
+    ``launch_by`` launched nothing (``LaunchTooLateError``): it says so, and a stop
+    after it need not wait for a launch."""
+    runtime = HeldLaunchRuntime(data_runtime)
+    _, token = await create_tenant(client, "acme")
+    instance_id = await launch(client, token, "main")
+    runtime.hold = True
+    first = Reconciler(ctx.sessions, runtime, replica(api_settings, "a"), store=ctx.store)
+    assert await first.run_once() == 1
+    await asyncio.wait_for(runtime.entered.wait(), 10)
+    async with ctx.sessions() as session:
+        row = await session.get(Instance, uuid.UUID(instance_id))
+        assert row is not None
+        assert row.launch_by is not None  # "starting": its launch may come
+    await asyncio.sleep(runtime.launch_budget)
+    runtime.go.set()
+    await first.drain()
+
+    assert runtime.starts[instance_id] == 0
+    async with ctx.sessions() as session:
+        row = await session.get(Instance, uuid.UUID(instance_id))
+        assert row is not None
+        assert row.launch_by is None

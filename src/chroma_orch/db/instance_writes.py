@@ -176,6 +176,9 @@ RECORD_STARTING = fenced_write("record_starting", (*_PHASE, *_SERVER, "start_pha
 spawns: ``db.ports.PortReservationsInDb``). ``launch_by``: until when it may still
 launch a server it has not recorded (never earlier than the row said: a start of a
 replica that lost its lease may still be pending)."""
+END_LAUNCH = fenced_write("end_launch", ("launch_by",))
+"""A start that launched nothing (no port free yet, or past its ``launch_by``): its own
+window ends (``launch_by`` back to an earlier attempt's, if still ahead)."""
 RECORD_HANDLE = fenced_write("record_handle", ("handle", "launch_by"))
 """The server of a start that is not ready yet (recorded: ``launch_by`` as it was
 before this start, if still ahead)."""

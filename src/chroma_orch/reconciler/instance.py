@@ -35,6 +35,7 @@ from chroma_orch.runtimes.base import (
     ExitCause,
     Handle,
     InstanceSpec,
+    LaunchTooLateError,
     Observation,
     ObservedState,
     Runtime,
@@ -602,11 +603,15 @@ class InstanceReconciler:
             except StartFailedError as exc:
                 return await self._failed_attempt(exc.reason, exc.message, exc.cause)
             except NoPortAvailableError as exc:
+                await self._launched_nothing()
                 if exc.retry_after is None:
                     raise  # the pool is full: an error, retried with backoff
                 log.info("waiting for a quarantined port instance=%s seconds=%.1f",
                          inst.id, exc.retry_after)  # fmt: skip
                 return RequeueAfter(exc.retry_after)
+            except LaunchTooLateError:
+                await self._launched_nothing()
+                raise  # retried with backoff, with a window of its own
             ready = await self._wait_ready(handle)
             if ready.state is not ObservedState.EXITED or ready.reason != "PortUnavailable":
                 return await self._settle_start(ready, self._start_deadline())
@@ -644,6 +649,10 @@ class InstanceReconciler:
             **_endpoint_values(None),
         )
         return await self.runtime.start(self._spec(launch_by=began + budget))
+
+    async def _launched_nothing(self) -> None:
+        """The start raised before it launched anything: a stop need not wait for it."""
+        await self.write(writes.END_LAUNCH, launch_by=self._launch_by_once_recorded())
 
     def _launch_by_once_recorded(self) -> datetime | None:
         """``launch_by`` once this pass's start is over (its server recorded, or the
