@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import datetime
 
 import httpx
 
@@ -124,19 +125,34 @@ class HeldLaunchRuntime(DataFakeRuntime):
         return {key: h for key, h in listed.items() if self.launched_at.get(key, 0) <= seen_from}
 
 
-async def _a_start_held_then_its_lease_lapsed(
+async def _a_start_held(
     client: httpx.AsyncClient, ctx: AppContext, runtime: HeldLaunchRuntime, settings: Settings
 ) -> tuple[str, str, Reconciler]:
     """A new instance whose start, on replica "a", recorded "starting" and waits to
-    send its launch (held), while its lease lapses (another replica may claim it)."""
+    send its launch (held)."""
     _, token = await create_tenant(client, "acme")
     instance_id = await launch(client, token, "main")
     runtime.hold = True
     first = Reconciler(ctx.sessions, runtime, replica(settings, "a"), store=ctx.store)
     assert await first.run_once() == 1
     await asyncio.wait_for(runtime.entered.wait(), 10)
+    return token, instance_id, first
+
+
+async def _a_start_held_then_its_lease_lapsed(
+    client: httpx.AsyncClient, ctx: AppContext, runtime: HeldLaunchRuntime, settings: Settings
+) -> tuple[str, str, Reconciler]:
+    """``_a_start_held``, and its lease lapses (another replica may claim it)."""
+    token, instance_id, first = await _a_start_held(client, ctx, runtime, settings)
     await lease_lapses(ctx, instance_id)
     return token, instance_id, first
+
+
+async def _launch_by(ctx: AppContext, instance_id: str) -> datetime | None:
+    async with ctx.sessions() as session:
+        row = await session.get(Instance, uuid.UUID(instance_id))
+        assert row is not None
+        return row.launch_by
 
 
 async def _nothing_launched_once_it_goes_on(
@@ -283,22 +299,11 @@ async def test_a_start_that_launched_nothing_ends_its_window(
     ``launch_by`` launched nothing (``LaunchTooLateError``): it says so, and a stop
     after it need not wait for a launch."""
     runtime = HeldLaunchRuntime(data_runtime)
-    _, token = await create_tenant(client, "acme")
-    instance_id = await launch(client, token, "main")
-    runtime.hold = True
-    first = Reconciler(ctx.sessions, runtime, replica(api_settings, "a"), store=ctx.store)
-    assert await first.run_once() == 1
-    await asyncio.wait_for(runtime.entered.wait(), 10)
-    async with ctx.sessions() as session:
-        row = await session.get(Instance, uuid.UUID(instance_id))
-        assert row is not None
-        assert row.launch_by is not None  # "starting": its launch may come
+    _, instance_id, first = await _a_start_held(client, ctx, runtime, api_settings)
+    assert await _launch_by(ctx, instance_id) is not None  # "starting": its launch may come
     await asyncio.sleep(runtime.launch_budget)
     runtime.go.set()
     await first.drain()
 
     assert runtime.starts[instance_id] == 0
-    async with ctx.sessions() as session:
-        row = await session.get(Instance, uuid.UUID(instance_id))
-        assert row is not None
-        assert row.launch_by is None
+    assert await _launch_by(ctx, instance_id) is None

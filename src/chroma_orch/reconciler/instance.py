@@ -103,12 +103,12 @@ class InstanceReconciler:
         self.upgrade = UpgradeWork(self, settings.upgrades)
         """The instance's open guarded upgrade (``reconciler/upgrades.py``)."""
         self.due_again = False
+        """Whether the write that gave the lease back found the instance due again
+        (a request came in while this pass worked on it)."""
         self._launch_by_before = inst.launch_by
         """``launch_by`` as the row had it before this pass: an earlier attempt's (of a
         replica that lost its lease, maybe), which recording this pass's server does
         not end (``_launch_by_once_recorded``)."""
-        """Whether the write that gave the lease back found the instance due again
-        (a request came in while this pass worked on it)."""
         self._snapshot_after_start = False
         """A native snapshot was captured in this pass, which then starts the server:
         the next pass sees the snapshot through."""
@@ -384,7 +384,7 @@ class InstanceReconciler:
         action = await self._load_action()
         message = f"{failure.message} ({self._data_after_failed_load(action)})"
         # an undelete that loaded nothing leaves the instance no data, until a server
-        # starts on it; a failed restore after it leaves that as it was
+        # runs on it; a failed restore after it leaves that as it was
         unloaded = action == Action.UNDELETE or self.inst.undelete_unloaded
         await self.write(
             writes.MARK_RESTORE_FAILED,
