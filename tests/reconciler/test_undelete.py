@@ -332,6 +332,98 @@ async def test_an_undelete_after_a_failed_pre_delete_starts_on_the_data_kept(
     assert data_of(data_runtime, instance_id) == "written since"
 
 
+async def _deleted_keeping_its_data(
+    client: httpx.AsyncClient,
+    token: str,
+    instance_id: str,
+    runtime: DataFakeRuntime,
+    kept_by: str,
+) -> None:
+    """Delete the instance so that its data stays in place: asked (``keep_data``), or
+    because its ``pre_delete`` snapshot fails (a symlink no archive takes)."""
+    params = {}
+    if kept_by == "keep_data":
+        params = {"keep_data": "true"}
+    else:
+        (runtime.data_path(instance_id) / "link").symlink_to("chroma.sqlite3")
+    deleted = await client.delete(
+        f"/v1/instances/{instance_id}", params=params, headers=bearer(token)
+    )
+    assert deleted.status_code == 202, deleted.text
+
+
+@pytest.mark.parametrize("kept_by", ["keep_data", "failed_pre_delete"])
+async def test_purging_a_deleted_instance_removes_the_data_its_delete_kept(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+    kept_by: str,
+) -> None:
+    """Before, a purge of an instance already deleted was a repeat: its snapshots
+    went, but the data directory its delete had kept stayed, with nothing left to
+    undelete it or remove it."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
+    await _deleted_keeping_its_data(client, token, instance_id, data_runtime, kept_by)
+    await converge(data_reconciler)
+    assert data_of(data_runtime, instance_id) == "data of main"
+    purged = await client.delete(
+        f"/v1/instances/{instance_id}", params=_PURGE, headers=bearer(token)
+    )
+    assert purged.status_code == 202, purged.text
+    generation = purged.json()["instance"]["generation"]
+    assert purged.json()["intent"]["target_generation"] == generation
+    await converge(data_reconciler)
+    assert not data_runtime.data_path(instance_id).exists()
+    assert data_runtime.deleted[-1] == instance_id
+    assert data_runtime.kept.count(instance_id) == len(data_runtime.kept)  # (none since)
+    assert await _snapshots(ctx, instance_id) == []
+    undelete = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undelete.status_code == 409, undelete.text
+    again = await client.delete(
+        f"/v1/instances/{instance_id}", params=_PURGE, headers=bearer(token)
+    )
+    assert again.json()["instance"]["generation"] == generation  # nothing kept: a repeat
+
+
+async def test_a_purge_asked_while_the_delete_keeps_the_data_removes_it(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The delete's pre_delete snapshot failed, so it keeps the data; the purge
+    commits while it does (between its choice and its record): the delete's record
+    of the data kept does not override the purge, whose own pass removes the data."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
+    keeping = data_runtime.delete
+    purges: list[httpx.Response] = []
+
+    async def purge_as_it_keeps(name: str, handle: Any, keep_data: bool) -> None:
+        await keeping(name, handle, keep_data)
+        failed = ("pre_delete", "failed") in await _snapshots(ctx, instance_id)
+        if keep_data and failed and not purges:
+            purged = await client.delete(
+                f"/v1/instances/{name}", params=_PURGE, headers=bearer(token)
+            )
+            purges.append(purged)
+
+    monkeypatch.setattr(data_runtime, "delete", purge_as_it_keeps)
+    await _deleted_keeping_its_data(client, token, instance_id, data_runtime, "failed_pre_delete")
+    await converge(data_reconciler)
+    (purged,) = purges
+    assert purged.status_code == 202, purged.text
+    assert not data_runtime.data_path(instance_id).exists()
+    async with ctx.sessions() as session:
+        instance = await session.get(Instance, uuid.UUID(instance_id))
+        assert instance is not None
+        assert (instance.phase, instance.keep_data) == ("deleted", False)
+        assert instance.observed_generation == purged.json()["instance"]["generation"]
+
+
 @pytest.mark.parametrize("between", [None, "restart"])
 async def test_deleting_an_undelete_before_it_loaded_keeps_the_data_for_the_next(
     client: httpx.AsyncClient,

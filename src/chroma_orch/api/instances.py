@@ -210,7 +210,8 @@ _action_route(Action.RESTART, "Restart a running instance")
     "until the retention of deleted instances has passed; then it and its snapshots are "
     "purged. `purge=true` (needs `keep_data=false`) takes no snapshot and deletes every "
     "snapshot of the instance at once: nothing of its data is left. A repeated delete "
-    "answers like the first one (with `purge=true`, it purges a deleted instance).",
+    "answers like the first one (with `purge=true`, it purges a deleted instance: its "
+    "snapshots, and the data its delete kept in place).",
     responses=problem_responses(NotFoundError, InvalidTransitionError, ValidationFailedError),
 )
 async def delete_instance(

@@ -105,8 +105,11 @@ class FencedWrite:
         return Written(bool(row["due"]))
 
 
-def _updated(columns: Sequence[str], releases_lease: bool) -> CTE:
+def _updated(columns: Sequence[str], releases_lease: bool, requested: Sequence[str]) -> CTE:
     values: dict[str, Any] = {name: bindparam(name, type_=_I.c[name].type) for name in columns}
+    observed = bindparam("observed_generation", type_=_I.c.observed_generation.type)
+    for name in requested:  # a newer request's value stands
+        values[name] = case((_I.c.generation == observed, values[name]), else_=_I.c[name])
     values["updated_at"] = func.now()
     if releases_lease:
         values |= _LEASE_FREED
@@ -151,8 +154,14 @@ def fenced_write(
     settles: bool = False,
     frees_port: bool = False,
     releases_lease: bool = False,
+    requested: Sequence[str] = (),
 ) -> FencedWrite:
-    updated = _updated(columns, releases_lease)
+    """``requested``: columns a request writes too (with a new generation), which
+    this write records only while the instance is still at the generation the pass
+    converged (its ``observed_generation``)."""
+    assert set(requested) <= set(columns)
+    assert not requested or "observed_generation" in columns
+    updated = _updated(columns, releases_lease, requested)
     ctes = []
     items: list[Any] = [
         select(updated.c.id).scalar_subquery().label("written"),
@@ -250,11 +259,13 @@ MARK_STOPPED = fenced_write(
     settles=True,
     frees_port=True,
     releases_lease=True,
+    requested=("keep_data",),
 )
 """Stopped (or deleted): no server, its port free, the intents settled, converged. The
 launch window ends (``launch_by``: the stop listed what a start left); a delete records
 whether the data stayed in place (``keep_data``: asked for, or its ``pre_delete``
-snapshot failed), which an undelete goes by."""
+snapshot failed), which an undelete goes by; not over a newer request's (a purge asked
+while the delete ran: it removes the data, on its own generation)."""
 MARK_FAILED = fenced_write(
     "mark_failed",
     (*_PHASE, *_SERVER, *_FAILURE, "observed_generation", "launch_by"),

@@ -3,9 +3,11 @@
 A delete writes, in the transaction of its intent, a ``pre_delete`` snapshot (the
 reconciler takes it after the server stopped and before the runtime removes the
 data). ``purge`` instead takes none and marks every snapshot of the instance
-``deleting``: nothing of its data is left. An undelete brings a deleted instance
-back with the data of its newest ready ``pre_delete`` snapshot, as a new generation
-(or on the data its delete kept in place, when that delete's snapshot failed).
+``deleting``: nothing of its data is left (also of a deleted one whose delete kept
+its data in place: the purge is a new generation, whose delete removes it). An
+undelete brings a deleted instance back with the data of its newest ready
+``pre_delete`` snapshot, as a new generation (or on the data its delete kept in
+place, when that delete's snapshot failed).
 Services only flush; the caller commits.
 """
 
@@ -25,6 +27,19 @@ from chroma_orch.domain.states import Action, DesiredState, Phase, check_action
 from chroma_orch.errors import ConflictError, QuotaExceededError, ValidationFailedError
 
 
+def _data_may_stay(instance: Instance) -> bool:
+    """Whether the data of a deleted instance may outlive its delete: the delete kept
+    it in place (``keep_data``: asked for, or its ``pre_delete`` snapshot failed), or
+    is still under way and may yet keep it. A purge deletes it again then, as a new
+    generation: the reconciler removes the data (a repeat would leave it)."""
+    if instance.desired_state != DesiredState.DELETED:
+        return False  # (a new delete anyway)
+    settled = (
+        instance.phase == Phase.DELETED and instance.observed_generation >= instance.generation
+    )
+    return instance.keep_data or not settled
+
+
 class DeletionService:
     def __init__(self, snapshots: SnapshotService) -> None:
         self.snapshots = snapshots
@@ -41,7 +56,10 @@ class DeletionService:
         instance = await self.instances.get(instance_id, for_update=True, deleted=True)
         generation = instance.generation
         unloaded = await self._undelete_unloaded(instance)
-        applied = await self.instances.apply(instance, Action.DELETE, keep_data=keep_data)
+        anew = purge and _data_may_stay(instance)
+        applied = await self.instances.apply(
+            instance, Action.DELETE, keep_data=keep_data, anew=anew
+        )
         assert applied is not None, "the instance is locked: its generation cannot move"
         if purge:
             await self._purge(instance)

@@ -488,17 +488,20 @@ class InstanceService:
         culled_at: datetime | None = None,
         restore_from: uuid.UUID | None = None,
         upgrade_id: uuid.UUID | None = None,
+        anew: bool = False,
     ) -> tuple[Instance, Intent] | None:
         """Write the action's desired state, intent and event, in one statement, if
         ``instance`` is still at the generation it was read at (else None). A repeat
         (it changes nothing) writes no intent: it is answered with the one its
-        generation has, still open, or settled once the instance got there."""
+        generation has, still open, or settled once the instance got there.
+        ``anew``: a new request (a new generation) even where it asks for the desired
+        state the instance has (a purge of a deleted instance whose data may stay)."""
         desired, phase = DesiredState(instance.desired_state), Phase(instance.phase)
         check_action(action, desired, phase)
         generation = instance.generation
         changes: dict[str, Any] | None = None
         events = []
-        if changes_desired(action, desired, phase):
+        if anew or changes_desired(action, desired, phase):
             _refuse_while_upgrading(instance, action)
             if action in (Action.START, Action.RESTART, Action.UNDELETE):
                 await check_concurrent_starts(self.session, self.policy.max_concurrent_starts)
