@@ -17,6 +17,7 @@ import uuid
 from datetime import datetime
 
 import httpx
+import pytest
 
 from chroma_orch.context import AppContext
 from chroma_orch.db.models import Instance
@@ -166,11 +167,12 @@ async def _nothing_launched_once_it_goes_on(
     assert await runtime.discover() == {}
 
 
-async def _another_replica_fails_then_runs(
+async def _another_replica_fails_then_waits(
     ctx: AppContext, runtime: HeldLaunchRuntime, settings: Settings, instance_id: str
 ) -> Reconciler:
     """Replica "b" takes the instance over: its start finds no capacity (a crash
-    backoff), and its next one, on a new start token, runs."""
+    backoff), and its next one, on a new start token, waits for the first replica's
+    launch window (it launches nothing yet)."""
     second = Reconciler(ctx.sessions, runtime, replica(settings, "b"), store=ctx.store)
     runtime.refuse = True
     assert await second.run_once() == 1
@@ -179,6 +181,7 @@ async def _another_replica_fails_then_runs(
     await lease_lapses(ctx, instance_id)  # due now, not after the backoff
     assert await second.run_once() == 1
     await second.drain()
+    assert runtime.starts[instance_id] == 0, "a start on a new token went before the window"
     return second
 
 
@@ -230,31 +233,49 @@ async def test_a_failed_start_of_another_replica_does_not_end_the_wait_for_the_f
     await _nothing_launched_once_it_goes_on(runtime, first, instance_id)
 
 
-async def test_a_start_of_another_replica_that_runs_does_not_end_the_wait_for_the_first(
+@pytest.mark.parametrize("first_launches", [True, False])
+async def test_a_start_on_a_new_token_waits_for_the_earlier_launch(
     client: httpx.AsyncClient,
     ctx: AppContext,
     data_runtime: DataFakeRuntime,
     api_settings: Settings,
+    first_launches: bool,
 ) -> None:
-    """As above, and the second replica's next start (a new start token, after the
-    crash backoff) runs: its server recorded, a stop still waits for the first
-    start's ``launch_by``. (When recording a server cleared it, the stop listed at
-    once, and the first replica launched a second server after it, on the old token:
-    ECS would have answered that RunTask with a task of its own.)"""
+    """As above, and the second replica starts again (a new start token, after the
+    crash backoff): it waits for the first start's ``launch_by``, then stops what the
+    listing shows (the first replica's server, if it launched within its window),
+    and only then launches its own. Before, it launched at once, and the first
+    replica's launch on the old token came beside it: ECS answers that RunTask with a
+    task of its own, on a volume of its own, and nothing stopped it while the
+    instance ran (helper-72 #4)."""
     runtime = HeldLaunchRuntime(data_runtime)
     token, instance_id, first = await _a_start_held_then_its_lease_lapsed(
         client, ctx, runtime, api_settings
     )
-    second = await _another_replica_fails_then_runs(ctx, runtime, api_settings, instance_id)
+    second = await _another_replica_fails_then_waits(ctx, runtime, api_settings, instance_id)
+    late = None
+    if first_launches:
+        runtime.go.set()  # within its launch_by
+        await first.drain()
+        late = runtime.servers[instance_id]
+        assert late.alive
+    await converge(second)
+
     instance = (await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))).json()
     assert instance["phase"] == "running", instance
-    assert runtime.starts[instance_id] == 1
-
-    stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
-    assert stopped.status_code == 202, stopped.text
-    await converge(second)
-    runtime.starts.clear()  # the second replica's: what counts is what comes after
-    await _nothing_launched_once_it_goes_on(runtime, first, instance_id)
+    server = runtime.servers[instance_id]
+    assert server.alive
+    if late is not None:
+        assert not late.alive, "the first replica's server was left beside the new one"
+        assert server.serial != late.serial
+        assert runtime.starts[instance_id] == 2
+    else:
+        assert runtime.starts[instance_id] == 1
+        runtime.starts.clear()  # the second replica's: what counts is what comes after
+        runtime.go.set()
+        await first.drain()
+        assert runtime.starts[instance_id] == 0, "a server was launched after the window"
+        assert runtime.servers[instance_id] is server
 
 
 async def test_a_launch_inside_the_window_is_found_and_stopped_by_the_stop(
@@ -263,18 +284,19 @@ async def test_a_launch_inside_the_window_is_found_and_stopped_by_the_stop(
     data_runtime: DataFakeRuntime,
     api_settings: Settings,
 ) -> None:
-    """As above, but the first replica's launch goes out while the stop waits (before
-    its ``launch_by``): once the window closes, the stop lists the servers and stops
-    that one, though the instance is no longer "starting". (When only "starting"
+    """As above, and a stop is asked while the second replica's start waits: the first
+    replica's launch goes out while the stop waits (before its ``launch_by``); once the
+    window closes, the stop lists the servers and stops that one, though the instance
+    is no longer "starting". (When only "starting"
     with no server listed, the stop waited out the window and then listed nothing.)"""
     runtime = HeldLaunchRuntime(data_runtime)
     token, instance_id, first = await _a_start_held_then_its_lease_lapsed(
         client, ctx, runtime, api_settings
     )
-    second = await _another_replica_fails_then_runs(ctx, runtime, api_settings, instance_id)
+    second = await _another_replica_fails_then_waits(ctx, runtime, api_settings, instance_id)
     stopped = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
     assert stopped.status_code == 202, stopped.text
-    assert await second.run_once() == 1  # the second's server stopped; the window open
+    assert await second.run_once() == 1  # the window still open
     await second.drain()
     assert await runtime.discover() == {}
 

@@ -180,11 +180,14 @@ def fenced_write(
 
 # -- the operations ---------------------------------------------------------------
 
-RECORD_STARTING = fenced_write("record_starting", (*_PHASE, *_SERVER, "start_phases", "launch_by"))
+RECORD_STARTING = fenced_write(
+    "record_starting", (*_PHASE, *_SERVER, "start_phases", "launch_by", "launch_token")
+)
 """A start begins: "starting", no server yet (a local one reserves its port as it
 spawns: ``db.ports.PortReservationsInDb``). ``launch_by``: until when it may still
 launch a server it has not recorded (never earlier than the row said: a start of a
-replica that lost its lease may still be pending)."""
+replica that lost its lease may still be pending, on the same ``launch_token``: a
+start on another waits for that window first)."""
 END_LAUNCH = fenced_write("end_launch", ("launch_by",))
 """A start that launched nothing (no port free yet, or past its ``launch_by``): its own
 window ends (``launch_by`` back to an earlier attempt's, if still ahead)."""

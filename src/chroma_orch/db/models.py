@@ -227,6 +227,11 @@ class Instance(TimestampMixin, Base):
     start; back to an earlier attempt's, or None, once a start recorded its server). A
     stop or delete of an instance with no server recorded waits for it (and the
     runtime's ``visibility_grace``) before it trusts the runtime's listing."""
+    launch_token: Mapped[str | None] = mapped_column(Text)
+    """The start token of the start that wrote ``launch_by`` (meaningful while that is
+    ahead). A start on another token waits for that window and stops what it left
+    before it launches: the runtime would answer the other token with a server of its
+    own (ECS: a second task, on a volume of its own)."""
     undelete_unloaded: Mapped[bool] = mapped_column(server_default=text("false"))
     """An undelete's load failed and no server has run since: the instance has no data
     (the ``pre_delete`` snapshot it was undeleted from holds it), and a delete takes no

@@ -460,6 +460,20 @@ class InstanceReconciler:
             await self.runtime.stop(found)
         return None
 
+    async def _stop_launch_of_another_token(self) -> Decision | None:
+        """Before a start on a new start token (a later attempt: a failed one moved
+        ``start_attempts`` on): an earlier attempt's launch, on another token, may still
+        come, until its ``launch_by`` (a replica that lost its lease while it waited to
+        send its RunTask). ECS would answer it with a task of its own beside this
+        start's, each on a volume of its own, and nothing stopped that one while the
+        instance ran. So the start waits for the window to close and stops what the
+        listing then shows (``_stop_unrecorded``). A start on the token of the
+        pending launch waits for nothing: the runtime hands back what that launched
+        (ECS's ``clientToken``, a local server's data directory lock)."""
+        if self.inst.launch_by is None or self.inst.launch_token == self._start_token():
+            return None
+        return await self._stop_unrecorded()
+
     def _drain_left(self) -> float:
         """Seconds before a routable server may be stopped. Where the runtime does not
         choose addresses (ECS gives a stopped task's IP to whichever task comes next),
@@ -597,6 +611,8 @@ class InstanceReconciler:
 
     async def _start(self) -> Decision:
         inst = self.inst
+        if (pending := await self._stop_launch_of_another_token()) is not None:
+            return pending
         for _ in range(_PORT_RACE_RETRIES):
             try:
                 handle = await self._launch()
@@ -644,6 +660,7 @@ class InstanceReconciler:
             phase=Phase.STARTING,
             phase_changed_at=recorded,
             launch_by=_later(self.inst.launch_by, recorded + timedelta(seconds=budget)),
+            launch_token=self._start_token(),
             handle=None,
             start_phases={},
             **_endpoint_values(None),
@@ -671,9 +688,15 @@ class InstanceReconciler:
             generation=inst.generation,
             options=inst.spec,
             server=ServerSpec.from_json(inst.spec),
-            start_token=f"{inst.id.hex}-{inst.generation}-{inst.start_attempts}",
+            start_token=self._start_token(),
             launch_by=launch_by,
         )
+
+    def _start_token(self) -> str:
+        """The token of this start attempt (``InstanceSpec.start_token``): a launch on
+        it is handed back by the runtime, not launched twice."""
+        inst = self.inst
+        return f"{inst.id.hex}-{inst.generation}-{inst.start_attempts}"
 
     async def _wait_ready(self, handle: Handle) -> Observation:
         """Give a fresh server ``_QUICK_READY`` seconds. Ready by then: its handle is
