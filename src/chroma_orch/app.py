@@ -51,6 +51,7 @@ from chroma_orch.domain.token_cache import HEARD_WITHIN, TOKENS_CHANNEL, TokenCa
 from chroma_orch.events import guard, stream
 from chroma_orch.loops import Loops
 from chroma_orch.reconciler.culler import cull_idle
+from chroma_orch.reconciler.kept_data_expiry import KeptDataExpiry
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.reconciler.rollout_members import upgrades_with
 from chroma_orch.reconciler.rollouts import RolloutRunner
@@ -181,7 +182,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dataplane.start(app, ctx, stack, loops)
         if app.state.retention_loop:
             retention = Retention(sessions, settings.retention, settings.events.retention_hours)
-            loops.every("retention", retention.run_once, settings.retention.interval)
+            expiry = KeptDataExpiry(
+                sessions, policy, ctx.snapshot_policy, settings.retention.deleted_instances_hours
+            )
+
+            async def retain() -> None:
+                await expiry.run_once()  # first: a row goes once its kept data is purged
+                await retention.run_once()
+
+            loops.every("retention", retain, settings.retention.interval)
         if settings.reconciler.enabled:
             work_engine = create_engine(
                 url,

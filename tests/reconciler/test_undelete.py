@@ -21,19 +21,15 @@ from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import RetentionSettings, Settings
 from tests.helpers import bearer, converge, create_tenant
 from tests.reconciler.doubles import DataFakeRuntime, FakeRuntime
-from tests.reconciler.with_data import ask_restore, data_of, running_with_data
+from tests.reconciler.with_data import (
+    ask_restore,
+    data_of,
+    deleted_keeping_its_data,
+    deleted_long_ago,
+    running_with_data,
+)
 
 _PURGE = {"purge": "true"}
-
-
-async def _deleted_long_ago(ctx: AppContext, instance_id: str) -> None:
-    """The instance deleted 400 hours ago: past the default retention (168)."""
-    async with ctx.engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE instances SET phase_changed_at = now() - interval '400 hours' "
-                 "WHERE id = :id"),
-            {"id": uuid.UUID(instance_id)},
-        )  # fmt: skip
 
 
 async def _snapshots(ctx: AppContext, instance_id: str) -> list[tuple[str, str]]:
@@ -242,7 +238,7 @@ async def test_retention_removes_the_archives_before_the_instance(
         await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
     await converge(data_reconciler)
     assert len(_archives(ctx)) == 3
-    await _deleted_long_ago(ctx, old)
+    await deleted_long_ago(ctx, old)
     retention = Retention(ctx.sessions, RetentionSettings(batch=1), 168)
     first = await retention.run_once()
     assert first["snapshots"] == 2
@@ -332,26 +328,6 @@ async def test_an_undelete_after_a_failed_pre_delete_starts_on_the_data_kept(
     assert data_of(data_runtime, instance_id) == "written since"
 
 
-async def _deleted_keeping_its_data(
-    client: httpx.AsyncClient,
-    token: str,
-    instance_id: str,
-    runtime: DataFakeRuntime,
-    kept_by: str,
-) -> None:
-    """Delete the instance so that its data stays in place: asked (``keep_data``), or
-    because its ``pre_delete`` snapshot fails (a symlink no archive takes)."""
-    params = {}
-    if kept_by == "keep_data":
-        params = {"keep_data": "true"}
-    else:
-        (runtime.data_path(instance_id) / "link").symlink_to("chroma.sqlite3")
-    deleted = await client.delete(
-        f"/v1/instances/{instance_id}", params=params, headers=bearer(token)
-    )
-    assert deleted.status_code == 202, deleted.text
-
-
 @pytest.mark.parametrize("kept_by", ["keep_data", "failed_pre_delete"])
 async def test_purging_a_deleted_instance_removes_the_data_its_delete_kept(
     client: httpx.AsyncClient,
@@ -365,7 +341,7 @@ async def test_purging_a_deleted_instance_removes_the_data_its_delete_kept(
     undelete it or remove it."""
     _, token = await create_tenant(client, "acme")
     instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
-    await _deleted_keeping_its_data(client, token, instance_id, data_runtime, kept_by)
+    await deleted_keeping_its_data(client, token, instance_id, data_runtime, kept_by)
     await converge(data_reconciler)
     assert data_of(data_runtime, instance_id) == "data of main"
     purged = await client.delete(
@@ -412,7 +388,7 @@ async def test_a_purge_asked_while_the_delete_keeps_the_data_removes_it(
             purges.append(purged)
 
     monkeypatch.setattr(data_runtime, "delete", purge_as_it_keeps)
-    await _deleted_keeping_its_data(client, token, instance_id, data_runtime, "failed_pre_delete")
+    await deleted_keeping_its_data(client, token, instance_id, data_runtime, "failed_pre_delete")
     await converge(data_reconciler)
     (purged,) = purges
     assert purged.status_code == 202, purged.text
@@ -578,7 +554,7 @@ async def test_retention_leaves_an_instance_an_undelete_holds_for_its_next_pass(
     instance_id = await running_with_data(client, token, "old", data_runtime, data_reconciler)
     await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
     await converge(data_reconciler)
-    await _deleted_long_ago(ctx, instance_id)
+    await deleted_long_ago(ctx, instance_id)
     retention = Retention(ctx.sessions, RetentionSettings(batch=10), 168)
     async with ctx.sessions() as undeleting:  # an undelete's first lock
         await undeleting.execute(

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
-from sqlalchemy import func, update
+from sqlalchemy import func, text, update
 
 from chroma_orch.context import AppContext
 from chroma_orch.db.models import Instance
@@ -36,6 +36,36 @@ async def running_with_data(
     runtime.data_path(instance_id).mkdir(exist_ok=True)
     (runtime.data_path(instance_id) / "chroma.sqlite3").write_text(f"data of {name}")
     return instance_id
+
+
+async def deleted_long_ago(ctx: AppContext, instance_id: str) -> None:
+    """The instance deleted 400 hours ago: past the default retention (168)."""
+    async with ctx.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE instances SET phase_changed_at = now() - interval '400 hours' "
+                 "WHERE id = :id"),
+            {"id": uuid.UUID(instance_id)},
+        )  # fmt: skip
+
+
+async def deleted_keeping_its_data(
+    client: httpx.AsyncClient,
+    token: str,
+    instance_id: str,
+    runtime: DataFakeRuntime,
+    kept_by: str,
+) -> None:
+    """Delete the instance so that its data stays in place: asked (``keep_data``), or
+    because its ``pre_delete`` snapshot fails (a symlink no archive takes)."""
+    params = {}
+    if kept_by == "keep_data":
+        params = {"keep_data": "true"}
+    else:
+        (runtime.data_path(instance_id) / "link").symlink_to("chroma.sqlite3")
+    deleted = await client.delete(
+        f"/v1/instances/{instance_id}", params=params, headers=bearer(token)
+    )
+    assert deleted.status_code == 202, deleted.text
 
 
 async def ask_restore(

@@ -208,10 +208,12 @@ _action_route(Action.RESTART, "Restart a running instance")
     description="Unless `purge=true`, the instance's data is first kept as a pre_delete "
     "snapshot, and the deleted instance can be undeleted (POST /v1/instances/{id}/undelete) "
     "until the retention of deleted instances has passed; then it and its snapshots are "
-    "purged. `purge=true` (needs `keep_data=false`) takes no snapshot and deletes every "
-    "snapshot of the instance at once: nothing of its data is left. A repeated delete "
-    "answers like the first one (with `purge=true`, it purges a deleted instance: its "
-    "snapshots, and the data its delete kept in place).",
+    "purged (and data kept in place because its pre_delete snapshot failed; data kept "
+    "with `keep_data=true` stays on the runtime's storage). `purge=true` (needs "
+    "`keep_data=false`) takes no snapshot and deletes every snapshot of the instance at "
+    "once: nothing of its data is left. A repeated delete answers like the first one "
+    "(with `purge=true`, it purges a deleted instance: its snapshots, and the data its "
+    "delete kept in place).",
     responses=problem_responses(NotFoundError, InvalidTransitionError, ValidationFailedError),
 )
 async def delete_instance(

@@ -258,7 +258,15 @@ Routed from here, its clients may write: ``undelete_unloaded`` cleared; its serv
 recorded: ``launch_by`` as it was before this pass's start, if still ahead."""
 MARK_STOPPED = fenced_write(
     "mark_stopped",
-    (*_PHASE, *_SERVER, *_FAILURE, "observed_generation", "launch_by", "keep_data"),
+    (
+        *_PHASE,
+        *_SERVER,
+        *_FAILURE,
+        "observed_generation",
+        "launch_by",
+        "keep_data",
+        "data_kept_for_undelete",
+    ),
     settles=True,
     frees_port=True,
     releases_lease=True,
@@ -268,7 +276,9 @@ MARK_STOPPED = fenced_write(
 launch window ends (``launch_by``: the stop listed what a start left); a delete records
 whether the data stayed in place (``keep_data``: asked for, or its ``pre_delete``
 snapshot failed), which an undelete goes by; not over a newer request's (a purge asked
-while the delete ran: it removes the data, on its own generation)."""
+while the delete ran: it removes the data, on its own generation). And whether it
+stayed only for an undelete (``data_kept_for_undelete``: not asked for; removed once
+the undelete's window has passed)."""
 MARK_FAILED = fenced_write(
     "mark_failed",
     (*_PHASE, *_SERVER, *_FAILURE, "observed_generation", "launch_by"),

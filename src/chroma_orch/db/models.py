@@ -237,6 +237,12 @@ class Instance(TimestampMixin, Base):
     (the ``pre_delete`` snapshot it was undeleted from holds it), and a delete takes no
     ``pre_delete`` snapshot of it. Cleared once a server runs (is routed: clients may
     write) or a load succeeds."""
+    data_kept_for_undelete: Mapped[bool] = mapped_column(server_default=text("false"))
+    """The delete kept the data in place though ``keep_data`` was not asked for: its
+    ``pre_delete`` snapshot failed, and the data stays for an undelete. Past the
+    retention of deleted instances it is removed as a purge removes it
+    (``reconciler/kept_data_expiry.py``), and only then does the row go. Data kept on
+    request stays."""
     next_snapshot_at: Mapped[datetime | None]
     """When the instance's snapshot schedule (its own, else its tenant's) takes its next
     ``scheduled`` snapshot; NULL while no schedule applies (``db/snapshot_schedules.py``)."""

@@ -4,7 +4,8 @@ released addresses older than any quarantine.
 A deleted instance's snapshots have archives in the snapshot store, which a row
 deleted by cascade would leave behind: past retention, its snapshots are marked
 ``deleting`` first (the reconciler removes each archive, then its row), and the
-instance's row goes only once it has no snapshot left.
+instance's row goes only once it has no snapshot left, nor data its delete kept in
+place for an undelete (``reconciler/kept_data_expiry.py`` removes that).
 
 One pass (``Retention.run_once``) purges each kind in batches, each batch its own
 short transaction, and one replica at a time: every batch first takes a
@@ -71,19 +72,28 @@ def _intents(older_than: timedelta, batch: int) -> Delete:
     return delete(Intent).where(Intent.id.in_(doomed.scalar_subquery()))
 
 
-def _past_retention(older_than: timedelta) -> ColumnElement[bool]:
+def past_retention(older_than: timedelta) -> ColumnElement[bool]:
+    """Instances deleted longer than ``older_than`` ago and still meant to be (one
+    undeleted at the window's end is not purged while the reconciler brings it back:
+    its phase stays ``deleted`` until its server starts)."""
     return and_(
         # a literal, so the partial index ix_instances_deleted serves it
         Instance.phase == literal_column("'deleted'"),
         Instance.phase_changed_at < func.now() - older_than,
+        Instance.desired_state == literal_column("'deleted'"),
     )
 
 
 def _instances(older_than: timedelta, batch: int) -> Delete:
-    """Instances deleted longer than ``older_than`` ago and with no snapshot left;
+    """Instances deleted longer than ``older_than`` ago, with no snapshot left and no
+    data kept for an undelete (``reconciler/kept_data_expiry.py`` removes it first);
     their intents and port go with them (foreign keys cascade)."""
     snapshots = select(Snapshot.id).where(Snapshot.instance_id == Instance.id).exists()
-    doomed = select(Instance.id).where(_past_retention(older_than), ~snapshots).limit(batch)
+    doomed = (
+        select(Instance.id)
+        .where(past_retention(older_than), ~snapshots, ~Instance.data_kept_for_undelete)
+        .limit(batch)
+    )
     return delete(Instance).where(Instance.id.in_(doomed.scalar_subquery()))
 
 
@@ -162,7 +172,7 @@ class Retention:
             gone = list(
                 await session.scalars(
                     select(Instance.id)
-                    .where(_past_retention(older_than), kept.exists())
+                    .where(past_retention(older_than), kept.exists())
                     .limit(self.batch)
                     .with_for_update(skip_locked=True)
                 )

@@ -501,7 +501,8 @@ class InstanceReconciler:
     async def _mark_stopped(self, final: Phase, *, data_kept: bool | None = None) -> Decision:
         """``data_kept``: a delete's decision (``keep_data``: the data stays in place,
         asked for or kept because the ``pre_delete`` snapshot failed), which an
-        undelete goes by."""
+        undelete goes by; kept though not asked for, it stays only for an undelete
+        (``data_kept_for_undelete``: the retention's end removes it)."""
         await self.write(
             writes.MARK_STOPPED,
             phase=final,
@@ -511,6 +512,7 @@ class InstanceReconciler:
             observed_generation=self.inst.generation,
             launch_by=None,  # no server; any launch of the window was listed and stopped
             keep_data=self.inst.keep_data if data_kept is None else data_kept,
+            data_kept_for_undelete=bool(data_kept) and not self.inst.keep_data,
             **_endpoint_values(None),
         )
         return Done(released=True)
