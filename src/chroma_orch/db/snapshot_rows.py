@@ -10,9 +10,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, exists, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chroma_orch.db.driver import driver
@@ -86,6 +98,21 @@ async def next_open(session: AsyncSession, instance_id: uuid.UUID) -> Snapshot |
         .limit(1)
     )
     return (await session.scalars(query)).first()
+
+
+async def newest_phase(
+    session: AsyncSession,
+    instance_id: uuid.UUID,
+    kind: str,
+    since: ColumnElement[datetime] | None = None,
+) -> str | None:
+    """The phase of the instance's newest snapshot of ``kind`` (taken at or after
+    ``since``, if that is not NULL), or None if it has none: whether the snapshot a
+    delete or a restore took first failed (the data then stays in place)."""
+    query = select(Snapshot.phase).where(Snapshot.instance_id == instance_id, Snapshot.kind == kind)
+    if since is not None:
+        query = query.where(or_(since.is_(None), Snapshot.created_at >= since))
+    return await session.scalar(query.order_by(Snapshot.created_at.desc()).limit(1))
 
 
 async def capture_open(session: AsyncSession, instance_id: uuid.UUID) -> bool:

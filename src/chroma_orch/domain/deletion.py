@@ -118,14 +118,8 @@ class DeletionService:
         if instance.keep_data:
             return None
         instance_id = instance.id
-        newest = await self.session.scalar(
-            select(Snapshot.phase)
-            .where(
-                Snapshot.instance_id == instance_id,
-                Snapshot.kind == SnapshotKind.PRE_DELETE.value,
-            )
-            .order_by(Snapshot.created_at.desc())
-            .limit(1)
+        newest = await snapshot_rows.newest_phase(
+            self.session, instance_id, SnapshotKind.PRE_DELETE.value
         )
         if newest == SnapshotPhase.FAILED.value and self.snapshots.policy.can_snapshot:
             return None

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chroma_orch.db import rows, snapshot_rows, snapshot_schedules
@@ -205,13 +205,8 @@ class DataWork:
     async def _newest_failed(
         self, kind: SnapshotKind, since: ColumnElement[datetime] | None
     ) -> bool:
-        query = select(Snapshot.phase).where(
-            Snapshot.instance_id == self.inst.id, Snapshot.kind == kind.value
-        )
-        if since is not None:  # (no intent: every snapshot of the kind counts)
-            query = query.where(or_(since.is_(None), Snapshot.created_at >= since))
-        async with self.sessions() as session:
-            phase = await session.scalar(query.order_by(Snapshot.created_at.desc()).limit(1))
+        async with self.sessions() as session:  # (``since`` NULL: no intent, every one counts)
+            phase = await snapshot_rows.newest_phase(session, self.inst.id, kind.value, since)
         return phase == SnapshotPhase.FAILED
 
     # -- restores -----------------------------------------------------------------
