@@ -187,8 +187,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
 
             async def retain() -> None:
-                await expiry.run_once()  # first: a row goes once its kept data is purged
-                await retention.run_once()
+                try:  # first: a row goes once its kept data is purged
+                    await expiry.run_once()
+                finally:  # (an expiry that failed does not hold up the rest)
+                    await retention.run_once()
 
             loops.every("retention", retain, settings.retention.interval)
         if settings.reconciler.enabled:

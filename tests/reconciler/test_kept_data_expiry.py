@@ -87,6 +87,37 @@ async def test_data_kept_for_a_failed_pre_delete_goes_before_the_row(
     assert undelete.status_code == 404
 
 
+async def test_a_later_pass_of_the_deleted_instance_keeps_the_mark(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    """The tenant deletes the failed ``pre_delete`` snapshot: the deleted instance is
+    reconciled again, and that pass finds the data kept (``keep_data`` set by the first
+    one). Before, it took that for a request and cleared the mark: retention then
+    deleted the row and left the data."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
+    await deleted_keeping_its_data(client, token, instance_id, data_runtime, "failed_pre_delete")
+    await converge(data_reconciler)
+    listed = await client.get(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
+    (failed,) = listed.json()["items"]
+    gone = await client.delete(f"/v1/snapshots/{failed['id']}", headers=bearer(token))
+    assert gone.status_code == 202, gone.text
+    await converge(data_reconciler)
+    assert await _snapshot_phases(ctx, instance_id) == []
+    row = await _row(ctx, instance_id)
+    assert row is not None
+    assert (row.keep_data, row.data_kept_for_undelete) == (True, True)
+
+    await deleted_long_ago(ctx, instance_id)
+    assert await _retain(ctx, data_reconciler) == [uuid.UUID(instance_id)]
+    assert not data_runtime.data_path(instance_id).exists()
+    await _retain(ctx, data_reconciler)
+    assert await _row(ctx, instance_id) is None
+
+
 async def test_data_kept_on_request_stays_past_retention(
     client: httpx.AsyncClient,
     ctx: AppContext,

@@ -270,7 +270,7 @@ MARK_STOPPED = fenced_write(
     settles=True,
     frees_port=True,
     releases_lease=True,
-    requested=("keep_data",),
+    requested=("keep_data", "data_kept_for_undelete"),
 )
 """Stopped (or deleted): no server, its port free, the intents settled, converged. The
 launch window ends (``launch_by``: the stop listed what a start left); a delete records

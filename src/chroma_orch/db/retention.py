@@ -85,13 +85,19 @@ def past_retention(older_than: timedelta) -> ColumnElement[bool]:
 
 
 def _instances(older_than: timedelta, batch: int) -> Delete:
-    """Instances deleted longer than ``older_than`` ago, with no snapshot left and no
-    data kept for an undelete (``reconciler/kept_data_expiry.py`` removes it first);
-    their intents and port go with them (foreign keys cascade)."""
+    """Instances deleted longer than ``older_than`` ago, with no snapshot left, no
+    data kept for an undelete (``reconciler/kept_data_expiry.py`` removes it first),
+    and their last request carried out (a purge's delete, removing that data, may be
+    under way); their intents and port go with them (foreign keys cascade)."""
     snapshots = select(Snapshot.id).where(Snapshot.instance_id == Instance.id).exists()
     doomed = (
         select(Instance.id)
-        .where(past_retention(older_than), ~snapshots, ~Instance.data_kept_for_undelete)
+        .where(
+            past_retention(older_than),
+            ~snapshots,
+            ~Instance.data_kept_for_undelete,
+            Instance.observed_generation >= Instance.generation,
+        )
         .limit(batch)
     )
     return delete(Instance).where(Instance.id.in_(doomed.scalar_subquery()))

@@ -191,6 +191,9 @@ _CHANGE = {
         INSTANCES.c.restart_count,
     ),
     "keep_data": func.coalesce(bindparam("keep_data", type_=Boolean), INSTANCES.c.keep_data),
+    "data_kept_for_undelete": func.coalesce(
+        bindparam("data_kept_for_undelete", type_=Boolean), INSTANCES.c.data_kept_for_undelete
+    ),
     "restore_snapshot_id": func.coalesce(
         bindparam("restore_snapshot_id", type_=INSTANCES.c.restore_snapshot_id.type),
         INSTANCES.c.restore_snapshot_id,
@@ -205,8 +208,8 @@ _CHANGE = {
     "spec": func.coalesce(bindparam("spec", type_=INSTANCES.c.spec.type), INSTANCES.c.spec),
 }
 """A desired-state change (``restart_generation``, ``restart_count``, ``keep_data``,
-``restore_snapshot_id``, ``restore_generation``, ``upgrade_id`` and ``spec`` kept when
-NULL)."""
+``data_kept_for_undelete``, ``restore_snapshot_id``, ``restore_generation``,
+``upgrade_id`` and ``spec`` kept when NULL)."""
 
 
 def _current(change: bool, touch: bool) -> CTE:
@@ -290,6 +293,7 @@ async def add_intent(
             "restart_generation": None,
             "restart_count": None,
             "keep_data": None,
+            "data_kept_for_undelete": None,
             "restore_snapshot_id": None,
             "restore_generation": None,
             "upgrade_id": None,

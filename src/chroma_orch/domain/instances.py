@@ -281,6 +281,7 @@ def _change(
         changes["restore_generation"] = generation
     if action is Action.DELETE:
         changes["keep_data"] = keep_data
+        changes["data_kept_for_undelete"] = False  # the delete's reconciler decides anew
     if action is Action.UPGRADE:  # the reconciler restarts once it has the probe's baseline
         changes["upgrade_id"] = upgrade_id
         changes["restart_count"] = 0

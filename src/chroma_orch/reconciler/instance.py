@@ -502,7 +502,12 @@ class InstanceReconciler:
         """``data_kept``: a delete's decision (``keep_data``: the data stays in place,
         asked for or kept because the ``pre_delete`` snapshot failed), which an
         undelete goes by; kept though not asked for, it stays only for an undelete
-        (``data_kept_for_undelete``: the retention's end removes it)."""
+        (``data_kept_for_undelete``: the retention's end removes it). What was asked
+        is the row's ``keep_data`` unless a delete's pass wrote it (with the flag: a
+        later pass of the deleted instance, e.g. after one of its snapshots was
+        deleted, found the data kept and must not take that for a request)."""
+        inst = self.inst
+        asked = inst.keep_data and not inst.data_kept_for_undelete
         await self.write(
             writes.MARK_STOPPED,
             phase=final,
@@ -511,8 +516,8 @@ class InstanceReconciler:
             failure_message=None,
             observed_generation=self.inst.generation,
             launch_by=None,  # no server; any launch of the window was listed and stopped
-            keep_data=self.inst.keep_data if data_kept is None else data_kept,
-            data_kept_for_undelete=bool(data_kept) and not self.inst.keep_data,
+            keep_data=inst.keep_data if data_kept is None else data_kept,
+            data_kept_for_undelete=bool(data_kept) and not asked,
             **_endpoint_values(None),
         )
         return Done(released=True)
