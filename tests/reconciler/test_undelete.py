@@ -328,6 +328,44 @@ async def test_an_undelete_after_a_failed_pre_delete_starts_on_the_data_kept(
     assert data_of(data_runtime, instance_id) == "written since"
 
 
+async def test_an_earlier_deletes_failed_pre_delete_does_not_keep_a_later_ones_data(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    """The first delete's pre_delete failed (the data kept, then undeleted); the second
+    one's is ready, and the data goes. The tenant deletes that ready snapshot: the
+    pass that follows does not take the first delete's failed one for this delete's
+    (before, it recorded data kept where none was, and an undelete started the
+    instance empty instead of answering 409)."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
+    await deleted_keeping_its_data(client, token, instance_id, data_runtime, "failed_pre_delete")
+    await converge(data_reconciler)
+    undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undeleted.status_code == 202, undeleted.text
+    await converge(data_reconciler)
+    (data_runtime.data_path(instance_id) / "link").unlink()
+    deleted = await client.delete(f"/v1/instances/{instance_id}", headers=bearer(token))
+    assert deleted.status_code == 202, deleted.text
+    await converge(data_reconciler)
+    assert await _snapshots(ctx, instance_id) == [("pre_delete", "failed"), ("pre_delete", "ready")]
+    assert not data_runtime.data_path(instance_id).exists()
+
+    listed = await client.get(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
+    (ready,) = [item for item in listed.json()["items"] if item["phase"] == "ready"]
+    gone = await client.delete(f"/v1/snapshots/{ready['id']}", headers=bearer(token))
+    assert gone.status_code == 202, gone.text
+    await converge(data_reconciler)
+    async with ctx.sessions() as session:
+        instance = await session.get(Instance, uuid.UUID(instance_id))
+        assert instance is not None
+        assert (instance.keep_data, instance.data_kept_for_undelete) == (False, False)
+    undelete = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
+    assert undelete.status_code == 409, undelete.text
+
+
 @pytest.mark.parametrize("kept_by", ["keep_data", "failed_pre_delete"])
 async def test_purging_a_deleted_instance_removes_the_data_its_delete_kept(
     client: httpx.AsyncClient,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -355,6 +356,18 @@ def asked_for(instance_id: uuid.UUID, generation: int) -> ColumnElement[bool]:
     """The intents that asked for the instance's ``generation`` (none for one the
     reconciler made: an upgrade's rollback)."""
     return and_(Intent.instance_id == instance_id, Intent.target_generation == generation)
+
+
+def first_asked(instance_id: uuid.UUID, generation: int) -> ColumnElement[datetime]:
+    """When the instance's ``generation`` was first asked for (its first intent's
+    ``created_at``: the request's transaction wrote what it took with it, such as a
+    delete's ``pre_delete`` snapshot); NULL once its intents are purged, or for a
+    generation no request made."""
+    return (
+        select(func.min(Intent.created_at))
+        .where(asked_for(instance_id, generation))
+        .scalar_subquery()
+    )
 
 
 def load_generation(instance: Instance) -> int:

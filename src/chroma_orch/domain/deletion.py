@@ -112,14 +112,16 @@ class DeletionService:
         """The snapshot an undelete loads: the newest ready ``pre_delete``; None when
         the delete kept the data in place (``keep_data``, which the reconciler sets
         when it kept the data because the ``pre_delete`` snapshot failed; or, for an
-        instance deleted before it did, that snapshot's row still says so): the
-        undelete starts on that data. (Loading an older ready one replaced the newer
-        data kept, with no copy of it.)"""
+        instance deleted before it did, that snapshot's row still says so, if this
+        delete took it: an earlier delete's failed one says nothing of this one's
+        data): the undelete starts on that data. (Loading an older ready one replaced
+        the newer data kept, with no copy of it.)"""
         if instance.keep_data:
             return None
         instance_id = instance.id
+        asked = rows.first_asked(instance_id, instance.generation)  # this delete's only
         newest = await snapshot_rows.newest_phase(
-            self.session, instance_id, SnapshotKind.PRE_DELETE.value
+            self.session, instance_id, SnapshotKind.PRE_DELETE.value, since=asked
         )
         if newest == SnapshotPhase.FAILED.value and self.snapshots.policy.can_snapshot:
             return None

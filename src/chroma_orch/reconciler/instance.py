@@ -545,7 +545,7 @@ class InstanceReconciler:
         Not where the runtime cannot snapshot at all (every one fails ``Unsupported``):
         its deletes remove the data as they always did."""
         can_snapshot = self.data.files is not None or self.native is not None
-        return can_snapshot and await self.data.latest_failed(SnapshotKind.PRE_DELETE)
+        return can_snapshot and await self.data.pre_delete_failed()
 
     def _unrecorded_launch_window(self) -> float:
         """Seconds before a stop or delete may trust the runtime's listing. A start

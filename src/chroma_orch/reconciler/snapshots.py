@@ -180,10 +180,16 @@ class DataWork:
                     raise LeaseLostError(str(self.inst.id))
             await commit(session)
 
-    async def latest_failed(self, kind: SnapshotKind) -> bool:
-        """Whether the instance's newest snapshot of ``kind`` failed: a delete then
-        keeps the data (``pre_delete``) rather than lose it."""
-        return await self._newest_failed(kind, since=None)
+    async def pre_delete_failed(self) -> bool:
+        """Whether the ``pre_delete`` snapshot of the instance's current delete failed:
+        the delete then keeps the data rather than lose it. Only one taken since the
+        delete was asked for counts (it is taken in the transaction that asks; the
+        first intent of the generation, so that no later one hides it): before, an
+        earlier delete's failed one counted once a later delete's ready one was
+        deleted, and a later pass recorded data kept where none was (an undelete then
+        started the instance empty). With the intents purged, every one counts."""
+        asked = rows.first_asked(self.inst.id, self.inst.generation)
+        return await self._newest_failed(SnapshotKind.PRE_DELETE, since=asked)
 
     async def pre_restore_failed(self) -> bool:
         """Whether the ``pre_restore`` snapshot of the instance's current restore
