@@ -118,6 +118,39 @@ async def test_a_later_pass_of_the_deleted_instance_keeps_the_mark(
     assert await _row(ctx, instance_id) is None
 
 
+async def test_a_delete_asking_to_keep_the_data_kept_for_an_undelete_keeps_it(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    """Its pre_delete snapshot failed, so the data stays for an undelete; a DELETE with
+    ``keep_data=true`` then asks to keep it for good: a new request, not a repeat
+    (which retention's purge would have overridden)."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
+    await deleted_keeping_its_data(client, token, instance_id, data_runtime, "failed_pre_delete")
+    await converge(data_reconciler)
+    asked = await client.delete(
+        f"/v1/instances/{instance_id}", params={"keep_data": "true"}, headers=bearer(token)
+    )
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["intent"]["status"] == "pending"
+    await converge(data_reconciler)
+    row = await _row(ctx, instance_id)
+    assert row is not None
+    assert (row.keep_data, row.data_kept_for_undelete) == (True, False)
+    again = await client.delete(
+        f"/v1/instances/{instance_id}", params={"keep_data": "true"}, headers=bearer(token)
+    )
+    assert again.json()["instance"]["generation"] == row.generation  # now a repeat
+    await deleted_long_ago(ctx, instance_id)
+    assert await _retain(ctx, data_reconciler) == []
+    await _retain(ctx, data_reconciler)
+    assert await _row(ctx, instance_id) is None
+    assert data_of(data_runtime, instance_id) == "data of main"
+
+
 async def test_data_kept_on_request_stays_past_retention(
     client: httpx.AsyncClient,
     ctx: AppContext,

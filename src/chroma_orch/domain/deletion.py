@@ -40,6 +40,14 @@ def _data_may_stay(instance: Instance) -> bool:
     return instance.keep_data or not settled
 
 
+def _kept_unasked(instance: Instance) -> bool:
+    """Whether the deleted instance's data stays only for an undelete (its delete's
+    ``pre_delete`` snapshot failed), to be purged once its window has passed: a
+    delete asking ``keep_data`` then is a new generation, whose delete keeps it on
+    request (a repeat would leave it to the purge)."""
+    return instance.desired_state == DesiredState.DELETED and instance.data_kept_for_undelete
+
+
 class DeletionService:
     def __init__(self, snapshots: SnapshotService) -> None:
         self.snapshots = snapshots
@@ -56,7 +64,7 @@ class DeletionService:
         instance = await self.instances.get(instance_id, for_update=True, deleted=True)
         generation = instance.generation
         unloaded = await self._undelete_unloaded(instance)
-        anew = purge and _data_may_stay(instance)
+        anew = (purge and _data_may_stay(instance)) or (keep_data and _kept_unasked(instance))
         applied = await self.instances.apply(
             instance, Action.DELETE, keep_data=keep_data, anew=anew
         )
