@@ -101,17 +101,17 @@ async def next_open(session: AsyncSession, instance_id: uuid.UUID) -> Snapshot |
 
 
 async def newest_phase(
-    session: AsyncSession,
-    instance_id: uuid.UUID,
-    kind: str,
-    since: ColumnElement[datetime] | None = None,
+    session: AsyncSession, instance_id: uuid.UUID, kind: str, since: ColumnElement[datetime]
 ) -> str | None:
-    """The phase of the instance's newest snapshot of ``kind`` (taken at or after
-    ``since``, if that is not NULL), or None if it has none: whether the snapshot a
-    delete or a restore took first failed (the data then stays in place)."""
-    query = select(Snapshot.phase).where(Snapshot.instance_id == instance_id, Snapshot.kind == kind)
-    if since is not None:
-        query = query.where(or_(since.is_(None), Snapshot.created_at >= since))
+    """The phase of the instance's newest snapshot of ``kind`` taken at or after
+    ``since`` (every one when that is NULL: no intent left to tell), or None if it has
+    none: whether the snapshot a delete or a restore took first failed (the data then
+    stays in place)."""
+    query = (
+        select(Snapshot.phase)
+        .where(Snapshot.instance_id == instance_id, Snapshot.kind == kind)
+        .where(or_(since.is_(None), Snapshot.created_at >= since))
+    )
     return await session.scalar(query.order_by(Snapshot.created_at.desc()).limit(1))
 
 

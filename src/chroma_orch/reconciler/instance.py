@@ -514,7 +514,7 @@ class InstanceReconciler:
             handle=None,
             failure_reason=None,
             failure_message=None,
-            observed_generation=self.inst.generation,
+            observed_generation=inst.generation,
             launch_by=None,  # no server; any launch of the window was listed and stopped
             keep_data=inst.keep_data if data_kept is None else data_kept,
             data_kept_for_undelete=bool(data_kept) and not asked,

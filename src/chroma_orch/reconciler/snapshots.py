@@ -208,9 +208,7 @@ class DataWork:
         )
         return await self._newest_failed(SnapshotKind.PRE_RESTORE, since=asked)
 
-    async def _newest_failed(
-        self, kind: SnapshotKind, since: ColumnElement[datetime] | None
-    ) -> bool:
+    async def _newest_failed(self, kind: SnapshotKind, since: ColumnElement[datetime]) -> bool:
         async with self.sessions() as session:  # (``since`` NULL: no intent, every one counts)
             phase = await snapshot_rows.newest_phase(session, self.inst.id, kind.value, since)
         return phase == SnapshotPhase.FAILED
