@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from chroma_orch.context import AppContext
-from chroma_orch.db.models import Instance, Snapshot
+from chroma_orch.db.models import Snapshot
 from chroma_orch.db.retention import Retention
 from chroma_orch.reconciler.kept_data_expiry import KeptDataExpiry
 from chroma_orch.reconciler.loop import Reconciler
@@ -23,17 +23,13 @@ from tests.reconciler.with_data import (
     data_of,
     deleted_keeping_its_data,
     deleted_long_ago,
+    instance_row,
     running_with_data,
 )
 
 
 def _expiry(ctx: AppContext) -> KeptDataExpiry:
     return KeptDataExpiry(ctx.sessions, ctx.policy, ctx.snapshot_policy, 168)
-
-
-async def _row(ctx: AppContext, instance_id: str) -> Instance | None:
-    async with ctx.sessions() as session:
-        return await session.get(Instance, uuid.UUID(instance_id))
 
 
 async def _snapshot_phases(ctx: AppContext, instance_id: str) -> list[str]:
@@ -63,9 +59,10 @@ async def test_data_kept_for_a_failed_pre_delete_goes_before_the_row(
     access point or the volumes and snapshots) with nothing pointing at it."""
     _, token = await create_tenant(client, "acme")
     instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
-    await deleted_keeping_its_data(client, token, instance_id, data_runtime, "failed_pre_delete")
-    await converge(data_reconciler)
-    row = await _row(ctx, instance_id)
+    await deleted_keeping_its_data(
+        client, token, instance_id, data_runtime, "failed_pre_delete", data_reconciler
+    )
+    row = await instance_row(ctx, instance_id)
     assert row is not None
     assert (row.keep_data, row.data_kept_for_undelete) == (True, True)
     assert await _retain(ctx, data_reconciler) == []  # inside the window: kept
@@ -76,13 +73,13 @@ async def test_data_kept_for_a_failed_pre_delete_goes_before_the_row(
     assert not data_runtime.data_path(instance_id).exists()
     assert data_runtime.deleted[-1] == instance_id
     assert await _snapshot_phases(ctx, instance_id) == []  # the failed one went too
-    row = await _row(ctx, instance_id)
+    row = await instance_row(ctx, instance_id)
     assert row is not None  # its delete recorded; the row goes on the next pass
     assert (row.keep_data, row.data_kept_for_undelete) == (False, False)
     assert row.observed_generation == row.generation
 
     assert await _retain(ctx, data_reconciler) == []
-    assert await _row(ctx, instance_id) is None
+    assert await instance_row(ctx, instance_id) is None
     undelete = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
     assert undelete.status_code == 404
 
@@ -99,15 +96,16 @@ async def test_a_later_pass_of_the_deleted_instance_keeps_the_mark(
     deleted the row and left the data."""
     _, token = await create_tenant(client, "acme")
     instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
-    await deleted_keeping_its_data(client, token, instance_id, data_runtime, "failed_pre_delete")
-    await converge(data_reconciler)
+    await deleted_keeping_its_data(
+        client, token, instance_id, data_runtime, "failed_pre_delete", data_reconciler
+    )
     listed = await client.get(f"/v1/instances/{instance_id}/snapshots", headers=bearer(token))
     (failed,) = listed.json()["items"]
     gone = await client.delete(f"/v1/snapshots/{failed['id']}", headers=bearer(token))
     assert gone.status_code == 202, gone.text
     await converge(data_reconciler)
     assert await _snapshot_phases(ctx, instance_id) == []
-    row = await _row(ctx, instance_id)
+    row = await instance_row(ctx, instance_id)
     assert row is not None
     assert (row.keep_data, row.data_kept_for_undelete) == (True, True)
 
@@ -115,7 +113,7 @@ async def test_a_later_pass_of_the_deleted_instance_keeps_the_mark(
     assert await _retain(ctx, data_reconciler) == [uuid.UUID(instance_id)]
     assert not data_runtime.data_path(instance_id).exists()
     await _retain(ctx, data_reconciler)
-    assert await _row(ctx, instance_id) is None
+    assert await instance_row(ctx, instance_id) is None
 
 
 async def test_a_delete_asking_to_keep_the_data_kept_for_an_undelete_keeps_it(
@@ -129,15 +127,16 @@ async def test_a_delete_asking_to_keep_the_data_kept_for_an_undelete_keeps_it(
     (which retention's purge would have overridden)."""
     _, token = await create_tenant(client, "acme")
     instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
-    await deleted_keeping_its_data(client, token, instance_id, data_runtime, "failed_pre_delete")
-    await converge(data_reconciler)
+    await deleted_keeping_its_data(
+        client, token, instance_id, data_runtime, "failed_pre_delete", data_reconciler
+    )
     asked = await client.delete(
         f"/v1/instances/{instance_id}", params={"keep_data": "true"}, headers=bearer(token)
     )
     assert asked.status_code == 202, asked.text
     assert asked.json()["intent"]["status"] == "pending"
     await converge(data_reconciler)
-    row = await _row(ctx, instance_id)
+    row = await instance_row(ctx, instance_id)
     assert row is not None
     assert (row.keep_data, row.data_kept_for_undelete) == (True, False)
     again = await client.delete(
@@ -147,7 +146,7 @@ async def test_a_delete_asking_to_keep_the_data_kept_for_an_undelete_keeps_it(
     await deleted_long_ago(ctx, instance_id)
     assert await _retain(ctx, data_reconciler) == []
     await _retain(ctx, data_reconciler)
-    assert await _row(ctx, instance_id) is None
+    assert await instance_row(ctx, instance_id) is None
     assert data_of(data_runtime, instance_id) == "data of main"
 
 
@@ -162,15 +161,16 @@ async def test_data_kept_on_request_stays_past_retention(
     _, token = await create_tenant(client, "acme")
     instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
     (data_runtime.data_path(instance_id) / "link").symlink_to("chroma.sqlite3")  # fails too
-    await deleted_keeping_its_data(client, token, instance_id, data_runtime, "keep_data")
-    await converge(data_reconciler)
-    row = await _row(ctx, instance_id)
+    await deleted_keeping_its_data(
+        client, token, instance_id, data_runtime, "keep_data", data_reconciler
+    )
+    row = await instance_row(ctx, instance_id)
     assert row is not None
     assert (row.keep_data, row.data_kept_for_undelete) == (True, False)
     await deleted_long_ago(ctx, instance_id)
     assert await _retain(ctx, data_reconciler) == []
     await _retain(ctx, data_reconciler)
-    assert await _row(ctx, instance_id) is None
+    assert await instance_row(ctx, instance_id) is None
     assert data_of(data_runtime, instance_id) == "data of main"
 
 
@@ -188,15 +188,16 @@ async def test_an_instance_undeleted_at_the_end_of_its_window_is_left_alone(
     deleted the row once none was left), and it comes back on its data."""
     _, token = await create_tenant(client, "acme")
     instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
-    await deleted_keeping_its_data(client, token, instance_id, data_runtime, kept_by)
-    await converge(data_reconciler)
+    await deleted_keeping_its_data(
+        client, token, instance_id, data_runtime, kept_by, data_reconciler
+    )
     undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
     assert undeleted.status_code == 202, undeleted.text
     await deleted_long_ago(ctx, instance_id)
     snapshots = await _snapshot_phases(ctx, instance_id)
     assert await _expiry(ctx).run_once() == []
     await Retention(ctx.sessions, RetentionSettings(), 168).run_once()
-    assert await _row(ctx, instance_id) is not None
+    assert await instance_row(ctx, instance_id) is not None
     assert await _snapshot_phases(ctx, instance_id) == snapshots  # none marked deleting
     await converge(data_reconciler)
     shown = await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))

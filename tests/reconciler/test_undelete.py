@@ -26,6 +26,7 @@ from tests.reconciler.with_data import (
     data_of,
     deleted_keeping_its_data,
     deleted_long_ago,
+    instance_row,
     running_with_data,
 )
 
@@ -341,8 +342,9 @@ async def test_an_earlier_deletes_failed_pre_delete_does_not_keep_a_later_ones_d
     instance empty instead of answering 409)."""
     _, token = await create_tenant(client, "acme")
     instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
-    await deleted_keeping_its_data(client, token, instance_id, data_runtime, "failed_pre_delete")
-    await converge(data_reconciler)
+    await deleted_keeping_its_data(
+        client, token, instance_id, data_runtime, "failed_pre_delete", data_reconciler
+    )
     undeleted = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
     assert undeleted.status_code == 202, undeleted.text
     await converge(data_reconciler)
@@ -358,10 +360,9 @@ async def test_an_earlier_deletes_failed_pre_delete_does_not_keep_a_later_ones_d
     gone = await client.delete(f"/v1/snapshots/{ready['id']}", headers=bearer(token))
     assert gone.status_code == 202, gone.text
     await converge(data_reconciler)
-    async with ctx.sessions() as session:
-        instance = await session.get(Instance, uuid.UUID(instance_id))
-        assert instance is not None
-        assert (instance.keep_data, instance.data_kept_for_undelete) == (False, False)
+    instance = await instance_row(ctx, instance_id)
+    assert instance is not None
+    assert (instance.keep_data, instance.data_kept_for_undelete) == (False, False)
     undelete = await client.post(f"/v1/instances/{instance_id}/undelete", headers=bearer(token))
     assert undelete.status_code == 409, undelete.text
 
@@ -379,8 +380,9 @@ async def test_purging_a_deleted_instance_removes_the_data_its_delete_kept(
     undelete it or remove it."""
     _, token = await create_tenant(client, "acme")
     instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
-    await deleted_keeping_its_data(client, token, instance_id, data_runtime, kept_by)
-    await converge(data_reconciler)
+    await deleted_keeping_its_data(
+        client, token, instance_id, data_runtime, kept_by, data_reconciler
+    )
     assert data_of(data_runtime, instance_id) == "data of main"
     purged = await client.delete(
         f"/v1/instances/{instance_id}", params=_PURGE, headers=bearer(token)
@@ -426,16 +428,16 @@ async def test_a_purge_asked_while_the_delete_keeps_the_data_removes_it(
             purges.append(purged)
 
     monkeypatch.setattr(data_runtime, "delete", purge_as_it_keeps)
-    await deleted_keeping_its_data(client, token, instance_id, data_runtime, "failed_pre_delete")
-    await converge(data_reconciler)
+    await deleted_keeping_its_data(
+        client, token, instance_id, data_runtime, "failed_pre_delete", data_reconciler
+    )
     (purged,) = purges
     assert purged.status_code == 202, purged.text
     assert not data_runtime.data_path(instance_id).exists()
-    async with ctx.sessions() as session:
-        instance = await session.get(Instance, uuid.UUID(instance_id))
-        assert instance is not None
-        assert (instance.phase, instance.keep_data) == ("deleted", False)
-        assert instance.observed_generation == purged.json()["instance"]["generation"]
+    instance = await instance_row(ctx, instance_id)
+    assert instance is not None
+    assert (instance.phase, instance.keep_data) == ("deleted", False)
+    assert instance.observed_generation == purged.json()["instance"]["generation"]
 
 
 @pytest.mark.parametrize("between", [None, "restart"])

@@ -54,9 +54,11 @@ async def deleted_keeping_its_data(
     instance_id: str,
     runtime: DataFakeRuntime,
     kept_by: str,
+    reconciler: Reconciler,
 ) -> None:
-    """Delete the instance so that its data stays in place: asked (``keep_data``), or
-    because its ``pre_delete`` snapshot fails (a symlink no archive takes)."""
+    """Delete the instance so that its data stays in place, and converge: asked
+    (``keep_data``), or because its ``pre_delete`` snapshot fails (a symlink no
+    archive takes)."""
     params = {}
     if kept_by == "keep_data":
         params = {"keep_data": "true"}
@@ -66,6 +68,13 @@ async def deleted_keeping_its_data(
         f"/v1/instances/{instance_id}", params=params, headers=bearer(token)
     )
     assert deleted.status_code == 202, deleted.text
+    await converge(reconciler)
+
+
+async def instance_row(ctx: AppContext, instance_id: str) -> Instance | None:
+    """The instance's row as it is now."""
+    async with ctx.sessions() as session:
+        return await session.get(Instance, uuid.UUID(instance_id))
 
 
 async def ask_restore(
