@@ -100,8 +100,8 @@ class AccountRates:
     def _take(self, bucket: str, n: int) -> bool:
         if not self.on:
             return True
-        now = time.monotonic()
-        with self._lock:
+        with self._lock:  # the clock read under the lock: calls count in arrival order
+            now = time.monotonic()
             return now >= self.storm_until and self._bucket(bucket).take(n, now)
 
     def _bucket(self, name: str) -> TokenBucket:
