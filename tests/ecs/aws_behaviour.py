@@ -42,6 +42,15 @@ forwarded to moto unchanged. Each behaviour cites the AWS documentation it follo
   exceeded" (HTTP 400); a RunTask that launches also draws one token per task on
   Fargate's task-launch bucket. Figures and references: ``aws_rates.py``.
   ``rates.storm(seconds)`` throttles every call for a while.
+- ``stop_takes`` (a stop takes its time): a task stopped by StopTask while it is
+  set is shown on its way out (desiredStatus ``STOPPED``, lastStatus
+  ``DEACTIVATING``, no ``stoppedAt``) for that many seconds, then ``STOPPED``.
+  "When StopTask is called on a task, the equivalent of docker stop is issued to the
+  containers running in the task. This results in a SIGTERM value and a default
+  30-second timeout, after which the SIGKILL value is sent" (StopTask, API reference:
+  https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_StopTask.html; the
+  container's ``stopTimeout`` sets it). moto stops a task at once. (No event is put
+  when the stop ends: the tests that set it do not read events.)
 - ``task_quota`` (Fargate's concurrent-task quota, "Amazon ECS service quotas":
   "Fargate On-Demand resource count"): a RunTask that would run more tasks than that
   fails with ``ClientException`` "You've reached the limit on the number of tasks you
@@ -129,11 +138,14 @@ class AwsBehaviour:
     """Calls answered ``ThrottlingException``, by operation."""
     task_quota: int | None = None
     """Tasks the account may run at once (None: no limit)."""
+    stop_takes: float = 0.0
+    """Seconds a task stopped by StopTask stays on its way out (0: stopped at once)."""
     _epoch: int = 0
     """Bumped by ``reset``: a call still in flight from the test before (its service
     torn down mid-RunTask) does not count in the next test's figures."""
     _running: set[str] = field(default_factory=set)
     _launched_at: dict[str, float] = field(default_factory=dict)
+    _stopping_until: dict[str, float] = field(default_factory=dict)
     _tokens: dict[str, _Launch] = field(default_factory=dict)
     _token_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -153,8 +165,10 @@ class AwsBehaviour:
             self.versions.clear()
             self.lifecycle = None
             self.task_quota = None
+            self.stop_takes = 0.0
             self._running.clear()
             self._launched_at.clear()
+            self._stopping_until.clear()
             self._tokens.clear()
             self._token_locks.clear()
             self.volumes.reset()
@@ -188,6 +202,7 @@ class AwsBehaviour:
         status, answer = forward(body)
         if operation == "DescribeTasks" and status == 200:
             self._hide_fresh(answer)
+            self._show_stopping(answer.get("tasks") or [])
             if self.lifecycle is not None:
                 self.lifecycle.describe(answer)
             for task in answer.get("tasks") or []:
@@ -195,6 +210,11 @@ class AwsBehaviour:
             with self._lock:
                 self.volumes.annotate(answer)
         if operation == "StopTask" and status == 200 and answer.get("task"):
+            if self.stop_takes > 0:
+                with self._lock:
+                    until = time.monotonic() + self.stop_takes
+                    self._stopping_until.setdefault(str(answer["task"]["taskArn"]), until)
+            self._show_stopping([answer["task"]])
             self.task_changed(answer["task"])
         return status, answer
 
@@ -311,6 +331,19 @@ class AwsBehaviour:
             )
         self.replayed += 1  # (under the layer's lock)
         return 200, known.answer
+
+    def _show_stopping(self, tasks: list[dict[str, Any]]) -> None:
+        """Tasks still on their way out (``stop_takes``), as ECS shows them then."""
+        now = time.monotonic()
+        with self._lock:
+            stopping = {arn for arn, until in self._stopping_until.items() if now < until}
+        for task in tasks:
+            if task["taskArn"] in stopping:
+                task["lastStatus"] = "DEACTIVATING"
+                task.pop("stoppedAt", None)
+                for container in task.get("containers") or []:
+                    container["lastStatus"] = "RUNNING"
+                    container.pop("exitCode", None)
 
     def _hide_fresh(self, answer: dict[str, Any]) -> None:
         now = time.monotonic()

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from chroma_orch.db.models import Event, Instance
 from chroma_orch.reconciler.loop import Reconciler
-from chroma_orch.runtimes.base import ExitCause, InstanceSpec
+from chroma_orch.runtimes.base import ExitCause, InstanceSpec, ObservedState
 from chroma_orch.runtimes.ecs.stops import classify_run_failures
 from chroma_orch.settings import EcsSettings, ReconcilerSettings
 from tests.ecs import aws_stops
@@ -139,3 +139,66 @@ class TestDelete:
             row = await session.get(Instance, uuid.UUID(instance_id))
             assert row is not None
             assert row.phase == "deleted"
+
+
+class TestStopOfATaskNoStartRecorded:
+    @pytest.fixture
+    def reconciler_config(self) -> ReconcilerSettings:
+        return ReconcilerSettings(enabled=False)  # the test drives passes itself
+
+    @pytest.fixture
+    async def ecs_settings(self, ecs_settings: EcsSettings) -> EcsSettings:
+        return ecs_settings.model_copy(update={"visibility_grace": 1.0, "launch_budget": 1.0})
+
+    async def test_the_stop_waits_until_the_found_task_is_gone(
+        self, ecs_service: EcsService, moto_url: str, aws: AwsBehaviour
+    ) -> None:
+        """A replica recorded "starting", launched, and died before saving the handle.
+        The stop finds the task in the listing once the launch window is over, and ECS
+        takes its time to stop it (SIGTERM, then up to the container's stopTimeout):
+        the instance is "stopped" only once the task is gone. Before, it was marked
+        stopped as soon as StopTask was sent, and on EFS a start could then mount the
+        data while the found task still ran on it."""
+        aws.invisible_for = 0.2
+        aws.stop_takes = 3.0
+        instance_id = await _create(ecs_service)
+        async with ecs_service.app.state.ctx.sessions() as session:
+            row = await session.get(Instance, uuid.UUID(instance_id))
+            assert row is not None
+            row.phase, row.phase_changed_at = "starting", datetime.now(UTC)
+            row.launch_by = row.phase_changed_at + timedelta(seconds=1.0)  # as it records
+            spec = InstanceSpec(instance_id, str(row.tenant_id), "main", row.generation,
+                                start_token=f"{row.id.hex}-{row.generation}-0")  # fmt: skip
+            await session.commit()
+        stray = await ecs_service.runtime.start(spec)
+        stopped = await ecs_service.http.post(f"/v1/instances/{instance_id}/stop")
+        assert stopped.status_code == 202
+        reconciler = Reconciler(
+            ecs_service.app.state.ctx.sessions,
+            ecs_service.runtime,
+            ecs_service.app.state.settings.model_copy(
+                update={"reconciler": ReconcilerSettings(backoff_base=0.01, backoff_max=0.05)}
+            ),
+        )
+
+        await converge(reconciler)
+        found = (await ecs_service.runtime.poll({instance_id: stray}))[instance_id]
+        assert found.state is ObservedState.STOPPING  # StopTask sent, the task on its way out
+        assert (await _row(ecs_service, instance_id)).phase == "stopping"  # was: "stopped"
+
+        async def gone_and_stopped() -> bool:
+            await reconciler.observe_once()  # the liveness pass wakes it once the task is gone
+            await converge(reconciler)
+            return (await _row(ecs_service, instance_id)).phase == "stopped"
+
+        await wait_for(gone_and_stopped, timeout=15)
+        after = (await ecs_service.runtime.poll({instance_id: stray}))[instance_id]
+        assert after.state is ObservedState.EXITED
+        assert await cluster_tasks(moto_url) == []
+
+
+async def _row(service: EcsService, instance_id: str) -> Instance:
+    async with service.app.state.ctx.sessions() as session:
+        row: Instance | None = await session.get(Instance, uuid.UUID(instance_id))
+        assert row is not None
+        return row

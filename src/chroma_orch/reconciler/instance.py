@@ -447,7 +447,13 @@ class InstanceReconciler:
         ``visibility_grace`` old, and it is stopped. Before, a restore then swapped the
         data under the live server and adopted it afterwards. Also where a later
         attempt failed or ran after one that may still launch (``launch_by`` set): the
-        listing comes once the window closes (the stop's ``MARK_STOPPED`` clears it)."""
+        listing comes once the window closes (the stop's ``MARK_STOPPED`` clears it).
+
+        The server found is recorded as the instance's and stopped by ``halt``: what
+        comes next waits until it is gone, as after any stop (the liveness pass wakes
+        the instance then). Before, the pass went on as soon as the stop was sent: on
+        ECS with EFS the next task mounted the data while the found one was still
+        stopping, up to its ``stopTimeout``."""
         if self.handle is not None:
             return None
         if not self._launch_unrecorded() and self.inst.launch_by is None:
@@ -455,10 +461,11 @@ class InstanceReconciler:
         if (unsure := self._unrecorded_launch_window()) > 0:
             return RequeueAfter(unsure)
         found = (await self.runtime.discover()).get(str(self.inst.id))
-        if found is not None:
-            log.warning("stopping a server no start recorded instance=%s", self.inst.id)
-            await self.runtime.stop(found)
-        return None
+        if found is None:
+            return None
+        log.warning("stopping a server no start recorded instance=%s", self.inst.id)
+        await self.write(writes.RECORD_HANDLE, handle=found.to_json(), launch_by=None)
+        return await self.halt(await self._observe())
 
     async def _stop_launch_of_another_token(self) -> Decision | None:
         """Before a start on a new start token (a later attempt: a failed one moved
