@@ -2,7 +2,8 @@
 again before it ever ran is relaunched after a short, growing backoff; Fargate's
 concurrent-task quota waits with the reason ``TaskQuotaReached``; a delete does not
 trust a listing that may not show a task launched moments ago (the AWS-behaviour
-layer keeps new tasks invisible for a while, as ECS's eventual consistency does)."""
+layer keeps new tasks invisible for a while, as ECS's eventual consistency does),
+and a stop that finds such a task waits until ECS has stopped it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlalchemy import select
 
 from chroma_orch.db.models import Event, Instance
 from chroma_orch.reconciler.loop import Reconciler
-from chroma_orch.runtimes.base import ExitCause, InstanceSpec, ObservedState
+from chroma_orch.runtimes.base import ExitCause, Handle, InstanceSpec, ObservedState
 from chroma_orch.runtimes.ecs.stops import classify_run_failures
 from chroma_orch.settings import EcsSettings, ReconcilerSettings
 from tests.ecs import aws_stops
@@ -99,7 +100,15 @@ def test_the_task_quota_is_classed_as_capacity() -> None:
     )
 
 
-class TestDelete:
+_ENDINGS = [
+    ("POST", "/v1/instances/{}/stop", "stopped"),
+    ("DELETE", "/v1/instances/{}", "deleted"),
+]
+
+
+class TestNoStartRecorded:
+    """A replica recorded "starting", launched, and died before saving the handle."""
+
     @pytest.fixture
     def reconciler_config(self) -> ReconcilerSettings:
         return ReconcilerSettings(enabled=False)  # the test drives passes itself
@@ -111,90 +120,85 @@ class TestDelete:
     async def test_a_delete_finds_a_task_launched_moments_ago(
         self, ecs_service: EcsService, moto_url: str, aws: AwsBehaviour
     ) -> None:
-        """A replica recorded "starting", launched, and died before saving the handle;
-        the task is not visible yet when the delete lists the instance's tasks."""
+        """The task is not visible yet when the delete lists the instance's tasks."""
         aws.invisible_for = 1.5  # shorter than the grace, as ECS's window is
-        instance_id = await _create(ecs_service)
-        async with ecs_service.app.state.ctx.sessions() as session:
-            row = await session.get(Instance, uuid.UUID(instance_id))
-            assert row is not None
-            row.phase, row.phase_changed_at = "starting", datetime.now(UTC)
-            row.launch_by = row.phase_changed_at + timedelta(seconds=2.0)  # as it records
-            spec = InstanceSpec(instance_id, str(row.tenant_id), "main", row.generation,
-                                start_token=f"{row.id.hex}-{row.generation}-0")  # fmt: skip
-            await session.commit()
-        await ecs_service.runtime.start(spec)
+        instance_id, _ = await _launched_unrecorded(ecs_service)
         deleted = await ecs_service.http.delete(f"/v1/instances/{instance_id}")
         assert deleted.status_code == 202
 
-        settings = ecs_service.app.state.settings.model_copy(
-            update={"reconciler": ReconcilerSettings(backoff_base=0.01, backoff_max=0.05)}
-        )
-        await converge(
-            Reconciler(ecs_service.app.state.ctx.sessions, ecs_service.runtime, settings)
-        )
+        await _until_phase(ecs_service, _passes(ecs_service), instance_id, "deleted")
 
         assert await cluster_tasks(moto_url) == []  # was: left running, unseen
-        async with ecs_service.app.state.ctx.sessions() as session:
-            row = await session.get(Instance, uuid.UUID(instance_id))
-            assert row is not None
-            assert row.phase == "deleted"
 
-
-class TestStopOfATaskNoStartRecorded:
-    @pytest.fixture
-    def reconciler_config(self) -> ReconcilerSettings:
-        return ReconcilerSettings(enabled=False)  # the test drives passes itself
-
-    @pytest.fixture
-    async def ecs_settings(self, ecs_settings: EcsSettings) -> EcsSettings:
-        return ecs_settings.model_copy(update={"visibility_grace": 1.0, "launch_budget": 1.0})
-
-    async def test_the_stop_waits_until_the_found_task_is_gone(
-        self, ecs_service: EcsService, moto_url: str, aws: AwsBehaviour
+    @pytest.mark.parametrize(("method", "path", "final"), _ENDINGS)
+    async def test_the_end_waits_until_the_found_task_is_gone(
+        self,
+        ecs_service: EcsService,
+        moto_url: str,
+        aws: AwsBehaviour,
+        method: str,
+        path: str,
+        final: str,
     ) -> None:
-        """A replica recorded "starting", launched, and died before saving the handle.
-        The stop finds the task in the listing once the launch window is over, and ECS
-        takes its time to stop it (SIGTERM, then up to the container's stopTimeout):
-        the instance is "stopped" only once the task is gone. Before, it was marked
-        stopped as soon as StopTask was sent, and on EFS a start could then mount the
-        data while the found task still ran on it."""
-        aws.invisible_for = 0.2
+        """A stop or a delete finds the task in the listing once the launch window is
+        over, and ECS takes its time to stop it (SIGTERM, then up to the container's
+        stopTimeout): the instance is "stopped" or "deleted" only once the task is
+        gone. Before, it was marked so as soon as StopTask was sent: on EFS a start
+        could then mount the data while the found task still ran on it, or a delete's
+        cleanup empty the data while it still wrote."""
+        aws.invisible_for = 1.5
         aws.stop_takes = 3.0
-        instance_id = await _create(ecs_service)
-        async with ecs_service.app.state.ctx.sessions() as session:
-            row = await session.get(Instance, uuid.UUID(instance_id))
-            assert row is not None
-            row.phase, row.phase_changed_at = "starting", datetime.now(UTC)
-            row.launch_by = row.phase_changed_at + timedelta(seconds=1.0)  # as it records
-            spec = InstanceSpec(instance_id, str(row.tenant_id), "main", row.generation,
-                                start_token=f"{row.id.hex}-{row.generation}-0")  # fmt: skip
-            await session.commit()
-        stray = await ecs_service.runtime.start(spec)
-        stopped = await ecs_service.http.post(f"/v1/instances/{instance_id}/stop")
-        assert stopped.status_code == 202
-        reconciler = Reconciler(
-            ecs_service.app.state.ctx.sessions,
-            ecs_service.runtime,
-            ecs_service.app.state.settings.model_copy(
-                update={"reconciler": ReconcilerSettings(backoff_base=0.01, backoff_max=0.05)}
-            ),
-        )
+        instance_id, found = await _launched_unrecorded(ecs_service)
+        asked = await ecs_service.http.request(method, path.format(instance_id))
+        assert asked.status_code == 202
+        reconciler = _passes(ecs_service)
 
         await converge(reconciler)
-        found = (await ecs_service.runtime.poll({instance_id: stray}))[instance_id]
-        assert found.state is ObservedState.STOPPING  # StopTask sent, the task on its way out
-        assert (await _row(ecs_service, instance_id)).phase == "stopping"  # was: "stopped"
+        seen = (await ecs_service.runtime.poll({instance_id: found}))[instance_id]
+        assert seen.state is ObservedState.STOPPING  # StopTask sent, the task on its way out
+        assert (await _row(ecs_service, instance_id)).phase == "stopping"  # was: already final
 
-        async def gone_and_stopped() -> bool:
-            await reconciler.observe_once()  # the liveness pass wakes it once the task is gone
-            await converge(reconciler)
-            return (await _row(ecs_service, instance_id)).phase == "stopped"
-
-        await wait_for(gone_and_stopped, timeout=15)
-        after = (await ecs_service.runtime.poll({instance_id: stray}))[instance_id]
-        assert after.state is ObservedState.EXITED
+        await _until_phase(ecs_service, reconciler, instance_id, final)
+        seen = (await ecs_service.runtime.poll({instance_id: found}))[instance_id]
+        assert seen.state is ObservedState.EXITED
         assert await cluster_tasks(moto_url) == []
+
+
+async def _launched_unrecorded(service: EcsService) -> tuple[str, Handle]:
+    """An instance "starting" (its ``launch_by`` as a start records it) whose task was
+    launched and never recorded; its id and the task's handle."""
+    instance_id = await _create(service)
+    async with service.app.state.ctx.sessions() as session:
+        row = await session.get(Instance, uuid.UUID(instance_id))
+        assert row is not None
+        row.phase, row.phase_changed_at = "starting", datetime.now(UTC)
+        row.launch_by = row.phase_changed_at + timedelta(seconds=service.settings.launch_budget)
+        spec = InstanceSpec(instance_id, str(row.tenant_id), "main", row.generation,
+                            start_token=f"{row.id.hex}-{row.generation}-0")  # fmt: skip
+        await session.commit()
+    return instance_id, await service.runtime.start(spec)
+
+
+async def _until_phase(
+    service: EcsService, reconciler: Reconciler, instance_id: str, phase: str
+) -> None:
+    """Run passes until the instance is in ``phase`` (a pass that stopped a task ends
+    while it stops: the liveness pass wakes the instance once it is gone)."""
+
+    async def reached() -> bool:
+        await reconciler.observe_once()
+        await converge(reconciler)
+        return (await _row(service, instance_id)).phase == phase
+
+    await wait_for(reached, timeout=20)
+
+
+def _passes(service: EcsService) -> Reconciler:
+    """A reconciler the test drives, with short backoffs."""
+    settings = service.app.state.settings.model_copy(
+        update={"reconciler": ReconcilerSettings(backoff_base=0.01, backoff_max=0.05)}
+    )
+    return Reconciler(service.app.state.ctx.sessions, service.runtime, settings)
 
 
 async def _row(service: EcsService, instance_id: str) -> Instance:

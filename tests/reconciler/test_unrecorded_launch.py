@@ -3,6 +3,7 @@
 A restore or a stop that comes next stops it, found by the runtime's listing, before
 it touches the data: a restore never swaps the data under a live server (before, it
 did, and then adopted that server), and a stopped instance leaves no server running.
+The orphan sweep leaves such a server to the instance's own pass.
 
 A replica that lost the lease in the middle of a start cannot launch after that stop
 either: the runtime sends no launch past the start's ``launch_by`` (its
@@ -89,6 +90,33 @@ async def test_a_stop_stops_a_server_no_start_recorded(
     instance = (await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))).json()
     assert instance["phase"] == "stopped", instance
     assert data_of(data_runtime, instance_id) == "data of main"  # kept
+
+
+async def test_the_orphan_sweep_leaves_it_to_the_instance_s_stop(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    data_runtime: DataFakeRuntime,
+    data_reconciler: Reconciler,
+) -> None:
+    """The instance should not run, and the sweep comes before its pass (as at a
+    replica's start-up, right after one died mid-start): the sweep leaves the server
+    to that pass, which stops it and waits until it is gone. Before, the sweep stopped
+    it without waiting, ECS no longer listed it once asked to stop, and the pass marked
+    the instance stopped while the server still ran out its stop timeout on the data."""
+    _, token = await create_tenant(client, "acme")
+    instance_id = await running_with_data(client, token, "main", data_runtime, data_reconciler)
+    await _launched_unrecorded(ctx, instance_id)
+    unrecorded = data_runtime.servers[instance_id]
+    answer = await client.post(f"/v1/instances/{instance_id}/stop", headers=bearer(token))
+    assert answer.status_code == 202, answer.text
+
+    assert await data_reconciler.collect_orphans() == 0  # was: 1
+    assert unrecorded.alive
+    await converge(data_reconciler)
+
+    assert not unrecorded.alive
+    instance = (await client.get(f"/v1/instances/{instance_id}", headers=bearer(token))).json()
+    assert instance["phase"] == "stopped", instance
 
 
 class HeldLaunchRuntime(DataFakeRuntime):

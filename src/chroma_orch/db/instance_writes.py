@@ -194,6 +194,14 @@ window ends (``launch_by`` back to an earlier attempt's, if still ahead)."""
 RECORD_HANDLE = fenced_write("record_handle", ("handle", "launch_by"))
 """The server of a start that is not ready yet (recorded: ``launch_by`` as it was
 before this start, if still ahead)."""
+RECORD_FOUND_SERVER = fenced_write(
+    "record_found_server", (*_PHASE, "handle", "launch_by", "start_attempts", *_HEARTBEAT)
+)
+"""A live server no start recorded, found by the runtime's listing once the launch
+window it came from was over: recorded as the instance's and "stopping" in one write
+(``halt`` stops it and waits until it is gone). ``start_attempts`` moves on as with any
+stop; the heartbeat count starts afresh: it was another server's, and "stopping" with
+missed heartbeats is a hung server's restart."""
 RECORD_START_PHASES = fenced_write("record_start_phases", ("start_phases",))
 """A start got further (a new start phase; its event goes with it)."""
 FORGET_SERVER = fenced_write("forget_server", _SERVER, frees_port=True)

@@ -64,6 +64,14 @@ def _later(recorded: datetime | None, new: datetime) -> datetime:
     return new if recorded is None or recorded < new else recorded
 
 
+def stops_unrecorded(phase: str, recorded: bool, launch_by: datetime | None) -> bool:
+    """Whether an instance's own pass lists the runtime's servers for one that no
+    start recorded (``InstanceReconciler._stop_unrecorded``) before it stops, deletes
+    or restores it, or starts it on a new token: no server is recorded, and a start
+    launched or may launch one (it is "starting", or its ``launch_by`` is set)."""
+    return not recorded and (phase == Phase.STARTING or launch_by is not None)
+
+
 def _endpoint_values(endpoint: Endpoint | None) -> dict[str, Any]:
     return {
         "endpoint_host": endpoint.host if endpoint else None,
@@ -440,32 +448,40 @@ class InstanceReconciler:
         return None
 
     async def _stop_unrecorded(self) -> Decision | None:
-        """Before a stop or a restore touches the data: a start that recorded no server
-        (its replica died between launching one and recording it) may have left one
-        running on that data, which no handle reaches (``halt`` stops only a recorded
-        one). The runtime's listing finds it, trusted once the launch is
+        """Before a stop, a delete or a restore touches the data: a start that recorded
+        no server (its replica died between launching one and recording it) may have
+        left one running on that data, which no handle reaches (``halt`` stops only a
+        recorded one). The runtime's listing finds it, trusted once the launch is
         ``visibility_grace`` old, and it is stopped. Before, a restore then swapped the
         data under the live server and adopted it afterwards. Also where a later
         attempt failed or ran after one that may still launch (``launch_by`` set): the
         listing comes once the window closes (the stop's ``MARK_STOPPED`` clears it).
 
-        The server found is recorded as the instance's and stopped by ``halt``: what
-        comes next waits until it is gone, as after any stop (the liveness pass wakes
-        the instance then). Before, the pass went on as soon as the stop was sent: on
-        ECS with EFS the next task mounted the data while the found one was still
-        stopping, up to its ``stopTimeout``."""
-        if self.handle is not None:
-            return None
-        if not self._launch_unrecorded() and self.inst.launch_by is None:
+        The server found is recorded as the instance's, "stopping", and stopped by
+        ``halt``: what comes next waits until it is gone, as after any stop (the
+        liveness pass wakes the instance then). Before, the pass went on as soon as the
+        stop was sent: on ECS with EFS the next task mounted the data while the found
+        one was still stopping, up to its ``stopTimeout``."""
+        if not stops_unrecorded(self.inst.phase, self.handle is not None, self.inst.launch_by):
             return None
         if (unsure := self._unrecorded_launch_window()) > 0:
             return RequeueAfter(unsure)
-        found = (await self.runtime.discover()).get(str(self.inst.id))
-        if found is None:
+        key = str(self.inst.id)
+        found = (await self.runtime.discover()).get(key)
+        seen = None if found is None else (await self.runtime.poll({key: found})).get(key)
+        if found is None or not self._live(seen):
             return None
-        log.warning("stopping a server no start recorded instance=%s", self.inst.id)
-        await self.write(writes.RECORD_HANDLE, handle=found.to_json(), launch_by=None)
-        return await self.halt(await self._observe())
+        log.warning("stopping a server no start recorded instance=%s", key)
+        await self.write(
+            writes.RECORD_FOUND_SERVER,
+            phase=Phase.STOPPING,
+            handle=found.to_json(),
+            launch_by=None,
+            start_attempts=self.inst.start_attempts + 1,  # the next start: a new token
+            heartbeat_failures=0,
+            heartbeat_failed_at=None,
+        )
+        return await self.halt(seen)
 
     async def _stop_launch_of_another_token(self) -> Decision | None:
         """Before a start on a new start token (a later attempt: a failed one moved
@@ -532,8 +548,8 @@ class InstanceReconciler:
     async def _delete(self, observation: Observation | None) -> Decision:
         if (pending := await self.halt(observation)) is not None:
             return pending
-        if (unsure := self._unrecorded_launch_window()) > 0:
-            return RequeueAfter(unsure)
+        if (pending := await self._stop_unrecorded()) is not None:
+            return pending
         can_snapshot = self.data.files is not None or self.native is not None
         if can_snapshot and await self.data.next_open() is not None:
             # the pre_delete snapshot first, of data at rest: a server no handle records

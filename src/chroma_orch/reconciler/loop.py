@@ -38,7 +38,7 @@ from chroma_orch.reconciler.decisions import (
     requeue_time,
 )
 from chroma_orch.reconciler.heartbeat import Round, heartbeat_once
-from chroma_orch.reconciler.instance import InstanceReconciler
+from chroma_orch.reconciler.instance import InstanceReconciler, stops_unrecorded
 from chroma_orch.runtimes.base import Handle, Observation, ObservedState, Runtime, poll_rate
 from chroma_orch.settings import Settings
 from chroma_orch.snapshots.store import SnapshotStore
@@ -356,7 +356,13 @@ class Reconciler:
         return state is ObservedState.EXITED  # stopping: done once it is gone
 
     async def collect_orphans(self) -> int:
-        """Stop servers the runtime finds whose instance is unknown or should not run."""
+        """Stop servers the runtime finds whose instance is unknown or should not run.
+        Not where the instance's own pass lists them (a start that recorded no server:
+        ``stops_unrecorded``): that pass stops the server and waits until it is gone
+        before it goes on. Stopped here, the server was no longer listed by then (ECS
+        lists the tasks it wants running), and a stop was marked done, or a delete
+        emptied the data, while it still ran out its ``stopTimeout`` on that data (the
+        sweep also runs at start-up, right after a replica died mid-start)."""
         found = await self.runtime.discover()
         if not found:
             return 0
@@ -364,11 +370,22 @@ class Reconciler:
         async with self.sessions() as session:
             rows = (
                 await session.execute(
-                    select(Instance.id, Instance.desired_state).where(Instance.id.in_(ids))
+                    select(
+                        Instance.id,
+                        Instance.desired_state,
+                        Instance.phase,
+                        Instance.handle,
+                        Instance.launch_by,
+                    ).where(Instance.id.in_(ids))
                 )
             ).all()
-        wanted = {row.id for row in rows if row.desired_state == DesiredState.RUNNING}
-        orphans = [key for key in found if uuid.UUID(key) not in wanted]
+        left = {
+            row.id
+            for row in rows
+            if row.desired_state == DesiredState.RUNNING
+            or stops_unrecorded(row.phase, row.handle is not None, row.launch_by)
+        }
+        orphans = [key for key in found if uuid.UUID(key) not in left]
         for key in orphans:
             log.warning("stopping orphan server instance=%s", key)
             await self.runtime.stop(found[key])
