@@ -12,6 +12,7 @@ import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chroma_orch.context import AppContext
 from chroma_orch.db.models import OPEN_INTENT, Instance, Intent, IntentStatus
 from chroma_orch.reconciler.loop import Reconciler
 
@@ -97,3 +98,9 @@ async def converge(reconciler: Reconciler, timeout: float = 30.0) -> None:
                 return
             await asyncio.sleep(0.02)
     raise AssertionError("did not converge")
+
+
+async def instance_row(ctx: AppContext, instance_id: str) -> Instance | None:
+    """The instance's row as it is now."""
+    async with ctx.sessions() as session:
+        return await session.get(Instance, uuid.UUID(instance_id))

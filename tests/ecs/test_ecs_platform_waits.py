@@ -3,7 +3,7 @@ again before it ever ran is relaunched after a short, growing backoff; Fargate's
 concurrent-task quota waits with the reason ``TaskQuotaReached``; a delete does not
 trust a listing that may not show a task launched moments ago (the AWS-behaviour
 layer keeps new tasks invisible for a while, as ECS's eventual consistency does),
-and a stop that finds such a task waits until ECS has stopped it."""
+and a stop or a delete that finds such a task waits until ECS has stopped it."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from tests.ecs.conftest import (
     reconciler_settings,
     task_of,
 )
-from tests.helpers import bearer, converge, create_tenant, wait_for, wait_phase
+from tests.helpers import bearer, converge, create_tenant, instance_row, wait_for, wait_phase
 
 
 @pytest.fixture
@@ -202,7 +202,6 @@ def _passes(service: EcsService) -> Reconciler:
 
 
 async def _row(service: EcsService, instance_id: str) -> Instance:
-    async with service.app.state.ctx.sessions() as session:
-        row: Instance | None = await session.get(Instance, uuid.UUID(instance_id))
-        assert row is not None
-        return row
+    row = await instance_row(service.app.state.ctx, instance_id)
+    assert row is not None
+    return row

@@ -17,13 +17,12 @@ from chroma_orch.db.retention import Retention
 from chroma_orch.reconciler.kept_data_expiry import KeptDataExpiry
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import RetentionSettings
-from tests.helpers import bearer, converge, create_tenant
+from tests.helpers import bearer, converge, create_tenant, instance_row
 from tests.reconciler.doubles import DataFakeRuntime
 from tests.reconciler.with_data import (
     data_of,
     deleted_keeping_its_data,
     deleted_long_ago,
-    instance_row,
     running_with_data,
 )
 

@@ -19,14 +19,13 @@ from chroma_orch.db.models import Event, Instance, Snapshot
 from chroma_orch.db.retention import Retention
 from chroma_orch.reconciler.loop import Reconciler
 from chroma_orch.settings import RetentionSettings, Settings
-from tests.helpers import bearer, converge, create_tenant
+from tests.helpers import bearer, converge, create_tenant, instance_row
 from tests.reconciler.doubles import DataFakeRuntime, FakeRuntime
 from tests.reconciler.with_data import (
     ask_restore,
     data_of,
     deleted_keeping_its_data,
     deleted_long_ago,
-    instance_row,
     running_with_data,
 )
 

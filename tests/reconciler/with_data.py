@@ -71,12 +71,6 @@ async def deleted_keeping_its_data(
     await converge(reconciler)
 
 
-async def instance_row(ctx: AppContext, instance_id: str) -> Instance | None:
-    """The instance's row as it is now."""
-    async with ctx.sessions() as session:
-        return await session.get(Instance, uuid.UUID(instance_id))
-
-
 async def ask_restore(
     client: httpx.AsyncClient, token: str, instance_id: str, snapshot_id: str
 ) -> httpx.Response:

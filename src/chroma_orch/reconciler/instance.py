@@ -468,8 +468,10 @@ class InstanceReconciler:
             return RequeueAfter(unsure)
         key = str(self.inst.id)
         found = (await self.runtime.discover()).get(key)
-        seen = None if found is None else (await self.runtime.poll({key: found})).get(key)
-        if found is None or not self._live(seen):
+        if found is None:
+            return None
+        seen = (await self.runtime.poll({key: found})).get(key)
+        if not self._live(seen):
             return None
         log.warning("stopping a server no start recorded instance=%s", key)
         await self.write(
